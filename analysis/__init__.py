@@ -1,0 +1,1 @@
+"""Analysis of tts runs: load sweeps, difficulty bins, compute-optimal selection, figures."""

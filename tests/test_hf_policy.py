@@ -1,0 +1,157 @@
+"""The transformers policy backend on a tiny random Llama / Qwen2: prompts, stop strings, finish reasons, n, seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from tests.tiny_models import tiny_dirs  # noqa: E402
+from tts.backends import GenerationRequest, build_policy  # noqa: E402
+from tts.backends.hf import cut_at_stop, encode_prompt, from_pretrained, render_prompt  # noqa: E402
+from tts.config import ModelConfig  # noqa: E402
+
+MESSAGES = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "What is 1+2?"}]
+
+
+@pytest.fixture(scope="session")
+def dirs(tmp_path_factory):
+    return tiny_dirs(tmp_path_factory)
+
+
+def _policy(path, **overrides):
+    cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="hf", path=str(path), device="cpu", dtype="float32",
+                                           **overrides))
+    return build_policy(cfg, seed=0)
+
+
+@pytest.fixture(scope="module")
+def llama(dirs):
+    return _policy(dirs["llama"], chat_template="llama3", batch_size=4)
+
+
+def _request(**kw):
+    base = dict(messages=MESSAGES, n=1, temperature=0.0, max_tokens=12, stop=None, seed=0)
+    base.update(kw)
+    return GenerationRequest(**base)
+
+
+def test_prompt_has_one_bos_and_keeps_the_prefix_blank_line(llama):
+    tok = llama.tokenizer
+    request = _request(prefix="## Step 1: add\n\n1 + 2 = 3\n\n")
+    text = render_prompt(tok, request)
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n## Step 1: add\n\n1 + 2 = 3\n\n")
+    ids = encode_prompt(tok, text)
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    assert tok.decode(ids, skip_special_tokens=False) == text  # nothing stripped, nothing added
+
+
+def test_max_tokens_gives_length(llama):
+    [[out]] = llama.generate([_request(max_tokens=7)])
+    assert out.finish_reason == "length" and out.num_tokens == 7
+
+
+def test_stop_string_is_cut_and_kept(llama):
+    [[free]] = llama.generate([_request(max_tokens=16)])
+    text = free.text
+    # a stop string the greedy continuation certainly produces: a printable character a few tokens in
+    stop = next(c for c in text[2:] if c.isascii() and c.isprintable() and not c.isspace())
+    [[out]] = llama.generate([_request(max_tokens=16, stop=[stop])])
+    assert out.finish_reason == "stop"
+    assert out.text == text[: text.index(stop) + len(stop)]
+    assert out.text.endswith(stop)
+    assert 1 <= out.num_tokens <= free.num_tokens
+
+
+def test_eos_is_eos_and_counted(llama):
+    greedy = _greedy_ids(llama, 3)
+    saved = set(llama.eos_token_ids)
+    try:
+        llama.eos_token_ids = saved | {greedy[-1]}  # make the 3rd greedy token an end of turn
+        [[out]] = llama.generate([_request(max_tokens=8)])
+    finally:
+        llama.eos_token_ids = saved
+    assert out.finish_reason == "eos"
+    assert out.num_tokens == greedy.index(greedy[-1]) + 1  # the EOS token itself is counted
+
+
+def _greedy_ids(policy, k):
+    from tts.backends.hf import _Row, sample_seed
+
+    prompt = encode_prompt(policy.tokenizer, render_prompt(policy.tokenizer, _request()))
+    row = _Row(0, 0, prompt, 0.0, 1.0, k, [], sample_seed(0, 0))
+    saved = policy.eos_token_ids
+    policy.eos_token_ids = set()
+    try:
+        policy._decode([row])
+    finally:
+        policy.eos_token_ids = saved
+    return row.generated
+
+
+def test_n_per_prompt_and_batch_cap(llama, monkeypatch):
+    calls = []
+    original = type(llama)._decode
+
+    def counting(self, rows):
+        calls.append(len(rows))
+        return original(self, rows)
+
+    monkeypatch.setattr(type(llama), "_decode", counting)
+    outs = llama.generate([_request(n=3, temperature=1.0, max_tokens=5), _request(n=2, temperature=1.0, seed=1)])
+    assert [len(o) for o in outs] == [3, 2]
+    assert max(calls) <= 4 and sum(calls) == 5  # model.batch_size=4 caps sequences per forward
+    assert llama.stats.samples >= 5
+
+
+def test_seed_determinism_per_request(llama):
+    a = _request(n=3, temperature=1.0, max_tokens=6, seed=11)
+    b = _request(n=2, temperature=1.0, max_tokens=6, seed=12, prefix="## Step 1:")
+    together = llama.generate([a, b])
+    again = llama.generate([a, b])
+    alone = llama.generate([a])
+    assert together == again
+    assert [o.text for o in alone[0]] == [o.text for o in together[0]]  # other requests in the batch do not matter
+    other_seed = llama.generate([_request(n=3, temperature=1.0, max_tokens=6, seed=99)])
+    assert [o.text for o in other_seed[0]] != [o.text for o in together[0]]
+    assert len({o.text for o in together[0]}) > 1  # samples of one request differ from each other
+
+
+def test_temperature_zero_is_greedy_and_top_p_tiny_is_greedy(llama):
+    greedy = llama.generate([_request(n=2, temperature=0.0, max_tokens=6)])[0]
+    assert greedy[0] == greedy[1]
+    nucleus = llama.generate([_request(n=2, temperature=1.0, top_p=1e-6, max_tokens=6, seed=5)])[0]
+    assert [o.text for o in nucleus] == [greedy[0].text] * 2
+
+
+def test_qwen_policy_has_no_bos_and_generates(dirs):
+    policy = _policy(dirs["qwen"], batch_size=8)
+    text = render_prompt(policy.tokenizer, _request(prefix="Step"))
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\nStep")
+    [[a, b]] = policy.generate([_request(n=2, temperature=0.7, max_tokens=5, stop=["\n\n"])])
+    assert all(o.finish_reason in ("stop", "eos", "length") for o in (a, b))
+    assert all(0 < o.num_tokens <= 5 for o in (a, b))
+
+
+def test_cut_at_stop_takes_the_earliest():
+    assert cut_at_stop("ab\n\ncd\n\n", ["\n\n"]) == ("ab\n\n", True)
+    assert cut_at_stop("xyz END abc \n\n", ["\n\n", "END"]) == ("xyz END", True)
+    assert cut_at_stop("nothing", ["\n\n"]) == ("nothing", False)
+
+
+def test_offline_hub_error_names_the_fix():
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(path, **kwargs):
+            raise LocalEntryNotFoundError("offline mode is enabled")
+
+    with pytest.raises(OSError, match=r"could not load .* from the hub \(offline\?\); download it and pass "
+                                      r"model.path=/local/dir"):
+        from_pretrained(Loader, "meta-llama/Llama-3.2-1B-Instruct", what="the policy model", key="model.path")
+    with pytest.raises(OSError, match="no such local directory"):
+        from_pretrained(Loader, "/no/such/dir", what="the policy model", key="model.path")

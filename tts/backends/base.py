@@ -1,0 +1,98 @@
+"""The policy-backend seam: every generator (sim, transformers, vLLM) answers the same requests.
+
+A strategy never talks to a model directly; it builds `GenerationRequest`s (chat messages plus an optional partial
+assistant answer to continue) and gets back `GenerationOutput`s. Batching many problems into one `generate` call is the
+caller's job; counting calls and tokens is the backend's, so compute accounting is the same for every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+FinishReason = Literal["stop", "eos", "length"]
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt to sample `n` continuations of.
+
+    `messages` is the chat (system + user); `prefix` is partial assistant text that the model must continue verbatim
+    (beam search passes the steps chosen so far, ending in the step separator).
+    """
+
+    messages: list[dict[str, str]]
+    prefix: str = ""
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    stop: list[str] | None = None
+    seed: int = 0
+
+    @property
+    def problem(self) -> str:
+        """The user turn: the problem statement (the last user message)."""
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+
+@dataclass
+class GenerationOutput:
+    """One sampled continuation. `text` includes a matched stop string (so steps keep their blank line)."""
+
+    text: str
+    finish_reason: FinishReason
+    num_tokens: int
+
+
+@dataclass
+class GenerationStats:
+    """What a backend has spent: the compute side of every budget-fair comparison."""
+
+    calls: int = 0
+    requests: int = 0
+    samples: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class PolicyBackend(abc.ABC):
+    """Base class of policy backends. Subclasses implement `_generate`; `generate` does the bookkeeping."""
+
+    def __init__(self) -> None:
+        self.stats = GenerationStats()
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationOutput]]:
+        """Sample `request.n` continuations for every request, in one batched backend call."""
+        if not requests:
+            return []
+        outputs = self._generate(list(requests))
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"{type(self).__name__} returned {len(outputs)} results for {len(requests)} requests")
+        self.stats.calls += 1
+        self.stats.requests += len(requests)
+        for request, samples in zip(requests, outputs):
+            if len(samples) != request.n:
+                raise RuntimeError(f"{type(self).__name__} returned {len(samples)} samples, asked for n={request.n}")
+            self.stats.samples += len(samples)
+            self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+        return outputs
+
+    @abc.abstractmethod
+    def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
+        """Return, for each request, exactly `request.n` outputs."""
+
+    def close(self) -> None:
+        """Release GPU memory or worker processes; the default holds nothing."""
+
+
+@dataclass
+class StepFormat:
+    """How a policy's solution is cut into steps (the blog's format: steps separated by a blank line)."""
+
+    separator: str = "\n\n"
+    extra_stops: list[str] = field(default_factory=list)

@@ -1,0 +1,127 @@
+"""`model.backend=vllm`: one `vllm.LLM` per run, prefix caching on, steps cut at stop strings kept in the output.
+
+A request becomes one vLLM prompt: the chat template over the messages with the assistant header opened, then the
+partial answer (`request.prefix`) appended as raw text, passed as token ids (no second BOS when the template wrote
+one). Its samples are one `SamplingParams(n=...)` with the request's own seed, so a request's samples do not depend on
+what else is in the batch. Finish reasons: a stop string hit is `stop`; vLLM's `stop` with no `stop_reason` (or a stop
+token id) is the model's end of turn, `eos`; `length` is `length`.
+
+`import vllm` happens only in `build` (and in the helpers it calls), i.e. only when this backend is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.hf import encode_prompt, render_prompt
+
+log = logging.getLogger(__name__)
+
+
+def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """The `vllm.SamplingParams` arguments of one request."""
+    return dict(
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_tokens,
+        stop=list(request.stop or []) or None,
+        include_stop_str_in_output=True,  # steps keep their "\n\n"
+        skip_special_tokens=True,
+        seed=request.seed,
+    )
+
+
+def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> str:
+    """vLLM (finish_reason, stop_reason) -> ours: stop string -> stop, EOS / stop token -> eos, length -> length."""
+    if finish_reason == "length":
+        return "length"
+    if finish_reason == "stop":
+        return "stop" if isinstance(stop_reason, str) else "eos"
+    if finish_reason == "abort":
+        raise RuntimeError("vLLM aborted a request (out of KV cache or engine error)")
+    raise RuntimeError(f"unknown vLLM finish_reason {finish_reason!r}")
+
+
+def map_completion(completion: Any) -> GenerationOutput:
+    """One vLLM `CompletionOutput` -> `GenerationOutput` (tokens: every generated token, the stop's included)."""
+    return GenerationOutput(
+        text=completion.text,
+        finish_reason=map_finish_reason(completion.finish_reason, completion.stop_reason),  # type: ignore[arg-type]
+        num_tokens=len(completion.token_ids),
+    )
+
+
+def map_request_output(request: GenerationRequest, output: Any) -> list[GenerationOutput]:
+    samples = sorted(output.outputs, key=lambda c: c.index)
+    if len(samples) != request.n:
+        raise RuntimeError(f"vLLM returned {len(samples)} samples, asked for n={request.n}")
+    return [map_completion(c) for c in samples]
+
+
+class VLLMPolicy(PolicyBackend):
+    """A policy on a `vllm.LLM` (or anything with its `generate(prompts, params)`), for tests a fake one."""
+
+    def __init__(self, llm: Any, tokenizer: Any, sampling_params: Callable[..., Any]) -> None:
+        super().__init__()
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.sampling_params = sampling_params
+
+    def prompt(self, request: GenerationRequest) -> dict[str, list[int]]:
+        return {"prompt_token_ids": encode_prompt(self.tokenizer, render_prompt(self.tokenizer, request))}
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
+        prompts = [self.prompt(r) for r in requests]
+        params = [self.sampling_params(**sampling_kwargs(r)) for r in requests]
+        for request, prompt in zip(requests, prompts):
+            self.stats.prompt_tokens += len(prompt["prompt_token_ids"]) * request.n
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [map_request_output(r, o) for r, o in zip(requests, outputs)]
+
+    def close(self) -> None:
+        import gc
+
+        self.llm = None
+        gc.collect()
+
+
+def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:
+    """`vllm.LLM(...)` arguments from the model config."""
+    kwargs: dict[str, Any] = dict(
+        model=model_cfg.path,
+        tokenizer=model_cfg.path,
+        seed=seed,
+        dtype=model_cfg.dtype,
+        gpu_memory_utilization=model_cfg.gpu_memory_utilization,
+        tensor_parallel_size=model_cfg.tensor_parallel_size,
+        enable_prefix_caching=model_cfg.enable_prefix_caching,
+        enforce_eager=model_cfg.enforce_eager,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+    if model_cfg.max_model_len:
+        kwargs["max_model_len"] = model_cfg.max_model_len
+    return kwargs
+
+
+def build(model_cfg, seed: int) -> VLLMPolicy:
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("model.backend=vllm needs vllm (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh); "
+                          "or use model.backend=hf") from err
+    from tts.backends.hf import load_tokenizer
+
+    # our own tokenizer: the chat template of `model.chat_template` renders the prompt, vLLM gets token ids
+    tokenizer = load_tokenizer(model_cfg.path, key="model.path", chat_template=model_cfg.chat_template,
+                               trust_remote_code=model_cfg.trust_remote_code)
+    try:
+        llm = LLM(**engine_kwargs(model_cfg, seed))
+    except OSError as err:
+        raise OSError(f"could not load the policy model {model_cfg.path!r} from the hub (offline?); download it and "
+                      f"pass model.path=/local/dir [{err}]") from err
+    log.info("vllm policy %s (gpu_memory_utilization=%s, tp=%s)", model_cfg.path, model_cfg.gpu_memory_utilization,
+             model_cfg.tensor_parallel_size)
+    return VLLMPolicy(llm, tokenizer, SamplingParams)

@@ -1,0 +1,215 @@
+"""Typed configuration: one dataclass per config group, registered in Hydra's ConfigStore, plus `validate(cfg)`.
+
+The YAML files under `conf/` start from these schemas (`defaults: [base_<group>, _self_]`), so a misspelt key fails when
+Hydra composes the config, before anything runs. Rules that involve several fields (`n % beam_width == 0`) cannot be
+typed; they live in `validate`, which `run` calls first and which names the offending key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class SimPolicyConfig:
+    skill: float = 1.2
+    temperature_sensitivity: float = 1.0
+    num_wrong_answers: int = 4
+    wrong_answer_skew: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    backend: str = "sim"
+    path: Optional[str] = None
+    system_prompt: str = ""
+    chat_template: Optional[str] = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    batch_size: int = 64
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+    max_model_len: Optional[int] = None
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    sim: SimPolicyConfig = field(default_factory=SimPolicyConfig)
+
+
+@dataclass
+class SimPRMConfig:
+    discrimination: float = 3.0
+    noise: float = 1.0
+    bias: float = 0.5
+    length_penalty: float = 0.0
+
+
+@dataclass
+class PRMConfig:
+    name: str = MISSING
+    family: str = "sim"
+    backend: str = "sim"
+    path: Optional[str] = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    batch_tokens: int = 8192
+    max_length: Optional[int] = None
+    gpu_memory_utilization: float = 0.4
+    enforce_eager: bool = False
+    good_token: str = "+"
+    bad_token: str = "-"
+    step_tag: str = ""
+    system_prompt: str = ""
+    sim: SimPRMConfig = field(default_factory=SimPRMConfig)
+
+
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+    temperature: float = 0.8
+    top_p: float = 1.0
+    beam_width: int = 4
+    filter_duplicates: bool = False
+    lookahead: int = 0
+    rebase_temperature: float = 0.2
+    search_batch_size: Optional[int] = None
+
+
+@dataclass
+class BudgetConfig:
+    name: str = MISSING
+    max_tokens: int = 2048
+    num_iterations: int = 40
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    path: Optional[str] = None
+    hub_id: Optional[str] = None
+    split: str = "test"
+    num_problems: Optional[int] = None
+    start: int = 0
+    end: Optional[int] = None
+    generator_seed: int = 1234
+    columns: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    project: str = "tts"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    job_type: str = "search"
+    log_table: bool = True
+    log_artifact: bool = True
+    init_timeout: float = 30.0
+
+
+@dataclass
+class ScoringConfig:
+    reduction: str = "last"
+    grading_timeout: float = 5.0
+    subset_draws: int = 200
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    prm: PRMConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    budget: BudgetConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    logger: LoggerConfig = MISSING
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    n: int = 4
+    seed: int = 0
+    batch_size: int = 64
+
+
+GROUPS = {
+    "model": ModelConfig,
+    "prm": PRMConfig,
+    "strategy": StrategyConfig,
+    "budget": BudgetConfig,
+    "dataset": DatasetConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [base_<group>]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+
+
+register_configs()
+
+BACKENDS = ("sim", "hf", "vllm")
+REDUCTIONS = ("last", "min", "prod", "mean")
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and how to fix it."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every cross-field rule before any data is loaded or any model built. Raises `ConfigError`."""
+    _check(_is_int(cfg.n) and cfg.n >= 1, "n", f"must be a whole number >= 1 (completions per problem), got {cfg.n!r}")
+    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", f"must be a whole number >= 0, got {cfg.seed!r}")
+    _check(_is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size",
+           f"must be >= 1 (problems saved per batch), got {cfg.batch_size!r}")
+    _check(cfg.model.backend in BACKENDS, "model.backend", f"must be one of {BACKENDS}, got {cfg.model.backend!r}")
+    _check(cfg.prm.backend in BACKENDS, "prm.backend", f"must be one of {BACKENDS}, got {cfg.prm.backend!r}")
+    if cfg.model.backend != "sim":
+        _check(bool(cfg.model.path), "model.path", "a real backend needs a hub id or a local directory")
+    if cfg.prm.backend != "sim":
+        _check(bool(cfg.prm.path), "prm.path", "a real PRM needs a hub id or a local directory")
+    _check(0.0 <= cfg.strategy.temperature, "strategy.temperature", f"must be >= 0, got {cfg.strategy.temperature}")
+    _check(0.0 < cfg.strategy.top_p <= 1.0, "strategy.top_p", f"must be in (0, 1], got {cfg.strategy.top_p}")
+    _check(cfg.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {cfg.budget.max_tokens}")
+    _check(cfg.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {cfg.budget.num_iterations}")
+    _check(cfg.scoring.reduction in REDUCTIONS, "scoring.reduction",
+           f"must be one of {REDUCTIONS}, got {cfg.scoring.reduction!r}")
+    _check(cfg.scoring.grading_timeout > 0, "scoring.grading_timeout", "must be > 0 seconds")
+    _check(cfg.dataset.num_problems is None or cfg.dataset.num_problems >= 1, "dataset.num_problems",
+           f"must be >= 1 or null (all problems), got {cfg.dataset.num_problems}")
+    _check(cfg.dataset.start >= 0, "dataset.start", f"must be >= 0, got {cfg.dataset.start}")
+    if cfg.dataset.end is not None:
+        _check(cfg.dataset.end > cfg.dataset.start, "dataset.end",
+               f"must be > dataset.start ({cfg.dataset.start}), got {cfg.dataset.end}: the shard would be empty")
+    _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {cfg.logger.mode!r}")
+    _validate_strategy(cfg)
+
+
+def _validate_strategy(cfg: DictConfig) -> None:
+    """Rules of the search strategies; a strategy that needs more adds them here."""
+    strategy = cfg.strategy
+    if strategy.search_batch_size is not None:
+        _check(strategy.search_batch_size >= 1, "strategy.search_batch_size", "must be >= 1 or null (all problems)")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The resolved config as plain dicts (for the run directory and W&B)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,289 @@
+"""String normalisation of answers, and the pure-Python numeric fast path.
+
+Every rewrite below is applied to both the prediction and the gold answer before anything else, so it only has to
+be *sound* (never make two different MATH answers equal) for the answer formats of MATH, not complete:
+
+* surrounding ``$``/``\\(\\)``/``\\[\\]`` and whole-answer ``\\boxed{}``/``\\fbox{}`` wrappers are dropped
+  (the box was already used for extraction; gold answers sometimes keep one);
+* ``\\dfrac``/``\\tfrac`` -> ``\\frac``, ``\\left``/``\\right``/``\\displaystyle`` and LaTeX spacing
+  (``\\!``, ``\\,``, ``\\;``, ``\\:``, ``\\quad``, ``~``) are dropped: pure typography;
+* ``\\text{..}``, ``\\textbf{..}``, ``\\mathrm{..}``, ``\\mbox{..}`` are unwrapped to their content: MATH writes
+  both ``\\text{(A)}`` and ``(A)``, ``5\\text{ cm}`` and ``5``;
+* degree marks (``^\\circ``, ``^{\\circ}``, ``°``, ``\\degree``) and percent signs (``\\%``, ``%``) are dropped:
+  MATH gold answers are inconsistent about them (``30^\\circ`` vs ``30``; ``50\\%`` vs ``50``); note that this makes
+  ``50\\%`` equal to ``50``, not to ``0.5``;
+* a leading ``\\$`` and trailing unit words after a number (``cm``, ``inches``, ``dollars``, ``square units``, ...)
+  are dropped: the problem fixes the unit, the answer is the number;
+* thousands separators: ``1{,}000`` always, and ``1,000``/``12,345,678`` when the whole answer is digits in groups of
+  three (a list of numbers would not have every later item exactly three digits long);
+* a leading ``x =`` / ``f(x) =`` / ``x \\in`` with a single-variable left side is dropped when the right side has no
+  letters (``x = 3`` means the answer ``3``; ``y = 2x + 3`` is kept as an equation);
+* multiple-choice letters: ``(A)``, ``A)``, ``\\text{(A)}``, ``\\textbf{(A)}`` -> ``A``;
+* mixed numbers ``2\\frac{1}{2}`` are read as ``5/2`` (MATH's convention; LaTeX parsers read a product);
+* a trailing full stop and all whitespace runs are collapsed.
+
+`numeric_value` then recognises plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, signs, mixed numbers,
+scientific notation with small exponents) and returns an exact `fractions.Fraction`, so these never need sympy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Optional
+
+__all__ = ["normalize_answer", "numeric_value", "is_mc_letter", "huge_integer_log10"]
+
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+_TEXT_CMDS = ("\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf", "\\mbox", "\\textnormal",
+              "\\operatorname")
+
+_UNITS = sorted(
+    {
+        "cm", "centimeter", "centimeters", "centimetre", "centimetres", "mm", "millimeter", "millimeters", "m",
+        "meter", "meters", "metre", "metres", "km", "kilometer", "kilometers", "in", "inch", "inches", "ft", "foot",
+        "feet", "yd", "yard", "yards", "mile", "miles", "mph", "units", "unit", "sq units", "square units",
+        "square unit", "square feet", "square inches", "square meters", "square centimeters", "cubic units",
+        "cubic feet", "cubic inches", "cubic centimeters", "degrees", "degree", "dollars", "dollar", "cents",
+        "cent", "seconds", "second", "minutes", "minute", "hours", "hour", "days", "day", "weeks", "years", "year",
+        "pounds", "pound", "lbs", "ounces", "grams", "gram", "kg", "kilograms", "liters", "litres", "gallons",
+        "people", "students", "ways", "sq ft", "sq in", "sq cm", "sq m", "cm^2", "m^2", "in^2", "ft^2",
+        "cm^3", "m^3", "in^3", "ft^3", "percent", "radians", "points", "handshakes", "marbles", "boxes", "books",
+    },
+    key=len,
+    reverse=True,
+)
+_UNIT_RE = re.compile(
+    r"^(?P<num>[-+]?[\d.,/{}\\a-z]*?\d[\d.,}]*)\s*(?:" + "|".join(re.escape(u) for u in _UNITS) + r")\.?$"
+)
+
+_MC_RE = re.compile(r"^\(?\s*([A-E])\s*\)?$")
+_THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_EQ_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|[a-zA-Z]_\{?\w\}?)\s*(?:=|\\in)\s*(?P<rhs>.+)$")
+
+_INT = r"\d+"
+_DEC = r"(?:\d+\.\d*|\.\d+|\d+)"
+_NUM_RE = re.compile(r"^(?P<sign>[-+]?)(?P<num>" + _DEC + r")(?:[eE](?P<exp>[-+]?\d{1,3}))?$")
+_SLASH_RE = re.compile(r"^(?P<sign>[-+]?)(?P<a>" + _DEC + r")/(?P<b>" + _DEC + r")$")
+_FRAC_RE = re.compile(
+    r"^(?P<sign>[-+]?)(?P<whole>" + _INT + r")?\\frac(?:\{(?P<a>[-+]?" + _DEC + r")\}|(?P<a1>\d))"
+    r"(?:\{(?P<b>[-+]?" + _DEC + r")\}|(?P<b1>\d))$"
+)
+
+MAX_NUMBER_CHARS = 60  # longer digit strings are not put through Fraction (still exact, but keep it cheap)
+
+
+def _unwrap_command(s: str, cmd: str) -> str:
+    """Replace every ``cmd{X}`` in ``s`` by ``X`` (balanced braces; linear)."""
+    out = []
+    i = 0
+    n = len(s)
+    while True:
+        k = s.find(cmd + "{", i)
+        if k < 0:
+            out.append(s[i:])
+            break
+        # `\textbf{` must not be matched by `\text` + `{`: find() with the brace ensures the command ends here.
+        out.append(s[i:k])
+        j = k + len(cmd)
+        depth = 0
+        m = j
+        while m < n:
+            c = s[m]
+            if c == "\\":
+                m += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            m += 1
+        if m >= n:  # unbalanced: leave the rest as is
+            out.append(s[k:])
+            break
+        out.append(s[j + 1 : m])
+        i = m + 1
+    return "".join(out)
+
+
+def _strip_wrappers(s: str) -> str:
+    changed = True
+    while changed and s:
+        changed = False
+        s = s.strip()
+        for a, b in _WRAPPERS:
+            if len(s) >= len(a) + len(b) and s.startswith(a) and s.endswith(b):
+                s = s[len(a) : len(s) - len(b)]
+                changed = True
+                break
+        for cmd in ("\\boxed", "\\fbox"):
+            if s.startswith(cmd + "{") and s.endswith("}"):
+                inner = s[len(cmd) + 1 : -1]
+                # only when the first brace closes at the very end
+                depth = 0
+                ok = True
+                i = 0
+                while i < len(inner):
+                    c = inner[i]
+                    if c == "\\":
+                        i += 2
+                        continue
+                    if c == "{":
+                        depth += 1
+                    elif c == "}":
+                        depth -= 1
+                        if depth < 0:
+                            ok = False
+                            break
+                    i += 1
+                if ok and depth == 0:
+                    s = inner
+                    changed = True
+    return s.strip()
+
+
+def normalize_answer(ans: str) -> str:
+    """Normalised form of an answer string (see the module docstring for every rewrite and why)."""
+    s = ans.strip()
+    s = _strip_wrappers(s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    for cmd in ("\\left", "\\right"):
+        s = re.sub(re.escape(cmd) + r"(?![a-zA-Z])\s*", "", s)
+    s = s.replace("\\displaystyle", "")
+    # spacing commands (a `\\` row separator followed by a space or comma is not one)
+    s = re.sub(r"(?<!\\)\\[,;:!]", "", s)
+    s = re.sub(r"(?<!\\)\\(?:qquad(?![a-zA-Z])|quad(?![a-zA-Z])|\s)", " ", s).replace("~", " ")
+    # degree marks and percent signs
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree", "", s)
+    s = s.replace("\\%", "").replace("%", "")
+    # thousands separators written with braces
+    s = s.replace("{,}", ",") if re.search(r"\d\{,\}\d", s) else s
+    for cmd in _TEXT_CMDS:
+        if cmd + "{" in s:
+            s = _unwrap_command(s, cmd)
+    s = _strip_wrappers(s)
+    s = re.sub(r"\s+", " ", s).strip()
+    if s.endswith(".") and not s.endswith(".."):
+        s = s[:-1].strip()
+    # dollars
+    if s.startswith("\\$"):
+        s = s[2:].strip()
+    elif s.startswith("$") and not s.endswith("$"):
+        s = s[1:].strip()
+    if s.endswith("\\$"):
+        s = s[:-2].strip()
+    # units after a number
+    m = _UNIT_RE.match(s) if len(s) < 80 else None
+    if m:
+        s = m.group("num").strip()
+    # multiple-choice letters
+    m = _MC_RE.match(s)
+    if m:
+        return m.group(1)
+    # `x = 3` -> `3` (right side without letters)
+    m = _EQ_PREFIX_RE.match(s) if len(s) < 400 else None
+    if m:
+        rhs = m.group("rhs").strip()
+        if "=" not in rhs and not re.search(r"(?<!\\)\b[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", rhs)):
+            s = rhs
+    if _THOUSANDS_RE.match(s):
+        s = s.replace(",", "")
+    s = re.sub(r"\s+", " ", s).strip()
+    return s
+
+
+def is_mc_letter(norm: str) -> bool:
+    return len(norm) == 1 and norm in "ABCDE"
+
+
+def _dec(s: str) -> Fraction:
+    return Fraction(s)
+
+
+def numeric_value(norm: str) -> Optional[Fraction]:
+    """Exact value of a plain number (see the module docstring), else ``None``. Pure Python, no sympy."""
+    if not norm or len(norm) > MAX_NUMBER_CHARS:
+        return None
+    s = norm.replace(" ", "")
+    if s.startswith("{") and s.endswith("}") and s.count("{") == 1:
+        s = s[1:-1]
+    try:
+        m = _NUM_RE.match(s)
+        if m:
+            v = _dec(m.group("num"))
+            if m.group("exp"):
+                v *= Fraction(10) ** int(m.group("exp"))
+            return -v if m.group("sign") == "-" else v
+        m = _SLASH_RE.match(s)
+        if m:
+            b = _dec(m.group("b"))
+            if b == 0:
+                return None
+            v = _dec(m.group("a")) / b
+            return -v if m.group("sign") == "-" else v
+        m = _FRAC_RE.match(s)
+        if m:
+            a = _dec(m.group("a") if m.group("a") is not None else m.group("a1"))
+            b = _dec(m.group("b") if m.group("b") is not None else m.group("b1"))
+            if b == 0:
+                return None
+            v = a / b
+            if m.group("whole"):
+                if v < 0:
+                    return None
+                v = int(m.group("whole")) + v
+            return -v if m.group("sign") == "-" else v
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+_TOWER_RE = re.compile(r"^(\d{1,50})\s*\^\s*(?:\{(.+)\}|(\d{1,50}))$")
+_FACT_RE = re.compile(r"^(\d{1,50})\s*!$")
+
+
+def _log10_int_expr(s: str, depth: int = 0) -> Optional[float]:
+    """log10 of a positive-integer power tower (``a^{b^{c}}``, every base >= 2) or factorial, else ``None``."""
+    s = s.strip()
+    if depth > 50:
+        return None
+    if s.startswith("{") and s.endswith("}"):
+        s = s[1:-1].strip()
+    if s.isdigit():
+        v = int(s)
+        return math.log10(v) if v > 0 else None
+    m = _FACT_RE.match(s)
+    if m:
+        n = int(m.group(1))
+        return math.lgamma(n + 1) / math.log(10) if n < 10**300 else math.inf
+    m = _TOWER_RE.match(s)
+    if m:
+        base = int(m.group(1))
+        if base < 2:
+            return None
+        exp_log = _log10_int_expr(m.group(2) if m.group(2) is not None else m.group(3), depth + 1)
+        if exp_log is None:
+            return None
+        if exp_log > 300:
+            return math.inf
+        return (10.0**exp_log) * math.log10(base)
+    return None
+
+
+def huge_integer_log10(norm: str) -> Optional[float]:
+    """For answers that are plainly a positive integer written as a power tower or a factorial (``10^{10^{10}}``,
+    ``100000!``), ``log10`` of the value (may be ``inf``), computed with floats in pure Python; else ``None``.
+
+    Used to keep such answers away from sympy, which would try to build the integer: an answer with more than
+    `tts.grading.grader.HUGE_LOG10` digits cannot equal a plain-number gold answer (at most 60 characters), so that
+    comparison is decided "False" soundly, and any other comparison is reported ungraded."""
+    if len(norm) > 300 or ("^" not in norm and "!" not in norm):
+        return None
+    try:
+        return _log10_int_expr(norm)
+    except (ValueError, OverflowError, RecursionError):
+        return None

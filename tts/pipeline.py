@@ -1,0 +1,148 @@
+"""`run(cfg)`: one experiment, top to bottom. validate -> seed -> data -> run dir (resume) -> models -> search ->
+grade -> score -> save per batch -> metrics -> track.
+
+Tests and notebooks call `run(cfg)` on a composed config; `tts/main.py` is only the Hydra entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from tts.backends import build_policy
+from tts.config import to_container, validate
+from tts.data import load_problems
+from tts.grading import AnswerGrader, extract_answer
+from tts.prms import build_prm
+from tts.results import RunDirectory, config_hash, fingerprint_of, run_info
+from tts.scoring import aggregate_metrics, reduce_scores, score_problem
+from tts.search import get_strategy
+from tts.search.base import SearchOutput
+from tts.tracking import build_tracker
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    import sys
+
+    if "torch" in sys.modules:  # only when a real backend has pulled torch in; the sim path never imports it
+        sys.modules["torch"].manual_seed(seed)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Hydra's run directory when launched through Hydra, else `./outputs/run`."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path("outputs/run")
+
+
+def grade_problem(problem, output: SearchOutput, grader: AnswerGrader, cfg: DictConfig) -> dict:
+    """The run record of one problem: its completions with answers and keys, predictions and correctness."""
+    completions = output.completions
+    answers = [extract_answer(c.text) for c in completions]
+    keys = grader.keys(answers)
+    ungraded_before = grader.stats["ungraded"]
+    key_correct: dict[str, Optional[bool]] = {}
+    for key, answer in zip(keys, answers):
+        if key is not None and key not in key_correct:
+            key_correct[key] = grader.grade(answer, problem.answer)
+    scores = [reduce_scores(c.step_scores, cfg.scoring.reduction) for c in completions]
+    for completion, answer, key in zip(completions, answers, keys):
+        completion.answer, completion.key = answer, key
+    record = problem.as_dict()
+    record["completions"] = [c.as_dict() for c in completions]
+    record["scores"] = score_problem(keys, answers, key_correct, scores, draws=cfg.scoring.subset_draws,
+                                     seed=cfg.seed + hash_id(problem.unique_id))
+    record["compute"] = dict(output.compute)
+    record["ungraded_answers"] = grader.stats["ungraded"] - ungraded_before
+    if output.note:
+        record["note"] = output.note
+    return record
+
+
+def hash_id(unique_id: str) -> int:
+    """A stable small integer per problem (Python's hash() is salted per process)."""
+    import zlib
+
+    return zlib.crc32(unique_id.encode())
+
+
+def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
+    """Run one configuration; returns the metrics (also written to `metrics.json`)."""
+    validate(cfg)
+    seed_everything(cfg.seed)
+    config = to_container(cfg)
+    problems = load_problems(cfg.dataset)
+    directory = RunDirectory(run_dir or output_dir(cfg))
+    done = directory.open(config)
+    info = run_info(cfg.seed)
+    info["config_hash"] = config_hash(fingerprint_of(config))
+    directory.write_config(OmegaConf.to_yaml(cfg, resolve=True), info)
+    todo = [p for p in problems if p.unique_id not in done]
+    log.info("%d problems, %d already recorded in %s", len(problems), len(problems) - len(todo), directory.path)
+
+    tracker = build_tracker(cfg.logger)
+    policy = prm = grader = None
+    try:
+        if todo:
+            strategy = get_strategy(cfg.strategy.name)
+            policy = build_policy(cfg.model, cfg.seed)
+            prm = build_prm(cfg.prm)
+            grader = AnswerGrader(timeout=cfg.scoring.grading_timeout)
+            started = time.perf_counter()
+            with tqdm(total=len(todo), desc=f"{cfg.strategy.name} n={cfg.n}", unit="problem") as bar:
+                for start in range(0, len(todo), cfg.batch_size):
+                    batch = todo[start : start + cfg.batch_size]
+                    calls_before = policy.stats.calls
+                    outputs = strategy(batch, policy, prm, cfg)
+                    _check_budget(batch, outputs, cfg.n)
+                    records = [grade_problem(p, o, grader, cfg) for p, o in zip(batch, outputs)]
+                    share = (policy.stats.calls - calls_before) / len(batch)
+                    for record in records:
+                        record["compute"]["backend_calls_share"] = share
+                    directory.append(records)
+                    bar.update(len(batch))
+            log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
+        records_by_id = directory.load()
+        records = [records_by_id[p.unique_id] for p in problems if p.unique_id in records_by_id]
+        metrics = aggregate_metrics(records, cfg.n)
+        metrics["compute/backend_calls"] = round(sum(r["compute"].get("backend_calls_share", 0.0) for r in records), 3)
+        directory.write_metrics(metrics)
+        _print_summary(metrics, cfg, directory.path)
+        tracker.start(config, directory.path)
+        tracker.log_results(records, metrics, directory.results_path)
+        return metrics
+    finally:
+        tracker.finish()
+        for closable in (policy, prm, grader):
+            if closable is not None:
+                closable.close()
+
+
+def _check_budget(batch, outputs, n: int) -> None:
+    """Budget fairness: every problem gets exactly n completions, or fewer only with a recorded reason."""
+    if len(outputs) != len(batch):
+        raise RuntimeError(f"strategy returned {len(outputs)} results for {len(batch)} problems")
+    for problem, output in zip(batch, outputs):
+        if len(output.completions) > n or (len(output.completions) < n and not output.note):
+            raise RuntimeError(f"strategy returned {len(output.completions)} completions for {problem.unique_id}, n={n}")
+
+
+def _print_summary(metrics: dict, cfg: DictConfig, path: Path) -> None:
+    n = cfg.n
+    line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
+    print(f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+          f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}")

@@ -1,0 +1,58 @@
+"""The simulated PRM (`prm=sim`): reads the problem and the steps it is given and scores each prefix.
+
+Like a real verifier it sees only text: it works the problem out (`tts.data.synthetic.solve`) and checks whether the
+prefix so far agrees with a correct solution (any equivalent form of the final answer counts). The score is
+sigmoid(bias + discrimination * (right - 1/2) + noise * z - length_penalty * k), where z is a standard normal fixed by
+(problem, prefix): asking twice gives the same score, and a search that tries many candidates can find the ones the
+verifier over-rates, as it can with a real PRM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from tts.data.synthetic import FINAL_TEMPLATE, solve
+from tts.backends.sim import count_tokens
+from tts.prms.base import ProcessRewardModel
+
+
+class SimPRM(ProcessRewardModel):
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.discrimination = float(cfg.discrimination)
+        self.noise = float(cfg.noise)
+        self.bias = float(cfg.bias)
+        self.length_penalty = float(cfg.length_penalty)
+
+    def _score_batch(self, problems: list[str], solutions: list[list[str]]) -> list[list[float]]:
+        results = []
+        for problem, steps in zip(problems, solutions):
+            plan = solve(problem)
+            finals = {FINAL_TEMPLATE % form for form in plan.answer_forms} if plan else set()
+            right = plan is not None
+            scores = []
+            running = hashlib.blake2b(f"prm\x1f{problem}".encode(), digest_size=16)
+            for k, step in enumerate(steps):
+                running.update(b"\x1f" + step.encode())
+                if right:
+                    is_last = k == len(plan.steps) - 1
+                    right = k < len(plan.steps) and (step in finals if is_last else step == plan.steps[k])
+                z = _normal_from_digest(running.copy().digest())
+                logit = self.bias + self.discrimination * ((1.0 if right else 0.0) - 0.5) + self.noise * z
+                scores.append(1.0 / (1.0 + math.exp(-(logit - self.length_penalty * k))))
+            # A real PRM re-encodes the problem and every step: count those tokens as its compute.
+            self.stats.tokens += count_tokens(problem) + sum(count_tokens(s) for s in steps)
+            results.append(scores)
+        return results
+
+
+def _normal_from_digest(digest: bytes) -> float:
+    """A standard normal fixed by a hash of the prefix (Box-Muller on its two halves)."""
+    u1 = max(int.from_bytes(digest[:8], "little") / 2.0**64, 1e-12)
+    u2 = int.from_bytes(digest[8:], "little") / 2.0**64
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def build(prm_cfg) -> SimPRM:
+    return SimPRM(prm_cfg.sim)

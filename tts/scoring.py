@@ -1,0 +1,175 @@
+"""From graded completions to predictions and accuracies: step-score reduction, selection, acc@n', pass@n'.
+
+Pure functions, no I/O. A problem's n completions arrive with answers already extracted and mapped to canonical keys
+(equivalent answers share a key), so voting counts keys, never strings.
+
+Selection (ties are broken deterministically, always toward the completion that comes first among the n):
+- naive: the completion with the highest reduced PRM score;
+- weighted: the key with the largest summed reduced score (Snell et al.'s "best-of-N weighted");
+- majority: the key with the most completions (self-consistency).
+Completions without an answer never win a vote; if none has one, the prediction is "no answer" (wrong).
+
+Accuracy at n' < n comes from the one run of n samples in two ways:
+- prefix: the first n' completions, as the reference implementation does (one draw, high variance);
+- expected: the mean over `draws` random subsets of size n' (exact when n' = n), with a 95% confidence half-width over
+  problems. `metrics.json` reports the expected value under `acc/<aggregation>@K` and the prefix value under
+  `acc_prefix/<aggregation>@K`.
+pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+AGGREGATIONS = ("naive", "weighted", "maj")
+
+
+def reduce_scores(step_scores: Sequence[float], how: str = "last") -> float:
+    """One number per solution from its per-step PRM scores. A solution with no steps scores 0."""
+    if len(step_scores) == 0:
+        return 0.0
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "prod":
+        return float(math.prod(step_scores))
+    if how == "mean":
+        return float(sum(step_scores) / len(step_scores))
+    raise ValueError(f"config key 'scoring.reduction': unknown reduction {how!r}; use last, min, prod or mean")
+
+
+def budgets(n: int) -> list[int]:
+    """The n' at which accuracy is reported: 1, 2, 4, ... up to n, and n itself."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if ks[-1] == n else ks + [n]
+
+
+def select_naive(scores: Sequence[float]) -> int:
+    """Index of the highest score (first one on ties)."""
+    return int(np.argmax(np.asarray(scores, dtype=float)))
+
+
+def _vote(keys: Sequence[Optional[str]], weights: Sequence[float]) -> int:
+    totals: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, (key, weight) in enumerate(zip(keys, weights)):
+        if key is None:
+            continue
+        totals[key] = totals.get(key, 0.0) + weight
+        first.setdefault(key, i)
+    if not totals:
+        return -1
+    best = max(totals, key=lambda k: (totals[k], -first[k]))
+    return first[best]
+
+
+def select_weighted(keys: Sequence[Optional[str]], scores: Sequence[float]) -> int:
+    """Index of the first completion whose key has the largest summed score (-1 when no completion has an answer)."""
+    return _vote(keys, scores)
+
+
+def select_majority(keys: Sequence[Optional[str]]) -> int:
+    """Index of the first completion whose key is the most common (-1 when no completion has an answer)."""
+    return _vote(keys, [1.0] * len(keys))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _encode_keys(keys: Sequence[Optional[str]]) -> np.ndarray:
+    """Keys -> small integers in order of first appearance (so argmax ties favour the earliest); -1 for no answer."""
+    ids: dict[str, int] = {}
+    return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+
+
+def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int) -> dict[str, np.ndarray]:
+    """Vectorised selection over many subsets at once (rows of completion indices) -> winning key id per row."""
+    draws, k = subsets.shape
+    chosen_keys = key_ids[subsets]
+    chosen_scores = scores[subsets]
+    naive = chosen_keys[np.arange(draws), np.argmax(chosen_scores, axis=1)]
+    result = {"naive": naive}
+    if num_keys == 0:
+        result["weighted"] = result["maj"] = np.full(draws, -1)
+        return result
+    valid = chosen_keys >= 0
+    flat = (np.arange(draws)[:, None] * num_keys + np.where(valid, chosen_keys, 0))[valid]
+    counts = np.bincount(flat, minlength=draws * num_keys).reshape(draws, num_keys)
+    sums = np.bincount(flat, weights=chosen_scores[valid], minlength=draws * num_keys).reshape(draws, num_keys)
+    has_answer = valid.any(axis=1)
+    result["maj"] = np.where(has_answer, np.argmax(counts, axis=1), -1)
+    result["weighted"] = np.where(has_answer, np.argmax(sums, axis=1), -1)
+    return result
+
+
+def score_problem(
+    keys: Sequence[Optional[str]],
+    answers: Sequence[Optional[str]],
+    key_correct: dict[str, Optional[bool]],
+    scores: Sequence[float],
+    draws: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Predictions and correctness of one problem at every n' (see the module docstring).
+
+    `key_correct` maps each key to True / False / None (None: the grader timed out, "ungraded"). Returns a dict with
+    `predictions`, `correct` (prefix estimate; None where ungraded), `expected` (mean correctness over random subsets),
+    `ungraded` (fraction of subsets whose prediction could not be graded) and `pass` (unbiased pass@n').
+    """
+    n = len(keys)
+    key_ids = _encode_keys(keys)
+    names = [k for k in dict.fromkeys(k for k in keys if k is not None)]
+    score_arr = np.asarray(scores, dtype=float)
+    # per key id: 1 correct, 0 wrong, nan ungraded; index num_keys is "no answer" (wrong)
+    outcome = np.array([{True: 1.0, False: 0.0}.get(key_correct.get(name), np.nan) for name in names] + [0.0])
+    rng = np.random.default_rng(seed)
+    num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
+    record: dict = {"predictions": {}, "correct": {}, "expected": {}, "ungraded": {}, "pass": {}}
+    for k in budgets(n):
+        prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names))
+        if k == n:
+            subsets = np.arange(n)[None, :]
+        else:
+            subsets = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
+        sampled = _select_batch(subsets, key_ids, score_arr, len(names))
+        for agg in AGGREGATIONS:
+            winner = int(prefix[agg][0])
+            answer = answers[int(np.flatnonzero(key_ids == winner)[0])] if winner >= 0 else None
+            value = outcome[winner] if winner >= 0 else 0.0
+            record["predictions"][f"{agg}@{k}"] = answer
+            record["correct"][f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
+            values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
+            record["ungraded"][f"{agg}@{k}"] = float(np.isnan(values).mean())
+            record["expected"][f"{agg}@{k}"] = float(np.nan_to_num(values, nan=0.0).mean())
+        record["pass"][f"pass@{k}"] = pass_at_k(n, num_correct, k)
+    return record
+
+
+def aggregate_metrics(records: Sequence[dict], n: int) -> dict[str, float]:
+    """Run-level metrics from per-problem records: accuracies (expected, prefix, CI), pass@n', token totals."""
+    metrics: dict[str, float] = {"problems": len(records)}
+    if not records:
+        return metrics
+    m = len(records)
+    for k in budgets(n):
+        for agg in AGGREGATIONS:
+            name = f"{agg}@{k}"
+            expected = np.array([r["scores"]["expected"][name] for r in records])
+            metrics[f"acc/{name}"] = float(expected.mean())
+            metrics[f"acc_ci95/{name}"] = float(1.96 * expected.std(ddof=1) / math.sqrt(m)) if m > 1 else 0.0
+            metrics[f"acc_prefix/{name}"] = float(np.mean([bool(r["scores"]["correct"][name]) for r in records]))
+            metrics[f"ungraded/{name}"] = float(np.sum([r["scores"]["ungraded"][name] for r in records]))
+        metrics[f"pass@{k}"] = float(np.mean([r["scores"]["pass"][f"pass@{k}"] for r in records]))
+    for field in ("generated", "prm", "prompt"):
+        metrics[f"tokens/{field}"] = float(sum(r.get("compute", {}).get(f"{field}_tokens", 0) for r in records))
+    metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / m
+    metrics["grading/ungraded_answers"] = float(sum(r.get("ungraded_answers", 0) for r in records))
+    return metrics

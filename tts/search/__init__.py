@@ -1,0 +1,22 @@
+"""Search strategies, chosen by `strategy.name`. Each module has
+`search(problems, policy, prm, cfg) -> list[list[Completion]]` returning exactly `cfg.n` completions per problem."""
+
+from __future__ import annotations
+
+import importlib
+
+from tts.search.completion import Completion
+
+# strategy.name -> module with `search(problems, policy, prm, cfg)`
+STRATEGIES = {
+    "best_of_n": "tts.search.best_of_n",
+}
+
+
+def get_strategy(name: str):
+    if name not in STRATEGIES:
+        raise ValueError(f"config key 'strategy.name': unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
+    return importlib.import_module(STRATEGIES[name]).search
+
+
+__all__ = ["Completion", "get_strategy"]

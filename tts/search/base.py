@@ -1,0 +1,57 @@
+"""What every strategy shares: the request it sends for a problem, the record it returns, and compute accounting.
+
+A strategy returns one `SearchOutput` per problem: exactly `cfg.n` completions and the compute spent on that problem.
+Generated tokens are exact per problem (every output belongs to one problem). PRM tokens are exact per run; a batched
+PRM call encodes many problems at once, so its tokens are shared out in proportion to the text each problem sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from tts.backends.base import GenerationRequest
+from tts.data.problem import Problem
+from tts.prompts import build_messages
+from tts.search.completion import Completion
+
+
+@dataclass
+class SearchOutput:
+    completions: list[Completion]
+    compute: dict[str, int] = field(default_factory=lambda: {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0})
+    note: Optional[str] = None  # why fewer than n completions, if ever
+
+
+def make_request(problem: Problem, cfg, *, prefix: str = "", n: int = 1, temperature: Optional[float] = None,
+                 stop: Optional[list[str]] = None, max_tokens: Optional[int] = None, seed_offset: int = 0) -> GenerationRequest:
+    """The policy request for `problem` under the run config (sampling knobs from `strategy`, limits from `budget`)."""
+    return GenerationRequest(
+        messages=build_messages(cfg.model.system_prompt, problem.problem),
+        prefix=prefix,
+        n=n,
+        temperature=cfg.strategy.temperature if temperature is None else temperature,
+        top_p=cfg.strategy.top_p,
+        max_tokens=cfg.budget.max_tokens if max_tokens is None else max_tokens,
+        stop=stop,
+        seed=cfg.seed + seed_offset,
+    )
+
+
+def share_tokens(total: int, weights: Sequence[float]) -> list[int]:
+    """Split `total` tokens over problems in proportion to `weights`, in whole tokens that add up to `total`."""
+    weight_sum = float(sum(weights))
+    if total <= 0 or weight_sum <= 0:
+        return [0] * len(weights)
+    raw = [total * w / weight_sum for w in weights]
+    shares = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - shares[i], reverse=True)[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def batches(items: Sequence, size: Optional[int]) -> list[Sequence]:
+    """`items` in chunks of `size` (None: one chunk)."""
+    if not size or size >= len(items):
+        return [items]
+    return [items[i : i + size] for i in range(0, len(items), size)]

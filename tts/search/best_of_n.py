@@ -1,0 +1,29 @@
+"""Best-of-N: n independent complete solutions per problem in one backend call, every step scored by the PRM.
+
+    python tts/main.py strategy=best_of_n n=16
+"""
+
+from __future__ import annotations
+
+from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from tts.search.completion import Completion, split_steps
+
+
+def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+    results: list[SearchOutput] = []
+    for chunk in batches(problems, cfg.strategy.search_batch_size):
+        outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])
+        step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
+        prm_before = prm.stats.tokens
+        scores = prm.score([p.problem for p in chunk], step_lists)
+        prm_shares = share_tokens(prm.stats.tokens - prm_before,
+                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
+            completions = [
+                Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason, tokens=o.num_tokens)
+                for o, s, sc in zip(samples, steps, step_scores)
+            ]
+            compute = {"generated_tokens": sum(o.num_tokens for o in samples), "prm_tokens": prm_tokens,
+                       "backend_calls": 1}
+            results.append(SearchOutput(completions=completions, compute=compute))
+    return results

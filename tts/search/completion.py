@@ -1,0 +1,40 @@
+"""The record a strategy returns for each finished (or explicitly truncated) solution."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+STEP_SEPARATOR = "\n\n"
+
+
+@dataclass
+class Completion:
+    """One of the n solutions a strategy returns for a problem.
+
+    `steps` are the texts the PRM scored (the solution split at blank lines, stripped, empty pieces dropped), one score
+    each in `step_scores`. `finish_reason` is `stop`/`eos` for a solution that ended by itself, `length` when it hit
+    `budget.max_tokens`, `truncated` when the search ran out of iterations before it finished. `tokens` counts the tokens
+    generated for this completion's own text; compute shared with siblings (beam prefixes, lookahead rollouts) is
+    counted once in the run's totals.
+    """
+
+    text: str
+    steps: list[str]
+    step_scores: list[float]
+    finish_reason: str
+    tokens: int
+    answer: Optional[str] = None
+    key: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        record = asdict(self)
+        if not record["extra"]:
+            record.pop("extra")
+        return record
+
+
+def split_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
+    """Cut a solution into PRM steps: pieces between separators, stripped; blank pieces are not steps."""
+    return [piece.strip() for piece in text.split(separator) if piece.strip()]
