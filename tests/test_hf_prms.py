@@ -116,6 +116,21 @@ def test_two_token_read_out_matches_full_logits(prms, family):
     assert got == pytest.approx(expected, abs=1e-5)
 
 
+def test_qwen_prm_native_layout_reads_its_own_head(dirs):
+    from safetensors import safe_open
+
+    prm = _prm({"qwen_prm": dirs["qwen_prm_native"]}, "qwen_prm")
+    enc = prm.encode(PROBLEM, STEPS)
+    ids = torch.tensor([enc.ids])
+    with torch.inference_mode():
+        hidden = prm.model.backbone(input_ids=ids).last_hidden_state[0]
+    with safe_open(str(dirs["qwen_prm_native"] / "model.safetensors"), framework="pt") as f:
+        w0, b0, w2, b2 = (f.get_tensor(k) for k in ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"))
+    logits = torch.relu(hidden @ w0.T + b0) @ w2.T + b2
+    expected = [torch.softmax(logits[p], -1)[1].item() for p in enc.positions]
+    assert prm._score_batch([PROBLEM], [STEPS])[0] == pytest.approx(expected, abs=1e-5)
+
+
 def test_qwen_prm_reads_class_one_at_separators(prms):
     prm = prms["qwen_prm"]
     enc = prm.encode(PROBLEM, STEPS)

@@ -60,9 +60,10 @@ def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
     assert hf.generate([request])[0][0].text == policy.generate([request])[0][0].text
 
 
-@pytest.mark.parametrize("family", ["rlhflow", "math_shepherd"])
-def test_vllm_prm_matches_hf(dirs, family):
-    common = dict(name=family, family=family, path=str(dirs[family]), dtype="float32", enforce_eager=True,
+@pytest.mark.parametrize("family,checkpoint", [("rlhflow", "rlhflow"), ("math_shepherd", "math_shepherd"),
+                                               ("qwen_prm", "qwen_prm_native")])
+def test_vllm_prm_matches_hf(dirs, family, checkpoint):
+    common = dict(name=family, family=family, path=str(dirs[checkpoint]), dtype="float32", enforce_eager=True,
                   max_length=512, gpu_memory_utilization=0.3)
     hf = build_prm(OmegaConf.structured(PRMConfig(backend="hf", device="cpu", **common)))
     vl = build_prm(OmegaConf.structured(PRMConfig(backend="vllm", **common)))

@@ -175,6 +175,32 @@ def save_qwen_prm(path: Path, seed: int = 3) -> Path:
     return Path(path)
 
 
+def save_qwen_prm_native(path: Path, seed: int = 6) -> Path:
+    """Qwen2.5-Math-PRM layout: architectures=[Qwen2ForProcessRewardModel], backbone `model.*` and the reward head
+    `score.0` (hidden -> hidden), ReLU, `score.2` (hidden -> 2), as vLLM's built-in implementation loads it."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = qwen_tokenizer()
+    _seed(seed)
+    config = Qwen2Config(**_shape(len(tokenizer)), num_labels=2, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    state = {k: v.contiguous() for k, v in Qwen2ForCausalLM(config).state_dict().items()
+             if not k.startswith("lm_head")}
+    hidden = config.hidden_size
+    state.update({
+        "score.0.weight": torch.randn(hidden, hidden) * hidden**-0.5, "score.0.bias": torch.zeros(hidden),
+        "score.2.weight": torch.randn(2, hidden) * hidden**-0.5, "score.2.bias": torch.zeros(2),
+    })
+    Path(path).mkdir(parents=True, exist_ok=True)
+    config.architectures = ["Qwen2ForProcessRewardModel"]
+    config.save_pretrained(path)
+    save_file(state, str(Path(path) / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
 def save_skywork_prm(path: Path, seed: int = 4) -> Path:
     """Skywork-o1-Open-PRM stand-in: Qwen2 causal LM checkpoint plus a value head `v_head.summary` (hidden -> 1)."""
     import torch
@@ -202,6 +228,7 @@ def build_all(root: Path) -> dict[str, Path]:
         "qwen": save_qwen_causal_lm(root / "qwen"),
         "math_shepherd": save_mistral_style_lm(root / "math_shepherd"),
         "qwen_prm": save_qwen_prm(root / "qwen_prm"),
+        "qwen_prm_native": save_qwen_prm_native(root / "qwen_prm_native"),
         "skywork": save_skywork_prm(root / "skywork"),
     }
 

@@ -49,28 +49,41 @@ def output_dir(cfg: DictConfig) -> Path:
         return Path("outputs/run")
 
 
-def grade_problem(problem, output: SearchOutput, grader: AnswerGrader, cfg: DictConfig) -> dict:
-    """The run record of one problem: its completions with answers and keys, predictions and correctness."""
-    completions = output.completions
-    answers = [extract_answer(c.text) for c in completions]
-    keys = grader.keys(answers)
-    ungraded_before = grader.stats["ungraded"]
-    key_correct: dict[str, Optional[bool]] = {}
-    for key, answer in zip(keys, answers):
-        if key is not None and key not in key_correct:
-            key_correct[key] = grader.grade(answer, problem.answer)
-    scores = [reduce_scores(c.step_scores, cfg.scoring.reduction) for c in completions]
-    for completion, answer, key in zip(completions, answers, keys):
-        completion.answer, completion.key = answer, key
-    record = problem.as_dict()
-    record["completions"] = [c.as_dict() for c in completions]
-    record["scores"] = score_problem(keys, answers, key_correct, scores, draws=cfg.scoring.subset_draws,
-                                     seed=cfg.seed + hash_id(problem.unique_id))
-    record["compute"] = dict(output.compute)
-    record["ungraded_answers"] = grader.stats["ungraded"] - ungraded_before
-    if output.note:
-        record["note"] = output.note
-    return record
+def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg: DictConfig) -> list[dict]:
+    """Run records of one batch: answers, keys and correctness for every completion, then predictions per problem.
+
+    All answers of the batch go to the grader at once, so symbolic work costs one round trip to its worker.
+    """
+    answers = [[extract_answer(c.text) for c in o.completions] for o in outputs]
+    flat_keys = grader.keys([a for per in answers for a in per])
+    keys, offset = [], 0
+    for per in answers:
+        keys.append(flat_keys[offset : offset + len(per)])
+        offset += len(per)
+    # one grade per distinct key and problem: members of a key group are equivalent
+    to_grade = [(i, key, answer) for i, (per_a, per_k) in enumerate(zip(answers, keys))
+                for key, answer in dict(zip(per_k, per_a)).items() if key is not None]
+    verdicts = grader.grade_many([a for _, _, a in to_grade], [problems[i].answer for i, _, _ in to_grade])
+    key_correct: list[dict[str, Optional[bool]]] = [{} for _ in problems]
+    ungraded = [0] * len(problems)
+    for (i, key, _), verdict in zip(to_grade, verdicts):
+        key_correct[i][key] = verdict
+        ungraded[i] += verdict is None
+    records = []
+    for i, (problem, output) in enumerate(zip(problems, outputs)):
+        scores = [reduce_scores(c.step_scores, cfg.scoring.reduction) for c in output.completions]
+        for completion, answer, key in zip(output.completions, answers[i], keys[i]):
+            completion.answer, completion.key = answer, key
+        record = problem.as_dict()
+        record["completions"] = [c.as_dict() for c in output.completions]
+        record["scores"] = score_problem(keys[i], answers[i], key_correct[i], scores, draws=cfg.scoring.subset_draws,
+                                         seed=cfg.seed + hash_id(problem.unique_id))
+        record["compute"] = dict(output.compute)
+        record["ungraded_answers"] = ungraded[i]
+        if output.note:
+            record["note"] = output.note
+        records.append(record)
+    return records
 
 
 def hash_id(unique_id: str) -> int:
@@ -109,7 +122,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                     calls_before = policy.stats.calls
                     outputs = strategy(batch, policy, prm, cfg)
                     _check_budget(batch, outputs, cfg.n)
-                    records = [grade_problem(p, o, grader, cfg) for p, o in zip(batch, outputs)]
+                    records = grade_batch(batch, outputs, grader, cfg)
                     share = (policy.stats.calls - calls_before) / len(batch)
                     for record in records:
                         record["compute"]["backend_calls_share"] = share

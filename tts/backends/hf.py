@@ -43,12 +43,15 @@ def from_pretrained(loader, path: str, *, what: str, key: str, **kwargs):
     """`loader.from_pretrained(path)` with a clear message when the files are not local and the hub is unreachable."""
     import os
 
-    if os.path.isabs(path) or path.startswith((".", "~")) or os.path.sep in path.strip("/").split("/", 1)[-1]:
-        if not os.path.isdir(os.path.expanduser(path)):
-            raise OSError(f"{key}={path!r}: no such local directory (a hub id is 'owner/name')")
+    local = os.path.isdir(os.path.expanduser(path))
+    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
+    if looks_local and not local:
+        raise OSError(f"{key}={path!r}: no such local directory (a hub id is 'owner/name')")
     try:
-        return loader.from_pretrained(path, **kwargs)
+        return loader.from_pretrained(os.path.expanduser(path) if local else path, **kwargs)
     except OSError as err:  # LocalEntryNotFoundError, offline mode, no network: all OSError subclasses
+        if local:
+            raise OSError(f"could not load {what} from the local directory {path!r} ({key}): {err}") from err
         raise OSError(_OFFLINE_HINT.format(what=f"{what} {path!r}", key=key) + f" [{type(err).__name__}: {err}]") from err
 
 

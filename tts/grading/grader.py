@@ -3,50 +3,54 @@
 Per answer, the cheapest tier that decides wins:
 
 1. *cache*: the same raw string again is one dict lookup (``stats["key_cache_hits"]``/``["grade_cache_hits"]``);
-2. *fast path*, pure Python: `normalize_answer`, then `numeric_value` for plain numbers (exact `Fraction`, key
-   ``q:p/q``); multiple-choice letters key as ``mc:A``; two answers whose normalised strings are equal are equivalent;
-3. *symbolic*, in the worker process under the wall-clock bound (`tts.grading.worker`): math_verify parse/verify
-   and the canonical keys of `tts.grading.symbolic`.
+2. *fast path*, pure Python, no sympy: `normalize_answer`; `numeric_value` for plain numbers (exact `Fraction`, key
+   ``q:p/q``); ``mc:A`` for multiple-choice letters; `tts.grading.fastnum.fast_key` for constant LaTeX arithmetic
+   (radicals, pi, fractions, powers) and tuples / intervals / sets of such constants. Two answers with equal
+   normalised strings are equivalent; two known keys often decide (`tts.grading.keys.decide_by_keys`);
+3. *symbolic*, in the worker process under the wall-clock bound (`tts.grading.worker`): the canonical keys of
+   `tts.grading.symbolic` and math_verify's ``verify``.
 
-Soundness of keys: equal keys imply equivalent answers. If the symbolic key of an answer cannot be computed (parse
-failure, timeout, too long) the key is ``s:`` + the normalised string, which only groups answers that are equal as
+Soundness of keys: equal keys imply equivalent answers. If the key of an answer cannot be computed (parse failure,
+timeout, too long, too large) it is ``s:`` + the normalised string, which only groups answers that are equal as
 normalised strings.
 
-Bounds: answers longer than ``max_chars`` (normalised) never go to sympy: their key is the string key, and grading
-them is ``True`` only when they equal the gold as normalised strings, else ``None`` (ungraded, counted under
-``stats["ungraded"]`` and ``stats["too_long"]``) -- a bound is never silently turned into "wrong".
+Bounds: every call into the worker is under ``timeout`` seconds per item (per answer for keys, per (answer, gold)
+pair for grading). A grade that runs out of time is ``None`` ("ungraded", ``stats["ungraded"]``), and the answer is
+remembered: later comparisons with it are ungraded at once instead of spending the bound again. Answers longer than
+``max_chars`` (normalised) are never parsed: their key is the string key, and grading them gives ``True`` only when
+they equal the gold as normalised strings, else ``None`` (``stats["too_long"]``). Integers too large to build
+(``10^{10^{10}}``, ``100000!``; `tts.grading.normalize.huge_integer_log10`) are ``False`` against a plain-number
+gold answer (soundly: they have more digits) and ungraded otherwise (``stats["too_large"]``). A bound is never
+silently turned into "wrong".
 """
 
 from __future__ import annotations
 
 import threading
-from fractions import Fraction
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from tts.grading.fastnum import fast_key
+from tts.grading.keys import decide_by_keys, rational_key
 from tts.grading.normalize import huge_integer_log10, is_mc_letter, normalize_answer, numeric_value
 from tts.grading.worker import ERROR, TIMEOUT, SymbolicWorker
 
-__all__ = ["AnswerGrader", "equivalent"]
+__all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 
 #: Normalised answers longer than this are not given to sympy (MATH gold answers are < 200 characters).
 DEFAULT_MAX_CHARS = 1000
 #: Integers with more digits than this (power towers, factorials) are never built by sympy.
 HUGE_LOG10 = 10_000
 
-
-_NUMERIC_KEYS = ("q:", "n:", "c:")  # keys of plain numbers (see tts.grading.symbolic)
-
-
-def _q_key(v: Fraction) -> str:
-    return f"q:{v.numerator}/{v.denominator}"
+_ASK = object()  # "only the worker can tell"
 
 
 class AnswerGrader:
     """Voting keys and grading for one run; build once, share across all completions (thread-safe).
 
-    ``stats`` (cumulative): ``key_calls``, ``key_cache_hits``, ``key_fast``, ``key_symbolic``, ``key_timeouts``,
-    ``grade_calls``, ``grade_cache_hits``, ``grade_fast``, ``grade_symbolic``, ``ungraded``, ``too_long``,
-    ``worker_restarts``."""
+    ``stats`` (cumulative): ``key_calls``, ``key_cache_hits``, ``key_fast``, ``key_symbolic`` (answers keyed by the
+    worker), ``key_timeouts``, ``grade_calls``, ``grade_cache_hits``, ``grade_fast`` (decided without the worker),
+    ``grade_symbolic`` (pairs sent to the worker), ``ungraded`` (grade results that are ``None``), ``too_long``,
+    ``too_large``, ``worker_restarts``."""
 
     def __init__(self, timeout: float = 5.0, max_chars: int = DEFAULT_MAX_CHARS):
         if timeout <= 0:
@@ -55,12 +59,11 @@ class AnswerGrader:
         self.max_chars = int(max_chars)
         self._worker: Optional[SymbolicWorker] = None
         self._lock = threading.RLock()
-        self._norm: Dict[str, str] = {}
-        self._fast_key: Dict[str, Optional[str]] = {}  # raw -> key when decidable in pure Python
-        self._key: Dict[str, Optional[str]] = {}  # raw -> final key
-        self._sym_key: Dict[str, Optional[str]] = {}  # normalised -> symbolic key (or None / TIMEOUT)
+        self._fast_cache: Dict[str, Tuple[str, Optional[str]]] = {}  # raw -> (normalised, fast key or None)
+        self._key: Dict[str, str] = {}  # raw -> final key
+        self._sym_key: Dict[str, Optional[str]] = {}  # normalised -> worker key, None (unparseable) or TIMEOUT
         self._grade: Dict[Tuple[str, str], Optional[bool]] = {}  # (raw answer, raw gold) -> result
-        self._eq: Dict[Tuple[str, str], object] = {}  # (norm pred, norm gold) -> bool / TIMEOUT
+        self._eq: Dict[Tuple[str, str], Optional[bool]] = {}  # (norm answer, norm gold) -> result
         self._huge: set = set()  # normalised answers that are integers too large to build
         self.stats: Dict[str, int] = {
             k: 0
@@ -86,57 +89,94 @@ class AnswerGrader:
     def __enter__(self) -> "AnswerGrader":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __getstate__(self) -> dict:  # picklable (e.g. into a launcher subprocess): caches travel, the worker not
+        with self._lock:
+            state = self.__dict__.copy()
+        state["_worker"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def normalize(self, answer: str) -> str:
-        n = self._norm.get(answer)
-        if n is None:
-            try:
-                n = normalize_answer(answer)
-            except Exception:  # pragma: no cover - defensive
-                n = " ".join(answer.split())
-            self._norm[answer] = n
-        return n
+        return self._fast(answer)[0]
 
     def _fast(self, answer: str) -> Tuple[str, Optional[str]]:
-        """(normalised, key or None when the fast path cannot decide)."""
-        norm = self.normalize(answer)
-        if answer in self._fast_key:
-            return norm, self._fast_key[answer]
-        v = numeric_value(norm)
-        if v is not None:
-            key: Optional[str] = _q_key(v)
-        elif is_mc_letter(norm):
-            key = "mc:" + norm
-        elif not norm:
+        """(normalised answer, its key when pure Python can compute it, else None)."""
+        hit = self._fast_cache.get(answer)
+        if hit is not None:
+            return hit
+        try:
+            norm = normalize_answer(answer)
+        except Exception:  # pragma: no cover - defensive: normalisation is plain string work
+            norm = " ".join(answer.split())
+        key: Optional[str] = None
+        if not norm:
             key = "s:"
+        elif len(norm) > self.max_chars:
+            key = None  # the caller handles the size limit
         else:
-            key = None
-            lg = huge_integer_log10(norm)
-            if lg is not None and lg > HUGE_LOG10:
-                self._huge.add(norm)
-                self.stats["too_large"] += 1
-                key = "s:" + norm
-        self._fast_key[answer] = key
+            v = numeric_value(norm)
+            if v is not None:
+                key = rational_key(v)
+            elif is_mc_letter(norm):
+                key = "mc:" + norm
+            else:
+                lg = huge_integer_log10(norm)
+                if lg is not None and lg > HUGE_LOG10:
+                    self._huge.add(norm)
+                    key = "s:" + norm
+                else:
+                    key = fast_key(norm)
+        self._fast_cache[answer] = (norm, key)
         return norm, key
 
-    def _sync_restarts(self) -> None:
-        if self._worker is not None:
-            self.stats["worker_restarts"] = self._worker.restarts
+    def _run(self, op: str, items: List[Any]) -> List[Any]:
+        res = self.worker.run(op, items, self.timeout)
+        self.stats["worker_restarts"] = self.worker.restarts
+        return res
+
+    def _symbolic_keys(self, norms: List[str]) -> None:
+        """Worker keys for these normalised answers, into ``_sym_key`` (None: unparseable; TIMEOUT)."""
+        for norm, r in zip(norms, self._run("key", norms)):
+            self.stats["key_symbolic"] += 1
+            if r == TIMEOUT:
+                self.stats["key_timeouts"] += 1
+                self._sym_key[norm] = TIMEOUT
+            elif r == ERROR or not isinstance(r, str):
+                self._sym_key[norm] = None
+            else:
+                self._sym_key[norm] = r
+
+    def _known_key(self, norm: str, fk: Optional[str]) -> Optional[str]:
+        if fk is not None:
+            return fk
+        k = self._sym_key.get(norm)
+        return k if isinstance(k, str) and k != TIMEOUT else None
 
     # -- keys -----------------------------------------------------------------------------------------------------
     def key(self, answer: Optional[str]) -> Optional[str]:
         """Canonical voting key: equivalent answers share it; ``None`` for no answer."""
         if answer is None:
             return None
-        return self.keys([answer])[0]
+        with self._lock:
+            self.stats["key_calls"] += 1
+            k = self._key.get(answer)
+            if k is not None:
+                self.stats["key_cache_hits"] += 1
+                return k
+        return self._keys_uncached([answer])[0]
 
     def keys(self, answers: Sequence[Optional[str]]) -> List[Optional[str]]:
         """`key` for many answers at once (one batch to the worker for all the symbolic ones)."""
         out: List[Optional[str]] = [None] * len(answers)
+        miss: List[int] = []
         with self._lock:
-            todo: Dict[str, List[int]] = {}
             for i, a in enumerate(answers):
                 if a is None:
                     continue
@@ -145,45 +185,71 @@ class AnswerGrader:
                 if k is not None:
                     self.stats["key_cache_hits"] += 1
                     out[i] = k
-                    continue
+                else:
+                    miss.append(i)
+        if miss:
+            for i, k in zip(miss, self._keys_uncached([answers[i] for i in miss])):  # type: ignore[misc]
+                out[i] = k
+        return out
+
+    def _keys_uncached(self, answers: List[str]) -> List[Optional[str]]:
+        out: List[Optional[str]] = [None] * len(answers)
+        with self._lock:
+            todo: Dict[str, List[int]] = {}
+            for i, a in enumerate(answers):
                 norm, fk = self._fast(a)
                 if fk is not None:
                     self.stats["key_fast"] += 1
+                    if norm in self._huge:
+                        self.stats["too_large"] += 1
                     self._key[a] = out[i] = fk
-                    continue
-                if len(norm) > self.max_chars:
+                elif len(norm) > self.max_chars:
                     self.stats["too_long"] += 1
                     self._key[a] = out[i] = "s:" + norm
-                    continue
-                if norm in self._sym_key:
-                    sk = self._sym_key[norm]
-                    self._key[a] = out[i] = sk if sk is not None and sk != TIMEOUT else "s:" + norm
-                    continue
-                todo.setdefault(norm, []).append(i)
+                elif norm in self._sym_key:
+                    self._key[a] = out[i] = self._known_key(norm, None) or "s:" + norm
+                else:
+                    todo.setdefault(norm, []).append(i)
             if todo:
-                norms = list(todo)
-                res = self.worker.run("key", norms, self.timeout)
-                self._sync_restarts()
-                for norm, r in zip(norms, res):
-                    self.stats["key_symbolic"] += 1
-                    if r == TIMEOUT:
-                        self.stats["key_timeouts"] += 1
-                        sk: Optional[str] = TIMEOUT
-                    elif r == ERROR or not isinstance(r, str):
-                        sk = None
-                    else:
-                        sk = r
-                    self._sym_key[norm] = sk
-                    k = sk if sk is not None and sk != TIMEOUT else "s:" + norm
-                    for i in todo[norm]:
-                        out[i] = k
-                        self._key[answers[i]] = k  # type: ignore[index]
+                self._symbolic_keys(list(todo))
+                for norm, idx in todo.items():
+                    k = self._known_key(norm, None) or "s:" + norm
+                    for i in idx:
+                        self._key[answers[i]] = out[i] = k
         return out
 
     # -- grading --------------------------------------------------------------------------------------------------
     def grade(self, answer: Optional[str], gold: str) -> Optional[bool]:
-        """True/False; ``None`` = ungraded (the comparison hit the time bound or the size limit). No answer -> False."""
+        """True/False; ``None`` = ungraded (the comparison hit the time bound or a size limit). No answer -> False."""
         return self.grade_many([answer], [gold])[0]
+
+    def _decide(self, pn: str, pk: Optional[str], gn: str, gk: Optional[str]) -> Any:
+        """True / False / None (ungraded) when decidable without the worker, else `_ASK`."""
+        if pn == gn and pn:
+            return True
+        if pk == "s:" or gk == "s:":
+            return False  # an empty answer
+        if pn in self._huge or gn in self._huge:
+            # an integer with > HUGE_LOG10 digits vs a plain number (< 61 characters): soundly different;
+            # against anything else: not decidable without building it -> ungraded
+            other = gk if pn in self._huge else pk
+            if other is not None and other.startswith("q:"):
+                return False
+            self.stats["too_large"] += 1
+            return None
+        if (pk or "").startswith("mc:") or (gk or "").startswith("mc:"):
+            return pk == gk  # letters only match letters (`(B)` vs `5` is wrong)
+        if len(pn) > self.max_chars or len(gn) > self.max_chars:
+            self.stats["too_long"] += 1
+            return None
+        if self._sym_key.get(pn) == TIMEOUT or self._sym_key.get(gn) == TIMEOUT:
+            return None  # parsing one of them already ran past the bound: do not spend it again
+        d = decide_by_keys(self._known_key(pn, pk), self._known_key(gn, gk))
+        if d is not None:
+            return d
+        if (pn, gn) in self._eq:
+            return self._eq[(pn, gn)]
+        return _ASK
 
     def grade_many(self, answers: Sequence[Optional[str]], golds: Sequence[str]) -> List[Optional[bool]]:
         """`grade` for many (answer, gold) pairs at once (one batch to the worker)."""
@@ -191,6 +257,16 @@ class AnswerGrader:
             raise ValueError("answers and golds must have the same length")
         out: List[Optional[bool]] = [False] * len(answers)
         with self._lock:
+            # Gold answers (dataset strings, one per problem) get their worker key first, once: most comparisons
+            # are then decided by keys without a worker round trip.
+            gold_todo = []
+            for g in dict.fromkeys(golds):
+                gn, gk = self._fast(g)
+                if gk is None and gn not in self._sym_key and len(gn) <= self.max_chars and gn not in self._huge:
+                    gold_todo.append(gn)
+            if gold_todo:
+                self._symbolic_keys(gold_todo)
+
             todo: Dict[Tuple[str, str], List[int]] = {}
             for i, (a, g) in enumerate(zip(answers, golds)):
                 if a is None:
@@ -206,76 +282,43 @@ class AnswerGrader:
                     continue
                 pn, pk = self._fast(a)
                 gn, gk = self._fast(g)
-                decided: Optional[bool] = None
-                if pn == gn and pn:
-                    decided = True
-                elif pk is not None and gk is not None:
-                    decided = pk == gk
-                elif pk is not None and pk.startswith("mc:") or gk is not None and gk.startswith("mc:"):
-                    decided = False  # a letter against a non-letter (`(B)` vs `5`)
-                elif pn in self._huge or gn in self._huge:
-                    # an integer with > HUGE_LOG10 digits vs a plain number (< 61 digits): soundly different;
-                    # against anything else: not decidable without building it -> ungraded
-                    other = gk if pn in self._huge else pk
-                    if other is not None and other.startswith("q:"):
-                        decided = False
-                    else:
-                        self.stats["ungraded"] += 1
-                        self._grade[ck] = out[i] = None
-                        continue
-                else:
-                    # cached canonical keys: equal -> True; two plain numbers with different keys -> False
-                    ka = pk if pk is not None else self._sym_key.get(pn)
-                    kg = gk if gk is not None else self._sym_key.get(gn)
-                    if ka == TIMEOUT or kg == TIMEOUT:
-                        # parsing this answer already ran past the bound: do not spend it again
-                        self.stats["ungraded"] += 1
-                        self._grade[ck] = out[i] = None
-                        continue
-                    if isinstance(ka, str) and isinstance(kg, str):
-                        if ka == kg:
-                            decided = True
-                        elif ka.startswith(_NUMERIC_KEYS) and kg.startswith(_NUMERIC_KEYS):
-                            decided = False
-                if decided is not None:
-                    self.stats["grade_fast"] += 1
-                    self._grade[ck] = out[i] = decided
+                d = self._decide(pn, pk, gn, gk)
+                if d is _ASK:
+                    todo.setdefault((pn, gn), []).append(i)
                     continue
-                if len(pn) > self.max_chars or len(gn) > self.max_chars:
-                    self.stats["too_long"] += 1
+                self.stats["grade_fast"] += 1
+                if d is None:
                     self.stats["ungraded"] += 1
-                    self._grade[ck] = out[i] = None
-                    continue
-                if (pn, gn) in self._eq:
-                    r = self._eq[(pn, gn)]
-                    res = None if r == TIMEOUT else bool(r)
-                    if res is None:
-                        self.stats["ungraded"] += 1
-                    self._grade[ck] = out[i] = res
-                    continue
-                todo.setdefault((pn, gn), []).append(i)
+                self._grade[ck] = out[i] = d
             if todo:
                 pairs = list(todo)
-                res_list = self.worker.run("eq", [list(p) for p in pairs], self.timeout)
-                self._sync_restarts()
-                for pair, r in zip(pairs, res_list):
+                items = [
+                    [pn, gn, self._known_key(pn, self._fast_key_of(answers[todo[(pn, gn)][0]])),
+                     self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]]))]
+                    for pn, gn in pairs
+                ]
+                for pair, r in zip(pairs, self._run("eq", items)):
                     self.stats["grade_symbolic"] += 1
-                    # ERROR here is a resource failure in the worker (MemoryError, RecursionError: math_verify
-                    # itself catches parse errors), so like a timeout it is "ungraded", never "wrong"
+                    # ERROR is a resource failure in the worker (MemoryError, RecursionError: math_verify itself
+                    # catches parse errors), so like a timeout it is "ungraded", never "wrong"
+                    res: Optional[bool]
                     if isinstance(r, list) and len(r) == 3:
-                        res: Optional[bool] = r[0] is True
+                        res = r[0] is True
                         for norm, k in ((pair[0], r[1]), (pair[1], r[2])):
                             if norm not in self._sym_key and (k is None or isinstance(k, str)):
                                 self._sym_key[norm] = k
                     else:
                         res = None
-                    self._eq[pair] = TIMEOUT if res is None else res
+                    self._eq[pair] = res
                     for i in todo[pair]:
                         if res is None:
                             self.stats["ungraded"] += 1
                         out[i] = res
                         self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
         return out
+
+    def _fast_key_of(self, raw: Optional[str]) -> Optional[str]:
+        return None if raw is None else self._fast(raw)[1]
 
     def equivalent(self, pred: Optional[str], gold: str) -> bool:
         """Like `grade` but a timeout counts as not equivalent."""
@@ -290,9 +333,8 @@ def _default_grader(timeout: float) -> AnswerGrader:
     with _DEFAULT_LOCK:
         g = _DEFAULT.get(timeout)
         if g is None:
-            # share one worker process among the module-level graders
             g = AnswerGrader(timeout=timeout)
-            if _DEFAULT:
+            if _DEFAULT:  # share one worker process among the module-level graders
                 g._worker = next(iter(_DEFAULT.values())).worker
             _DEFAULT[timeout] = g
         return g

@@ -17,15 +17,15 @@ Model text is parsed exclusively by ``math_verify.parse`` (LaTeX through the ANT
 
 from __future__ import annotations
 
-from fractions import Fraction
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
 
 import sympy
 from math_verify import parse, verify
 from sympy.core.relational import Relational
 
-_SIG_DIGITS = 12
-_MAX_RATIONAL_DEN = 10**6
+from tts.grading.keys import decide_by_keys, decimal_key
+
 
 
 def _parse(s: str) -> List[Any]:
@@ -39,31 +39,21 @@ def _first_sympy(parsed: List[Any]) -> Any:
     return None
 
 
+def _dec(x: Any) -> Decimal:
+    return Decimal(str(sympy.Float(x, 30)))
+
+
 def _num_key(e: sympy.Expr) -> Optional[str]:
     if isinstance(e, sympy.Rational):
         return f"q:{e.p}/{e.q}"
-    # Decimals that reach sympy as Floats carry ~15 significant digits: recognise rationals at that precision.
-    rel = Fraction(1, 10**12) if e.atoms(sympy.Float) else Fraction(1, 10**24)
     v = sympy.N(e, 30)
     re_, im_ = v.as_real_imag()
     if not (re_.is_Number and im_.is_Number):
         return None
-    if re_.has(sympy.oo, -sympy.oo, sympy.nan, sympy.zoo) or im_.has(sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
+    if any(x in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo) for x in (re_, im_)):
         return "x:" + sympy.srepr(e)
-
-    def one(x: sympy.Number) -> str:
-        if x == 0:
-            return "0"
-        f = Fraction(str(sympy.Float(x, 30)))
-        r = f.limit_denominator(_MAX_RATIONAL_DEN)
-        if abs(f - r) <= abs(f) * rel + rel / 100:
-            return f"{r.numerator}/{r.denominator}"
-        return sympy.Float(x, 30).__format__(f".{_SIG_DIGITS - 1}e")
-
-    if abs(im_) <= abs(re_) * sympy.Float("1e-25") + sympy.Float("1e-27"):
-        k = one(re_)
-        return ("q:" if "/" in k or k == "0" else "n:") + (k if k != "0" else "0/1")
-    return f"c:{one(re_)},{one(im_)}"
+    # decimals reach sympy as Floats with ~15 significant digits: rationals are recognised at that precision
+    return decimal_key(_dec(re_), _dec(im_), from_decimals=bool(e.atoms(sympy.Float)))
 
 
 def _key(obj: Any) -> Optional[str]:
@@ -76,7 +66,8 @@ def _key(obj: Any) -> Optional[str]:
     if isinstance(obj, Relational):
         return f"rel:{type(obj).__name__}:{_key(obj.lhs)}:{_key(obj.rhs)}"
     if isinstance(obj, sympy.FiniteSet):
-        return "set{" + ",".join(sorted(_key(x) or "?" for x in obj.args)) + "}"
+        elems = sorted({_key(x) or "?" for x in obj.args})
+        return ("set{" if len(elems) > 1 else "set1{") + ",".join(elems) + "}"
     if isinstance(obj, sympy.Tuple) or isinstance(obj, tuple):
         return "tup(" + ",".join(_key(x) or "?" for x in obj) + ")"
     if isinstance(obj, sympy.Interval):
@@ -132,67 +123,27 @@ def canonical_key(norm: str) -> Optional[str]:
     return k
 
 
-_NUMERIC_PREFIXES = ("q:", "n:", "c:")
-
-
-def _ordered(obj: Any) -> bool:
-    return isinstance(obj, (sympy.Tuple, tuple, sympy.Interval))
-
-
-def _unordered(obj: Any) -> bool:
-    return isinstance(obj, sympy.FiniteSet) and len(obj) > 1
-
-
-def _kind(key: Optional[str], obj: Any) -> Optional[str]:
-    if key is None:
+def _safe_key(norm: str) -> Optional[str]:
+    try:
+        return canonical_key(norm)
+    except Exception:  # a key we cannot build is no reason not to ask math_verify (MemoryError still propagates)
+        _KEYS[norm] = None
         return None
-    if key.startswith(_NUMERIC_PREFIXES):
-        return "num"
-    if key.startswith("e:"):
-        return "expr"
-    if key.startswith(("int", "uni{")):
-        return "interval"
-    if key.startswith("tup("):
-        return "tuple"
-    if key.startswith("set{"):
-        return "set" if _unordered(obj) else None
-    return None
 
 
-#: Pairs of kinds that are never equal: a number is not a set, an interval or a tuple, and (after
-#: ``cancel(expand(.))``) an expression that still has free symbols is not a number.
-_DISJOINT = {
-    frozenset(p)
-    for p in (
-        ("num", "expr"), ("num", "interval"), ("num", "tuple"), ("num", "set"), ("expr", "interval"),
-        ("expr", "tuple"), ("expr", "set"), ("interval", "set"), ("tuple", "set"),
-    )
-}
-
-
-def equivalent(pred_norm: str, gold_norm: str) -> Tuple[bool, Optional[str], Optional[str]]:
-    """Equivalence of two normalised answers, with the canonical keys of both (for the caller's caches).
-
-    1. equal canonical keys -> equivalent;
-    2. both plain numbers (``q:``/``n:``/``c:`` keys) with different keys -> not equivalent (exact for rationals,
-       12 significant digits otherwise; a decimal approximation of an irrational gold answer is wrong, as in MATH);
-    3. answers of disjoint kinds (`_DISJOINT`: number / expression with free symbols / interval or union / tuple /
-       set of several values) -> not equivalent. This keeps order significant both ways (math_verify accepts
-       ``(1,2)`` for ``\\{1,2\\}`` in one direction only) and avoids most calls to ``verify``, the expensive part;
-    4. otherwise ``math_verify.verify(gold, pred)``.
-    """
-    kp, kg = canonical_key(pred_norm), canonical_key(gold_norm)
-    if kp is not None and kp == kg:
-        return True, kp, kg
-    if kp is not None and kg is not None and kp.startswith(_NUMERIC_PREFIXES) and kg.startswith(_NUMERIC_PREFIXES):
-        return False, kp, kg
+def equivalent(
+    pred_norm: str, gold_norm: str, pred_key: Optional[str] = None, gold_key: Optional[str] = None
+) -> Tuple[bool, Optional[str], Optional[str]]:
+    """Equivalence of two normalised answers, with the canonical keys of both (for the caller's caches):
+    `tts.grading.keys.decide_by_keys` when the keys decide, else ``math_verify.verify(gold, pred)``. Keys the caller
+    already knows (pure-Python fast path) are passed in and not recomputed."""
+    kp = pred_key if pred_key is not None else _safe_key(pred_norm)
+    kg = gold_key if gold_key is not None else _safe_key(gold_norm)
+    d = decide_by_keys(kp, kg)
+    if d is not None:
+        return d, kp, kg
     gold = _parsed(gold_norm)
     pred = _parsed(pred_norm)
     if not gold or not pred:
-        return False, kp, kg
-    og, op = _first_sympy(gold), _first_sympy(pred)
-    if (_ordered(og) and _unordered(op)) or (_unordered(og) and _ordered(op)):
-        return False, kp, kg
-    if frozenset((_kind(kp, op), _kind(kg, og))) in _DISJOINT:
         return False, kp, kg
     return bool(verify(gold, pred, timeout_seconds=None)), kp, kg

@@ -207,7 +207,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
 
     ops: dict[str, Callable[..., Any]] = {
         "key": lambda item: symbolic.canonical_key(item),
-        "eq": lambda item: list(symbolic.equivalent(item[0], item[1])),
+        "eq": lambda item: list(symbolic.equivalent(*item)),
     }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:

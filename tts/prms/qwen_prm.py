@@ -4,8 +4,10 @@ Input (the published format): the tokenizer's chat template over a system turn (
 your final answer within \\boxed{}." by default, `prm.system_prompt`), the problem as the user turn, and the assistant
 turn made of the steps each followed by "<extra_0>". The score of a step is softmax(head)[1] at its "<extra_0>".
 
-The real checkpoint is loaded with `AutoModel` + `trust_remote_code=True`; a checkpoint saved as
-`*ForTokenClassification` (num_labels=2) is loaded with `AutoModelForTokenClassification` (the tiny test models).
+Loading: with `prm.trust_remote_code=true` the checkpoint's own code (`AutoModel`, as the model card does); with it
+false, a `Qwen2ForProcessRewardModel` checkpoint is read into our own module (the `AutoModel` backbone plus the
+`score.0` -> ReLU -> `score.2` head from the safetensors, the layout vLLM also loads); a checkpoint saved as
+`*ForTokenClassification` (num_labels=2) is loaded with `AutoModelForTokenClassification`.
 """
 
 from __future__ import annotations
@@ -58,17 +60,78 @@ class QwenPRM(HFProcessRewardModel):
         return 1
 
 
-def build(prm_cfg) -> QwenPRM:
-    auto_class = "AutoModel"
-    if prm_cfg.backend == "hf":
-        import json
-        import os
+class _RewardHeadModel:
+    """Backbone + 2-class head as a callable returning `.logits` (our module for `Qwen2ForProcessRewardModel`)."""
 
-        config_file = os.path.join(os.path.expanduser(prm_cfg.path or ""), "config.json")
-        if os.path.isfile(config_file):
-            with open(config_file) as f:
-                architectures = json.load(f).get("architectures") or []
-            if any(a.endswith("ForTokenClassification") for a in architectures):
-                auto_class = "AutoModelForTokenClassification"
+    def __init__(self, backbone, head) -> None:
+        self.backbone, self.head = backbone, head
+
+    def __call__(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return SimpleNamespace(logits=self.head(hidden.to(self.head[0].weight.dtype)))
+
+    def parameters(self):
+        yield from self.backbone.parameters()
+        yield from self.head.parameters()
+
+    def to(self, *args, **kwargs):
+        self.backbone.to(*args, **kwargs)
+        self.head.to(*args, **kwargs)
+        return self
+
+    def eval(self):
+        self.backbone.eval()
+        self.head.eval()
+        return self
+
+
+def load_reward_head(path: str, hidden_size: int):
+    """`score.0` (hidden -> hidden), ReLU, `score.2` (hidden -> labels) from the checkpoint's safetensors."""
+    import glob
+    import os
+
+    import torch
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        with safe_open(file, framework="pt") as f:
+            for key in f.keys():
+                if key.startswith("score."):
+                    tensors[key] = f.get_tensor(key)
+    if "score.0.weight" not in tensors or "score.2.weight" not in tensors:
+        raise ValueError(f"qwen_prm: no reward head (score.0 / score.2) in {path}")
+    labels = tensors["score.2.weight"].shape[0]
+    head = torch.nn.Sequential(torch.nn.Linear(hidden_size, hidden_size), torch.nn.ReLU(),
+                               torch.nn.Linear(hidden_size, labels))
+    head.load_state_dict({k[len("score."):]: v for k, v in tensors.items()}, strict=False)
+    return head
+
+
+def _architectures(path: str) -> list[str]:
+    import json
+    import os
+
+    config_file = os.path.join(os.path.expanduser(path or ""), "config.json")
+    if not os.path.isfile(config_file):
+        return []
+    with open(config_file) as f:
+        return json.load(f).get("architectures") or []
+
+
+def build(prm_cfg) -> QwenPRM:
+    architectures = _architectures(prm_cfg.path)
+    auto_class = "AutoModel"
+    if prm_cfg.backend == "hf" and any(a.endswith("ForTokenClassification") for a in architectures):
+        auto_class = "AutoModelForTokenClassification"
     cls = type("QwenPRM", (QwenPRM,), {"auto_class": auto_class})
-    return load_hf(cls, prm_cfg)
+    prm = load_hf(cls, prm_cfg)
+    if prm_cfg.backend == "hf" and not prm_cfg.trust_remote_code and \
+            any(a.endswith("ForProcessRewardModel") for a in architectures):
+        # AutoModel without remote code gave the bare backbone: add the reward head from the checkpoint
+        param = next(prm.model.parameters())
+        head = load_reward_head(prm_cfg.path, prm.model.config.hidden_size).to(device=param.device, dtype=param.dtype)
+        prm.model = _RewardHeadModel(prm.model, head.eval())
+    return prm

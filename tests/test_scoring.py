@@ -1,0 +1,83 @@
+"""Scoring on hand-built cases: reductions, the three selections and their tie-breaks, acc@n' and pass@n'."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tts.scoring import (aggregate_metrics, budgets, pass_at_k, reduce_scores, score_problem, select_majority,
+                         select_naive, select_weighted)
+
+
+@pytest.mark.parametrize("how,expected", [("last", 0.5), ("min", 0.2), ("prod", 0.9 * 0.2 * 0.5), ("mean", 1.6 / 3)])
+def test_reductions(how, expected):
+    assert reduce_scores([0.9, 0.2, 0.5], how) == pytest.approx(expected)
+
+
+def test_reduction_of_no_steps_is_zero_and_unknown_is_an_error():
+    assert reduce_scores([], "last") == 0.0
+    with pytest.raises(ValueError, match="scoring.reduction"):
+        reduce_scores([0.1], "median")
+
+
+def test_budgets_are_powers_of_two_up_to_n():
+    assert budgets(1) == [1]
+    assert budgets(16) == [1, 2, 4, 8, 16]
+    assert budgets(6) == [1, 2, 4, 6]
+
+
+def test_naive_weighted_and_majority_disagree_as_designed():
+    keys = ["a", "b", "b", "c", "a", "b"]
+    scores = [0.95, 0.3, 0.3, 0.1, 0.9, 0.3]
+    assert select_naive(scores) == 0               # single best score
+    assert keys[select_weighted(keys, scores)] == "a"  # 1.85 for a vs 0.9 for b
+    assert keys[select_majority(keys)] == "b"       # three votes
+
+
+def test_ties_go_to_the_first_completion():
+    assert select_naive([0.5, 0.7, 0.7]) == 1
+    assert select_majority(["x", "y", "y", "x"]) == 0
+    assert select_weighted(["x", "y"], [0.4, 0.4]) == 0
+
+
+def test_no_answer_never_wins_a_vote():
+    assert select_majority([None, None, "z"]) == 2
+    assert select_majority([None, None]) == -1
+
+
+def test_pass_at_k_unbiased():
+    assert pass_at_k(4, 0, 2) == 0.0
+    assert pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
+    assert pass_at_k(5, 3, 3) == 1.0
+
+
+def test_score_problem_prefix_and_expected_estimates():
+    keys = ["w", "r", "r", "w"]
+    answers = ["1", "2", "2", "1"]
+    record = score_problem(keys, answers, {"r": True, "w": False}, [0.2, 0.9, 0.8, 0.1], draws=400, seed=0)
+    assert record["predictions"]["naive@1"] == "1" and record["correct"]["naive@1"] is False   # first completion
+    assert record["correct"]["naive@4"] is True and record["correct"]["weighted@4"] is True
+    assert record["correct"]["maj@4"] is False   # 2-2 tie goes to the first seen, "w"
+    assert record["expected"]["naive@1"] == pytest.approx(0.5, abs=0.08)   # half the completions are right
+    assert record["expected"]["naive@4"] == 1.0
+    assert record["pass"]["pass@2"] == pytest.approx(1 - 1 / 6)
+
+
+def test_ungraded_prediction_is_not_counted_as_wrong_silently():
+    record = score_problem(["k"], ["10^{10^{10}}"], {"k": None}, [0.5])
+    assert record["correct"]["maj@1"] is None
+    assert record["ungraded"]["maj@1"] == 1.0
+
+
+def test_aggregate_metrics_names_and_values():
+    good = {"scores": score_problem(["r", "r"], ["2", "2"], {"r": True}, [0.9, 0.8]),
+            "compute": {"generated_tokens": 10, "prm_tokens": 4}}
+    bad = {"scores": score_problem(["w", None], ["1", None], {"w": False}, [0.9, 0.1]),
+           "compute": {"generated_tokens": 6, "prm_tokens": 2}}
+    metrics = aggregate_metrics([good, bad], n=2)
+    for name in ("acc/naive@2", "acc/weighted@2", "acc/maj@2", "acc/maj@1", "pass@2", "acc_prefix/maj@2"):
+        assert metrics[name] == pytest.approx(0.5)
+    assert metrics["tokens/generated"] == 16 and metrics["tokens/prm"] == 6

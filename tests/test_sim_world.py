@@ -1,0 +1,123 @@
+"""The simulated world: problems, policy and PRM behave as DESIGN.md says, deterministically."""
+
+from __future__ import annotations
+
+import collections
+
+from tts.backends.base import GenerationRequest
+from tts.backends.sim import SimPolicy, count_tokens
+from tts.config import SimPolicyConfig, SimPRMConfig
+from tts.data.synthetic import generate_problems, solve
+from tts.grading import AnswerGrader, extract_answer
+from tts.prms.sim import SimPRM
+from tts.search.completion import split_steps
+
+PROBLEMS = generate_problems(120, seed=7)
+
+
+def _request(problem, **kwargs):
+    return GenerationRequest(messages=[{"role": "system", "content": "be brief"},
+                                       {"role": "user", "content": problem.problem}], **kwargs)
+
+
+def test_problems_have_math500_fields_levels_and_latex_answers():
+    assert len({p.unique_id for p in PROBLEMS}) == 120
+    assert {p.level for p in PROBLEMS} == {1, 2, 3, 4, 5}
+    assert any("\\frac" in p.answer for p in PROBLEMS) and any("\\sqrt" in p.answer for p in PROBLEMS)
+    assert any("\\pi" in p.answer for p in PROBLEMS) and any(p.answer.startswith("\\left(") for p in PROBLEMS)
+    for p in PROBLEMS:
+        assert p.solution.endswith("I hope it is correct.") and f"\\boxed{{{p.answer}}}" in p.solution
+    assert generate_problems(120, seed=7) == PROBLEMS
+    assert generate_problems(120, seed=8) != PROBLEMS
+
+
+def test_policy_is_deterministic_per_seed_and_varies_across_seeds():
+    policy = SimPolicy(SimPolicyConfig())
+    a = policy.generate([_request(p, n=4, seed=0) for p in PROBLEMS[:30]])
+    b = SimPolicy(SimPolicyConfig()).generate([_request(p, n=4, seed=0) for p in PROBLEMS[:30]])
+    c = policy.generate([_request(p, n=4, seed=1) for p in PROBLEMS[:30]])
+    assert [[o.text for o in s] for s in a] == [[o.text for o in s] for s in b]
+    assert [[o.text for o in s] for s in a] != [[o.text for o in s] for s in c]
+
+
+def test_solutions_follow_the_system_prompt_format():
+    outputs = SimPolicy(SimPolicyConfig()).generate([_request(p, n=2) for p in PROBLEMS[:20]])
+    for samples in outputs:
+        for o in samples:
+            assert o.text.startswith("## Step 1:")
+            assert "\n\n## Step 2:" in o.text
+            assert extract_answer(o.text) is not None
+            assert o.finish_reason == "eos" and o.num_tokens == count_tokens(o.text)
+
+
+def test_accuracy_falls_with_level_and_wrong_answers_cluster():
+    policy = SimPolicy(SimPolicyConfig())
+    grader = AnswerGrader()
+    outputs = policy.generate([_request(p, n=16) for p in PROBLEMS])
+    by_level = collections.defaultdict(list)
+    distinct_wrong = []
+    for problem, samples in zip(PROBLEMS, outputs):
+        answers = [extract_answer(o.text) for o in samples]
+        correct = [bool(grader.grade(a, problem.answer)) for a in answers]
+        by_level[problem.level].extend(correct)
+        wrong = [grader.key(a) for a, c in zip(answers, correct) if not c]
+        if len(wrong) >= 8:
+            distinct_wrong.append(len(set(wrong)))
+    accuracy = {level: sum(v) / len(v) for level, v in by_level.items()}
+    assert accuracy[1] > accuracy[3] > accuracy[5]
+    # errors lead to a handful of plausible wrong answers, not to noise
+    assert distinct_wrong and max(distinct_wrong) <= SimPolicyConfig().num_wrong_answers
+    grader.close()
+
+
+def test_temperature_zero_is_greedy_and_higher_temperature_changes_error_rate():
+    policy = SimPolicy(SimPolicyConfig())
+    greedy = policy.generate([_request(p, n=3, temperature=0.0, seed=s) for p in PROBLEMS[:10] for s in (0, 5)])
+    for samples in greedy:
+        assert len({o.text for o in samples}) == 1
+    plan = solve(PROBLEMS[0].problem)
+    assert policy.step_probability(plan, 0.2) != policy.step_probability(plan, 1.2)
+
+
+def test_stop_string_gives_one_step_and_continuation_matches_whole_generation():
+    policy = SimPolicy(SimPolicyConfig())
+    problem = PROBLEMS[3]
+    whole = policy.generate([_request(problem, n=1, seed=3)])[0][0].text
+    prefix, pieces = "", []
+    while True:
+        out = policy.generate([_request(problem, n=1, seed=3, prefix=prefix, stop=["\n\n"])])[0][0]
+        pieces.append(out)
+        prefix += out.text
+        if out.finish_reason != "stop":
+            break
+    assert all(p.text.endswith("\n\n") for p in pieces[:-1])
+    assert all(p.finish_reason == "stop" for p in pieces[:-1]) and pieces[-1].finish_reason == "eos"
+    assert prefix == whole
+
+
+def test_max_tokens_truncates_with_length():
+    out = SimPolicy(SimPolicyConfig()).generate([_request(PROBLEMS[0], n=1, max_tokens=7)])[0][0]
+    assert out.finish_reason == "length" and out.num_tokens == 7 and count_tokens(out.text) == 7
+
+
+def test_prm_reads_text_and_is_deterministic_per_prefix():
+    prm = SimPRM(SimPRMConfig(noise=0.0))
+    problem = PROBLEMS[5]
+    right = split_steps(problem.solution)
+    wrong = right[:-1] + ["Therefore, the final answer is: $\\boxed{12345}$. I hope it is correct."]
+    [[right_scores, wrong_scores]] = prm.score([problem.problem], [[right, wrong]])
+    assert len(right_scores) == len(right)
+    assert right_scores[:-1] == wrong_scores[:-1]
+    assert wrong_scores[-1] < 0.5 < right_scores[-1]
+    noisy = SimPRM(SimPRMConfig(noise=1.0))
+    first = noisy.score([problem.problem], [[right]])
+    tokens = noisy.stats.tokens
+    assert noisy.score([problem.problem], [[right]]) == first
+    assert noisy.stats.tokens == tokens, "a prefix scored once is never re-encoded"
+    assert SimPRM(SimPRMConfig(noise=1.0)).score([problem.problem], [[right]]) == first
+
+
+def test_unreadable_problem_gets_a_fluent_wrong_solution():
+    out = SimPolicy(SimPolicyConfig()).generate([GenerationRequest(
+        messages=[{"role": "user", "content": "Prove the Riemann hypothesis."}], n=2)])[0]
+    assert all(extract_answer(o.text) is not None for o in out)

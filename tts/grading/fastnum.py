@@ -1,0 +1,429 @@
+"""Pure-Python keys for the common non-trivial answers, so they never need the (slow, ~5-25 ms per answer ANTLR
+parse) symbolic worker:
+
+* constant arithmetic in LaTeX: numbers, ``+ - \\cdot \\times * /``, implicit multiplication (``2\\sqrt{3}``),
+  ``\\frac{a}{b}``, ``\\sqrt{x}``, ``\\sqrt[n]{x}``, ``\\pi``, integer and fractional powers, ``(..)``/``{..}``;
+  evaluated exactly with `fractions.Fraction` while possible, else with 50-digit `decimal` arithmetic, and keyed with
+  `tts.grading.keys.decimal_key` -- the same key the worker computes from sympy, so ``\\frac{\\sqrt2}{2}`` here and
+  ``\\frac{1}{\\sqrt{2}}`` there (or here) agree;
+* tuples / intervals / sets whose elements are such constants (or ``\\pm\\infty``), keyed like the worker keys what
+  math_verify parses: ``(a, b)`` is an open interval when ``a < b`` and an ordered pair otherwise, ``[a, b]`` a
+  closed interval when ``a < b``, three or more elements in brackets a tuple, ``\\{..\\}`` and bare comma lists sets.
+
+Anything else (letters, ``e``, functions, ``!``, unions, ambiguous ``1/2\\pi``, a number followed by ``\\frac`` --
+a mixed number or a product?) returns ``None`` and goes to the worker. This is a parser, not an evaluator of
+model text: only the constructs above are understood, and sizes are bounded (exponents, digits, nesting).
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+from decimal import Decimal
+from fractions import Fraction
+from typing import List, Optional, Tuple, Union
+
+from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, rational_key
+
+__all__ = ["fast_key", "evaluate"]
+
+Num = Union[Fraction, Decimal]
+
+_CTX = decimal.Context(prec=50, Emax=10**6, Emin=-(10**6))
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+_MAX_LEN = 200
+_MAX_DEPTH = 20
+_MAX_EXP = 400  # |exponent| bound for exact powers
+_MAX_DIGITS = 400  # bound on numerator/denominator size
+
+
+class _Reject(Exception):
+    pass
+
+
+def _tokenize(s: str) -> List[str]:
+    toks: List[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c.isspace():
+            i += 1
+        elif c.isdigit() or (c == "." and i + 1 < n and s[i + 1].isdigit()):
+            j = i
+            while j < n and s[j].isdigit():
+                j += 1
+            if j < n and s[j] == "." and j + 1 < n and s[j + 1].isdigit():
+                j += 1
+                while j < n and s[j].isdigit():
+                    j += 1
+            toks.append(s[i:j])
+            i = j
+        elif c == "\\":
+            j = i + 1
+            while j < n and s[j].isalpha():
+                j += 1
+            if j == i + 1:
+                raise _Reject
+            toks.append(s[i:j])
+            i = j
+        elif c in "+-*/^(){}[]":
+            toks.append(c)
+            i += 1
+        else:
+            raise _Reject
+    return toks
+
+
+def _dec(x: Num) -> Decimal:
+    if isinstance(x, Decimal):
+        return x
+    return _CTX.divide(Decimal(x.numerator), Decimal(x.denominator))
+
+
+def _check(x: Num) -> Num:
+    if isinstance(x, Fraction):
+        if len(str(x.numerator)) > _MAX_DIGITS or len(str(x.denominator)) > _MAX_DIGITS:
+            raise _Reject
+    elif not x.is_finite() or (x != 0 and abs(x.adjusted()) > _MAX_DIGITS):
+        raise _Reject
+    return x
+
+
+def _mul(a: Num, b: Num) -> Num:
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return _check(a * b)
+    return _check(_CTX.multiply(_dec(a), _dec(b)))
+
+
+def _div(a: Num, b: Num) -> Num:
+    if b == 0:
+        raise _Reject
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return _check(a / b)
+    return _check(_CTX.divide(_dec(a), _dec(b)))
+
+
+def _add(a: Num, b: Num) -> Num:
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return _check(a + b)
+    return _check(_CTX.add(_dec(a), _dec(b)))
+
+
+def _neg(a: Num) -> Num:
+    return -a
+
+
+def _iroot(n: int, k: int) -> Optional[int]:
+    """Exact integer k-th root of n >= 0, or None."""
+    if n < 0:
+        return None
+    if n < 2:
+        return n
+    r = int(round(n ** (1.0 / k))) if n.bit_length() < 1000 else None
+    if r is None:
+        return None
+    for c in (r - 1, r, r + 1):
+        if c >= 0 and c**k == n:
+            return c
+    return None
+
+
+def _root(x: Num, k: int) -> Num:
+    if k < 1 or k > 20:
+        raise _Reject
+    if x < 0:
+        raise _Reject  # complex or odd roots of negatives: leave to sympy
+    if isinstance(x, Fraction):
+        a, b = _iroot(x.numerator, k), _iroot(x.denominator, k)
+        if a is not None and b is not None:
+            return Fraction(a, b)
+    d = _dec(x)
+    if d == 0:
+        return Fraction(0)
+    if k == 2:
+        return _CTX.sqrt(d)
+    return _check(_CTX.power(d, _CTX.divide(Decimal(1), Decimal(k))))
+
+
+def _pow(a: Num, b: Num) -> Num:
+    if isinstance(b, Fraction) and b.denominator == 1:
+        e = b.numerator
+        if abs(e) > _MAX_EXP:
+            raise _Reject
+        if a == 0 and e < 0:
+            raise _Reject
+        if isinstance(a, Fraction):
+            if abs(e) * max(len(str(a.numerator)), len(str(a.denominator))) > _MAX_DIGITS:
+                raise _Reject
+            return _check(a**e)
+        return _check(_CTX.power(a, e))
+    if isinstance(b, Fraction) and b.denominator <= 20 and abs(b.numerator) <= _MAX_EXP:
+        # a^(p/q) = (a^(1/q))^p for a >= 0
+        r = _root(a, b.denominator)
+        return _pow(r, Fraction(b.numerator))
+    if a <= 0:
+        raise _Reject
+    return _check(_CTX.power(_dec(a), _dec(b)))
+
+
+class _Parser:
+    def __init__(self, toks: List[str]):
+        self.t = toks
+        self.i = 0
+        self.depth = 0
+        self.inexact_from_decimals = False
+
+    def peek(self) -> Optional[str]:
+        return self.t[self.i] if self.i < len(self.t) else None
+
+    def take(self, tok: Optional[str] = None) -> str:
+        if self.i >= len(self.t):
+            raise _Reject
+        x = self.t[self.i]
+        if tok is not None and x != tok:
+            raise _Reject
+        self.i += 1
+        return x
+
+    def group(self) -> Num:
+        """``{expr}`` or a single digit (``\\frac12``)."""
+        p = self.peek()
+        if p == "{":
+            self.take()
+            v = self.expr()
+            self.take("}")
+            return v
+        if p is not None and p.isdigit():
+            self.take()
+            if len(p) > 1:  # `\frac123` is `\frac{1}{2}3`: split the digit run
+                self.t.insert(self.i, p[1:])
+            return Fraction(int(p[0]))
+        raise _Reject
+
+    def expr(self) -> Num:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise _Reject
+        sign = 1
+        while self.peek() in ("+", "-"):
+            if self.take() == "-":
+                sign = -sign
+        v = self.term()
+        if sign < 0:
+            v = _neg(v)
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            w = self.term()
+            v = _add(v, w if op == "+" else _neg(w))
+        self.depth -= 1
+        return v
+
+    def term(self) -> Num:
+        v = self.power()
+        slash = implicit = False
+        while True:
+            p = self.peek()
+            if p in ("\\cdot", "\\times", "*"):
+                self.take()
+                v = _mul(v, self.power())
+            elif p in ("/", "\\div"):
+                self.take()
+                slash = True
+                v = _div(v, self.power())
+            elif p is not None and (p[0].isdigit() or p in ("\\frac", "\\sqrt", "\\pi", "(", "{")):
+                if p[0].isdigit() or (p == "\\frac" and self.t[self.i - 1][0].isdigit()):
+                    raise _Reject  # `2 3`, `2\frac12` (mixed number?)
+                implicit = True
+                v = _mul(v, self.power())
+            else:
+                break
+            if slash and implicit:
+                raise _Reject  # `1/2\pi`: ambiguous
+        return v
+
+    def power(self) -> Num:
+        v = self.atom()
+        if self.peek() == "^":
+            self.take()
+            p = self.peek()
+            if p == "{":
+                e = self.group()
+            elif p is not None and p.isdigit():
+                e = self.group()
+            else:
+                raise _Reject
+            if self.peek() == "^":
+                raise _Reject  # `2^3^2`
+            v = _pow(v, e)
+        return v
+
+    def atom(self) -> Num:
+        p = self.take()
+        if p[0].isdigit() or p[0] == ".":
+            if "." in p:
+                self.inexact_from_decimals = True
+            if len(p) > 60:
+                raise _Reject
+            return Fraction(p)
+        if p == "\\pi":
+            return _PI
+        if p == "\\frac":
+            a = self.group()
+            b = self.group()
+            return _div(a, b)
+        if p == "\\sqrt":
+            k = 2
+            if self.peek() == "[":
+                self.take()
+                kv = self.expr()
+                self.take("]")
+                if not (isinstance(kv, Fraction) and kv.denominator == 1):
+                    raise _Reject
+                k = kv.numerator
+            return _root(self.group(), k)
+        if p in ("(", "{"):
+            v = self.expr()
+            self.take(")" if p == "(" else "}")
+            return v
+        raise _Reject
+
+
+def evaluate(s: str) -> Optional[Tuple[Num, bool]]:
+    """``(value, exact)`` of a constant LaTeX expression in the subset described in the module docstring."""
+    if not s or len(s) > _MAX_LEN:
+        return None
+    try:
+        p = _Parser(_tokenize(s))
+        v = p.expr()
+        if p.i != len(p.t):
+            return None
+        return v, isinstance(v, Fraction)
+    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
+            IndexError):
+        return None
+
+
+def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
+    s = s.strip()
+    if s in ("\\infty", "+\\infty", "\\infinity", "oo"):
+        return INF_KEY, None
+    if s in ("-\\infty", "-\\infinity", "-oo"):
+        return NEG_INF_KEY, None
+    if not s or len(s) > _MAX_LEN:
+        return None
+    try:
+        p = _Parser(_tokenize(s))
+        v = p.expr()
+        if p.i != len(p.t):
+            return None
+    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
+            IndexError):
+        return None
+    if isinstance(v, Fraction):
+        return rational_key(v), v
+    return decimal_key(v, from_decimals=p.inexact_from_decimals), v
+
+
+def _split_top(s: str) -> Optional[List[str]]:
+    """Split on top-level commas (outside (), [], {})."""
+    parts, depth, cur = [], 0, []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+            cur.append(s[i : i + 2])
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        if c == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if depth != 0:
+        return None
+    parts.append("".join(cur))
+    return [p.strip() for p in parts]
+
+
+def _less(a: Tuple[str, Optional[Num]], b: Tuple[str, Optional[Num]]) -> Optional[bool]:
+    ka, va = a
+    kb, vb = b
+    if ka == NEG_INF_KEY:
+        return kb != NEG_INF_KEY
+    if kb == INF_KEY:
+        return ka != INF_KEY
+    if ka == INF_KEY or kb == NEG_INF_KEY:
+        return False
+    if va is None or vb is None:
+        return None
+    da, db = _dec(va), _dec(vb)
+    if abs(da - db) <= Decimal("1e-30") * (abs(da) + abs(db)):
+        return None  # equal or too close to call here
+    return da < db
+
+
+def fast_key(norm: str) -> Optional[str]:
+    """Key of a normalised answer in the subset described in the module docstring, else ``None``."""
+    if not norm or len(norm) > _MAX_LEN:
+        return None
+    if "," not in norm:
+        c = _const_key(norm)
+        if c is None or c[1] is None:
+            return None  # a lone infinity is left to the worker
+        return c[0]
+    s = norm
+    if s.startswith("\\{") and s.endswith("\\}"):
+        parts = _split_top(s[2:-2])
+        kind = "set"
+    elif s[0] in "([" and s[-1] in ")]" and len(s) >= 2:
+        parts = _split_top(s[1:-1])
+        kind = s[0] + s[-1]
+        # the first bracket must close at the very end: `(1,2)\cup(3,4)` or `(1)+(2)` is not one tuple
+        depth = 0
+        for j, ch in enumerate(s):
+            if ch in "([":
+                depth += 1
+            elif ch in ")]":
+                depth -= 1
+                if depth == 0 and j != len(s) - 1:
+                    return None
+    else:
+        parts = _split_top(s)
+        kind = "list"
+    if not parts or any(not p for p in parts):
+        return None
+    elems = []
+    for p in parts:
+        c = _const_key(p)
+        if c is None:
+            return None
+        elems.append(c)
+    keys = [k for k, _ in elems]
+    if kind in ("set", "list"):
+        if any(k in (INF_KEY, NEG_INF_KEY) for k in keys):
+            return None
+        elems_k = sorted(set(keys))
+        return ("set{" if len(elems_k) > 1 else "set1{") + ",".join(elems_k) + "}"
+    if len(elems) == 2:
+        if kind == "()" and keys[0] == keys[1] and keys[0].startswith("q:"):
+            return "tup(" + ",".join(keys) + ")"  # `(0, 0)`: math_verify reads a pair, not an empty interval
+        lt = _less(elems[0], elems[1])
+        if lt is None:
+            return None
+        if lt:
+            lo = "(" if kind[0] == "(" else "["
+            hi = ")" if kind[1] == ")" else "]"
+            return f"int{lo}{keys[0]},{keys[1]}{hi}"
+        if kind in ("()", "[]") and not any(k in (INF_KEY, NEG_INF_KEY) for k in keys):
+            return "tup(" + ",".join(keys) + ")"
+        return None
+    if kind in ("()", "[]") and not any(k in (INF_KEY, NEG_INF_KEY) for k in keys):
+        return "tup(" + ",".join(keys) + ")"
+    return None
