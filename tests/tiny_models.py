@@ -1,9 +1,9 @@
 """Tiny random Llama / Qwen2 checkpoints with real tokenizers, built locally (nothing comes from the hub).
 
-Every format the PRMs and policies read is present: digits, "+", "-", the Math-Shepherd step tag "ки", Qwen's "<extra_0>",
-the Llama 3 header/turn tokens and Qwen's <|im_start|>/<|im_end|>. The models are random, so what they generate is
-garbage; the point is to exercise tokenization, chat templates, batching, sampling and score read-out exactly as with
-the real checkpoints. head_dim is 32 so the vLLM CPU attention backend accepts them.
+Every format the PRMs and policies read is present: digits, "+", "-", the Math-Shepherd step tag "ки", Qwen's
+"<extra_0>", the Llama 3 header/turn tokens and Qwen's <|im_start|>/<|im_end|>. The models are random, so what they
+generate is garbage; the point is to exercise tokenization, chat templates, batching, sampling and score read-out
+exactly as with the real checkpoints. head_dim is 32 so the vLLM CPU attention backend accepts them.
 
     dirs = build_all(tmp_dir)   # {"llama": ..., "qwen": ..., "math_shepherd": ..., "qwen_prm": ..., "skywork": ...}
 """

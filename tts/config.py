@@ -20,6 +20,12 @@ class SimPolicyConfig:
     temperature_sensitivity: float = 1.0
     num_wrong_answers: int = 4
     wrong_answer_skew: float = 1.0
+    # review and revision prompts (tts/backends/sim_tasks.py)
+    verify_accuracy: float = 0.8
+    verify_difficulty_sensitivity: float = 1.0
+    verify_unparsed_prob: float = 0.02
+    revision_fix_prob: float = 0.9
+    revision_break_prob: float = 0.02
 
 
 @dataclass
@@ -43,7 +49,7 @@ class ModelConfig:
 
 @dataclass
 class SimPRMConfig:
-    discrimination: float = 3.0
+    discrimination: float = 1.5
     noise: float = 1.0
     bias: float = 0.5
     length_penalty: float = 0.0
@@ -79,6 +85,16 @@ class StrategyConfig:
     lookahead: int = 0
     rebase_temperature: float = 0.2
     search_batch_size: Optional[int] = None
+    # filter_vote: the policy reviews each sample (tts/search/filter_vote.py)
+    review_prompt: str = ""
+    review_system_prompt: str = ""
+    review_temperature: Optional[float] = None
+    review_max_tokens: int = 512
+    # revisions: chains of sequential revisions (tts/search/revisions.py)
+    revisions_per_chain: int = 1
+    revision_prompt: str = ""
+    revision_attempt_template: str = ""
+    revision_context_tokens: Optional[int] = None
 
 
 @dataclass
@@ -97,6 +113,8 @@ class DatasetConfig:
     num_problems: Optional[int] = None
     start: int = 0
     end: Optional[int] = None
+    shard: int = 0  # this job's part of [start:end] when it is split into num_shards contiguous parts
+    num_shards: int = 1
     generator_seed: int = 1234
     columns: Dict[str, str] = field(default_factory=dict)
 
@@ -112,7 +130,9 @@ class LoggerConfig:
     job_type: str = "search"
     log_table: bool = True
     log_artifact: bool = True
-    init_timeout: float = 30.0
+    init_timeout: float = 15.0
+    run_id: Optional[str] = None
+    resume: str = "allow"
 
 
 @dataclass
@@ -199,6 +219,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.dataset.end is not None:
         _check(cfg.dataset.end > cfg.dataset.start, "dataset.end",
                f"must be > dataset.start ({cfg.dataset.start}), got {cfg.dataset.end}: the shard would be empty")
+    _check(cfg.dataset.num_shards >= 1, "dataset.num_shards", f"must be >= 1, got {cfg.dataset.num_shards}")
+    _check(0 <= cfg.dataset.shard < cfg.dataset.num_shards, "dataset.shard",
+           f"must be in [0, dataset.num_shards={cfg.dataset.num_shards}), got {cfg.dataset.shard}")
     _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {cfg.logger.mode!r}")
     _validate_strategy(cfg)
 
@@ -208,6 +231,43 @@ def _validate_strategy(cfg: DictConfig) -> None:
     strategy = cfg.strategy
     if strategy.search_batch_size is not None:
         _check(strategy.search_batch_size >= 1, "strategy.search_batch_size", "must be >= 1 or null (all problems)")
+    if strategy.name in ("beam", "dvts", "lookahead"):
+        width = strategy.beam_width
+        _check(_is_int(width) and width >= 1, "strategy.beam_width", f"must be a whole number >= 1, got {width!r}")
+        _check(width <= cfg.n, "strategy.beam_width",
+               f"must be <= n ({cfg.n}): {strategy.name} keeps n / beam_width beams; lower beam_width or raise n")
+        _check(cfg.n % width == 0, "strategy.beam_width",
+               f"n ({cfg.n}) must be a multiple of beam_width ({width}) for {strategy.name}; e.g. n={max(width, cfg.n - cfg.n % width)}")
+    if strategy.name == "beam":
+        _check(strategy.lookahead == 0, "strategy.lookahead",
+               f"beam search does not roll out (got {strategy.lookahead}); use strategy=lookahead strategy.lookahead=k")
+    _check(_is_int(strategy.lookahead) and strategy.lookahead >= 0, "strategy.lookahead",
+           f"must be a whole number of steps >= 0, got {strategy.lookahead!r}")
+    if strategy.name == "rebase":
+        _check(strategy.rebase_temperature > 0, "strategy.rebase_temperature",
+               f"must be > 0 (softmax temperature over node scores), got {strategy.rebase_temperature}")
+    if strategy.name == "filter_vote":
+        for placeholder in ("{problem}", "{solution}"):
+            _check(placeholder in strategy.review_prompt, "strategy.review_prompt",
+                   f"must contain the placeholder {placeholder}")
+        _check(strategy.review_max_tokens >= 1, "strategy.review_max_tokens", "must be >= 1 (tokens of one review)")
+        _check(strategy.review_temperature is None or strategy.review_temperature >= 0, "strategy.review_temperature",
+               "must be >= 0 or null (use strategy.temperature)")
+    if strategy.name == "revisions":
+        length = strategy.revisions_per_chain
+        _check(_is_int(length) and length >= 1, "strategy.revisions_per_chain", f"must be >= 1, got {length!r}")
+        _check(cfg.n % length == 0, "strategy.revisions_per_chain",
+               f"must divide n={cfg.n} (n / revisions_per_chain chains run in parallel), got {length}")
+        for placeholder in ("{problem}", "{attempts}"):
+            _check(placeholder in strategy.revision_prompt, "strategy.revision_prompt",
+                   f"must contain the placeholder {placeholder}")
+        _check("{attempt}" in strategy.revision_attempt_template, "strategy.revision_attempt_template",
+               "must contain the placeholder {attempt}")
+        _check(strategy.revision_context_tokens is None or strategy.revision_context_tokens >= 1,
+               "strategy.revision_context_tokens", "must be >= 1 or null (budget.max_tokens)")
+    sim = cfg.model.sim
+    for key in ("verify_accuracy", "verify_unparsed_prob", "revision_fix_prob", "revision_break_prob"):
+        _check(0.0 <= sim[key] <= 1.0, f"model.sim.{key}", f"must be a probability in [0, 1], got {sim[key]}")
 
 
 def to_container(cfg: DictConfig) -> dict:

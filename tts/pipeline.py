@@ -21,8 +21,8 @@ from tts.config import to_container, validate
 from tts.data import load_problems
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms import build_prm
-from tts.results import RunDirectory, config_hash, fingerprint_of, run_info
-from tts.scoring import aggregate_metrics, reduce_scores, score_problem
+from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
+from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
 from tts.search.base import SearchOutput
 from tts.tracking import build_tracker
@@ -76,8 +76,11 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
             completion.answer, completion.key = answer, key
         record = problem.as_dict()
         record["completions"] = [c.as_dict() for c in output.completions]
+        # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out
+        vote_mask = ([c.extra.get("vote", True) for c in output.completions]
+                     if any("vote" in c.extra for c in output.completions) else None)
         record["scores"] = score_problem(keys[i], answers[i], key_correct[i], scores, draws=cfg.scoring.subset_draws,
-                                         seed=cfg.seed + hash_id(problem.unique_id))
+                                         seed=cfg.seed + hash_id(problem.unique_id), vote_mask=vote_mask)
         record["compute"] = dict(output.compute)
         record["ungraded_answers"] = ungraded[i]
         if output.note:
@@ -131,8 +134,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
             log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
         records_by_id = directory.load()
         records = [records_by_id[p.unique_id] for p in problems if p.unique_id in records_by_id]
-        metrics = aggregate_metrics(records, cfg.n)
-        metrics["compute/backend_calls"] = round(sum(r["compute"].get("backend_calls_share", 0.0) for r in records), 3)
+        metrics = run_metrics(records, cfg.n)
         directory.write_metrics(metrics)
         _print_summary(metrics, cfg, directory.path)
         tracker.start(config, directory.path)
@@ -140,7 +142,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         return metrics
     finally:
         tracker.finish()
-        for closable in (policy, prm, grader):
+        for closable in (policy, prm, grader, directory):
             if closable is not None:
                 closable.close()
 

@@ -6,7 +6,9 @@ Pure functions, no I/O. A problem's n completions arrive with answers already ex
 Selection (ties are broken deterministically, always toward the completion that comes first among the n):
 - naive: the completion with the highest reduced PRM score;
 - weighted: the key with the largest summed reduced score (Snell et al.'s "best-of-N weighted");
-- majority: the key with the most completions (self-consistency).
+- majority: the key with the most completions (self-consistency). When the strategy marks which completions may vote
+  (`vote_mask`, e.g. filter-vote keeps those the policy judged correct), "maj" counts only those, falling back to all
+  completions of a subset where none of them may vote (Chen et al. 2024), and "maj_unfiltered" reports the plain vote.
 Completions without an answer never win a vote; if none has one, the prediction is "no answer" (wrong).
 
 Accuracy at n' < n comes from the one run of n samples in two ways:
@@ -25,6 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 AGGREGATIONS = ("naive", "weighted", "maj")
+EXTRA_AGGREGATIONS = ("maj_unfiltered",)  # reported only by strategies that filter the vote (vote_mask)
 
 
 def reduce_scores(step_scores: Sequence[float], how: str = "last") -> float:
@@ -90,7 +93,8 @@ def _encode_keys(keys: Sequence[Optional[str]]) -> np.ndarray:
     return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
-def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int) -> dict[str, np.ndarray]:
+def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int,
+                  vote_mask: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
     """Vectorised selection over many subsets at once (rows of completion indices) -> winning key id per row."""
     draws, k = subsets.shape
     chosen_keys = key_ids[subsets]
@@ -98,7 +102,7 @@ def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, 
     naive = chosen_keys[np.arange(draws), np.argmax(chosen_scores, axis=1)]
     result = {"naive": naive}
     if num_keys == 0:
-        result["weighted"] = result["maj"] = np.full(draws, -1)
+        result["weighted"] = result["maj"] = result["maj_unfiltered"] = np.full(draws, -1)
         return result
     valid = chosen_keys >= 0
     flat = (np.arange(draws)[:, None] * num_keys + np.where(valid, chosen_keys, 0))[valid]
@@ -107,6 +111,13 @@ def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, 
     has_answer = valid.any(axis=1)
     result["maj"] = np.where(has_answer, np.argmax(counts, axis=1), -1)
     result["weighted"] = np.where(has_answer, np.argmax(sums, axis=1), -1)
+    if vote_mask is not None:
+        voters = valid & vote_mask[subsets]
+        voters = np.where(voters.any(axis=1)[:, None], voters, valid)  # nobody may vote: everybody votes
+        flat_voters = (np.arange(draws)[:, None] * num_keys + np.where(voters, chosen_keys, 0))[voters]
+        filtered = np.bincount(flat_voters, minlength=draws * num_keys).reshape(draws, num_keys)
+        result["maj_unfiltered"] = result["maj"]
+        result["maj"] = np.where(has_answer, np.argmax(filtered, axis=1), -1)
     return result
 
 
@@ -117,14 +128,18 @@ def score_problem(
     scores: Sequence[float],
     draws: int = 200,
     seed: int = 0,
+    vote_mask: Optional[Sequence[bool]] = None,
 ) -> dict:
     """Predictions and correctness of one problem at every n' (see the module docstring).
 
     `key_correct` maps each key to True / False / None (None: the grader timed out, "ungraded"). Returns a dict with
     `predictions`, `correct` (prefix estimate; None where ungraded), `expected` (mean correctness over random subsets),
     `ungraded` (fraction of subsets whose prediction could not be graded) and `pass` (unbiased pass@n').
+    `vote_mask` (one bool per completion: may it vote?) filters the "maj" vote and adds "maj_unfiltered".
     """
     n = len(keys)
+    mask = None if vote_mask is None else np.asarray(vote_mask, dtype=bool)
+    aggregations = AGGREGATIONS if mask is None else AGGREGATIONS + EXTRA_AGGREGATIONS
     key_ids = _encode_keys(keys)
     names = [k for k in dict.fromkeys(k for k in keys if k is not None)]
     score_arr = np.asarray(scores, dtype=float)
@@ -134,13 +149,13 @@ def score_problem(
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
     record: dict = {"predictions": {}, "correct": {}, "expected": {}, "ungraded": {}, "pass": {}}
     for k in budgets(n):
-        prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names))
+        prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names), mask)
         if k == n:
             subsets = np.arange(n)[None, :]
         else:
             subsets = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
-        sampled = _select_batch(subsets, key_ids, score_arr, len(names))
-        for agg in AGGREGATIONS:
+        sampled = _select_batch(subsets, key_ids, score_arr, len(names), mask)
+        for agg in aggregations:
             winner = int(prefix[agg][0])
             answer = answers[int(np.flatnonzero(key_ids == winner)[0])] if winner >= 0 else None
             value = outcome[winner] if winner >= 0 else 0.0
@@ -159,8 +174,9 @@ def aggregate_metrics(records: Sequence[dict], n: int) -> dict[str, float]:
     if not records:
         return metrics
     m = len(records)
+    extra = [a for a in EXTRA_AGGREGATIONS if all(f"{a}@{n}" in r["scores"]["expected"] for r in records)]
     for k in budgets(n):
-        for agg in AGGREGATIONS:
+        for agg in AGGREGATIONS + tuple(extra):
             name = f"{agg}@{k}"
             expected = np.array([r["scores"]["expected"][name] for r in records])
             metrics[f"acc/{name}"] = float(expected.mean())

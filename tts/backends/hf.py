@@ -52,7 +52,8 @@ def from_pretrained(loader, path: str, *, what: str, key: str, **kwargs):
     except OSError as err:  # LocalEntryNotFoundError, offline mode, no network: all OSError subclasses
         if local:
             raise OSError(f"could not load {what} from the local directory {path!r} ({key}): {err}") from err
-        raise OSError(_OFFLINE_HINT.format(what=f"{what} {path!r}", key=key) + f" [{type(err).__name__}: {err}]") from err
+        hint = _OFFLINE_HINT.format(what=f"{what} {path!r}", key=key)
+        raise OSError(f"{hint} [{type(err).__name__}: {err}]") from err
 
 
 def load_tokenizer(path: str, *, key: str, chat_template: str | None = None, trust_remote_code: bool = False):

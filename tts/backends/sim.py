@@ -30,6 +30,19 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+_TOKEN_COUNTS: dict[str, int] = {}
+
+
+def _count_cached(piece: str) -> int:
+    """`count_tokens` of a step text; the sim writes the same few step texts many times, so they are remembered."""
+    count = _TOKEN_COUNTS.get(piece)
+    if count is None:
+        if len(_TOKEN_COUNTS) > 1_000_000:
+            _TOKEN_COUNTS.clear()
+        count = _TOKEN_COUNTS[piece] = count_tokens(piece)
+    return count
+
+
 def truncate_to_tokens(text: str, max_tokens: int) -> str:
     for i, match in enumerate(_TOKEN.finditer(text)):
         if i == max_tokens:
@@ -74,7 +87,9 @@ class SimPolicy(PolicyBackend):
         total = sum(weights)
         self._wrong_cdf = [sum(weights[: j + 1]) / total for j in range(self.num_wrong)]
         self.seed = seed
+        self.cfg = cfg  # sim_tasks reads the review / revision knobs (verify_accuracy, revision_fix_prob, ...)
         self._plans: dict[str, Plan] = {}
+        self._wrong_steps: dict[tuple[str, int, int], str] = {}
 
     # -- the world ------------------------------------------------------------------------------------------------
 
@@ -87,6 +102,15 @@ class SimPolicy(PolicyBackend):
 
     def wrong_step(self, plan: Plan, index: int, path: int) -> str:
         """Step `index` of wrong path `path`: the right step with a slip, or the wrong answer boxed at the end."""
+        key = (plan.problem, index, path)
+        step = self._wrong_steps.get(key)
+        if step is None:
+            if len(self._wrong_steps) > 1_000_000:
+                self._wrong_steps.clear()
+            step = self._wrong_steps[key] = self._make_wrong_step(plan, index, path)
+        return step
+
+    def _make_wrong_step(self, plan: Plan, index: int, path: int) -> str:
         wrong_answer = plan.wrong_answers[path % len(plan.wrong_answers)]
         if index == len(plan.steps) - 1:
             return FINAL_TEMPLATE % wrong_answer
@@ -116,17 +140,37 @@ class SimPolicy(PolicyBackend):
     # -- generation -----------------------------------------------------------------------------------------------
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
-        return [[self._sample(request, k) for k in range(request.n)] for request in requests]
+        return [self._samples(request) for request in requests]
+
+    def _samples(self, request: GenerationRequest) -> list[GenerationOutput]:
+        """All `request.n` samples; the per-request work (plan, reading the prefix) is done once, not per sample."""
+        problem = request.problem
+        if "<problem>" in problem:
+            return [self._sample(request, k) for k in range(request.n)]
+        setup = self._setup(request, problem)
+        return [self._write(request, k, setup) for k in range(request.n)]
+
+    def _setup(self, request: GenerationRequest, problem: str) -> tuple:
+        plan = self.plan(problem)
+        return plan, self.read_prefix(plan, request.prefix), self.step_probability(plan, request.temperature), \
+            [s for s in (request.stop or []) if s]
 
     def _sample(self, request: GenerationRequest, sample: int) -> GenerationOutput:
-        plan = self.plan(request.problem)
-        state = self.read_prefix(plan, request.prefix)
+        if "<problem>" in request.problem:  # a review or revision prompt: tts/backends/sim_tasks.py reads it
+            from tts.backends.sim_tasks import respond
+
+            answered = respond(self, request, sample)
+            if answered is not None:
+                return answered
+        return self._write(request, sample, self._setup(request, request.problem))
+
+    def _write(self, request: GenerationRequest, sample: int, setup: tuple) -> GenerationOutput:
+        plan, state, p_right, stops = setup
         greedy = request.temperature == 0.0
         seed = "greedy" if greedy else request.seed
         index = "greedy" if greedy else sample
-        p_right = self.step_probability(plan, request.temperature)
-        stops = [s for s in (request.stop or []) if s]
         text = ""
+        num_tokens = 0  # summed per piece: every piece but the last ends in whitespace, a token boundary
         context = request.prefix
         finish = "eos"
         step_index, path = state.index, state.path
@@ -147,12 +191,14 @@ class SimPolicy(PolicyBackend):
             piece = step if last else step + STEP_SEPARATOR
             hit = next((s for s in stops if s in piece), None)
             if hit is not None:
-                text += piece[: piece.index(hit) + len(hit)]
+                piece = piece[: piece.index(hit) + len(hit)]
+                text += piece
+                num_tokens += _count_cached(piece)
                 finish = "stop"
                 break
             text += piece
+            num_tokens += _count_cached(piece)
             context += piece
-        num_tokens = count_tokens(text)
         if num_tokens > request.max_tokens:
             text, num_tokens, finish = truncate_to_tokens(text, request.max_tokens), request.max_tokens, "length"
         return GenerationOutput(text=text, finish_reason=finish, num_tokens=num_tokens)

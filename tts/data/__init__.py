@@ -5,7 +5,8 @@
     dataset=math500 dataset.path=/data/math500.jsonl    # a local file
     dataset=jsonl dataset.path=my.jsonl '+dataset.columns={problem: question, answer: final}'
 
-`num_problems` keeps the first K problems; `start` / `end` then cut a shard (for splitting a run across jobs).
+`num_problems` keeps the first K problems; `start` / `end` then cut a range, and `shard` / `num_shards` split that range
+into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with `python -m tts.merge`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,21 @@ def load_problems(dataset_cfg) -> list[Problem]:
             f"config keys 'dataset.start'/'dataset.end': the shard [{dataset_cfg.start}:{dataset_cfg.end}] of "
             f"{len(problems)} problems is empty"
         )
+    index, count = getattr(dataset_cfg, "shard", 0), getattr(dataset_cfg, "num_shards", 1)
+    if count > 1:
+        lo, hi = shard_bounds(len(shard), index, count)
+        if lo == hi:
+            raise DatasetError(
+                f"config key 'dataset.shard': shard {index} of dataset.num_shards={count} is empty: only {len(shard)} "
+                f"problems in [{dataset_cfg.start}:{dataset_cfg.end}]; use at most {len(shard)} shards"
+            )
+        shard = shard[lo:hi]
     return shard
+
+
+def shard_bounds(total: int, index: int, count: int) -> tuple[int, int]:
+    """[lo, hi) of part `index` when `total` problems are cut into `count` contiguous parts differing by at most one."""
+    return index * total // count, (index + 1) * total // count
 
 
 __all__ = ["DatasetError", "Problem", "load_problems"]

@@ -30,6 +30,8 @@ _MAX_BOX_CANDIDATES = 10_000  # box commands tried from the end (a real completi
 
 _PHRASES = ("final answer is", "final answer:", "final answer", "the answer is", "answer is", "answer:")
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
 _MATH_SPAN = re.compile(r"\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.S)
 
 
@@ -117,7 +119,7 @@ def _strip_sentence(s: str) -> Optional[str]:
 
 
 def _after_phrase(text: str) -> Optional[str]:
-    low = text.lower()
+    low = text.translate(_ASCII_LOWER)  # not str.lower(): it can change the length of non-ASCII text
     best, best_len = -1, 0
     for p in _PHRASES:
         k = low.rfind(p)

@@ -1,31 +1,36 @@
-"""Pure-Python keys for the common non-trivial answers, so they never need the (slow, ~5-25 ms per answer ANTLR
-parse) symbolic worker:
+"""Pure-Python keys for the common non-trivial answers, so they never need the (slow: 5-25 ms per answer, for the
+ANTLR parse alone) symbolic worker:
 
 * constant arithmetic in LaTeX: numbers, ``+ - \\cdot \\times * /``, implicit multiplication (``2\\sqrt{3}``),
   ``\\frac{a}{b}``, ``\\sqrt{x}``, ``\\sqrt[n]{x}``, ``\\pi``, integer and fractional powers, ``(..)``/``{..}``;
   evaluated exactly with `fractions.Fraction` while possible, else with 50-digit `decimal` arithmetic, and keyed with
   `tts.grading.keys.decimal_key` -- the same key the worker computes from sympy, so ``\\frac{\\sqrt2}{2}`` here and
   ``\\frac{1}{\\sqrt{2}}`` there (or here) agree;
-* tuples / intervals / sets whose elements are such constants (or ``\\pm\\infty``), keyed like the worker keys what
-  math_verify parses: ``(a, b)`` is an open interval when ``a < b`` and an ordered pair otherwise, ``[a, b]`` a
-  closed interval when ``a < b``, three or more elements in brackets a tuple, ``\\{..\\}`` and bare comma lists sets.
+* polynomials with rational coefficients in single-letter variables (``x^2 + 2x + 1``, ``(x+1)(x-1)``, ``2xy``),
+  expanded exactly and keyed with `tts.grading.keys.poly_key`, as the worker keys them; letters that math_verify
+  reads otherwise (``e``, ``i``, runs containing ``d``/``l``/``o`` such as ``dx``, ``ln``, ``or``) and decimals in
+  polynomials (sympy keeps them as floats) are left to the worker;
+* tuples / intervals / sets whose elements are such constants (or ``\\pm\\infty``), keyed like the worker keys
+  what math_verify parses: ``(a, b)`` is an open interval when ``a < b`` and an ordered pair otherwise, ``[a, b]`` a
+  closed interval when ``a < b``, three or more elements in brackets a tuple, ``\\{..\\}`` and bare comma lists
+  sets.
 
-Anything else (letters, ``e``, functions, ``!``, unions, ambiguous ``1/2\\pi``, a number followed by ``\\frac`` --
-a mixed number or a product?) returns ``None`` and goes to the worker. This is a parser, not an evaluator of
-model text: only the constructs above are understood, and sizes are bounded (exponents, digits, nesting).
+Anything else (functions, ``!``, unions, division by a polynomial, ambiguous ``1/2\\pi``, a number followed by
+``\\frac`` -- a mixed number or a product?, ``x2``) returns ``None`` and goes to the worker. This is a parser for a
+small grammar, not an evaluator of model text, and sizes are bounded (length, nesting, exponents, digits, terms).
+Tests check that both paths give the same keys (``tests/test_grading.py::test_fast_keys_match_worker``).
 """
 
 from __future__ import annotations
 
 import decimal
-import math
 from decimal import Decimal
 from fractions import Fraction
 from typing import List, Optional, Tuple, Union
 
-from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, rational_key
+from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, poly_key, rational_key
 
-__all__ = ["fast_key", "evaluate"]
+__all__ = ["fast_key"]
 
 Num = Union[Fraction, Decimal]
 
@@ -69,9 +74,59 @@ def _tokenize(s: str) -> List[str]:
         elif c in "+-*/^(){}[]":
             toks.append(c)
             i += 1
+        elif "a" <= c <= "z":
+            j = i
+            while j < n and "a" <= s[j] <= "z":
+                j += 1
+            run = s[i:j]
+            # Letters are variables multiplied together (math_verify reads `2xy` as 2*x*y), but some letters and
+            # runs mean something else to it: e (Euler), i (imaginary unit), d.. (differentials `dx`), `or`,
+            # `and`, `gcd`, `ln`... Only short runs of the other letters are taken; the rest goes to the worker.
+            if len(run) > 3 or any(ch in "deilo" for ch in run):
+                raise _Reject
+            toks.extend(run)
+            i = j
         else:
             raise _Reject
     return toks
+
+
+class _Poly(dict):
+    """A polynomial with rational coefficients: ``{((name, exponent), ...): Fraction}``, sorted monomials, no zero
+    coefficients, at least one variable (constant results are plain `Fraction`)."""
+
+
+_MAX_TERMS = 500
+_MAX_DEGREE = 60
+
+
+def _poly(x: "Num | _Poly") -> _Poly:
+    if isinstance(x, _Poly):
+        return x
+    if isinstance(x, Fraction):
+        p = _Poly()
+        if x != 0:
+            p[()] = x
+        return p
+    raise _Reject  # irrational coefficients: leave to sympy
+
+
+def _norm_poly(p: dict) -> "Num | _Poly":
+    q = _Poly({m: c for m, c in p.items() if c != 0})
+    if len(q) > _MAX_TERMS:
+        raise _Reject
+    if all(m == () for m in q):
+        return q.get((), Fraction(0))
+    return q
+
+
+def _mono_mul(a: tuple, b: tuple) -> tuple:
+    d = dict(a)
+    for n, e in b:
+        d[n] = d.get(n, 0) + e
+    if any(e > _MAX_DEGREE for e in d.values()):
+        raise _Reject
+    return tuple(sorted(d.items()))
 
 
 def _dec(x: Num) -> Decimal:
@@ -90,26 +145,49 @@ def _check(x: Num) -> Num:
 
 
 def _mul(a: Num, b: Num) -> Num:
+    if isinstance(a, _Poly) or isinstance(b, _Poly):
+        pa, pb = _poly(a), _poly(b)
+        out: dict = {}
+        for ma, ca in pa.items():
+            for mb, cb in pb.items():
+                m = _mono_mul(ma, mb)
+                out[m] = out.get(m, Fraction(0)) + ca * cb
+            if len(out) > _MAX_TERMS:
+                raise _Reject
+        return _norm_poly(out)
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return _check(a * b)
     return _check(_CTX.multiply(_dec(a), _dec(b)))
 
 
 def _div(a: Num, b: Num) -> Num:
+    if isinstance(b, _Poly):
+        raise _Reject  # rational functions: leave to sympy
     if b == 0:
         raise _Reject
+    if isinstance(a, _Poly):
+        if not isinstance(b, Fraction):
+            raise _Reject
+        return _norm_poly({m: c / b for m, c in a.items()})
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return _check(a / b)
     return _check(_CTX.divide(_dec(a), _dec(b)))
 
 
 def _add(a: Num, b: Num) -> Num:
+    if isinstance(a, _Poly) or isinstance(b, _Poly):
+        out = dict(_poly(a))
+        for m, c in _poly(b).items():
+            out[m] = out.get(m, Fraction(0)) + c
+        return _norm_poly(out)
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return _check(a + b)
     return _check(_CTX.add(_dec(a), _dec(b)))
 
 
 def _neg(a: Num) -> Num:
+    if isinstance(a, _Poly):
+        return _Poly({m: -c for m, c in a.items()})
     return -a
 
 
@@ -129,7 +207,7 @@ def _iroot(n: int, k: int) -> Optional[int]:
 
 
 def _root(x: Num, k: int) -> Num:
-    if k < 1 or k > 20:
+    if k < 1 or k > 20 or isinstance(x, _Poly):
         raise _Reject
     if x < 0:
         raise _Reject  # complex or odd roots of negatives: leave to sympy
@@ -146,6 +224,15 @@ def _root(x: Num, k: int) -> Num:
 
 
 def _pow(a: Num, b: Num) -> Num:
+    if isinstance(b, _Poly):
+        raise _Reject
+    if isinstance(a, _Poly):
+        if not (isinstance(b, Fraction) and b.denominator == 1 and 0 <= b.numerator <= _MAX_DEGREE):
+            raise _Reject
+        r: Num = Fraction(1)
+        for _ in range(b.numerator):
+            r = _mul(r, a)
+        return r
     if isinstance(b, Fraction) and b.denominator == 1:
         e = b.numerator
         if abs(e) > _MAX_EXP:
@@ -230,7 +317,7 @@ class _Parser:
                 self.take()
                 slash = True
                 v = _div(v, self.power())
-            elif p is not None and (p[0].isdigit() or p in ("\\frac", "\\sqrt", "\\pi", "(", "{")):
+            elif p is not None and (p[0].isdigit() or p.isalpha() or p in ("\\frac", "\\sqrt", "\\pi", "(", "{")):
                 if p[0].isdigit() or (p == "\\frac" and self.t[self.i - 1][0].isdigit()):
                     raise _Reject  # `2 3`, `2\frac12` (mixed number?)
                 implicit = True
@@ -267,6 +354,8 @@ class _Parser:
             return Fraction(p)
         if p == "\\pi":
             return _PI
+        if len(p) == 1 and p.isalpha():
+            return _Poly({((p, 1),): Fraction(1)})
         if p == "\\frac":
             a = self.group()
             b = self.group()
@@ -288,21 +377,6 @@ class _Parser:
         raise _Reject
 
 
-def evaluate(s: str) -> Optional[Tuple[Num, bool]]:
-    """``(value, exact)`` of a constant LaTeX expression in the subset described in the module docstring."""
-    if not s or len(s) > _MAX_LEN:
-        return None
-    try:
-        p = _Parser(_tokenize(s))
-        v = p.expr()
-        if p.i != len(p.t):
-            return None
-        return v, isinstance(v, Fraction)
-    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
-            IndexError):
-        return None
-
-
 def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
     s = s.strip()
     if s in ("\\infty", "+\\infty", "\\infinity", "oo"):
@@ -319,6 +393,10 @@ def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
     except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
             IndexError):
         return None
+    if isinstance(v, _Poly):
+        if p.inexact_from_decimals:
+            return None  # sympy keeps decimal coefficients as Floats: not a rational polynomial there
+        return poly_key(v), None
     if isinstance(v, Fraction):
         return rational_key(v), v
     return decimal_key(v, from_decimals=p.inexact_from_decimals), v
@@ -375,7 +453,7 @@ def fast_key(norm: str) -> Optional[str]:
         return None
     if "," not in norm:
         c = _const_key(norm)
-        if c is None or c[1] is None:
+        if c is None or c[0] in (INF_KEY, NEG_INF_KEY):
             return None  # a lone infinity is left to the worker
         return c[0]
     s = norm
@@ -402,8 +480,8 @@ def fast_key(norm: str) -> Optional[str]:
     elems = []
     for p in parts:
         c = _const_key(p)
-        if c is None:
-            return None
+        if c is None or c[0].startswith("p:"):
+            return None  # elements must be constants (sets / tuples of expressions go to the worker)
         elems.append(c)
     keys = [k for k, _ in elems]
     if kind in ("set", "list"):

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tts.grading.fastnum import fast_key
 from tts.grading.keys import decide_by_keys, rational_key
 from tts.grading.normalize import huge_integer_log10, is_mc_letter, normalize_answer, numeric_value
-from tts.grading.worker import ERROR, TIMEOUT, SymbolicWorker
+from tts.grading.worker import ERROR, NOKEY, TIMEOUT, SymbolicWorker
 
 __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 
@@ -136,28 +136,25 @@ class AnswerGrader:
         self._fast_cache[answer] = (norm, key)
         return norm, key
 
-    def _run(self, op: str, items: List[Any]) -> List[Any]:
-        res = self.worker.run(op, items, self.timeout)
+    def _run(self, op: str, items: List[Any], on_progress: Any = None) -> List[Any]:
+        res = self.worker.run(op, items, self.timeout, on_progress)
         self.stats["worker_restarts"] = self.worker.restarts
         return res
 
     def _symbolic_keys(self, norms: List[str]) -> None:
-        """Worker keys for these normalised answers, into ``_sym_key`` (None: unparseable; TIMEOUT)."""
+        """Worker keys for these normalised answers, into ``_sym_key``: a key; None (math_verify cannot parse it);
+        TIMEOUT / ERROR (out of time / resources: comparisons with it are ungraded); NOKEY (parsed, no key)."""
         for norm, r in zip(norms, self._run("key", norms)):
             self.stats["key_symbolic"] += 1
             if r == TIMEOUT:
                 self.stats["key_timeouts"] += 1
-                self._sym_key[norm] = TIMEOUT
-            elif r == ERROR or not isinstance(r, str):
-                self._sym_key[norm] = None
-            else:
-                self._sym_key[norm] = r
+            self._sym_key[norm] = r if r is None or isinstance(r, str) else NOKEY
 
     def _known_key(self, norm: str, fk: Optional[str]) -> Optional[str]:
         if fk is not None:
             return fk
         k = self._sym_key.get(norm)
-        return k if isinstance(k, str) and k != TIMEOUT else None
+        return k if isinstance(k, str) and k not in (TIMEOUT, ERROR, NOKEY) else None
 
     # -- keys -----------------------------------------------------------------------------------------------------
     def key(self, answer: Optional[str]) -> Optional[str]:
@@ -188,8 +185,12 @@ class AnswerGrader:
                 else:
                     miss.append(i)
         if miss:
-            for i, k in zip(miss, self._keys_uncached([answers[i] for i in miss])):  # type: ignore[misc]
-                out[i] = k
+            uniq = list(dict.fromkeys(answers[i] for i in miss))  # type: ignore[misc]
+            got = dict(zip(uniq, self._keys_uncached(uniq)))  # type: ignore[arg-type]
+            with self._lock:
+                self.stats["key_cache_hits"] += len(miss) - len(uniq)  # repeats within the batch
+            for i in miss:
+                out[i] = got[answers[i]]  # type: ignore[index]
         return out
 
     def _keys_uncached(self, answers: List[str]) -> List[Optional[str]]:
@@ -242,8 +243,12 @@ class AnswerGrader:
         if len(pn) > self.max_chars or len(gn) > self.max_chars:
             self.stats["too_long"] += 1
             return None
-        if self._sym_key.get(pn) == TIMEOUT or self._sym_key.get(gn) == TIMEOUT:
-            return None  # parsing one of them already ran past the bound: do not spend it again
+        if self._sym_key.get(pn) in (TIMEOUT, ERROR) or self._sym_key.get(gn) in (TIMEOUT, ERROR):
+            return None  # parsing one of them already ran out of time or memory: do not spend it again
+        if (pk is None and pn in self._sym_key and self._sym_key[pn] is None) or (
+            gk is None and gn in self._sym_key and self._sym_key[gn] is None
+        ):
+            return False  # math_verify cannot parse it: it equals nothing but itself (equal strings, above)
         d = decide_by_keys(self._known_key(pn, pk), self._known_key(gn, gk))
         if d is not None:
             return d
@@ -297,7 +302,12 @@ class AnswerGrader:
                      self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]]))]
                     for pn, gn in pairs
                 ]
-                for pair, r in zip(pairs, self._run("eq", items)):
+                keys_seen: Dict[int, Any] = {}
+
+                def progress(j: int, payload: Any) -> None:
+                    keys_seen[j] = payload
+
+                for j, (pair, r) in enumerate(zip(pairs, self._run("eq", items, progress))):
                     self.stats["grade_symbolic"] += 1
                     # ERROR is a resource failure in the worker (MemoryError, RecursionError: math_verify itself
                     # catches parse errors), so like a timeout it is "ungraded", never "wrong"
@@ -309,6 +319,11 @@ class AnswerGrader:
                                 self._sym_key[norm] = k
                     else:
                         res = None
+                        if r in (TIMEOUT, ERROR) and j not in keys_seen and pair[0] not in self._sym_key:
+                            # it failed before the keys were known: parsing the answer (the gold's key is computed
+                            # first, separately) is what is too costly -- remember, do not spend the bound again
+                            self.stats["key_timeouts"] += r == TIMEOUT
+                            self._sym_key[pair[0]] = r
                     self._eq[pair] = res
                     for i in todo[pair]:
                         if res is None:

@@ -7,7 +7,9 @@
 * ``x:oo`` / ``x:-oo`` -- infinities;
 * structured keys: ``tup(k1,k2,..)``, ``int(k1,k2)`` / ``int[k1,k2)`` / ..., ``set{sorted keys}`` (``set1{k}`` for
   a single element),
-  ``uni{sorted interval keys}``, ``mat(r, c)[k;k;..]``, ``eq:k=k``, ``e:<srepr>`` (expressions with free symbols),
+  ``uni{sorted interval keys}``, ``mat(r, c)[k;k;..]``, ``eq:k=k``, ``e:<srepr>`` (expressions with free symbols;
+  ``p:x,y|2.0:1/1;0.1:-3/2`` when it is a polynomial with rational coefficients: sorted variable names, then the
+  sorted (exponents : coefficient) terms -- a canonical form, computed alike by both paths),
   ``mc:A`` (multiple-choice letters), ``s:<normalised string>`` (fallback: equal only as strings).
 
 A value is recognised as rational (``q:``) when it lies within a relative ``1e-24`` (``1e-12`` when it was computed
@@ -18,10 +20,11 @@ with ``2`` and ``3``.
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import Decimal
 from fractions import Fraction
 
-__all__ = ["rational_key", "decimal_key", "key_kind", "decide_by_keys", "NUMERIC_PREFIXES", "INF_KEY", "NEG_INF_KEY"]
+__all__ = ["rational_key", "decimal_key", "poly_key", "key_kind", "decide_by_keys", "NUMERIC_PREFIXES", "INF_KEY", "NEG_INF_KEY"]
 
 NUMERIC_PREFIXES = ("q:", "n:", "c:")
 INF_KEY = "x:oo"
@@ -35,6 +38,24 @@ _MAX_RATIONAL_EXP = 40  # values beyond 10**±40 are not tested for being a smal
 
 def rational_key(v: Fraction) -> str:
     return f"q:{v.numerator}/{v.denominator}"
+
+
+def poly_key(terms: dict) -> str:
+    """Key of a polynomial given as ``{((name, exponent), ...): Fraction}`` (zero coefficients and zero exponents
+    left out); a constant polynomial gets the rational key."""
+    names = sorted({n for mono, c in terms.items() if c != 0 for n, e in mono if e != 0})
+    if not names:
+        return rational_key(sum((c for c in terms.values()), Fraction(0)))
+    rows = []
+    for mono, c in terms.items():
+        if c == 0:
+            continue
+        exps = dict(mono)
+        rows.append((tuple(exps.get(n, 0) for n in names), c))
+    rows.sort()
+    return "p:" + ",".join(names) + "|" + ";".join(
+        ".".join(str(e) for e in exps) + f":{c.numerator}/{c.denominator}" for exps, c in rows
+    )
 
 
 def _part(d: Decimal, rel: Fraction) -> str:
@@ -64,8 +85,12 @@ def key_kind(key: str) -> str | None:
     """Coarse kind of a key for `decide_by_keys`: num / expr / interval / tuple / set (several elements) / None."""
     if key.startswith(NUMERIC_PREFIXES):
         return "num"
+    if key.startswith("p:"):
+        return "poly"
     if key.startswith("e:"):
         return "expr"
+    if key.startswith("mat("):
+        return "mat"
     if key.startswith(("int(", "int[", "uni{")):
         return "interval"
     if key.startswith("tup("):
@@ -75,28 +100,56 @@ def key_kind(key: str) -> str | None:
     return None
 
 
-#: Kinds that are never equal: a number is not a set, an interval or a tuple; an expression that still has free
-#: symbols after ``cancel(expand(.))`` is not a number; order matters (a tuple or interval is not a set of several
-#: values -- math_verify accepts ``(1,2)`` for ``\\{1,2\\}`` in one direction only; we refuse both ways).
+#: Kinds that are never equal: a number is not a set, an interval, a tuple or a matrix; a non-constant polynomial
+#: (``p:``, canonical) is not a number; order matters (a tuple or interval is not a set of several values --
+#: math_verify accepts ``(1,2)`` for ``\\{1,2\\}`` in one direction only; we refuse both ways). A general expression
+#: (``e:``) against a number is left to math_verify: ``\\sin^2 x + \\cos^2 x`` is ``1``.
+_SCALARS = ("num", "poly", "expr")
+_COLLECTIONS = ("interval", "tuple", "set", "mat")
 DISJOINT = frozenset(
-    frozenset(p)
-    for p in (
-        ("num", "expr"), ("num", "interval"), ("num", "tuple"), ("num", "set"), ("expr", "interval"),
-        ("expr", "tuple"), ("expr", "set"), ("interval", "set"), ("tuple", "set"),
-    )
+    [frozenset(("num", "poly"))]
+    + [frozenset((a, b)) for a in _SCALARS for b in _COLLECTIONS]
+    + [frozenset(p) for p in (("interval", "set"), ("tuple", "set"), ("mat", "interval"), ("mat", "tuple"),
+                              ("mat", "set"))]
 )
+
+_LEAF = r"(?:q:-?\d+/\d+|n:-?\d\.\d+e[-+]\d+|x:-?oo)"
+_NUMERIC_STRUCTURE = re.compile(
+    r"(?:tup\(|int[(\[]|uni\{|set1?\{|mat\(\d+, \d+\)\[|[,;)\]}]|" + _LEAF + r")+"
+)
+_FAMILIES = ("tup(", "int", "uni{", "set", "mat(")
+
+
+def _family(key: str) -> str | None:
+    """Structure family of a key made only of numeric leaves (tuples, intervals, sets, matrices), else None."""
+    for f in _FAMILIES:
+        if key.startswith(f):
+            return f if _NUMERIC_STRUCTURE.fullmatch(key) else None
+    return None
 
 
 def decide_by_keys(ka: str | None, kb: str | None) -> bool | None:
-    """``True`` when the keys are equal, ``False`` when both are plain numbers (keys differ: exact for rationals, 12
-    significant digits otherwise -- a decimal approximation of an irrational gold answer is wrong, as in MATH) or of
-    `DISJOINT` kinds; ``None`` when only math_verify can tell."""
+    """``True`` when the keys are equal; ``False`` when they differ and are canonical for what they are -- two plain
+    numbers (exact for rationals, 12 significant digits otherwise: a decimal approximation of an irrational gold
+    answer is wrong, as in MATH), two expanded polynomials with rational coefficients (``p:``), two tuples / two
+    intervals / two sets / two matrices whose entries are plain numbers, a tuple against an interval or union of
+    plain numbers -- or of `DISJOINT` kinds; ``None`` when only math_verify can tell (e.g. a union against an
+    interval, ``\\{3\\}`` against ``3``, general expressions)."""
     if ka is None or kb is None:
         return None
     if ka == kb:
         return True
     if ka.startswith(NUMERIC_PREFIXES) and kb.startswith(NUMERIC_PREFIXES):
         return False
+    if ka.startswith("p:") and kb.startswith("p:"):
+        return False  # polynomials with rational coefficients in expanded form: the form is canonical
     if frozenset((key_kind(ka), key_kind(kb))) in DISJOINT:
+        return False
+    fa, fb = _family(ka), _family(kb)
+    if fa is not None and fa == fb and fa != "uni{":
+        return False  # tuples / intervals / sets / matrices of plain numbers: the keys are canonical
+    if fa is not None and fb is not None and "tup(" in (fa, fb) and {fa, fb} & {"int", "uni{"}:
+        # math_verify reads `(a, b)` as an interval exactly when a < b, so a pair of numbers read as a tuple never
+        # has the endpoints of an interval
         return False
     return None

@@ -7,13 +7,14 @@ be *sound* (never make two different MATH answers equal) for the answer formats 
   (the box was already used for extraction; gold answers sometimes keep one);
 * ``\\dfrac``/``\\tfrac`` -> ``\\frac``, ``\\left``/``\\right``/``\\displaystyle`` and LaTeX spacing
   (``\\!``, ``\\,``, ``\\;``, ``\\:``, ``\\quad``, ``~``) are dropped: pure typography;
-* ``\\text{..}``, ``\\textbf{..}``, ``\\mathrm{..}``, ``\\mbox{..}`` are unwrapped to their content: MATH writes
-  both ``\\text{(A)}`` and ``(A)``, ``5\\text{ cm}`` and ``5``;
+* ``\\text{..}``, ``\\textbf{..}``, ``\\mathrm{..}``, ``\\mbox{..}`` (and ``\\textit``, ``\\textrm``, ``\\mathbf``,
+  ``\\textnormal``) are unwrapped to their content, as a separate word: MATH writes both ``\\text{(A)}`` and
+  ``(A)``, ``5\\text{ cm}`` and ``5``;
 * degree marks (``^\\circ``, ``^{\\circ}``, ``°``, ``\\degree``) and percent signs (``\\%``, ``%``) are dropped:
   MATH gold answers are inconsistent about them (``30^\\circ`` vs ``30``; ``50\\%`` vs ``50``); note that this makes
   ``50\\%`` equal to ``50``, not to ``0.5``;
-* a leading ``\\$`` and trailing unit words after a number (``cm``, ``inches``, ``dollars``, ``square units``, ...)
-  are dropped: the problem fixes the unit, the answer is the number;
+* a leading ``\\$`` and a trailing unit word after a number (``cm``, ``inches``, ``dollars``, ``square units``, ...;
+  a separate word, so ``2m`` stays an expression) are dropped: the problem fixes the unit, the answer is the number;
 * thousands separators: ``1{,}000`` always, and ``1,000``/``12,345,678`` when the whole answer is digits in groups of
   three (a list of numbers would not have every later item exactly three digits long);
 * a leading ``x =`` / ``f(x) =`` / ``x \\in`` with a single-variable left side is dropped when the right side has no
@@ -37,8 +38,7 @@ __all__ = ["normalize_answer", "numeric_value", "is_mc_letter", "huge_integer_lo
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
-_TEXT_CMDS = ("\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf", "\\mbox", "\\textnormal",
-              "\\operatorname")
+_TEXT_CMDS = ("\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf", "\\mbox", "\\textnormal")
 
 _UNITS = sorted(
     {
@@ -55,8 +55,9 @@ _UNITS = sorted(
     key=len,
     reverse=True,
 )
+# A unit must be a separate word (`5 m`, `5\text{ m}`), so that `2m` or `3x` (expressions) are left alone.
 _UNIT_RE = re.compile(
-    r"^(?P<num>[-+]?[\d.,/{}\\a-z]*?\d[\d.,}]*)\s*(?:" + "|".join(re.escape(u) for u in _UNITS) + r")\.?$"
+    r"^(?P<num>[-+]?[\d.,/{}\\a-z]*?\d[\d.,}]*)\s+(?:" + "|".join(re.escape(u) for u in _UNITS) + r")\.?$"
 )
 
 _MC_RE = re.compile(r"^\(?\s*([A-E])\s*\)?$")
@@ -105,7 +106,7 @@ def _unwrap_command(s: str, cmd: str) -> str:
         if m >= n:  # unbalanced: leave the rest as is
             out.append(s[k:])
             break
-        out.append(s[j + 1 : m])
+        out.append(" " + s[j + 1 : m] + " ")  # `5\mathrm{cm}` -> `5 cm `: the unit stays a separate word
         i = m + 1
     return "".join(out)
 
@@ -188,7 +189,7 @@ def normalize_answer(ans: str) -> str:
     m = _EQ_PREFIX_RE.match(s) if len(s) < 400 else None
     if m:
         rhs = m.group("rhs").strip()
-        if "=" not in rhs and not re.search(r"(?<!\\)\b[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", rhs)):
+        if "=" not in rhs and not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", rhs)):
             s = rhs
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")

@@ -1,35 +1,45 @@
 """The sympy / math_verify side of grading. Only ever imported and run inside the worker process
 (`tts.grading.worker`), where every call is under the parent's wall-clock bound.
 
-Model text is parsed exclusively by ``math_verify.parse`` (LaTeX through the ANTLR grammar of
-``latex2sympy2_extended``): no Python evaluation of model text happens anywhere.
+Model text is parsed exclusively by ``math_verify.parse`` restricted to ``LatexExtractionConfig`` (LaTeX through the
+ANTLR grammar of ``latex2sympy2_extended``); math_verify's default extraction also includes ``ExprExtractionConfig``,
+which would give plain-text expressions to sympy's ``parse_expr`` (Python ``eval``), so it is never used. No Python
+evaluation of model text happens anywhere.
 
 `canonical_key` maps a (normalised) answer to a string such that equal strings mean equivalent answers:
 
 * numbers (anything sympy reduces to a constant): ``q:p/q`` when the value is rational -- the same key the
   pure-Python fast path gives, so ``\\frac{\\sqrt{4}}{2}`` and ``1`` vote together -- else ``n:`` and the value to
   12 significant digits (``c:`` with real and imaginary parts for complex values);
-* expressions with free symbols: ``e:`` and the ``srepr`` of ``cancel(expand(expr))`` (a canonical form for rational
-  functions; other expressions keep sympy's own canonical ordering);
-* sets, tuples, intervals, unions, matrices, equations: built from the keys of their parts (sets and unions sorted);
+* expressions with free symbols: ``p:`` + the terms of ``cancel(expand(expr))`` when that is a polynomial with
+  rational coefficients (`tts.grading.keys.poly_key`, canonical), else ``e:`` and its ``srepr`` (sympy's own
+  ordering; equal keys still mean equal expressions, different keys decide nothing);
+* sets, tuples, intervals, unions, matrices, equations: built from the keys of their parts (sets and unions
+  sorted); an equation whose left side is a single symbol (``y = 2x + 3``) gets the key of its right side, since
+  math_verify accepts ``2x + 3`` for it;
 * anything math_verify cannot parse: ``None`` (the caller falls back to a string key).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from fractions import Fraction
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import sympy
-from math_verify import parse, verify
+from math_verify import LatexExtractionConfig, parse, verify
 from sympy.core.relational import Relational
 
-from tts.grading.keys import decide_by_keys, decimal_key
+from tts.grading.keys import decide_by_keys, decimal_key, poly_key
 
+
+#: LaTeX only: math_verify's default also tries `ExprExtractionConfig`, which hands plain-text expressions to sympy's
+#: `parse_expr` -- Python evaluation of model text. Never enable it.
+_EXTRACTION = [LatexExtractionConfig()]
 
 
 def _parse(s: str) -> List[Any]:
-    return parse("$" + s + "$", parsing_timeout=None)
+    return parse("$" + s + "$", extraction_config=_EXTRACTION, parsing_timeout=None)
 
 
 def _first_sympy(parsed: List[Any]) -> Any:
@@ -56,26 +66,61 @@ def _num_key(e: sympy.Expr) -> Optional[str]:
     return decimal_key(_dec(re_), _dec(im_), from_decimals=bool(e.atoms(sympy.Float)))
 
 
+def _is_rational_polynomial(e: sympy.Expr) -> bool:
+    """An expanded polynomial with rational coefficients in ordinary symbols (not ``i``/``e``, which math_verify
+    sometimes reads as constants and sometimes as symbols, with different assumptions)."""
+    syms = e.free_symbols
+    if not syms or any(s.name in ("i", "e", "E", "I") for s in syms):
+        return False
+    if not e.is_polynomial(*syms):
+        return False
+    try:
+        return all(isinstance(c, sympy.Rational) for c in sympy.Poly(e, *sorted(syms, key=str)).coeffs())
+    except Exception:
+        return False
+
+
+def _parts(objs: Any) -> Optional[List[str]]:
+    """Keys of the parts of a structured answer; ``None`` if any part has none (the whole then has no key: two
+    different unkeyable parts must not make two answers look equal)."""
+    keys = [_key(x) for x in objs]
+    return None if any(k is None for k in keys) else keys  # type: ignore[return-value]
+
+
 def _key(obj: Any) -> Optional[str]:
     if obj is None:
         return None
     if isinstance(obj, sympy.MatrixBase):
-        return f"mat{obj.shape}[" + ";".join(_key(x) or "?" for x in obj) + "]"
-    if isinstance(obj, (sympy.Equality,)):
-        return f"eq:{_key(obj.lhs)}={_key(obj.rhs)}"
+        ks = _parts(obj)
+        return None if ks is None else f"mat{obj.shape}[" + ";".join(ks) + "]"
+    if isinstance(obj, sympy.Equality):
+        if isinstance(obj.lhs, sympy.Symbol):
+            # `y = 2x + 3` is its right side, as math_verify compares it with `2x + 3`
+            return _key(obj.rhs)
+        ks = _parts((obj.lhs, obj.rhs))
+        return None if ks is None else f"eq:{ks[0]}={ks[1]}"
     if isinstance(obj, Relational):
-        return f"rel:{type(obj).__name__}:{_key(obj.lhs)}:{_key(obj.rhs)}"
+        ks = _parts((obj.lhs, obj.rhs))
+        return None if ks is None else f"rel:{type(obj).__name__}:{ks[0]}:{ks[1]}"
     if isinstance(obj, sympy.FiniteSet):
-        elems = sorted({_key(x) or "?" for x in obj.args})
+        ks = _parts(obj.args)
+        if ks is None:
+            return None
+        elems = sorted(set(ks))
         return ("set{" if len(elems) > 1 else "set1{") + ",".join(elems) + "}"
-    if isinstance(obj, sympy.Tuple) or isinstance(obj, tuple):
-        return "tup(" + ",".join(_key(x) or "?" for x in obj) + ")"
+    if isinstance(obj, (sympy.Tuple, tuple)):
+        ks = _parts(obj)
+        return None if ks is None else "tup(" + ",".join(ks) + ")"
     if isinstance(obj, sympy.Interval):
+        ks = _parts((obj.start, obj.end))
+        if ks is None:
+            return None
         lo = "(" if obj.left_open else "["
         hi = ")" if obj.right_open else "]"
-        return f"int{lo}{_key(obj.start)},{_key(obj.end)}{hi}"
+        return f"int{lo}{ks[0]},{ks[1]}{hi}"
     if isinstance(obj, sympy.Union):
-        return "uni{" + ",".join(sorted(_key(x) or "?" for x in obj.args)) + "}"
+        ks = _parts(obj.args)
+        return None if ks is None else "uni{" + ",".join(sorted(ks)) + "}"
     if isinstance(obj, sympy.Set):
         return "setx:" + sympy.srepr(obj)
     if isinstance(obj, sympy.Expr):
@@ -91,6 +136,15 @@ def _key(obj: Any) -> Optional[str]:
             k = _num_key(canon)
             if k is not None:
                 return k
+        if _is_rational_polynomial(canon):
+            syms = sorted(canon.free_symbols, key=lambda x: x.name)
+            poly = sympy.Poly(canon, *syms)
+            return poly_key(
+                {
+                    tuple((sym.name, int(e)) for sym, e in zip(syms, mono) if e): Fraction(int(c.p), int(c.q))
+                    for mono, c in poly.terms()
+                }
+            )
         return "e:" + sympy.srepr(canon)
     if isinstance(obj, sympy.Basic):
         return "b:" + sympy.srepr(obj)
@@ -123,23 +177,34 @@ def canonical_key(norm: str) -> Optional[str]:
     return k
 
 
+NOKEY = "__nokey__"  # same marker as tts.grading.worker.NOKEY: the answer parses but its key could not be built
+
+
 def _safe_key(norm: str) -> Optional[str]:
     try:
         return canonical_key(norm)
-    except Exception:  # a key we cannot build is no reason not to ask math_verify (MemoryError still propagates)
-        _KEYS[norm] = None
-        return None
+    except (MemoryError, RecursionError):
+        raise  # out of resources: the caller reports "ungraded"
+    except Exception:  # a key we cannot build is no reason not to ask math_verify
+        return NOKEY
 
 
 def equivalent(
-    pred_norm: str, gold_norm: str, pred_key: Optional[str] = None, gold_key: Optional[str] = None
+    pred_norm: str,
+    gold_norm: str,
+    pred_key: Optional[str] = None,
+    gold_key: Optional[str] = None,
+    progress: Optional[Callable[[Any], None]] = None,
 ) -> Tuple[bool, Optional[str], Optional[str]]:
     """Equivalence of two normalised answers, with the canonical keys of both (for the caller's caches):
     `tts.grading.keys.decide_by_keys` when the keys decide, else ``math_verify.verify(gold, pred)``. Keys the caller
-    already knows (pure-Python fast path) are passed in and not recomputed."""
+    already knows (pure-Python fast path) are passed in and not recomputed; ``progress([pred_key, gold_key])`` is
+    called once both keys are known."""
     kp = pred_key if pred_key is not None else _safe_key(pred_norm)
     kg = gold_key if gold_key is not None else _safe_key(gold_norm)
-    d = decide_by_keys(kp, kg)
+    if progress is not None:
+        progress([kp, kg])  # the keys are known: if time runs out now, it was math_verify's comparison
+    d = decide_by_keys(None if kp == NOKEY else kp, None if kg == NOKEY else kg)
     if d is not None:
         return d, kp, kg
     gold = _parsed(gold_norm)

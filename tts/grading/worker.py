@@ -5,8 +5,9 @@
 (`SymbolicWorker`), started with ``subprocess.Popen([sys.executable, "-m", "tts.grading.worker"])`` -- not
 ``multiprocessing``, whose daemonic pool workers (joblib/loky, submitit, Hydra launchers) may not have children.
 The parent talks to it over its stdin/stdout pipes, one JSON line per request and per result, and waits for each
-result with ``select`` and a deadline; when the deadline passes it kills the worker (SIGKILL), starts a fresh one
-and reports a timeout for that item. Nothing here needs the main thread.
+result with ``select`` and a deadline; when the deadline passes it kills the worker (SIGKILL), switches to a standby
+process (started in the background once the item has used half of its time, so a kill costs no start-up wait) and
+reports a timeout for that item. Nothing here needs the main thread.
 
 Requests are batched: the parent sends a list of items in one line and the worker streams back one line per item,
 so a batch of thousands costs one round trip plus the work, while every *item* still has its own deadline (the
@@ -27,13 +28,15 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
-__all__ = ["SymbolicWorker", "TIMEOUT", "ERROR"]
+__all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY"]
 
-#: Result markers for items that did not finish.
+#: Result markers: an item that ran out of time; one that failed for lack of resources (MemoryError under the
+#: worker's address-space cap, RecursionError); a key that could not be built although the answer parsed.
 TIMEOUT = "__timeout__"
 ERROR = "__error__"
+NOKEY = "__nokey__"  # also defined in tts.grading.symbolic (which the parent never imports)
 
 _STARTUP_TIMEOUT = 120.0
 _LIVE: "weakref.WeakSet[SymbolicWorker]" = weakref.WeakSet()
@@ -47,30 +50,15 @@ def _kill_all() -> None:
 atexit.register(_kill_all)
 
 
-class SymbolicWorker:
-    """A persistent child process running `tts.grading.symbolic`, with per-item wall-clock deadlines.
+class _Child:
+    """One worker process and its read buffer."""
 
-    Thread-safe (one lock around each batch). `restarts` counts the kills after a timeout."""
-
-    def __init__(self, memory_limit_bytes: int = 4 << 30):
-        self.memory_limit_bytes = memory_limit_bytes
-        self._proc: Optional[subprocess.Popen] = None
-        self._buf = b""
-        self._ready = False
-        self._lock = threading.Lock()
-        self.restarts = 0
-        self.calls = 0
-        _LIVE.add(self)
-
-    # -- process management -------------------------------------------------------------------------------------
-    def _spawn(self) -> None:
-        """Start a worker without waiting for it (after a kill, the new one loads while the caller goes on)."""
+    def __init__(self, memory_limit_bytes: int):
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["TTS_GRADING_MEMORY_LIMIT"] = str(self.memory_limit_bytes)
-        env.setdefault("PYTHONHASHSEED", "0")
-        self._proc = subprocess.Popen(
+        env["TTS_GRADING_MEMORY_LIMIT"] = str(memory_limit_bytes)
+        self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "tts.grading.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -78,64 +66,29 @@ class SymbolicWorker:
             env=env,
             close_fds=True,
         )
-        self._buf = b""
-        self._ready = False
+        self.buf = b""
+        self.ready = False
 
-    def _ensure_ready(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            self._kill()
-            self._spawn()
-        if self._ready:
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self) -> None:
+        if self.ready:
             return
-        line = self._readline(time.monotonic() + _STARTUP_TIMEOUT)
+        line = self.readline(time.monotonic() + _STARTUP_TIMEOUT)
         if line is None or json.loads(line).get("ready") is not True:
-            self._kill()
+            self.kill()
             raise RuntimeError("tts.grading worker failed to start")
-        self._ready = True
+        self.ready = True
 
-    def _kill(self) -> None:
-        p, self._proc = self._proc, None
-        if p is None:
-            return
-        try:
-            p.kill()
-        except OSError:
-            pass
-        try:
-            p.wait(timeout=5)
-        except Exception:
-            pass
-        for f in (p.stdin, p.stdout):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        with self._lock:
-            self._kill()
-
-    def start(self) -> None:
-        """Start the worker now (optional: the first symbolic call starts it)."""
-        with self._lock:
-            self._ensure_ready()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
-            self._kill()
-        except Exception:
-            pass
-
-    # -- I/O ------------------------------------------------------------------------------------------------------
-    def _readline(self, deadline: float) -> Optional[bytes]:
+    def readline(self, deadline: float) -> Optional[bytes]:
         """One line from the worker, or ``None`` at the deadline / if the worker died."""
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         while True:
-            nl = self._buf.find(b"\n")
+            nl = self.buf.find(b"\n")
             if nl >= 0:
-                line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
+                line, self.buf = self.buf[:nl], self.buf[nl + 1 :]
                 return line
             left = deadline - time.monotonic()
             if left <= 0:
@@ -146,37 +99,137 @@ class SymbolicWorker:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 return None  # EOF: the worker died (e.g. killed by the OS)
-            self._buf += chunk
+            self.buf += chunk
 
-    def run(self, op: str, items: Sequence[Any], timeout: float) -> List[Any]:
+    def send(self, payload: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(payload)
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:
+            pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+
+
+class SymbolicWorker:
+    """A persistent child process running `tts.grading.symbolic`, with per-item wall-clock deadlines.
+
+    When an item has used half of its time, a *standby* process starts loading in the background, so that a kill
+    at the deadline swaps it in at once instead of waiting ~1-2 s for sympy and math_verify to import. Thread-safe
+    (one lock around each batch). `restarts` counts the kills after a timeout."""
+
+    def __init__(self, memory_limit_bytes: int = 4 << 30):
+        self.memory_limit_bytes = memory_limit_bytes
+        self._cur: Optional[_Child] = None
+        self._spare: Optional[_Child] = None
+        self._lock = threading.Lock()
+        self.restarts = 0
+        self.calls = 0
+        _LIVE.add(self)
+
+    # -- process management -------------------------------------------------------------------------------------
+    def _ensure_ready(self) -> _Child:
+        if self._cur is None or not self._cur.alive():
+            if self._cur is not None:
+                self._cur.kill()
+            self._cur = self._take_spare() or _Child(self.memory_limit_bytes)
+        self._cur.wait_ready()
+        return self._cur
+
+    def _take_spare(self) -> Optional[_Child]:
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.alive():
+            spare.kill()
+            return None
+        return spare
+
+    def _replace_after_kill(self) -> None:
+        """Kill the current process and promote the standby (or start a new process)."""
+        if self._cur is not None:
+            self._cur.kill()
+        self._cur = self._take_spare() or _Child(self.memory_limit_bytes)
+
+    def _kill_all_children(self) -> None:
+        for c in (self._cur, self._spare):
+            if c is not None:
+                c.kill()
+        self._cur = self._spare = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill_all_children()
+
+    def start(self) -> None:
+        """Start the worker now and wait until it is ready (optional: the first symbolic call starts it)."""
+        with self._lock:
+            self._ensure_ready()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self._kill_all_children()
+        except Exception:
+            pass
+
+    def run(
+        self, op: str, items: Sequence[Any], timeout: float, on_progress: Optional[Callable[[int, Any], None]] = None
+    ) -> List[Any]:
         """Run ``op`` on each item; each item gets ``timeout`` seconds. Returns results in order, with
-        `TIMEOUT` for items that ran out of time and `ERROR` for items that raised in the worker."""
+        `TIMEOUT` for items that ran out of time and `ERROR` for items that raised in the worker.
+
+        An op may report progress on an item before its result (``eq`` reports the two keys before it calls
+        math_verify); ``on_progress(index, payload)`` receives it, so after a timeout the caller knows which phase
+        was slow."""
         results: List[Any] = [None] * len(items)
         with self._lock:
             i = 0
             while i < len(items):
-                self._ensure_ready()
+                child = self._ensure_ready()
                 pending = list(range(i, len(items)))
                 payload = json.dumps({"op": op, "items": [items[j] for j in pending]}) + "\n"
                 try:
-                    assert self._proc is not None and self._proc.stdin is not None
-                    self._proc.stdin.write(payload.encode())
-                    self._proc.stdin.flush()
+                    child.send(payload.encode())
                 except (BrokenPipeError, OSError):
-                    self._kill()
+                    child.kill()
+                    self._cur = None
                     continue
                 self.calls += 1
                 for j in pending:
-                    line = self._readline(time.monotonic() + timeout)
+                    start = time.monotonic()
+                    deadline, halfway = start + timeout, start + timeout / 2
+                    msg: Any = None
+                    while True:
+                        line = child.readline(deadline if self._spare is not None else min(deadline, halfway))
+                        if line is None:
+                            if self._spare is None and time.monotonic() < deadline and child.alive():
+                                # this item is slow: get a standby process loading now, so that a kill at the
+                                # deadline does not also cost a start-up
+                                self._spare = _Child(self.memory_limit_bytes)
+                                continue
+                            break
+                        msg = json.loads(line)
+                        if "p" not in msg:
+                            break
+                        if on_progress is not None:
+                            on_progress(j, msg["p"])
                     if line is None:
-                        # timed out (or died): kill, mark this item, resend the rest to a new worker
-                        self._kill()
-                        self._spawn()
+                        # timed out (or died): kill, mark this item, resend the rest to the next process
+                        self._replace_after_kill()
                         self.restarts += 1
                         results[j] = TIMEOUT
                         i = j + 1
                         break
-                    msg = json.loads(line)
                     results[j] = msg["r"] if msg.get("ok") else ERROR
                     i = j + 1
         return results
@@ -205,9 +258,20 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
 
     from tts.grading import symbolic
 
+    def progress(payload: Any) -> None:
+        proto.write(json.dumps({"p": payload}).encode() + b"\n")
+
+    def key(item: str) -> Any:
+        try:
+            return symbolic.canonical_key(item)
+        except (MemoryError, RecursionError):
+            raise
+        except Exception:
+            return NOKEY
+
     ops: dict[str, Callable[..., Any]] = {
-        "key": lambda item: symbolic.canonical_key(item),
-        "eq": lambda item: list(symbolic.equivalent(*item)),
+        "key": key,
+        "eq": lambda item: list(symbolic.equivalent(*item, progress=progress)),
     }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:

@@ -25,7 +25,7 @@ class MathShepherdPRM(HFProcessRewardModel):
         self.bad_token = cfg.bad_token or "-"
         pair = self.tokenizer.encode(f"{self.good_token} {self.bad_token}", add_special_tokens=False)
         if len(pair) != 2:
-            raise ValueError(f"math_shepherd PRM: {self.good_token!r} {self.bad_token!r} must be two tokens, got {pair}")
+            raise ValueError(f"math_shepherd PRM: {self.good_token!r} {self.bad_token!r} must be two tokens: {pair}")
         self.good_id, self.bad_id = pair
         self.step_tag_id = self.tokenizer.encode(self.step_tag, add_special_tokens=False)[-1]
 

@@ -20,7 +20,7 @@ class RLHFlowPRM(HFProcessRewardModel):
         self.bad_token = cfg.bad_token or "-"
         pair = self.tokenizer.encode(f"{self.good_token} {self.bad_token}", add_special_tokens=False)
         if len(pair) != 2:
-            raise ValueError(f"rlhflow PRM: {self.good_token!r} {self.bad_token!r} must encode to two tokens, got {pair}")
+            raise ValueError(f"rlhflow PRM: {self.good_token!r} {self.bad_token!r} must be two tokens, got {pair}")
         self.good_id, self.bad_id = pair
         self.answer_id = self.tokenizer.encode(self.good_token, add_special_tokens=False)[-1]
 

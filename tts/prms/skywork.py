@@ -1,8 +1,8 @@
 """Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B}: a Qwen2.5 backbone with a scalar value head.
 
-Input (the published format): `bos + problem + "\n"`, then every step's tokens followed by the "\n" token; the score of a
-step is sigmoid(value_head(h)) at that step's closing "\n", h the last hidden state. Our steps are the blank-line steps
-of the policy (stripped), each scored as one unit even when it spans several lines.
+Input (the published format): `bos + problem + "\n"`, then every step's tokens followed by the "\n" token; the score of
+a step is sigmoid(value_head(h)) at that step's closing "\n", h the last hidden state. Our steps are the blank-line
+steps of the policy (stripped), each scored as one unit even when it spans several lines.
 
 The value head is our own module (a linear layer hidden -> 1) whose weights are read from the checkpoint's
 `*v_head*` tensors; the backbone is loaded with `AutoModel`. vLLM has no built-in architecture for it: hf only.

@@ -10,6 +10,12 @@ from tts.search.completion import Completion
 # strategy.name -> module with `search(problems, policy, prm, cfg)`
 STRATEGIES = {
     "best_of_n": "tts.search.best_of_n",
+    "beam": "tts.search.beam",
+    "dvts": "tts.search.dvts",
+    "lookahead": "tts.search.lookahead",
+    "rebase": "tts.search.rebase",
+    "filter_vote": "tts.search.filter_vote",
+    "revisions": "tts.search.revisions",
 }
 
 

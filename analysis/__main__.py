@@ -1,0 +1,92 @@
+"""`python -m analysis RUNS... --out DIR`: every figure and table of a sweep.
+
+    python -m analysis multirun --out figs
+    python -m analysis multirun/synthetic/sim_sim/beam multirun/synthetic/sim_sim/best_of_n --out figs
+    python -m analysis wandb:my-team/tts --filter config.dataset.name=math500 --out figs \
+        --reference "Llama-3.1-8B=0.5" --reference refs.yaml
+
+Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds several):
+  accuracy_vs_n.png, bins_oracle.png, bins_model.png, bins_level.png (when levels are known), compute_optimal.png,
+  accuracy_vs_tokens.png, and the CSV tables behind them (problems, difficulty, accuracy_vs_n, accuracy_by_*,
+  compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from analysis.report import parse_references, write_report
+from analysis.runs import load_local, load_wandb
+
+
+def _filters(specs: list[str]) -> dict:
+    filters = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--filter {spec!r}: expected KEY=VALUE, e.g. config.strategy.name=beam")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        filters[key] = value
+    return filters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories or folders of runs (searched recursively), "
+                                                "or wandb:ENTITY/PROJECT")
+    parser.add_argument("--out", required=True, help="folder for figures (PNG) and tables (CSV)")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="W&B run filter, e.g. config.strategy.name=beam (repeatable)")
+    parser.add_argument("--cache", default=".wandb_runs", help="where W&B artifacts are downloaded")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=ACC|FILE.yaml",
+                        help="horizontal reference line, e.g. 'Llama-3.1-8B=0.5', or a YAML of name: accuracy")
+    parser.add_argument("--aggregation", default="weighted", choices=["naive", "weighted", "maj"],
+                        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png")
+    parser.add_argument("--reference-pool", default=None, metavar="VARIANT:N",
+                        help="runs whose samples define the difficulty bins (default: best_of_n with the largest n)")
+    parser.add_argument("--bins", type=int, default=5, help="number of difficulty bins (quantiles)")
+    parser.add_argument("--ties", default="split", choices=["split", "group"],
+                        help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin")
+    parser.add_argument("--repeats", type=int, default=1, help="random two-fold splits averaged in the CV curve")
+    parser.add_argument("--no-subsample", action="store_true",
+                        help="read best-of-N only at each run's own n (not at K < n from subsets)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    started = time.perf_counter()
+    wandb_sources = [r for r in args.runs if r.startswith("wandb:")]
+    if wandb_sources and len(args.runs) > 1:
+        raise SystemExit("give either one wandb:ENTITY/PROJECT or local run folders, not both")
+    try:
+        sweep = (load_wandb(wandb_sources[0][len("wandb:"):], _filters(args.filter), args.cache) if wandb_sources
+                 else load_local(args.runs))
+    except (RuntimeError, FileNotFoundError) as error:  # no runs, no key, no server: a message, not a traceback
+        raise SystemExit(f"python -m analysis: {error}") from None
+    loaded = time.perf_counter()
+    pool = None
+    if args.reference_pool:
+        variant, _, n = args.reference_pool.rpartition(":")
+        pool = (variant, int(n))
+    paths = write_report(sweep, args.out, references=parse_references(args.reference), aggregation=args.aggregation,
+                         reference_pool=pool, num_bins=args.bins, ties=args.ties, subsample=not args.no_subsample,
+                         repeats=args.repeats)
+    figures = [p for p in paths if p.suffix == ".png"]
+    print(f"{len(sweep.runs)} runs, {sweep.problems.unique_id.nunique()} problems, settings: {', '.join(sweep.settings)}")
+    print(f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures and {len(paths) - len(figures)} tables "
+          f"to {args.out} in {time.perf_counter() - loaded:.1f} s")
+    for path in figures:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

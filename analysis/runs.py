@@ -1,0 +1,349 @@
+"""Load a sweep into tidy pandas tables, from local run directories or from Weights & Biases.
+
+    from analysis.runs import load_sweep
+    sweep = load_sweep("multirun")                       # every run dir below (searched for results.jsonl)
+    sweep = load_sweep(["multirun/a", "multirun/b"])     # explicit run dirs
+    sweep = load_sweep("wandb:my-team/tts", filters={"config.strategy.name": "beam"})
+    sweep.problems   # one row per (run, problem)
+    sweep.runs       # one row per run
+
+There is one parser: a W&B run is pulled back by downloading its `results` artifact (results.jsonl + config.yaml +
+metrics.json, as `tts.tracking` logs it) into a cache folder, which is then read exactly like a local run directory.
+
+Columns of `problems`:
+  run_id, setting, strategy, variant, <knob columns>, n, seed, reduction, unique_id, level, subject,
+  `<agg>@<K>` for agg in naive/weighted/maj and K = 1, 2, 4, ... n  (expected correctness over random K-subsets),
+  `pass@<K>`, tokens_generated, tokens_prm, mean_score (mean reduced PRM score of the n completions), completions.
+`setting` is model/prm/dataset (plus any other swept model/prm/dataset field); compute-optimal selection only ever
+compares runs of the same setting. `variant` names a strategy with the knobs that vary between its runs
+(strategy.*, budget.*, scoring.reduction), e.g. `best_of_n (temperature=1.0)`.
+
+Several directories holding the same configuration (dataset shards, a merged dir next to its shards) are combined into
+one run; a problem recorded twice is kept once (the copy from the directory with most records) and a warning says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tts.results import config_hash, fingerprint_of
+from tts.scoring import AGGREGATIONS, reduce_scores
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+# Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
+# best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
+IID_STRATEGIES = {"best_of_n"}
+# Config fields that name a strategy's variant when they differ between its runs; everything else that differs
+# (model.*, prm.*, dataset.*) makes a different setting.
+KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
+# Fields that never distinguish runs: sharding, bookkeeping, and the sweep axes themselves.
+SHARD_KEYS = ("start", "end", "shard", "num_shards")  # which part of the dataset a shard covers (tts.merge)
+IGNORED_FIELDS = {"n", "seed", *(f"dataset.{k}" for k in SHARD_KEYS), "strategy.name", "strategy.search_batch_size",
+                  "scoring.grading_timeout", "scoring.subset_draws", "batch_size"}
+_COLUMN_ORDER = [*AGGREGATIONS, "pass"]
+KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
+
+
+def budget_columns(n: int) -> list[int]:
+    """The K reported for a run of n: 1, 2, 4, ... <= n, and n (same rule as tts.scoring.budgets)."""
+    ks = [1 << i for i in range(int(n).bit_length()) if 1 << i <= n]
+    return ks if ks[-1] == n else ks + [n]
+
+
+@dataclass
+class Sweep:
+    problems: pd.DataFrame
+    runs: pd.DataFrame
+    knobs: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> list[str]:
+        return sorted(self.problems["setting"].unique())
+
+    def setting(self, name: str) -> "Sweep":
+        """The part of the sweep that ran under one model/prm/dataset setting."""
+        return Sweep(self.problems[self.problems.setting == name].copy(), self.runs[self.runs.setting == name].copy(),
+                     self.knobs)
+
+
+# -- finding and reading run directories -----------------------------------------------------------------------------
+
+
+def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Path]:
+    """Run directories under `paths` (each a run dir or a folder searched recursively for results.jsonl)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / RESULTS).exists():
+            found.append(path)
+        elif path.is_dir():
+            # skip W&B's own copies of the results file (offline runs keep artifacts under wandb/)
+            found.extend(sorted(p.parent for p in path.rglob(RESULTS) if "wandb" not in p.relative_to(path).parts))
+        else:
+            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}) nor a folder of runs")
+    return list(dict.fromkeys(found))
+
+
+def read_run_dir(path: Path) -> tuple[dict, list[dict]]:
+    """The resolved config and the records of one run directory (a torn last line is ignored, not repaired)."""
+    config_file = path / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path}: no config.yaml next to {RESULTS}; is this a tts run directory?")
+    config = yaml.safe_load(config_file.read_text())
+    records = []
+    with open(path / RESULTS, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return config, records
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if not isinstance(value, list) else tuple(value)
+    return flat
+
+
+def _identity(config: dict) -> str:
+    """Runs with the same identity are one experiment, possibly split into shards over several directories."""
+    fingerprint = fingerprint_of(config)
+    fingerprint["dataset"] = {k: v for k, v in fingerprint.get("dataset", {}).items() if k not in SHARD_KEYS}
+    return config_hash(fingerprint)
+
+
+# -- per-problem rows -----------------------------------------------------------------------------------------------
+
+
+def _problem_row(record: dict, n: int, reduction: str) -> dict:
+    scores = record["scores"]
+    completions = record.get("completions", [])
+    reduced = [reduce_scores(c.get("step_scores", []), reduction) for c in completions]
+    row = {
+        "unique_id": record["unique_id"],
+        "level": record.get("level"),
+        "subject": record.get("subject"),
+        "completions": len(completions),
+        "tokens_generated": record.get("compute", {}).get("generated_tokens", sum(c.get("tokens", 0) for c in completions)),
+        "tokens_prm": record.get("compute", {}).get("prm_tokens", 0),
+        "mean_score": float(np.mean(reduced)) if reduced else math.nan,
+    }
+    for k in budget_columns(n):
+        for agg in AGGREGATIONS:
+            row[f"{agg}@{k}"] = scores["expected"].get(f"{agg}@{k}", math.nan)
+        row[f"pass@{k}"] = scores["pass"].get(f"pass@{k}", math.nan)
+    return row
+
+
+def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
+    """Tables from (run dir, source) pairs."""
+    groups: dict[str, dict] = {}
+    for path, source in run_dirs:
+        config, records = read_run_dir(path)
+        identity = _identity(config)
+        group = groups.setdefault(identity, {"config": config, "parts": []})
+        group["parts"].append((path, source, records))
+    if not groups:
+        raise FileNotFoundError("no runs found (no results.jsonl under the given paths)")
+
+    flat_configs = {identity: _flatten(g["config"]) for identity, g in groups.items()}
+    knobs_by_strategy: dict[str, list[str]] = {}
+    setting_fields: set[str] = set()
+    every_field = sorted(set().union(*flat_configs.values()))
+    for name in every_field:
+        if name in IGNORED_FIELDS or name.startswith("logger.") or name.endswith(".path"):
+            continue
+        values_by_strategy: dict[str, set] = {}
+        for flat in flat_configs.values():
+            values_by_strategy.setdefault(flat.get("strategy.name"), set()).add(repr(flat.get(name)))
+        if name.startswith(KNOB_PREFIXES):
+            for strategy, values in values_by_strategy.items():
+                if len(values) > 1:
+                    knobs_by_strategy.setdefault(strategy, []).append(name)
+        elif len(set().union(*values_by_strategy.values())) > 1:
+            setting_fields.add(name)
+    base_setting = ("model.name", "prm.name", "dataset.name")
+    extra_setting = sorted(setting_fields - set(base_setting))
+    all_knobs = sorted({k for ks in knobs_by_strategy.values() for k in ks})
+
+    problem_frames, run_rows = [], []
+    for identity, group in groups.items():
+        flat = flat_configs[identity]
+        strategy = flat.get("strategy.name")
+        n, seed = int(flat["n"]), int(flat["seed"])
+        reduction = flat.get("scoring.reduction", "last")
+        setting = "/".join(str(flat.get(k)) for k in base_setting)
+        if extra_setting:
+            setting += " [" + ", ".join(f"{k}={flat.get(k)}" for k in extra_setting) + "]"
+        knobs = {k: flat.get(k) for k in knobs_by_strategy.get(strategy, [])}
+        variant = strategy + (" (" + ", ".join(f"{_short(k)}={v}" for k, v in knobs.items()) + ")" if knobs else "")
+        run_id = f"{setting}|{variant}|n={n}|seed={seed}"
+        # shards and merged copies: keep each problem once, preferring the directory with most records
+        parts = sorted(group["parts"], key=lambda part: -len(part[2]))
+        seen: set[str] = set()
+        rows, dropped = [], 0
+        for _, _, records in parts:
+            for record in records:
+                if record["unique_id"] in seen:
+                    dropped += 1
+                    continue
+                seen.add(record["unique_id"])
+                rows.append(_problem_row(record, n, reduction))
+        if dropped:
+            log.warning("%s: %d problems recorded in more than one of %s; kept one copy each", run_id, dropped,
+                        [str(p) for p, _, _ in parts])
+        frame = pd.DataFrame(rows)
+        meta = {"run_id": run_id, "setting": setting, "strategy": strategy, "variant": variant, "n": n, "seed": seed,
+                "reduction": reduction}
+        for knob in all_knobs:
+            meta[knob] = flat.get(knob)
+        for position, (key, value) in enumerate(meta.items()):
+            frame.insert(position, key, [value] * len(frame))
+        problem_frames.append(frame)
+        run_row = dict(meta)
+        run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
+                       source=parts[0][1], config_hash=identity)
+        for k in budget_columns(n):
+            for agg in AGGREGATIONS:
+                run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
+            run_row[f"pass@{k}"] = frame[f"pass@{k}"].mean() if len(frame) else math.nan
+        run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
+        run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan
+        run_rows.append(run_row)
+
+    problems = pd.concat(problem_frames, ignore_index=True)
+    runs = pd.DataFrame(run_rows).sort_values(["setting", "strategy", "variant", "n", "seed"]).reset_index(drop=True)
+    ordered = [c for c in problems.columns if "@" not in c] + sorted(
+        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), _COLUMN_ORDER.index(c.split("@")[0])))
+    problems = problems[ordered].sort_values(["setting", "variant", "n", "seed", "unique_id"]).reset_index(drop=True)
+    return Sweep(problems=problems, runs=runs, knobs=all_knobs)
+
+
+def _short(knob: str) -> str:
+    for prefix, replacement in KNOB_ABBREVIATIONS.items():
+        if knob.startswith(prefix):
+            return replacement + knob[len(prefix):]
+    return knob
+
+
+# -- the two sources ------------------------------------------------------------------------------------------------
+
+
+def load_local(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Sweep:
+    """A sweep from local run directories (a multirun folder, searched recursively, or a list of run folders)."""
+    return _build((p, "local") for p in find_run_dirs(paths))
+
+
+def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs",
+                        api=None) -> list[Path]:
+    """Download the `results` artifact of every run of `entity/project` matching `filters` (W&B's MongoDB-style
+    run filters, e.g. {"config.strategy.name": "beam", "state": "finished"}); returns one local run dir per run.
+
+    Artifacts logged by older trackers hold only results.jsonl: config.yaml and metrics.json are then written from
+    the run's config and summary, so the same local parser reads every run.
+    """
+    if api is None:
+        import wandb
+
+        from tts.tracking import online_problem
+
+        problem = online_problem()  # no key or no server: say so now rather than prompt or hang
+        if problem:
+            raise RuntimeError(f"cannot read runs from W&B: {problem}. Local run directories work offline: "
+                               f"python -m analysis multirun --out figs")
+        api = wandb.Api(timeout=30)
+    cache = Path(cache_dir)
+    dirs = []
+    for run in api.runs(project, filters=filters or {}):
+        artifacts = [a for a in run.logged_artifacts() if a.type == "results"]
+        if not artifacts:
+            log.warning("W&B run %s (%s) has no results artifact; skipped", run.id, run.name)
+            continue
+        target = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{project}_{run.id}")
+        artifacts[-1].download(root=str(target))
+        if not (target / "config.yaml").exists():
+            (target / "config.yaml").write_text(yaml.safe_dump(dict(run.config), sort_keys=False))
+        if not (target / "metrics.json").exists():
+            summary = {k: v for k, v in dict(run.summary).items() if isinstance(v, (int, float))}
+            (target / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        dirs.append(target)
+    if not dirs:
+        raise FileNotFoundError(f"no W&B runs with a results artifact in {project} (filters={filters})")
+    return dirs
+
+
+def load_wandb(project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs",
+               api=None) -> Sweep:
+    """A sweep from W&B: download each run's `results` artifact, then parse it as a local run directory."""
+    return _build((p, "wandb") for p in download_wandb_runs(project, filters, cache_dir, api))
+
+
+def load_sweep(source, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs") -> Sweep:
+    """`wandb:entity/project` -> W&B; anything else -> local paths."""
+    if isinstance(source, str) and source.startswith("wandb:"):
+        return load_wandb(source[len("wandb:"):], filters, cache_dir)
+    return load_local(source)
+
+
+# -- derived views -------------------------------------------------------------------------------------------------
+
+
+def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
+    """One row per (run, problem, aggregation, budget): the accuracy of that strategy at that budget.
+
+    Every run gives its own budget N = n. With `subsample`, runs of an i.i.d. strategy (best-of-N) also give every
+    K < n, read from the run with the smallest n >= K of the same variant and seed (a run made at n = K wins over a
+    subsample of a bigger one). Generated tokens at K are scaled by K / n (i.i.d. samples cost the same on average).
+    """
+    frames = []
+    runs = problems[["run_id", "setting", "variant", "strategy", "seed", "n"]].drop_duplicates()
+    chosen: dict[tuple, tuple[int, str]] = {}  # (setting, variant, seed, K) -> (n, run_id)
+    for row in runs.itertuples():
+        ks = budget_columns(row.n) if (subsample and row.strategy in IID_STRATEGIES) else [row.n]
+        for k in ks:
+            key = (row.setting, row.variant, row.seed, k)
+            if key not in chosen or row.n < chosen[key][0]:
+                chosen[key] = (row.n, row.run_id)
+    by_run = {run_id: frame for run_id, frame in problems.groupby("run_id", sort=False)}
+    meta = [c for c in problems.columns if "@" not in c and c not in ("tokens_generated", "tokens_prm")]
+    for (setting, variant, seed, k), (n, run_id) in chosen.items():
+        frame = by_run[run_id]
+        for agg in AGGREGATIONS:
+            part = frame[meta].copy()
+            part["aggregation"] = agg
+            part["budget"] = k
+            part["correct"] = frame[f"{agg}@{k}"].to_numpy()
+            part["tokens"] = frame["tokens_generated"].to_numpy() * k / n
+            frames.append(part)
+    out = pd.concat(frames, ignore_index=True)
+    return out
+
+
+def accuracy_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (setting, variant, aggregation, budget): mean over seeds, min/max over seeds, tokens per problem."""
+    per_seed = (points.groupby(["setting", "strategy", "variant", "aggregation", "budget", "seed"], as_index=False)
+                .agg(accuracy=("correct", "mean"), tokens=("tokens", "mean"), problems=("unique_id", "nunique")))
+    table = (per_seed.groupby(["setting", "strategy", "variant", "aggregation", "budget"], as_index=False)
+             .agg(accuracy=("accuracy", "mean"), acc_min=("accuracy", "min"), acc_max=("accuracy", "max"),
+                  seeds=("seed", "nunique"), tokens_per_problem=("tokens", "mean"), problems=("problems", "max")))
+    return table.sort_values(["setting", "variant", "aggregation", "budget"]).reset_index(drop=True)

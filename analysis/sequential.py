@@ -1,0 +1,202 @@
+"""Figures for the strategies beyond PRM search: sequential revisions and filter-vote, per difficulty bin.
+
+- `sequential_ratio_<bins>.png` (Snell et al. 2024, Figure 7 style): accuracy at a fixed generation budget n against
+  the ratio of sequential to parallel compute, L : n/L (L attempts per chain, n/L chains), one panel per difficulty
+  bin and one line per budget. best-of-n runs count as L = 1 (all parallel) where no revisions run has L = 1.
+- `filter_vote_calls_<bins>.png` (Chen et al. 2024 style): accuracy against the number of LM calls per problem for
+  majority vote (k samples: k calls) and filter-vote (k samples + k reviews: 2k calls), one panel per bin. The plain
+  vote is read from the filter-vote runs' own `maj_unfiltered@K` when the table has it, else from best-of-n runs of
+  the same setting and seed (the same samples: both strategies draw them with the same request and seed).
+
+Bins: `level`, and `oracle_bin` / `model_bin` when the table has them (analysis.difficulty adds them).
+
+    python -m analysis multirun --out figs     # calls make_figures when filter_vote / revisions runs are present
+    python -c "from analysis.sequential import make_figures; make_figures(['multirun'], 'figs')"
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = {"filter_vote", "revisions"}
+LENGTH = "strategy.revisions_per_chain"
+BIN_COLUMNS = ("level", "oracle_bin", "model_bin")
+BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin"}
+
+
+def load_runs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> pd.DataFrame:
+    """A minimal per-problem table straight from run directories: the columns `make_figures` reads, with every
+    aggregation a run recorded (including `maj_unfiltered`) and the revisions chain length."""
+    from analysis.runs import find_run_dirs, read_run_dir
+
+    rows = []
+    for path in find_run_dirs(paths):
+        config, records = read_run_dir(path)
+        meta = {
+            "setting": "/".join(str(config.get(g, {}).get("name")) for g in ("model", "prm", "dataset")),
+            "strategy": config["strategy"]["name"], "n": int(config["n"]), "seed": int(config["seed"]),
+            LENGTH: config["strategy"].get("revisions_per_chain") if config["strategy"]["name"] == "revisions"
+            else None,
+        }
+        for record in records:
+            row = dict(meta, unique_id=record["unique_id"], level=record.get("level"))
+            row.update(record["scores"]["expected"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _bin_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in BIN_COLUMNS if c in table.columns and table[c].notna().any()]
+
+
+def _bins(part: pd.DataFrame, column: str) -> list[tuple[str, pd.DataFrame]]:
+    """("all", everything) then one (label, rows) per bin value, easiest first."""
+    groups = [("all problems", part)]
+    for value in sorted(part[column].dropna().unique()):
+        label = f"{BIN_TITLES[column]} {int(value) if float(value).is_integer() else value}"
+        groups.append((label, part[part[column] == value]))
+    return groups
+
+
+def _panels(count: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(count, 3)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return plt, fig, list(axes.flat[:count])
+
+
+def ratio_points(table: pd.DataFrame, aggregation: str = "weighted") -> pd.DataFrame:
+    """One row per (problem row, n, L): correctness at K = n of revisions runs (and best-of-n as L = 1)."""
+    revisions = table[table.strategy == "revisions"]
+    if len(revisions) and (LENGTH not in revisions.columns or revisions[LENGTH].isna().any()):
+        log.warning("revisions runs without a %s column (the loader keeps it only when it varies); pass the run "
+                    "directories to make_figures to read it from their config", LENGTH)
+        revisions = revisions[revisions[LENGTH].notna()] if LENGTH in revisions.columns else revisions.iloc[:0]
+    frames = []
+    for n, part in revisions.groupby("n"):
+        column = f"{aggregation}@{n}"
+        frames.append(part.assign(L=part[LENGTH].astype(int), correct=part[column]))
+    points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["n", "L", "correct"])
+    parallel = table[table.strategy == "best_of_n"]
+    for n, part in parallel.groupby("n"):
+        if not ((points.n == n) & (points.L == 1)).any() and ((points.n == n).any()):
+            points = pd.concat([points, part.assign(L=1, correct=part[f"{aggregation}@{n}"])], ignore_index=True)
+    points["ratio"] = points.L.astype(float) ** 2 / points.n.astype(float)  # L : n/L
+    return points
+
+
+def _ratio_label(L: int, n: int) -> str:
+    return f"{L}:{n // L}"
+
+
+def sequential_ratio_figure(table: pd.DataFrame, bins: str, path: Path, aggregation: str = "weighted") -> Path:
+    points = ratio_points(table, aggregation)
+    groups = _bins(points, bins) if len(points) else [("all problems", points)]
+    plt, fig, axes = _panels(len(groups))
+    for ax, (label, part) in zip(axes, groups):
+        for n, curve in part.groupby("n"):
+            acc = curve.groupby("L").agg(ratio=("ratio", "first"), accuracy=("correct", "mean")).reset_index()
+            ax.plot(np.log2(acc.ratio), acc.accuracy, marker="o", label=f"n={n}")
+            for row in acc.itertuples():
+                ax.annotate(_ratio_label(int(row.L), int(n)), (math.log2(row.ratio), row.accuracy), fontsize=6,
+                            textcoords="offset points", xytext=(0, 4), ha="center")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("log2 sequential / parallel (L : n/L)")
+        ax.set_ylabel(f"accuracy ({aggregation}@n)")
+        ax.grid(alpha=0.3)
+        if part.n.nunique():
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def vote_points(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (problem row, method, k): correctness of majority vote and filter-vote with k samples, and calls."""
+    rows = []
+    filtered = table[table.strategy == "filter_vote"]
+    plain = table[table.strategy == "best_of_n"]
+    keep = ["setting", "seed", "unique_id"] + [c for c in BIN_COLUMNS if c in table.columns]
+    for n, part in filtered.groupby("n"):
+        for k in _ks(int(n)):
+            rows.append(part[keep].assign(method="filter-vote", k=k, calls=2 * k, correct=part[f"maj@{k}"]))
+            column = f"maj_unfiltered@{k}"
+            if column in part.columns and part[column].notna().all():
+                rows.append(part[keep].assign(method="majority vote", k=k, calls=k, correct=part[column]))
+    have_plain = any((r.method == "majority vote").any() for r in rows)
+    if not have_plain and len(filtered):
+        ids = set(zip(filtered.setting, filtered.seed)) if "setting" in filtered.columns else None
+        for n, part in plain.groupby("n"):
+            if ids is not None:
+                part = part[[pair in ids for pair in zip(part.setting, part.seed)]]
+            for k in _ks(int(n)):
+                rows.append(part[keep].assign(method="majority vote", k=k, calls=k, correct=part[f"maj@{k}"]))
+    if not rows:
+        return pd.DataFrame(columns=keep + ["method", "k", "calls", "correct"])
+    return pd.concat(rows, ignore_index=True)
+
+
+def _ks(n: int) -> list[int]:
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if ks[-1] == n else ks + [n]
+
+
+def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
+    points = vote_points(table)
+    groups = _bins(points, bins) if len(points) else [("all problems", points)]
+    plt, fig, axes = _panels(len(groups))
+    for ax, (label, part) in zip(axes, groups):
+        for method, curve in part.groupby("method"):
+            # several runs (n) give the same k: the run with the largest n has the most subsets behind each point
+            acc = curve.groupby("calls").correct.mean().reset_index()
+            ax.plot(acc.calls, acc.correct, marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("LM calls per problem")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        if part.method.nunique():
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def make_figures(table: Union[pd.DataFrame, str, Path, Sequence[Union[str, Path]]], out_dir: Union[str, Path],
+                 aggregation: str = "weighted") -> list[Path]:
+    """Write the revisions and filter-vote figures for every bin column the table has; returns their paths.
+
+    `table` is the per-problem table of `analysis.runs` (`sweep.problems`, with bin columns added) or run
+    directories / folders of runs, loaded with `load_runs`."""
+    if not isinstance(table, pd.DataFrame):
+        table = load_runs(table)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    strategies = set(table.strategy) if len(table) else set()
+    for bins in _bin_columns(table) or ["level"]:
+        suffix = bins.replace("_bin", "")
+        if "revisions" in strategies:
+            written.append(sequential_ratio_figure(table, bins, out / f"sequential_ratio_{suffix}.png", aggregation))
+        if "filter_vote" in strategies:
+            written.append(filter_vote_figure(table, bins, out / f"filter_vote_calls_{suffix}.png"))
+    return written

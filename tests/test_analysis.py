@@ -1,0 +1,262 @@
+"""Analysis: difficulty bins, cross-validated compute-optimal selection, the sweep loader, the CLI's figures."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import compose_config
+from analysis.compute_optimal import fold_assignment, select_per_bin
+from analysis.difficulty import problem_difficulty, quantile_bins, reference_pool
+from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
+from analysis.report import parse_references
+
+# The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
+TEMPERATURES = (0.6, 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_sweep() -> Path:
+    """A real sim sweep (2 temperatures x n=4,8 x seeds 0,1, 20 problems), built once per test session.
+
+    Laid out like a Hydra multirun so the loader's recursive search is exercised.
+    """
+    from tts.pipeline import run
+
+    root = Path(tempfile.mkdtemp(prefix="tts-analysis-sweep-"))
+    atexit.register(shutil.rmtree, root, True)
+    for temperature in TEMPERATURES:
+        for n in (4, 8):
+            for seed in (0, 1):
+                cfg = compose_config([f"n={n}", f"seed={seed}", "dataset.num_problems=20", "logger=none",
+                                      f"strategy.temperature={temperature}"])
+                run(cfg, run_dir=root / f"synthetic/sim_sim/best_of_n/n{n}_seed{seed}/t={temperature}")
+    return root
+
+
+# -- difficulty bins ------------------------------------------------------------------------------------------------
+
+
+def test_quintiles_of_distinct_values_put_the_easiest_fifth_in_bin_1():
+    values = pd.Series(np.arange(20) / 19.0)  # pass@1: higher is easier
+    ids = pd.Series([f"p{i}" for i in range(20)])
+    bins = quantile_bins(values, ids)
+    assert list(bins) == [5] * 4 + [4] * 4 + [3] * 4 + [2] * 4 + [1] * 4
+    # the model-bin direction (higher score = easier) is the same rule; reversing it flips the bins
+    assert list(quantile_bins(values, ids, higher_is_easier=False)) == [6 - b for b in bins]
+
+
+def test_split_ties_give_equal_bins_independent_of_row_order():
+    # 8 problems solved every time (a tie across the bin 1 / bin 2 edge), 12 distinct harder ones
+    values = pd.Series([1.0] * 8 + list(np.linspace(0.0, 0.9, 12)))
+    ids = pd.Series([f"id{i}" for i in range(20)])
+    bins = quantile_bins(values, ids, ties="split")
+    assert sorted(bins.value_counts().tolist()) == [4] * 5
+    assert set(bins[:8]) == {1, 2}  # the tie group is split over the two easiest bins
+    shuffled = np.random.default_rng(0).permutation(20)
+    again = quantile_bins(values.iloc[shuffled].reset_index(drop=True), ids.iloc[shuffled].reset_index(drop=True))
+    assert dict(zip(ids.iloc[shuffled], again)) == dict(zip(ids, bins))
+
+
+def test_grouped_ties_share_a_bin_and_missing_values_get_none():
+    values = pd.Series([1.0] * 8 + list(np.linspace(0.0, 0.9, 12)) + [np.nan])
+    ids = pd.Series([f"id{i}" for i in range(21)])
+    bins = quantile_bins(values, ids, ties="group")
+    assert set(bins[:8]) == {1}  # average rank 3.5 of 20 lies in the first fifth
+    assert (bins == 2).sum() == 0  # ... which leaves bin 2 empty: the documented cost of keeping ties together
+    assert pd.isna(bins.iloc[20])
+    assert bins[8:20].is_monotonic_decreasing
+
+
+def _hand_table():
+    """Two best-of-N runs (n=2 and n=4, the latter with two seeds) and a beam run on three problems."""
+    rows = []
+    for variant, strategy, n, seed, pass1, score in [
+        ("best_of_n", "best_of_n", 4, 0, [1.0, 0.5, 0.0], [0.9, 0.1, 0.5]),
+        ("best_of_n", "best_of_n", 4, 1, [0.5, 0.5, 0.0], [0.7, 0.3, 0.4]),
+        ("best_of_n", "best_of_n", 2, 0, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
+        ("beam", "beam", 8, 0, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
+    ]:
+        for uid, p, s in zip("abc", pass1, score):
+            rows.append({"setting": "s", "variant": variant, "strategy": strategy, "n": n, "seed": seed,
+                         "unique_id": uid, "pass@1": p, "mean_score": s, "completions": n})
+    return pd.DataFrame(rows)
+
+
+def test_reference_pool_is_the_largest_best_of_n_with_seeds_pooled():
+    table = _hand_table()
+    pool = reference_pool(table)
+    assert set(pool.n) == {4} and set(pool.seed) == {0, 1} and set(pool.strategy) == {"best_of_n"}
+    difficulty = problem_difficulty(table, num_bins=3).set_index("unique_id")
+    assert difficulty.pass1.to_dict() == {"a": 0.75, "b": 0.5, "c": 0.0}
+    assert difficulty.mean_score.round(6).to_dict() == {"a": 0.8, "b": 0.2, "c": 0.45}
+    assert difficulty.oracle_bin.to_dict() == {"a": 1, "b": 2, "c": 3}
+    assert difficulty.model_bin.to_dict() == {"a": 1, "c": 2, "b": 3}
+    assert problem_difficulty(table, reference=("best_of_n", 2), num_bins=3).set_index("unique_id").pass1["c"] == 1.0
+
+
+# -- compute-optimal selection ----------------------------------------------------------------------------------------
+
+
+def test_cross_validation_does_not_reward_picking_the_luckiest_of_many_noise_candidates():
+    rng = np.random.default_rng(0)
+    problems = [f"p{i}" for i in range(200)]
+    # 40 candidates that are all coin flips: any "best" one is best by luck
+    matrix = pd.DataFrame(rng.random((200, 40)) < 0.5, index=problems, columns=[f"c{i}" for i in range(40)]).astype(float)
+    bins = pd.Series(rng.integers(1, 6, 200), index=problems).astype(float)
+    cv, in_sample, _ = select_per_bin(matrix, bins)
+    assert in_sample.mean() > 0.6  # the in-sample pick looks much better than chance ...
+    assert abs(cv.mean() - 0.5) < 0.06  # ... the cross-validated estimate does not
+    assert cv.mean() < in_sample.mean() - 0.08
+
+
+def test_per_bin_selection_finds_the_strategy_that_wins_each_bin():
+    problems = [f"p{i}" for i in range(40)]
+    easy = np.arange(40) < 20
+    matrix = pd.DataFrame({"A": easy.astype(float), "B": (~easy).astype(float)}, index=problems)
+    bins = pd.Series(np.where(easy, 1.0, 2.0), index=problems)
+    cv, in_sample, selections = select_per_bin(matrix, bins)
+    assert cv.mean() == 1.0 and in_sample.mean() == 1.0  # no single strategy gets more than 0.5
+    chosen = {(s["bin"], s["fold"]): s["selected"] for s in selections}
+    assert chosen[(1, "A")] == chosen[(1, "B")] == "A" and chosen[(2, "A")] == chosen[(2, "B")] == "B"
+
+
+def test_folds_are_balanced_within_each_bin_and_reproducible():
+    ids = pd.Series([f"q{i}" for i in range(31)])
+    bins = pd.Series([1.0] * 11 + [2.0] * 20)
+    folds = fold_assignment(ids, bins)
+    assert folds[:11].sum() in (5, 6) and folds[11:].sum() == 10
+    assert folds.equals(fold_assignment(ids, bins)) and not folds.equals(fold_assignment(ids, bins, salt=1))
+
+
+# -- loading a real sweep --------------------------------------------------------------------------------------------
+
+
+def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json():
+    sweep = load_local(tiny_sweep())
+    assert len(sweep.runs) == 8 and len(sweep.problems) == 8 * 20
+    assert sweep.knobs == ["strategy.temperature"]
+    assert set(sweep.problems.variant) == {f"best_of_n (temperature={t})" for t in TEMPERATURES}
+    assert set(sweep.problems.setting) == {"sim/sim/synthetic"}
+    for row in sweep.runs.to_dict("records"):
+        metrics = json.loads((Path(row["paths"]) / "metrics.json").read_text())
+        for k in (1, 2, 4):
+            for agg in ("naive", "weighted", "maj"):
+                assert row[f"acc/{agg}@{k}"] == pytest.approx(metrics[f"acc/{agg}@{k}"])
+            assert row[f"pass@{k}"] == pytest.approx(metrics[f"pass@{k}"])
+        assert row["tokens/generated"] == metrics["tokens/generated"]
+    n8 = sweep.problems[sweep.problems.n == 8]
+    assert n8["weighted@8"].notna().all() and sweep.problems[sweep.problems.n == 4]["weighted@8"].isna().all()
+    assert n8.mean_score.between(0, 1).all() and (n8.completions == 8).all()
+
+    points = long_points(sweep.problems)
+    # best-of-N is read at every K <= n, and K = 4 comes from the n = 4 run rather than a subset of n = 8
+    assert sorted(points.budget.unique()) == [1, 2, 4, 8]
+    assert set(points[points.budget == 4].n) == {4}
+    acc = accuracy_table(points)
+    assert (acc.seeds == 2).all() and (acc.acc_min <= acc.accuracy).all() and (acc.accuracy <= acc.acc_max).all()
+    only_own = long_points(sweep.problems, subsample=False)
+    assert sorted(only_own.budget.unique()) == [4, 8]
+
+
+def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
+    source = sorted(Path(p).parent for p in tiny_sweep().rglob("results.jsonl"))[0]
+    lines = (source / "results.jsonl").read_text().splitlines(keepends=True)
+    config = yaml.safe_load((source / "config.yaml").read_text())
+    for name, start, end, part in [("shard0", 0, 10, lines[:10]), ("shard1", 10, 20, lines[10:]),
+                                   ("merged", 0, None, lines)]:
+        (tmp_path / name).mkdir()
+        config["dataset"].update(start=start, end=end)
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / name / "results.jsonl").write_text("".join(part))
+    sweep = load_local([tmp_path / "shard0", tmp_path / "shard1"])
+    assert len(sweep.runs) == 1 and sweep.problems.unique_id.nunique() == 20 == len(sweep.problems)
+    with_merged = load_local(tmp_path)
+    assert len(with_merged.runs) == 1 and len(with_merged.problems) == 20
+    assert with_merged.runs.paths[0].split(";")[0].endswith("merged")
+
+
+def test_wandb_loader_downloads_artifacts_and_parses_them_like_local_runs(tmp_path):
+    run_dirs = sorted(Path(p).parent for p in tiny_sweep().rglob("results.jsonl"))[:2]
+
+    class Artifact:
+        type = "results"
+
+        def __init__(self, source, with_config):
+            self.source, self.with_config = source, with_config
+
+        def download(self, root):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            names = ["results.jsonl"] + (["config.yaml", "metrics.json"] if self.with_config else [])
+            for name in names:
+                shutil.copy(self.source / name, Path(root) / name)
+            return root
+
+    class Run:
+        def __init__(self, i, source):
+            self.id, self.name, self.source = f"run{i}", f"run-{i}", source
+            self.config = yaml.safe_load((source / "config.yaml").read_text())
+            self.summary = json.loads((source / "metrics.json").read_text())
+
+        def logged_artifacts(self):
+            # an old-style artifact (results.jsonl only) for the second run: config comes from run.config
+            return [Artifact(self.source, with_config=self.id == "run0")]
+
+    class Api:
+        def runs(self, path, filters=None):
+            assert path == "team/tts" and filters == {"config.strategy.name": "best_of_n"}
+            return [Run(i, d) for i, d in enumerate(run_dirs)]
+
+    dirs = download_wandb_runs("team/tts", {"config.strategy.name": "best_of_n"}, tmp_path / "cache", api=Api())
+    assert all((d / "config.yaml").exists() and (d / "metrics.json").exists() for d in dirs)
+    remote = load_wandb("team/tts", {"config.strategy.name": "best_of_n"}, tmp_path / "cache2", api=Api())
+    local = load_local(run_dirs)
+    assert set(remote.runs.source) == {"wandb"}
+    columns = [c for c in local.problems.columns if c != "variant"]
+    pd.testing.assert_frame_equal(remote.problems[columns].reset_index(drop=True),
+                                  local.problems[columns].reset_index(drop=True), check_like=True)
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_every_figure_and_table(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    refs = tmp_path / "refs.yaml"
+    refs.write_text("references:\n  GPT-4o: 0.7\n")
+    out = tmp_path / "figs"
+    assert main([str(tiny_sweep()), "--out", str(out), "--reference", "Llama-3.1-8B=0.5", "--reference",
+                 str(refs)]) == 0
+    figures = {"accuracy_vs_n.png", "bins_oracle.png", "bins_model.png", "bins_level.png", "compute_optimal.png",
+               "accuracy_vs_tokens.png"}
+    for name in figures:
+        assert (out / name).stat().st_size > 10_000, name
+    for name in ("runs.csv", "problems.csv", "difficulty.csv", "accuracy_vs_n.csv", "compute_optimal.csv",
+                 "compute_optimal_selection.csv", "accuracy_by_oracle_bin.csv", "accuracy_by_model_bin.csv"):
+        assert (out / name).exists(), name
+    curves = pd.read_csv(out / "compute_optimal.csv")
+    cv = curves[curves.method == "compute-optimal (oracle bins, 2-fold CV)"].set_index("budget").accuracy
+    insample = curves[curves.method == "compute-optimal (oracle bins, in-sample (optimistic))"].set_index("budget")
+    assert list(cv.index) == [1, 2, 4, 8]
+    assert (cv <= insample.accuracy + 1e-12).all()  # selecting on the scored problems can only look better
+    difficulty = pd.read_csv(out / "difficulty.csv")
+    assert difficulty.oracle_bin.value_counts().tolist() == [4] * 5  # 20 problems, equal quintiles
+    assert "wrote 6 figures" in capsys.readouterr().out
+
+
+def test_references_parse_from_flags_and_yaml(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("Qwen: 0.61\n")
+    assert parse_references(["Llama-3.1-8B=0.5", str(path)]) == {"Llama-3.1-8B": 0.5, "Qwen": 0.61}
+    with pytest.raises(ValueError, match="NAME=ACCURACY"):
+        parse_references(["Llama=high"])

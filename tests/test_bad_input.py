@@ -1,0 +1,212 @@
+"""The README's bad-input table, one test per row: what a user who gets something wrong sees.
+
+Config and dataset mistakes run `python tts/main.py ...` as a user would and check that the job stops before any
+generation (no results.jsonl) with a message naming the key. Model misbehaviour (empty text, answers that never parse)
+runs `run(cfg)` with a policy that produces it and checks that it is recorded as wrong, without a crash.
+W&B without a key or server, and a fake API key in the environment, run end to end as subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, compose_config
+from tts.backends import sim as sim_backend
+from tts.backends.base import GenerationOutput, PolicyBackend
+from tts.config import ConfigError
+from tts.pipeline import run
+
+
+def _main(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 120):
+    return subprocess.run([sys.executable, "tts/main.py", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# (row id, overrides (may use {tmp}), what stderr must say). Every row must stop before anything is generated.
+CONFIG_ROWS = [
+    ("unknown group option", ["model=gpt-5"], ["Could not find 'model/gpt-5'", "Available options in 'model'", "sim"]),
+    ("misspelt key", ["dataset.num_problem=5"],
+     ["Could not override 'dataset.num_problem'", "Key 'num_problem' not in 'DatasetConfig'"]),
+    ("n=0", ["n=0"], ["config key 'n'", "must be a whole number >= 1", "got 0"]),
+    ("negative n", ["n=-4"], ["config key 'n'", "got -4"]),
+    ("non-integer n", ["n=2.5"], ["Value '2.5' of type 'float' could not be converted to Integer", "full_key: n"]),
+    ("non-numeric n", ["n=four"], ["Value 'four' of type 'str' could not be converted to Integer", "full_key: n"]),
+    ("beam width not dividing n", ["strategy=beam", "n=6"],
+     ["config key 'strategy.beam_width'", "n (6) must be a multiple of beam_width (4)"]),
+    ("dataset file missing", ["dataset=jsonl", "dataset.path={tmp}/nowhere.jsonl"],
+     ["config key 'dataset.path'", "file not found", "nowhere.jsonl"]),
+    ("dataset path not given", ["dataset=jsonl"], ["dataset.path"]),
+    ("dataset missing a required column", ["dataset=jsonl", "dataset.path={tmp}/questions.jsonl"],
+     ["has no problem (column 'problem')", "its columns are ['answer', 'question']", "dataset.columns"]),
+    ("column mapping naming an absent column", ["dataset=jsonl", "dataset.path={tmp}/questions.jsonl",
+                                                "+dataset.columns={problem: prompt}"],
+     ["has no problem (column 'prompt')", "its columns are ['answer', 'question']"]),
+    ("empty shard (range past the end)", ["dataset.num_problems=5", "dataset.start=7"],
+     ["'dataset.start'/'dataset.end'", "[7:None] of 5 problems is empty"]),
+    ("empty shard (start == end)", ["dataset.start=3", "dataset.end=3"], ["config key 'dataset.end'", "would be empty"]),
+    ("empty shard (more shards than problems)", ["dataset.num_problems=2", "dataset.num_shards=3", "dataset.shard=0"],
+     ["config key 'dataset.shard'", "shard 0 of dataset.num_shards=3 is empty", "use at most 2 shards"]),
+    ("shard index out of range", ["dataset.num_shards=4", "dataset.shard=4"],
+     ["config key 'dataset.shard'", "must be in [0, dataset.num_shards=4), got 4"]),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", [pytest.param(o, e, id=i) for i, o, e in CONFIG_ROWS])
+def test_config_and_dataset_errors_stop_before_generation(tmp_path, overrides, expected):
+    _write_jsonl(tmp_path / "questions.jsonl", [{"question": "What is 1+1?", "answer": "2"}])
+    run_dir = tmp_path / "run"
+    result = _main([o.replace("{tmp}", str(tmp_path)) for o in overrides] + ["logger=none"], run_dir)
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr, f"{text!r} not in:\n{result.stderr[-2000:]}"
+    assert not list(tmp_path.rglob("results.jsonl")), "a config error must stop before anything is generated"
+    assert "accuracy@" not in result.stdout
+
+
+def test_results_of_another_config_in_the_run_dir_are_not_mixed(tmp_path):
+    run(compose_config(["n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
+    before = (tmp_path / "results.jsonl").read_bytes()
+    result = _main(["n=8", "dataset.num_problems=3", "logger=none"], tmp_path)
+    assert result.returncode != 0
+    for text in ("config key 'n'", "holds results of a different configuration (n: 4 -> 8)", "Refusing to mix",
+                 "Rerun with the original settings to resume", "hydra.run.dir=", "to start over"):
+        assert text in result.stderr, result.stderr[-2000:]
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    # what does not change results (tracking, batch size) may change between the runs: that is a resume
+    again = _main(["n=4", "dataset.num_problems=3", "logger=none", "batch_size=1"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 already recorded" in again.stdout + again.stderr
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+def test_results_without_a_fingerprint_are_not_adopted(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps({"unique_id": "synthetic/linear/0"}) + "\n")
+    with pytest.raises(ConfigError, match="fingerprint.json does not"):
+        run(compose_config(["n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
+
+
+# -- a policy that misbehaves -------------------------------------------------------------------------------------
+
+
+class _Rewritten(PolicyBackend):
+    """The sim policy with some of its samples replaced by `rewrite(output, sample_index)` (None: keep)."""
+
+    def __init__(self, inner: PolicyBackend, rewrite) -> None:
+        super().__init__()
+        self.inner, self.rewrite = inner, rewrite
+
+    def _generate(self, requests):
+        outputs = self.inner._generate(requests)
+        return [[self.rewrite(o, k) or o for k, o in enumerate(samples)] for samples in outputs]
+
+
+def _run_with_policy(monkeypatch, tmp_path, rewrite, n=4, problems=4):
+    monkeypatch.setattr("tts.pipeline.build_policy",
+                        lambda model_cfg, seed: _Rewritten(sim_backend.build(model_cfg, seed), rewrite))
+    metrics = run(compose_config([f"n={n}", f"dataset.num_problems={problems}", "logger=none"]), run_dir=tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == problems and all(len(r["completions"]) == n for r in records)
+    return metrics, records
+
+
+def test_policy_returning_empty_text_is_recorded_as_no_answer(monkeypatch, tmp_path):
+    empty = GenerationOutput(text="", finish_reason="eos", num_tokens=0)
+    metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: empty)
+    for record in records:
+        for c in record["completions"]:
+            assert c["text"] == "" and c["answer"] is None and c["steps"] == [] and c["step_scores"] == []
+        assert not any(record["scores"]["correct"].values())
+    assert metrics["acc/weighted@4"] == metrics["acc/maj@4"] == metrics["acc/naive@4"] == metrics["pass@4"] == 0.0
+    assert metrics["tokens/generated"] == 0
+
+
+def test_empty_samples_among_good_ones_only_lose_their_vote(monkeypatch, tmp_path):
+    empty = GenerationOutput(text="", finish_reason="length", num_tokens=0)
+    metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: empty if k % 2 else None, n=8)
+    for record in records:
+        assert [c["answer"] is None for c in record["completions"]] == [k % 2 == 1 for k in range(8)]
+    assert metrics["pass@8"] > 0  # the real samples still count
+
+
+@pytest.mark.parametrize("text", [
+    "We tried hard.\n\nThe answer is somewhere between two and three.",   # no \boxed at all
+    "## Step 1: Compute\nIt is big.\n\nTherefore, the final answer is: $\\boxed{\\frac{1}{",  # never closed
+    "## Step 1: Compute\n\nTherefore, the final answer is: $\\boxed{)(*&^%$#@!}$.",  # garbage inside the box
+    "\\boxed{" * 200 + "1" + "}" * 200,  # absurd nesting
+])
+def test_answer_that_never_parses_is_wrong_not_a_crash(monkeypatch, tmp_path, text):
+    garbage = GenerationOutput(text=text, finish_reason="eos", num_tokens=len(text.split()))
+    metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: garbage)
+    for record in records:
+        assert all(c["text"] == text for c in record["completions"])
+        assert not any(record["scores"]["correct"].values()), (text, record["scores"]["correct"])
+    assert metrics["acc/maj@4"] == 0.0 and metrics["pass@4"] == 0.0
+
+
+# -- W&B and secrets ----------------------------------------------------------------------------------------------
+
+SECRET = "sk-test-SECRET123"
+
+
+def _clean_env(tmp_path: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), WANDB_SILENT="true", **extra)  # no ~/.netrc key from this machine
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return env
+
+
+def _files_containing(root: Path, needle: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_wandb_online_without_key_or_server_keeps_local_results_and_no_secret_leaks(tmp_path):
+    """Three runs at once: online without a key, online with a key but no server, offline with a key in the env."""
+    args = ["dataset.num_problems=3", "logger=wandb"]
+    unreachable = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    jobs = {
+        "no_key": (args + ["logger.mode=online"], _clean_env(tmp_path, WANDB_BASE_URL=unreachable)),
+        "no_server": (args + ["logger.mode=online"],
+                      _clean_env(tmp_path, WANDB_BASE_URL=unreachable, WANDB_API_KEY=SECRET + "x" * 32)),
+        "offline": (args + [f"hydra.job.name=tts"], _clean_env(tmp_path, WANDB_API_KEY=SECRET)),
+    }
+    started = time.perf_counter()
+    procs = {name: (subprocess.Popen([sys.executable, "tts/main.py", *a, f"hydra.run.dir={tmp_path / name}"], cwd=REPO,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), time.perf_counter())
+             for name, (a, env) in jobs.items()}
+    outputs = {}
+    for name, (proc, t0) in procs.items():
+        out, err = proc.communicate(timeout=120)
+        outputs[name] = (proc.returncode, out, err, time.perf_counter() - started)
+    for name, (rc, out, err, elapsed) in outputs.items():
+        run_dir = tmp_path / name
+        assert rc == 0, f"{name}: tracking must never fail a run\n{err[-2000:]}"
+        assert len((run_dir / "results.jsonl").read_text().splitlines()) == 3
+        assert json.loads((run_dir / "metrics.json").read_text())["problems"] == 3
+        assert f"accuracy@4" in out
+        # the secret stays in the environment: not in the run dir, its logs, .hydra, or W&B's offline files
+        assert not _files_containing(run_dir, "SECRET123"), name
+        assert "SECRET123" not in out + err
+    for name in ("no_key", "no_server"):
+        rc, out, err, elapsed = outputs[name]
+        said = out + err  # Hydra's log handler writes to stdout
+        warning = next((line for line in said.splitlines() if "W&B" in line and "WARNING" in line), "")
+        assert "without tracking" in warning.lower(), said[-2000:]  # one clear line, not a traceback
+        assert str(tmp_path / name) in warning  # says where the results are
+        assert "Traceback" not in said
+        assert elapsed < 60, f"{name}: gave up on W&B only after {elapsed:.0f} s"
+        print(f"{name}: finished after {elapsed:.1f} s")
+    assert "API key" in outputs["no_key"][1] + outputs["no_key"][2]  # says what is wrong
+    assert list((tmp_path / "offline" / "wandb").glob("offline-run-*")), "the offline W&B run was written"
+    assert not _files_containing(tmp_path / "home", "SECRET123")

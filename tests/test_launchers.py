@@ -1,0 +1,133 @@
+"""Launchers and the paper sweep script: a real 4-job sweep through submitit (local executor), the SLURM config as
+sbatch would receive it, and multirun.sh (the full sweep's command line; a small sweep run for real with joblib)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+import tts.config  # noqa: F401 - registers the schemas the YAML files extend
+from conftest import CONF, REPO, compose_config
+
+SECRET = "sk-test-SECRET123"
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("metrics.json") if "wandb" not in p.parts)
+
+
+def test_submitit_local_sweep_of_four_jobs(tmp_path):
+    env = dict(os.environ, WANDB_API_KEY=SECRET)  # must stay in the environment, out of every file of the sweep
+    result = subprocess.run(
+        [sys.executable, "tts/main.py", "-m", "hydra/launcher=submitit_local", "n=4,8", "seed=0,1",
+         "dataset.num_problems=5", "logger=none", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.timeout_min=10"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    runs = _run_dirs(tmp_path)
+    assert {str(p.relative_to(tmp_path)) for p in runs} == {
+        f"synthetic/sim_sim/best_of_n/n{n}_seed{s}/dataset.num_problems=5" for n in (4, 8) for s in (0, 1)}
+    for run_dir in runs:
+        records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        n = int(run_dir.parent.name.split("_")[0][1:])
+        assert len(records) == 5 and all(len(r["completions"]) == n for r in records)
+        assert json.loads((run_dir / "metrics.json").read_text())["problems"] == 5
+        assert (run_dir / "config.yaml").exists()
+    # every job ran in its own submitit process, with its logs in the sweep dir
+    assert len(list((tmp_path / ".submitit").rglob("*_result.pkl"))) == 4
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaked
+
+
+def _with_hydra(overrides: list[str]):
+    """The composed config including its `hydra` section (the launcher's settings)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def _sbatch_script(overrides: list[str]) -> str:
+    """The sbatch script submitit writes for our SLURM config, made as hydra's SlurmLauncher makes it."""
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit import AutoExecutor
+
+    cfg = _with_hydra(["hydra/launcher=slurm", *overrides])
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    params.pop("submitit_folder"), params.pop("name")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor = AutoExecutor(folder="/tmp/sweep/.submitit/%j", cluster="slurm",
+                            slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor.update_parameters(name="main", **{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    return executor._executor._make_submission_file_text("python -u -m submitit.core._submit /tmp/x", "uid")
+
+
+def test_slurm_config_asks_for_a_gpu_and_leaves_the_cluster_to_the_user(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit only checks that it is on a SLURM machine
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    script = _sbatch_script(["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
+                             "hydra.launcher.account=lab"])
+    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=600",
+                 "#SBATCH --account=lab", "#SBATCH --cpus-per-task=8", "#SBATCH --signal=USR2@120"):
+        assert line in script, script
+    assert SECRET not in script
+    default = _sbatch_script([])
+    assert "--partition" not in default and "--account" not in default  # the cluster's defaults unless given
+    cfg = _with_hydra(["hydra/launcher=slurm"])
+    assert cfg.hydra.launcher.max_num_timeout > 0  # a timed-out job is requeued and resumes
+
+
+def _dry_run(env: dict, *args: str) -> list[str]:
+    result = subprocess.run(["./multirun.sh", *args], cwd=REPO, capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, DRY_RUN="1", **env))
+    assert result.returncode == 0, result.stderr
+    return shlex.split(result.stdout)
+
+
+def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
+    local = _dry_run({}, "model=llama-3.2-1b", "prm=rlhflow-8b")
+    assert local[1].endswith("tts/main.py") and local[2] == "-m"
+    assert {"strategy=best_of_n,beam,dvts,lookahead", "n=4,16,64,256", "seed=0,1,2,3,4",
+            "hydra/launcher=joblib"} <= set(local)
+    assert local[-2:] == ["model=llama-3.2-1b", "prm=rlhflow-8b"]  # extra args pass through, last (they win)
+    slurm = _dry_run({"LAUNCHER": "slurm", "PARTITION": "gpu", "TIME_MIN": "600", "SHARDS": "4"}, "dataset=math500")
+    assert {"hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
+            "dataset.num_shards=4", "dataset.shard=0,1,2,3"} <= set(slurm)
+    assert "hydra/launcher=joblib" not in slurm
+    # the full sweep composes: every strategy of it exists and every (strategy, n) passes validation
+    from tts.config import validate
+
+    for strategy in ("best_of_n", "beam", "dvts", "lookahead"):
+        for n in (4, 256):
+            validate(compose_config([f"strategy={strategy}", f"n={n}"]))
+    bad = subprocess.run(["./multirun.sh"], cwd=REPO, capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, DRY_RUN="1", LAUNCHER="kubernetes"))
+    assert bad.returncode == 2 and "LAUNCHER must be local, basic, slurm or submitit_local" in bad.stderr
+
+
+def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_path):
+    env = dict(os.environ, STRATEGIES="best_of_n", BUDGETS="4", SEEDS="0", SHARDS="2", JOBS="2",
+               SWEEP_DIR=str(tmp_path / "sweep"), PYTHON=sys.executable)
+    result = subprocess.run(["./multirun.sh", "dataset.num_problems=6", "logger=none"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Joblib" in result.stdout + result.stderr  # really the joblib launcher
+    runs = _run_dirs(tmp_path / "sweep")
+    assert len(runs) == 2 and all(len((r / "results.jsonl").read_text().splitlines()) == 3 for r in runs)
+    merged = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
+                             str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert {str(p.relative_to(tmp_path / "merged")) for p in _run_dirs(tmp_path / "merged")} == {
+        "synthetic/sim_sim/best_of_n/n4_seed0/dataset.num_problems=6"}

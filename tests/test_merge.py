@@ -1,0 +1,177 @@
+"""Shards and their merge: dataset.shard/num_shards and start/end split a run; `python -m tts.merge` joins it back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, compose_config
+from tts.merge import MergeError, _unsharded_path, merge, merge_sweep
+from tts.pipeline import run
+from tts.results import RunDirectory
+
+BASE = ["n=4", "dataset.num_problems=9", "logger=none", "batch_size=2"]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _shards(root: Path, extra=(), count=3, which=None) -> list[Path]:
+    dirs = []
+    for i in which if which is not None else range(count):
+        run(compose_config(BASE + list(extra) + [f"dataset.shard={i}", f"dataset.num_shards={count}"]),
+            run_dir=root / f"shard{i}")
+        dirs.append(root / f"shard{i}")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    metrics = run(compose_config(BASE), run_dir=root)
+    return root, metrics
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return _shards(tmp_path_factory.mktemp("shards"))
+
+
+def test_shards_split_the_problems_contiguously(shards, whole):
+    ids = [[r["unique_id"] for r in _lines(d / "results.jsonl")] for d in shards]
+    assert [len(i) for i in ids] == [3, 3, 3]
+    assert sum(ids, []) == [r["unique_id"] for r in _lines(whole[0] / "results.jsonl")]
+
+
+def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
+    out = tmp_path / "merged"
+    report = merge(shards, out)
+    assert report.problems == 9 and not report.missing
+    merged, expected = _lines(out / "results.jsonl"), _lines(whole[0] / "results.jsonl")
+    assert [r["unique_id"] for r in merged] == [r["unique_id"] for r in expected]
+    for a, b in zip(merged, expected):
+        assert a["completions"] == b["completions"] and a["scores"] == b["scores"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == report.metrics
+    for key, value in whole[1].items():
+        if key != "compute/backend_calls":  # 3 shards x 2 batches vs 5 batches: the calls really were more
+            assert metrics[key] == value, key
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["dataset"]["shard"] == 0 and config["dataset"]["num_shards"] == 1
+    assert config["n"] == 4 and config["strategy"]["name"] == "best_of_n"
+    assert json.loads((out / "run_info.json").read_text())["merged_from"] == [str(d) for d in shards]
+    # a merged directory is a normal run dir: the unsharded command on it finds everything done ...
+    assert RunDirectory(out).open(_container(BASE)).keys() == {r["unique_id"] for r in expected}
+    # ... and analysis reads it like any other
+    from analysis.runs import read_run_dir
+
+    analysed_config, analysed = read_run_dir(out)
+    assert len(analysed) == 9 and analysed_config["n"] == 4
+
+
+def _container(overrides):
+    from tts.config import to_container
+
+    return to_container(compose_config(overrides))
+
+
+def test_start_end_ranges_merge_too(tmp_path, whole):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    run(compose_config(BASE + ["dataset.end=4"]), run_dir=a)
+    run(compose_config(BASE + ["dataset.start=4"]), run_dir=b)
+    report = merge([b, a], tmp_path / "merged")
+    assert report.problems == 9 and report.metrics["acc/weighted@4"] == whole[1]["acc/weighted@4"]
+
+
+def test_overlapping_shards_are_refused(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(compose_config(BASE + ["dataset.end=5"]), run_dir=a)
+    run(compose_config(BASE + ["dataset.start=3"]), run_dir=b)
+    with pytest.raises(MergeError, match=r"problem 'synthetic/.*' is recorded in two shards.*overlap"):
+        merge([a, b], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_shards_of_different_configs_are_refused(tmp_path, shards):
+    other = _shards(tmp_path, extra=["strategy.temperature=0.5"], which=[2])
+    with pytest.raises(MergeError, match=r"differ in more than the shard range \(strategy.temperature: 0.8 vs 0.5\)"):
+        merge(shards[:2] + other, tmp_path / "merged")
+    # what does not change results may differ between shards (tracking, batch size, model path)
+    relaxed = _shards(tmp_path / "relaxed", extra=["batch_size=1"], which=[2])
+    assert merge(shards[:2] + relaxed, tmp_path / "merged").problems == 9
+
+
+def test_missing_problems_are_reported_by_shard(tmp_path, shards):
+    # shard 1 was never run, and shard 2 was killed after its first batch
+    cut = tmp_path / "shard2"
+    cut.mkdir()
+    for name in ("config.yaml", "fingerprint.json"):
+        (cut / name).write_bytes((shards[2] / name).read_bytes())
+    (cut / "results.jsonl").write_text((shards[2] / "results.jsonl").read_text().splitlines(keepends=True)[0]
+                                       + (shards[2] / "results.jsonl").read_text().splitlines(keepends=True)[1])
+    with pytest.raises(MergeError) as error:
+        merge([shards[0], cut], tmp_path / "merged")
+    message = str(error.value)
+    assert f"{cut}: 1 problem(s)" in message
+    assert "(no shard given covers them): 3 problem(s)" in message
+    assert "Rerun the command of each shard listed" in message
+    report = merge([shards[0], cut], tmp_path / "merged", allow_missing=True)
+    assert report.problems == 5 and sum(len(v) for v in report.missing.values()) == 4
+    assert json.loads((tmp_path / "merged" / "metrics.json").read_text())["problems"] == 5
+
+
+def test_a_shard_still_running_is_refused(tmp_path, shards):
+    holder = RunDirectory(shards[1])
+    holder._lock()
+    try:
+        with pytest.raises(MergeError, match="still being written by pid"):
+            merge(shards, tmp_path / "merged")
+    finally:
+        holder.close()
+
+
+def test_merge_never_overwrites(tmp_path, shards):
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "notes.txt").write_text("mine")
+    with pytest.raises(MergeError, match="already exists and is not empty"):
+        merge(shards, tmp_path / "merged")
+
+
+def test_unsharded_path_drops_only_the_range_overrides():
+    assert _unsharded_path(Path("synthetic/sim_sim/beam/n4_seed0/dataset.num_shards=4,dataset.shard=1")) == \
+        Path("synthetic/sim_sim/beam/n4_seed0")
+    assert _unsharded_path(Path("a/n4_seed0/dataset.end=10,dataset.num_problems=20,dataset.start=5")) == \
+        Path("a/n4_seed0/dataset.num_problems=20")
+
+
+def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
+    sweep = tmp_path / "sweep" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed0"
+    for i, shard in enumerate(shards):
+        target = sweep / f"dataset.num_problems=9,dataset.num_shards=3,dataset.shard={i}"
+        target.mkdir(parents=True)
+        for f in shard.iterdir():
+            if f.is_file():
+                (target / f.name).write_bytes(f.read_bytes())
+    # a second experiment of the sweep (seed 1) with only one of its shards run: refused, but only it
+    lone = sweep.parent / "n4_seed1" / "dataset.num_problems=9,dataset.num_shards=3,dataset.shard=0"
+    run(compose_config(BASE + ["seed=1", "dataset.shard=0", "dataset.num_shards=3"]), run_dir=lone)
+    ok = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
+                         str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 1
+    assert "merge refused: problems missing from the shards" in ok.stderr and "6 problem(s)" in ok.stderr
+    out = tmp_path / "merged" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed0" / "dataset.num_problems=9"
+    assert "merged 3 shards" in ok.stdout and str(out) in ok.stdout
+    assert len(_lines(out / "results.jsonl")) == 9
+    assert not (tmp_path / "merged" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed1").exists()
+    refused = subprocess.run([sys.executable, "-m", "tts.merge", "--out", str(tmp_path / "m2"), str(shards[0]),
+                              str(shards[0])], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "merge refused:" in refused.stderr and "two shards" in refused.stderr
+    assert not (tmp_path / "m2").exists()
+    assert merge_sweep(tmp_path / "merged", tmp_path / "again") == []  # nothing sharded left to merge

@@ -1,0 +1,286 @@
+"""Join the shard run directories of one experiment into a single run directory, keyed by unique_id.
+
+    # shards of one run (dataset.shard=0,1,2,3 dataset.num_shards=4, or dataset.start/end ranges)
+    python -m tts.merge --out outputs/merged/best_of_n_n16 multirun/.../n16_seed0/dataset.num_shards=4,dataset.shard=*
+    # every sharded run of a sweep at once: one merged directory per experiment, at its unsharded path under --out
+    python -m tts.merge --sweep multirun --out merged
+
+A merged directory looks like any run directory (results.jsonl, metrics.json recomputed from the records, config.yaml,
+fingerprint.json, run_info.json), so analysis reads it, and rerunning the unsharded command on it finds nothing to do.
+The merge refuses shards whose configs differ in anything but the shard range, a problem recorded in two shards, a shard
+still being written, and (unless --allow-missing) problems of the dataset range that no shard has recorded; it then
+says which shard to rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from tts.results import (FINGERPRINT, LOCK, RESULTS, RunDirectory, _atomic_write, _flatten, _parse_record,
+                         _partial_last_batch, config_hash, fingerprint_of, run_info, run_metrics)
+
+log = logging.getLogger(__name__)
+
+# The dataset keys that say which part of the dataset a shard covers; shards of one run differ only in these.
+RANGE_KEYS = ("start", "end", "shard", "num_shards")
+
+
+class MergeError(ValueError):
+    """Shards that cannot be merged; the message says which directories and what to do."""
+
+
+def identity_of(config: dict) -> dict:
+    """What must be equal for two run directories to be shards of one run: the fingerprint without the shard range."""
+    fingerprint = fingerprint_of(config)
+    fingerprint["dataset"] = {k: v for k, v in fingerprint.get("dataset", {}).items() if k not in RANGE_KEYS}
+    return fingerprint
+
+
+@dataclass
+class Shard:
+    path: Path
+    config: dict
+    records: list[dict]
+
+    @property
+    def dataset(self) -> dict:
+        return self.config["dataset"]
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    problems: int
+    shards: list[Path]
+    missing: dict[str, list[str]] = field(default_factory=dict)  # where it should have been -> unique_ids
+    metrics: dict = field(default_factory=dict)
+    checked_dataset: bool = True
+
+
+def read_shard(path: Path) -> Shard:
+    """A run directory's config and records, read only (a torn last line is ignored; the directory is not touched)."""
+    path = Path(path)
+    if not (path / RESULTS).exists() or not (path / "config.yaml").exists():
+        raise MergeError(f"{path} is not a run directory: it needs {RESULTS} and config.yaml")
+    if _is_locked(path):
+        raise MergeError(f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; "
+                         f"merge after it finishes")
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    records: dict[str, dict] = {}
+    for line in (path / RESULTS).read_bytes().splitlines(keepends=True):
+        record = _parse_record(line)
+        if record is not None:
+            records.setdefault(record["unique_id"], record)
+    partial = set(_partial_last_batch(list(records.values())))  # the shard's own resume would redo these
+    return Shard(path=path, config=config, records=[r for u, r in records.items() if u not in partial])
+
+
+def _is_locked(path: Path) -> bool:
+    if not (path / LOCK).exists():
+        return False
+    with open(path / LOCK) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+def _expected_problems(dataset: dict) -> list[str]:
+    """unique_ids, in dataset order, of the problems a run with this dataset config covers."""
+    from omegaconf import OmegaConf
+
+    from tts.data import load_problems
+
+    return [p.unique_id for p in load_problems(OmegaConf.create(dataset))]
+
+
+def _union_range(shards: Sequence[Shard]) -> dict:
+    """The dataset config of the whole run the shards are parts of: the union of their ranges, unsplit."""
+    dataset = copy.deepcopy(shards[0].dataset)
+    ends = [s.dataset.get("end") for s in shards]
+    dataset.update(start=min(s.dataset.get("start", 0) for s in shards),
+                   end=None if any(e is None for e in ends) else max(ends), shard=0, num_shards=1)
+    return dataset
+
+
+def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, check_dataset: bool = True) -> MergeReport:
+    """Merge `shard_dirs` into `out`; see the module docstring. Raises MergeError without writing anything."""
+    if not shard_dirs:
+        raise MergeError("no shard directories given")
+    shards = [read_shard(Path(d)) for d in shard_dirs]
+    out = Path(out)
+    if any(out.resolve() == s.path.resolve() for s in shards):
+        raise MergeError(f"--out {out} is one of the shards; choose a new directory")
+
+    # 1. one experiment: configs equal but for the shard range
+    reference = _flatten(identity_of(shards[0].config))
+    for shard in shards[1:]:
+        other = _flatten(identity_of(shard.config))
+        changed = sorted(k for k in set(reference) | set(other) if reference.get(k) != other.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {reference.get(k)!r} vs {other.get(k)!r}" for k in changed[:8])
+            raise MergeError(f"{shards[0].path} and {shard.path} are not shards of one run: their configs differ in "
+                             f"more than the shard range ({details})")
+
+    # 2. every problem once
+    owner: dict[str, Path] = {}
+    for shard in shards:
+        for record in shard.records:
+            uid = record["unique_id"]
+            if uid in owner:
+                raise MergeError(f"problem {uid!r} is recorded in two shards, {owner[uid]} and {shard.path}: their "
+                                 f"ranges overlap (dataset.start/end/shard). Merge shards that split the dataset")
+            owner[uid] = shard.path
+    by_id = {r["unique_id"]: r for s in shards for r in s.records}
+
+    # 3. nothing missing: compare with the problems each shard (and the whole range) should hold
+    merged_dataset = _union_range(shards)
+    order: Optional[list[str]] = None
+    missing: dict[str, list[str]] = {}
+    if check_dataset:
+        try:
+            order = _expected_problems(merged_dataset)
+            for shard in shards:
+                lost = [u for u in _expected_problems(shard.dataset) if u not in by_id]
+                if lost:
+                    missing[str(shard.path)] = lost
+            in_no_shard = [u for u in order if u not in by_id and not any(u in m for m in missing.values())]
+            if in_no_shard:
+                missing["(no shard given covers them)"] = in_no_shard
+            stray = [u for u in by_id if u not in set(order)]
+            if stray:
+                raise MergeError(f"{len(stray)} recorded problems (e.g. {stray[0]!r}) are not in the dataset range "
+                                 f"{merged_dataset.get('start')}:{merged_dataset.get('end')}")
+        except MergeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the dataset may be on another machine; the merge still works
+            log.warning("could not load the dataset to check for missing problems (%s: %s); merging what is there",
+                        type(error).__name__, error)
+            order, missing, check_dataset = None, {}, False
+    if missing and not allow_missing:
+        lines = [f"  {where}: {len(ids)} problem(s), e.g. {ids[:3]}" for where, ids in missing.items()]
+        raise MergeError("problems missing from the shards:\n" + "\n".join(lines) + "\nRerun the command of each "
+                         "shard listed (it resumes where it stopped), add the missing shard, or pass --allow-missing")
+
+    # 4. write the merged run directory
+    if (out / RESULTS).exists() or (out.exists() and any(out.iterdir())):
+        raise MergeError(f"--out {out} already exists and is not empty; choose a new directory or delete it")
+    if order is None:
+        shards_in_order = sorted(shards, key=lambda s: (s.dataset.get("start", 0), s.dataset.get("shard", 0)))
+        order = [r["unique_id"] for s in shards_in_order for r in s.records]
+    records = [by_id[u] for u in order if u in by_id]
+    config = copy.deepcopy(shards[0].config)
+    config["dataset"] = merged_dataset
+    n = int(config["n"])
+    metrics = run_metrics(records, n)
+    out.mkdir(parents=True, exist_ok=True)
+    directory = RunDirectory(out)
+    directory.append(records)
+    directory.write_metrics(metrics)
+    info = run_info(int(config["seed"]))
+    info["config_hash"] = config_hash(fingerprint_of(config))
+    info["merged_from"] = [str(s.path) for s in shards]
+    info["missing"] = missing
+    directory.write_config(yaml.safe_dump(config, sort_keys=False), info)
+    _atomic_write(out / FINGERPRINT, json.dumps(fingerprint_of(config), indent=2, sort_keys=True))
+    return MergeReport(out=out, problems=len(records), shards=[s.path for s in shards], missing=missing,
+                       metrics=metrics, checked_dataset=check_dataset)
+
+
+def find_runs(sweep: Path) -> list[Path]:
+    """Run directories under a sweep folder (W&B's copies under wandb/ skipped)."""
+    return sorted(p.parent for p in Path(sweep).rglob(RESULTS)
+                  if "wandb" not in p.relative_to(sweep).parts and (p.parent / "config.yaml").exists())
+
+
+def _unsharded_path(relative: Path) -> Path:
+    """A shard's path with the shard-range overrides taken out of Hydra's override_dirname (its last component)."""
+    parts = list(relative.parts)
+    if parts and "=" in parts[-1]:
+        kept = [item for item in parts[-1].split(",")
+                if not any(item.startswith(f"dataset.{k}=") for k in RANGE_KEYS)]
+        parts = parts[:-1] + ([",".join(kept)] if kept else [])
+    return Path(*parts) if parts else Path("merged")
+
+
+def merge_sweep(sweep: Path, out: Path, allow_missing: bool = False, check_dataset: bool = True,
+                errors: Optional[list[str]] = None) -> list[MergeReport]:
+    """Merge every sharded run under `sweep`: run dirs are grouped by identity (config minus range).
+
+    A group that cannot be merged does not stop the others: its reason is appended to `errors` (raised if None).
+    """
+    groups: dict[str, list[Path]] = {}
+    for path in find_runs(sweep):
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        groups.setdefault(config_hash(identity_of(config)), []).append(path)
+    reports = []
+    for paths in groups.values():
+        sharded = [p for p in paths if _is_shard(yaml.safe_load((p / "config.yaml").read_text())["dataset"])]
+        if not sharded:
+            continue  # an unsharded run: nothing to merge
+        try:
+            reports.append(merge(sharded, out / _unsharded_path(sharded[0].relative_to(sweep)), allow_missing,
+                                 check_dataset))
+        except MergeError as error:
+            if errors is None:
+                raise
+            errors.append(str(error))
+    return reports
+
+
+def _is_shard(dataset: dict) -> bool:
+    return dataset.get("num_shards", 1) > 1 or dataset.get("start", 0) > 0 or dataset.get("end") is not None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tts.merge", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("shards", nargs="*", type=Path, help="shard run directories of one run")
+    parser.add_argument("--out", type=Path, required=True, help="new directory for the merged run (or root, --sweep)")
+    parser.add_argument("--sweep", type=Path, help="merge every sharded run found under this folder")
+    parser.add_argument("--allow-missing", action="store_true", help="write the merge even if problems are missing")
+    parser.add_argument("--no-dataset-check", action="store_true",
+                        help="do not load the dataset to look for missing problems (e.g. it is not on this machine)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if bool(args.sweep) == bool(args.shards):
+        parser.error("give either shard directories or --sweep DIR")
+    try:
+        errors: list[str] = []
+        if args.sweep:
+            reports = merge_sweep(args.sweep, args.out, args.allow_missing, not args.no_dataset_check, errors)
+            if not reports and not errors:
+                print(f"no sharded runs under {args.sweep}", file=sys.stderr)
+                return 1
+        else:
+            reports = [merge(args.shards, args.out, args.allow_missing, check_dataset=not args.no_dataset_check)]
+    except MergeError as error:
+        print(f"merge refused: {error}", file=sys.stderr)
+        return 1
+    for report in reports:
+        n = max([int(k.split("@")[1]) for k in report.metrics if k.startswith("pass@")] or [0])
+        missing = sum(len(v) for v in report.missing.values())
+        print(f"merged {len(report.shards)} shards -> {report.out}: {report.problems} problems"
+              + (f", {missing} MISSING" if missing else "")
+              + ("" if report.checked_dataset else " (dataset not checked for missing problems)")
+              + f"; acc/weighted@{n} {report.metrics.get(f'acc/weighted@{n}', float('nan')):.3f}")
+    for error in errors:
+        print(f"merge refused: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

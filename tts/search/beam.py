@@ -1,0 +1,59 @@
+"""Beam search over solution steps, guided by the PRM (Snell et al. 2024; the open replication's `beam_search`).
+
+N beams. Every iteration each beam in flight writes one more step (stop at the blank line); the PRM scores the new
+prefixes (one call for all problems of the batch); beams that finished (end of text, a boxed answer, or the last
+allowed iteration, which writes to the end) leave the pool; of the rest the best N / M (`beam_width` M) survive and
+each is expanded M ways, so N beams are in flight again (when fewer than N / M survive, the survivors share the N slots
+evenly). A problem stops once N beams have finished; its N completions are the best finished ones by reduced PRM score
+(`scoring.reduction`). Beams in flight never exceed N.
+
+    python tts/main.py strategy=beam n=16 strategy.beam_width=4
+"""
+
+from __future__ import annotations
+
+from tts.search.base import SearchOutput
+from tts.search.tree import Expansion, Node, TreeState, allocate, drop_duplicates, run_tree_search, top_k
+
+
+class BeamState(TreeState):
+    def __init__(self, problem, cfg) -> None:
+        super().__init__(problem, cfg)
+        self.width = int(cfg.strategy.beam_width)
+        self.filter_duplicates = bool(cfg.strategy.filter_duplicates)
+        self.finished: list[Node] = []
+        self.frontier: list[Expansion] = [Expansion(Node(), self.n)]  # the root, expanded N ways
+        self.survivors: list[Node] = []
+
+    def expansions(self, last: bool) -> list[Expansion]:
+        return self.frontier
+
+    def update(self, groups) -> None:
+        children = [c for _, kids in groups for c in kids]
+        self.finished.extend(c for c in children if c.finished)
+        alive = [c for c in children if not c.finished]
+        if self.filter_duplicates:
+            alive = drop_duplicates(alive)
+        self.survivors = top_k(alive, self.n // self.width)
+        if len(self.finished) >= self.n or not self.survivors:
+            self.done = True
+            self.frontier = []
+            return
+        slots = allocate(self.n, [1.0] * len(self.survivors))  # N beams in flight again
+        self.frontier = [Expansion(node, k) for node, k in zip(self.survivors, slots)]
+
+    def result(self) -> SearchOutput:
+        ranked = sorted(self.finished, key=lambda node: -self.rank(node))[: self.n]
+        completions = [node.to_completion() for node in ranked]
+        # Only if the search ran out of iterations short of N finished beams: the best unfinished ones, marked.
+        for node in top_k(self.survivors, self.n - len(completions)):
+            completions.append(node.to_completion("truncated"))
+        note = None
+        if len(completions) < self.n:
+            note = f"beam search finished {len(completions)} of {self.n} beams"
+        compute = dict(self.compute)
+        return SearchOutput(completions=completions, compute=compute, note=note)
+
+
+def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+    return run_tree_search(problems, policy, prm, cfg, BeamState)

@@ -1,0 +1,78 @@
+"""Filter-vote (Chen et al. 2024, "Are More LM Calls All You Need?"): n samples, then the policy reviews each one.
+
+    python tts/main.py strategy=filter_vote n=16
+
+Two backend calls per batch of problems: one samples the n solutions of every problem (as best-of-n, so the samples
+are the same as best-of-n's for the same seed), one asks the policy to review every sample with `strategy.review_prompt`
+and to end with a verdict, `[[correct]]` or `[[wrong]]`. Each completion records its verdict in
+`extra["verdict"]` ("correct" / "wrong" / "unparsed") and whether it may vote in `extra["vote"]` (only "correct"
+does; an unparsed review counts as not correct). Scoring then takes the majority over the answers that may vote,
+falling back to all answers when none may (`tts.scoring`, "maj"), and also reports the plain vote ("maj_unfiltered");
+naive and weighted selection by the PRM are unchanged. Review tokens count toward `generated_tokens`, and separately
+under `review_tokens`; with n samples a problem costs 2n calls.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tts.backends.base import GenerationRequest
+from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from tts.search.completion import Completion, split_steps
+
+_VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+UNPARSED_KEEP_CHARS = 400  # an unparsed review is kept (this much of it) in the record, to see what went wrong
+
+
+def fill(template: str, **values: str) -> str:
+    """Replace `{name}` placeholders in one pass; other braces (LaTeX) and braces inside the values stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), template)
+
+
+def parse_verdict(text: str) -> str:
+    """"correct" or "wrong" when exactly one of the two verdicts appears (any number of times, any case, spaces inside
+    the brackets allowed); "unparsed" when neither appears, when both do, or when it is garbled (`[[corect]]`)."""
+    found = {m.lower() for m in _VERDICT.findall(text or "")}
+    return found.pop() if len(found) == 1 else "unparsed"
+
+
+def review_request(problem: str, solution: str, cfg, seed_offset: int) -> GenerationRequest:
+    strategy = cfg.strategy
+    messages = [{"role": "system", "content": strategy.review_system_prompt}] if strategy.review_system_prompt else []
+    prompt = fill(strategy.review_prompt, problem=problem, solution=solution.strip())
+    messages.append({"role": "user", "content": prompt})
+    temperature = strategy.temperature if strategy.review_temperature is None else strategy.review_temperature
+    return GenerationRequest(messages=messages, n=1, temperature=temperature, top_p=strategy.top_p,
+                             max_tokens=strategy.review_max_tokens, seed=cfg.seed + seed_offset)
+
+
+def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+    results: list[SearchOutput] = []
+    for chunk in batches(problems, cfg.strategy.search_batch_size):
+        outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])
+        # one review per sample, each with its own seed so identical solutions get independent reviews
+        reviews = policy.generate([review_request(p.problem, o.text, cfg, seed_offset=1 + j)
+                                   for p, samples in zip(chunk, outputs) for j, o in enumerate(samples)])
+        step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
+        prm_before = prm.stats.tokens
+        scores = prm.score([p.problem for p in chunk], step_lists)
+        prm_shares = share_tokens(prm.stats.tokens - prm_before,
+                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        offset = 0
+        for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
+            mine = [r[0] for r in reviews[offset : offset + len(samples)]]
+            offset += len(samples)
+            completions = []
+            for o, s, sc, r in zip(samples, steps, step_scores, mine):
+                verdict = parse_verdict(r.text)
+                extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
+                if verdict == "unparsed":
+                    extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
+                completions.append(Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason,
+                                              tokens=o.num_tokens, extra=extra))
+            review_tokens = sum(r.num_tokens for r in mine)
+            compute = {"generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
+                       "review_tokens": review_tokens, "prm_tokens": prm_tokens, "backend_calls": 2}
+            results.append(SearchOutput(completions=completions, compute=compute))
+    return results

@@ -1,0 +1,61 @@
+"""REBASE, reward-balanced search (Wu et al. 2024, "An Empirical Analysis of Compute-Optimal Inference for
+Problem-Solving with Language Models").
+
+The tree grows one depth per iteration. The budget is N finished completions: with B = N - (finished so far), the B
+samples of the next iteration are shared out over the unfinished nodes of the current depth in proportion to
+softmax(score / `rebase_temperature`) (largest-remainder rounding, so exactly B), and a node that gets none is pruned.
+Every sample either finishes (B shrinks by one) or becomes a node of the next depth, so at most N samples are in
+flight and the search ends with exactly N finished completions (the last allowed iteration writes the rest to the end).
+Low temperature concentrates the budget on the best node (towards greedy); high temperature spreads it evenly
+(towards best-of-N).
+
+    python tts/main.py strategy=rebase n=16 strategy.rebase_temperature=0.2
+"""
+
+from __future__ import annotations
+
+import math
+
+from tts.search.base import SearchOutput
+from tts.search.tree import Expansion, Node, TreeState, allocate, run_tree_search
+
+
+def softmax(values: list[float], temperature: float) -> list[float]:
+    top = max(values)
+    weights = [math.exp((v - top) / temperature) for v in values]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class RebaseState(TreeState):
+    def __init__(self, problem, cfg) -> None:
+        super().__init__(problem, cfg)
+        self.temperature = float(cfg.strategy.rebase_temperature)
+        self.finished: list[Node] = []
+        self.frontier = [Expansion(Node(), self.n)]
+        self.alive: list[Node] = []
+
+    def expansions(self, last: bool) -> list[Expansion]:
+        return self.frontier
+
+    def update(self, groups) -> None:
+        children = [c for _, kids in groups for c in kids]
+        self.finished.extend(c for c in children if c.finished)
+        self.alive = [c for c in children if not c.finished]
+        budget = self.n - len(self.finished)
+        if budget <= 0 or not self.alive:
+            self.done, self.frontier = True, []
+            return
+        counts = allocate(budget, softmax([c.value for c in self.alive], self.temperature))
+        self.frontier = [Expansion(node, k) for node, k in zip(self.alive, counts) if k > 0]
+
+    def result(self) -> SearchOutput:
+        completions = [node.to_completion() for node in self.finished[: self.n]]
+        for node in sorted(self.alive, key=lambda node: -node.value)[: self.n - len(completions)]:
+            completions.append(node.to_completion("truncated"))
+        note = None if len(completions) == self.n else f"REBASE finished {len(completions)} of {self.n} completions"
+        return SearchOutput(completions=completions, compute=dict(self.compute), note=note)
+
+
+def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+    return run_tree_search(problems, policy, prm, cfg, RebaseState)

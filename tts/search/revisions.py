@@ -1,0 +1,85 @@
+"""Sequential revisions (Snell et al. 2024, section 6): n / L chains per problem, each of L attempts.
+
+    python tts/main.py strategy=revisions n=16 strategy.revisions_per_chain=4
+
+The first attempt of every chain is an ordinary sample (the same as best-of-n's for the same seed). Each later attempt
+answers `strategy.revision_prompt`, which shows the problem and the chain's previous attempts, oldest first and newest
+last, each rendered with `strategy.revision_attempt_template`. The previous attempts shown are capped at
+`strategy.revision_context_tokens` generated tokens (default `budget.max_tokens`): the oldest are dropped first, so a
+chain longer than its context sees only its latest attempts. Budget-fair: n generations per problem in all, L backend
+calls per batch (one per revision round, for all chains of all problems).
+
+All n attempts are the completions, so the pipeline's naive / weighted (PRM) and maj selections run over every attempt.
+Each completion records `extra["chain"]`, `extra["position"]` (0 = first attempt), `extra["context_attempts"]` and
+`extra["context_tokens"]` (the previous attempts its prompt held), so that analysis can, e.g., select among the last
+attempts only. `revisions_per_chain=1` is best-of-n; `revisions_per_chain=n` is one chain of n sequential attempts.
+"""
+
+from __future__ import annotations
+
+from tts.backends.base import GenerationOutput, GenerationRequest
+from tts.prompts import build_messages
+from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from tts.search.completion import Completion, split_steps
+from tts.search.filter_vote import fill
+
+
+def context(attempts: list[GenerationOutput], budget: int) -> list[GenerationOutput]:
+    """The newest attempts whose generated tokens add up to at most `budget`, oldest first (the oldest are dropped)."""
+    kept, used = [], 0
+    for attempt in reversed(attempts):
+        if used + attempt.num_tokens > budget:
+            break
+        kept.append(attempt)
+        used += attempt.num_tokens
+    return kept[::-1]
+
+
+def revision_request(problem: str, shown: list[GenerationOutput], cfg, seed_offset: int) -> GenerationRequest:
+    strategy = cfg.strategy
+    rendered = "\n\n".join(fill(strategy.revision_attempt_template, attempt=a.text.strip()) for a in shown)
+    prompt = fill(strategy.revision_prompt, problem=problem, attempts=rendered)
+    return GenerationRequest(messages=build_messages(cfg.model.system_prompt, prompt), n=1,
+                             temperature=strategy.temperature, top_p=strategy.top_p,
+                             max_tokens=cfg.budget.max_tokens, seed=cfg.seed + seed_offset)
+
+
+def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+    length = cfg.strategy.revisions_per_chain
+    chains = cfg.n // length
+    budget = cfg.strategy.revision_context_tokens or cfg.budget.max_tokens
+    results: list[SearchOutput] = []
+    for chunk in batches(problems, cfg.strategy.search_batch_size):
+        # history[i][c]: the attempts of chain c of problem i so far; shown[i][c]: (attempts, tokens) each prompt held
+        first = policy.generate([make_request(p, cfg, n=chains) for p in chunk])
+        history = [[[o] for o in samples] for samples in first]
+        shown = [[[(0, 0)] for _ in range(chains)] for _ in chunk]
+        for position in range(1, length):
+            pairs = [(i, c) for i in range(len(chunk)) for c in range(chains)]
+            prompts = {}
+            for i, c in pairs:
+                prompts[i, c] = context(history[i][c], budget)
+                shown[i][c].append((len(prompts[i, c]), sum(a.num_tokens for a in prompts[i, c])))
+            outputs = policy.generate([revision_request(chunk[i].problem, prompts[i, c], cfg,
+                                                        seed_offset=position * chains + c) for i, c in pairs])
+            for (i, c), samples in zip(pairs, outputs):
+                history[i][c].append(samples[0])
+        attempts = [[a for chain in per for a in chain] for per in history]  # chain-major: chain 0's attempts first
+        step_lists = [[split_steps(a.text) for a in per] for per in attempts]
+        prm_before = prm.stats.tokens
+        scores = prm.score([p.problem for p in chunk], step_lists)
+        prm_shares = share_tokens(prm.stats.tokens - prm_before,
+                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        for i, (per, steps, step_scores, prm_tokens) in enumerate(zip(attempts, step_lists, scores, prm_shares)):
+            completions = []
+            for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
+                chain, position = divmod(j, length)
+                held, tokens = shown[i][chain][position]
+                completions.append(Completion(
+                    text=a.text, steps=s, step_scores=sc, finish_reason=a.finish_reason, tokens=a.num_tokens,
+                    extra={"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}))
+            compute = {"generated_tokens": sum(a.num_tokens for a in per), "prm_tokens": prm_tokens,
+                       "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
+                       "backend_calls": length}
+            results.append(SearchOutput(completions=completions, compute=compute))
+    return results
