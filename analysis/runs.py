@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tts.results import config_hash, fingerprint_of
-from tts.scoring import AGGREGATIONS, reduce_scores
+from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
+from tts.results import config_hash
+from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, reduce_scores
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,9 @@ IID_STRATEGIES = {"best_of_n"}
 # (model.*, prm.*, dataset.*) makes a different setting.
 KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
 # Fields that never distinguish runs: sharding, bookkeeping, and the sweep axes themselves.
-SHARD_KEYS = ("start", "end", "shard", "num_shards")  # which part of the dataset a shard covers (tts.merge)
 IGNORED_FIELDS = {"n", "seed", *(f"dataset.{k}" for k in SHARD_KEYS), "strategy.name", "strategy.search_batch_size",
                   "scoring.grading_timeout", "scoring.subset_draws", "batch_size"}
-_COLUMN_ORDER = [*AGGREGATIONS, "pass"]
+_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
 
 
@@ -127,9 +127,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _identity(config: dict) -> str:
     """Runs with the same identity are one experiment, possibly split into shards over several directories."""
-    fingerprint = fingerprint_of(config)
-    fingerprint["dataset"] = {k: v for k, v in fingerprint.get("dataset", {}).items() if k not in SHARD_KEYS}
-    return config_hash(fingerprint)
+    return config_hash(identity_of(config))
 
 
 # -- per-problem rows -----------------------------------------------------------------------------------------------
@@ -151,6 +149,9 @@ def _problem_row(record: dict, n: int, reduction: str) -> dict:
     for k in budget_columns(n):
         for agg in AGGREGATIONS:
             row[f"{agg}@{k}"] = scores["expected"].get(f"{agg}@{k}", math.nan)
+        for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
+            if f"{agg}@{k}" in scores["expected"]:
+                row[f"{agg}@{k}"] = scores["expected"][f"{agg}@{k}"]
         row[f"pass@{k}"] = scores["pass"].get(f"pass@{k}", math.nan)
     return row
 
@@ -224,8 +225,9 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
                        source=parts[0][1], config_hash=identity)
         for k in budget_columns(n):
-            for agg in AGGREGATIONS:
-                run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
+            for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
+                if f"{agg}@{k}" in frame:
+                    run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
             run_row[f"pass@{k}"] = frame[f"pass@{k}"].mean() if len(frame) else math.nan
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
         run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan

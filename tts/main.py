@@ -12,12 +12,19 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import hydra
 from omegaconf import DictConfig
 
+from tts.config import ConfigError
+from tts.data import DatasetError
 from tts.pipeline import run
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (ConfigError, DatasetError) as error:
+        # A bad config or dataset is the user's to fix: one clear line, no traceback, nothing generated.
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
