@@ -11,7 +11,7 @@ and hard (levels 4-5) problems, so the claim can be checked on the sim.
 
 Accuracy per problem is the run's expected accuracy@N (`scores.expected`, exact at N) under `--aggregation`
 (weighted best-of-N voting by default, as in the blog post), averaged over problems and seeds; error bars are 95%
-intervals over seeds (over problems when there is one seed).
+(Student t) intervals over seeds, or over problems when there is one seed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided 95%, by df
 BINS = {"easy (levels 1-2)": (1, 2), "medium (level 3)": (3,), "hard (levels 4-5)": (4, 5)}
 STYLE = {"best_of_n": ("tab:gray", "o"), "beam": ("tab:blue", "s"), "dvts": ("tab:orange", "^"),
          "lookahead": ("tab:green", "D"), "rebase": ("tab:red", "v")}
@@ -44,7 +45,7 @@ def run_sweep(strategies: list[str], ns: list[int], seeds: list[int], num_proble
 
 
 def load_runs(roots: list[Path]) -> dict:
-    """(strategy, n, seed) -> {bin: mean accuracy} for every run directory under `roots` (results.jsonl + config.yaml)."""
+    """(strategy, n, seed) -> results.jsonl path, for every sim run directory under `roots`."""
     runs: dict = {}
     for root in roots:
         for results in sorted(root.rglob("results.jsonl")):
@@ -78,8 +79,8 @@ def summarise(runs: dict, aggregation: str) -> dict:
     table: dict = defaultdict(lambda: defaultdict(dict))
     for (strategy, name, n), point in by_point.items():
         seeds = np.array(point["seeds"])
-        if len(seeds) > 1:
-            ci = 1.96 * seeds.std(ddof=1) / np.sqrt(len(seeds))
+        if len(seeds) > 1:  # Student t: a sweep has a handful of seeds
+            ci = T_975.get(len(seeds) - 1, 1.96) * seeds.std(ddof=1) / np.sqrt(len(seeds))
         else:
             problems = np.array(point["problems"])
             ci = 1.96 * problems.std(ddof=1) / np.sqrt(len(problems)) if len(problems) > 1 else 0.0
@@ -104,7 +105,9 @@ def plot(table: dict, out: Path, aggregation: str) -> None:
             mean = [points[n][0] for n in ns]
             ci = [points[n][1] for n in ns]
             color, marker = STYLE.get(strategy, (None, "o"))
-            ax.errorbar(ns, mean, yerr=ci, label=strategy, color=color, marker=marker, capsize=3)
+            seeds = max(points[n][2] for n in ns)
+            label = f"{strategy} ({seeds} seed{'s' if seeds > 1 else ''})"
+            ax.errorbar(ns, mean, yerr=ci, label=label, color=color, marker=marker, capsize=3)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples / beams per problem)")
         ax.set_title(name)
@@ -112,7 +115,8 @@ def plot(table: dict, out: Path, aggregation: str) -> None:
     axes[0].set_ylabel(f"accuracy ({aggregation})")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle("Simulated world (model=sim prm=sim dataset=synthetic): accuracy vs N by difficulty")
+    fig.suptitle("Simulated world (model=sim prm=sim dataset=synthetic): accuracy vs N by difficulty; "
+                 "bars: 95% CI over seeds")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -156,8 +156,8 @@ class RaggedPolicy(PolicyBackend):
                     text = "The answer is $\\boxed{%d}$." % depth
                 else:
                     text = "Step %d: keep going with %d.\n\n" % (depth, k)
-                samples.append(GenerationOutput(text=text, finish_reason="stop" if request.stop and text.endswith("\n\n")
-                                                else "eos", num_tokens=len(text.split())))
+                reason = "stop" if request.stop and text.endswith("\n\n") else "eos"
+                samples.append(GenerationOutput(text=text, finish_reason=reason, num_tokens=len(text.split())))
             outputs.append(samples)
         return outputs
 
@@ -240,7 +240,8 @@ def test_filter_duplicates_gives_more_distinct_beams():
     assert distinct("true") >= distinct("false")
 
 
-@pytest.mark.parametrize("total,weights", [(16, [0.5, 0.3, 0.2]), (7, [1.0, 1.0, 1.0]), (5, [0.0, 0.0]), (3, [1e-9, 1.0])])
+@pytest.mark.parametrize("total,weights",
+                         [(16, [0.5, 0.3, 0.2]), (7, [1.0, 1.0, 1.0]), (5, [0.0, 0.0]), (3, [1e-9, 1.0])])
 def test_allocate_hands_out_exactly_the_budget(total, weights):
     counts = allocate(total, weights)
     assert sum(counts) == total and all(c >= 0 for c in counts)

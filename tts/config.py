@@ -237,7 +237,8 @@ def _validate_strategy(cfg: DictConfig) -> None:
         _check(width <= cfg.n, "strategy.beam_width",
                f"must be <= n ({cfg.n}): {strategy.name} keeps n / beam_width beams; lower beam_width or raise n")
         _check(cfg.n % width == 0, "strategy.beam_width",
-               f"n ({cfg.n}) must be a multiple of beam_width ({width}) for {strategy.name}; e.g. n={max(width, cfg.n - cfg.n % width)}")
+               f"n ({cfg.n}) must be a multiple of beam_width ({width}) for {strategy.name}; "
+               f"e.g. n={max(width, cfg.n - cfg.n % width)}")
     if strategy.name == "beam":
         _check(strategy.lookahead == 0, "strategy.lookahead",
                f"beam search does not roll out (got {strategy.lookahead}); use strategy=lookahead strategy.lookahead=k")

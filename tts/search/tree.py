@@ -171,6 +171,9 @@ def run_tree_search(problems, policy, prm, cfg, make_state, lookahead: int = 0) 
     """
     cfg = plain_config(cfg)
     states = [make_state(p, cfg) for p in problems]
+    if lookahead > 0:
+        for state in states:
+            state.compute["rollout_tokens"] = 0
     for chunk in batches(states, cfg.strategy.search_batch_size):
         _search_chunk(list(chunk), policy, prm, cfg, lookahead)
     return [state.result() for state in states]
@@ -226,8 +229,9 @@ def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> 
             groups_per_state.append(groups)
 
         # what the PRM reads for each child: its own steps, or its lookahead rollout
-        rollouts = _rollouts(plan, groups_per_state, policy, cfg, lookahead, max_tokens) if lookahead > 0 and not last \
-            else None
+        rollouts = None
+        if lookahead > 0 and not last:
+            rollouts = _rollouts(plan, groups_per_state, policy, cfg, lookahead, max_tokens)
         _score(plan, groups_per_state, rollouts, prm)
         for (state, _), groups in zip(plan, groups_per_state):
             state.update(groups)
@@ -242,7 +246,6 @@ def _rollouts(plan, groups_per_state, policy, cfg, lookahead: int, max_tokens: i
     tips: list[dict[int, Node]] = []
     for (state, _), groups in zip(plan, groups_per_state):
         tips.append({id(c): c for _, children in groups for c in children if not c.finished})
-        state.compute.setdefault("rollout_tokens", 0)
     stop = [STEP_SEPARATOR]
     for _ in range(lookahead):
         requests, owners = [], []
