@@ -37,7 +37,7 @@ import pandas as pd
 import yaml
 
 from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.results import config_hash
+from tts.results import _flatten, config_hash
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, reduce_scores
 
 log = logging.getLogger(__name__)
@@ -113,16 +113,6 @@ def read_run_dir(path: Path) -> tuple[dict, list[dict]]:
             except json.JSONDecodeError:
                 break
     return config, records
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value if not isinstance(value, list) else tuple(value)
-    return flat
 
 
 def _identity(config: dict) -> str:

@@ -55,12 +55,13 @@ def fingerprint_of(config: dict) -> dict:
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested config -> {"a.b.c": value}; lists become tuples so that values can be compared and hashed."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = value
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
     return flat
 
 

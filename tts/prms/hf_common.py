@@ -64,6 +64,15 @@ def encode_rendered(tokenizer, text: str) -> dict:
     return tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
 
 
+def good_bad_token_ids(tokenizer, good: str, bad: str, family: str) -> tuple[int, int]:
+    """Ids of the "good" and "bad" read-out tokens as the model cards encode them: `encode("+ -")` gives exactly two
+    tokens (the second with its leading space), whose logits are compared at each step position."""
+    pair = tokenizer.encode(f"{good} {bad}", add_special_tokens=False)
+    if len(pair) != 2:
+        raise ValueError(f"{family} PRM: {good!r} {bad!r} must encode to two tokens, got {pair}")
+    return pair[0], pair[1]
+
+
 def single_token_id(tokenizer, text: str, what: str) -> int:
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:

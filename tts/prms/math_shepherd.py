@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from tts.prms.hf_common import Encoded, HFProcessRewardModel, char_to_token, load_hf
+from tts.prms.hf_common import Encoded, HFProcessRewardModel, char_to_token, good_bad_token_ids, load_hf
 from tts.prms.rlhflow import two_token_probability
 
 _HAS_HEADER = re.compile(r"^(#+\s*)?Step\s*\d+\s*:", re.IGNORECASE)
@@ -23,10 +23,7 @@ class MathShepherdPRM(HFProcessRewardModel):
         self.step_tag = cfg.step_tag or "ки"
         self.good_token = cfg.good_token or "+"
         self.bad_token = cfg.bad_token or "-"
-        pair = self.tokenizer.encode(f"{self.good_token} {self.bad_token}", add_special_tokens=False)
-        if len(pair) != 2:
-            raise ValueError(f"math_shepherd PRM: {self.good_token!r} {self.bad_token!r} must be two tokens: {pair}")
-        self.good_id, self.bad_id = pair
+        self.good_id, self.bad_id = good_bad_token_ids(self.tokenizer, self.good_token, self.bad_token, "math_shepherd")
         self.step_tag_id = self.tokenizer.encode(self.step_tag, add_special_tokens=False)[-1]
 
     def format(self, problem: str, steps: list[str]) -> tuple[str, list[int]]:

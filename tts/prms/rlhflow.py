@@ -8,7 +8,8 @@ the last token of the k-th assistant header. The two tokens are those of `encode
 
 from __future__ import annotations
 
-from tts.prms.hf_common import Encoded, HFProcessRewardModel, char_to_token, encode_rendered, load_hf
+from tts.prms.hf_common import (Encoded, HFProcessRewardModel, char_to_token, encode_rendered, good_bad_token_ids,
+                                load_hf)
 
 
 class RLHFlowPRM(HFProcessRewardModel):
@@ -18,10 +19,7 @@ class RLHFlowPRM(HFProcessRewardModel):
         super().__init__(cfg, **kwargs)
         self.good_token = cfg.good_token or "+"
         self.bad_token = cfg.bad_token or "-"
-        pair = self.tokenizer.encode(f"{self.good_token} {self.bad_token}", add_special_tokens=False)
-        if len(pair) != 2:
-            raise ValueError(f"rlhflow PRM: {self.good_token!r} {self.bad_token!r} must be two tokens, got {pair}")
-        self.good_id, self.bad_id = pair
+        self.good_id, self.bad_id = good_bad_token_ids(self.tokenizer, self.good_token, self.bad_token, "rlhflow")
         self.answer_id = self.tokenizer.encode(self.good_token, add_special_tokens=False)[-1]
 
     def conversation(self, problem: str, steps: list[str], answer: str) -> list[dict[str, str]]:
