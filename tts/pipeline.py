@@ -131,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                     for record in records:
                         record["compute"]["backend_calls_share"] = share
                     directory.append(records)
+                    prm.clear_memo()
                     bar.update(len(batch))
             log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
         records_by_id = directory.load()

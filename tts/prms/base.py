@@ -75,6 +75,11 @@ class ProcessRewardModel(abc.ABC):
             for problem, solutions in zip(problems, step_lists)
         ]
 
+    def clear_memo(self) -> None:
+        """Forget scored prefixes. The pipeline calls it after each batch: later batches hold other problems, so the
+        memo would only grow (at n=256 it is most of a job's memory)."""
+        self._memo.clear()
+
     @abc.abstractmethod
     def _score_batch(self, problems: list[str], solutions: list[list[str]]) -> list[list[float]]:
         """Score each (problem, steps) pair: one float per step. Add the tokens encoded to `self.stats.tokens`."""
