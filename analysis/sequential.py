@@ -24,6 +24,8 @@ from typing import Sequence, Union
 import numpy as np
 import pandas as pd
 
+from tts.scoring import budgets
+
 log = logging.getLogger(__name__)
 
 STRATEGIES = {"filter_vote", "revisions"}
@@ -135,7 +137,7 @@ def vote_points(table: pd.DataFrame) -> pd.DataFrame:
     plain = table[table.strategy == "best_of_n"]
     keep = ["setting", "seed", "unique_id"] + [c for c in BIN_COLUMNS if c in table.columns]
     for n, part in filtered.groupby("n"):
-        for k in _ks(int(n)):
+        for k in budgets(int(n)):
             rows.append(part[keep].assign(method="filter-vote", k=k, calls=2 * k, correct=part[f"maj@{k}"]))
             column = f"maj_unfiltered@{k}"
             if column in part.columns and part[column].notna().all():
@@ -146,16 +148,11 @@ def vote_points(table: pd.DataFrame) -> pd.DataFrame:
         for n, part in plain.groupby("n"):
             if ids is not None:
                 part = part[[pair in ids for pair in zip(part.setting, part.seed)]]
-            for k in _ks(int(n)):
+            for k in budgets(int(n)):
                 rows.append(part[keep].assign(method="majority vote", k=k, calls=k, correct=part[f"maj@{k}"]))
     if not rows:
         return pd.DataFrame(columns=keep + ["method", "k", "calls", "correct"])
     return pd.concat(rows, ignore_index=True)
-
-
-def _ks(n: int) -> list[int]:
-    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
-    return ks if ks[-1] == n else ks + [n]
 
 
 def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
