@@ -121,3 +121,22 @@ def test_unreadable_problem_gets_a_fluent_wrong_solution():
     out = SimPolicy(SimPolicyConfig()).generate([GenerationRequest(
         messages=[{"role": "user", "content": "Prove the Riemann hypothesis."}], n=2)])[0]
     assert all(extract_answer(o.text) is not None for o in out)
+
+
+def test_phrasings_vary_the_wording_but_not_the_mathematics():
+    varied = SimPolicy(SimPolicyConfig(phrasings=4))
+    plain = SimPolicy(SimPolicyConfig())
+    problem = PROBLEMS[2]
+    texts = {o.text for o in varied.generate([_request(problem, n=32, seed=0)])[0]}
+    plain_texts = {o.text for o in plain.generate([_request(problem, n=32, seed=0)])[0]}
+    assert len(texts) > len(plain_texts)
+    # the PRM judges the mathematics: every wording of the worked solution is right, and a continuation of a
+    # reworded prefix stays on the right path
+    prm = SimPRM(SimPRMConfig(noise=0.0))
+    right = split_steps(problem.solution)
+    reworded = [s + " This follows directly." for s in right[:-1]] + right[-1:]
+    [[scores]] = prm.score([problem.problem], [[reworded]])
+    assert min(scores) > 0.5
+    prefix = "\n\n".join(reworded[:2]) + "\n\n"
+    out = SimPolicy(SimPolicyConfig(skill=50.0, phrasings=4)).generate([_request(problem, n=1, prefix=prefix)])[0][0]
+    assert extract_answer(out.text) in solve(problem.problem).answer_forms

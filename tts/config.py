@@ -20,6 +20,7 @@ class SimPolicyConfig:
     temperature_sensitivity: float = 1.0
     num_wrong_answers: int = 4
     wrong_answer_skew: float = 1.0
+    phrasings: int = 1
     # review and revision prompts (tts/backends/sim_tasks.py)
     verify_accuracy: float = 0.8
     verify_difficulty_sensitivity: float = 1.0
@@ -223,7 +224,15 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.dataset.shard < cfg.dataset.num_shards, "dataset.shard",
            f"must be in [0, dataset.num_shards={cfg.dataset.num_shards}), got {cfg.dataset.shard}")
     _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {cfg.logger.mode!r}")
+    _validate_sim(cfg)
     _validate_strategy(cfg)
+
+
+def _validate_sim(cfg: DictConfig) -> None:
+    from tts.data.synthetic import PHRASINGS
+
+    phrasings = cfg.model.sim.phrasings
+    _check(1 <= phrasings <= len(PHRASINGS), "model.sim.phrasings", f"must be in [1, {len(PHRASINGS)}], got {phrasings}")
 
 
 def _validate_strategy(cfg: DictConfig) -> None:

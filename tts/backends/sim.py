@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.data.synthetic import FINAL_TEMPLATE, Plan, perturb_last_integer, solve, stable_uniform
+from tts.data.synthetic import (FINAL_TEMPLATE, Plan, canonical_step, perturb_last_integer, solve, stable_uniform,
+                                 with_phrasing)
 from tts.search.completion import STEP_SEPARATOR
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -87,6 +88,7 @@ class SimPolicy(PolicyBackend):
         total = sum(weights)
         self._wrong_cdf = [sum(weights[: j + 1]) / total for j in range(self.num_wrong)]
         self.seed = seed
+        self.phrasings = int(getattr(cfg, "phrasings", 1))
         self.cfg = cfg  # sim_tasks reads the review / revision knobs (verify_accuracy, revision_fix_prob, ...)
         self._plans: dict[str, Plan] = {}
         self._wrong_steps: dict[tuple[str, int, int], str] = {}
@@ -129,6 +131,7 @@ class SimPolicy(PolicyBackend):
         steps = [s.strip() for s in prefix.split(STEP_SEPARATOR) if s.strip()]
         path = None
         for i, step in enumerate(steps):
+            step = canonical_step(step)
             if path is None and (i >= len(plan.steps) or step != plan.steps[i]):
                 candidates = [j for j in range(self.num_wrong) if i < len(plan.steps) and step == self.wrong_step(plan, i, j)]
                 path = candidates[0] if candidates else int(stable_uniform("path", plan.problem, step) * self.num_wrong)
@@ -188,6 +191,8 @@ class SimPolicy(PolicyBackend):
                 step = self.wrong_step(plan, step_index, path)
             step_index += 1
             last = step_index == len(plan.steps)
+            if self.phrasings > 1 and not last:
+                step = with_phrasing(step, int(stable_uniform("phrase", seed, plan.problem, context, index) * self.phrasings))
             piece = step if last else step + STEP_SEPARATOR
             hit = next((s for s in stops if s in piece), None)
             if hit is not None:

@@ -33,7 +33,7 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest
 from tts.backends.sim import SimPolicy, count_tokens, truncate_to_tokens
-from tts.data.synthetic import FINAL_TEMPLATE, Plan, stable_uniform
+from tts.data.synthetic import FINAL_TEMPLATE, Plan, canonical_step, stable_uniform
 from tts.grading.extract import extract_answer
 from tts.search.completion import STEP_SEPARATOR
 
@@ -116,7 +116,8 @@ def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
 def first_wrong_step(plan: Plan, attempt: str) -> int:
     """Index of the attempt's first step that is not the right solution's step (its length when all of them are)."""
     steps = [piece.strip() for piece in attempt.split(STEP_SEPARATOR) if piece.strip()]
-    wrong = next((i for i, step in enumerate(steps) if i >= len(plan.steps) or step != plan.steps[i]), len(steps))
+    wrong = next((i for i, step in enumerate(steps)
+                  if i >= len(plan.steps) or canonical_step(step) != plan.steps[i]), len(steps))
     return min(wrong, len(plan.steps) - 1)
 
 

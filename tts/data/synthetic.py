@@ -26,6 +26,24 @@ from tts.data.problem import Problem
 
 FINAL_TEMPLATE = "Therefore, the final answer is: $\\boxed{%s}$. I hope it is correct."
 
+# Ways a model may close a step without changing its mathematics (`model.sim.phrasings` uses the first k).
+PHRASINGS = ("", " This follows directly.", " That settles this step.", " Nothing else is needed here.",
+             " We carry this into the next step.", " This is the key computation.", " The arithmetic checks out.",
+             " We use this result below.")
+
+
+def with_phrasing(step: str, variant: int) -> str:
+    """`step` closed with phrasing `variant` (0: as written)."""
+    return step + PHRASINGS[variant] if variant else step
+
+
+def canonical_step(step: str) -> str:
+    """A step with its closing phrase removed: what a reader checks is the mathematics, not the wording."""
+    for phrase in PHRASINGS[1:]:
+        if step.endswith(phrase):
+            return step[: -len(phrase)]
+    return step
+
 
 def stable_uniform(*parts: object) -> float:
     """A uniform number in [0, 1) fixed by its inputs: the simulated world's only source of randomness."""

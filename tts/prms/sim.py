@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from tts.data.synthetic import FINAL_TEMPLATE, solve
+from tts.data.synthetic import FINAL_TEMPLATE, canonical_step, solve
 from tts.backends.sim import count_tokens
 from tts.prms.base import ProcessRewardModel
 
@@ -37,7 +37,8 @@ class SimPRM(ProcessRewardModel):
                 running.update(b"\x1f" + step.encode())
                 if right:
                     is_last = k == len(plan.steps) - 1
-                    right = k < len(plan.steps) and (step in finals if is_last else step == plan.steps[k])
+                    same = step in finals if is_last else canonical_step(step) == plan.steps[k]  # wording aside
+                    right = k < len(plan.steps) and same
                 z = _normal_from_digest(running.copy().digest())
                 logit = self.bias + self.discrimination * ((1.0 if right else 0.0) - 0.5) + self.noise * z
                 scores.append(1.0 / (1.0 + math.exp(-(logit - self.length_penalty * k))))
