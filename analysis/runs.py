@@ -38,7 +38,7 @@ import yaml
 
 from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
 from tts.results import _flatten, config_hash
-from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, reduce_scores
+from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ IGNORED_FIELDS = {"n", "seed", *(f"dataset.{k}" for k in SHARD_KEYS), "strategy.
                   "scoring.grading_timeout", "scoring.subset_draws", "batch_size"}
 _COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
-
-
-def budget_columns(n: int) -> list[int]:
-    """The K reported for a run of n: 1, 2, 4, ... <= n, and n (same rule as tts.scoring.budgets)."""
-    ks = [1 << i for i in range(int(n).bit_length()) if 1 << i <= n]
-    return ks if ks[-1] == n else ks + [n]
 
 
 @dataclass
@@ -136,7 +130,7 @@ def _problem_row(record: dict, n: int, reduction: str) -> dict:
         "tokens_prm": record.get("compute", {}).get("prm_tokens", 0),
         "mean_score": float(np.mean(reduced)) if reduced else math.nan,
     }
-    for k in budget_columns(n):
+    for k in budgets(int(n)):
         for agg in AGGREGATIONS:
             row[f"{agg}@{k}"] = scores["expected"].get(f"{agg}@{k}", math.nan)
         for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
@@ -214,7 +208,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         run_row = dict(meta)
         run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
                        source=parts[0][1], config_hash=identity)
-        for k in budget_columns(n):
+        for k in budgets(int(n)):
             for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
                 if f"{agg}@{k}" in frame:
                     run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
@@ -311,7 +305,7 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     runs = problems[["run_id", "setting", "variant", "strategy", "seed", "n"]].drop_duplicates()
     chosen: dict[tuple, tuple[int, str]] = {}  # (setting, variant, seed, K) -> (n, run_id)
     for row in runs.itertuples():
-        ks = budget_columns(row.n) if (subsample and row.strategy in IID_STRATEGIES) else [row.n]
+        ks = budgets(int(row.n)) if (subsample and row.strategy in IID_STRATEGIES) else [row.n]
         for k in ks:
             key = (row.setting, row.variant, row.seed, k)
             if key not in chosen or row.n < chosen[key][0]:

@@ -102,6 +102,23 @@ def ratio_points(table: pd.DataFrame, aggregation: str = "weighted") -> pd.DataF
     return points
 
 
+def _style(ax, title: str, xlabel: str, ylabel: str, has_lines: int) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if has_lines:
+        ax.legend(fontsize=7)
+
+
+def _save(plt, fig, title: str, path: Path) -> Path:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _ratio_label(L: int, n: int) -> str:
     return f"{L}:{n // L}"
 
@@ -117,17 +134,8 @@ def sequential_ratio_figure(table: pd.DataFrame, bins: str, path: Path, aggregat
             for row in acc.itertuples():
                 ax.annotate(_ratio_label(int(row.L), int(n)), (math.log2(row.ratio), row.accuracy), fontsize=6,
                             textcoords="offset points", xytext=(0, 4), ha="center")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("log2 sequential / parallel (L : n/L)")
-        ax.set_ylabel(f"accuracy ({aggregation}@n)")
-        ax.grid(alpha=0.3)
-        if part.n.nunique():
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        _style(ax, label, "log2 sequential / parallel (L : n/L)", f"accuracy ({aggregation}@n)", part.n.nunique())
+    return _save(plt, fig, f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}", path)
 
 
 def vote_points(table: pd.DataFrame) -> pd.DataFrame:
@@ -165,17 +173,8 @@ def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
             acc = curve.groupby("calls").correct.mean().reset_index()
             ax.plot(acc.calls, acc.correct, marker="o", label=method)
         ax.set_xscale("log", base=2)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("LM calls per problem")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-        if part.method.nunique():
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        _style(ax, label, "LM calls per problem", "accuracy", part.method.nunique())
+    return _save(plt, fig, f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}", path)
 
 
 def make_figures(table: Union[pd.DataFrame, str, Path, Sequence[Union[str, Path]]], out_dir: Union[str, Path],

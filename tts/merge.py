@@ -189,8 +189,7 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
     directory = RunDirectory(out)
     directory.append(records)
     directory.write_metrics(metrics)
-    info = run_info(int(config["seed"]))
-    info["config_hash"] = config_hash(fingerprint_of(config))
+    info = run_info(int(config["seed"]), config_hash(fingerprint_of(config)))
     info["merged_from"] = [str(s.path) for s in shards]
     info["missing"] = missing
     directory.write_config(yaml.safe_dump(config, sort_keys=False), info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -92,8 +93,6 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
 
 def hash_id(unique_id: str) -> int:
     """A stable small integer per problem (Python's hash() is salted per process)."""
-    import zlib
-
     return zlib.crc32(unique_id.encode())
 
 
@@ -105,8 +104,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     problems = load_problems(cfg.dataset)
     directory = RunDirectory(run_dir or output_dir(cfg))
     done = directory.open(config)
-    info = run_info(cfg.seed)
-    info["config_hash"] = config_hash(fingerprint_of(config))
+    info = run_info(cfg.seed, config_hash(fingerprint_of(config)))
     directory.write_config(OmegaConf.to_yaml(cfg, resolve=True), info)
     todo = [p for p in problems if p.unique_id not in done]
     log.info("%d problems, %d already recorded in %s", len(problems), len(problems) - len(todo), directory.path)

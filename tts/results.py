@@ -261,7 +261,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def run_info(seed: int) -> dict:
+def run_info(seed: int, config_hash: str) -> dict:
     """What reproduces this run: code version, packages, seeds, command (never the environment: it holds secrets)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -282,7 +282,7 @@ def run_info(seed: int) -> dict:
         "seed": seed,
         "argv": sys.argv,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "config_hash": None,
+        "config_hash": config_hash,
     }
 
 
