@@ -1,13 +1,13 @@
 """Load a sweep into tidy pandas tables, from local run directories or from Weights & Biases.
 
     from analysis.runs import load_sweep
-    sweep = load_sweep("multirun")                       # every run dir below (searched for results.jsonl)
+    sweep = load_sweep("multirun")                       # every run dir below (searched for results/)
     sweep = load_sweep(["multirun/a", "multirun/b"])     # explicit run dirs
     sweep = load_sweep("wandb:my-team/tts", filters={"config.strategy.name": "beam"})
     sweep.problems   # one row per (run, problem)
     sweep.runs       # one row per run
 
-There is one parser: a W&B run is pulled back by downloading its `results` artifact (results.jsonl + config.yaml +
+There is one parser: a W&B run is pulled back by downloading its `results` artifact (results/ + config.yaml +
 metrics.json, as `tts.tracking` logs it) into a cache folder, which is then read exactly like a local run directory.
 
 Columns of `problems`:
@@ -37,12 +37,12 @@ import pandas as pd
 import yaml
 
 from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.results import _flatten, config_hash
+from tts.results import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.jsonl"
+RESULTS_MARKERS = (f"{RESULTS}/{INDEX}", LEGACY_RESULTS)  # a folder holding one of these is a run directory
 # Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
 # best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
 IID_STRATEGIES = {"best_of_n"}
@@ -75,38 +75,35 @@ class Sweep:
 # -- finding and reading run directories -----------------------------------------------------------------------------
 
 
+def _is_run_dir(path: Path) -> bool:
+    return any((path / marker).exists() for marker in RESULTS_MARKERS)
+
+
 def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Path]:
-    """Run directories under `paths` (each a run dir or a folder searched recursively for results.jsonl)."""
+    """Run directories under `paths` (each a run dir or a folder searched recursively for run directories)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / RESULTS).exists():
+        if _is_run_dir(path):
             found.append(path)
         elif path.is_dir():
-            # skip W&B's own copies of the results file (offline runs keep artifacts under wandb/)
-            found.extend(sorted(p.parent for p in path.rglob(RESULTS) if "wandb" not in p.relative_to(path).parts))
+            # skip W&B's own copies of the results files (offline runs keep artifacts under wandb/)
+            hits = [p.parent.parent for p in path.rglob(RESULTS_MARKERS[0])] + [p.parent for p in
+                                                                                path.rglob(LEGACY_RESULTS)]
+            found.extend(sorted({p for p in hits if "wandb" not in p.relative_to(path).parts}))
         else:
-            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}) nor a folder of runs")
+            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/) nor a folder of runs")
     return list(dict.fromkeys(found))
 
 
 def read_run_dir(path: Path) -> tuple[dict, list[dict]]:
-    """The resolved config and the records of one run directory (a torn last line is ignored, not repaired)."""
+    """The resolved config and the records of one run directory (read only; a torn last write is ignored)."""
     config_file = path / "config.yaml"
     if not config_file.exists():
-        raise FileNotFoundError(f"{path}: no config.yaml next to {RESULTS}; is this a tts run directory?")
+        raise FileNotFoundError(f"{path}: no config.yaml next to {RESULTS}/; is this a tts run directory?")
     config = yaml.safe_load(config_file.read_text())
-    records = []
-    with open(path / RESULTS, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return config, records
+    return config, RunDirectory(path).records()
 
 
 def _identity(config: dict) -> str:
@@ -149,7 +146,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         group = groups.setdefault(identity, {"config": config, "parts": []})
         group["parts"].append((path, source, records))
     if not groups:
-        raise FileNotFoundError("no runs found (no results.jsonl under the given paths)")
+        raise FileNotFoundError(f"no runs found (no {RESULTS}/ under the given paths)")
 
     flat_configs = {identity: _flatten(g["config"]) for identity, g in groups.items()}
     knobs_by_strategy: dict[str, list[str]] = {}
@@ -245,7 +242,7 @@ def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir:
     """Download the `results` artifact of every run of `entity/project` matching `filters` (W&B's MongoDB-style
     run filters, e.g. {"config.strategy.name": "beam", "state": "finished"}); returns one local run dir per run.
 
-    Artifacts logged by older trackers hold only results.jsonl: config.yaml and metrics.json are then written from
+    Artifacts logged by older trackers hold only results.jsonl (still read): config.yaml and metrics.json are then written from
     the run's config and summary, so the same local parser reads every run.
     """
     if api is None:

@@ -27,3 +27,9 @@ def compose_config(overrides: list[str] | None = None):
 @pytest.fixture
 def make_cfg():
     return compose_config
+
+
+def results_files(run_dir: Path) -> dict[str, bytes]:
+    """Every results file of a run directory (index and batches), by name: to compare two runs byte for byte."""
+    folder = Path(run_dir) / "results"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}

@@ -19,6 +19,7 @@ from analysis.compute_optimal import fold_assignment, select_per_bin
 from analysis.difficulty import problem_difficulty, quantile_bins, reference_pool
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
 from analysis.report import parse_references
+from tts.results import RunDirectory
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
 TEMPERATURES = (0.6, 1.0)
@@ -169,8 +170,9 @@ def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json(
 
 
 def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
-    source = sorted(Path(p).parent for p in tiny_sweep().rglob("results.jsonl"))[0]
-    lines = (source / "results.jsonl").read_text().splitlines(keepends=True)
+    # the shards are written in the one-file format of older versions (results.jsonl), which the loader still reads
+    source = sorted(Path(p).parent.parent for p in tiny_sweep().rglob("results/index.jsonl"))[0]
+    lines = [json.dumps(r) + "\n" for r in RunDirectory(source).records()]
     config = yaml.safe_load((source / "config.yaml").read_text())
     for name, start, end, part in [("shard0", 0, 10, lines[:10]), ("shard1", 10, 20, lines[10:]),
                                    ("merged", 0, None, lines)]:
@@ -186,7 +188,7 @@ def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
 
 
 def test_wandb_loader_downloads_artifacts_and_parses_them_like_local_runs(tmp_path):
-    run_dirs = sorted(Path(p).parent for p in tiny_sweep().rglob("results.jsonl"))[:2]
+    run_dirs = sorted(Path(p).parent.parent for p in tiny_sweep().rglob("results/index.jsonl"))[:2]
 
     class Artifact:
         type = "results"
@@ -196,8 +198,10 @@ def test_wandb_loader_downloads_artifacts_and_parses_them_like_local_runs(tmp_pa
 
         def download(self, root):
             Path(root).mkdir(parents=True, exist_ok=True)
-            names = ["results.jsonl"] + (["config.yaml", "metrics.json"] if self.with_config else [])
+            names = [str(p.relative_to(self.source)) for p in RunDirectory(self.source).files()]
+            names += ["config.yaml", "metrics.json"] if self.with_config else []
             for name in names:
+                (Path(root) / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(self.source / name, Path(root) / name)
             return root
 
@@ -208,7 +212,7 @@ def test_wandb_loader_downloads_artifacts_and_parses_them_like_local_runs(tmp_pa
             self.summary = json.loads((source / "metrics.json").read_text())
 
         def logged_artifacts(self):
-            # an old-style artifact (results.jsonl only) for the second run: config comes from run.config
+            # an old-style artifact (results files only) for the second run: config comes from run.config
             return [Artifact(self.source, with_config=self.id == "run0")]
 
     class Api:

@@ -1,7 +1,7 @@
 """The README's bad-input table, one test per row: what a user who gets something wrong sees.
 
 Config and dataset mistakes run `python tts/main.py ...` as a user would and check that the job stops before any
-generation (no results.jsonl) with a message naming the key. Model misbehaviour (empty text, answers that never parse)
+generation (no results) with a message naming the key. Model misbehaviour (empty text, answers that never parse)
 runs `run(cfg)` with a policy that produces it and checks that it is recorded as wrong, without a crash.
 W&B without a key or server, and a fake API key in the environment, run end to end as subprocesses.
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, results_files
 from tts.backends import sim as sim_backend
 from tts.backends.base import GenerationOutput, PolicyBackend
 from tts.config import ConfigError
 from tts.pipeline import run
+from tts.results import RunDirectory
 
 
 def _main(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 120):
@@ -71,28 +72,29 @@ def test_config_and_dataset_errors_stop_before_generation(tmp_path, overrides, e
     assert result.returncode != 0
     for text in expected:
         assert text in result.stderr, f"{text!r} not in:\n{result.stderr[-2000:]}"
-    assert not list(tmp_path.rglob("results.jsonl")), "a config error must stop before anything is generated"
+    assert not list(tmp_path.rglob("index.jsonl")), "a config error must stop before anything is generated"
     assert "accuracy@" not in result.stdout
 
 
 def test_results_of_another_config_in_the_run_dir_are_not_mixed(tmp_path):
     run(compose_config(["n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
-    before = (tmp_path / "results.jsonl").read_bytes()
+    before = results_files(tmp_path)
     result = _main(["n=8", "dataset.num_problems=3", "logger=none"], tmp_path)
     assert result.returncode != 0
     for text in ("config key 'n'", "holds results of a different configuration (n: 4 -> 8)", "Refusing to mix",
                  "Rerun with the original settings to resume", "hydra.run.dir=", "to start over"):
         assert text in result.stderr, result.stderr[-2000:]
-    assert (tmp_path / "results.jsonl").read_bytes() == before
+    assert results_files(tmp_path) == before
     # what does not change results (tracking, batch size) may change between the runs: that is a resume
     again = _main(["n=4", "dataset.num_problems=3", "logger=none", "batch_size=1"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 already recorded" in again.stdout + again.stderr
-    assert (tmp_path / "results.jsonl").read_bytes() == before
+    assert results_files(tmp_path) == before
 
 
 def test_results_without_a_fingerprint_are_not_adopted(tmp_path):
-    (tmp_path / "results.jsonl").write_text(json.dumps({"unique_id": "synthetic/linear/0"}) + "\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "index.jsonl").write_text(json.dumps({"unique_id": "synthetic/linear/0"}) + "\n")
     with pytest.raises(ConfigError, match="fingerprint.json does not"):
         run(compose_config(["n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
 
@@ -116,7 +118,7 @@ def _run_with_policy(monkeypatch, tmp_path, rewrite, n=4, problems=4):
     monkeypatch.setattr("tts.pipeline.build_policy",
                         lambda model_cfg, seed: _Rewritten(sim_backend.build(model_cfg, seed), rewrite))
     metrics = run(compose_config([f"n={n}", f"dataset.num_problems={problems}", "logger=none"]), run_dir=tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    records = RunDirectory(tmp_path).records()
     assert len(records) == problems and all(len(r["completions"]) == n for r in records)
     return metrics, records
 
@@ -192,7 +194,7 @@ def test_wandb_online_without_key_or_server_keeps_local_results_and_no_secret_le
     for name, (rc, out, err, elapsed) in outputs.items():
         run_dir = tmp_path / name
         assert rc == 0, f"{name}: tracking must never fail a run\n{err[-2000:]}"
-        assert len((run_dir / "results.jsonl").read_text().splitlines()) == 3
+        assert len(RunDirectory(run_dir).summaries()) == 3
         assert json.loads((run_dir / "metrics.json").read_text())["problems"] == 3
         assert f"accuracy@4" in out
         # the secret stays in the environment: not in the run dir, its logs, .hydra, or W&B's offline files

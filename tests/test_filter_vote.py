@@ -16,6 +16,7 @@ from tts.data.synthetic import generate_problems
 from tts.pipeline import run
 from tts.scoring import score_problem
 from tts.search.filter_vote import fill, parse_verdict, review_request
+from tts.results import RunDirectory
 
 REVIEW = compose_config(["strategy=filter_vote"])
 
@@ -123,8 +124,8 @@ def test_run_filter_vote_counts_review_tokens_and_votes_only_accepted_answers(tm
     common = ["n=8", "dataset.num_problems=24", "logger=none", "model.sim.verify_unparsed_prob=0.1"]
     metrics = run(compose_config(common + ["strategy=filter_vote"]), run_dir=tmp_path / "fv")
     run(compose_config(common + ["strategy=best_of_n"]), run_dir=tmp_path / "bon")
-    records = [json.loads(line) for line in (tmp_path / "fv" / "results.jsonl").read_text().splitlines()]
-    plain = [json.loads(line) for line in (tmp_path / "bon" / "results.jsonl").read_text().splitlines()]
+    records = RunDirectory(tmp_path / "fv").records()
+    plain = RunDirectory(tmp_path / "bon").records()
     verdicts = collections.Counter()
     for record, baseline in zip(records, plain):
         completions = record["completions"]

@@ -17,6 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
+from tts.results import RunDirectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRMS = {  # prm config -> tiny checkpoint of its family
@@ -56,7 +57,7 @@ def test_main_runs_with_tiny_models(dirs, prm, tmp_path):
     env = {**os.environ, **env}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = list(run_dir.rglob("results.jsonl"))
-    assert results, f"no results.jsonl under {run_dir}: {sorted(p.name for p in run_dir.rglob('*'))}"
-    records = [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+    results = list(run_dir.rglob("results/index.jsonl"))
+    assert results, f"no results/index.jsonl under {run_dir}: {sorted(p.name for p in run_dir.rglob('*'))}"
+    records = RunDirectory(results[0].parent.parent).records()
     assert len(records) == 3

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 import tts.config  # noqa: F401 - registers the schemas the YAML files extend
 from conftest import CONF, REPO, compose_config
+from tts.results import RunDirectory
 
 SECRET = "sk-test-SECRET123"
 
@@ -33,7 +34,7 @@ def test_submitit_local_sweep_of_four_jobs(tmp_path):
     assert {str(p.relative_to(tmp_path)) for p in runs} == {
         f"synthetic/sim_sim/best_of_n/n{n}_seed{s}/dataset.num_problems=5" for n in (4, 8) for s in (0, 1)}
     for run_dir in runs:
-        records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        records = RunDirectory(run_dir).records()
         n = int(run_dir.parent.name.split("_")[0][1:])
         assert len(records) == 5 and all(len(r["completions"]) == n for r in records)
         assert json.loads((run_dir / "metrics.json").read_text())["problems"] == 5
@@ -125,7 +126,7 @@ def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_pa
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Joblib" in result.stdout + result.stderr  # really the joblib launcher
     runs = _run_dirs(tmp_path / "sweep")
-    assert len(runs) == 2 and all(len((r / "results.jsonl").read_text().splitlines()) == 3 for r in runs)
+    assert len(runs) == 2 and all(len(RunDirectory(r).summaries()) == 3 for r in runs)
     merged = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
                              str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert merged.returncode == 0, merged.stderr

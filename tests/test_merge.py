@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,8 @@ from tts.results import RunDirectory
 BASE = ["n=4", "dataset.num_problems=9", "logger=none", "batch_size=2"]
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _lines(run_dir: Path) -> list[dict]:
+    return RunDirectory(run_dir).records()
 
 
 def _shards(root: Path, extra=(), count=3, which=None) -> list[Path]:
@@ -44,16 +45,16 @@ def shards(tmp_path_factory):
 
 
 def test_shards_split_the_problems_contiguously(shards, whole):
-    ids = [[r["unique_id"] for r in _lines(d / "results.jsonl")] for d in shards]
+    ids = [[r["unique_id"] for r in _lines(d)] for d in shards]
     assert [len(i) for i in ids] == [3, 3, 3]
-    assert sum(ids, []) == [r["unique_id"] for r in _lines(whole[0] / "results.jsonl")]
+    assert sum(ids, []) == [r["unique_id"] for r in _lines(whole[0])]
 
 
 def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
     out = tmp_path / "merged"
     report = merge(shards, out)
     assert report.problems == 9 and not report.missing
-    merged, expected = _lines(out / "results.jsonl"), _lines(whole[0] / "results.jsonl")
+    merged, expected = _lines(out), _lines(whole[0])
     assert [r["unique_id"] for r in merged] == [r["unique_id"] for r in expected]
     for a, b in zip(merged, expected):
         assert a["completions"] == b["completions"] and a["scores"] == b["scores"]
@@ -112,10 +113,11 @@ def test_missing_problems_are_reported_by_shard(tmp_path, shards):
     # shard 1 was never run, and shard 2 was killed after its first batch
     cut = tmp_path / "shard2"
     cut.mkdir()
-    for name in ("config.yaml", "fingerprint.json"):
+    for name in ("config.yaml", "fingerprint.json", "results/batch-000000.jsonl.gz"):
+        (cut / name).parent.mkdir(exist_ok=True)
         (cut / name).write_bytes((shards[2] / name).read_bytes())
-    (cut / "results.jsonl").write_text((shards[2] / "results.jsonl").read_text().splitlines(keepends=True)[0]
-                                       + (shards[2] / "results.jsonl").read_text().splitlines(keepends=True)[1])
+    index = (shards[2] / "results" / "index.jsonl").read_bytes().splitlines(keepends=True)
+    (cut / "results" / "index.jsonl").write_bytes(index[0] + index[1][:30])  # killed while indexing batch 2
     with pytest.raises(MergeError) as error:
         merge([shards[0], cut], tmp_path / "merged")
     message = str(error.value)
@@ -156,9 +158,7 @@ def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
     for i, shard in enumerate(shards):
         target = sweep / f"dataset.num_problems=9,dataset.num_shards=3,dataset.shard={i}"
         target.mkdir(parents=True)
-        for f in shard.iterdir():
-            if f.is_file():
-                (target / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(shard, target, dirs_exist_ok=True)
     # a second experiment of the sweep (seed 1) with only one of its shards run: refused, but only it
     lone = sweep.parent / "n4_seed1" / "dataset.num_problems=9,dataset.num_shards=3,dataset.shard=0"
     run(compose_config(BASE + ["seed=1", "dataset.shard=0", "dataset.num_shards=3"]), run_dir=lone)
@@ -168,7 +168,7 @@ def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
     assert "merge refused: problems missing from the shards" in ok.stderr and "6 problem(s)" in ok.stderr
     out = tmp_path / "merged" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed0" / "dataset.num_problems=9"
     assert "merged 3 shards" in ok.stdout and str(out) in ok.stdout
-    assert len(_lines(out / "results.jsonl")) == 9
+    assert len(_lines(out)) == 9
     assert not (tmp_path / "merged" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed1").exists()
     refused = subprocess.run([sys.executable, "-m", "tts.merge", "--out", str(tmp_path / "m2"), str(shards[0]),
                               str(shards[0])], cwd=REPO, capture_output=True, text=True, timeout=120)

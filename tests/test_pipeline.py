@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, results_files
 from tts.pipeline import run
+from tts.results import RunDirectory
 
 
 def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    return RunDirectory(run_dir).records()
 
 
 def test_run_writes_records_metrics_and_config(tmp_path):
@@ -40,10 +41,10 @@ def test_run_writes_records_metrics_and_config(tmp_path):
 def test_rerun_resumes_without_redoing_problems(tmp_path):
     cfg = compose_config(["n=4", "dataset.num_problems=6", "logger=none"])
     first = run(cfg, run_dir=tmp_path)
-    before = (tmp_path / "results.jsonl").read_text()
+    before = results_files(tmp_path)
     bigger = compose_config(["n=4", "dataset.num_problems=6", "logger=none", "batch_size=2"])
     assert run(bigger, run_dir=tmp_path) == first
-    assert (tmp_path / "results.jsonl").read_text() == before
+    assert results_files(tmp_path) == before
 
 
 def test_seed_changes_samples_but_not_problems(tmp_path):
@@ -67,7 +68,7 @@ def test_main_multirun_makes_one_directory_per_job(tmp_path):
     # strategy, n and seed name the directory; every other override is appended, so different configs never collide
     assert names == {f"synthetic/sim_sim/best_of_n/n{n}_seed{s}/dataset.num_problems=5" for n in (4, 16) for s in (0, 1)}
     for p in runs:
-        assert sum(1 for _ in open(p / "results.jsonl")) == 5
+        assert len(RunDirectory(p).summaries()) == 5
     assert result.stdout.count("accuracy@") == 4
 
 
@@ -76,4 +77,4 @@ def test_config_error_stops_before_generation(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "config key 'n'" in result.stderr
-    assert not (tmp_path / "results.jsonl").exists()
+    assert not (tmp_path / "results").exists()

@@ -6,7 +6,10 @@ line as a kill during a write would, reruns the same command and compares with a
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,19 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, results_files
 from tts.config import ConfigError
 from tts.pipeline import run
 from tts.results import RunDirectory
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _count_lines(path: Path) -> int:
+def _index_lines(run_dir: Path) -> int:
     try:
-        return path.read_bytes().count(b"\n")
+        return (run_dir / "results" / "index.jsonl").read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
 
@@ -39,76 +38,160 @@ KILL_ARGS = ["n=32", "dataset.num_problems=40", "batch_size=2", "logger=none"]
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     reference_dir = tmp_path / "uninterrupted"
     reference = run(compose_config(KILL_ARGS), run_dir=reference_dir)
-    expected = _lines(reference_dir / "results.jsonl")
+    expected = RunDirectory(reference_dir).records()
 
     run_dir = tmp_path / "killed"
     command = [sys.executable, "tts/main.py", *KILL_ARGS, f"hydra.run.dir={run_dir}"]
-    results = run_dir / "results.jsonl"
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while _count_lines(results) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        while _index_lines(run_dir) < 3 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
-    recorded = _count_lines(results)
-    assert 6 <= recorded < 40 and recorded % 2 == 0, recorded  # whole batches of 2 (one write + fsync each)
+    batches = _index_lines(run_dir)
+    assert 3 <= batches < 20, batches
     assert not (run_dir / "metrics.json").exists()
-    # The kill may land between batches or inside the batch's write; make the rerun meet the worst case too: the
-    # next batch cut short, its first record whole and the second torn half way.
-    first, second = (json.dumps(r) for r in expected[recorded : recorded + 2])
-    with open(results, "a") as handle:
-        handle.write(first + "\n" + second[: len(second) // 2])
+    # The kill may land anywhere in a batch's write; make the rerun meet the worst case too: the next batch file
+    # half written under its temporary name, a batch file renamed into place but not indexed, a torn index line.
+    results = run_dir / "results"
+    (results / f".batch-{batches:06d}.jsonl.gz.123.tmp").write_bytes(b"\x1f\x8b half a batch")
+    (results / f"batch-{batches:06d}.jsonl.gz").write_bytes((reference_dir / "results" /
+                                                             f"batch-{batches:06d}.jsonl.gz").read_bytes())
+    next_entry = (reference_dir / "results" / "index.jsonl").read_bytes().splitlines()[batches]
+    with open(results / "index.jsonl", "ab") as handle:
+        handle.write(next_entry[: len(next_entry) // 2])
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{recorded} already recorded" in rerun.stdout + rerun.stderr
+    assert f"{2 * batches} already recorded" in rerun.stdout + rerun.stderr
 
-    resumed = _lines(results)
+    resumed = RunDirectory(run_dir).records()
     ids = [r["unique_id"] for r in resumed]
     assert len(ids) == len(set(ids)) == 40, "every problem exactly once"
-    assert ids == [r["unique_id"] for r in expected]
     assert resumed == expected  # same completions, scores, predictions and compute, record for record
+    assert results_files(run_dir) == results_files(reference_dir)  # and the same bytes on disk
     assert json.loads((run_dir / "metrics.json").read_text()) == reference
 
 
 def _finished_run(tmp_path: Path, overrides=("n=4", "dataset.num_problems=6", "logger=none", "batch_size=2")):
     cfg = compose_config(list(overrides))
     metrics = run(cfg, run_dir=tmp_path)
-    return cfg, metrics, (tmp_path / "results.jsonl").read_bytes()
+    return cfg, metrics, results_files(tmp_path)
 
 
-def test_torn_last_line_is_cut_and_its_problem_redone(tmp_path):
+def _index(tmp_path: Path) -> Path:
+    return tmp_path / "results" / "index.jsonl"
+
+
+def test_torn_last_index_line_is_cut_and_its_batch_redone(tmp_path):
     cfg, metrics, full = _finished_run(tmp_path)
-    lines = full.splitlines(keepends=True)
-    (tmp_path / "results.jsonl").write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    index = _index(tmp_path).read_bytes()
+    _index(tmp_path).write_bytes(index[: len(index) - 40])
     assert run(cfg, run_dir=tmp_path) == metrics
-    assert (tmp_path / "results.jsonl").read_bytes() == full
+    assert results_files(tmp_path) == full
 
 
-def test_complete_last_record_without_newline_is_kept(tmp_path):
+def test_complete_last_index_line_without_newline_is_kept(tmp_path):
     cfg, metrics, full = _finished_run(tmp_path)
-    (tmp_path / "results.jsonl").write_bytes(full[:-1])  # the write stopped right before the final newline
-    assert len(RunDirectory(tmp_path).load()) == 6  # nothing to redo
-    assert (tmp_path / "results.jsonl").read_bytes() == full  # the newline is restored, so appends stay line-aligned
+    _index(tmp_path).write_bytes(full["index.jsonl"][:-1])  # the write stopped right before the final newline
+    assert len(RunDirectory(tmp_path).open(_container(cfg))) == 6  # nothing to redo
+    assert results_files(tmp_path) == full  # the newline is restored, so appends stay line-aligned
     assert run(cfg, run_dir=tmp_path) == metrics
 
 
-def test_damaged_and_repeated_lines_are_dropped_and_redone(tmp_path):
+def _container(cfg) -> dict:
+    from tts.config import to_container
+
+    return to_container(cfg)
+
+
+def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplog):
     cfg, metrics, full = _finished_run(tmp_path)
-    lines = full.splitlines(keepends=True)
-    damaged = [lines[0], b"{not json at all\n", lines[1], lines[1], b"[1, 2]\n"] + lines[2:3] + lines[4:]
-    (tmp_path / "results.jsonl").write_bytes(b"".join(damaged))
-    repaired = run(cfg, run_dir=tmp_path)
-    records = _lines(tmp_path / "results.jsonl")
-    assert sorted(r["unique_id"] for r in records) == sorted(json.loads(line)["unique_id"] for line in lines)
-    # Damage outside the crash path (an edited file, a disk fault) is redone in a batch of its own, so only the
-    # compute it is charged differs: the batch's calls and PRM tokens are shared out over fewer problems.
-    for key, value in metrics.items():
-        if not key.startswith(("compute/", "tokens/prm")):
-            assert repaired[key] == value, key
+    lines = full["index.jsonl"].splitlines(keepends=True)
+    damaged = [lines[0], b"{not json at all\n", lines[0], b"[1, 2]\n", lines[2]]  # batch 1 lost, batch 0 twice
+    _index(tmp_path).write_bytes(b"".join(damaged))
+    with caplog.at_level(logging.WARNING, logger="tts.results"):
+        repaired = run(cfg, run_dir=tmp_path)
+    assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
+    records = RunDirectory(tmp_path).records()
+    assert sorted(r["unique_id"] for r in records) == sorted(
+        p["unique_id"] for line in lines for p in json.loads(line)["problems"])
+    assert repaired == metrics  # the lost batch is redone whole, with the same batch mates
+
+
+def _swap_last_batch(run_dir: Path, donor: Path) -> None:
+    """Replace run_dir's last batch (file and index line) with donor's last batch, renamed to fit."""
+    lines = _index(run_dir).read_bytes().splitlines(keepends=True)
+    ours = json.loads(lines[-1])
+    theirs = json.loads(_index(donor).read_bytes().splitlines()[-1])
+    (run_dir / "results" / ours["file"]).write_bytes((donor / "results" / theirs["file"]).read_bytes())
+    theirs["file"] = ours["file"]
+    _index(run_dir).write_bytes(b"".join(lines[:-1]) + json.dumps(theirs).encode() + b"\n")
+
+
+@pytest.mark.parametrize("other", ["seed=1", "prm.sim.noise=0.3"])
+def test_a_batch_from_another_configuration_is_dropped_and_redone(tmp_path, caplog, other):
+    """A valid batch of another run (other seed, other PRM noise) pasted into the directory would change the
+    metrics if it were counted: it carries the other run's config hash, so it is dropped, warned about and redone."""
+    base = ["n=4", "dataset.num_problems=6", "logger=none", "batch_size=2"]
+    cfg, metrics, full = _finished_run(tmp_path / "run", base)
+    _finished_run(tmp_path / "other", base + [other])
+    _swap_last_batch(tmp_path / "run", tmp_path / "other")
+    with caplog.at_level(logging.WARNING, logger="tts.results"):
+        assert run(cfg, run_dir=tmp_path / "run") == metrics
+    assert "written by another configuration" in caplog.text
+    after = results_files(tmp_path / "run")
+    assert "batch-000002.jsonl.gz.damaged" in after  # kept aside for inspection, never read
+    assert {k: v for k, v in after.items() if not k.endswith(".damaged")} == full
+
+
+def test_a_batch_file_changed_after_it_was_written_is_dropped_and_redone(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path / "run")
+    _finished_run(tmp_path / "other", ("n=4", "dataset.num_problems=6", "logger=none", "batch_size=2", "seed=3"))
+    (tmp_path / "run" / "results" / "batch-000001.jsonl.gz").write_bytes(
+        (tmp_path / "other" / "results" / "batch-000001.jsonl.gz").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="tts.results"):
+        assert run(cfg, run_dir=tmp_path / "run") == metrics
+    assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
+    assert (tmp_path / "run" / "results" / "batch-000001.jsonl.gz.damaged").exists()  # kept aside for inspection
+    after = results_files(tmp_path / "run")
+    assert after["batch-000003.jsonl.gz"] == full["batch-000001.jsonl.gz"]  # redone as a new batch, same bytes
+    assert "batch-000001.jsonl.gz" not in after
+
+
+def test_a_stub_record_is_dropped_and_redone_never_a_crash(tmp_path, caplog):
+    """A stub ({"unique_id": ...} and nothing else) with a matching hash and file: missing fields, so not counted."""
+    cfg, metrics, full = _finished_run(tmp_path)
+    lines = full["index.jsonl"].splitlines(keepends=True)
+    entry = json.loads(lines[-1])
+    stub = [{"unique_id": p["unique_id"]} for p in entry["problems"]]
+    data = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in stub), mtime=0)
+    (tmp_path / "results" / entry["file"]).write_bytes(data)
+    entry.update(problems=stub, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    _index(tmp_path).write_bytes(b"".join(lines[:-1]) + json.dumps(entry).encode() + b"\n")
+    for _ in range(2):  # and every rerun after it
+        with caplog.at_level(logging.WARNING, logger="tts.results"):
+            assert run(cfg, run_dir=tmp_path) == metrics
+    assert "no scores" in caplog.text
+    assert len(RunDirectory(tmp_path).records()) == 6
+
+
+def test_an_old_one_file_run_directory_is_read_but_not_resumed(tmp_path):
+    cfg, metrics, _ = _finished_run(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("config.yaml", "fingerprint.json"):
+        (old / name).write_bytes((tmp_path / "new" / name).read_bytes())
+    records = RunDirectory(tmp_path / "new").records()
+    stub = json.dumps({"unique_id": "synthetic/x/0"}) + "\n"  # an old-format stub line: skipped by readers
+    (old / "results.jsonl").write_text(stub + "".join(json.dumps(r) + "\n" for r in records))
+    assert RunDirectory(old).records() == records
+    assert list(RunDirectory(old).summaries()) == [r["unique_id"] for r in records]
+    with pytest.raises(ConfigError, match="one-file format of older versions"):
+        run(cfg, run_dir=old)
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path):
@@ -118,11 +201,11 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
     try:
         with pytest.raises(ConfigError, match=r"is being written by pid \d+ on .*Wait for it to finish"):
             run(cfg, run_dir=tmp_path)
-        assert not (tmp_path / "results.jsonl").exists()
+        assert not (tmp_path / "results").exists()
     finally:
         first.close()
     run(cfg, run_dir=tmp_path)  # released: the run goes ahead
-    assert len(_lines(tmp_path / "results.jsonl")) == 3
+    assert len(RunDirectory(tmp_path).records()) == 3
 
 
 def test_a_second_writer_process_is_refused(tmp_path):
@@ -148,7 +231,7 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     args = [f"strategy={strategy}", "n=8", "dataset.num_problems=8", "logger=none"]
     one = run(compose_config(args + ["batch_size=1"]), run_dir=tmp_path / "one")
     all_ = run(compose_config(args + ["batch_size=8"]), run_dir=tmp_path / "all")
-    a, b = _lines(tmp_path / "one" / "results.jsonl"), _lines(tmp_path / "all" / "results.jsonl")
+    a, b = RunDirectory(tmp_path / "one").records(), RunDirectory(tmp_path / "all").records()
     for x, y in zip(a, b):
         assert x["completions"] == y["completions"] and x["scores"] == y["scores"]
         assert x["compute"]["generated_tokens"] == y["compute"]["generated_tokens"]

@@ -19,6 +19,7 @@ from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import revisions
 from tts.search.revisions import context, revision_request
+from tts.results import RunDirectory
 
 PROBLEMS = generate_problems(12, seed=21)
 
@@ -35,7 +36,7 @@ class Recorder:
 
 
 def _records(path):
-    return [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
+    return RunDirectory(path).records()
 
 
 def test_revisions_per_chain_must_divide_n():

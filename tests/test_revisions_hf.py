@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 
 from tests.tiny_models import save_llama_causal_lm  # noqa: E402
 from tts.pipeline import run  # noqa: E402
+from tts.results import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def _hf(path) -> list[str]:
 def test_filter_vote_on_hf(llama, tmp_path):
     metrics = run(compose_config(_hf(llama) + ["strategy=filter_vote", "n=3", "strategy.review_max_tokens=6"]),
                   run_dir=tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    records = RunDirectory(tmp_path).records()
     assert len(records) == 2
     for record in records:
         completions = record["completions"]
@@ -47,7 +48,7 @@ def test_filter_vote_on_hf(llama, tmp_path):
 def test_revisions_on_hf(llama, tmp_path):
     metrics = run(compose_config(_hf(llama) + ["strategy=revisions", "n=4", "strategy.revisions_per_chain=2",
                                                "strategy.revision_context_tokens=10"]), run_dir=tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    records = RunDirectory(tmp_path).records()
     for record in records:
         completions = record["completions"]
         assert [(c["extra"]["chain"], c["extra"]["position"]) for c in completions] == [(0, 0), (0, 1), (1, 0), (1, 1)]

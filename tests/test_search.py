@@ -22,6 +22,7 @@ from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import get_strategy
 from tts.search.tree import allocate
+from tts.results import RunDirectory
 
 TREE_STRATEGIES = ["beam", "dvts", "lookahead", "rebase"]
 
@@ -250,7 +251,7 @@ def test_allocate_hands_out_exactly_the_budget(total, weights):
 def test_pipeline_totals_match_records(tmp_path):
     cfg = compose_config(["strategy=lookahead", "n=4", "dataset.num_problems=5", "logger=none"])
     metrics = run(cfg, run_dir=tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    records = RunDirectory(tmp_path).records()
     assert all(len(r["completions"]) == 4 for r in records)
     assert metrics["tokens/generated"] == sum(r["compute"]["generated_tokens"] for r in records)
     assert metrics["tokens/prm"] == sum(r["compute"]["prm_tokens"] for r in records) > 0
@@ -271,4 +272,4 @@ def test_invalid_search_configs_fail_before_generating(overrides, key, tmp_path)
     cfg = compose_config([*overrides, "logger=none", "dataset.num_problems=2"])
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         run(cfg, run_dir=tmp_path)
-    assert not (tmp_path / "results.jsonl").exists()
+    assert not (tmp_path / "results").exists()

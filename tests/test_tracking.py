@@ -14,6 +14,7 @@ import pytest
 from conftest import compose_config
 from tts.pipeline import run
 from tts.tracking import online_problem, scrub
+from tts.results import RunDirectory
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def test_offline_run_logs_names_metrics_table_and_results_artifact(wandb_env):
         assert summary[name] == pytest.approx(metrics[name])
 
     artifacts = {r.artifact.type: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
-    assert {m.path for m in artifacts["results"].manifest.contents} == {"results.jsonl", "config.yaml", "metrics.json",
-                                                                        "run_info.json"}
+    assert {m.path for m in artifacts["results"].manifest.contents} == {"results/index.jsonl",
+                                                                        "results/batch-000000.jsonl.gz", "config.yaml",
+                                                                        "metrics.json", "run_info.json"}
     (table_file,) = log_file.parent.glob("files/media/table/problems_*.table.json")
     table = json.loads(table_file.read_text())
     assert {"problem", "gold", "level", "completions", "step_scores", "answers", "pred_weighted",
@@ -94,7 +96,7 @@ def test_offline_run_logs_names_metrics_table_and_results_artifact(wandb_env):
     row = dict(zip(table["columns"], table["data"][0]))
     assert len(row["answers"].splitlines()) == 4 == len(row["step_scores"].splitlines())
     # the run directory is complete regardless of W&B
-    assert len((run_dir / "results.jsonl").read_text().splitlines()) == 6
+    assert len(RunDirectory(run_dir).summaries()) == 6
 
 
 def test_rerun_in_the_same_directory_reuses_the_wandb_run_id(wandb_env):
@@ -125,7 +127,7 @@ def test_online_without_key_or_server_fails_fast_with_a_clear_message(wandb_env,
         metrics = run(cfg, run_dir=run_dir)
     assert time.perf_counter() - started < 20
     assert message in caplog.text and "Continuing without tracking" in caplog.text
-    assert metrics["problems"] == 3 and len((run_dir / "results.jsonl").read_text().splitlines()) == 3
+    assert metrics["problems"] == 3 and len(RunDirectory(run_dir).summaries()) == 3
     assert not (run_dir / "wandb").exists()
 
 

@@ -16,6 +16,7 @@ from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.config import ModelConfig, PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
+from tts.results import RunDirectory
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
@@ -102,5 +103,5 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
            "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = RunDirectory(run_dir).records()
     assert len(records) == 3

@@ -5,8 +5,10 @@
     # every sharded run of a sweep at once: one merged directory per experiment, at its unsharded path under --out
     python -m tts.merge --sweep multirun --out merged
 
-A merged directory looks like any run directory (results.jsonl, metrics.json recomputed from the records, config.yaml,
+A merged directory looks like any run directory (results/, metrics.json recomputed from the records, config.yaml,
 fingerprint.json, run_info.json), so analysis reads it, and rerunning the unsharded command on it finds nothing to do.
+The merge is atomic: it is written into a hidden temporary directory beside --out and renamed into place, so a merge
+killed at any moment leaves either no --out or a complete one (a rerun removes the temporary leftovers).
 The merge refuses shards whose configs differ in anything but the shard range, a problem recorded in two shards, a shard
 still being written, and (unless --allow-missing) problems of the dataset range that no shard has recorded; it then
 says which shard to rerun.
@@ -19,6 +21,8 @@ import copy
 import fcntl
 import json
 import logging
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +30,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from tts.results import (FINGERPRINT, LOCK, RESULTS, RunDirectory, _atomic_write, _flatten, _parse_record,
-                         _partial_last_batch, config_hash, fingerprint_of, run_info, run_metrics)
+from tts.results import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash, fingerprint_of,
+                         run_info, run_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,15 @@ def identity_of(config: dict) -> dict:
 class Shard:
     path: Path
     config: dict
-    records: list[dict]
+    summaries: list[dict]  # per-problem scores from the index, in written order (the records stay on disk)
 
     @property
     def dataset(self) -> dict:
         return self.config["dataset"]
+
+    @property
+    def unique_ids(self) -> list[str]:
+        return [s["unique_id"] for s in self.summaries]
 
 
 @dataclass
@@ -68,21 +76,17 @@ class MergeReport:
 
 
 def read_shard(path: Path) -> Shard:
-    """A run directory's config and records, read only (a torn last line is ignored; the directory is not touched)."""
+    """A run directory's config and per-problem summaries, read only (the directory is not touched)."""
     path = Path(path)
-    if not (path / RESULTS).exists() or not (path / "config.yaml").exists():
-        raise MergeError(f"{path} is not a run directory: it needs {RESULTS} and config.yaml")
+    directory = RunDirectory(path)
+    if not directory.has_results() or not (path / "config.yaml").exists():
+        raise MergeError(f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and "
+                         f"config.yaml")
     if _is_locked(path):
         raise MergeError(f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; "
                          f"merge after it finishes")
     config = yaml.safe_load((path / "config.yaml").read_text())
-    records: dict[str, dict] = {}
-    for line in (path / RESULTS).read_bytes().splitlines(keepends=True):
-        record = _parse_record(line)
-        if record is not None:
-            records.setdefault(record["unique_id"], record)
-    partial = set(_partial_last_batch(list(records.values())))  # the shard's own resume would redo these
-    return Shard(path=path, config=config, records=[r for u, r in records.items() if u not in partial])
+    return Shard(path=path, config=config, summaries=list(directory.summaries().values()))
 
 
 def _is_locked(path: Path) -> bool:
@@ -137,13 +141,12 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
     # 2. every problem once
     owner: dict[str, Path] = {}
     for shard in shards:
-        for record in shard.records:
-            uid = record["unique_id"]
+        for uid in shard.unique_ids:
             if uid in owner:
                 raise MergeError(f"problem {uid!r} is recorded in two shards, {owner[uid]} and {shard.path}: their "
                                  f"ranges overlap (dataset.start/end/shard). Merge shards that split the dataset")
             owner[uid] = shard.path
-    by_id = {r["unique_id"]: r for s in shards for r in s.records}
+    by_id = {r["unique_id"]: r for s in shards for r in s.summaries}
 
     # 3. nothing missing: compare with the problems each shard (and the whole range) should hold
     merged_dataset = _union_range(shards)
@@ -174,34 +177,59 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
         raise MergeError("problems missing from the shards:\n" + "\n".join(lines) + "\nRerun the command of each "
                          "shard listed (it resumes where it stopped), add the missing shard, or pass --allow-missing")
 
-    # 4. write the merged run directory
+    # 4. write the merged run directory into a temporary directory beside --out, then rename it into place
     if (out / RESULTS).exists() or (out.exists() and any(out.iterdir())):
         raise MergeError(f"--out {out} already exists and is not empty; choose a new directory or delete it")
+    shards_in_order = sorted(shards, key=lambda s: (s.dataset.get("start", 0), s.dataset.get("shard", 0)))
     if order is None:
-        shards_in_order = sorted(shards, key=lambda s: (s.dataset.get("start", 0), s.dataset.get("shard", 0)))
-        order = [r["unique_id"] for s in shards_in_order for r in s.records]
-    records = [by_id[u] for u in order if u in by_id]
+        order = [u for s in shards_in_order for u in s.unique_ids]
     config = copy.deepcopy(shards[0].config)
     config["dataset"] = merged_dataset
     n = int(config["n"])
-    metrics = run_metrics(records, n)
-    out.mkdir(parents=True, exist_ok=True)
-    directory = RunDirectory(out)
-    directory.append(records)
-    directory.write_metrics(metrics)
-    info = run_info(int(config["seed"]), config_hash(fingerprint_of(config)))
-    info["merged_from"] = [str(s.path) for s in shards]
-    info["missing"] = missing
-    directory.write_config(yaml.safe_dump(config, sort_keys=False), info)
-    _atomic_write(out / FINGERPRINT, json.dumps(fingerprint_of(config), indent=2, sort_keys=True))
-    return MergeReport(out=out, problems=len(records), shards=[s.path for s in shards], missing=missing,
-                       metrics=metrics, checked_dataset=check_dataset)
+    metrics = run_metrics([by_id[u] for u in order if u in by_id], n)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out.parent.glob(f".{out.name}.merging-*"):  # from a merge killed before its rename
+        log.info("removing %s, left by an interrupted merge", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = out.parent / f".{out.name}.merging-{os.getpid()}"
+    try:
+        directory = RunDirectory(staging)
+        directory.open(config)
+        batch_size = int(config.get("batch_size") or 64)
+        for shard in shards_in_order:  # one shard batch at a time: memory stays bounded on huge runs
+            chunk: list[dict] = []
+            for record in RunDirectory(shard.path).iter_records():
+                if owner.get(record["unique_id"]) != shard.path:
+                    continue
+                chunk.append(record)
+                if len(chunk) == batch_size:
+                    directory.append(chunk)
+                    chunk = []
+            directory.append(chunk)
+        directory.write_metrics(metrics)
+        info = run_info(int(config["seed"]), config_hash(fingerprint_of(config)))
+        info["merged_from"] = [str(s.path) for s in shards]
+        info["missing"] = missing
+        directory.write_config(yaml.safe_dump(config, sort_keys=False), info)
+        directory.close()
+        (staging / LOCK).unlink(missing_ok=True)
+        if out.exists():
+            out.rmdir()  # empty (checked above); rename cannot replace a directory on every system
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return MergeReport(out=out, problems=len([u for u in order if u in by_id]), shards=[s.path for s in shards],
+                       missing=missing, metrics=metrics, checked_dataset=check_dataset)
 
 
 def find_runs(sweep: Path) -> list[Path]:
-    """Run directories under a sweep folder (W&B's copies under wandb/ skipped)."""
-    return sorted(p.parent for p in Path(sweep).rglob(RESULTS)
-                  if "wandb" not in p.relative_to(sweep).parts and (p.parent / "config.yaml").exists())
+    """Run directories under a sweep folder (W&B's copies under wandb/ and interrupted merges skipped)."""
+    sweep = Path(sweep)
+    found = [p.parent.parent for p in sweep.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
+                                                                          sweep.rglob(LEGACY_RESULTS)]
+    return sorted({p for p in found if (p / "config.yaml").exists()
+                   and not any(part == "wandb" or ".merging-" in part for part in p.relative_to(sweep).parts)})
 
 
 def _unsharded_path(relative: Path) -> Path:

@@ -132,19 +132,25 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                     prm.clear_memo()
                     bar.update(len(batch))
             log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
-        records_by_id = directory.load()
-        records = [records_by_id[p.unique_id] for p in problems if p.unique_id in records_by_id]
-        metrics = run_metrics(records, cfg.n)
+        # metrics.json from the index's per-problem scores: finishing a huge run never reads its completions back
+        summaries = directory.summaries()
+        metrics = run_metrics([summaries[p.unique_id] for p in problems if p.unique_id in summaries], cfg.n)
         directory.write_metrics(metrics)
         _print_summary(metrics, cfg, directory.path)
         tracker.start(config, directory.path)
-        tracker.log_results(records, metrics, directory.results_path)
+        tracker.log_results(_in_order(directory, problems) if tracker.wants_records else [], metrics, directory)
         return metrics
     finally:
         tracker.finish()
         for closable in (policy, prm, grader, directory):
             if closable is not None:
                 closable.close()
+
+
+def _in_order(directory: RunDirectory, problems) -> list[dict]:
+    """The run's whole records in dataset order (for a tracker that logs them)."""
+    by_id = {r["unique_id"]: r for r in directory.iter_records()}
+    return [by_id[p.unique_id] for p in problems if p.unique_id in by_id]
 
 
 def _check_budget(batch, outputs, n: int) -> None:

@@ -1,17 +1,27 @@
-"""The run directory: per-problem records appended as batches finish, resume, and the files that make a run reproducible.
+"""The run directory: per-problem records written batch by batch, resume, and the files that make a run reproducible.
 
     <run dir>/
       .hydra/                 Hydra's composed config and overrides
       config.yaml             the resolved config (what actually ran)
       fingerprint.json        the parts of the config that change results; a rerun must match it to resume
       run_info.json           git commit, package versions, seeds, command line, start time
-      results.jsonl           one JSON record per problem, appended and fsynced per batch
-      metrics.json            run-level accuracies and compute, rewritten at the end of every run
+      results/
+        batch-000000.jsonl.gz one finished batch: its problems' records as gzip-compressed JSON lines (`zcat | jq`),
+        batch-000001.jsonl.gz ... each written to a temporary name, fsynced and renamed into place (never half there)
+        index.jsonl           one line per batch: file name, sha256 and size of that file, the run's config hash, and
+                              each problem's scores (what metrics.json needs); appended and fsynced after the batch file
+      metrics.json            run-level accuracies and compute, rewritten at the end of every run from the index
       .lock                   held (flock) by the process writing the directory; the kernel drops it when that process dies
 
-A crash or SIGKILL loses at most the batch in flight: records already appended survive, a half-written last line is
-detected and cut off (a last record that is complete but lost its newline is kept), and the same command (same
-directory) skips the problems already recorded. Two processes never write one directory at once: the second refuses.
+A crash or SIGKILL loses at most the batch in flight: a batch file without its index line is removed, a half-written
+last index line is cut off (a complete last line that only lost its newline is kept). Resuming reads only the index
+and checks every batch against it (config hash, file hash and size, each problem's fields): a batch from another
+configuration, a file that was changed or a record missing fields is dropped with a warning and its problems are
+searched again; it is never counted and never crashes the run. So the cost of resuming and of writing metrics.json
+grows with the number of problems (a few KB each), not with the completions already written.
+
+Every reader goes through `RunDirectory`: `summaries()` (the index: cheap) and `iter_records()` (whole records,
+batch by batch). Run directories of older versions (one `results.jsonl`) are still read; resuming one is refused.
 """
 
 from __future__ import annotations
@@ -19,27 +29,39 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import gzip
 import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Optional
 
 from tts.config import ConfigError
-from tts.scoring import aggregate_metrics
+from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.jsonl"
+RESULTS = "results"  # the folder of batch files and their index
+INDEX = "index.jsonl"
+LEGACY_RESULTS = "results.jsonl"  # the one-file format of older versions: read, never resumed
 METRICS = "metrics.json"
 FINGERPRINT = "fingerprint.json"
 LOCK = ".lock"
+BATCH_FILE = re.compile(r"^batch-(\d{6,})\.jsonl\.gz$")
+# gzip level 6 (the default) is 4-8x smaller than the JSON at n=256 and costs well under a second per batch; mtime=0
+# makes a batch file depend only on its records, so two runs of one config leave byte-identical files.
+GZIP_LEVEL = 6
+# The per-problem fields that metrics.json is computed from; the index keeps them so that finishing a run never reads
+# the completions back.
+SUMMARY_FIELDS = ("unique_id", "scores", "compute", "ungraded_answers")
+SUMMARY_SCORES = ("expected", "correct", "ungraded", "pass")
 
 # Config sections that do not change a run's results: tracking, and where the files come from.
 NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
@@ -65,34 +87,88 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def summary_of(record: dict) -> dict:
+    """The part of a record that run metrics are computed from (a few KB at n=256, against ~300 KB for the record)."""
+    summary = {k: record[k] for k in SUMMARY_FIELDS if k in record}
+    summary["scores"] = {k: record["scores"][k] for k in SUMMARY_SCORES if k in record["scores"]}
+    return summary
+
+
+def summary_problem(summary, n: Optional[int]) -> Optional[str]:
+    """Why `summary` cannot be counted in a run of n samples (a stub, a missing field), or None when it can."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("unique_id"), str):
+        return "no unique_id"
+    scores = summary.get("scores")
+    if not isinstance(scores, dict) or not all(isinstance(scores.get(k), dict) for k in SUMMARY_SCORES):
+        return f"{summary['unique_id']}: no scores"
+    if not isinstance(summary.get("compute"), dict):
+        return f"{summary['unique_id']}: no compute"
+    if n is not None:
+        for k in budgets(n):
+            for agg in AGGREGATIONS:
+                for part in ("expected", "correct", "ungraded"):
+                    if f"{agg}@{k}" not in scores[part]:
+                        return f"{summary['unique_id']}: no scores.{part}.{agg}@{k} (a record of another n?)"
+            if f"pass@{k}" not in scores["pass"]:
+                return f"{summary['unique_id']}: no scores.pass.pass@{k}"
+    return None
+
+
+def _record_problem(record, n: Optional[int]) -> Optional[str]:
+    if not isinstance(record, dict) or not isinstance(record.get("completions"), list):
+        return f"{record.get('unique_id') if isinstance(record, dict) else record!r}: no completions"
+    if not isinstance(record.get("scores"), dict):
+        return f"{record.get('unique_id')}: no scores"
+    return summary_problem(summary_of(record), n)
+
+
 class RunDirectory:
+    """One run's directory. The writer calls open(config), append(batch) per batch, write_metrics(); readers call
+    summaries() or iter_records() and never change anything."""
+
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.results_path = self.path / RESULTS
+        self.results_dir = self.path / RESULTS
+        self.index_path = self.results_dir / INDEX
+        self.legacy_path = self.path / LEGACY_RESULTS
         self.metrics_path = self.path / METRICS
+        self._config_hash: Optional[str] = None
+        self._next_batch = 0
+
+    def has_results(self) -> bool:
+        """Whether the directory holds any results (in either format)."""
+        return (self.index_path.exists() and self.index_path.stat().st_size > 0) or (
+            self.legacy_path.exists() and self.legacy_path.stat().st_size > 0)
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
     def open(self, config: dict) -> dict[str, dict]:
-        """Create or reopen the directory for `config`; return the records already there, by unique_id.
+        """Create or reopen the directory for `config`; return the summaries of the problems already done, by
+        unique_id, after checking every batch (see the module docstring).
 
-        Refuses (ConfigError) when the directory holds results of a different configuration.
+        Refuses (ConfigError) when the directory holds results of a different configuration or of an older version.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         fingerprint = fingerprint_of(config)
         stored_path = self.path / FINGERPRINT
-        has_results = self.results_path.exists() and self.results_path.stat().st_size > 0
+        if self.legacy_path.exists() and self.legacy_path.stat().st_size > 0:
+            self.close()
+            raise ConfigError(
+                f"config key 'hydra.run.dir': {self.path} holds results in the one-file format of older versions "
+                f"({LEGACY_RESULTS}), which this version reads but does not resume; finish it with the version that "
+                f"started it, or choose another directory with hydra.run.dir=...")
+        has_results = self.has_results()
         if has_results and not stored_path.exists():
             self.close()
             raise ConfigError(
-                f"config key 'hydra.run.dir': {self.results_path} exists but {FINGERPRINT} does not, so it cannot be "
+                f"config key 'hydra.run.dir': {self.results_dir} exists but {FINGERPRINT} does not, so it cannot be "
                 f"told whether those results come from this configuration. Refusing to mix them. Choose another "
-                f"directory with hydra.run.dir=..., or move {self.results_path} away to start over."
+                f"directory with hydra.run.dir=..., or move {self.results_dir} away to start over."
             )
         if stored_path.exists():
             stored = json.loads(stored_path.read_text())
-            if stored != fingerprint and self.results_path.exists() and self.results_path.stat().st_size > 0:
+            if stored != fingerprint and has_results:
                 ours, theirs = _flatten(fingerprint), _flatten(stored)
                 changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
                 details = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in changed[:8])
@@ -101,73 +177,183 @@ class RunDirectory:
                     f"config key '{changed[0] if changed else '?'}': the run directory {self.path} holds results of a "
                     f"different configuration ({details}). Refusing to mix them. Rerun with the original settings to "
                     f"resume, choose another directory (hydra.run.dir=..., or hydra.sweep.dir=... with -m), or delete "
-                    f"{self.results_path} to start over."
+                    f"{self.results_dir} to start over."
                 )
         _atomic_write(stored_path, json.dumps(fingerprint, indent=2, sort_keys=True))
-        return self.load()
+        self._config_hash = config_hash(fingerprint)
+        return self._check_and_repair(int(config["n"]) if "n" in config else None)
 
-    def load(self) -> dict[str, dict]:
-        """Records on disk, by unique_id (the first copy wins); repairs the file so that the next append is safe.
-
-        Only the last line can be torn by a crash (one write per batch, then fsync): it is cut off, unless it is a
-        complete record that only lost its newline, which is then restored. A damaged line elsewhere (an edited file,
-        a disk fault) is dropped with a warning and its problem is searched again.
-        """
-        if not self.results_path.exists():
-            return {}
-        raw = self.results_path.read_bytes()
-        records: dict[str, dict] = {}
-        kept: list[bytes] = []
-        dropped = duplicates = 0
+    def _check_and_repair(self, n: Optional[int]) -> dict[str, dict]:
+        """The index's summaries that pass every check; the rest is dropped (warned) so their problems are redone."""
+        self.results_dir.mkdir(exist_ok=True)
+        raw = self.index_path.read_bytes() if self.index_path.exists() else b""
         lines = raw.splitlines(keepends=True)
+        summaries: dict[str, dict] = {}
+        kept: list[bytes] = []
+        kept_files: set[str] = set()
+        damaged: list[str] = []
+        damaged_files: set[str] = set()
         for number, line in enumerate(lines, start=1):
-            record = _parse_record(line)
-            if record is None:
-                if number < len(lines) or line.endswith(b"\n"):
-                    dropped += 1
-                continue  # a torn last line: the batch in flight when the process died
-            if record["unique_id"] in records:
-                duplicates += 1
+            try:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                entry = None
+            if entry is None and number == len(lines) and not line.endswith(b"\n"):
+                continue  # a torn last line: the index write of the batch in flight when the process died
+            why = self._entry_problem(entry, n, summaries)
+            if why:
+                damaged.append(f"index line {number}: {why}")
+                if isinstance(entry, dict) and isinstance(entry.get("file"), str) and BATCH_FILE.match(entry["file"]):
+                    damaged_files.add(entry["file"])
                 continue
-            records[record["unique_id"]] = record
+            for summary in entry["problems"]:
+                summaries[summary["unique_id"]] = summary
             kept.append(line if line.endswith(b"\n") else line + b"\n")
-        partial = _partial_last_batch([r for r in records.values()])
-        if partial:
-            # A batch is all or nothing: redone whole, a problem's record is the same as in an uninterrupted run
-            # (its share of the batch's backend calls and PRM tokens depends on its batch mates).
-            log.info("%s: the last batch was cut short; its %d recorded problem(s) are redone", self.results_path,
-                     len(partial))
-            for uid in partial:
-                del records[uid]
-            kept = kept[: len(kept) - len(partial)]
+            kept_files.add(entry["file"])
+        for name in damaged_files - kept_files:
+            self._set_aside(name)
+        if damaged:
+            log.warning("%s: %d damaged batch(es) dropped, their problems are redone: %s", self.results_dir,
+                        len(damaged), "; ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else ""))
+        for file in self.results_dir.iterdir():
+            if file.name.startswith(".batch-") and file.name.endswith(".tmp"):
+                file.unlink()  # a batch file cut short while being written
+            elif BATCH_FILE.match(file.name) and file.name not in kept_files:
+                # written, but its index line was not: the batch in flight at a crash
+                log.info("%s: removing %s, a batch whose index line was never written", self.results_dir, file.name)
+                file.unlink()
+        # numbering goes on from the last kept batch, so a resumed run names its batches as an uninterrupted one
+        self._next_batch = max([0] + [int(BATCH_FILE.match(f).group(1)) + 1 for f in kept_files])
         repaired = b"".join(kept)
         if repaired != raw:
-            if dropped or duplicates:
-                log.warning("%s: dropped %d damaged line(s) and %d repeated record(s); those problems are redone",
-                            self.results_path, dropped, duplicates)
             if raw.startswith(repaired):
-                with open(self.results_path, "r+b") as handle:  # the common case: cut a torn tail in place
+                with open(self.index_path, "r+b") as handle:  # the common case: cut a torn tail in place
                     handle.truncate(len(repaired))
                     os.fsync(handle.fileno())
             else:
-                _atomic_write_bytes(self.results_path, repaired)
-        return records
+                _atomic_write_bytes(self.index_path, repaired)
+        return summaries
+
+    def _entry_problem(self, entry, n: Optional[int], seen: dict) -> Optional[str]:
+        """Why an index entry (one batch) cannot be counted, or None."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("problems"), list) or not entry["problems"]:
+            return "not a batch entry"
+        if entry.get("config_hash") != self._config_hash:
+            return f"written by another configuration (config hash {entry.get('config_hash')!r}, this run " \
+                   f"{self._config_hash!r})"
+        file = entry.get("file")
+        if not isinstance(file, str) or not BATCH_FILE.match(file):
+            return f"bad file name {file!r}"
+        path = self.results_dir / file
+        if not path.exists():
+            return f"{file} is missing"
+        if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+            return f"{file} does not match its index entry (size or sha256): it was changed after it was written"
+        for summary in entry["problems"]:
+            why = summary_problem(summary, n)
+            if why:
+                return why
+            if summary["unique_id"] in seen:
+                return f"{summary['unique_id']} is already recorded by an earlier batch"
+        return None
+
+    def _set_aside(self, name: str) -> None:
+        """Keep a damaged batch file for inspection, out of the way of readers and of new batch numbers."""
+        path = self.results_dir / name
+        if path.exists():
+            os.replace(path, path.with_name(name + ".damaged"))
+
+    # -- reading (never changes anything) -------------------------------------------------------------------------
+
+    def summaries(self) -> dict[str, dict]:
+        """Per-problem summaries (unique_id, scores, compute, ungraded_answers) by unique_id, in written order.
+
+        Reads only the index (a torn last line is ignored); for an old one-file directory, the records themselves.
+        """
+        if not self.index_path.exists():
+            return {r["unique_id"]: summary_of(r) for r in self._legacy_records()}
+        summaries: dict[str, dict] = {}
+        for entry in self._index_entries():
+            for summary in entry["problems"]:
+                summaries.setdefault(summary["unique_id"], summary)
+        return summaries
+
+    def iter_records(self) -> Iterator[dict]:
+        """Every whole record, batch by batch in written order (one batch in memory at a time)."""
+        if not self.index_path.exists():
+            yield from self._legacy_records()
+            return
+        seen: set[str] = set()
+        for entry in self._index_entries():
+            for line in gzip.decompress((self.results_dir / entry["file"]).read_bytes()).splitlines():
+                record = json.loads(line)
+                if record["unique_id"] not in seen:
+                    seen.add(record["unique_id"])
+                    yield record
+
+    def records(self) -> list[dict]:
+        return list(self.iter_records())
+
+    def files(self) -> list[Path]:
+        """The results files a copy of this run needs (the index and its batches, or the old results.jsonl)."""
+        if not self.index_path.exists():
+            return [self.legacy_path] if self.legacy_path.exists() else []
+        return [self.index_path] + [self.results_dir / e["file"] for e in self._index_entries()]
+
+    def _index_entries(self) -> Iterator[dict]:
+        with open(self.index_path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # torn by a crash; the writer's next open() repairs it
+                try:
+                    entry = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("problems"), list) and "file" in entry:
+                    yield entry
+
+    def _legacy_records(self) -> Iterator[dict]:
+        if not self.legacy_path.exists():
+            return
+        with open(self.legacy_path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(record, dict) and _record_problem(record, None) is None:
+                    yield record
 
     # -- writing ------------------------------------------------------------------------------------------------
 
     def append(self, records: Iterable[dict]) -> None:
-        """Append one batch of records durably (a single write, then fsync)."""
+        """Write one batch durably: the compressed batch file (atomically), then its index line (one write, fsync).
+
+        A record missing fields is a bug in the caller: refused here rather than written and dropped on resume.
+        """
         records = list(records)
         if not records:
             return
-        batch = {"first": records[0]["unique_id"], "size": len(records)}  # lets load() spot a batch cut short
+        if self._config_hash is None:
+            raise RuntimeError("RunDirectory.append before open(config)")
         for record in records:
-            record.setdefault("batch", batch)
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with open(self.results_path, "a", encoding="utf-8") as handle:
-            handle.write(payload)
+            why = _record_problem(record, None)
+            if why:
+                raise ValueError(f"refusing to write an incomplete record ({why})")
+        name = f"batch-{self._next_batch:06d}.jsonl.gz"
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        data = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(self.results_dir / name, data)
+        entry = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "config_hash": self._config_hash, "problems": [summary_of(r) for r in records]}
+        with open(self.index_path, "ab") as handle:
+            handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
+        self._next_batch += 1
 
     def write_metrics(self, metrics: dict) -> None:
         _atomic_write(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True))
@@ -225,26 +411,12 @@ class RunDirectory:
         self.close()
 
 
-def _partial_last_batch(records: list[dict]) -> list[str]:
-    """unique_ids of the trailing records if they are an incomplete batch (the writer died mid-batch), else []."""
-    if not records or not isinstance(records[-1].get("batch"), dict):
-        return []
-    batch = records[-1]["batch"]
-    tail = []
-    for record in reversed(records):
-        if record.get("batch") != batch:
-            break
-        tail.append(record["unique_id"])
-    return tail if len(tail) < batch.get("size", 0) else []
-
-
-def _parse_record(line: bytes):
-    """A results line as a record, or None when it is not one complete JSON object with a unique_id."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return record if isinstance(record, dict) and "unique_id" in record else None
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -259,6 +431,14 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    try:  # make the rename itself durable
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError:
+        pass
 
 
 def run_info(seed: int, config_hash: str) -> dict:

@@ -12,7 +12,7 @@ What a W&B run holds (so a researcher can browse a sweep without the run directo
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
 - table `problems`: problem, gold, level, the n completions, their step scores and extracted answers, the three
   predictions and their correctness, pass@n, tokens;
-- artifact `results-<run id>` of type `results`: results.jsonl, config.yaml, metrics.json, run_info.json, i.e. a run
+- artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json, i.e. a run
   directory that `analysis.runs.load_wandb` downloads and reads like a local one.
 
 Every W&B call is guarded: if W&B cannot start (no key, no server, bad entity) or fails mid-run, a warning says why and
@@ -41,17 +41,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 SECRET = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
-RUN_FILES = ("results.jsonl", "config.yaml", "metrics.json", "run_info.json")
+RUN_FILES = ("config.yaml", "metrics.json", "run_info.json")  # beside the results files (RunDirectory.files())
 AGGREGATIONS = ("naive", "weighted", "maj")
 
 
 class Tracker:
     """No tracking (`logger=none`); also the interface the W&B tracker implements."""
 
+    wants_records = False  # whether log_results needs the whole records (reading them back costs time on huge runs)
+
     def start(self, config: dict, run_dir: Path) -> None:
         pass
 
-    def log_results(self, records: list[dict], metrics: dict, results_path: Path) -> None:
+    def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
         pass
 
     def finish(self) -> None:
@@ -134,6 +136,10 @@ class WandbTracker(Tracker):
         self.run = None
         self.run_dir: Optional[Path] = None
 
+    @property
+    def wants_records(self) -> bool:
+        return self.run is not None and bool(self.cfg.log_table)
+
     def start(self, config: dict, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         if self.cfg.mode == "online":
@@ -168,7 +174,8 @@ class WandbTracker(Tracker):
                         type(error).__name__, error, run_dir)
             self.run = None
 
-    def log_results(self, records: list[dict], metrics: dict, results_path: Path) -> None:
+    def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
+        """`run_dir`: the RunDirectory whose files go into the results artifact."""
         if self.run is None:
             return
         try:
@@ -183,16 +190,18 @@ class WandbTracker(Tracker):
                 self.run.log({"problems": wandb.Table(columns=columns, data=rows)})
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
-            if self.cfg.log_artifact and results_path.exists():
+            if self.cfg.log_artifact and run_dir.files():
                 artifact = wandb.Artifact(f"results-{self.run.id}", type="results",
                                           metadata={k: metrics[k] for k in metrics if "@" in k or "/" in k})
+                for path in run_dir.files():
+                    artifact.add_file(str(path), name=path.relative_to(run_dir.path).as_posix())
                 for name in RUN_FILES:
-                    if (results_path.parent / name).exists():
-                        artifact.add_file(str(results_path.parent / name), name=name)
+                    if (run_dir.path / name).exists():
+                        artifact.add_file(str(run_dir.path / name), name=name)
                 self.run.log_artifact(artifact)
         except Exception as error:  # noqa: BLE001
             log.warning("W&B logging failed (%s: %s); local results in %s are complete",
-                        type(error).__name__, error, results_path.parent)
+                        type(error).__name__, error, run_dir.path)
 
     def finish(self) -> None:
         if self.run is None:
