@@ -175,3 +175,32 @@ def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
     assert refused.returncode == 1 and "merge refused:" in refused.stderr and "two shards" in refused.stderr
     assert not (tmp_path / "m2").exists()
     assert merge_sweep(tmp_path / "merged", tmp_path / "again") == []  # nothing sharded left to merge
+
+
+def test_a_merge_killed_at_any_moment_leaves_nothing_or_a_complete_directory(tmp_path, shards):
+    """The merge writes into a hidden directory beside --out and renames it into place; kill it while it writes."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "merged"
+    caught = 0
+    for attempt in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "tts.merge", "--out", str(out), *map(str, shards)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None and not any(p.name.startswith(".merged.merging-") for p in tmp_path.iterdir()):
+                time.sleep(0.0005)
+            time.sleep(0.002 * attempt)  # at different moments of the write
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+        if proc.returncode == -signal.SIGKILL and not out.exists():
+            caught += 1  # killed mid-merge: nothing at --out, only the hidden leftover
+        if out.exists():  # the rename happened: then the directory is whole
+            assert len(_lines(out)) == 9 and json.loads((out / "metrics.json").read_text())["problems"] == 9
+            shutil.rmtree(out)
+    assert caught, "no kill landed during the merge: it never saw the temporary directory"
+    report = merge(shards, out)  # the rerun cleans up after the killed ones
+    assert report.problems == 9 and len(_lines(out)) == 9
+    assert not [p for p in tmp_path.iterdir() if ".merging-" in p.name]

@@ -201,7 +201,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
     try:
         with pytest.raises(ConfigError, match=r"is being written by pid \d+ on .*Wait for it to finish"):
             run(cfg, run_dir=tmp_path)
-        assert not (tmp_path / "results").exists()
+        assert not (tmp_path / "results" / "index.jsonl").exists()
     finally:
         first.close()
     run(cfg, run_dir=tmp_path)  # released: the run goes ahead
