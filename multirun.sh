@@ -11,14 +11,17 @@
 #   python -m tts.merge --sweep multirun --out merged  # ... each run split over 4 jobs, then joined back by unique_id
 #
 # Rerunning the same command resumes: every run directory is named by its config, and a run skips the problems
-# already in its results.jsonl. A SLURM job that times out or is pre-empted is requeued and resumes by itself.
+# already in its run directory. A SLURM job that times out or is pre-empted is requeued and resumes by itself.
 #
 # Environment:
-#   LAUNCHER   local (joblib, JOBS at once) | basic (one after another) | slurm (submitit) | submitit_local  [local]
+#   LAUNCHER   local (joblib, JOBS at once) | basic (one after another) | slurm (submitit, one GPU per job) |
+#              slurm_cpu (submitit, no GPU) | submitit_local  [local]
 #   STRATEGIES, BUDGETS, SEEDS   the sweep axes as comma lists  [best_of_n,beam,dvts,lookahead] [4,16,64,256] [0,1,2,3,4]
 #   SHARDS     split each run's problems into this many jobs (dataset.shard / dataset.num_shards)  [1]
 #   JOBS       LAUNCHER=local: jobs at once  [-1: one per core]
 #   PARTITION, ACCOUNT, QOS, TIME_MIN, GPUS   LAUNCHER=slurm: sbatch partition, account, qos, minutes per job, GPUs per job
+#   CPUS, MEM_GB   LAUNCHER=slurm|slurm_cpu: CPUs and memory (GB) per job; ask for no more than one node has, or sbatch
+#              refuses the sweep  [slurm: 8, 64; slurm_cpu: 2, 8]
 #   SWEEP_DIR  where the run directories go  [multirun, from conf/config.yaml]
 #   PYTHON     the interpreter  [python]
 #   DRY_RUN=1  print the command instead of running it
@@ -36,15 +39,17 @@ case "$LAUNCHER" in
   local) args+=(hydra/launcher=joblib "hydra.launcher.n_jobs=${JOBS:--1}") ;;
   basic) ;;  # Hydra's default launcher: jobs run one after another in this process
   submitit_local) args+=(hydra/launcher=submitit_local) ;;
-  slurm)
-    args+=(hydra/launcher=slurm)
+  slurm|slurm_cpu)
+    args+=("hydra/launcher=${LAUNCHER}")
     [[ -n "${PARTITION:-}" ]] && args+=("hydra.launcher.partition=${PARTITION}")
     [[ -n "${ACCOUNT:-}" ]] && args+=("hydra.launcher.account=${ACCOUNT}")
     [[ -n "${QOS:-}" ]] && args+=("hydra.launcher.qos=${QOS}")
     [[ -n "${TIME_MIN:-}" ]] && args+=("hydra.launcher.timeout_min=${TIME_MIN}")
     [[ -n "${GPUS:-}" ]] && args+=("hydra.launcher.gpus_per_node=${GPUS}")
+    [[ -n "${CPUS:-}" ]] && args+=("hydra.launcher.cpus_per_task=${CPUS}")
+    [[ -n "${MEM_GB:-}" ]] && args+=("hydra.launcher.mem_gb=${MEM_GB}")
     ;;
-  *) echo "multirun.sh: LAUNCHER must be local, basic, slurm or submitit_local, got '${LAUNCHER}'" >&2; exit 2 ;;
+  *) echo "multirun.sh: LAUNCHER must be local, basic, slurm, slurm_cpu or submitit_local, got '${LAUNCHER}'" >&2; exit 2 ;;
 esac
 if ! [[ "$SHARDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "multirun.sh: SHARDS must be a whole number >= 1, got '${SHARDS}'" >&2; exit 2

@@ -81,7 +81,8 @@ def test_slurm_config_asks_for_a_gpu_and_leaves_the_cluster_to_the_user(tmp_path
     script = _sbatch_script(["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
                              "hydra.launcher.account=lab"])
     for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=600",
-                 "#SBATCH --account=lab", "#SBATCH --cpus-per-task=8", "#SBATCH --signal=USR2@120"):
+                 "#SBATCH --account=lab", "#SBATCH --cpus-per-task=8", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --requeue"):  # without it, clusters with JobRequeue=0 refuse submitit's requeue
         assert line in script, script
     assert SECRET not in script
     default = _sbatch_script([])
@@ -107,6 +108,8 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
     assert {"hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
             "dataset.num_shards=4", "dataset.shard=0,1,2,3"} <= set(slurm)
     assert "hydra/launcher=joblib" not in slurm
+    cpu = _dry_run({"LAUNCHER": "slurm_cpu", "CPUS": "1", "MEM_GB": "2"})
+    assert {"hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"} <= set(cpu)
     # the full sweep composes: every strategy of it exists and every (strategy, n) passes validation
     from tts.config import validate
 
