@@ -118,7 +118,7 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
             validate(compose_config([f"strategy={strategy}", f"n={n}"]))
     bad = subprocess.run(["./multirun.sh"], cwd=REPO, capture_output=True, text=True, timeout=30,
                          env=dict(os.environ, DRY_RUN="1", LAUNCHER="kubernetes"))
-    assert bad.returncode == 2 and "LAUNCHER must be local, basic, slurm or submitit_local" in bad.stderr
+    assert bad.returncode == 2 and "LAUNCHER must be local, basic, slurm, slurm_cpu or submitit_local" in bad.stderr
 
 
 def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_path):
