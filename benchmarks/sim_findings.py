@@ -17,7 +17,6 @@ Accuracy per problem is the run's expected accuracy@N (`scores.expected`, exact 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -27,6 +26,10 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tts.results import RunDirectory  # noqa: E402
+
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided 95%, by df
 BINS = {"easy (levels 1-2)": (1, 2), "medium (level 3)": (3,), "hard (levels 4-5)": (4, 5)}
 STYLE = {"best_of_n": ("tab:gray", "o"), "beam": ("tab:blue", "s"), "dvts": ("tab:orange", "^"),
@@ -45,11 +48,12 @@ def run_sweep(strategies: list[str], ns: list[int], seeds: list[int], num_proble
 
 
 def load_runs(roots: list[Path]) -> dict:
-    """(strategy, n, seed) -> results.jsonl path, for every sim run directory under `roots`."""
+    """(strategy, n, seed) -> run directory, for every sim run directory under `roots`."""
     runs: dict = {}
     for root in roots:
-        for results in sorted(root.rglob("results.jsonl")):
-            config = yaml.safe_load((results.parent / "config.yaml").read_text())
+        for index in sorted(root.rglob("results/index.jsonl")):
+            results = index.parent.parent
+            config = yaml.safe_load((results / "config.yaml").read_text())
             if config["model"]["name"] != "sim" or config["prm"]["name"] != "sim":
                 continue
             key = (config["strategy"]["name"], int(config["n"]), int(config["seed"]))
@@ -59,13 +63,11 @@ def load_runs(roots: list[Path]) -> dict:
 
 def accuracies(path: Path, n: int, aggregation: str) -> dict[str, list[float]]:
     per_bin: dict[str, list[float]] = defaultdict(list)
-    with open(path) as handle:
-        for line in handle:
-            record = json.loads(line)
-            value = record["scores"]["expected"][f"{aggregation}@{n}"]
-            for name, levels in BINS.items():
-                if record.get("level") in levels:
-                    per_bin[name].append(value)
+    for record in RunDirectory(path).iter_records():
+        value = record["scores"]["expected"][f"{aggregation}@{n}"]
+        for name, levels in BINS.items():
+            if record.get("level") in levels:
+                per_bin[name].append(value)
     return per_bin
 
 
