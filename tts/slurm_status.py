@@ -3,14 +3,20 @@
 submitit's SlurmInfoWatcher polls `sacct`; on a cluster without slurmdbd that command fails on every poll, so a job
 that ends without a result (cancelled, killed, failed at start) is never seen to end and the launcher waits forever.
 `squeue --states=all` lists every job the controller still holds (finished ones for MinJobAge, 300 s by default) in
-the same JobID|State|NodeList shape, so the same parser reads it. Used by hydra_plugins/tts_slurm/launcher.py.
+the same JobID|State|NodeList shape, so the same parser reads it.
+
+`SlurmStatus` is a Hydra callback (conf/config.yaml, `hydra.callbacks.slurm_status`): at the start of a multirun
+whose launcher is submitit's SLURM launcher (`hydra/launcher=slurm` or `slurm_cpu`), it installs the watcher in the
+launching process; with any other launcher it does nothing and imports nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Optional, Union
+from typing import Any, Optional, Union
+
+from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +73,12 @@ def install_status_watcher() -> None:
     watcher_class = _watcher_class()
     if type(SlurmJob.watcher).__name__ != watcher_class.__name__:
         SlurmJob.watcher = watcher_class()
+
+
+class SlurmStatus(Callback):
+    """Hydra callback: SLURM sweeps follow their jobs without accounting too (see the module docstring)."""
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        target = str(config.hydra.launcher.get("_target_", ""))
+        if "submitit" in target and target.endswith("SlurmLauncher"):
+            install_status_watcher()
