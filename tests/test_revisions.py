@@ -3,7 +3,6 @@ and the analysis figures of issue 8."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from conftest import compose_config

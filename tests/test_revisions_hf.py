@@ -7,7 +7,6 @@ counts, and that the records come out as with the sim.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from conftest import compose_config
@@ -17,7 +16,7 @@ pytest.importorskip("transformers")
 
 from tests.tiny_models import save_llama_causal_lm  # noqa: E402
 from tts.pipeline import run  # noqa: E402
-from tts.results import RunDirectory
+from tts.results import RunDirectory  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ and compute records that add up to what the backends spent.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import pytest

@@ -6,11 +6,9 @@ accounting, JobRequeue=0), runs them and stops it. Elsewhere they are skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -69,7 +67,7 @@ def _job_ids(sweep: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)) if folder.exists() else []
 
 
-def _wait_for_batches(run_glob: Path, sweep: Path, count: int, proc: subprocess.Popen, limit: float = 180) -> Path:
+def _wait_for_batches(sweep: Path, count: int, proc: subprocess.Popen, limit: float = 180) -> Path:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -104,7 +102,7 @@ def test_a_job_preempted_with_usr2_is_requeued_and_resumes_to_the_uninterrupted_
     args = ["strategy=best_of_n", "n=64", "dataset.num_problems=240", "batch_size=8"]
     proc = _start(args + SMALL_JOBS, tmp_path / "slurm")
     try:
-        run_dir = _wait_for_batches(tmp_path, tmp_path / "slurm", 2, proc)
+        run_dir = _wait_for_batches(tmp_path / "slurm", 2, proc)
         (job,) = _job_ids(tmp_path / "slurm")
         # the warning SLURM sends before pre-emption or the time limit (--signal=USR2@...); its own timing is coarse,
         # so the test sends the signal itself
@@ -128,7 +126,7 @@ def test_a_cancelled_job_fails_the_sweep_with_a_clear_message_in_bounded_time(tm
     proc = _start(["strategy=best_of_n", "n=64", "dataset.num_problems=2000", "batch_size=8"] + SMALL_JOBS,
                   tmp_path / "slurm")
     try:
-        _wait_for_batches(tmp_path, tmp_path / "slurm", 1, proc)
+        _wait_for_batches(tmp_path / "slurm", 1, proc)
         (job,) = _job_ids(tmp_path / "slurm")
         subprocess.run(["scancel", job], check=True, timeout=30)
         cancelled = time.monotonic()

@@ -16,7 +16,7 @@ from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.config import ModelConfig, PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.results import RunDirectory
+from tts.results import RunDirectory  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
@@ -82,7 +82,6 @@ def test_vllm_prm_matches_hf(dirs, family, checkpoint):
 @pytest.mark.parametrize("prm_backend", ["hf", "vllm"])
 def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     """`tts/main.py` end to end with the vLLM policy (and the RLHFlow-format PRM on hf or vLLM)."""
-    import json
     import subprocess
     import sys
     from pathlib import Path

@@ -249,12 +249,14 @@ class RunDirectory:
             return f"{file} is missing"
         if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
             return f"{file} does not match its index entry (size or sha256): it was changed after it was written"
+        in_batch: set[str] = set()
         for summary in entry["problems"]:
             why = summary_problem(summary, n)
             if why:
                 return why
-            if summary["unique_id"] in seen:
+            if summary["unique_id"] in seen or summary["unique_id"] in in_batch:
                 return f"{summary['unique_id']} is already recorded by an earlier batch"
+            in_batch.add(summary["unique_id"])
         return None
 
     def _set_aside(self, name: str) -> None:
