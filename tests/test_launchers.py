@@ -135,3 +135,28 @@ def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_pa
     assert merged.returncode == 0, merged.stderr
     assert {str(p.relative_to(tmp_path / "merged")) for p in _run_dirs(tmp_path / "merged")} == {
         "synthetic/sim_sim/best_of_n/n4_seed0/dataset.num_problems=6"}
+
+
+def test_slurm_sweeps_follow_jobs_with_squeue_where_sacct_has_no_accounting(monkeypatch):
+    """The callback installs the watcher for submitit's SLURM launcher only; without accounting it reads squeue's
+    output (as `squeue --array --states=all --format=%i|%T|%N` prints it). The real cluster test: tests/test_slurm.py."""
+    from hydra.utils import instantiate
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    from tts import slurm_status
+
+    monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))
+    for launcher in ("basic", "joblib"):
+        cfg = _with_hydra([f"hydra/launcher={launcher}"])
+        instantiate(cfg.hydra.callbacks.slurm_status).on_multirun_start(cfg)
+        assert type(SlurmJob.watcher) is SlurmInfoWatcher
+    cfg = _with_hydra(["hydra/launcher=slurm_cpu"])
+    instantiate(cfg.hydra.callbacks.slurm_status).on_multirun_start(cfg)
+    watcher = SlurmJob.watcher
+    assert type(watcher).__name__ == "StatusWatcher" and watcher._delay_s == slurm_status.POLL_DELAY_S
+    monkeypatch.setattr(slurm_status, "accounting_available", lambda timeout=20.0: False)
+    watcher.register_job("7_0")
+    watcher.register_job("7_1")
+    assert watcher._make_command()[:1] == ["squeue"] and watcher._make_command()[-1] == "7"
+    info = watcher.read_info(b"7_0|CANCELLED|vm\n7_1|RUNNING|vm\n")
+    assert info["7_0"]["State"] == "CANCELLED" and info["7_1"]["State"] == "RUNNING"
