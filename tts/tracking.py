@@ -12,8 +12,8 @@ What a W&B run holds (so a researcher can browse a sweep without the run directo
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
 - table `problems`: problem, gold, level, the n completions, their step scores and extracted answers, the three
   predictions and their correctness, pass@n, tokens;
-- artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json, i.e. a run
-  directory that `analysis.runs.load_wandb` downloads and reads like a local one.
+- artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json,
+  i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one.
 
 Every W&B call is guarded: if W&B cannot start (no key, no server, bad entity) or fails mid-run, a warning says why and
 the run carries on; the pipeline writes the run directory before tracking starts, so it is always complete.
