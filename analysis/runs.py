@@ -242,7 +242,7 @@ def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir:
     """Download the `results` artifact of every run of `entity/project` matching `filters` (W&B's MongoDB-style
     run filters, e.g. {"config.strategy.name": "beam", "state": "finished"}); returns one local run dir per run.
 
-    Artifacts logged by older trackers hold only results.jsonl (still read): config.yaml and metrics.json are then written from
+    Artifacts logged by older trackers hold only their results file: config.yaml and metrics.json are then written from
     the run's config and summary, so the same local parser reads every run.
     """
     if api is None:
