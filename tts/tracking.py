@@ -11,7 +11,8 @@ What a W&B run holds (so a researcher can browse a sweep without the run directo
   `budget.max_tokens` stay visible). W&B's own record of the command line is redacted the same way;
 - live progress, one history row per finished batch against `progress/problems_done`: the running accuracy at n
   (naive, weighted, majority), pass@n, tokens and tokens/s (tts/live_progress.py); a resumed run continues the curves;
-- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...;
+- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...,
+  plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs n);
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
 - tables `completions` (one row per completion) and `problems` (one row per problem), see tts/wandb_tables.py;
 - artifact `results-<run id>` of type `results`: results.jsonl, config.yaml, metrics.json, run_info.json, i.e. a run
@@ -126,6 +127,13 @@ def artifact_metadata(config: dict, metrics: dict) -> dict:
             "pass": metrics.get(f"pass@{n}"), "tokens_generated": metrics.get("tokens/generated")}
 
 
+def at_own_n(metrics: dict, n: int) -> dict:
+    """Summary keys that mean the same in every run of a sweep (`acc_at_n/weighted` = `acc/weighted@<its n>`), so one
+    W&B panel can plot accuracy against `n` across the runs."""
+    return {**{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+            "acc_at_n/pass": metrics.get(f"pass@{n}")}
+
+
 @contextlib.contextmanager
 def _redacted_argv():
     """W&B records the command line in its run metadata (and the offline .wandb file): let it read a redacted one."""
@@ -221,6 +229,7 @@ class WandbTracker(Tracker):
                               "problems": wandb.Table(columns=PROBLEM_COLUMNS, data=problems)})
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
+            self.run.summary.update(at_own_n(metrics, self.config["n"]))
             if self.cfg.log_artifact and results_path.exists():
                 artifact = wandb.Artifact(f"results-{self.run.id}", type="results",
                                           metadata=artifact_metadata(self.config, metrics))
