@@ -46,10 +46,3 @@ def test_command_lines_and_override_lists_lose_secret_values(monkeypatch):
     assert (redact_text("+api_key=abc,n=4,+x.password=zz,budget.max_tokens=9")
             == f"+api_key={REDACTED},n=4,+x.password={REDACTED},budget.max_tokens=9")
 
-
-def test_sweep_progress_counts_jobs_and_estimates_the_time_left():
-    from tts.sweep_progress import count_jobs, progress_line
-
-    assert count_jobs(["strategy=beam,dvts", "n=4,16,64,256", "seed=0,1,2,3,4", "dataset.num_problems=4"]) == 40
-    assert progress_line(10, 40, 100.0) == "[10/40 jobs done] 100 s elapsed, about 5 min 00 s left"
-    assert progress_line(40, 40, 7300.0) == "[40/40 jobs done] 2 h 01 min elapsed, done"
