@@ -178,3 +178,24 @@ def test_completions_table_has_one_row_per_completion_beside_a_problems_table(wa
         for c, full in zip(completions, record["completions"]):
             assert c["step_scores"] == pytest.approx(full["step_scores"]) and c["steps"] == len(full["steps"])
             assert len(c["text"]) <= 1000 and full["text"].startswith(c["text"].removesuffix(" [...]"))
+
+
+def test_tables_are_never_cut_to_wandbs_row_limit(wandb_env, monkeypatch):
+    """W&B cuts a logged table to wandb.Table.MAX_ROWS rows (10,000; n=256 on MATH-500 has 128,000 completions) with a
+    log warning only; the limit is lowered here so that a small run crosses it."""
+    import wandb
+
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 50)
+    run_dir = wandb_env / "run"
+    run(compose_config(["n=16", "dataset.num_problems=6", "logger=wandb"]), run_dir=run_dir)
+    (log_file,) = offline_runs(run_dir)
+    inspect(log_file)
+    assert len(table(log_file, "completions")[1]) == 96
+    assert wandb.Table.MAX_ROWS == 50  # restored after logging
+
+
+def test_completions_beyond_wandbs_artifact_limit_are_split_by_whole_problems():
+    from tts.tracking import table_parts
+
+    parts = table_parts([[1] * 4, [2] * 4, [3] * 4], limit=9)
+    assert parts == [[1] * 4 + [2] * 4, [3] * 4]

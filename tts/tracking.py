@@ -134,6 +134,31 @@ def at_own_n(metrics: dict, n: int) -> dict:
             "acc_at_n/pass": metrics.get(f"pass@{n}")}
 
 
+def table_parts(rows_per_problem: list[list], limit: int) -> list[list]:
+    """Rows split into whole problems, at most `limit` rows per part (one part unless W&B's limit is exceeded)."""
+    parts: list[list] = [[]]
+    for rows in rows_per_problem:
+        if parts[-1] and len(parts[-1]) + len(rows) > limit:
+            parts.append([])
+        parts[-1].extend(rows)
+    return parts
+
+
+@contextlib.contextmanager
+def _row_limit(rows: int):
+    """W&B cuts a logged table to `wandb.Table.MAX_ROWS` (10,000) rows with only a log warning; n=256 on MATH-500 has
+    128,000 completions. Run tables are stored as artifacts, which hold up to `MAX_ARTIFACT_ROWS`, so raise the cut to
+    the table's size while it is logged (table_parts keeps every table within that)."""
+    import wandb
+
+    original = wandb.Table.MAX_ROWS
+    wandb.Table.MAX_ROWS = max(original, rows)
+    try:
+        yield
+    finally:
+        wandb.Table.MAX_ROWS = original
+
+
 @contextlib.contextmanager
 def _redacted_argv():
     """W&B records the command line in its run metadata (and the offline .wandb file): let it read a redacted one."""
@@ -223,10 +248,16 @@ class WandbTracker(Tracker):
                 self.run.log(point)
             if self.cfg.log_table and records:
                 n, reduction = self.config["n"], self.config["scoring"]["reduction"]
-                completions = [row for r in records for row in completion_rows(r, n, reduction)]
-                problems = [problem_row(r, n) for r in records]
-                self.run.log({"completions": wandb.Table(columns=COMPLETION_COLUMNS, data=completions),
-                              "problems": wandb.Table(columns=PROBLEM_COLUMNS, data=problems)})
+                tables = {"problems": [problem_row(r, n) for r in records]}
+                parts = table_parts([completion_rows(r, n, reduction) for r in records], wandb.Table.MAX_ARTIFACT_ROWS)
+                for i, part in enumerate(parts):
+                    tables["completions" if len(parts) == 1 else f"completions_part{i + 1}"] = part
+                if len(parts) > 1:
+                    log.info("%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
+                             sum(map(len, parts)), wandb.Table.MAX_ARTIFACT_ROWS, len(parts))
+                with _row_limit(max(map(len, tables.values()))):
+                    self.run.log({name: wandb.Table(columns=PROBLEM_COLUMNS if name == "problems" else
+                                                    COMPLETION_COLUMNS, data=rows) for name, rows in tables.items()})
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
             self.run.summary.update(at_own_n(metrics, self.config["n"]))
