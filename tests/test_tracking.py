@@ -199,3 +199,16 @@ def test_completions_beyond_wandbs_artifact_limit_are_split_by_whole_problems():
 
     parts = table_parts([[1] * 4, [2] * 4, [3] * 4], limit=9)
     assert parts == [[1] * 4 + [2] * 4, [3] * 4]
+
+
+def test_fast_tables_have_the_column_types_wandb_infers_row_by_row():
+    import wandb
+
+    from tts.wandb_tables import wandb_table
+
+    columns = ["answer", "correct", "score", "tokens", "step_scores"]
+    rows = [["1", True, 0.5, 10, [0.1, 0.2]], [None, None, 0.25, 12, []], ["x", False, 1, 3, [0.3, 0.1, 0.9]],
+            ["2", True, 0.75, 7, [1]], [None, False, 0.0, 0, [0.4, 0.5]]]
+    fast, slow = wandb_table(columns, rows), wandb.Table(columns=columns, data=rows)
+    assert fast._column_types.to_json() == slow._column_types.to_json()
+    assert fast.data == slow.data

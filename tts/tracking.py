@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 from tts.live_progress import RunningFigures
 from tts.redaction import redact, redact_argv
 from tts.wandb_dirs import WandbDirs
-from tts.wandb_tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row
+from tts.wandb_tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,8 @@ class WandbTracker(Tracker):
                     log.info("%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
                              sum(map(len, parts)), wandb.Table.MAX_ARTIFACT_ROWS, len(parts))
                 with _row_limit(max(map(len, tables.values()))):
-                    self.run.log({name: wandb.Table(columns=PROBLEM_COLUMNS if name == "problems" else
-                                                    COMPLETION_COLUMNS, data=rows) for name, rows in tables.items()})
+                    self.run.log({name: wandb_table(PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS, rows)
+                                  for name, rows in tables.items()})
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
             self.run.summary.update(at_own_n(metrics, self.config["n"]))

@@ -86,3 +86,19 @@ def problem_row(record: dict, n: int) -> list:
         *(scores["correct"].get(f"{agg}@{k}") for agg in AGGREGATIONS),
         scores["pass"].get(f"pass@{k}"), len(record["completions"]), record.get("compute", {}).get("generated_tokens"),
     ]
+
+
+def wandb_table(columns: list[str], rows: list[list]):
+    """`wandb.Table(columns, data=rows)`, fast: W&B infers column types row by row (about 1 ms a row, minutes at n=256
+    on MATH-500); a value's W&B type follows from its Python type (and a list's element types and length), so the types
+    are inferred from one row per distinct signature, in order of last occurrence, and the rows are then set as data."""
+    import wandb
+
+    representatives: dict = {}
+    for row in rows:
+        signature = tuple((list, frozenset(map(type, v)), len(v)) if isinstance(v, list) else type(v) for v in row)
+        representatives.pop(signature, None)
+        representatives[signature] = row
+    table = wandb.Table(columns=columns, data=list(representatives.values()))
+    table.data = [list(row) for row in rows]
+    return table
