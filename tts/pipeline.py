@@ -22,10 +22,10 @@ from tts.config import to_container, validate
 from tts.data import load_problems
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms import build_prm
+from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
-from tts.redaction import redact
 from tts.search.base import SearchOutput
 from tts.tracking import build_tracker
 

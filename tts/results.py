@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterable
 
 from tts.config import ConfigError
-from tts.scoring import aggregate_metrics
 from tts.redaction import redact, redact_argv
+from tts.scoring import aggregate_metrics
 
 log = logging.getLogger(__name__)
 
