@@ -3,6 +3,8 @@
 Each row is plotted against `progress/problems_done`, so a resumed run (same W&B id) continues the same curves: its
 first row counts the problems already on disk. At the last batch the running accuracies equal metrics.json's
 `acc/<aggregation>@n` and `pass@n` (the same per-problem expectations, averaged over the same problems).
+`progress/tokens_per_s` counts this session's generated tokens over the time since tracking started (model loading
+included, so the first rows of a real-model run read low).
 """
 
 from __future__ import annotations
