@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import struct
 import time
 from pathlib import Path
 
@@ -15,87 +13,52 @@ from conftest import compose_config
 from tts.pipeline import run
 from tts.tracking import online_problem, scrub
 from tts.results import RunDirectory
+from wandb_offline import history, inspect, of_type, offline_runs, run_info, summary, table
 
 
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch):
-    """Keep W&B's staging, cache and settings inside the test's folder; no key, no server."""
-    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    """No key, no server, and an empty HOME that must stay empty: W&B writes only into the run directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "WANDB_API_KEY", "WANDB_MODE",
+                 "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    return tmp_path
+    yield tmp_path
+    assert not list(home.rglob("*")), "W&B wrote into HOME"
 
 
-def _records(path: Path):
-    """Records of a W&B transaction log (.wandb: a LevelDB-style log of protobuf records in 32 KiB blocks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, pending = 7, 32768, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pos += 7
-        pending += data[pos : pos + length]
-        pos += length
-        if kind in (1, 4):  # a full record, or the last fragment of one
-            record = pb.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
-def _complete_records(path: Path, timeout: float = 30.0) -> list:
-    """The records once the log holds the run's exit record (wandb-core may still be flushing after finish())."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = list(_records(path))
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.2)
-
-
-def _offline_runs(run_dir: Path) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb")))
-
-
-def test_offline_run_logs_names_metrics_table_and_results_artifact(wandb_env):
+def test_offline_run_logs_names_metrics_tables_and_results_artifact(wandb_env):
     run_dir = wandb_env / "run"
     cfg = compose_config(["n=4", "dataset.num_problems=6", "logger=wandb", "logger.tags=[smoke]"])
     metrics = run(cfg, run_dir=run_dir)
-    (log_file,) = _offline_runs(run_dir)
-    records = _complete_records(log_file)
-    (info,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert info.display_name == "best_of_n-n4-seed0" and info.run_group == "sim/sim/synthetic"
-    assert set(info.tags) == {"smoke", "sim", "synthetic", "best_of_n", "n=4", "seed=0"}
-    assert info.job_type == "search"
-    config = {item.key: json.loads(item.value_json) for item in info.config.update}
+    (log_file,) = offline_runs(run_dir)
+    records = inspect(log_file)
+    info = run_info(records)
+    assert info["display_name"] == "best_of_n-n4-seed0" and info["run_group"] == "sim/sim/synthetic"
+    assert set(info["tags"]) == {"smoke", "sim", "synthetic", "best_of_n", "n=4", "seed=0"}
+    assert info["job_type"] == "search"
+    config = info["config"]["update"]
     assert config["strategy"]["name"] == "best_of_n" and config["n"] == 4 and config["logger"]["mode"] == "offline"
+    # the project's own settings named like credentials stay visible
+    assert config["budget"]["max_tokens"] == cfg.budget.max_tokens and config["prm"]["good_token"] == "+"
+    assert config["prm"]["batch_tokens"] == cfg.prm.batch_tokens
+    assert config["strategy"]["review_max_tokens"] == cfg.strategy.review_max_tokens
 
-    summary = {}
-    for r in records:
-        if r.WhichOneof("record_type") == "summary":
-            summary.update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update})
+    final = summary(records)
     for name in ("acc/weighted@4", "acc/maj@4", "acc/naive@4", "pass@4", "tokens/generated"):
-        assert summary[name] == pytest.approx(metrics[name])
+        assert final[name] == pytest.approx(metrics[name])
+    assert final["acc_at_n/weighted"] == pytest.approx(metrics["acc/weighted@4"])
 
-    artifacts = {r.artifact.type: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
-    assert {m.path for m in artifacts["results"].manifest.contents} == {"results/index.jsonl",
-                                                                        "results/batch-000000.jsonl.gz", "config.yaml",
-                                                                        "metrics.json", "run_info.json"}
-    (table_file,) = log_file.parent.glob("files/media/table/problems_*.table.json")
-    table = json.loads(table_file.read_text())
-    assert {"problem", "gold", "level", "completions", "step_scores", "answers", "pred_weighted",
-            "correct_maj"} <= set(table["columns"])
-    assert len(table["data"]) == 6
-    row = dict(zip(table["columns"], table["data"][0]))
-    assert len(row["answers"].splitlines()) == 4 == len(row["step_scores"].splitlines())
-    # the run directory is complete regardless of W&B
+    artifacts = {a["type"]: a for a in of_type(records, "artifact")}
+    assert {c["path"] for c in artifacts["results"]["manifest"]["contents"]} == {
+        "results/index.jsonl", "results/batch-000000.jsonl.gz", "config.yaml", "metrics.json", "run_info.json"}
+    # the results files are the run directory's, byte for byte
+    for content in artifacts["results"]["manifest"]["contents"]:
+        if content["path"].startswith("results/"):
+            assert Path(content["local_path"]).read_bytes() == (run_dir / content["path"]).read_bytes()
     assert len(RunDirectory(run_dir).summaries()) == 6
 
 
@@ -104,11 +67,11 @@ def test_rerun_in_the_same_directory_reuses_the_wandb_run_id(wandb_env):
     cfg = compose_config(["n=2", "dataset.num_problems=3", "logger=wandb", "logger.log_table=false"])
     run(cfg, run_dir=run_dir)
     run(cfg, run_dir=run_dir)
-    ids = {p.stem for p in _offline_runs(run_dir)}
+    ids = {p.stem for p in offline_runs(run_dir)}
     other = wandb_env / "other"
     run(cfg, run_dir=other)
     assert len(ids) == 1 and len(list((run_dir / "wandb").glob("offline-run-*"))) == 2
-    assert {p.stem for p in _offline_runs(other)} != ids
+    assert {p.stem for p in offline_runs(other)} != ids
 
 
 @pytest.mark.parametrize("base_url, key, message", [
@@ -148,3 +111,109 @@ def test_secrets_never_reach_the_logged_config():
     assert clean["model"] == {"path": "x", "hf_token": "<redacted>"}
     assert clean["logger"] == {"api_key": "<redacted>", "project": "tts"}
     assert clean["prm"] == {"secret_sauce": None} and clean["items"] == [{"password": "<redacted>"}]
+
+
+@pytest.mark.parametrize("n", [256, 1024])
+def test_every_n_logs_its_results_artifact_with_a_small_fixed_metadata(wandb_env, n):
+    run_dir = wandb_env / "run"
+    metrics = run(compose_config([f"n={n}", "dataset.num_problems=2", "logger=wandb"]), run_dir=run_dir)
+    assert len([k for k in metrics if "@" in k]) > 100  # more than W&B allows as artifact metadata keys
+    records = inspect(offline_runs(run_dir)[0])
+    (results,) = [a for a in of_type(records, "artifact") if a["type"] == "results"]
+    metadata = json.loads(results["metadata"])
+    assert metadata["n"] == n and metadata["problems"] == 2
+    assert metadata["acc_weighted"] == pytest.approx(metrics[f"acc/weighted@{n}"])
+    assert len(metadata) < 20
+    assert summary(records)[f"acc/weighted@{n}"] == pytest.approx(metrics[f"acc/weighted@{n}"])
+
+
+def test_progress_is_logged_after_every_batch_and_a_resumed_run_continues_it(wandb_env):
+    run_dir = wandb_env / "run"
+    cfg = compose_config(["n=4", "dataset.num_problems=7", "batch_size=3", "logger=wandb", "logger.log_table=false"])
+    metrics = run(cfg, run_dir=run_dir)
+    (first,) = offline_runs(run_dir)
+    rows = history(inspect(first), "progress/")
+    assert [r["progress/problems_done"] for r in rows] == [3, 6, 7]  # one row per batch
+    assert all(r["progress/problems_total"] == 7 and r["progress/tokens_per_s"] > 0 for r in rows)
+    assert rows[-1]["progress/tokens_generated"] == metrics["tokens/generated"]
+    for agg in ("naive", "weighted", "maj"):
+        assert rows[-1][f"progress/acc_{agg}@4"] == pytest.approx(metrics[f"acc/{agg}@4"])
+    assert rows[-1]["progress/pass@4"] == pytest.approx(metrics["pass@4"])
+
+    # a crash after the first batch: the rerun logs to the same W&B run, continuing from the problems on disk
+    index = run_dir / "results" / "index.jsonl"
+    entries = index.read_text().splitlines(keepends=True)
+    index.write_text(entries[0])
+    for entry in entries[1:]:
+        (run_dir / "results" / json.loads(entry)["file"]).unlink()
+    assert run(cfg, run_dir=run_dir) == metrics
+    again = [p for p in offline_runs(run_dir) if p != first]
+    assert len(again) == 1 and again[0].name == first.name  # same run id
+    rows = history(inspect(again[0]), "progress/")
+    assert [r["progress/problems_done"] for r in rows] == [3, 6, 7]
+    assert rows[-1]["progress/acc_weighted@4"] == pytest.approx(metrics["acc/weighted@4"])
+
+
+def test_completions_table_has_one_row_per_completion_beside_a_problems_table(wandb_env):
+    run_dir = wandb_env / "run"
+    run(compose_config(["n=8", "dataset.num_problems=5", "logger=wandb"]), run_dir=run_dir)
+    (log_file,) = offline_runs(run_dir)
+    inspect(log_file)  # waits for the run to be complete
+    columns, rows = table(log_file, "completions")
+    assert {"unique_id", "level", "index", "answer", "correct", "score", "steps", "tokens", "finish_reason",
+            "picked_naive", "picked_weighted", "picked_maj", "text", "step_scores"} <= set(columns)
+    on_disk = {r["unique_id"]: r for r in RunDirectory(run_dir).iter_records()}
+    by_problem: dict = {}
+    for row in rows:
+        by_problem.setdefault(row[columns.index("unique_id")], []).append(dict(zip(columns, row)))
+    assert set(by_problem) == set(on_disk) and all(len(v) == 8 for v in by_problem.values())
+    p_columns, p_rows = table(log_file, "problems")
+    problems = {row[0]: dict(zip(p_columns, row)) for row in p_rows}
+    assert set(problems) == set(on_disk)
+    for uid, completions in by_problem.items():
+        record = on_disk[uid]
+        assert [c["index"] for c in completions] == list(range(8))
+        assert sum(c["picked_naive"] for c in completions) == 1
+        # the weighted and majority picks hold the predicted answer; correctness agrees with pass@8 and the gold
+        for agg in ("weighted", "maj"):
+            picked = [c for c in completions if c[f"picked_{agg}"]]
+            assert {c["answer"] for c in picked} >= {record["scores"]["predictions"][f"{agg}@8"]} - {None}
+            assert all(c["correct"] == problems[uid][f"correct_{agg}"] for c in picked)
+        assert any(c["correct"] for c in completions) == (problems[uid]["pass"] > 0)
+        for c, full in zip(completions, record["completions"]):
+            assert c["step_scores"] == pytest.approx(full["step_scores"]) and c["steps"] == len(full["steps"])
+            assert len(c["text"]) <= 1000 and full["text"].startswith(c["text"].removesuffix(" [...]"))
+
+
+def test_tables_are_never_cut_to_wandbs_row_limit(wandb_env, monkeypatch):
+    """W&B cuts a logged table to wandb.Table.MAX_ROWS rows (10,000; n=256 on MATH-500 has 128,000 completions) with a
+    log warning only; the limit is lowered here so that a small run crosses it."""
+    import wandb
+
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 50)
+    run_dir = wandb_env / "run"
+    run(compose_config(["n=16", "dataset.num_problems=6", "logger=wandb"]), run_dir=run_dir)
+    (log_file,) = offline_runs(run_dir)
+    inspect(log_file)
+    assert len(table(log_file, "completions")[1]) == 96
+    assert wandb.Table.MAX_ROWS == 50  # restored after logging
+
+
+def test_completions_beyond_wandbs_artifact_limit_are_split_by_whole_problems():
+    from tts.tracking import table_parts
+
+    parts = table_parts([[1] * 4, [2] * 4, [3] * 4], limit=9)
+    assert parts == [[1] * 4 + [2] * 4, [3] * 4]
+
+
+def test_fast_tables_have_the_column_types_wandb_infers_row_by_row():
+    import wandb
+
+    from tts.wandb_tables import wandb_table
+
+    columns = ["answer", "correct", "score", "tokens", "step_scores"]
+    rows = [["1", True, 0.5, 10, [0.1, 0.2]], [None, None, 0.25, 12, []], ["x", False, 1, 3, [0.3, 0.1, 0.9]],
+            ["2", True, 0.75, 7, [1]], [None, False, 0.0, 0, [0.4, 0.5]]]
+    fast, slow = wandb_table(columns, rows), wandb.Table(columns=columns, data=rows)
+    assert fast._column_types.to_json() == slow._column_types.to_json()
+    assert fast.data == slow.data

@@ -22,6 +22,7 @@ from tts.config import to_container, validate
 from tts.data import load_problems
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms import build_prm
+from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
@@ -78,6 +79,8 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
             completion.answer, completion.key = answer, key
         record = problem.as_dict()
         record["completions"] = [c.as_dict() for c in output.completions]
+        for c in record["completions"]:  # each completion's own verdict: W&B's completions table filters on it
+            c["correct"] = key_correct[i].get(c["key"]) if c["key"] is not None else False
         # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out
         vote_mask = ([c.extra.get("vote", True) for c in output.completions]
                      if any("vote" in c.extra for c in output.completions) else None)
@@ -105,13 +108,15 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     directory = RunDirectory(run_dir or output_dir(cfg))
     done = directory.open(config)
     info = run_info(cfg.seed, config_hash(fingerprint_of(config)))
-    directory.write_config(OmegaConf.to_yaml(cfg, resolve=True), info)
+    directory.write_config(OmegaConf.to_yaml(redact(config)), info)
     todo = [p for p in problems if p.unique_id not in done]
     log.info("%d problems, %d already recorded in %s", len(problems), len(problems) - len(todo), directory.path)
 
     tracker = build_tracker(cfg.logger)
     policy = prm = grader = None
     try:
+        tracker.start(config, directory.path, [done[p.unique_id] for p in problems if p.unique_id in done],
+                      total=len(problems))
         if todo:
             strategy = get_strategy(cfg.strategy.name)
             policy = build_policy(cfg.model, cfg.seed)
@@ -129,6 +134,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                     for record in records:
                         record["compute"]["backend_calls_share"] = share
                     directory.append(records)
+                    tracker.log_batch(records)
                     prm.clear_memo()
                     bar.update(len(batch))
             log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
@@ -137,7 +143,6 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         metrics = run_metrics([summaries[p.unique_id] for p in problems if p.unique_id in summaries], cfg.n)
         directory.write_metrics(metrics)
         _print_summary(metrics, cfg, directory.path)
-        tracker.start(config, directory.path)
         tracker.log_results(_in_order(directory, problems) if tracker.wants_records else [], metrics, directory)
         return metrics
     finally:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from tts.config import ConfigError
+from tts.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
 
 def fingerprint_of(config: dict) -> dict:
     """The config minus what does not change results (`logger`, batch size, model/PRM/dataset paths)."""
-    kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+    kept = {k: v for k, v in redact(config).items() if k not in NOT_FINGERPRINTED}  # a credential never changes results
     for group in ("model", "prm", "dataset"):
         if isinstance(kept.get(group), dict):
             kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
@@ -462,7 +463,7 @@ def run_info(seed: int, config_hash: str) -> dict:
         "python": platform.python_version(),
         "packages": versions,
         "seed": seed,
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "config_hash": config_hash,
     }

@@ -6,17 +6,23 @@
 
 What a W&B run holds (so a researcher can browse a sweep without the run directories):
 - name `<strategy>-n<n>-seed<seed>`, group `<model>/<prm>/<dataset>` (or logger.group), tags model, prm, dataset,
-  strategy, n=<n>, seed=<seed> (+ logger.tags), job_type logger.job_type; the resolved config, minus anything that
-  looks like a secret (keys named *key*, *token*, *secret*, *password*);
-- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...;
+  strategy, n=<n>, seed=<seed> (+ logger.tags), job_type logger.job_type; the resolved config with credentials
+  redacted (tts/redaction.py: environment secrets by value, `api_key`/`password`/... by name; settings such as
+  `budget.max_tokens` stay visible). W&B's own record of the command line is redacted the same way;
+- live progress, one history row per finished batch against `progress/problems_done`: the running accuracy at n
+  (naive, weighted, majority), pass@n, tokens and tokens/s (tts/live_progress.py); a resumed run continues the curves;
+- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...,
+  plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs n);
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
-- table `problems`: problem, gold, level, the n completions, their step scores and extracted answers, the three
-  predictions and their correctness, pass@n, tokens;
+- tables `completions` (one row per completion) and `problems` (one row per problem), see tts/wandb_tables.py;
 - artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json,
-  i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one.
+  i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one. Its metadata is a small
+  fixed summary (W&B refuses more than 100 keys; metrics.json holds them all).
+
+Everything W&B writes stays in `<run dir>/wandb/` (tts/wandb_dirs.py).
 
 Every W&B call is guarded: if W&B cannot start (no key, no server, bad entity) or fails mid-run, a warning says why and
-the run carries on; the pipeline writes the run directory before tracking starts, so it is always complete.
+the run carries on; the run directory is written whether or not tracking works.
 With `mode=online`, a missing API key (neither WANDB_API_KEY nor a netrc entry) or a server that does not accept a TCP
 connection within a few seconds is reported at once, without calling wandb.init, instead of hanging.
 
@@ -27,20 +33,26 @@ second one with the same name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import netrc
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
+from tts.live_progress import RunningFigures
+from tts.redaction import redact, redact_argv
+from tts.wandb_dirs import WandbDirs
+from tts.wandb_tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-SECRET = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 RUN_FILES = ("config.yaml", "metrics.json", "run_info.json")  # beside the results files (RunDirectory.files())
 AGGREGATIONS = ("naive", "weighted", "maj")
 
@@ -50,7 +62,10 @@ class Tracker:
 
     wants_records = False  # whether log_results needs the whole records (reading them back costs time on huge runs)
 
-    def start(self, config: dict, run_dir: Path) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: list[dict] = (), total: int = 0) -> None:
+        pass
+
+    def log_batch(self, records: list[dict]) -> None:
         pass
 
     def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
@@ -61,12 +76,8 @@ class Tracker:
 
 
 def scrub(tree):
-    """The config without values whose key looks like a secret (they must never reach a W&B server)."""
-    if isinstance(tree, dict):
-        return {k: ("<redacted>" if SECRET.search(str(k)) and v not in (None, "") else scrub(v)) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [scrub(v) for v in tree]
-    return tree
+    """The config as W&B may show it: credentials redacted (see tts/redaction.py)."""
+    return redact(tree)
 
 
 def run_id_for(config: dict, run_dir: Path) -> str:
@@ -102,27 +113,6 @@ def online_problem(base_url: Optional[str] = None, timeout: float = 3.0) -> Opti
     return None
 
 
-def _table(records: list[dict]):
-    columns = ["unique_id", "level", "subject", "problem", "gold", "completions", "step_scores", "answers",
-               "pred_naive", "pred_weighted", "pred_maj", "correct_naive", "correct_weighted", "correct_maj",
-               "pass", "tokens"]
-    rows = []
-    for r in records:
-        n = len(r["completions"])
-        predictions, correct = r["scores"]["predictions"], r["scores"]["correct"]
-        rows.append([
-            r["unique_id"], r.get("level"), r.get("subject"), r["problem"], r["answer"],
-            "\n\n-----\n\n".join(c["text"] for c in r["completions"]),
-            "\n".join(" ".join(f"{s:.3f}" for s in c["step_scores"]) for c in r["completions"]),
-            "\n".join(str(c.get("answer")) for c in r["completions"]),
-            *(predictions.get(f"{agg}@{n}") for agg in AGGREGATIONS),
-            *(correct.get(f"{agg}@{n}") for agg in AGGREGATIONS),
-            r["scores"]["pass"].get(f"pass@{n}"),
-            r.get("compute", {}).get("generated_tokens"),
-        ])
-    return columns, rows
-
-
 def _curve(metrics: dict) -> list[dict]:
     """Per K: accuracy of each aggregation and pass@K, one W&B step each (plotted against curve/K)."""
     ks = sorted({int(k.rsplit("@", 1)[1]) for k in metrics if k.startswith("pass@")})
@@ -130,18 +120,74 @@ def _curve(metrics: dict) -> list[dict]:
              "curve/pass": metrics.get(f"pass@{k}")} for k in ks]
 
 
+def artifact_metadata(config: dict, metrics: dict) -> dict:
+    """The results artifact's metadata: the same few keys at every n (the full metrics are in its metrics.json)."""
+    n = config["n"]
+    return {"n": n, "seed": config["seed"], "strategy": config["strategy"]["name"], "model": config["model"]["name"],
+            "prm": config["prm"]["name"], "dataset": config["dataset"]["name"], "problems": metrics.get("problems"),
+            **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+            "pass": metrics.get(f"pass@{n}"), "tokens_generated": metrics.get("tokens/generated")}
+
+
+def at_own_n(metrics: dict, n: int) -> dict:
+    """Summary keys that mean the same in every run of a sweep (`acc_at_n/weighted` = `acc/weighted@<its n>`), so one
+    W&B panel can plot accuracy against `n` across the runs."""
+    return {**{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+            "acc_at_n/pass": metrics.get(f"pass@{n}")}
+
+
+def table_parts(rows_per_problem: list[list], limit: int) -> list[list]:
+    """Rows split into whole problems, at most `limit` rows per part (one part unless W&B's limit is exceeded)."""
+    parts: list[list] = [[]]
+    for rows in rows_per_problem:
+        if parts[-1] and len(parts[-1]) + len(rows) > limit:
+            parts.append([])
+        parts[-1].extend(rows)
+    return parts
+
+
+@contextlib.contextmanager
+def _row_limit(rows: int):
+    """W&B cuts a logged table to `wandb.Table.MAX_ROWS` (10,000) rows with only a log warning; n=256 on MATH-500 has
+    128,000 completions. Run tables are stored as artifacts, which hold up to `MAX_ARTIFACT_ROWS`, so raise the cut to
+    the table's size while it is logged (table_parts keeps every table within that)."""
+    import wandb
+
+    original = wandb.Table.MAX_ROWS
+    wandb.Table.MAX_ROWS = max(original, rows)
+    try:
+        yield
+    finally:
+        wandb.Table.MAX_ROWS = original
+
+
+@contextlib.contextmanager
+def _redacted_argv():
+    """W&B records the command line in its run metadata (and the offline .wandb file): let it read a redacted one."""
+    original = sys.argv
+    sys.argv = redact_argv(original)
+    try:
+        yield
+    finally:
+        sys.argv = original
+
+
 class WandbTracker(Tracker):
     def __init__(self, logger_cfg) -> None:
         self.cfg = logger_cfg
         self.run = None
         self.run_dir: Optional[Path] = None
+        self.config: dict = {}
+        self.dirs: Optional[WandbDirs] = None
+        self.figures: Optional[RunningFigures] = None
 
     @property
     def wants_records(self) -> bool:
         return self.run is not None and bool(self.cfg.log_table)
 
-    def start(self, config: dict, run_dir: Path) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: list[dict] = (), total: int = 0) -> None:
         self.run_dir = Path(run_dir)
+        self.config = config
         if self.cfg.mode == "online":
             problem = online_problem(os.environ.get("WANDB_BASE_URL"))
             if problem:
@@ -151,28 +197,50 @@ class WandbTracker(Tracker):
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
+            self.dirs = WandbDirs(self.run_dir / "wandb")
+            self.dirs.enter()
             model, prm, data, strategy = (config["model"]["name"], config["prm"]["name"], config["dataset"]["name"],
                                           config["strategy"]["name"])
             n, seed = config["n"], config["seed"]
-            self.run = wandb.init(
-                project=self.cfg.project,
-                entity=self.cfg.entity,
-                mode=self.cfg.mode,
-                dir=str(run_dir),
-                id=self.cfg.get("run_id") or run_id_for(config, run_dir),
-                resume=self.cfg.get("resume", "allow"),
-                config=scrub(config),
-                name=f"{strategy}-n{n}-seed{seed}",
-                group=self.cfg.group or f"{model}/{prm}/{data}",
-                tags=list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
-                job_type=self.cfg.job_type,
-                settings=wandb.Settings(init_timeout=self.cfg.init_timeout),
-                reinit="finish_previous",
-            )
+            with _redacted_argv():
+                self.run = wandb.init(
+                    project=self.cfg.project,
+                    entity=self.cfg.entity,
+                    mode=self.cfg.mode,
+                    dir=str(run_dir),
+                    id=self.cfg.get("run_id") or run_id_for(config, run_dir),
+                    resume=self.cfg.get("resume", "allow"),
+                    config=scrub(config),
+                    name=f"{strategy}-n{n}-seed{seed}",
+                    group=self.cfg.group or f"{model}/{prm}/{data}",
+                    tags=list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
+                    job_type=self.cfg.job_type,
+                    settings=wandb.Settings(init_timeout=self.cfg.init_timeout),
+                    reinit="finish_previous",
+                )
+            sync_dir = getattr(self.run.settings, "sync_dir", None)
+            if sync_dir:
+                self.dirs.stage_in(Path(sync_dir) / "staging")
+            self.run.define_metric("progress/problems_done")
+            self.run.define_metric("progress/*", step_metric="progress/problems_done")
+            self.figures = RunningFigures(n, total)
+            if records_done:  # a resumed run: its curves continue from the problems already on disk
+                self.figures.add(records_done, this_session=False)
+                self.run.log(self.figures.row())
         except Exception as error:  # noqa: BLE001 - tracking must never stop a run
             log.warning("W&B could not start (%s: %s); continuing without tracking. Results are in %s",
                         type(error).__name__, error, run_dir)
             self.run = None
+            self._release()
+
+    def log_batch(self, records: list[dict]) -> None:
+        if self.run is None or self.figures is None:
+            return
+        try:
+            self.figures.add(records)
+            self.run.log(self.figures.row())
+        except Exception as error:  # noqa: BLE001
+            log.warning("W&B progress logging failed (%s: %s)", type(error).__name__, error)
 
     def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
         """`run_dir`: the RunDirectory whose files go into the results artifact."""
@@ -186,13 +254,23 @@ class WandbTracker(Tracker):
             for point in _curve(metrics):
                 self.run.log(point)
             if self.cfg.log_table and records:
-                columns, rows = _table(records)
-                self.run.log({"problems": wandb.Table(columns=columns, data=rows)})
+                n, reduction = self.config["n"], self.config["scoring"]["reduction"]
+                tables = {"problems": [problem_row(r, n) for r in records]}
+                parts = table_parts([completion_rows(r, n, reduction) for r in records], wandb.Table.MAX_ARTIFACT_ROWS)
+                for i, part in enumerate(parts):
+                    tables["completions" if len(parts) == 1 else f"completions_part{i + 1}"] = part
+                if len(parts) > 1:
+                    log.info("%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
+                             sum(map(len, parts)), wandb.Table.MAX_ARTIFACT_ROWS, len(parts))
+                with _row_limit(max(map(len, tables.values()))):
+                    self.run.log({name: wandb_table(PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS, rows)
+                                  for name, rows in tables.items()})
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
+            self.run.summary.update(at_own_n(metrics, self.config["n"]))
             if self.cfg.log_artifact and run_dir.files():
                 artifact = wandb.Artifact(f"results-{self.run.id}", type="results",
-                                          metadata={k: metrics[k] for k in metrics if "@" in k or "/" in k})
+                                          metadata=artifact_metadata(self.config, metrics))
                 for path in run_dir.files():
                     artifact.add_file(str(path), name=path.relative_to(run_dir.path).as_posix())
                 for name in RUN_FILES:
@@ -205,6 +283,7 @@ class WandbTracker(Tracker):
 
     def finish(self) -> None:
         if self.run is None:
+            self._release()
             return
         try:
             offline = self.run.settings.mode == "offline" if hasattr(self.run.settings, "mode") else False
@@ -215,6 +294,20 @@ class WandbTracker(Tracker):
         except Exception as error:  # noqa: BLE001
             log.warning("W&B finish failed (%s: %s)", type(error).__name__, error)
         self.run = None
+        self._release()
+
+    def _release(self) -> None:
+        """Stop W&B's background service (it keeps its log open in this run's cache) and restore W&B's folders."""
+        if self.dirs is None:
+            return
+        try:
+            import wandb
+
+            wandb.teardown()
+        except Exception as error:  # noqa: BLE001
+            log.warning("W&B teardown failed (%s: %s)", type(error).__name__, error)
+        self.dirs.exit()
+        self.dirs = None
 
 
 def build_tracker(logger_cfg) -> Tracker:
