@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(r"^<!--\s*docs-test:\s*(run|skip)\b\s*(.*?)\s*-->$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
-MAIN = re.compile(r"(\bpython3?\s+tts/main\.py\b[^\n&|;#>]*)")
+# an invocation ends at a control operator, a redirection (`2>&1`, `> log`) or a comment
+MAIN = re.compile(r"(\bpython3?\s+tts/main\.py\b(?:(?!\s+\d*[<>&]|[&|;#<>]).)*)")
 INSTALL_STEP = re.compile(
     r"^\s*(python3?\s+-m\s+venv\b|(\.|source)\s+\S*activate\b|pip3?\s+install\b|python3?\s+-m\s+pip\s+install\b)")
 NUM_PROBLEMS = "dataset.num_problems=4"
@@ -92,14 +93,19 @@ def commands_of(block: Block) -> str:
     text = block.code
     if block.lang == "console":
         text = "\n".join(line[2:] for line in text.splitlines() if line.startswith("$ "))
-    text = text.replace("\\\n", " ")
+    text = re.sub(r"\s*\\\n\s*", " ", text)
     script = []
     for line in text.splitlines():
         steps = [s for s in line.split("&&") if not INSTALL_STEP.match(s)]
         line = "&&".join(steps).strip()
         if line:
-            script.append(MAIN.sub(lambda m: f"{m[1].rstrip()} {NUM_PROBLEMS} ", line).rstrip())
+            script.append(MAIN.sub(_append_num_problems, line).rstrip())
     return "\n".join(script)
+
+
+def _append_num_problems(match: re.Match) -> str:
+    command = match[1].rstrip()
+    return f"{command} {NUM_PROBLEMS}" + match[1][len(command):]  # keeps the blank before a following `|`
 
 
 def test_every_shell_block_is_marked_and_every_fence_labelled():
@@ -130,9 +136,11 @@ def test_ci_runs_the_readme_test_command():
 def test_rewrites():
     """The two rewrites the runnable blocks go through."""
     block = Block("x.md", 1, "bash", "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
-                  "python tts/main.py\npython tts/main.py -m n=4,16 \\\n    seed=0,1 | tail -1  # comment", "run", "")
+                  "python tts/main.py\npython tts/main.py -m n=4,16 \\\n    seed=0,1 | tail -1  # comment\n"
+                  "python tts/main.py n=16 2>&1 | grep recorded", "run", "")
     assert commands_of(block).splitlines() == [
-        f"python tts/main.py {NUM_PROBLEMS}", f"python tts/main.py -m n=4,16     seed=0,1 {NUM_PROBLEMS} | tail -1  # comment"]
+        f"python tts/main.py {NUM_PROBLEMS}", f"python tts/main.py -m n=4,16 seed=0,1 {NUM_PROBLEMS} | tail -1  # comment",
+        f"python tts/main.py n=16 {NUM_PROBLEMS} 2>&1 | grep recorded"]
     console = Block("x.md", 1, "console", "$ python tts/main.py n=8\nprinted output\n$ ls outputs", "run", "")
     assert commands_of(console) == f"python tts/main.py n=8 {NUM_PROBLEMS}\nls outputs"
 
