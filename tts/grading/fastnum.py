@@ -37,7 +37,7 @@ Num = Union[Fraction, Decimal]
 _CTX = decimal.Context(prec=50, Emax=10**6, Emin=-(10**6))
 _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
 _MAX_LEN = 200
-_MAX_DEPTH = 20
+_MAX_DEPTH = 100  # `((((5))))` nested 60 deep is still a number (the parser uses ~4 frames per level)
 _MAX_EXP = 400  # |exponent| bound for exact powers
 _MAX_DIGITS = 400  # bound on numerator/denominator size
 
@@ -399,7 +399,9 @@ def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
         return poly_key(v), None
     if isinstance(v, Fraction):
         return rational_key(v), v
-    return decimal_key(v, from_decimals=p.inexact_from_decimals), v
+    # Decimals were read exactly (`Fraction("0.25")`), so an irrational result is keyed exactly too: `0.25\\pi` and
+    # `\\frac{\\pi}{4}` share a key, and no loose tolerance can turn it into a made-up fraction.
+    return decimal_key(v), v
 
 
 def _split_top(s: str) -> Optional[List[str]]:

@@ -60,10 +60,11 @@ def _num_key(e: sympy.Expr) -> Optional[str]:
     re_, im_ = v.as_real_imag()
     if not (re_.is_Number and im_.is_Number):
         return None
-    if any(x in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo) for x in (re_, im_)):
+    if any(x in (sympy.nan, sympy.zoo) for x in (re_, im_)):
+        return None  # `3:0`, `\\frac{1}{0}`: undefined values are not one value -- no key, the string decides
+    if any(x in (sympy.oo, -sympy.oo) for x in (re_, im_)):
         return "x:" + sympy.srepr(e)
-    # decimals reach sympy as Floats with ~15 significant digits: rationals are recognised at that precision
-    return decimal_key(_dec(re_), _dec(im_), from_decimals=bool(e.atoms(sympy.Float)))
+    return decimal_key(_dec(re_), _dec(im_))
 
 
 def _is_rational_polynomial(e: sympy.Expr) -> bool:
@@ -165,11 +166,26 @@ def _parsed(norm: str) -> List[Any]:
     return p
 
 
+def _exact(obj: Any) -> Any:
+    """Decimals as exact rationals (``0.25`` -> 1/4, as the pure-Python path reads them), so that ``0.25\\pi`` gets
+    the exact key of ``\\frac{\\pi}{4}``; and ``i`` as the imaginary unit when it is the only letter (``(2+i)(2-i)``
+    is 5, ``3+4i`` a complex number)."""
+    if not isinstance(obj, sympy.Basic):
+        return obj
+    floats = obj.atoms(sympy.Float)
+    if floats:
+        obj = obj.xreplace({f: sympy.Rational(str(f)) for f in floats if f.is_finite})
+    syms = obj.free_symbols
+    if syms and all(getattr(x, "name", None) == "i" for x in syms):
+        obj = obj.xreplace({x: sympy.I for x in syms})
+    return obj
+
+
 def canonical_key(norm: str) -> Optional[str]:
     """Canonical key of a normalised answer (see the module docstring); ``None`` when it does not parse."""
     if norm in _KEYS:
         return _KEYS[norm]
-    obj = _first_sympy(_parsed(norm))
+    obj = _exact(_first_sympy(_parsed(norm)))
     k = _key(obj) if obj is not None else None
     if len(_KEYS) > _CACHE_LIMIT:
         _KEYS.clear()
