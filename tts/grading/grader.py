@@ -34,7 +34,7 @@ from tts.grading.keys import decide_by_keys, rational_key
 from tts.grading.normalize import (
     huge_integer_log10, is_mc_letter, normalize_answer, numeric_value, string_key, string_only,
 )
-from tts.grading.worker import ERROR, NOKEY, TIMEOUT, SymbolicWorker
+from tts.grading.worker import BUSY, ERROR, NOKEY, TIMEOUT, SymbolicWorker
 
 __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 
@@ -158,6 +158,8 @@ class AnswerGrader:
             self.stats["key_symbolic"] += 1
             if r == TIMEOUT:
                 self.stats["key_timeouts"] += 1
+            if r == BUSY:
+                continue  # not tried (a replacement worker was loading): nothing learnt about this answer
             self._sym_key[norm] = r if r is None or isinstance(r, str) else NOKEY
 
     def _known_key(self, norm: str, fk: Optional[str]) -> Optional[str]:
@@ -226,7 +228,9 @@ class AnswerGrader:
                 for norm, idx in todo.items():
                     k = self._known_key(norm, None) or "s:" + norm
                     for i in idx:
-                        self._key[answers[i]] = out[i] = k
+                        out[i] = k
+                        if norm in self._sym_key:  # else not tried (see worker.BUSY): not remembered
+                            self._key[answers[i]] = k
         return out
 
     # -- grading --------------------------------------------------------------------------------------------------
@@ -277,7 +281,8 @@ class AnswerGrader:
             # Gold answers (dataset strings, one per problem) get their worker key first, once: most comparisons
             # are then decided by keys without a worker round trip.
             gold_todo = []
-            for g in dict.fromkeys(golds):
+            # (a single pair is one worker item: keys and comparison under one bound)
+            for g in dict.fromkeys(golds if len(answers) > 1 else ()):
                 gn, gk = self._fast(g)
                 if gk is None and gn not in self._sym_key and len(gn) <= self.max_chars and gn not in self._huge:
                     gold_todo.append(gn)
@@ -336,12 +341,14 @@ class AnswerGrader:
                             # first, separately) is what is too costly -- remember, do not spend the bound again
                             self.stats["key_timeouts"] += r == TIMEOUT
                             self._sym_key[pair[0]] = r
-                    self._eq[pair] = res
+                    if r != BUSY:  # a pair not tried is not remembered: a later call tries it again
+                        self._eq[pair] = res
                     for i in todo[pair]:
                         if res is None:
                             self.stats["ungraded"] += 1
                         out[i] = res
-                        self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
+                        if r != BUSY:
+                            self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
         return out
 
     def _fast_key_of(self, raw: Optional[str]) -> Optional[str]:

@@ -228,3 +228,11 @@ def equivalent(
     if not gold or not pred:
         return False, kp, kg
     return bool(verify(gold, pred, timeout_seconds=None)), kp, kg
+
+
+def plain_verify(answer: str, gold: str) -> bool:
+    """Plain math_verify, as another project would call it, for `tts.grading.audit`: both raw strings in ``$..$``,
+    parsed by math_verify alone (LaTeX only: no Python evaluation of model text), ``verify(gold, answer)``."""
+    g = _parse(gold)
+    a = _parse(answer)
+    return bool(g and a and verify(g, a, timeout_seconds=None))
