@@ -89,8 +89,8 @@ def _parts(objs: Any) -> Optional[List[str]]:
 
 
 def _key(obj: Any) -> Optional[str]:
-    if obj is None:
-        return None
+    if obj is None or _undefined(obj):
+        return None  # `3:0`, `\\frac{1}{0}`: undefined is no value -- no key, they equal nothing
     if isinstance(obj, sympy.MatrixBase):
         ks = _parts(obj)
         return None if ks is None else f"mat{obj.shape}[" + ";".join(ks) + "]"
@@ -181,6 +181,13 @@ def _exact(obj: Any) -> Any:
     return obj
 
 
+def _undefined(obj: Any) -> bool:
+    try:
+        return isinstance(obj, sympy.Basic) and bool(obj.has(sympy.zoo, sympy.nan))
+    except Exception:
+        return False
+
+
 def canonical_key(norm: str) -> Optional[str]:
     """Canonical key of a normalised answer (see the module docstring); ``None`` when it does not parse."""
     if norm in _KEYS:
@@ -227,6 +234,8 @@ def equivalent(
     pred = _parsed(pred_norm)
     if not gold or not pred:
         return False, kp, kg
+    if _undefined(_first_sympy(gold)) or _undefined(_first_sympy(pred)):
+        return False, kp, kg  # `\\frac{1}{0}` is no value: it equals nothing (math_verify: zoo == zoo)
     return bool(verify(gold, pred, timeout_seconds=None)), kp, kg
 
 
