@@ -1,0 +1,61 @@
+"""`python -m tts.grading.audit`: our grader and plain math_verify side by side on a run's answers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tts.pipeline import run
+from tts.results import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _audit(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "tts.grading.audit", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_audit_on_a_sim_run(tmp_path, make_cfg):
+    run(make_cfg(["n=8", "dataset.num_problems=6", "logger=none"]), run_dir=tmp_path / "sweep" / "run0")
+    records = RunDirectory(tmp_path / "sweep" / "run0").load()
+    pairs = {(c["answer"], r["answer"]) for r in records.values() for c in r["completions"] if c["answer"]}
+    assert all("answer_rule" in c for r in records.values() for c in r["completions"])
+    out = _audit(str(tmp_path / "sweep"))  # a folder of runs
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"agreement with math_verify: (\d+)/(\d+) pairs", out.stdout)
+    assert m, out.stdout
+    assert int(m.group(2)) == len(pairs) > 0
+    assert "keys merging answers math_verify separates:" in out.stdout
+
+
+def test_audit_reports_disagreements_by_kind_and_merges(tmp_path):
+    """A run whose answers hold the classes math_verify grades otherwise: every disagreement is printed under its
+    kind, and answers our keys merge while math_verify separates them are listed."""
+    completions = [{"text": "", "answer": a, "key": None} for a in
+                   ["east", "(2+i)(2-i)", "5", "seat", "0.25\\pi", "\\frac{\\pi}{4}"]]
+    records = [
+        {"unique_id": "p0", "problem": "q", "answer": "seat", "completions": completions[:1] + completions[3:4]},
+        {"unique_id": "p1", "problem": "q", "answer": "5", "completions": completions[1:3]},
+        {"unique_id": "p2", "problem": "q", "answer": "\\frac{\\pi}{4}", "completions": completions[4:]},
+    ]
+    with RunDirectory(tmp_path / "run") as d:
+        d.open({"test": 1})
+        d.append(records)
+    out = _audit(str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    assert "agreement with math_verify: " in out.stdout
+    assert "ours different, math_verify equal; compared as text" in out.stdout  # east vs seat
+    assert "answer 'east'  gold 'seat'" in out.stdout
+    assert "ours equal, math_verify different; number" in out.stdout  # (2+i)(2-i) vs 5
+    assert "'(2+i)(2-i)' and '5' (key 'q:5/1'" in out.stdout  # merged by our key, separate for math_verify
+
+
+def test_audit_refuses_a_folder_without_runs(tmp_path):
+    out = _audit(str(tmp_path))
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and str(tmp_path) in out.stderr
