@@ -30,7 +30,7 @@ from typing import List, Optional, Tuple, Union
 
 from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, poly_key, rational_key
 
-__all__ = ["fast_key"]
+__all__ = ["fast_key", "huge_power_degree"]
 
 Num = Union[Fraction, Decimal]
 
@@ -531,3 +531,34 @@ def fast_key(norm: str) -> Optional[str]:
     if kind in ("()", "[]") and not any(k in (INF_KEY, NEG_INF_KEY) for k in keys):
         return "tup(" + ",".join(keys) + ")"
     return None
+
+
+def huge_power_degree(norm: str) -> Optional[int]:
+    """The degree of an answer that is, as a whole, a non-constant polynomial raised to an integer power too large
+    to expand (``(x+1)^{100000}``), else ``None``. Such an answer is soundly different from any number and any
+    polynomial we can key, and sympy would spend the whole time bound expanding it."""
+    if len(norm) > _MAX_LEN or not norm.startswith("(") or "^" not in norm:
+        return None
+    depth = 0
+    for j, ch in enumerate(norm):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            break
+    rest = norm[j + 1 :].replace(" ", "")
+    if not rest.startswith("^"):
+        return None
+    exp = rest[1:]
+    if exp.startswith("{") and exp.endswith("}"):
+        exp = exp[1:-1]
+    if not exp.isdigit() or len(exp) > 12 or int(exp) <= _MAX_DEGREE:
+        return None
+    try:
+        p = _Parser(_tokenize(norm[1:j]))
+        base = p.expr()
+        if p.i != len(p.t) or not isinstance(base, _Poly):
+            return None
+    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
+            IndexError):
+        return None
+    return max(sum(e for _, e in mono) for mono in base) * int(exp)

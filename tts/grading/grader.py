@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tts.grading.fastnum import fast_key
+from tts.grading.fastnum import fast_key, huge_power_degree
 from tts.grading.keys import decide_by_keys, rational_key
 from tts.grading.normalize import (
     huge_integer_log10, is_mc_letter, normalize_answer, numeric_value, string_key, string_only,
@@ -42,6 +42,8 @@ __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 DEFAULT_MAX_CHARS = 1000
 #: Integers with more digits than this (power towers, factorials) are never built by sympy.
 HUGE_LOG10 = 10_000
+#: Powers of polynomials of higher degree (``(x+1)^{100000}``) are never expanded by sympy.
+HUGE_DEGREE = 1_000
 
 _ASK = object()  # "only the worker can tell"
 #: Raw answers longer than this are not normalised beyond whitespace (and so keyed by their string).
@@ -138,7 +140,7 @@ class AnswerGrader:
                 key = "mc:" + norm
             else:
                 lg = huge_integer_log10(norm)
-                if lg is not None and lg > HUGE_LOG10:
+                if (lg is not None and lg > HUGE_LOG10) or (huge_power_degree(norm) or 0) > HUGE_DEGREE:
                     self._huge.add(norm)
                     key = "s:" + norm
                 else:
@@ -248,8 +250,8 @@ class AnswerGrader:
             # an integer with > HUGE_LOG10 digits vs a plain number (< 61 characters): soundly different;
             # against anything else: not decidable without building it -> ungraded
             other = gk if pn in self._huge else pk
-            if other is not None and other.startswith("q:"):
-                return False
+            if other is not None and (other.startswith("q:") or _poly_degree(other) <= HUGE_DEGREE):
+                return False  # a number, or a polynomial of small degree
             self.stats["too_large"] += 1
             return None
         if pn in self._string_only or gn in self._string_only:
@@ -361,6 +363,16 @@ class AnswerGrader:
 
 _DEFAULT: Dict[float, AnswerGrader] = {}
 _DEFAULT_LOCK = threading.Lock()
+
+
+def _poly_degree(key: str) -> float:
+    """Total degree of a polynomial key (``p:x,y|2.0:1/1;0.1:-3/2`` -> 2); infinity for any other key."""
+    if not key.startswith("p:") or "|" not in key:
+        return float("inf")
+    try:
+        return max(sum(int(e) for e in term.split(":", 1)[0].split(".")) for term in key.split("|", 1)[1].split(";"))
+    except ValueError:
+        return float("inf")
 
 
 def _default_grader(timeout: float) -> AnswerGrader:
