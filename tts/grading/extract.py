@@ -36,7 +36,6 @@ RULES = ("boxed", "boxes", "phrase", "last_math", "last_number")
 #: wrote; the grader applies its own limits).
 MAX_ANSWER_CHARS = 400
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 _MAX_BOX_CANDIDATES = 10_000  # box commands tried from the end (a real completion has a handful)
 
@@ -47,22 +46,31 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _MATH_SPAN = re.compile(r"\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.S)
 
 
-_BRACE_TOKENS = re.compile(r"\\.|[{}]", re.S)
+_BRACE_SPECIAL = re.compile(r"[\\{}]")
 
 
 def _match_brace(text: str, open_idx: int, limit: int) -> Optional[int]:
     """Index of the ``}`` closing the ``{`` at ``open_idx`` (searching before ``limit``); ``None`` if unbalanced.
     Escaped ``\\{``/``\\}`` (and any other backslash pair) are skipped."""
     depth = 0
-    for m in _BRACE_TOKENS.finditer(text, open_idx, limit):
-        c = m.group()
+    pos = open_idx
+    search = _BRACE_SPECIAL.search  # jumps over runs of ordinary characters in C
+    while True:
+        m = search(text, pos, limit)
+        if m is None:
+            return None
+        i = m.start()
+        c = text[i]
+        if c == "\\":
+            pos = i + 2
+            continue
         if c == "{":
             depth += 1
-        elif c == "}":
+        else:
             depth -= 1
             if depth == 0:
-                return m.start()
-    return None
+                return i
+        pos = i + 1
 
 
 def _box_content(text: str, start: int, cmd: str, limit: int) -> Tuple[Optional[str], bool, int]:
@@ -99,19 +107,22 @@ def _boxes_from_end(text: str) -> Iterator[Tuple[str, int, int]]:
     # (its closing brace would have closed the later one first), so brace scans stop at the last unbalanced box;
     # each command's previous occurrence is searched once: the total work stays linear in len(text).
     limit = len(text)
-    nxt = {cmd: text.rfind(cmd) for cmd in _BOX_COMMANDS}
+    boxed, fbox = text.rfind("\\boxed"), text.rfind("\\fbox")
     for _ in range(_MAX_BOX_CANDIDATES):
-        cmd = max(nxt, key=lambda c: nxt[c])
-        pos = nxt[cmd]
+        pos = max(boxed, fbox)
         if pos < 0:
             return
+        cmd = "\\boxed" if pos == boxed else "\\fbox"
         content, unbalanced, end = _box_content(text, pos, cmd, limit)
         if content is not None:
             yield content, pos, end
             limit = pos  # an earlier box listed with this one closes before this one starts
         if unbalanced:
             limit = pos
-        nxt[cmd] = text.rfind(cmd, 0, pos) if pos > 0 else -1
+        if pos == boxed:
+            boxed = text.rfind(cmd, 0, pos) if pos > 0 else -1
+        else:
+            fbox = text.rfind(cmd, 0, pos) if pos > 0 else -1
 
 
 # What may stand between two boxes that a final step lists as one answer: `$\boxed{-2}$ and $\boxed{1}$`,
