@@ -238,6 +238,14 @@ class AnswerGrader:
     # -- grading --------------------------------------------------------------------------------------------------
     def grade(self, answer: Optional[str], gold: str) -> Optional[bool]:
         """True/False; ``None`` = ungraded (the comparison hit the time bound or a size limit). No answer -> False."""
+        if answer is not None:
+            with self._lock:  # the common case, a repeated pair: one dict lookup, no batch set-up
+                r = self._grade.get((answer, gold), _ASK)
+                if r is not _ASK:
+                    self.stats["grade_calls"] += 1
+                    self.stats["grade_cache_hits"] += 1
+                    self.stats["ungraded"] += r is None
+                    return r
         return self.grade_many([answer], [gold])[0]
 
     def _decide(self, pn: str, pk: Optional[str], gn: str, gk: Optional[str]) -> Any:
