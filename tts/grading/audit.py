@@ -12,7 +12,7 @@ the grading worker process. The report prints
 * every pair of different answers to one problem that our voting keys merge but math_verify tells apart -- a merge
   changes majority and weighted accuracy, so each one deserves a look.
 
-Some disagreements are deliberate (``\\\\text{east}`` vs ``\\\\text{seat}``: math_verify reads words as products of
+Some disagreements are deliberate (``\\text{east}`` vs ``\\text{seat}``: math_verify reads words as products of
 letters; ``(2+i)(2-i)`` vs ``5``: it reads ``i`` as a variable); the report is for a researcher to check a run's
 grading before trusting its numbers. Records are read with `tts.results.RunDirectory`.
 """

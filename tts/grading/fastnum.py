@@ -399,8 +399,8 @@ def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
         return poly_key(v), None
     if isinstance(v, Fraction):
         return rational_key(v), v
-    # Decimals were read exactly (`Fraction("0.25")`), so an irrational result is keyed exactly too: `0.25\\pi` and
-    # `\\frac{\\pi}{4}` share a key, and no loose tolerance can turn it into a made-up fraction.
+    # Decimals were read exactly (`Fraction("0.25")`), so an irrational result is keyed exactly too: `0.25\pi` and
+    # `\frac{\pi}{4}` share a key, and no loose tolerance can turn it into a made-up fraction.
     return decimal_key(v), v
 
 

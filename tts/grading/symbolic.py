@@ -61,7 +61,7 @@ def _num_key(e: sympy.Expr) -> Optional[str]:
     if not (re_.is_Number and im_.is_Number):
         return None
     if any(x in (sympy.nan, sympy.zoo) for x in (re_, im_)):
-        return None  # `3:0`, `\\frac{1}{0}`: undefined values are not one value -- no key, the string decides
+        return None  # `3:0`, `\frac{1}{0}`: undefined values are not one value -- no key, the string decides
     if any(x in (sympy.oo, -sympy.oo) for x in (re_, im_)):
         return "x:" + sympy.srepr(e)
     return decimal_key(_dec(re_), _dec(im_))
@@ -90,7 +90,7 @@ def _parts(objs: Any) -> Optional[List[str]]:
 
 def _key(obj: Any) -> Optional[str]:
     if obj is None or _undefined(obj):
-        return None  # `3:0`, `\\frac{1}{0}`: undefined is no value -- no key, they equal nothing
+        return None  # `3:0`, `\frac{1}{0}`: undefined is no value -- no key, they equal nothing
     if isinstance(obj, sympy.MatrixBase):
         ks = _parts(obj)
         return None if ks is None else f"mat{obj.shape}[" + ";".join(ks) + "]"
@@ -235,7 +235,7 @@ def equivalent(
     if not gold or not pred:
         return False, kp, kg
     if _undefined(_first_sympy(gold)) or _undefined(_first_sympy(pred)):
-        return False, kp, kg  # `\\frac{1}{0}` is no value: it equals nothing (math_verify: zoo == zoo)
+        return False, kp, kg  # `\frac{1}{0}` is no value: it equals nothing (math_verify: zoo == zoo)
     return bool(verify(gold, pred, timeout_seconds=None)), kp, kg
 
 
