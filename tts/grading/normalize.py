@@ -20,8 +20,16 @@ be *sound* (never make two different MATH answers equal) for the answer formats 
 * a leading ``x =`` / ``f(x) =`` / ``x \\in`` with a single-variable left side is dropped when the right side has no
   letters (``x = 3`` means the answer ``3``; ``y = 2x + 3`` is kept as an equation);
 * multiple-choice letters: ``(A)``, ``A)``, ``\\text{(A)}``, ``\\textbf{(A)}`` -> ``A``;
-* mixed numbers ``2\\frac{1}{2}`` are read as ``5/2`` (MATH's convention; LaTeX parsers read a product);
+* mixed numbers ``2\\frac{1}{2}`` are read as ``5/2`` (MATH's convention; LaTeX parsers read a product), also
+  written with a space: ``5 1/3`` is ``16/3``;
+* ``12,\\! 345`` (a thousands comma with ``\\!`` and a space) is ``12345``; ``7\\text{ m}^2`` is ``7`` (a space
+  before ``^`` is dropped, so the unit keeps its exponent and is dropped whole);
+* inside ``\\sin``, ``\\cos``, ... degrees become radians (``\\cos 60^\\circ`` is ``\\frac12``, not ``\\cos 60``);
+* prose around a single math span (``so $y < 2$ works``) is dropped: the span is the answer (`_inner_math`);
 * a trailing full stop and all whitespace runs are collapsed.
+
+`string_only` answers (words, times and ratios, numbers separated by a space, prose left with math inside) are
+compared as strings only (`string_key`): a math parser misreads them.
 
 `numeric_value` then recognises plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, signs, mixed numbers,
 scientific notation with small exponents) and returns an exact `fractions.Fraction`, so these never need sympy.
