@@ -14,8 +14,8 @@ BOUND = 2.0
 MARGIN = 1.0
 
 _OPENERS = ["\\boxed{", "\\frac{", "(", "{", "\\sqrt{", "x^{", "\\left(", "[", "\\text{", "$", "\\{", "2^{"]
-_CLOSERS = {"\\boxed{": "}", "\\frac{": "}{2}", "(": ")", "{": "}", "\\sqrt{": "}", "x^{": "}", "\\left(": "\\right)",
-            "[": "]", "\\text{": "}", "$": "$", "\\{": "\\}", "2^{": "}"}
+_CLOSERS = {"\\boxed{": "}", "\\frac{": "}{2}", "(": ")", "{": "}", "\\sqrt{": "}", "x^{": "}",
+            "\\left(": "\\right)", "[": "]", "\\text{": "}", "$": "$", "\\{": "\\}", "2^{": "}"}
 _UNICODE = ["π", "√", "½", "٣", "５", "𝟕", "é", "\u0301", "\u202e", "😀", "∞", "−", "×", "÷", "°", "\u200b", "ß", "ﬁ"]
 _ATOMS = ["1", "x", "\\pi", "0.5", "i", "e", "y", "12,345", ":", " ", "-", "+", "\\cdot", "^", "_", "!", ","]
 
@@ -25,7 +25,8 @@ def _fuzz_answer(rng: random.Random) -> str:
     if kind < 0.4:  # nesting
         opener = rng.choice(_OPENERS)
         depth = rng.choice([5, 30, 100, 500, 2000])
-        return opener * depth + rng.choice(_ATOMS[:4]) + _CLOSERS[opener] * (depth if rng.random() < 0.7 else depth // 2)
+        closing = depth if rng.random() < 0.7 else depth // 2  # some unbalanced
+        return opener * depth + rng.choice(_ATOMS[:4]) + _CLOSERS[opener] * closing
     if kind < 0.7:  # size
         size = rng.choice([100, 1000, 20_000, 200_000])
         return "".join(rng.choice(_ATOMS) for _ in range(size // 2))

@@ -43,7 +43,9 @@ _PHRASES = ("final answer is", "final answer:", "final answer", "the answer is",
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-_MATH_SPAN = re.compile(r"\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.S)
+_MATH_SPAN = re.compile(  # an escaped `\$` (a dollar sign) is no delimiter
+    r"\s*(?:(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.S
+)
 
 
 _BRACE_SPECIAL = re.compile(r"[\\{}]")
@@ -173,7 +175,7 @@ def _strip_sentence(s: str) -> Optional[str]:
 
 
 _NUMBER = re.compile(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
-_ANY_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_ANY_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 _TAIL_CHARS = 4000  # lenient fallbacks look at the end of the text only: where a final answer is
 
 

@@ -169,6 +169,7 @@ def normalize_answer(ans: str) -> str:
     for cmd in ("\\left", "\\right"):
         s = re.sub(re.escape(cmd) + r"(?![a-zA-Z])\s*", "", s)
     s = s.replace("\\displaystyle", "")
+    s = re.sub(r"\\varnothing(?![a-zA-Z])", r"\\emptyset", s)  # two spellings of the empty set
     # spacing commands (a `\\` row separator followed by a space or comma is not one)
     s = re.sub(r"(?<!\\)\\[,;:!]", "", s)
     s = re.sub(r"(?<!\\)\\(?:qquad(?![a-zA-Z])|quad(?![a-zA-Z])|\s)", " ", s).replace("~", " ")
@@ -220,7 +221,7 @@ def normalize_answer(ans: str) -> str:
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])")
 _DEGREES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree(?![a-zA-Z]))")
 _SPACED_MIXED_RE = re.compile(r"^([-+]?)(\d{1,9}) (\d{1,9})/(\d{1,9})$")
-_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_SPAN_RE = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 _NEGATIONS = re.compile(r"\b(?:not|no|never|except|cannot|can't|isn't|nor|unless|but)\b", re.I)
 _PROSE_RE = re.compile(r"^[A-Za-z\s,.;:!'\-]*$")
 _MAX_INNER_MATH_CHARS = 2000
