@@ -112,7 +112,7 @@ def test_grouping_by_key_equals_pairwise_grade(grader, cls):
         assert (keys[a] == keys[b]) == verdict, (a, b, keys[a], keys[b], verdict)
 
 
-def test_power_tower_and_deep_parentheses_are_fast():
+def test_pathological_but_trivial_answers_are_fast():
     import time
 
     g = AnswerGrader(timeout=5.0)
@@ -122,6 +122,14 @@ def test_power_tower_and_deep_parentheses_are_fast():
             t = time.perf_counter()
             k = g.key(answer)
             assert time.perf_counter() - t < 1.0 and not k.startswith("s:"), (answer, k)
+        # a product over a huge range is never evaluated: string key at once, and ungraded (never "wrong")
+        t = time.perf_counter()
+        assert g.key("\\prod_{n=1}^{10^{9}} n").startswith("s:")
+        assert g.grade("\\prod_{n=1}^{10^{9}} n", "5") is None
+        assert time.perf_counter() - t < 1.0
+        # a polynomial power too large to expand is not a number or a small polynomial
+        assert g.grade("(x+1)^{100000}", "5") is False and g.grade("(x+1)^{100000}", "x+1") is False
+        assert g.grade("(x)^{100000}", "x^{100000}") is None  # a huge-degree polynomial: not decided by degree
     finally:
         g.close()
 

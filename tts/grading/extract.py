@@ -136,6 +136,22 @@ _BETWEEN_BOXES = re.compile(
 _MAX_LISTED_BOXES = 20
 
 
+def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
+    """The common case, fast: the last ``\\boxed{`` is complete, and no other box precedes it in its step; else
+    (None, None) and `_final_boxes` decides."""
+    k = text.rfind("\\boxed{")
+    if k < 0 or text.find("\\fbox", k) >= 0 or text.find("\\boxed", k + 7) >= 0:
+        return None, None
+    end = _match_brace(text, k + 6, len(text))
+    if end is None:
+        return None, None
+    content = text[k + 7 : end].strip()
+    prev = text.rfind("\\boxed", 0, k)
+    if not content or (prev >= 0 and prev > text.rfind("\n\n", 0, k)) or text.find("\\fbox", 0, k) >= 0:
+        return None, None
+    return content, "boxed"
+
+
 def _final_boxes(text: str) -> Tuple[Optional[str], Optional[str]]:
     """(answer, rule) from the boxes: the last box, or the set of boxes the final step lists as one answer."""
     boxes = _boxes_from_end(text)
@@ -233,7 +249,9 @@ def extract_answer_with_rule(text: str, lenient: bool = False) -> Tuple[Optional
     try:
         if not isinstance(text, str) or not text:
             return None, None
-        ans, rule = _final_boxes(text)
+        ans, rule = _one_final_box(text)
+        if ans is None:
+            ans, rule = _final_boxes(text)
         if ans is None:
             ans, rule = _after_phrase(text), "phrase"
         if ans is None and lenient:

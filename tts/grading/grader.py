@@ -26,6 +26,7 @@ silently turned into "wrong".
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -71,6 +72,7 @@ class AnswerGrader:
         self._grade: Dict[Tuple[str, str], Optional[bool]] = {}  # (raw answer, raw gold) -> result
         self._eq: Dict[Tuple[str, str], Optional[bool]] = {}  # (norm answer, norm gold) -> result
         self._huge: set = set()  # normalised answers that are integers too large to build
+        self._unevaluated: set = set()  # products over huge ranges: never evaluated, compared as strings
         self._string_only: set = set()  # normalised answers compared only as strings (words, times, `4 5`)
         self.stats: Dict[str, int] = {
             k: 0
@@ -142,6 +144,9 @@ class AnswerGrader:
                 lg = huge_integer_log10(norm)
                 if (lg is not None and lg > HUGE_LOG10) or (huge_power_degree(norm) or 0) > HUGE_DEGREE:
                     self._huge.add(norm)
+                    key = "s:" + norm
+                elif _long_product(norm):
+                    self._unevaluated.add(norm)
                     key = "s:" + norm
                 else:
                     key = fast_key(norm)
@@ -262,6 +267,9 @@ class AnswerGrader:
                 return False  # a number, or a polynomial of small degree
             self.stats["too_large"] += 1
             return None
+        if pn in self._unevaluated or gn in self._unevaluated:
+            self.stats["too_large"] += 1
+            return None  # `\prod_{n=1}^{10^9} n`: its value cannot be built in the bound, nor its size bounded
         if pn in self._string_only or gn in self._string_only:
             return pk == gk  # words, times, spaced numbers: equal only as (normalised) strings
         if (pk or "").startswith("mc:") or (gk or "").startswith("mc:"):
@@ -371,6 +379,19 @@ class AnswerGrader:
 
 _DEFAULT: Dict[float, AnswerGrader] = {}
 _DEFAULT_LOCK = threading.Lock()
+
+
+_PRODUCT_BOUND = re.compile(r"\\prod\s*_\s*\{[^{}]*\}\s*\^\s*\{?\s*(?:10\s*\^\s*\{?\s*(\d+)|(\d+))")
+
+
+def _long_product(norm: str) -> bool:
+    """``\\prod`` with an upper bound over 10^5: sympy would spend the whole bound (or memory) evaluating it."""
+    m = _PRODUCT_BOUND.search(norm) if "\\prod" in norm else None
+    if m is None:
+        return False
+    if m.group(1) is not None:
+        return int(m.group(1)) >= 5
+    return len(m.group(2)) > 5
 
 
 def _poly_degree(key: str) -> float:
