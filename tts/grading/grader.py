@@ -20,8 +20,14 @@ remembered: later comparisons with it are ungraded at once instead of spending t
 ``max_chars`` (normalised) are never parsed: their key is the string key, and grading them gives ``True`` only when
 they equal the gold as normalised strings, else ``None`` (``stats["too_long"]``). Integers too large to build
 (``10^{10^{10}}``, ``100000!``; `tts.grading.normalize.huge_integer_log10`) are ``False`` against a plain-number
-gold answer (soundly: they have more digits) and ungraded otherwise (``stats["too_large"]``). A bound is never
-silently turned into "wrong".
+gold answer (soundly: they have more digits) and ungraded otherwise (``stats["too_large"]``); so are powers of
+polynomials of degree over `HUGE_DEGREE` (``(x+1)^{100000}``: False against a number or a small polynomial);
+products over ranges past 10^5 (``\\prod_{n=1}^{10^9} n``) are ungraded. A bound is never silently turned into
+"wrong". Raw answers over ``10 * max_chars`` characters skip normalisation, so the parent's work stays linear.
+
+Answers `tts.grading.normalize.string_only` flags (words, times and ratios, numbers separated by a space) get
+their string key and equal only the same string: a math parser would read ``\\text{east}`` as the product
+e*a*s*t, equal to ``\\text{seat}``.
 """
 
 from __future__ import annotations
