@@ -59,3 +59,25 @@ def test_audit_refuses_a_folder_without_runs(tmp_path):
     out = _audit(str(tmp_path))
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and str(tmp_path) in out.stderr
+
+
+def test_grade_batch_records_the_rule_and_honours_lenient_extraction(make_cfg):
+    """`scoring.lenient_extraction` reaches extraction in the pipeline, and each completion says which rule gave
+    its answer."""
+    from tts.data.problem import Problem
+    from tts.grading import AnswerGrader
+    from tts.pipeline import grade_batch
+    from tts.search.base import SearchOutput
+    from tts.search.completion import Completion
+
+    texts = ["So \\boxed{4}.", "The answer is 4.", "We get $x = 4$ here.", "It is 4 apples", "nothing"]
+    problem = Problem(unique_id="u0", problem="2+2?", answer="4")
+    with AnswerGrader() as grader:
+        for lenient, rules in ((False, ["boxed", "phrase", None, None, None]),
+                               (True, ["boxed", "phrase", "last_math", "last_number", None])):
+            cfg = make_cfg(["n=5", f"scoring.lenient_extraction={str(lenient).lower()}"])
+            output = SearchOutput([Completion(t, [t], [0.5], "stop", 3) for t in texts])
+            record = grade_batch([problem], [output], grader, cfg)[0]
+            assert [c["answer_rule"] for c in record["completions"]] == rules
+            answers = [c["answer"] for c in record["completions"]]
+            assert answers == (["4", "4", "x = 4", "4", None] if lenient else ["4", "4", None, None, None])
