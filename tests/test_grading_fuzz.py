@@ -84,3 +84,17 @@ def test_parent_work_is_linear(grader, answer):
     t = time.perf_counter()
     extract_answer(answer, lenient=True)
     assert time.perf_counter() - t < 1.0
+
+
+def test_long_text_command_search_matches_str_methods():
+    """The backslash walks used on long texts find exactly what ``str.rfind`` / ``str.find`` find."""
+    from tts.grading.extract import _find_cmd, _rfind_cmd
+
+    rng = random.Random(7)
+    pieces = ["\\boxed{", "\\boxed", "\\fbox", "\\frac", "\\", "x" * 3000, "{", "}", " ", "a"]
+    for _ in range(60):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 400)))
+        for cmd in ("\\boxed{", "\\boxed", "\\fbox"):
+            a, b = sorted(rng.randint(0, len(text)) for _ in range(2))
+            assert _rfind_cmd(text, cmd, a, b) == text.rfind(cmd, a, b)
+            assert _find_cmd(text, cmd, a, b) == text.find(cmd, a, b)
