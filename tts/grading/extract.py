@@ -203,6 +203,30 @@ def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
     """The common case, fast: the last ``\\boxed{`` is complete, and no other box precedes it in its step; else
     (None, None) and `_final_boxes` decides."""
     n = len(text)
+    if n < _SHORT:  # a typical completion: a few plain string searches and a short character loop
+        k = text.rfind("\\boxed{")
+        if k < 0 or "\\fbox" in text or text.find("\\boxed", k + 7) >= 0:
+            return None, None
+        depth, i = 1, k + 7
+        while i < n:
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        else:
+            return None, None
+        content = text[k + 7 : i].strip()
+        prev = text.rfind("\\boxed", 0, k)
+        if not content or (prev >= 0 and text.find("\n\n", prev, k) < 0):
+            return None, None
+        return content, "boxed"
     k = _rfind_cmd(text, "\\boxed{", 0, n)
     if k < 0 or _find_cmd(text, "\\fbox", k, n) >= 0 or _find_cmd(text, "\\boxed", k + 7, n) >= 0:
         return None, None
