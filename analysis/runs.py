@@ -37,7 +37,7 @@ import pandas as pd
 import yaml
 
 from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.results import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash
+from tts.results import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,7 @@ def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[P
         if _is_run_dir(path):
             found.append(path)
         elif path.is_dir():
-            # skip W&B's own copies of the results files (offline runs keep artifacts under wandb/)
-            hits = [p.parent.parent for p in path.rglob(RESULTS_MARKERS[0])] + [p.parent for p in
-                                                                                path.rglob(LEGACY_RESULTS)]
-            found.extend(sorted({p for p in hits if "wandb" not in p.relative_to(path).parts}))
+            found.extend(run_dirs_under(path))
         else:
             raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/) nor a folder of runs")
     return list(dict.fromkeys(found))

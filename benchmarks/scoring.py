@@ -16,6 +16,7 @@ Prints accuracy per n', the grader's statistics, completions/s and total seconds
 
     python benchmarks/scoring.py                 # full size
     python benchmarks/scoring.py --problems 50   # quick
+    python benchmarks/scoring.py --reference     # and the reference implementation's score() side by side
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=5.0, help="grading bound per comparison (seconds)")
     ap.add_argument("--batch", action="store_true", help="use AnswerGrader.keys / grade_many per problem")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference", action="store_true",
+                    help="also time the reference implementation's score() on the same input (benchmarks/"
+                         "reference_score.py, in a child process) and print the ratio")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -232,7 +236,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"total {t_total:.2f}s for {total} completions = {total / t_total:,.0f} completions/s "
           f"({t_total + t_start:.2f}s with the worker start-up)")
     grader.close()
+    if args.reference:
+        ref = _run_reference(data, args.n)
+        print(f"reference score(): {ref['seconds']:.2f}s ({ref['distinct_forms']} distinct answers) | ours "
+              f"{t_total:.2f}s | ours is {ref['seconds'] / t_total:.1f}x faster")
     return 0
+
+
+def _run_reference(data, n: int) -> dict:
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data.json")
+        with open(path, "w") as f:
+            json.dump({"data": data, "n": n}, f)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_score.py")
+        out = subprocess.run([sys.executable, script, path], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

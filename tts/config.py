@@ -141,6 +141,7 @@ class ScoringConfig:
     reduction: str = "last"
     grading_timeout: float = 5.0
     subset_draws: int = 200
+    lenient_extraction: bool = False
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import Optional, Sequence
 import yaml
 
 from tts.results import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash, fingerprint_of,
-                         run_info, run_metrics)
+                         run_info, run_metrics, run_dirs_under)
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +224,7 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
 
 def find_runs(sweep: Path) -> list[Path]:
     """Run directories under a sweep folder (W&B's copies under wandb/ and interrupted merges skipped)."""
-    sweep = Path(sweep)
-    found = [p.parent.parent for p in sweep.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
-                                                                          sweep.rglob(LEGACY_RESULTS)]
-    return sorted({p for p in found if (p / "config.yaml").exists()
-                   and not any(part == "wandb" or ".merging-" in part for part in p.relative_to(sweep).parts)})
+    return [p for p in run_dirs_under(sweep) if (p / "config.yaml").exists()]
 
 
 def _unsharded_path(relative: Path) -> Path:

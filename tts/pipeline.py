@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from tts.backends import build_policy
 from tts.config import to_container, validate
 from tts.data import load_problems
-from tts.grading import AnswerGrader, extract_answer
+from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.prms import build_prm
 from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
@@ -56,7 +56,9 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
 
     All answers of the batch go to the grader at once, so symbolic work costs one round trip to its worker.
     """
-    answers = [[extract_answer(c.text) for c in o.completions] for o in outputs]
+    lenient = cfg.scoring.lenient_extraction
+    extracted = [[extract_answer_with_rule(c.text, lenient) for c in o.completions] for o in outputs]
+    answers = [[a for a, _ in per] for per in extracted]
     flat_keys = grader.keys([a for per in answers for a in per])
     keys, offset = [], 0
     for per in answers:
@@ -78,7 +80,8 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
         for completion, answer, key in zip(output.completions, answers[i], keys[i]):
             completion.answer, completion.key = answer, key
         record = problem.as_dict()
-        record["completions"] = [c.as_dict() for c in output.completions]
+        record["completions"] = [dict(c.as_dict(), answer_rule=rule) for c, (_, rule) in zip(output.completions,
+                                                                                           extracted[i])]
         for c in record["completions"]:  # each completion's own verdict: W&B's completions table filters on it
             c["correct"] = key_correct[i].get(c["key"]) if c["key"] is not None else False
         # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out

@@ -414,6 +414,16 @@ class RunDirectory:
         self.close()
 
 
+def run_dirs_under(folder: str | os.PathLike) -> list[Path]:
+    """Run directories below `folder` (either results format), sorted; W&B's copies of the results files (under
+    wandb/) and interrupted merges (`.<out>.merging-*`) are skipped."""
+    folder = Path(folder)
+    found = [p.parent.parent for p in folder.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
+                                                                           folder.rglob(LEGACY_RESULTS)]
+    return sorted({p for p in found
+                   if not any(part == "wandb" or ".merging-" in part for part in p.relative_to(folder).parts)})
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -11,8 +11,10 @@ Batch forms `grader.keys(answers)` and `grader.grade_many(answers, golds)` send 
 the worker process in one round trip. See `grader`, `normalize`, `symbolic` and `worker` for the details.
 """
 
-from tts.grading.extract import extract_answer
+from tts.grading.extract import extract_answer, extract_answer_with_rule
 from tts.grading.grader import AnswerGrader, equivalent
 from tts.grading.normalize import normalize_answer, numeric_value
 
-__all__ = ["extract_answer", "equivalent", "AnswerGrader", "normalize_answer", "numeric_value"]
+__all__ = [
+    "extract_answer", "extract_answer_with_rule", "equivalent", "AnswerGrader", "normalize_answer", "numeric_value",
+]

@@ -30,14 +30,14 @@ from typing import List, Optional, Tuple, Union
 
 from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, poly_key, rational_key
 
-__all__ = ["fast_key"]
+__all__ = ["fast_key", "huge_power_degree"]
 
 Num = Union[Fraction, Decimal]
 
 _CTX = decimal.Context(prec=50, Emax=10**6, Emin=-(10**6))
 _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
 _MAX_LEN = 200
-_MAX_DEPTH = 20
+_MAX_DEPTH = 100  # `((((5))))` nested 60 deep is still a number (the parser uses ~4 frames per level)
 _MAX_EXP = 400  # |exponent| bound for exact powers
 _MAX_DIGITS = 400  # bound on numerator/denominator size
 
@@ -399,7 +399,9 @@ def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
         return poly_key(v), None
     if isinstance(v, Fraction):
         return rational_key(v), v
-    return decimal_key(v, from_decimals=p.inexact_from_decimals), v
+    # Decimals were read exactly (`Fraction("0.25")`), so an irrational result is keyed exactly too: `0.25\pi` and
+    # `\frac{\pi}{4}` share a key, and no loose tolerance can turn it into a made-up fraction.
+    return decimal_key(v), v
 
 
 def _split_top(s: str) -> Optional[List[str]]:
@@ -447,10 +449,34 @@ def _less(a: Tuple[str, Optional[Num]], b: Tuple[str, Optional[Num]]) -> Optiona
     return da < db
 
 
+_TOWER_LETTERS = "abcfghjkmnpqrstuvwxyz"  # not e, i, d, l, o: math_verify reads those otherwise (see _tokenize)
+
+
+def _tower_srepr(s: str) -> Optional[str]:
+    """``x^{y^{z}}`` (a power tower of single letters) as sympy's ``srepr`` of what math_verify parses -- the key
+    the worker would give (``e:`` + srepr), without the parse that costs about a second for six levels."""
+    s = s.replace(" ", "")
+    if len(s) == 1:
+        return f"Symbol('{s}', real=True)" if s in _TOWER_LETTERS else None
+    if len(s) < 3 or s[0] not in _TOWER_LETTERS or s[1] != "^":
+        return None
+    rest = s[2:]
+    if rest.startswith("{") and rest.endswith("}"):
+        rest = rest[1:-1]
+    elif len(rest) != 1:
+        return None
+    inner = _tower_srepr(rest)
+    return None if inner is None else f"Pow(Symbol('{s[0]}', real=True), {inner})"
+
+
 def fast_key(norm: str) -> Optional[str]:
     """Key of a normalised answer in the subset described in the module docstring, else ``None``."""
     if not norm or len(norm) > _MAX_LEN:
         return None
+    if "^" in norm and norm[0] in _TOWER_LETTERS and norm.count("^") > 1 and norm.count("{") < 30:
+        tower = _tower_srepr(norm)
+        if tower is not None:
+            return "e:" + tower
     if "," not in norm:
         c = _const_key(norm)
         if c is None or c[0] in (INF_KEY, NEG_INF_KEY):
@@ -505,3 +531,34 @@ def fast_key(norm: str) -> Optional[str]:
     if kind in ("()", "[]") and not any(k in (INF_KEY, NEG_INF_KEY) for k in keys):
         return "tup(" + ",".join(keys) + ")"
     return None
+
+
+def huge_power_degree(norm: str) -> Optional[int]:
+    """The degree of an answer that is, as a whole, a non-constant polynomial raised to an integer power too large
+    to expand (``(x+1)^{100000}``), else ``None``. Such an answer is soundly different from any number and any
+    polynomial we can key, and sympy would spend the whole time bound expanding it."""
+    if len(norm) > _MAX_LEN or not norm.startswith("(") or "^" not in norm:
+        return None
+    depth = 0
+    for j, ch in enumerate(norm):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            break
+    rest = norm[j + 1 :].replace(" ", "")
+    if not rest.startswith("^"):
+        return None
+    exp = rest[1:]
+    if exp.startswith("{") and exp.endswith("}"):
+        exp = exp[1:-1]
+    if not exp.isdigit() or len(exp) > 12 or int(exp) <= _MAX_DEGREE:
+        return None
+    try:
+        p = _Parser(_tokenize(norm[1:j]))
+        base = p.expr()
+        if p.i != len(p.t) or not isinstance(base, _Poly):
+            return None
+    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
+            IndexError):
+        return None
+    return max(sum(e for _, e in mono) for mono in base) * int(exp)

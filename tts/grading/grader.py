@@ -20,19 +20,28 @@ remembered: later comparisons with it are ungraded at once instead of spending t
 ``max_chars`` (normalised) are never parsed: their key is the string key, and grading them gives ``True`` only when
 they equal the gold as normalised strings, else ``None`` (``stats["too_long"]``). Integers too large to build
 (``10^{10^{10}}``, ``100000!``; `tts.grading.normalize.huge_integer_log10`) are ``False`` against a plain-number
-gold answer (soundly: they have more digits) and ungraded otherwise (``stats["too_large"]``). A bound is never
-silently turned into "wrong".
+gold answer (soundly: they have more digits) and ungraded otherwise (``stats["too_large"]``); so are powers of
+polynomials of degree over `HUGE_DEGREE` (``(x+1)^{100000}``: False against a number or a small polynomial);
+products over ranges past 10^5 (``\\prod_{n=1}^{10^9} n``) are ungraded. A bound is never silently turned into
+"wrong". Raw answers over ``10 * max_chars`` characters skip normalisation, so the parent's work stays linear.
+
+Answers `tts.grading.normalize.string_only` flags (words, times and ratios, numbers separated by a space) get
+their string key and equal only the same string: a math parser would read ``\\text{east}`` as the product
+e*a*s*t, equal to ``\\text{seat}``.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tts.grading.fastnum import fast_key
+from tts.grading.fastnum import fast_key, huge_power_degree
 from tts.grading.keys import decide_by_keys, rational_key
-from tts.grading.normalize import huge_integer_log10, is_mc_letter, normalize_answer, numeric_value
-from tts.grading.worker import ERROR, NOKEY, TIMEOUT, SymbolicWorker
+from tts.grading.normalize import (
+    huge_integer_log10, is_mc_letter, normalize_answer, numeric_value, string_key, string_only,
+)
+from tts.grading.worker import BUSY, ERROR, NOKEY, TIMEOUT, SymbolicWorker
 
 __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 
@@ -40,8 +49,12 @@ __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 DEFAULT_MAX_CHARS = 1000
 #: Integers with more digits than this (power towers, factorials) are never built by sympy.
 HUGE_LOG10 = 10_000
+#: Powers of polynomials of higher degree (``(x+1)^{100000}``) are never expanded by sympy.
+HUGE_DEGREE = 1_000
 
 _ASK = object()  # "only the worker can tell"
+#: Raw answers longer than this are not normalised beyond whitespace (and so keyed by their string).
+_MAX_RAW_CHARS = 10 * DEFAULT_MAX_CHARS
 
 
 class AnswerGrader:
@@ -65,6 +78,8 @@ class AnswerGrader:
         self._grade: Dict[Tuple[str, str], Optional[bool]] = {}  # (raw answer, raw gold) -> result
         self._eq: Dict[Tuple[str, str], Optional[bool]] = {}  # (norm answer, norm gold) -> result
         self._huge: set = set()  # normalised answers that are integers too large to build
+        self._unevaluated: set = set()  # products over huge ranges: never evaluated, compared as strings
+        self._string_only: set = set()  # normalised answers compared only as strings (words, times, `4 5`)
         self.stats: Dict[str, int] = {
             k: 0
             for k in (
@@ -112,7 +127,9 @@ class AnswerGrader:
         if hit is not None:
             return hit
         try:
-            norm = normalize_answer(answer)
+            # Longer raw answers are never parsed (their key is a string key), so they skip the rewrites too: the
+            # work done here stays linear in the answer's length whatever it contains (8,000 nested boxes, 1 MB of $).
+            norm = normalize_answer(answer) if len(answer) <= _MAX_RAW_CHARS else " ".join(answer.split())
         except Exception:  # pragma: no cover - defensive: normalisation is plain string work
             norm = " ".join(answer.split())
         key: Optional[str] = None
@@ -120,6 +137,9 @@ class AnswerGrader:
             key = "s:"
         elif len(norm) > self.max_chars:
             key = None  # the caller handles the size limit
+        elif string_only(norm):
+            key = string_key(norm)
+            self._string_only.add(norm)
         else:
             v = numeric_value(norm)
             if v is not None:
@@ -128,8 +148,11 @@ class AnswerGrader:
                 key = "mc:" + norm
             else:
                 lg = huge_integer_log10(norm)
-                if lg is not None and lg > HUGE_LOG10:
+                if (lg is not None and lg > HUGE_LOG10) or (huge_power_degree(norm) or 0) > HUGE_DEGREE:
                     self._huge.add(norm)
+                    key = "s:" + norm
+                elif _long_product(norm):
+                    self._unevaluated.add(norm)
                     key = "s:" + norm
                 else:
                     key = fast_key(norm)
@@ -148,6 +171,8 @@ class AnswerGrader:
             self.stats["key_symbolic"] += 1
             if r == TIMEOUT:
                 self.stats["key_timeouts"] += 1
+            if r == BUSY:
+                continue  # not tried (a replacement worker was loading): nothing learnt about this answer
             self._sym_key[norm] = r if r is None or isinstance(r, str) else NOKEY
 
     def _known_key(self, norm: str, fk: Optional[str]) -> Optional[str]:
@@ -216,12 +241,22 @@ class AnswerGrader:
                 for norm, idx in todo.items():
                     k = self._known_key(norm, None) or "s:" + norm
                     for i in idx:
-                        self._key[answers[i]] = out[i] = k
+                        out[i] = k
+                        if norm in self._sym_key:  # else not tried (see worker.BUSY): not remembered
+                            self._key[answers[i]] = k
         return out
 
     # -- grading --------------------------------------------------------------------------------------------------
     def grade(self, answer: Optional[str], gold: str) -> Optional[bool]:
         """True/False; ``None`` = ungraded (the comparison hit the time bound or a size limit). No answer -> False."""
+        if answer is not None:
+            with self._lock:  # the common case, a repeated pair: one dict lookup, no batch set-up
+                r = self._grade.get((answer, gold), _ASK)
+                if r is not _ASK:
+                    self.stats["grade_calls"] += 1
+                    self.stats["grade_cache_hits"] += 1
+                    self.stats["ungraded"] += r is None
+                    return r
         return self.grade_many([answer], [gold])[0]
 
     def _decide(self, pn: str, pk: Optional[str], gn: str, gk: Optional[str]) -> Any:
@@ -234,10 +269,15 @@ class AnswerGrader:
             # an integer with > HUGE_LOG10 digits vs a plain number (< 61 characters): soundly different;
             # against anything else: not decidable without building it -> ungraded
             other = gk if pn in self._huge else pk
-            if other is not None and other.startswith("q:"):
-                return False
+            if other is not None and (other.startswith("q:") or _poly_degree(other) <= HUGE_DEGREE):
+                return False  # a number, or a polynomial of small degree
             self.stats["too_large"] += 1
             return None
+        if pn in self._unevaluated or gn in self._unevaluated:
+            self.stats["too_large"] += 1
+            return None  # `\prod_{n=1}^{10^9} n`: its value cannot be built in the bound, nor its size bounded
+        if pn in self._string_only or gn in self._string_only:
+            return pk == gk  # words, times, spaced numbers: equal only as (normalised) strings
         if (pk or "").startswith("mc:") or (gk or "").startswith("mc:"):
             return pk == gk  # letters only match letters (`(B)` vs `5` is wrong)
         if len(pn) > self.max_chars or len(gn) > self.max_chars:
@@ -265,7 +305,8 @@ class AnswerGrader:
             # Gold answers (dataset strings, one per problem) get their worker key first, once: most comparisons
             # are then decided by keys without a worker round trip.
             gold_todo = []
-            for g in dict.fromkeys(golds):
+            # (a single pair is one worker item: keys and comparison under one bound)
+            for g in dict.fromkeys(golds if len(answers) > 1 else ()):
                 gn, gk = self._fast(g)
                 if gk is None and gn not in self._sym_key and len(gn) <= self.max_chars and gn not in self._huge:
                     gold_todo.append(gn)
@@ -324,12 +365,14 @@ class AnswerGrader:
                             # first, separately) is what is too costly -- remember, do not spend the bound again
                             self.stats["key_timeouts"] += r == TIMEOUT
                             self._sym_key[pair[0]] = r
-                    self._eq[pair] = res
+                    if r != BUSY:  # a pair not tried is not remembered: a later call tries it again
+                        self._eq[pair] = res
                     for i in todo[pair]:
                         if res is None:
                             self.stats["ungraded"] += 1
                         out[i] = res
-                        self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
+                        if r != BUSY:
+                            self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
         return out
 
     def _fast_key_of(self, raw: Optional[str]) -> Optional[str]:
@@ -342,6 +385,29 @@ class AnswerGrader:
 
 _DEFAULT: Dict[float, AnswerGrader] = {}
 _DEFAULT_LOCK = threading.Lock()
+
+
+_PRODUCT_BOUND = re.compile(r"\\prod\s*_\s*\{[^{}]*\}\s*\^\s*\{?\s*(?:10\s*\^\s*\{?\s*(\d+)|(\d+))")
+
+
+def _long_product(norm: str) -> bool:
+    """``\\prod`` with an upper bound over 10^5: sympy would spend the whole bound (or memory) evaluating it."""
+    m = _PRODUCT_BOUND.search(norm) if "\\prod" in norm else None
+    if m is None:
+        return False
+    if m.group(1) is not None:
+        return int(m.group(1)) >= 5
+    return len(m.group(2)) > 5
+
+
+def _poly_degree(key: str) -> float:
+    """Total degree of a polynomial key (``p:x,y|2.0:1/1;0.1:-3/2`` -> 2); infinity for any other key."""
+    if not key.startswith("p:") or "|" not in key:
+        return float("inf")
+    try:
+        return max(sum(int(e) for e in term.split(":", 1)[0].split(".")) for term in key.split("|", 1)[1].split(";"))
+    except ValueError:
+        return float("inf")
 
 
 def _default_grader(timeout: float) -> AnswerGrader:

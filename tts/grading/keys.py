@@ -12,8 +12,9 @@
   sorted (exponents : coefficient) terms -- a canonical form, computed alike by both paths),
   ``mc:A`` (multiple-choice letters), ``s:<normalised string>`` (fallback: equal only as strings).
 
-A value is recognised as rational (``q:``) when it lies within a relative ``1e-24`` (``1e-12`` when it was computed
-from decimals) of a fraction with denominator at most ``10**6``: ``\\sqrt{2}\\cdot\\sqrt{2}`` or ``\\log_2 8`` vote
+A value is recognised as rational (``q:``) when it lies within a relative ``1e-24`` of a fraction with denominator
+at most ``10**6`` (both paths read decimals as exact rationals first, so ``0.25\\pi`` is never taken for a
+fraction): ``\\sqrt{2}\\cdot\\sqrt{2}`` or ``\\log_2 8`` vote
 with ``2`` and ``3``.
 """
 

@@ -20,8 +20,16 @@ be *sound* (never make two different MATH answers equal) for the answer formats 
 * a leading ``x =`` / ``f(x) =`` / ``x \\in`` with a single-variable left side is dropped when the right side has no
   letters (``x = 3`` means the answer ``3``; ``y = 2x + 3`` is kept as an equation);
 * multiple-choice letters: ``(A)``, ``A)``, ``\\text{(A)}``, ``\\textbf{(A)}`` -> ``A``;
-* mixed numbers ``2\\frac{1}{2}`` are read as ``5/2`` (MATH's convention; LaTeX parsers read a product);
+* mixed numbers ``2\\frac{1}{2}`` are read as ``5/2`` (MATH's convention; LaTeX parsers read a product), also
+  written with a space: ``5 1/3`` is ``16/3``;
+* ``12,\\! 345`` (a thousands comma with ``\\!`` and a space) is ``12345``; ``7\\text{ m}^2`` is ``7`` (a space
+  before ``^`` is dropped, so the unit keeps its exponent and is dropped whole);
+* inside ``\\sin``, ``\\cos``, ... degrees become radians (``\\cos 60^\\circ`` is ``\\frac12``, not ``\\cos 60``);
+* prose around a single math span (``so $y < 2$ works``) is dropped: the span is the answer (`_inner_math`);
 * a trailing full stop and all whitespace runs are collapsed.
+
+`string_only` answers (words, times and ratios, numbers separated by a space, prose left with math inside) are
+compared as strings only (`string_key`): a math parser misreads them.
 
 `numeric_value` then recognises plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, signs, mixed numbers,
 scientific notation with small exponents) and returns an exact `fractions.Fraction`, so these never need sympy.
@@ -34,7 +42,7 @@ import re
 from fractions import Fraction
 from typing import Optional
 
-__all__ = ["normalize_answer", "numeric_value", "is_mc_letter", "huge_integer_log10"]
+__all__ = ["normalize_answer", "numeric_value", "is_mc_letter", "huge_integer_log10", "string_only", "string_key"]
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
@@ -151,10 +159,17 @@ def normalize_answer(ans: str) -> str:
     """Normalised form of an answer string (see the module docstring for every rewrite and why)."""
     s = ans.strip()
     s = _strip_wrappers(s)
+    s = _inner_math(s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    # `12,\! 345`: a thousands separator written with a thin negative space (and a space after it)
+    s = re.sub(r"(?<=\d),\s*\\!\s*(?=\d{3}(?!\d))", ",", s)
+    # degrees inside a trigonometric function keep their meaning: `\cos 60^\circ` is cos(pi/3), not cos(60)
+    if _TRIG_RE.search(s):
+        s = _DEGREES_RE.sub(lambda m: "(\\frac{" + m.group(1) + "\\pi}{180})", s)
     for cmd in ("\\left", "\\right"):
         s = re.sub(re.escape(cmd) + r"(?![a-zA-Z])\s*", "", s)
     s = s.replace("\\displaystyle", "")
+    s = re.sub(r"\\varnothing(?![a-zA-Z])", r"\\emptyset", s)  # two spellings of the empty set
     # spacing commands (a `\\` row separator followed by a space or comma is not one)
     s = re.sub(r"(?<!\\)\\[,;:!]", "", s)
     s = re.sub(r"(?<!\\)\\(?:qquad(?![a-zA-Z])|quad(?![a-zA-Z])|\s)", " ", s).replace("~", " ")
@@ -168,6 +183,7 @@ def normalize_answer(ans: str) -> str:
             s = _unwrap_command(s, cmd)
     s = _strip_wrappers(s)
     s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r" \^", "^", s)  # `7\text{ m}^2` -> `7 m^2`: the exponent belongs to the unit
     if s.endswith(".") and not s.endswith(".."):
         s = s[:-1].strip()
     # dollars
@@ -194,7 +210,87 @@ def normalize_answer(ans: str) -> str:
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
     s = re.sub(r"\s+", " ", s).strip()
+    m = _SPACED_MIXED_RE.match(s)
+    if m:  # `5 1/3` is the mixed number 16/3 (MATH's convention), written with a space
+        whole, a, b = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if 0 < a < b:
+            s = f"{m.group(1)}\\frac{{{whole * b + a}}}{{{b}}}"
     return s
+
+
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])")
+_DEGREES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree(?![a-zA-Z]))")
+_SPACED_MIXED_RE = re.compile(r"^([-+]?)(\d{1,9}) (\d{1,9})/(\d{1,9})$")
+_SPAN_RE = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_NEGATIONS = re.compile(r"\b(?:not|no|never|except|cannot|can't|isn't|nor|unless|but)\b", re.I)
+_PROSE_RE = re.compile(r"^[A-Za-z\s,.;:!'\-]*$")
+_MAX_INNER_MATH_CHARS = 2000
+
+
+def _inner_math(s: str) -> str:
+    """Prose around one math span (``so $y < 2$ works``) -> the span, so the answer is keyed by its mathematics,
+    never by its leading words. Several spans, a negation, or anything but words outside the span: unchanged (and
+    `string_only` then keeps the answer to its string key)."""
+    if len(s) > _MAX_INNER_MATH_CHARS or not ("$" in s or "\\(" in s or "\\[" in s):
+        return s
+    spans = list(_SPAN_RE.finditer(s))
+    if len(spans) != 1:
+        return s
+    m = spans[0]
+    outside = s[: m.start()] + " " + s[m.end() :]
+    if not _PROSE_RE.match(outside) or _NEGATIONS.search(outside):
+        return s
+    return next(g for g in m.groups() if g is not None).strip()
+
+
+#: Names that may appear as letter runs in a LaTeX answer without being words.
+_MATH_NAMES = frozenset(
+    "sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min gcd lcm det mod deg "
+    "sup inf ker dim arg pi sqrt frac cdot infty".split()
+)
+#: Two-letter English words: `xy` is a product, `or` and `is` are not.
+_SHORT_WORDS = frozenset("or is of in at to be no so an as by if it on up we and".split())
+_LATEX_NAMED_GROUP = re.compile(r"\\(?:begin|end|operatorname|mathbb|mathcal|mathfrak|mathscr)\s*\{[^{}]*\}")
+_LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
+_LETTER_RUN = re.compile(r"[A-Za-z]{2,}")
+_COLON_NUMBERS = re.compile(r"\d\s*:\s*\d")
+_SPACED_NUMBERS = re.compile(r"(?<![\d._^])\d+(?:\.\d+)?\s+\.?\d")  # not `\log_2 8`
+
+
+def has_words(norm: str) -> bool:
+    """Whether a normalised answer contains a word (``east``, ``no solution``): a run of three or more letters that
+    is not a math name, or a two-letter English word."""
+    if len(norm) > 5000:
+        return True
+    t = _LATEX_CMD.sub(" ", _LATEX_NAMED_GROUP.sub(" ", norm))
+    for m in _LETTER_RUN.finditer(t):
+        w = m.group()
+        low = w.lower()
+        if len(w) >= 3 and low not in _MATH_NAMES:
+            return True
+        if len(w) == 2 and low in _SHORT_WORDS:
+            return True
+    return False
+
+
+def string_only(norm: str) -> bool:
+    """Answers compared only as strings, never given a mathematical key, because a math parser misreads them:
+
+    * words (``\\text{east}`` is not the product e*a*s*t, so it must not equal ``\\text{seat}``);
+    * times of day and ratios (``3:15`` is not 3/15; ``3:4`` is kept as written, not the fraction 3/4, since a
+      parser cannot tell a ratio from a time);
+    * numbers separated by a space (``4 5`` is not 45; mixed numbers ``5 1/3`` were rewritten before);
+    * prose left with math inside (several spans, a negation: see `_inner_math`)."""
+    return bool(
+        "$" in norm or _COLON_NUMBERS.search(norm) or _SPACED_NUMBERS.search(norm) or has_words(norm)
+    )
+
+
+def string_key(norm: str) -> str:
+    """The key of a `string_only` answer: its normalised text (no spaces around ``:``); words compared without
+    case. Other spaces stay: ``1 23`` and ``12 3`` must differ."""
+    t = re.sub(r"\s*:\s*", ":", norm)
+    return "s:" + (t.casefold() if has_words(norm) else t)
 
 
 def is_mc_letter(norm: str) -> bool:

@@ -60,10 +60,11 @@ def _num_key(e: sympy.Expr) -> Optional[str]:
     re_, im_ = v.as_real_imag()
     if not (re_.is_Number and im_.is_Number):
         return None
-    if any(x in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo) for x in (re_, im_)):
+    if any(x in (sympy.nan, sympy.zoo) for x in (re_, im_)):
+        return None  # `3:0`, `\frac{1}{0}`: undefined values are not one value -- no key, the string decides
+    if any(x in (sympy.oo, -sympy.oo) for x in (re_, im_)):
         return "x:" + sympy.srepr(e)
-    # decimals reach sympy as Floats with ~15 significant digits: rationals are recognised at that precision
-    return decimal_key(_dec(re_), _dec(im_), from_decimals=bool(e.atoms(sympy.Float)))
+    return decimal_key(_dec(re_), _dec(im_))
 
 
 def _is_rational_polynomial(e: sympy.Expr) -> bool:
@@ -88,8 +89,8 @@ def _parts(objs: Any) -> Optional[List[str]]:
 
 
 def _key(obj: Any) -> Optional[str]:
-    if obj is None:
-        return None
+    if obj is None or _undefined(obj):
+        return None  # `3:0`, `\frac{1}{0}`: undefined is no value -- no key, they equal nothing
     if isinstance(obj, sympy.MatrixBase):
         ks = _parts(obj)
         return None if ks is None else f"mat{obj.shape}[" + ";".join(ks) + "]"
@@ -165,11 +166,33 @@ def _parsed(norm: str) -> List[Any]:
     return p
 
 
+def _exact(obj: Any) -> Any:
+    """Decimals as exact rationals (``0.25`` -> 1/4, as the pure-Python path reads them), so that ``0.25\\pi`` gets
+    the exact key of ``\\frac{\\pi}{4}``; and ``i`` as the imaginary unit when it is the only letter (``(2+i)(2-i)``
+    is 5, ``3+4i`` a complex number)."""
+    if not isinstance(obj, sympy.Basic):
+        return obj
+    floats = obj.atoms(sympy.Float)
+    if floats:
+        obj = obj.xreplace({f: sympy.Rational(str(f)) for f in floats if f.is_finite})
+    syms = obj.free_symbols
+    if syms and all(getattr(x, "name", None) == "i" for x in syms):
+        obj = obj.xreplace({x: sympy.I for x in syms})
+    return obj
+
+
+def _undefined(obj: Any) -> bool:
+    try:
+        return isinstance(obj, sympy.Basic) and bool(obj.has(sympy.zoo, sympy.nan))
+    except Exception:
+        return False
+
+
 def canonical_key(norm: str) -> Optional[str]:
     """Canonical key of a normalised answer (see the module docstring); ``None`` when it does not parse."""
     if norm in _KEYS:
         return _KEYS[norm]
-    obj = _first_sympy(_parsed(norm))
+    obj = _exact(_first_sympy(_parsed(norm)))
     k = _key(obj) if obj is not None else None
     if len(_KEYS) > _CACHE_LIMIT:
         _KEYS.clear()
@@ -211,4 +234,14 @@ def equivalent(
     pred = _parsed(pred_norm)
     if not gold or not pred:
         return False, kp, kg
+    if _undefined(_first_sympy(gold)) or _undefined(_first_sympy(pred)):
+        return False, kp, kg  # `\frac{1}{0}` is no value: it equals nothing (math_verify: zoo == zoo)
     return bool(verify(gold, pred, timeout_seconds=None)), kp, kg
+
+
+def plain_verify(answer: str, gold: str) -> bool:
+    """Plain math_verify, as another project would call it, for `tts.grading.audit`: both raw strings in ``$..$``,
+    parsed by math_verify alone (LaTeX only: no Python evaluation of model text), ``verify(gold, answer)``."""
+    g = _parse(gold)
+    a = _parse(answer)
+    return bool(g and a and verify(g, a, timeout_seconds=None))

@@ -30,13 +30,15 @@ import time
 import weakref
 from typing import Any, Callable, List, Optional, Sequence
 
-__all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY"]
+__all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY", "BUSY"]
 
 #: Result markers: an item that ran out of time; one that failed for lack of resources (MemoryError under the
 #: worker's address-space cap, RecursionError); a key that could not be built although the answer parsed.
 TIMEOUT = "__timeout__"
 ERROR = "__error__"
 NOKEY = "__nokey__"  # also defined in tts.grading.symbolic (which the parent never imports)
+#: An item not tried: the replacement of a killed worker was still loading when the item's time was up.
+BUSY = "__busy__"
 
 _STARTUP_TIMEOUT = 120.0
 _LIVE: "weakref.WeakSet[SymbolicWorker]" = weakref.WeakSet()
@@ -58,6 +60,10 @@ class _Child:
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["TTS_GRADING_MEMORY_LIMIT"] = str(memory_limit_bytes)
+        env["TTS_GRADING_PARENT_PID"] = str(os.getpid())
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not the process: only ask for it
+        # when the main thread starts the worker (the watchdog covers the other cases).
+        env["TTS_GRADING_DEATHSIG"] = "1" if threading.current_thread() is threading.main_thread() else "0"
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "tts.grading.worker"],
             stdin=subprocess.PIPE,
@@ -68,18 +74,24 @@ class _Child:
         )
         self.buf = b""
         self.ready = False
+        self.started = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, deadline: Optional[float] = None) -> bool:
+        """Wait until the worker has loaded (at most until ``deadline``: then ``False``, and it keeps loading)."""
         if self.ready:
-            return
-        line = self.readline(time.monotonic() + _STARTUP_TIMEOUT)
+            return True
+        give_up = self.started + _STARTUP_TIMEOUT
+        line = self.readline(give_up if deadline is None else min(deadline, give_up))
+        if line is None and self.alive() and time.monotonic() < give_up:
+            return False
         if line is None or json.loads(line).get("ready") is not True:
             self.kill()
             raise RuntimeError("tts.grading worker failed to start")
         self.ready = True
+        return True
 
     def readline(self, deadline: float) -> Optional[bytes]:
         """One line from the worker, or ``None`` at the deadline / if the worker died."""
@@ -140,13 +152,13 @@ class SymbolicWorker:
         _LIVE.add(self)
 
     # -- process management -------------------------------------------------------------------------------------
-    def _ensure_ready(self) -> _Child:
+    def _ensure_ready(self, deadline: Optional[float] = None) -> Optional[_Child]:
+        """The current worker once it is ready; ``None`` if a replacement is still loading at ``deadline``."""
         if self._cur is None or not self._cur.alive():
             if self._cur is not None:
                 self._cur.kill()
             self._cur = self._take_spare() or _Child(self.memory_limit_bytes)
-        self._cur.wait_ready()
-        return self._cur
+        return self._cur if self._cur.wait_ready(deadline) else None
 
     def _take_spare(self) -> Optional[_Child]:
         spare, self._spare = self._spare, None
@@ -176,6 +188,11 @@ class SymbolicWorker:
         with self._lock:
             self._ensure_ready()
 
+    @property
+    def pid(self) -> Optional[int]:
+        """Process id of the current worker (``None`` before the first start)."""
+        return None if self._cur is None else self._cur.proc.pid
+
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self._kill_all_children()
@@ -195,7 +212,13 @@ class SymbolicWorker:
         with self._lock:
             i = 0
             while i < len(items):
-                child = self._ensure_ready()
+                # After a kill, waiting for the replacement to load counts against the next item's bound (the
+                # first start of all does not: it is the run's set-up, not a grading call).
+                child = self._ensure_ready(time.monotonic() + timeout if self.restarts else None)
+                if child is None:
+                    results[i] = BUSY
+                    i += 1
+                    continue
                 pending = list(range(i, len(items)))
                 payload = json.dumps({"op": op, "items": [items[j] for j in pending]}) + "\n"
                 try:
@@ -236,7 +259,40 @@ class SymbolicWorker:
 
 
 # -- worker side ---------------------------------------------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child process
+    """Exit when the parent process dies, however it dies (SIGKILL included): the kernel's ``PR_SET_PDEATHSIG``
+    on Linux when the parent's main thread started us, and a watchdog thread polling the parent pid everywhere (it
+    also catches a parent that died before the ``prctl``). A worker busy in C code holds the GIL, which the watchdog
+    waits for; the kernel signal does not."""
+    parent = int(os.environ.get("TTS_GRADING_PARENT_PID", "0") or 0)
+    if not parent:
+        return
+    if os.environ.get("TTS_GRADING_DEATHSIG") == "1" and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _serve() -> None:  # pragma: no cover - runs in the child process
+    _die_with_parent()
     limit = int(os.environ.get("TTS_GRADING_MEMORY_LIMIT", "0") or 0)
     if limit > 0:
         try:
@@ -272,6 +328,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
     ops: dict[str, Callable[..., Any]] = {
         "key": key,
         "eq": lambda item: list(symbolic.equivalent(*item, progress=progress)),
+        "mv": lambda item: symbolic.plain_verify(*item),
     }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:

@@ -1,0 +1,154 @@
+"""Audit a run's grading: our grader and plain math_verify side by side on the run's own answers.
+
+    python -m tts.grading.audit outputs/run             # one run directory
+    python -m tts.grading.audit multirun/2024-11-01     # every run directory below a folder
+
+Every distinct (answer, gold) pair of the runs is graded by `AnswerGrader` and by plain ``math_verify`` (both raw
+strings in ``$..$``, LaTeX extraction only, its ``verify(gold, answer)``), each under the same wall-clock bound in
+the grading worker process. The report prints
+
+* the agreement line: how many pairs both graders decide alike;
+* every disagreement, grouped by kind (which grader says equal, and what sort of answer it is);
+* every pair of different answers to one problem that our voting keys merge but math_verify tells apart -- a merge
+  changes majority and weighted accuracy, so each one deserves a look.
+
+Some disagreements are deliberate (``\\text{east}`` vs ``\\text{seat}``: math_verify reads words as products of
+letters; ``(2+i)(2-i)`` vs ``5``: it reads ``i`` as a variable); the report is for a researcher to check a run's
+grading before trusting its numbers. Records are read with `tts.results.RunDirectory`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from tts.grading.grader import AnswerGrader
+from tts.results import RunDirectory, run_dirs_under
+
+__all__ = ["find_runs", "collect", "audit", "main"]
+
+#: Distinct answers per (problem, key) group checked pairwise for merges (the pairs grow quadratically).
+MAX_GROUP = 12
+
+
+def find_runs(path: Path) -> List[Path]:
+    """``path`` itself when it is a run directory, else every run directory below it (sorted)."""
+    if RunDirectory(path).has_results():
+        return [path]
+    return run_dirs_under(path)
+
+
+def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str, str], List[str]]]:
+    """(distinct (answer, gold) pairs, distinct answers per (run/problem, gold))."""
+    pairs: Dict[Tuple[str, str], None] = {}
+    per_problem: Dict[Tuple[str, str], List[str]] = defaultdict(list)
+    for run in runs:
+        for record in RunDirectory(run).iter_records():
+            uid = record.get("unique_id")
+            gold = record.get("answer")
+            if not isinstance(gold, str):
+                continue
+            seen = per_problem[(f"{run}:{uid}", gold)]
+            for completion in record.get("completions") or []:
+                answer = completion.get("answer")
+                if isinstance(answer, str) and answer:
+                    pairs[(answer, gold)] = None
+                    if answer not in seen:
+                        seen.append(answer)
+    return list(pairs), dict(per_problem)
+
+
+def _kind(key: Optional[str]) -> str:
+    if key is None:
+        return "no answer"
+    if key.startswith("s:"):
+        return "compared as text (words, times, spaced numbers, unparsed)"
+    if key.startswith(("q:", "n:", "c:", "x:")):
+        return "number"
+    if key.startswith("mc:"):
+        return "multiple choice"
+    if key.startswith(("p:", "e:")):
+        return "expression"
+    if key.startswith(("tup(", "int", "uni{", "set", "mat(")):
+        return "tuple / interval / set / matrix"
+    return "equation or relation"
+
+
+def _verdict(v: Optional[bool]) -> str:
+    return {True: "equal", False: "different", None: "ungraded"}[v]
+
+
+def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
+    """Run the audit and print the report to ``out``; returns its figures."""
+    runs = [r for p in paths for r in find_runs(Path(p))]
+    if not runs:
+        raise FileNotFoundError(f"no run directory (with results/ or results.jsonl) under "
+                                f"{', '.join(str(p) for p in paths)}")
+    pairs, per_problem = collect(runs)
+    with AnswerGrader(timeout=timeout) as grader:
+        ours = grader.grade_many([a for a, _ in pairs], [g for _, g in pairs])
+        theirs = grader.worker.run("mv", [[a, g] for a, g in pairs], timeout)
+        theirs = [r if isinstance(r, bool) else None for r in theirs]
+        answers = sorted({a for a, _ in pairs})
+        key_of = dict(zip(answers, grader.keys(answers)))
+
+        agree = sum(o == t for o, t in zip(ours, theirs))
+        total = len(pairs)
+        print(f"runs: {len(runs)}; problems: {len(per_problem)}; distinct (answer, gold) pairs: {total}", file=out)
+        share = 100.0 * agree / total if total else 100.0
+        print(f"agreement with math_verify: {agree}/{total} pairs ({share:.1f}%)", file=out)
+
+        groups: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+        for (a, g), o, t in zip(pairs, ours, theirs):
+            if o != t:
+                groups[f"ours {_verdict(o)}, math_verify {_verdict(t)}; {_kind(key_of.get(a))}"].append((a, g))
+        for kind in sorted(groups):
+            print(f"\n{kind}: {len(groups[kind])}", file=out)
+            for a, g in groups[kind]:
+                print(f"  answer {a!r}  gold {g!r}", file=out)
+
+        # answers one key merges, checked pairwise with math_verify
+        candidates: List[Tuple[str, str, str]] = []
+        for (_, _), answers_p in per_problem.items():
+            by_key: Dict[str, List[str]] = defaultdict(list)
+            for a in answers_p:
+                k = key_of.get(a)
+                if k is not None and len(by_key[k]) < MAX_GROUP:
+                    by_key[k].append(a)
+            for k, members in by_key.items():
+                candidates += [(k, members[i], members[j]) for i in range(len(members))
+                               for j in range(i + 1, len(members))]
+        candidates = list(dict.fromkeys(candidates))
+        verdicts = grader.worker.run("mv", [[b, a] for _, a, b in candidates], timeout) if candidates else []
+        merged = [(k, a, b, v) for (k, a, b), v in zip(candidates, verdicts) if v is not True]
+        print(f"\nkeys merging answers math_verify separates: {len(merged)} of {len(candidates)} merged pairs",
+              file=out)
+        for k, a, b, v in merged:
+            print(f"  {a!r} and {b!r} (key {k[:60]!r}; math_verify {_verdict(v if isinstance(v, bool) else None)})",
+                  file=out)
+    return {"pairs": total, "agree": agree, "disagreements": {k: len(v) for k, v in groups.items()},
+            "merged": len(merged), "merged_checked": len(candidates)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tts.grading.audit", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="run directories, or folders holding run directories")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds per comparison, for both graders")
+    args = ap.parse_args(argv)
+    if args.timeout <= 0:
+        print(f"--timeout: must be > 0 seconds, got {args.timeout}", file=sys.stderr)
+        return 2
+    try:
+        audit(args.runs, timeout=args.timeout)
+    except FileNotFoundError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
