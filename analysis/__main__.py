@@ -12,7 +12,7 @@ Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds se
   (one row per run, `role`: reference or candidate).
 
 Difficulty bins come from a reference pool that is never scored (analysis/difficulty.py): by default best-of-N runs
-with seed >= 100, e.g. `python tts/main.py strategy=best_of_n n=256 seed=100` next to a sweep of seeds 0-4. Without
+with seed >= 100, e.g. `python tts/main.py -m strategy=best_of_n n=256 seed=100` next to a sweep of seeds 0-4. Without
 one, oracle and model bins are refused with a one-line note and the rest (level bins included) is still written.
 """
 
@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 
-from analysis.difficulty import parse_pool
+from analysis.difficulty import assign_roles, parse_pool
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-pool", default=None, metavar="VARIANT:N[:SEEDS]",
                         help="runs whose samples define the oracle/model difficulty bins and are never scored "
                              "(default: best_of_n runs with seed >= 100, e.g. "
-                             "`python tts/main.py strategy=best_of_n n=256 seed=100`)")
+                             "`python tts/main.py -m strategy=best_of_n n=256 seed=100`)")
     parser.add_argument("--bins", type=int, default=5, help="number of difficulty bins (quantiles)")
     parser.add_argument("--ties", default="split", choices=["split", "group"],
                         help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin")
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figures = [p for p in paths if p.suffix == ".png"]
     tables = [p for p in paths if p.suffix == ".csv"]
-    print(f"{len(sweep.runs)} runs, {sweep.problems.unique_id.nunique()} problems, settings: {', '.join(sweep.settings)}")
+    pool = (assign_roles(sweep.runs, parse_pool(args.reference_pool)) == "reference").sum()
+    print(f"{len(sweep.runs)} runs ({pool} in the reference pool), {sweep.problems.unique_id.nunique()} problems, "
+          f"settings: {', '.join(sweep.settings)}")
     print(f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures (PNG + PDF) and {len(tables)} tables "
           f"to {args.out} in {time.perf_counter() - loaded:.1f} s")
     for path in figures:

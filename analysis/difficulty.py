@@ -12,7 +12,7 @@ bins (a problem a run happened to solve lands in an easy bin, where that run is 
 of the selection undoes that. So every run is either a *reference* (its samples define the bins) or a *candidate*
 (a strategy the compute-optimal selection may choose), never both:
 - default: the best-of-N runs with seed >= 100 (REFERENCE_SEED) are the pool, everything else is a candidate; the
-  papers' sweeps use seeds 0-4, so `python tts/main.py strategy=best_of_n n=256 seed=100` adds a pool beside them;
+  papers' sweeps use seeds 0-4, so `python tts/main.py -m strategy=best_of_n n=256 seed=100` adds a pool beside them;
 - `reference=("VARIANT", N)` (CLI `--reference-pool VARIANT:N`, optionally `VARIANT:N:SEED,SEED`): those runs are the
   pool, whatever their seed, and are no longer candidates.
 Within the pool the variant with the largest n is used, its seeds pooled (each seed's pass@1 is c/n, so pooling equal-n
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 BIN_COLUMNS = {"oracle": "oracle_bin", "model": "model_bin", "level": "level"}
 REFERENCE_SEED = 100  # best-of-N runs with a seed at least this are the default reference pool
-POOL_COMMAND = f"python tts/main.py strategy=best_of_n n=256 seed={REFERENCE_SEED}"
+POOL_COMMAND = f"python tts/main.py -m strategy=best_of_n n=256 seed={REFERENCE_SEED}"  # -m: into the sweep folder
 REFERENCE, CANDIDATE = "reference", "candidate"
 
 
@@ -82,8 +82,8 @@ def assign_roles(runs: pd.DataFrame, reference: Optional[tuple] = None) -> pd.Se
 
 def no_pool_message(setting: str) -> str:
     return (f"{setting}: no oracle/model difficulty bins: they need a reference pool of runs that no curve scores "
-            f"(best-of-N with seed >= {REFERENCE_SEED}); make one with `{POOL_COMMAND}` on the same "
-            f"model/prm/dataset, or name one with --reference-pool VARIANT:N (level bins need none)")
+            f"(best-of-N with seed >= {REFERENCE_SEED}); make one with `{POOL_COMMAND}` plus the sweep's "
+            f"model/prm/dataset overrides, or name one with --reference-pool VARIANT:N (level bins need none)")
 
 
 def stable_hash(unique_id: str) -> int:

@@ -22,7 +22,8 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
 AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
 BIN_TITLES = {"oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
-              "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
+              "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; "
+                           "1 = easiest)",
               "level": "MATH level"}
 BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
@@ -136,11 +137,11 @@ def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str
 CURVE_STYLES = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D"), "MATH level bins": ("tab:brown", "^")}
 CAPTION = (
     "Thin coloured lines: each strategy alone ({aggregation} aggregation), accuracy on all problems. "
-    "Solid thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per difficulty bin and "
-    "budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the halves "
+    "Solid thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per difficulty bin "
+    "and budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the halves "
     "swap. Dotted: the same choice made and scored on all problems (in-sample), an optimistic upper reference. "
-    "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit below the "
-    "best thin line because the choice is made without the problems it is scored on, and a close runner-up can win on "
+    "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit below "
+    "the best thin line because the choice is made without the problems it is scored on, and a close runner-up can win on "
     "one half. Bins come from a reference pool of runs that are never scored."
 )
 

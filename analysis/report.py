@@ -71,7 +71,7 @@ def with_roles(sweep: Sweep, reference_pool: Optional[tuple] = None) -> Sweep:
 
 
 def setting_dir(out_dir: Union[str, Path], setting: str, settings: list[str]) -> Path:
-    """Where one setting's figures and tables go: `out_dir` itself, or a subfolder per setting when there are several."""
+    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several."""
     return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
 
 

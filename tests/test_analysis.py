@@ -136,7 +136,7 @@ def test_without_a_pool_oracle_and_model_bins_are_refused_with_the_command_that_
     candidates = _hand_table().query("seed < 100")
     with pytest.raises(NoReferencePool, match=re.escape(POOL_COMMAND)):
         problem_difficulty(candidates)
-    assert POOL_COMMAND == "python tts/main.py strategy=best_of_n n=256 seed=100"
+    assert POOL_COMMAND == "python tts/main.py -m strategy=best_of_n n=256 seed=100"
 
 
 def _identical_candidates(seed: int, problems: int = 1000, n: int = 3, pool_n: int = 16):
