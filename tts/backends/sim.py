@@ -4,6 +4,8 @@ It reads the problem statement from the chat, works out the correct solution (`t
 writes it step by step in the system prompt's format, steps separated by a blank line, ending in `\\boxed{...}`. Each step
 is right with probability sigmoid(slope * (skill - difficulty) * temperature factor); after the first error the solution
 follows one of a few wrong paths and ends in that path's wrong answer, so wrong answers cluster as in real models.
+With `varied_length` (default on) the solutions of one problem differ in shape and length: adjacent steps merged into
+one, usual checking steps skipped, others added (`tts.data.synthetic.next_steps`), right and wrong solutions alike.
 Continuing a partial answer (`request.prefix`) works as for a real model: the prefix is read back to tell whether the
 solution has already gone wrong and on which path. A problem it cannot read gets a fluent but wrong solution.
 
