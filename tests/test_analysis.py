@@ -20,7 +20,7 @@ from analysis.compute_optimal import CV, IN_SAMPLE, compute_optimal, fold_assign
 from analysis.difficulty import (POOL_COMMAND, NoReferencePool, add_bins, assign_roles, parse_pool, problem_difficulty,
                                  quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
-from analysis.report import parse_references
+from analysis.report import analyse_setting, parse_references, with_roles
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
 TEMPERATURES = (0.6, 1.0)
@@ -364,10 +364,11 @@ def test_cli_without_a_pool_refuses_oracle_and_model_bins_in_one_line_and_draws_
     assert set(curves.bins) == {"level", "all"}
     assert "wrote 4 figures" in captured.out
     # a pool named explicitly is used, and its runs leave the candidates
-    assert main([str(tiny_sweep_without_pool()), "--out", str(tmp_path / "named"),
-                 "--reference-pool", "best_of_n (temperature=1.0):8"]) == 0
-    runs = pd.read_csv(tmp_path / "named" / "runs.csv")
+    sweep = with_roles(load_local(tiny_sweep_without_pool()), parse_pool("best_of_n (temperature=1.0):8"))
+    runs = sweep.runs
     assert set(runs[runs.role == "reference"].n) == {8} and set(runs[runs.role == "candidate"].n) == {4, 8}
+    assert set(runs[runs.role == "reference"].variant) == {"best_of_n (temperature=1.0)"}
+    assert analyse_setting(sweep)["difficulty"].reference.iloc[0] == "best_of_n (temperature=1.0) n=8 x2 seeds"
     assert main([str(tiny_sweep_without_pool()), "--out", str(tmp_path / "bad"), "--reference-pool", "beam"]) == 2
     assert "VARIANT:N" in capsys.readouterr().err
 
