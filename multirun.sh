@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The papers' sweep: best-of-N, beam search, DVTS and lookahead search at n = 4, 16, 64, 256 with seeds 0-4
-# (4 x 4 x 5 = 80 runs), one Hydra job each. Extra arguments pass through to Hydra unchanged.
+# (4 x 4 x 5 = 80 runs), one Hydra job each, after the reference pool the difficulty bins come from (best-of-N, n=256,
+# seed 100: never scored). Extra arguments pass through to Hydra unchanged.
 #
 #   ./multirun.sh                                      # the simulated world, locally, jobs in parallel (joblib)
 #   LAUNCHER=basic ./multirun.sh model=llama-3.2-1b prm=rlhflow-8b dataset=math500 dataset.path=math500.jsonl
@@ -22,6 +23,9 @@
 #   PARTITION, ACCOUNT, QOS, TIME_MIN, GPUS   LAUNCHER=slurm: sbatch partition, account, qos, minutes per job, GPUs per job
 #   CPUS, MEM_GB   LAUNCHER=slurm|slurm_cpu: CPUs and memory (GB) per job; ask for no more than one node has, or sbatch
 #              refuses the sweep  [slurm: 8, 64; slurm_cpu: 2, 8]
+#   REFERENCE_N, REFERENCE_SEEDS   the reference pool run first: best-of-N at this n and these seeds (>= 100, so
+#              analysis keeps it apart from the candidates and bins problems by it; see analysis/difficulty.py)
+#              [256] [100]; REFERENCE_N=0 skips it
 #   SWEEP_DIR  where the run directories go  [multirun, from conf/config.yaml]
 #   PYTHON     the interpreter  [python]
 #   DRY_RUN=1  print the command instead of running it
@@ -60,8 +64,13 @@ fi
 [[ -n "${SWEEP_DIR:-}" ]] && args+=("hydra.sweep.dir=${SWEEP_DIR}")
 
 cmd=("${PYTHON:-python}" "${HERE}/tts/main.py" "${args[@]}" "$@")
+# the reference pool: same launcher and extra arguments, its own strategy, n and seeds (args: -m strategy n seed ...)
+pool=("${PYTHON:-python}" "${HERE}/tts/main.py" -m strategy=best_of_n "n=${REFERENCE_N:-256}"
+      "seed=${REFERENCE_SEEDS:-100}" "${args[@]:4}" "$@")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  [[ "${REFERENCE_N:-256}" != 0 ]] && { printf '%q ' "${pool[@]}"; echo; }
   printf '%q ' "${cmd[@]}"; echo
   exit 0
 fi
+[[ "${REFERENCE_N:-256}" != 0 ]] && "${pool[@]}"
 exec "${cmd[@]}"

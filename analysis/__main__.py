@@ -6,9 +6,14 @@
         --reference "Llama-3.1-8B=0.5" --reference refs.yaml
 
 Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds several):
-  accuracy_vs_n.png, bins_oracle.png, bins_model.png, bins_level.png (when levels are known), compute_optimal.png,
-  accuracy_vs_tokens.png, and the CSV tables behind them (problems, difficulty, accuracy_vs_n, accuracy_by_*,
-  compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep.
+  accuracy_vs_n, bins_oracle, bins_model (with a reference pool), bins_level (when levels are known),
+  compute_optimal, accuracy_vs_tokens (each .png and .pdf), and the CSV tables behind them (problems, difficulty,
+  accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep
+  (one row per run, `role`: reference or candidate).
+
+Difficulty bins come from a reference pool that is never scored (analysis/difficulty.py): by default best-of-N runs
+with seed >= 100, e.g. `python tts/main.py -m strategy=best_of_n n=256 seed=100` next to a sweep of seeds 0-4. Without
+one, oracle and model bins are refused with a one-line note and the rest (level bins included) is still written.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import sys
 import time
 
+from analysis.difficulty import assign_roles, parse_pool
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
 
@@ -51,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="horizontal reference line, e.g. 'Llama-3.1-8B=0.5', or a YAML of name: accuracy")
     parser.add_argument("--aggregation", default="weighted", choices=["naive", "weighted", "maj"],
                         help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png")
-    parser.add_argument("--reference-pool", default=None, metavar="VARIANT:N",
-                        help="runs whose samples define the difficulty bins (default: best_of_n with the largest n)")
+    parser.add_argument("--reference-pool", default=None, metavar="VARIANT:N[:SEEDS]",
+                        help="runs whose samples define the oracle/model difficulty bins and are never scored "
+                             "(default: best_of_n runs with seed >= 100, e.g. "
+                             "`python tts/main.py -m strategy=best_of_n n=256 seed=100`)")
     parser.add_argument("--bins", type=int, default=5, help="number of difficulty bins (quantiles)")
     parser.add_argument("--ties", default="split", choices=["split", "group"],
                         help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin")
@@ -74,16 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, FileNotFoundError) as error:  # no runs, no key, no server: a message, not a traceback
         raise SystemExit(f"python -m analysis: {error}") from None
     loaded = time.perf_counter()
-    pool = None
-    if args.reference_pool:
-        variant, _, n = args.reference_pool.rpartition(":")
-        pool = (variant, int(n))
-    paths = write_report(sweep, args.out, references=parse_references(args.reference), aggregation=args.aggregation,
-                         reference_pool=pool, num_bins=args.bins, ties=args.ties, subsample=not args.no_subsample,
-                         repeats=args.repeats)
+    try:
+        paths = write_report(sweep, args.out, references=parse_references(args.reference),
+                             aggregation=args.aggregation, reference_pool=parse_pool(args.reference_pool),
+                             num_bins=args.bins, ties=args.ties, subsample=not args.no_subsample, repeats=args.repeats)
+    except ValueError as error:  # a bad --reference / --reference-pool, a sweep with nothing to compare
+        print(f"python -m analysis: {error}", file=sys.stderr)
+        return 2
     figures = [p for p in paths if p.suffix == ".png"]
-    print(f"{len(sweep.runs)} runs, {sweep.problems.unique_id.nunique()} problems, settings: {', '.join(sweep.settings)}")
-    print(f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures and {len(paths) - len(figures)} tables "
+    tables = [p for p in paths if p.suffix == ".csv"]
+    pool = (assign_roles(sweep.runs, parse_pool(args.reference_pool)) == "reference").sum()
+    print(f"{len(sweep.runs)} runs ({pool} in the reference pool), {sweep.problems.unique_id.nunique()} problems, "
+          f"settings: {', '.join(sweep.settings)}")
+    print(f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures (PNG + PDF) and {len(tables)} tables "
           f"to {args.out} in {time.perf_counter() - loaded:.1f} s")
     for path in figures:
         print(f"  {path}")

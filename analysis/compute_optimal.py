@@ -7,7 +7,8 @@ halves; the candidate that is best on one half is scored on the other, then the 
 scored by a choice made without it, and the curve is the mean over problems. The split is balanced within each bin
 and reproducible (problems ordered by a salted crc32 of unique_id, alternately assigned); `repeats` > 1 averages
 several such splits. The in-sample selection (choose and score on all problems) is also returned, labelled
-"in-sample", as the optimistic upper reference it is.
+"in-sample", as the optimistic upper reference it is. Cross-validating the selection does not help when the bins
+themselves were made from the samples being scored: the bins come from a reference pool (analysis.difficulty).
 
     from analysis.compute_optimal import compute_optimal
     curves, selections = compute_optimal(points_with_bins, bins="oracle_bin")
@@ -22,8 +23,15 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-CV = "2-fold CV"
-IN_SAMPLE = "in-sample (optimistic)"
+CV = "cross-validated"
+IN_SAMPLE = "in-sample, optimistic"
+BIN_LABELS = {"oracle_bin": "oracle bins", "model_bin": "model bins", "level": "MATH level bins"}
+BEST_SINGLE = f"best single strategy ({CV})"
+
+
+def method_name(bins: str, kind: str) -> str:
+    """The curve's name in tables and legends, e.g. "compute-optimal by oracle bins (cross-validated)"."""
+    return f"compute-optimal by {BIN_LABELS.get(bins, bins)} ({kind})"
 
 
 def candidate_matrix(points: pd.DataFrame, budget: int) -> pd.DataFrame:
@@ -117,8 +125,9 @@ def compute_optimal(points: pd.DataFrame, bins: Iterable[str] = ("oracle_bin", "
 
     `points`: long table (analysis.runs.long_points) with bin columns (analysis.difficulty.add_bins).
     Budgets: `budgets`, or those every strategy reached (`shared_budgets`). Returns (curves, selections). `curves` has one row per (setting, method, budget) with accuracy and, per bin,
-    `bin_<b>` accuracies; methods are "compute-optimal (<bins>, 2-fold CV)", "compute-optimal (<bins>, in-sample
-    (optimistic))" and "best single candidate (2-fold CV)" (one bin: the best fixed strategy per N, for reference).
+    `bin_<b>` accuracies; methods are "compute-optimal by <bins> (cross-validated)", "compute-optimal by <bins>
+    (in-sample, optimistic)" and "best single strategy (cross-validated)" (one bin: the best fixed (strategy,
+    aggregation) per N, chosen on one half of the problems and scored on the other).
     """
     curve_rows, selection_rows = [], []
     for setting, part in points.groupby("setting", sort=True):
@@ -138,10 +147,8 @@ def compute_optimal(points: pd.DataFrame, bins: Iterable[str] = ("oracle_bin", "
                 if groups.notna().sum() == 0:
                     continue
                 cv, in_sample, selections = select_per_bin(matrix, groups.astype("float"), repeats)
-                label = {"oracle_bin": "oracle bins", "model_bin": "model bins", "level": "MATH level bins"}.get(
-                    scheme, scheme)
-                methods = {f"best single candidate ({CV})": cv} if scheme == "all" else {
-                    f"compute-optimal ({label}, {CV})": cv, f"compute-optimal ({label}, {IN_SAMPLE})": in_sample}
+                methods = {BEST_SINGLE: cv} if scheme == "all" else {
+                    method_name(scheme, CV): cv, method_name(scheme, IN_SAMPLE): in_sample}
                 valid = groups.reindex(cv.index)
                 for method, values in methods.items():
                     row = {"setting": setting, "method": method, "bins": scheme, "budget": int(budget),

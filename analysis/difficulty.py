@@ -7,8 +7,17 @@
 
 Bin 1 is the easiest (highest pass@1 / highest mean score), bin 5 the hardest, matching MATH's level numbering.
 
-The reference pool is by default the best-of-N variant with the largest n, all its seeds pooled (each seed's pass@1 is
-c/n, so pooling equal-n seeds is the mean over seeds). Pass another pool with `reference=("best_of_n", 256)`.
+The reference pool is never scored. Binning problems by the very samples a curve then scores leaks their luck into the
+bins (a problem a run happened to solve lands in an easy bin, where that run is then chosen), and no cross-validation
+of the selection undoes that. So every run is either a *reference* (its samples define the bins) or a *candidate*
+(a strategy the compute-optimal selection may choose), never both:
+- default: the best-of-N runs with seed >= 100 (REFERENCE_SEED) are the pool, everything else is a candidate; the
+  papers' sweeps use seeds 0-4, so `python tts/main.py -m strategy=best_of_n n=256 seed=100` adds a pool beside them;
+- `reference=("VARIANT", N)` (CLI `--reference-pool VARIANT:N`, optionally `VARIANT:N:SEED,SEED`): those runs are the
+  pool, whatever their seed, and are no longer candidates.
+Within the pool the variant with the largest n is used, its seeds pooled (each seed's pass@1 is c/n, so pooling equal-n
+seeds is the mean over seeds). With no pool, oracle and model bins are refused (`NoReferencePool`); MATH level bins
+need none.
 
 Ties. Many problems share pass@1 = 0 or 1, so quantile edges often fall inside a group of equal values. Two rules:
 - ties="split" (default): equal-size bins (sizes differ by at most one). Problems are ranked by value, and equal values
@@ -18,7 +27,7 @@ Ties. Many problems share pass@1 = 0 or 1, so quantile edges often fall inside a
   unequal, or empty when one value covers more than a fifth of the problems.
 
     from analysis.difficulty import add_bins
-    problems = add_bins(sweep.problems)   # adds oracle_bin, model_bin (and keeps level)
+    problems = add_bins(sweep.problems)   # candidate rows with oracle_bin, model_bin (and level)
 """
 
 from __future__ import annotations
@@ -33,6 +42,48 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 BIN_COLUMNS = {"oracle": "oracle_bin", "model": "model_bin", "level": "level"}
+REFERENCE_SEED = 100  # best-of-N runs with a seed at least this are the default reference pool
+POOL_COMMAND = f"python tts/main.py -m strategy=best_of_n n=256 seed={REFERENCE_SEED}"  # -m: into the sweep folder
+REFERENCE, CANDIDATE = "reference", "candidate"
+
+
+class NoReferencePool(ValueError):
+    """Oracle / model bins were asked for, but no run is kept apart as the reference pool."""
+
+
+def parse_pool(spec: Optional[str]) -> Optional[tuple]:
+    """`VARIANT:N` or `VARIANT:N:SEED,SEED` -> (variant, n) or (variant, n, seeds); None -> None (the default rule)."""
+    if not spec:
+        return None
+    parts = spec.split(":")
+    try:
+        if len(parts) >= 3 and all(x.strip().lstrip("-").isdigit() for x in parts[-1].split(",")) \
+                and parts[-2].strip().isdigit():
+            return ":".join(parts[:-2]), int(parts[-2]), tuple(int(x) for x in parts[-1].split(","))
+        return ":".join(parts[:-1]), int(parts[-1])
+    except ValueError:
+        raise ValueError(f"--reference-pool {spec!r}: expected VARIANT:N or VARIANT:N:SEED,SEED, "
+                         f"e.g. best_of_n:256 or best_of_n:256:100") from None
+
+
+def assign_roles(runs: pd.DataFrame, reference: Optional[tuple] = None) -> pd.Series:
+    """"reference" or "candidate" per row of `runs` (any table with variant, strategy, n, seed columns).
+
+    `reference` None: best-of-N runs with seed >= REFERENCE_SEED; else (variant, n) or (variant, n, seeds)."""
+    if reference is None:
+        is_reference = (runs.strategy == "best_of_n") & (runs.seed >= REFERENCE_SEED)
+    else:
+        variant, n, *seeds = reference
+        is_reference = (runs.variant == variant) & (runs.n == int(n))
+        if seeds:
+            is_reference &= runs.seed.isin(seeds[0])
+    return pd.Series(np.where(is_reference, REFERENCE, CANDIDATE), index=runs.index)
+
+
+def no_pool_message(setting: str) -> str:
+    return (f"{setting}: no oracle/model difficulty bins: they need a reference pool of runs that no curve scores "
+            f"(best-of-N with seed >= {REFERENCE_SEED}); make one with `{POOL_COMMAND}` plus the sweep's "
+            f"model/prm/dataset overrides, or name one with --reference-pool VARIANT:N (level bins need none)")
 
 
 def stable_hash(unique_id: str) -> int:
@@ -63,29 +114,26 @@ def quantile_bins(values: pd.Series, ids: pd.Series, num_bins: int = 5, ties: st
     return result
 
 
-def reference_pool(problems: pd.DataFrame, reference: Optional[tuple[str, int]] = None) -> pd.DataFrame:
-    """Rows of the reference runs: `reference` = (variant, n), or the best-of-N variant with the largest n."""
-    if reference is not None:
-        variant, n = reference
-        pool = problems[(problems.variant == variant) & (problems.n == int(n))]
-        if pool.empty:
-            raise ValueError(f"reference pool {reference}: no runs of variant {variant!r} with n={n}")
-        return pool
-    candidates = problems[problems.strategy == "best_of_n"]
-    if candidates.empty:
-        log.warning("no best_of_n runs: difficulty bins use the largest-n runs of any strategy")
-        candidates = problems
-    n_max = candidates.n.max()
-    largest = candidates[candidates.n == n_max]
+def reference_pool(problems: pd.DataFrame, reference: Optional[tuple] = None) -> pd.DataFrame:
+    """The pool's rows: the reference runs (a `role` column, or `assign_roles(problems, reference)`), of the variant
+    with the largest n, seeds pooled. Raises NoReferencePool when there are none."""
+    roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)
+    pool = problems[roles == REFERENCE]
+    if pool.empty:
+        setting = problems.setting.iloc[0] if len(problems) else "this sweep"
+        if reference is not None:
+            raise NoReferencePool(f"{setting}: reference pool {reference}: no runs of that variant and n")
+        raise NoReferencePool(no_pool_message(setting))
+    largest = pool[pool.n == pool.n.max()]
     # several variants at that n (e.g. temperatures): the one with most seeds, then the first by name
     seeds = largest.groupby("variant").seed.nunique()
     variant = sorted(seeds[seeds == seeds.max()].index)[0]
     return largest[largest.variant == variant]
 
 
-def problem_difficulty(problems: pd.DataFrame, reference: Optional[tuple[str, int]] = None, num_bins: int = 5,
+def problem_difficulty(problems: pd.DataFrame, reference: Optional[tuple] = None, num_bins: int = 5,
                        ties: str = "split") -> pd.DataFrame:
-    """One row per (setting, unique_id): pooled pass@1, mean PRM score, oracle_bin, model_bin, level."""
+    """One row per (setting, unique_id) of the pool: pooled pass@1, mean PRM score, oracle_bin, model_bin."""
     frames = []
     for setting, part in problems.groupby("setting", sort=True):
         pool = reference_pool(part, reference)
@@ -100,11 +148,19 @@ def problem_difficulty(problems: pd.DataFrame, reference: Optional[tuple[str, in
     return pd.concat(frames, ignore_index=True)
 
 
-def add_bins(problems: pd.DataFrame, reference: Optional[tuple[str, int]] = None, num_bins: int = 5,
+def add_bins(problems: pd.DataFrame, reference: Optional[tuple] = None, num_bins: int = 5,
              ties: str = "split", difficulty: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """`problems` with oracle_bin and model_bin columns (problems outside the reference pool get no bin)."""
+    """The candidate rows of `problems` with oracle_bin and model_bin columns from the reference pool (a candidate
+    problem the pool never saw gets no bin, and a warning says how many)."""
+    roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)
     if difficulty is None:
-        difficulty = problem_difficulty(problems, reference, num_bins, ties)
+        difficulty = problem_difficulty(problems.assign(role=roles), reference, num_bins, ties)
+    candidates = problems[roles == CANDIDATE].assign(role=CANDIDATE)
     columns = ["setting", "unique_id", "oracle_bin", "model_bin"]
-    merged = problems.drop(columns=[c for c in ("oracle_bin", "model_bin") if c in problems.columns])
-    return merged.merge(difficulty[columns], on=["setting", "unique_id"], how="left")
+    merged = candidates.drop(columns=[c for c in ("oracle_bin", "model_bin") if c in candidates.columns])
+    merged = merged.merge(difficulty[columns], on=["setting", "unique_id"], how="left")
+    unbinned = merged.loc[merged.oracle_bin.isna(), "unique_id"].nunique()
+    if unbinned:
+        log.warning("%d candidate problems are not in the reference pool: they get no oracle/model bin and are left "
+                    "out of the curves by those bins", unbinned)
+    return merged

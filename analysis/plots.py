@@ -1,11 +1,13 @@
-"""The paper's figures from the tidy tables (matplotlib, Agg backend, PNG).
+"""The paper's figures from the tidy tables (matplotlib, Agg backend).
 
-Every function takes tables (never run directories), writes one PNG and returns its path, so a notebook can call them
-on any subset. Colours are fixed per strategy variant across figures; line styles mark the aggregation.
+Every function takes tables (never run directories), writes one PNG and, beside it, the same figure as a vector PDF
+(for a paper), and returns the PNG's path, so a notebook can call them on any subset. Colours are fixed per strategy
+variant across figures; line styles mark the aggregation.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,9 +21,18 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
 AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
-BIN_TITLES = {"oracle_bin": "oracle difficulty bins (pass@1 quintiles; 1 = easiest)",
-              "model_bin": "model-predicted difficulty bins (mean PRM score quintiles; 1 = easiest)",
+BIN_TITLES = {"oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
+              "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; "
+                           "1 = easiest)",
               "level": "MATH level"}
+BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+
+
+def grid_shape(panels: int, max_cols: int = 4) -> tuple[int, int]:
+    """(rows, cols) for `panels` panels: as few rows as `max_cols` allows, panels spread evenly over them so that no
+    row is empty (4 -> 1x4, 5 -> 2x3, 6 -> 2x3, 7 -> 2x4)."""
+    rows = max(1, math.ceil(panels / max_cols))
+    return rows, max(1, math.ceil(panels / rows))
 
 
 def colours(variants: Sequence[str]) -> dict[str, tuple]:
@@ -51,8 +62,10 @@ def _legend_below(fig, ax, title: str) -> None:
 
 
 def _save(fig, path: Path) -> Path:
+    """PNG at `path` and the same figure as PDF beside it; returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -92,9 +105,10 @@ def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str
     variants = sorted(summary.variant.unique())
     palette = colours(points.variant.unique())
     bins = sorted(int(b) for b in summary[bin_column].unique())
-    cols = min(len(budgets), 3)
-    rows = int(np.ceil(len(budgets) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.8 * rows), sharey=True, squeeze=False)
+    # problems per bin (levels differ in size; quantile bins of a pool can too): shown under each bin
+    counts = data.groupby(["budget", bin_column]).unique_id.nunique()
+    rows, cols = grid_shape(len(budgets))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.9 * rows), sharey=True, squeeze=False)
     width = 0.8 / max(len(variants), 1)
     for ax, budget in zip(axes.flat, budgets):
         at = summary[summary.budget == budget]
@@ -105,8 +119,8 @@ def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str
             ax.bar(x, part["mean"], width=width, color=palette[variant], label=variant, yerr=err, capsize=2,
                    error_kw={"elinewidth": 0.8})
         ax.set_xticks(np.arange(len(bins)))
-        ax.set_xticklabels([str(b) for b in bins])
-        ax.set_xlabel("difficulty bin" if bin_column != "level" else "MATH level")
+        ax.set_xticklabels([f"{b}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8)
+        ax.set_xlabel("difficulty bin (n = problems)" if bin_column != "level" else "MATH level (n = problems)")
         ax.set_title(f"N = {budget}")
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
@@ -120,23 +134,37 @@ def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str
     return _save(fig, path)
 
 
+CURVE_STYLES = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D"), "MATH level bins": ("tab:brown", "^")}
+CAPTION = (
+    "Thin coloured lines: each strategy alone ({aggregation} aggregation), accuracy on all problems. "
+    "Solid thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per difficulty bin "
+    "and budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the halves "
+    "swap. Dotted: the same choice made and scored on all problems (in-sample), an optimistic upper reference. "
+    "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit below "
+    "the best thin line because the choice is made without the problems it is scored on, and a close runner-up can win on "
+    "one half. Bins come from a reference pool of runs that are never scored."
+)
+
+
 def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, aggregation: str = "weighted",
                           title: str = "", references: Optional[dict[str, float]] = None) -> Path:
-    """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against each single strategy."""
-    fig, ax = plt.subplots(figsize=(10.5, 5.4))
+    """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against each single strategy, with a
+    caption under the axes that says what each curve is."""
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(10.5, 6.6))
     palette = colours(acc.variant.unique())
     singles = acc[acc.aggregation == aggregation]
     for variant, part in singles.groupby("variant"):
         part = part.sort_values("budget")
         ax.plot(part.budget, part.accuracy, marker="o", markersize=3, linewidth=1.2, alpha=0.85,
                 color=palette[variant], label=f"{variant}, {aggregation}")
-    styles = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D"), "level bins": ("tab:brown", "^")}
     for method, part in curves.groupby("method", sort=True):
         part = part.sort_values("budget")
         if method.startswith("best single"):
             colour, marker, line = "0.5", "x", "-."
         else:
-            colour, marker = next((s for key, s in styles.items() if key in method), ("tab:red", "o"))
+            colour, marker = next((s for key, s in CURVE_STYLES.items() if f"by {key}" in method), ("tab:red", "o"))
             line = ":" if "in-sample" in method else "-"
         ax.plot(part.budget, part.accuracy, color=colour, marker=marker, markersize=4.5, linestyle=line,
                 linewidth=2.2 if line == "-" else 1.6, label=method)
@@ -147,29 +175,39 @@ def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, a
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title or "Compute-optimal scaling: best (strategy, aggregation) per difficulty bin and budget")
     fig.tight_layout()
+    caption = "\n".join(textwrap.wrap(CAPTION.format(aggregation=aggregation), 150))
+    fig.text(0.01, -0.01, caption, ha="left", va="top", fontsize=7.5, color="0.2", transform=fig.transFigure)
     return _save(fig, path)
 
 
 def accuracy_vs_tokens(acc: pd.DataFrame, path: Path, title: str = "",
                        references: Optional[dict[str, float]] = None) -> Path:
-    """Accuracy vs mean generated tokens per problem (log2), one line per (variant, aggregation), labelled by N."""
+    """Accuracy vs mean generated tokens per problem (log2), one line per (variant, aggregation); the marker shape
+    says the budget N (a legend, not per-point labels, so nothing collides however close the points are)."""
+    from matplotlib.lines import Line2D
+
     palette = colours(acc.variant.unique())
+    budgets = sorted(int(b) for b in acc.budget.unique())
+    markers = {b: BUDGET_MARKERS[i % len(BUDGET_MARKERS)] for i, b in enumerate(budgets)}
     fig, ax = plt.subplots(figsize=(10.5, 5.4))
     for (variant, agg), part in acc.groupby(["variant", "aggregation"]):
         part = part.sort_values("tokens_per_problem")
-        ax.plot(part.tokens_per_problem, part.accuracy, marker="o", markersize=3, color=palette[variant],
-                linestyle=AGG_STYLES.get(agg, "-"), label=f"{variant}, {AGG_LABELS.get(agg, agg)}")
-        if agg == "weighted":
-            for x, y, n in zip(part.tokens_per_problem, part.accuracy, part.budget):
-                ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(3, -9), fontsize=6.5,
-                            color=palette[variant])
+        ax.plot(part.tokens_per_problem, part.accuracy, color=palette[variant], linestyle=AGG_STYLES.get(agg, "-"),
+                linewidth=1.2, label=f"{variant}, {AGG_LABELS.get(agg, agg)}")
+        for budget, point in part.groupby("budget"):
+            ax.scatter(point.tokens_per_problem, point.accuracy, marker=markers[int(budget)], s=22,
+                       color=palette[variant], zorder=3)
     _references(ax, references)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (mean), log2 scale")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              ncol=1 if acc.variant.nunique() < 6 else 2)
+    lines = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                      ncol=1 if acc.variant.nunique() < 6 else 2, title="strategy, aggregation", title_fontsize=8)
+    ax.add_artist(lines)
+    shapes = [Line2D([], [], color="0.3", marker=markers[b], linestyle="none", label=f"N = {b}") for b in budgets]
+    ax.legend(handles=shapes, fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False,
+              title="budget", title_fontsize=8)
     ax.set_title(title or "Accuracy vs generated tokens")
     fig.tight_layout()
     return _save(fig, path)

@@ -3,12 +3,16 @@
     from analysis.runs import load_sweep
     from analysis.report import write_report
     paths = write_report(load_sweep("multirun"), "figs", references={"Llama-3.1-8B": 0.5})
+
+Runs are split into the reference pool (difficulty bins) and the candidates (everything drawn and selected), see
+analysis.difficulty; runs.csv says which each run is (`role`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -18,7 +22,7 @@ import yaml
 
 from analysis import plots
 from analysis.compute_optimal import compute_optimal
-from analysis.difficulty import problem_difficulty
+from analysis.difficulty import CANDIDATE, NoReferencePool, add_bins, assign_roles, problem_difficulty
 from analysis.runs import Sweep, accuracy_table, long_points
 
 log = logging.getLogger(__name__)
@@ -48,65 +52,120 @@ def parse_references(specs: Optional[list[str]]) -> dict[str, float]:
     return references
 
 
+def _with_pdf(png: Path) -> list[Path]:
+    """A figure's PNG and the vector PDF written beside it."""
+    return [png, png.with_suffix(".pdf")]
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
+def with_roles(sweep: Sweep, reference_pool: Optional[tuple] = None) -> Sweep:
+    """The sweep with a `role` column ("reference" or "candidate") on runs and problems (analysis.difficulty)."""
+    runs = sweep.runs.drop(columns=["role"], errors="ignore")
+    runs.insert(runs.columns.get_loc("seed") + 1, "role", assign_roles(runs, reference_pool))
+    role = runs.set_index("run_id").role
+    problems = sweep.problems.assign(role=sweep.problems.run_id.map(role))
+    return Sweep(problems=problems, runs=runs, knobs=sweep.knobs)
+
+
+def setting_dir(out_dir: Union[str, Path], setting: str, settings: list[str]) -> Path:
+    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several."""
+    return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
+
+
+def analyse_setting(part: Sweep, reference_pool: Optional[tuple] = None, num_bins: int = 5, ties: str = "split",
+                    subsample: bool = True, repeats: int = 1) -> dict:
+    """Tables of one setting: {"problems", "difficulty", "points", "accuracy", "curves", "selections", "bins",
+    "refused"} (refused: the one-line reason oracle/model bins are missing, or None)."""
+    problems = part.problems if "role" in part.problems.columns else with_roles(part, reference_pool).problems
+    candidates = problems[problems.role == CANDIDATE]
+    if candidates.empty:
+        raise NoReferencePool(f"{problems.setting.iloc[0]}: every run is in the reference pool; there is nothing "
+                              f"to compare (the pool's runs are never scored)")
+    refused = None
+    try:
+        difficulty = problem_difficulty(problems, reference_pool, num_bins, ties)
+        binned = add_bins(problems, reference_pool, difficulty=difficulty)
+        bin_columns = ["oracle_bin", "model_bin"]
+    except NoReferencePool as error:
+        refused, difficulty, binned, bin_columns = str(error), None, candidates.copy(), []
+    if binned["level"].notna().any():
+        bin_columns.append("level")
+    points = long_points(binned, subsample=subsample)
+    acc = accuracy_table(points)
+    curves, selections = compute_optimal(points, bins=bin_columns, repeats=repeats)
+    return {"problems": binned, "difficulty": difficulty, "points": points, "accuracy": acc, "curves": curves,
+            "selections": selections, "bins": bin_columns, "refused": refused}
+
+
+def write_setting(part: Sweep, target: Union[str, Path], references: Optional[dict[str, float]] = None,
+                  aggregation: str = "weighted", reference_pool: Optional[tuple] = None, num_bins: int = 5,
+                  ties: str = "split", subsample: bool = True, repeats: int = 1) -> tuple[dict, list[Path]]:
+    """Tables (CSV) and figures (PNG, and PDF beside each) of one setting into `target`; returns (tables, paths)."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    result = analyse_setting(part, reference_pool, num_bins, ties, subsample, repeats)
+    if result["refused"]:
+        print(f"python -m analysis: {result['refused']}", file=sys.stderr)
+    problems, points, acc, curves = result["problems"], result["points"], result["accuracy"], result["curves"]
+    tables = {
+        "problems.csv": problems.dropna(axis=1, how="all"),  # budgets no run reached have no column
+        "accuracy_vs_n.csv": acc,
+        "compute_optimal.csv": curves,
+        "compute_optimal_selection.csv": result["selections"],
+    }
+    if result["difficulty"] is not None:
+        tables["difficulty.csv"] = result["difficulty"]
+    for bins in result["bins"]:
+        per_bin = (points.dropna(subset=[bins]).groupby(["variant", "aggregation", "budget", bins, "seed"])
+                   .correct.mean().groupby(level=[0, 1, 2, 3]).agg(["mean", "min", "max"]).reset_index())
+        counts = points.dropna(subset=[bins]).groupby(["variant", "aggregation", "budget", bins]).unique_id.nunique()
+        tables[f"accuracy_by_{bins}.csv"] = per_bin.merge(counts.rename("problems").reset_index(),
+                                                          on=["variant", "aggregation", "budget", bins])
+    written: list[Path] = []
+    for name, table in tables.items():
+        table.to_csv(target / name, index=False)
+        written.append(target / name)
+    setting = part.settings[0]
+    suffix = f" - {setting}"
+    run_budgets = sorted(part.runs[part.runs.run_id.isin(problems.run_id)].n.unique())
+    written += _with_pdf(plots.accuracy_vs_n(acc, target / "accuracy_vs_n.png",
+                                             title=f"Accuracy vs test-time compute{suffix}", references=references))
+    for bins in result["bins"]:
+        written += _with_pdf(plots.bin_bars(points, bins, target / f"bins_{bins.replace('_bin', '')}.png",
+                                            aggregation=aggregation, budgets=run_budgets,
+                                            title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
+                                                  f"{plots.AGG_LABELS.get(aggregation, aggregation)}{suffix}"))
+    if not curves.empty:
+        written += _with_pdf(plots.compute_optimal_curve(curves, acc, target / "compute_optimal.png",
+                                                         aggregation=aggregation, references=references,
+                                                         title=f"Compute-optimal vs single strategies{suffix}"))
+    written += _with_pdf(plots.accuracy_vs_tokens(acc, target / "accuracy_vs_tokens.png",
+                                                  title=f"Accuracy vs generated tokens{suffix}", references=references))
+    if set(problems.strategy) & SEQUENTIAL_STRATEGIES:
+        for path in _sequential_figures(problems, target):
+            written += _with_pdf(path)
+    return result, written
+
+
 def write_report(sweep: Sweep, out_dir: Union[str, Path], references: Optional[dict[str, float]] = None,
-                 aggregation: str = "weighted", reference_pool: Optional[tuple[str, int]] = None, num_bins: int = 5,
+                 aggregation: str = "weighted", reference_pool: Optional[tuple] = None, num_bins: int = 5,
                  ties: str = "split", subsample: bool = True, repeats: int = 1) -> list[Path]:
-    """Write CSV tables and PNG figures for every setting of the sweep; returns the paths written."""
+    """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    settings = sweep.settings
+    sweep = with_roles(sweep, reference_pool)
     sweep.runs.to_csv(out_dir / "runs.csv", index=False)
-    written.append(out_dir / "runs.csv")
+    written: list[Path] = [out_dir / "runs.csv"]
+    settings = sweep.settings
     for setting in settings:
         started = time.perf_counter()
-        part = sweep.setting(setting)
-        target = out_dir if len(settings) == 1 else out_dir / _slug(setting)
-        target.mkdir(parents=True, exist_ok=True)
-        difficulty = problem_difficulty(part.problems, reference_pool, num_bins, ties)
-        problems = part.problems.merge(difficulty[["setting", "unique_id", "oracle_bin", "model_bin"]],
-                                       on=["setting", "unique_id"], how="left")
-        points = long_points(problems, subsample=subsample)
-        acc = accuracy_table(points)
-        bin_columns = ["oracle_bin", "model_bin"] + (["level"] if problems["level"].notna().any() else [])
-        curves, selections = compute_optimal(points, bins=bin_columns, repeats=repeats)
-        tables = {
-            "problems.csv": problems,
-            "difficulty.csv": difficulty,
-            "accuracy_vs_n.csv": acc,
-            "compute_optimal.csv": curves,
-            "compute_optimal_selection.csv": selections,
-        }
-        for bins in bin_columns:
-            per_bin = (points.dropna(subset=[bins]).groupby(["variant", "aggregation", "budget", bins, "seed"])
-                       .correct.mean().groupby(level=[0, 1, 2, 3]).agg(["mean", "min", "max"]).reset_index())
-            tables[f"accuracy_by_{bins}.csv"] = per_bin
-        for name, table in tables.items():
-            table.to_csv(target / name, index=False)
-            written.append(target / name)
-        title_suffix = f" - {setting}"
-        run_budgets = sorted(part.runs.n.unique())
-        written.append(plots.accuracy_vs_n(acc, target / "accuracy_vs_n.png",
-                                           title=f"Accuracy vs test-time compute{title_suffix}", references=references))
-        for bins in bin_columns:
-            written.append(plots.bin_bars(points, bins, target / f"bins_{bins.replace('_bin', '')}.png",
-                                          aggregation=aggregation, budgets=run_budgets,
-                                          title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
-                                                f"{plots.AGG_LABELS.get(aggregation, aggregation)}{title_suffix}"))
-        shown = curves[curves.bins.isin(["oracle_bin", "model_bin", "all"])]
-        written.append(plots.compute_optimal_curve(
-            shown, acc, target / "compute_optimal.png", aggregation=aggregation, references=references,
-            title=f"Compute-optimal vs single strategies{title_suffix}"))
-        written.append(plots.accuracy_vs_tokens(acc, target / "accuracy_vs_tokens.png",
-                                                title=f"Accuracy vs generated tokens{title_suffix}",
-                                                references=references))
-        if set(part.problems.strategy) & SEQUENTIAL_STRATEGIES:
-            written.extend(_sequential_figures(problems, target))
-        log.info("%s: %d figures and tables in %.1f s", setting, len(written), time.perf_counter() - started)
+        _, paths = write_setting(sweep.setting(setting), setting_dir(out_dir, setting, settings), references,
+                                 aggregation, reference_pool, num_bins, ties, subsample, repeats)
+        written += paths
+        log.info("%s: %d figures and tables in %.1f s", setting, len(paths), time.perf_counter() - started)
     return written
 
 

@@ -74,8 +74,9 @@ def _panels(count: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(count, 3)
-    rows = math.ceil(count / cols)
+    from analysis.plots import grid_shape
+
+    rows, cols = grid_shape(count)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[count:]:
         ax.set_visible(False)
@@ -115,6 +116,7 @@ def _save(plt, fig, title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(path.with_suffix(".pdf"))  # vector, for a paper
     plt.close(fig)
     return path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 import yaml
 
 from conftest import compose_config
-from analysis.compute_optimal import fold_assignment, select_per_bin
-from analysis.difficulty import problem_difficulty, quantile_bins, reference_pool
+from analysis.compute_optimal import CV, IN_SAMPLE, compute_optimal, fold_assignment, method_name, select_per_bin
+from analysis.difficulty import (POOL_COMMAND, NoReferencePool, add_bins, assign_roles, parse_pool, problem_difficulty,
+                                 quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
-from analysis.report import parse_references
+from analysis.report import analyse_setting, parse_references, with_roles
 from tts.results import RunDirectory
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
@@ -41,6 +43,19 @@ def tiny_sweep() -> Path:
                 cfg = compose_config([f"n={n}", f"seed={seed}", "dataset.num_problems=20", "logger=none",
                                       f"strategy.temperature={temperature}"])
                 run(cfg, run_dir=root / f"synthetic/sim_sim/best_of_n/n{n}_seed{seed}/t={temperature}")
+    # the reference pool: best-of-N kept apart by its seed (>= 100), never scored
+    cfg = compose_config(["n=16", "seed=100", "dataset.num_problems=20", "logger=none", "strategy.temperature=1.0"])
+    run(cfg, run_dir=root / "synthetic/sim_sim/best_of_n/n16_seed100/t=1.0")
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_sweep_without_pool() -> Path:
+    """The tiny sweep's candidate runs only (no reference pool)."""
+    root = Path(tempfile.mkdtemp(prefix="tts-analysis-nopool-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(tiny_sweep(), root, dirs_exist_ok=True)
+    shutil.rmtree(root / "synthetic/sim_sim/best_of_n/n16_seed100")
     return root
 
 
@@ -79,30 +94,99 @@ def test_grouped_ties_share_a_bin_and_missing_values_get_none():
 
 
 def _hand_table():
-    """Two best-of-N runs (n=2 and n=4, the latter with two seeds) and a beam run on three problems."""
+    """Two reference best-of-N runs (n=4 with seeds 100 and 101, n=2 with seed 100), and candidate runs (best-of-N
+    seed 0, beam) on three problems."""
     rows = []
     for variant, strategy, n, seed, pass1, score in [
-        ("best_of_n", "best_of_n", 4, 0, [1.0, 0.5, 0.0], [0.9, 0.1, 0.5]),
-        ("best_of_n", "best_of_n", 4, 1, [0.5, 0.5, 0.0], [0.7, 0.3, 0.4]),
-        ("best_of_n", "best_of_n", 2, 0, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
+        ("best_of_n", "best_of_n", 4, 100, [1.0, 0.5, 0.0], [0.9, 0.1, 0.5]),
+        ("best_of_n", "best_of_n", 4, 101, [0.5, 0.5, 0.0], [0.7, 0.3, 0.4]),
+        ("best_of_n", "best_of_n", 2, 100, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
+        ("best_of_n", "best_of_n", 8, 0, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
         ("beam", "beam", 8, 0, [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]),
     ]:
         for uid, p, s in zip("abc", pass1, score):
             rows.append({"setting": "s", "variant": variant, "strategy": strategy, "n": n, "seed": seed,
-                         "unique_id": uid, "pass@1": p, "mean_score": s, "completions": n})
+                         "run_id": f"{variant}|{n}|{seed}", "unique_id": uid, "pass@1": p, "mean_score": s,
+                         "completions": n})
     return pd.DataFrame(rows)
 
 
-def test_reference_pool_is_the_largest_best_of_n_with_seeds_pooled():
+def test_reference_pool_is_kept_apart_by_seed_and_its_largest_n_is_pooled():
     table = _hand_table()
+    roles = assign_roles(table)
+    assert set(table[roles == "reference"].seed) == {100, 101}  # best-of-N seed 0 and beam are candidates
     pool = reference_pool(table)
-    assert set(pool.n) == {4} and set(pool.seed) == {0, 1} and set(pool.strategy) == {"best_of_n"}
+    assert set(pool.n) == {4} and set(pool.seed) == {100, 101} and set(pool.strategy) == {"best_of_n"}
     difficulty = problem_difficulty(table, num_bins=3).set_index("unique_id")
     assert difficulty.pass1.to_dict() == {"a": 0.75, "b": 0.5, "c": 0.0}
     assert difficulty.mean_score.round(6).to_dict() == {"a": 0.8, "b": 0.2, "c": 0.45}
     assert difficulty.oracle_bin.to_dict() == {"a": 1, "b": 2, "c": 3}
     assert difficulty.model_bin.to_dict() == {"a": 1, "c": 2, "b": 3}
-    assert problem_difficulty(table, reference=("best_of_n", 2), num_bins=3).set_index("unique_id").pass1["c"] == 1.0
+    # an explicit pool: those runs (any seed) are the reference, and no longer candidates
+    explicit = ("best_of_n", 8)
+    assert problem_difficulty(table, reference=explicit, num_bins=3).set_index("unique_id").pass1["c"] == 1.0
+    binned = add_bins(table, reference=explicit, num_bins=3)
+    assert set(binned.run_id) == {"beam|8|0", "best_of_n|4|100", "best_of_n|4|101", "best_of_n|2|100"}
+    assert parse_pool("best_of_n:256") == ("best_of_n", 256)
+    assert parse_pool("best_of_n (temperature=1.0):256:100,101") == ("best_of_n (temperature=1.0)", 256, (100, 101))
+    with pytest.raises(ValueError, match="VARIANT:N"):
+        parse_pool("best_of_n")
+
+
+def test_without_a_pool_oracle_and_model_bins_are_refused_with_the_command_that_makes_one():
+    candidates = _hand_table().query("seed < 100")
+    with pytest.raises(NoReferencePool, match=re.escape(POOL_COMMAND)):
+        problem_difficulty(candidates)
+    assert POOL_COMMAND == "python tts/main.py -m strategy=best_of_n n=256 seed=100"
+
+
+def _identical_candidates(seed: int, problems: int = 1000, n: int = 3, pool_n: int = 16):
+    """Two statistically identical candidates (same per-problem success probability, independent samples) and an
+    independent best-of-N reference pool, as a per-problem table like `analysis.runs` builds. As in a real run, a
+    candidate's pass@1 and its prediction come from the same samples (here: the majority of its n samples)."""
+    rng = np.random.default_rng(seed)
+    p_solve = rng.beta(0.7, 0.7, problems)  # per-problem chance that one sample is right
+    ids = [f"q{i}" for i in range(problems)]
+    rows = []
+    for variant, strategy, runs_n, run_seed in [("A", "beam", n, 0), ("B", "dvts", n, 0),
+                                                ("best_of_n", "best_of_n", pool_n, 100)]:
+        samples = rng.random((problems, runs_n)) < p_solve[:, None]
+        correct = (2 * samples.sum(axis=1) > runs_n).astype(float)
+        for uid, right, c in zip(ids, samples.mean(axis=1), correct):
+            row = {"setting": "s", "run_id": f"{variant}|{run_seed}", "variant": variant, "strategy": strategy,
+                   "n": runs_n, "seed": run_seed, "unique_id": uid, "level": None, "completions": runs_n,
+                   "pass@1": right, "mean_score": right + rng.normal(0, 0.1), "tokens_generated": 100.0,
+                   "tokens_prm": 0.0}
+            for agg in ("naive", "weighted", "maj"):
+                row[f"{agg}@{runs_n}"] = c
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_identical_candidates_gain_nothing_from_honest_bins_and_much_from_leaky_ones():
+    """The compute-optimal curve of two identical strategies may not beat the better one beyond noise; bins made
+    from the candidates' own samples (the old default without best-of-N runs) do, cross-validated or not."""
+    honest_gain, leaky_gain, leaky_in_sample_gain = [], [], []
+    for seed in range(4):
+        table = _identical_candidates(seed)
+        best = table[table.seed < 100].groupby("variant")["weighted@3"].mean().max()
+        points = long_points(add_bins(table), subsample=False)
+        curves, _ = compute_optimal(points, bins=["oracle_bin"])
+        cv = curves.set_index("method").accuracy
+        honest_gain.append(cv[method_name("oracle_bin", CV)] - best)
+        # leaky: the bins come from candidate A's own samples, then both candidates are selected and scored
+        candidates = table[table.seed < 100]
+        leaky_bins = problem_difficulty(candidates.assign(role=np.where(candidates.variant == "A", "reference",
+                                                                         "candidate")))
+        leaky_points = long_points(candidates.merge(leaky_bins[["setting", "unique_id", "oracle_bin"]]),
+                                   subsample=False)
+        leaky, _ = compute_optimal(leaky_points, bins=["oracle_bin"])
+        leaky = leaky.set_index("method").accuracy
+        leaky_gain.append(leaky[method_name("oracle_bin", CV)] - best)
+        leaky_in_sample_gain.append(leaky[method_name("oracle_bin", IN_SAMPLE)] - best)
+    noise = 2 * np.sqrt(0.25 / 1000)  # sampling noise: two standard errors of an accuracy on 1000 problems
+    assert max(honest_gain) < noise and np.mean(honest_gain) < noise / 2
+    assert min(leaky_in_sample_gain) > 1.5 * noise and min(leaky_gain) > 1.5 * noise
 
 
 # -- compute-optimal selection ----------------------------------------------------------------------------------------
@@ -143,7 +227,7 @@ def test_folds_are_balanced_within_each_bin_and_reproducible():
 
 
 def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json():
-    sweep = load_local(tiny_sweep())
+    sweep = load_local(tiny_sweep_without_pool())
     assert len(sweep.runs) == 8 and len(sweep.problems) == 8 * 20
     assert sweep.knobs == ["strategy.temperature"]
     assert set(sweep.problems.variant) == {f"best_of_n (temperature={t})" for t in TEMPERATURES}
@@ -171,7 +255,7 @@ def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json(
 
 def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
     # the shards are written in the one-file format of older versions (results.jsonl), which the loader still reads
-    source = sorted(Path(p).parent.parent for p in tiny_sweep().rglob("results/index.jsonl"))[0]
+    source = sorted(Path(p).parent.parent for p in tiny_sweep_without_pool().rglob("results/index.jsonl"))[0]
     lines = [json.dumps(r) + "\n" for r in RunDirectory(source).records()]
     config = yaml.safe_load((source / "config.yaml").read_text())
     for name, start, end, part in [("shard0", 0, 10, lines[:10]), ("shard1", 10, 20, lines[10:]),
@@ -241,21 +325,56 @@ def test_cli_writes_every_figure_and_table(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main([str(tiny_sweep()), "--out", str(out), "--reference", "Llama-3.1-8B=0.5", "--reference",
                  str(refs)]) == 0
-    figures = {"accuracy_vs_n.png", "bins_oracle.png", "bins_model.png", "bins_level.png", "compute_optimal.png",
-               "accuracy_vs_tokens.png"}
+    figures = {"accuracy_vs_n", "bins_oracle", "bins_model", "bins_level", "compute_optimal", "accuracy_vs_tokens"}
     for name in figures:
-        assert (out / name).stat().st_size > 10_000, name
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name  # vector copy beside the PNG
     for name in ("runs.csv", "problems.csv", "difficulty.csv", "accuracy_vs_n.csv", "compute_optimal.csv",
-                 "compute_optimal_selection.csv", "accuracy_by_oracle_bin.csv", "accuracy_by_model_bin.csv"):
+                 "compute_optimal_selection.csv", "accuracy_by_oracle_bin.csv", "accuracy_by_model_bin.csv",
+                 "accuracy_by_level.csv"):
         assert (out / name).exists(), name
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.set_index("seed").role.groupby(level=0).unique().map(tuple).to_dict() == {
+        0: ("candidate",), 1: ("candidate",), 100: ("reference",)}
+    problems = pd.read_csv(out / "problems.csv")
+    assert set(problems.seed) == {0, 1}  # the pool is never scored
+    assert not problems.isna().all().any()  # no column for a budget no run reached
     curves = pd.read_csv(out / "compute_optimal.csv")
-    cv = curves[curves.method == "compute-optimal (oracle bins, 2-fold CV)"].set_index("budget").accuracy
-    insample = curves[curves.method == "compute-optimal (oracle bins, in-sample (optimistic))"].set_index("budget")
-    assert list(cv.index) == [1, 2, 4, 8]
-    assert (cv <= insample.accuracy + 1e-12).all()  # selecting on the scored problems can only look better
+    for bins in ("oracle_bin", "model_bin", "level"):
+        cv = curves[curves.method == method_name(bins, CV)].set_index("budget").accuracy
+        insample = curves[curves.method == method_name(bins, IN_SAMPLE)].set_index("budget").accuracy
+        assert list(cv.index) == [1, 2, 4, 8]
+        assert (cv <= insample + 1e-12).all()  # selecting on the scored problems can only look better
+    assert not any("((" in m or "))" in m for m in curves.method)  # plain labels
     difficulty = pd.read_csv(out / "difficulty.csv")
     assert difficulty.oracle_bin.value_counts().tolist() == [4] * 5  # 20 problems, equal quintiles
+    assert set(difficulty.reference) == {"best_of_n (temperature=1.0) n=16 x1 seeds"}
+    by_level = pd.read_csv(out / "accuracy_by_level.csv")
+    assert by_level.groupby("level").problems.max().sum() == 20  # per-bin counts, as the bars show them
     assert "wrote 6 figures" in capsys.readouterr().out
+
+
+def test_cli_without_a_pool_refuses_oracle_and_model_bins_in_one_line_and_draws_the_rest(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    out = tmp_path / "figs"
+    assert main([str(tiny_sweep_without_pool()), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    refusal = [line for line in captured.err.splitlines() if "no oracle/model difficulty bins" in line]
+    assert len(refusal) == 1 and POOL_COMMAND in refusal[0]
+    assert not (out / "bins_oracle.png").exists() and not (out / "difficulty.csv").exists()
+    assert (out / "bins_level.png").exists() and (out / "compute_optimal.png").exists()
+    curves = pd.read_csv(out / "compute_optimal.csv")
+    assert set(curves.bins) == {"level", "all"}
+    assert "wrote 4 figures" in captured.out
+    # a pool named explicitly is used, and its runs leave the candidates
+    sweep = with_roles(load_local(tiny_sweep_without_pool()), parse_pool("best_of_n (temperature=1.0):8"))
+    runs = sweep.runs
+    assert set(runs[runs.role == "reference"].n) == {8} and set(runs[runs.role == "candidate"].n) == {4, 8}
+    assert set(runs[runs.role == "reference"].variant) == {"best_of_n (temperature=1.0)"}
+    assert analyse_setting(sweep)["difficulty"].reference.iloc[0] == "best_of_n (temperature=1.0) n=8 x2 seeds"
+    assert main([str(tiny_sweep_without_pool()), "--out", str(tmp_path / "bad"), "--reference-pool", "beam"]) == 2
+    assert "VARIANT:N" in capsys.readouterr().err
 
 
 def test_references_parse_from_flags_and_yaml(tmp_path):

@@ -104,6 +104,11 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
     assert {"strategy=best_of_n,beam,dvts,lookahead", "n=4,16,64,256", "seed=0,1,2,3,4",
             "hydra/launcher=joblib"} <= set(local)
     assert local[-2:] == ["model=llama-3.2-1b", "prm=rlhflow-8b"]  # extra args pass through, last (they win)
+    # first the reference pool the difficulty bins come from: best-of-N at seed 100, same launcher and extra args
+    pool = local[: local.index("-m", 3) - 1]
+    assert pool[2:5] == ["-m", "strategy=best_of_n", "n=256"] and "seed=100" in pool
+    assert {"hydra/launcher=joblib", "model=llama-3.2-1b", "prm=rlhflow-8b"} <= set(pool)
+    assert _dry_run({"REFERENCE_N": "0"})[2:4] == ["-m", "strategy=best_of_n,beam,dvts,lookahead"]
     slurm = _dry_run({"LAUNCHER": "slurm", "PARTITION": "gpu", "TIME_MIN": "600", "SHARDS": "4"}, "dataset=math500")
     assert {"hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
             "dataset.num_shards=4", "dataset.shard=0,1,2,3"} <= set(slurm)
@@ -122,19 +127,20 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
 
 
 def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_path):
-    env = dict(os.environ, STRATEGIES="best_of_n", BUDGETS="4", SEEDS="0", SHARDS="2", JOBS="2",
+    env = dict(os.environ, STRATEGIES="best_of_n", BUDGETS="4", SEEDS="0", SHARDS="2", JOBS="2", REFERENCE_N="8",
                SWEEP_DIR=str(tmp_path / "sweep"), PYTHON=sys.executable)
     result = subprocess.run(["./multirun.sh", "dataset.num_problems=6", "logger=none"], cwd=REPO,
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Joblib" in result.stdout + result.stderr  # really the joblib launcher
     runs = _run_dirs(tmp_path / "sweep")
-    assert len(runs) == 2 and all(len(RunDirectory(r).summaries()) == 3 for r in runs)
+    assert len(runs) == 4 and all(len(RunDirectory(r).summaries()) == 3 for r in runs)
     merged = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
                              str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert merged.returncode == 0, merged.stderr
     assert {str(p.relative_to(tmp_path / "merged")) for p in _run_dirs(tmp_path / "merged")} == {
-        "synthetic/sim_sim/best_of_n/n4_seed0/dataset.num_problems=6"}
+        "synthetic/sim_sim/best_of_n/n4_seed0/dataset.num_problems=6",
+        "synthetic/sim_sim/best_of_n/n8_seed100/dataset.num_problems=6"}  # the candidate and the reference pool
 
 
 def test_slurm_sweeps_follow_jobs_with_squeue_where_sacct_has_no_accounting(monkeypatch):

@@ -114,7 +114,7 @@ def test_sim_revisions_fix_and_break_as_configured():
     # a policy that (almost) never slips on a step: a found error is always fixed, so fixes happen at revision_fix_prob
     policy = SimPolicy(SimPolicyConfig(skill=30.0, revision_fix_prob=0.5, revision_break_prob=0.2))
     plans = [policy.plan(p.problem) for p in problems]
-    wrong = ["\n\n".join(plan.steps[:-1] + (policy.wrong_step(plan, len(plan.steps) - 1, 2),)) for plan in plans]
+    wrong = ["\n\n".join(plan.steps[:-1] + (policy.wrong_step(plan, plan.steps[-1], 2),)) for plan in plans]
     from_right = policy.generate([r for p in problems for r in _revise(p, p.solution, 25, cfg)])
     from_wrong = policy.generate([r for p, w in zip(problems, wrong) for r in _revise(p, w, 25, cfg)])
     each = [plan for plan in plans for _ in range(25)]

@@ -44,8 +44,9 @@ def test_solutions_follow_the_system_prompt_format():
     outputs = SimPolicy(SimPolicyConfig()).generate([_request(p, n=2) for p in PROBLEMS[:20]])
     for samples in outputs:
         for o in samples:
-            assert o.text.startswith("## Step 1:")
-            assert "\n\n## Step 2:" in o.text
+            steps = o.text.split("\n\n")
+            assert len(steps) >= 2  # at least one worked step before the final answer
+            assert [s.split(":")[0] for s in steps[:-1]] == [f"## Step {k}" for k in range(1, len(steps))]
             assert extract_answer(o.text) is not None
             assert o.finish_reason == "eos" and o.num_tokens == count_tokens(o.text)
 
@@ -140,3 +141,57 @@ def test_phrasings_vary_the_wording_but_not_the_mathematics():
     prefix = "\n\n".join(reworded[:2]) + "\n\n"
     out = SimPolicy(SimPolicyConfig(skill=50.0, phrasings=4)).generate([_request(problem, n=1, prefix=prefix)])[0][0]
     assert extract_answer(out.text) in solve(problem.problem).answer_forms
+
+
+def _finished_depths(varied_length: bool) -> list[set[int]]:
+    """Per problem: the numbers of steps of beam search's finished beams (a beam writes one step per iteration)."""
+    from conftest import compose_config
+    from tts.backends import build_policy
+    from tts.data import load_problems
+    from tts.prms import build_prm
+    from tts.search import get_strategy
+
+    cfg = compose_config(["strategy=beam", "n=16", "dataset.num_problems=12", "logger=none",
+                          f"model.sim.varied_length={str(varied_length).lower()}"])
+    outputs = get_strategy("beam")(load_problems(cfg.dataset), build_policy(cfg.model, cfg.seed), build_prm(cfg.prm),
+                                   cfg)
+    return [{len(c.steps) for c in output.completions if c.finish_reason != "length"} for output in outputs]
+
+
+def test_beams_of_one_problem_finish_at_different_iterations():
+    varied = _finished_depths(True)
+    assert sum(len(depths) > 1 for depths in varied) >= len(varied) // 2  # most problems: beams end at several depths
+    assert max(max(d) - min(d) for d in varied) >= 2
+    # the knob off: one fixed sequence of steps per problem, right or wrong, so every beam ends at the same iteration
+    assert all(len(depths) == 1 for depths in _finished_depths(False))
+
+
+def test_every_shape_of_a_right_solution_is_right_and_a_slip_is_not():
+    from tts.data.synthetic import next_steps, right_prefix
+
+    policy = SimPolicy(SimPolicyConfig())
+    prm = SimPRM(SimPRMConfig(noise=0.0))
+    for problem in PROBLEMS[:30]:
+        plan = solve(problem.problem)
+        shortest, position = [], 0  # merge whenever possible, skip every check
+        while position < plan.done:
+            options = next_steps(plan, position, len(shortest) + 1)
+            text, position = options[1] if position < len(plan.core) and len(options) > 1 else options[-1]
+            shortest.append(text)
+        longest, position = [], 0  # no merge, every check
+        while position < plan.done:
+            text, position = next_steps(plan, position, len(longest) + 1)[0]
+            longest.append(text)
+        assert len(shortest) < len(plan.steps) <= len(longest)
+        for steps in (shortest, longest):
+            assert right_prefix(plan, steps) == (len(steps), plan.done)
+            [[scores]] = prm.score([problem.problem], [[steps]])
+            assert min(scores) > 0.5
+            slipped = steps[:1] + [policy.wrong_step(plan, steps[1], 0)] + steps[2:]
+            assert right_prefix(plan, slipped)[0] == 1
+            # a continuation of a prefix that took this shape stays on the right path when the policy is perfect
+            perfect = SimPolicy(SimPolicyConfig(skill=40.0))
+            prefix = "\n\n".join(steps[:1]) + "\n\n"
+            out = perfect.generate([GenerationRequest(messages=[{"role": "user", "content": problem.problem}],
+                                                      prefix=prefix, n=1)])[0][0]
+            assert right_prefix(plan, split_steps(prefix + out.text))[0] == len(split_steps(prefix + out.text))

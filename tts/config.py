@@ -21,6 +21,7 @@ class SimPolicyConfig:
     num_wrong_answers: int = 4
     wrong_answer_skew: float = 1.0
     phrasings: int = 1
+    varied_length: bool = True
     # review and revision prompts (tts/backends/sim_tasks.py)
     verify_accuracy: float = 0.8
     verify_difficulty_sensitivity: float = 1.0

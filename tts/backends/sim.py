@@ -4,6 +4,8 @@ It reads the problem statement from the chat, works out the correct solution (`t
 writes it step by step in the system prompt's format, steps separated by a blank line, ending in `\\boxed{...}`. Each step
 is right with probability sigmoid(slope * (skill - difficulty) * temperature factor); after the first error the solution
 follows one of a few wrong paths and ends in that path's wrong answer, so wrong answers cluster as in real models.
+With `varied_length` (default on) the solutions of one problem differ in shape and length: adjacent steps merged into
+one, usual checking steps skipped, others added (`tts.data.synthetic.next_steps`), right and wrong solutions alike.
 Continuing a partial answer (`request.prefix`) works as for a real model: the prefix is read back to tell whether the
 solution has already gone wrong and on which path. A problem it cannot read gets a fluent but wrong solution.
 
@@ -18,12 +20,16 @@ import re
 from dataclasses import dataclass
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.data.synthetic import (FINAL_TEMPLATE, Plan, canonical_step, perturb_last_integer, solve, stable_uniform,
-                                 with_phrasing)
+from tts.data.synthetic import (FINAL_TEMPLATE, Plan, canonical_step, next_steps, perturb_last_integer, right_prefix,
+                                 solve, stable_uniform, with_phrasing)
 from tts.search.completion import STEP_SEPARATOR
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 SLOPE = 1.6  # logit per unit of (skill - difficulty): sets how sharply accuracy falls with difficulty
+# Shapes of a solution when `model.sim.varied_length` is on (real models do not write one problem the same way twice):
+MERGE_PROB = 0.25  # two adjacent core steps are written as one step
+KEEP_CHECK_PROB = 0.8  # one of the problem's usual checking steps is written (else skipped)
+EXTRA_CHECK_PROB = 0.2  # one of the other checking steps is added
 
 
 def count_tokens(text: str) -> int:
@@ -53,9 +59,11 @@ def truncate_to_tokens(text: str, max_tokens: int) -> str:
 
 @dataclass(frozen=True)
 class _State:
-    """Where a partial solution stands: the next step index and the wrong path it is on (None: still right)."""
+    """Where a partial solution stands: its position in the plan (`next_steps`), the steps written so far, and the
+    wrong path it is on (None: still right)."""
 
-    index: int
+    position: int
+    written: int
     path: int | None
 
 
@@ -71,8 +79,9 @@ def _unreadable_plan(problem: str, num_wrong: int) -> Plan:
         "## Step 2: Set up the computation\nWe combine the given values.",
         FINAL_TEMPLATE % guesses[0],
     )
+    core = tuple(tuple(step[len("## Step 1: "):].split("\n", 1)) for step in steps[:2])
     return Plan(problem=problem, steps=steps, answer="", answer_forms=("",), wrong_answers=guesses,
-                difficulty=10.0, subject="unknown")
+                difficulty=10.0, subject="unknown", core=core)
 
 
 class SimPolicy(PolicyBackend):
@@ -89,9 +98,10 @@ class SimPolicy(PolicyBackend):
         self._wrong_cdf = [sum(weights[: j + 1]) / total for j in range(self.num_wrong)]
         self.seed = seed
         self.phrasings = int(getattr(cfg, "phrasings", 1))
+        self.varied_length = bool(getattr(cfg, "varied_length", True))
         self.cfg = cfg  # sim_tasks reads the review / revision knobs (verify_accuracy, revision_fix_prob, ...)
         self._plans: dict[str, Plan] = {}
-        self._wrong_steps: dict[tuple[str, int, int], str] = {}
+        self._wrong_steps: dict[tuple[str, str, int], str] = {}
 
     # -- the world ------------------------------------------------------------------------------------------------
 
@@ -102,21 +112,22 @@ class SimPolicy(PolicyBackend):
             self._plans[problem] = plan
         return plan
 
-    def wrong_step(self, plan: Plan, index: int, path: int) -> str:
-        """Step `index` of wrong path `path`: the right step with a slip, or the wrong answer boxed at the end."""
-        key = (plan.problem, index, path)
+    def wrong_step(self, plan: Plan, right: str, path: int) -> str:
+        """The step `right` (a right step text) gone wrong on path `path`: a slip in its mathematics, or the path's
+        wrong answer boxed when `right` is the final step."""
+        key = (plan.problem, right, path)
         step = self._wrong_steps.get(key)
         if step is None:
             if len(self._wrong_steps) > 1_000_000:
                 self._wrong_steps.clear()
-            step = self._wrong_steps[key] = self._make_wrong_step(plan, index, path)
+            step = self._wrong_steps[key] = self._make_wrong_step(plan, right, path)
         return step
 
-    def _make_wrong_step(self, plan: Plan, index: int, path: int) -> str:
+    def _make_wrong_step(self, plan: Plan, right: str, path: int) -> str:
         wrong_answer = plan.wrong_answers[path % len(plan.wrong_answers)]
-        if index == len(plan.steps) - 1:
+        if right == plan.steps[-1]:
             return FINAL_TEMPLATE % wrong_answer
-        header, _, body = plan.steps[index].partition("\n")
+        header, _, body = right.partition("\n")
         slipped = perturb_last_integer(body, path + 1)  # the slip is in the mathematics, never the step number
         if slipped is None or slipped == body:
             slipped = f"{body}\nSo the result is ${wrong_answer}$."
@@ -129,13 +140,37 @@ class SimPolicy(PolicyBackend):
 
     def read_prefix(self, plan: Plan, prefix: str) -> _State:
         steps = [s.strip() for s in prefix.split(STEP_SEPARATOR) if s.strip()]
+        right, position = right_prefix(plan, steps)
         path = None
-        for i, step in enumerate(steps):
-            step = canonical_step(step)
-            if path is None and (i >= len(plan.steps) or step != plan.steps[i]):
-                candidates = [j for j in range(self.num_wrong) if i < len(plan.steps) and step == self.wrong_step(plan, i, j)]
-                path = candidates[0] if candidates else int(stable_uniform("path", plan.problem, step) * self.num_wrong)
-        return _State(index=len(steps), path=path)
+        for k in range(right, len(steps)):  # the wrong part: which path, and how far along the plan it is
+            step = canonical_step(steps[k])
+            options = next_steps(plan, position, k + 1)
+            if not options:
+                break
+            if path is None:
+                found = [(j, after) for text, after in options for j in range(self.num_wrong)
+                         if step == self.wrong_step(plan, text, j)]
+                path = found[0][0] if found else int(stable_uniform("path", plan.problem, step) * self.num_wrong)
+                after = found[0][1] if found else None
+            else:
+                after = next((a for text, a in options if step == self.wrong_step(plan, text, path)), None)
+            if after is None:  # not a step this policy writes: a boxed answer ends it, anything else counts as one step
+                after = plan.done if "\\boxed" in step else options[0][1]
+            position = after
+        return _State(position=position, written=len(steps), path=path)
+
+    def _shape(self, plan: Plan, options: tuple, position: int, draw) -> int:
+        """Which of the right `options` the solution takes next (see MERGE_PROB etc.); `draw(tag)` is uniform."""
+        core = len(plan.core)
+        if position < core:
+            return 1 if self.varied_length and len(options) > 1 and draw("merge") < MERGE_PROB else 0
+        for i, (_, after) in enumerate(options[:-1]):
+            usual = after - 1 - core < plan.typical_checks
+            if not self.varied_length:
+                return i if usual else len(options) - 1
+            if draw(f"check{after}") < (KEEP_CHECK_PROB if usual else EXTRA_CHECK_PROB):
+                return i
+        return len(options) - 1
 
     def _draw_path(self, u: float) -> int:
         return next(j for j, c in enumerate(self._wrong_cdf) if u <= c)
@@ -176,21 +211,25 @@ class SimPolicy(PolicyBackend):
         num_tokens = 0  # summed per piece: every piece but the last ends in whitespace, a token boundary
         context = request.prefix
         finish = "eos"
-        step_index, path = state.index, state.path
-        while step_index < len(plan.steps):
+        position, written, path = state.position, state.written, state.path
+        while position < plan.done:
+            options = next_steps(plan, position, written + 1)
+            shape = self._shape(plan, options, position,
+                                lambda tag: stable_uniform("shape", tag, seed, plan.problem, context, index))
+            right, after = options[shape]
             if path is None:
                 u = stable_uniform(seed, plan.problem, context, index)
                 if u >= p_right:
                     path = self._draw_path((u - p_right) / max(1e-12, 1.0 - p_right))
+            last = after == plan.done
             if path is None:
-                step = plan.steps[step_index]
-                if step_index == len(plan.steps) - 1 and len(plan.answer_forms) > 1:
+                step = right
+                if last and len(plan.answer_forms) > 1:
                     form = int(stable_uniform("form", seed, plan.problem, context, index) * len(plan.answer_forms))
                     step = FINAL_TEMPLATE % plan.answer_forms[form]
             else:
-                step = self.wrong_step(plan, step_index, path)
-            step_index += 1
-            last = step_index == len(plan.steps)
+                step = self.wrong_step(plan, right, path)
+            position, written = after, written + 1
             if self.phrasings > 1 and not last:
                 step = with_phrasing(step, int(stable_uniform("phrase", seed, plan.problem, context, index) * self.phrasings))
             piece = step if last else step + STEP_SEPARATOR

@@ -33,7 +33,7 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest
 from tts.backends.sim import SimPolicy, count_tokens, truncate_to_tokens
-from tts.data.synthetic import FINAL_TEMPLATE, Plan, canonical_step, stable_uniform
+from tts.data.synthetic import FINAL_TEMPLATE, Plan, right_prefix, stable_uniform
 from tts.grading.extract import extract_answer
 from tts.search.completion import STEP_SEPARATOR
 
@@ -114,11 +114,10 @@ def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
 
 
 def first_wrong_step(plan: Plan, attempt: str) -> int:
-    """Index of the attempt's first step that is not the right solution's step (its length when all of them are)."""
+    """The canonical step (index into `plan.steps`) where the attempt first goes wrong: its right prefix, in whatever
+    shape it was written (merged steps, skipped or added checks), covers the plan up to there."""
     steps = [piece.strip() for piece in attempt.split(STEP_SEPARATOR) if piece.strip()]
-    wrong = next((i for i, step in enumerate(steps)
-                  if i >= len(plan.steps) or canonical_step(step) != plan.steps[i]), len(steps))
-    return min(wrong, len(plan.steps) - 1)
+    return min(right_prefix(plan, steps)[1], len(plan.steps) - 1)
 
 
 def find_probability(policy: SimPolicy, plan: Plan, p_step: float) -> float:
@@ -142,7 +141,7 @@ def revise(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
         if _draw(request, sample, "break", problem, history) < policy.cfg.revision_break_prob:
             error = int(_draw(request, sample, "error", problem, history) * len(plan.steps))
             path = policy._draw_path(_draw(request, sample, "path", problem, history))
-            steps[error:] = [policy.wrong_step(plan, i, path) for i in range(error, len(plan.steps))]
+            steps[error:] = [policy.wrong_step(plan, plan.steps[i], path) for i in range(error, len(plan.steps))]
     else:
         error = first_wrong_step(plan, latest)
         p_step = policy.step_probability(plan, request.temperature)
@@ -152,13 +151,13 @@ def revise(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
                 u = _draw(request, sample, "redo", i, problem, history)
                 if u >= p_step:
                     path = policy._draw_path((u - p_step) / max(1e-12, 1.0 - p_step))
-                    steps[i:] = [policy.wrong_step(plan, j, path) for j in range(i, len(plan.steps))]
+                    steps[i:] = [policy.wrong_step(plan, plan.steps[j], path) for j in range(i, len(plan.steps))]
                     break
         else:  # not found: the revision repeats the mistake and keeps the wrong answer
             path = _wrong_path(plan, latest)
             if path is None:
                 path = policy._draw_path(_draw(request, sample, "path", problem, history))
-            steps[error:] = [policy.wrong_step(plan, i, path) for i in range(error, len(plan.steps))]
+            steps[error:] = [policy.wrong_step(plan, plan.steps[i], path) for i in range(error, len(plan.steps))]
     if steps[-1] == plan.steps[-1] and len(plan.answer_forms) > 1:
         form = int(_draw(request, sample, "form", problem, history) * len(plan.answer_forms))
         steps[-1] = FINAL_TEMPLATE % plan.answer_forms[form]

@@ -67,7 +67,13 @@ def latex_fraction(value: Fraction) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """A worked solution: `steps` are the step texts of a correct solution, the last one boxing the answer."""
+    """A worked solution.
+
+    `steps` are the step texts of the canonical correct solution, the last one boxing the answer. Other correct
+    solutions take other shapes (see `next_steps`): the `core` steps (title, body) are all needed but two adjacent ones
+    may be written as one, and the `checks` (title, body) are optional checking steps, of which the canonical solution
+    writes the first `typical_checks`.
+    """
 
     problem: str
     steps: tuple[str, ...]
@@ -76,9 +82,17 @@ class Plan:
     wrong_answers: tuple[str, ...]
     difficulty: float
     subject: str
+    core: tuple[tuple[str, str], ...] = ()
+    checks: tuple[tuple[str, str], ...] = ()
+    typical_checks: int = 0
 
     def final_step(self, answer: str) -> str:
         return FINAL_TEMPLATE % answer
+
+    @property
+    def done(self) -> int:
+        """The position of a finished solution (after the final step)."""
+        return len(self.core) + len(self.checks) + 1
 
 
 # --- templates: each renders a problem from parameters and solves it from the parsed text -----------------------------
@@ -184,12 +198,66 @@ TEMPLATES = {
 }
 _PATTERNS = {name: re.compile(spec[1]) for name, spec in TEMPLATES.items()}
 
+# Optional checking steps (title, body), in the order a solution writes them.
 CHECK_STEPS = (
-    "## Step {k}: Check the arithmetic\nRecomputing each intermediate value gives the same results.",
-    "## Step {k}: Verify against the question\nThe result answers exactly what was asked.",
-    "## Step {k}: Consider special cases\nNo case of the problem changes the computation above.",
-    "## Step {k}: Double-check the simplification\nThe expression cannot be reduced further.",
+    ("Check the arithmetic", "Recomputing each intermediate value gives the same results."),
+    ("Verify against the question", "The result answers exactly what was asked."),
+    ("Consider special cases", "No case of the problem changes the computation above."),
+    ("Double-check the simplification", "The expression cannot be reduced further."),
 )
+_STEP = re.compile(r"## Step \d+: (.*?)\n(.*)", re.DOTALL)
+
+
+def render_step(number: int, title: str, body: str) -> str:
+    return f"## Step {number}: {title}\n{body}"
+
+
+def merged_step(number: int, first: tuple[str, str], second: tuple[str, str]) -> str:
+    """Two adjacent steps written as one (a model that does two things at once)."""
+    title = f"{first[0]}, then {second[0][:1].lower()}{second[0][1:]}"
+    return render_step(number, title, f"{first[1]} {second[1]}")
+
+
+@functools.lru_cache(maxsize=200_000)
+def next_steps(plan: Plan, position: int, number: int) -> tuple[tuple[str, int], ...]:
+    """The right steps that may follow a solution that has used the plan up to `position` in `number - 1` steps.
+
+    Each is (step text, position after it). Positions 0 .. len(core) - 1 are core steps: the next one alone, or merged
+    with the one after it. From len(core) on, any later checking step may come next (the ones in between are
+    skipped), or the final step (canonical answer form; any form of the answer is right) which ends at `plan.done`.
+    """
+    core = len(plan.core)
+    if position >= plan.done:
+        return ()
+    if position < core:
+        options = [(render_step(number, *plan.core[position]), position + 1)]
+        if position + 1 < core:
+            options.append((merged_step(number, plan.core[position], plan.core[position + 1]), position + 2))
+        return tuple(options)
+    options = [(render_step(number, *plan.checks[j - core]), j + 1) for j in range(position, core + len(plan.checks))]
+    return tuple(options) + ((plan.steps[-1], plan.done),)
+
+
+def right_prefix(plan: Plan, steps: list[str]) -> tuple[int, int]:
+    """(how many leading `steps` are right, the plan position after them). Wording aside (`canonical_step`), a step
+    is right when it is one of `next_steps`; a final step is right when it boxes any form of the answer."""
+    finals = {FINAL_TEMPLATE % form for form in plan.answer_forms} | {plan.steps[-1]}
+    position = 0
+    for k, step in enumerate(steps):
+        options = next_steps(plan, position, k + 1)
+        if not options:
+            return k, position
+        if step in finals:
+            if options[-1][1] != plan.done:  # a boxed answer before the core steps are all written
+                return k, position
+            position = plan.done
+            continue
+        text = canonical_step(step)
+        after = next((p for t, p in options if t == text and p != plan.done), None)
+        if after is None:
+            return k, position
+        position = after
+    return len(steps), position
 
 
 def _parameters(name: str, rng: random.Random) -> tuple[int, ...]:
@@ -288,7 +356,9 @@ def solve(problem_text: str) -> Plan | None:
         args = tuple(int(g) for g in match.groups())
         steps, answer, subject = TEMPLATES[name][2](*args)
         difficulty = latent_difficulty(problem_text, TEMPLATES[name][3])
-        checks = [CHECK_STEPS[i].format(k=len(steps) + i + 1) for i in range(num_check_steps(difficulty))]
+        core = tuple(_STEP.fullmatch(step).groups() for step in steps)
+        typical = num_check_steps(difficulty)
+        checks = [render_step(len(steps) + i + 1, *CHECK_STEPS[i]) for i in range(typical)]
         forms = _answer_forms(answer)
         return Plan(
             problem=problem_text,
@@ -298,6 +368,9 @@ def solve(problem_text: str) -> Plan | None:
             wrong_answers=_wrong_answers(forms[0], MAX_WRONG_ANSWERS),
             difficulty=difficulty,
             subject=subject,
+            core=core,
+            checks=CHECK_STEPS,
+            typical_checks=typical,
         )
     return None
 

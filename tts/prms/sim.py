@@ -1,7 +1,8 @@
 """The simulated PRM (`prm=sim`): reads the problem and the steps it is given and scores each prefix.
 
 Like a real verifier it sees only text: it works the problem out (`tts.data.synthetic.solve`) and checks whether the
-prefix so far agrees with a correct solution (any equivalent form of the final answer counts). The score is
+prefix so far agrees with a correct solution (any equivalent form of the final answer counts; a correct solution may
+merge adjacent steps or skip and add checking steps, see `tts.data.synthetic.next_steps`). The score is
 sigmoid(bias + discrimination * (right - 1/2) + noise * z - length_penalty * k), where z is a standard normal fixed by
 (problem, prefix): asking twice gives the same score, and a search that tries many candidates can find the ones the
 verifier over-rates, as it can with a real PRM.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from tts.data.synthetic import FINAL_TEMPLATE, canonical_step, solve
+from tts.data.synthetic import right_prefix, solve
 from tts.backends.sim import count_tokens
 from tts.prms.base import ProcessRewardModel
 
@@ -29,18 +30,13 @@ class SimPRM(ProcessRewardModel):
         results = []
         for problem, steps in zip(problems, solutions):
             plan = solve(problem)
-            finals = {FINAL_TEMPLATE % form for form in plan.answer_forms} if plan else set()
-            right = plan is not None
+            right = right_prefix(plan, steps)[0] if plan else 0  # steps [0, right) agree with some correct solution
             scores = []
             running = hashlib.blake2b(f"prm\x1f{problem}".encode(), digest_size=16)
             for k, step in enumerate(steps):
                 running.update(b"\x1f" + step.encode())
-                if right:
-                    is_last = k == len(plan.steps) - 1
-                    same = step in finals if is_last else canonical_step(step) == plan.steps[k]  # wording aside
-                    right = k < len(plan.steps) and same
                 z = _normal_from_digest(running.copy().digest())
-                logit = self.bias + self.discrimination * ((1.0 if right else 0.0) - 0.5) + self.noise * z
+                logit = self.bias + self.discrimination * ((1.0 if k < right else 0.0) - 0.5) + self.noise * z
                 scores.append(1.0 / (1.0 + math.exp(-(logit - self.length_penalty * k))))
             # A real PRM re-encodes the problem and every step: count those tokens as its compute.
             self.stats.tokens += count_tokens(problem) + sum(count_tokens(s) for s in steps)
