@@ -46,15 +46,15 @@ def test_sweep_and_its_analysis_write_no_secret_and_nothing_into_home(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "XDG_"))}
     env.update(HOME=str(home), WANDB_API_KEY=ENV_SECRET, HF_TOKEN=ENV_SECRET + "-hf", WANDB_MODE="offline",
-               PYTHONPATH=str(REPO), MPLCONFIGDIR=str(tmp_path / "mpl-cache"))  # matplotlib's font cache: a cache we choose
+               PYTHONPATH=str(REPO))
     sweep = tmp_path / "multirun"
-    command = [sys.executable, "tts/main.py", "-m", "n=2,4", "dataset.num_problems=4", "batch_size=2",
+    command = [sys.executable, "tts/main.py", "-m", "n=2,4", "seed=0,100", "dataset.num_problems=4", "batch_size=2",
                f"+api_key={CLI_SECRET}", f"+logger.api_key={CLI_SECRET}-2", "budget.max_tokens=1000",
                f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stdout + done.stderr
-    assert "[1/2 jobs done]" in said and "[2/2 jobs done]" in said and "left" in said
+    assert "[1/4 jobs done]" in said and "[4/4 jobs done]" in said and "left" in said  # seed 100: the reference pool
 
     figs = tmp_path / "figs"
     done = subprocess.run([sys.executable, "-m", "analysis", str(sweep), "--out", str(figs), "--wandb"], cwd=REPO,
@@ -74,7 +74,7 @@ def test_sweep_and_its_analysis_write_no_secret_and_nothing_into_home(tmp_path):
 
     # the runs: settings visible, the credential redacted, in the run directory and in W&B's offline run
     run_dirs = sorted(p.parent.parent for p in sweep.rglob("results/index.jsonl") if "wandb" not in p.parts)
-    assert len(run_dirs) == 2
+    assert len(run_dirs) == 4
     for run_dir in run_dirs:
         assert "max_tokens: 1000" in (run_dir / "config.yaml").read_text()
         assert "api_key=<redacted>" in (run_dir / ".hydra" / "overrides.yaml").read_text()
