@@ -36,9 +36,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 # (row id, overrides (may use {tmp}), what stderr must say). Every row must stop before anything is generated.
 CONFIG_ROWS = [
-    ("unknown group option", ["model=gpt-5"], ["Could not find 'model/gpt-5'", "Available options in 'model'", "sim"]),
+    ("unknown group option", ["model=gpt-5"], ["config key 'model': 'gpt-5' is not an option", "sim", "qwen2.5-1.5b"]),
     ("misspelt key", ["dataset.num_problem=5"],
-     ["Could not override 'dataset.num_problem'", "Key 'num_problem' not in 'DatasetConfig'"]),
+     ["config key 'dataset.num_problem': not a known key", "did you mean 'dataset.num_problems'?"]),
     ("n=0", ["n=0"], ["config key 'n'", "must be a whole number >= 1", "got 0"]),
     ("negative n", ["n=-4"], ["config key 'n'", "got -4"]),
     ("non-integer n", ["n=2.5"], ["Value '2.5' of type 'float' could not be converted to Integer", "full_key: n"]),

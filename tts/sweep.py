@@ -193,14 +193,16 @@ def _remove_empty_run_dir(hydra: Optional[DictConfig]) -> None:
         return
     from hydra.types import RunMode
 
-    directory = Path(hydra.runtime.output_dir)
+    directory = Path(hydra.runtime.output_dir).resolve()
     stop = Path(hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else hydra.runtime.cwd).resolve()
-    while directory.resolve() != stop and stop in directory.resolve().parents:
+    while True:
         try:
             directory.rmdir()  # only ever succeeds on an empty directory: an existing run's files are never touched
         except OSError:
             return
         directory = directory.parent
+        if directory == stop or stop not in directory.parents:
+            return  # parents are removed only inside the working directory (or the sweep directory)
 
 
 def watch_sweep_process(interval: float = 0.5) -> None:

@@ -83,6 +83,8 @@ def _json_document(text: str, file: Path) -> list[Row]:
         value = _loads(text)
     except ValueError:
         return _json_lines(text, file)
+    if isinstance(value, dict):  # one object: a JSON-lines file of one problem
+        return _json_lines(text, file)
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise DatasetError(f"config key 'dataset.path': {file} must hold a JSON list of objects (one per problem) "
                            f"or one JSON object per line")
