@@ -82,7 +82,7 @@ class RunGuard(Callback):
         os.environ[FAILURES_ENV] = str(failures.resolve())
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
         for number, overrides, error in invalid_combinations(config):
-            log.error("sweep job #%d (%s) is invalid and will not run: %s", number, " ".join(overrides), error)
+            log.error("sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s", number, " ".join(overrides), error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         path = Path(os.environ.pop(FAILURES_ENV, "") or "/nonexistent")
