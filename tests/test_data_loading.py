@@ -42,12 +42,17 @@ def _dataset(path: Path, **extra):
     return OmegaConf.merge(compose_config(["dataset=jsonl", f"dataset.path={path}"]).dataset, extra)
 
 
-def test_gold_answers_round_trip_into_results_exactly(tmp_path):
-    data = _synthetic_jsonl(tmp_path / "answers.jsonl", ANSWERS_JSON)
+@pytest.mark.parametrize("answers_json, answers", [
+    (ANSWERS_JSON, ANSWERS),
+    (ANSWERS_JSON[:2], ANSWERS[:2]),  # a column of digit strings only: type inference made these 2139.0, 1.23e+19
+    (['"007"', '"10"', '"3"'], ["007", "10", "3"]),
+], ids=["mixed", "digit strings", "leading zeros"])
+def test_gold_answers_round_trip_into_results_exactly(tmp_path, answers_json, answers):
+    data = _synthetic_jsonl(tmp_path / "answers.jsonl", answers_json)
     result = _main(["dataset=jsonl", f"dataset.path={data}"], tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
-    assert [r["answer"] for r in records] == ANSWERS
+    assert [r["answer"] for r in records] == answers
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
