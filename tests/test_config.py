@@ -137,6 +137,9 @@ def test_schema_entries_are_not_listed_as_options():
     ("scoring.grading_timeout=1e12", "'scoring.grading_timeout'"),
     ("strategy.temperature=nan", "'strategy.temperature'"),
     ("prm.sim.noise=inf", "'prm.sim.noise'"),
+    ("model.batch_size=0", "'model.batch_size'"),
+    ("prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
+    ("logger.init_timeout=0", "'logger.init_timeout'"),
 ])
 def test_out_of_range_or_non_finite_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):

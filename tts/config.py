@@ -242,6 +242,13 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.dataset.shard < cfg.dataset.num_shards, "dataset.shard",
            f"must be in [0, dataset.num_shards={cfg.dataset.num_shards}), got {cfg.dataset.shard}")
     _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {cfg.logger.mode!r}")
+    _check(cfg.logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {cfg.logger.init_timeout}")
+    for key in ("model.batch_size", "model.tensor_parallel_size", "prm.batch_tokens"):
+        value = OmegaConf.select(cfg, key)
+        _check(value >= 1, key, f"must be >= 1, got {value}")
+    for key in ("model.gpu_memory_utilization", "prm.gpu_memory_utilization"):
+        value = OmegaConf.select(cfg, key)
+        _check(0 < value <= 1, key, f"must be a share of GPU memory in (0, 1], got {value}")
     _validate_sim(cfg)
     _validate_strategy(cfg)
 
