@@ -164,7 +164,8 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except OSError as error:
         if error.errno not in (28, 122):  # ENOSPC, EDQUOT: the disk, not the code
             raise
-        message = f"no space left on the device writing {error.filename or 'the run directory'}: {error.strerror}"
+        where = error.filename or (f"into {hydra.runtime.output_dir}" if hydra is not None else "the run directory")
+        message = f"no space left on the device writing {where}: {error.strerror}"
         print(f"Error: {message}", file=sys.stderr)
         if not in_sweep:
             sys.exit(1)
