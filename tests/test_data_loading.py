@@ -1,4 +1,5 @@
-"""Datasets are kept exactly as written, refused with one line naming file, row and column, and part of a run's identity.
+"""Datasets are kept exactly as written, refused with one line naming file, row and column, and part of a run's
+identity.
 
 The round trip runs `python tts/main.py` as a user would; the format tests call `load_problems` on real files written
 by the standard tools (json, csv, pyarrow, `datasets`).

@@ -228,7 +228,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.scoring.reduction in REDUCTIONS, "scoring.reduction",
            f"must be one of {REDUCTIONS}, got {cfg.scoring.reduction!r}")
     _check(0 < cfg.scoring.grading_timeout <= 3600, "scoring.grading_timeout",
-           f"must be in (0, 3600] seconds (the longest one answer comparison may take), got {cfg.scoring.grading_timeout}")
+           f"must be in (0, 3600] seconds (the longest one answer comparison may take), "
+           f"got {cfg.scoring.grading_timeout}")
     _check(_is_int(cfg.scoring.subset_draws) and cfg.scoring.subset_draws >= 1, "scoring.subset_draws",
            f"must be a whole number >= 1 (random subsets per n' for weighted and majority), "
            f"got {cfg.scoring.subset_draws!r}")

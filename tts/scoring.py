@@ -16,8 +16,8 @@ Accuracy at n' < n comes from the one run of n samples in two ways:
 - expected: the mean correctness over all subsets of size n', with a 95% confidence half-width over problems. It is
   exact for naive at every n' (closed form, `selection_probabilities`), for every aggregation at n' = 1 (the mean
   correctness of the n completions) and at n' = n; for weighted and majority at 1 < n' < n it is the mean over
-  `draws` random subsets (Monte Carlo: no cheap closed form). `metrics.json` reports the expected value under `acc/<aggregation>@K` and the prefix value under
-  `acc_prefix/<aggregation>@K`.
+  `draws` random subsets (Monte Carlo: no cheap closed form). `metrics.json` reports the expected value under
+  `acc/<aggregation>@K` and the prefix value under `acc_prefix/<aggregation>@K`.
 pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 2021).
 """
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class RunGuard(Callback):
         os.environ[FAILURES_ENV] = str(failures.resolve())
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
         for number, overrides, error in invalid_combinations(config):
-            log.error("sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s", number, " ".join(overrides), error)
+            log.error("sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s",
+                      number, " ".join(overrides), error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         path = Path(os.environ.pop(FAILURES_ENV, "") or "/nonexistent")

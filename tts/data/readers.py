@@ -56,8 +56,9 @@ def _decode(data: bytes, file: Path) -> str:
         return data.decode("utf-8-sig")  # tolerate a byte-order mark; anything else must be UTF-8
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise DatasetError(f"config key 'dataset.path': {file} line {line} is not UTF-8 text (byte "
-                           f"{data[error.start:error.start + 1]!r} at offset {error.start}); save the file as UTF-8") from None
+        byte = data[error.start:error.start + 1]
+        raise DatasetError(f"config key 'dataset.path': {file} line {line} is not UTF-8 text (byte {byte!r} at offset "
+                           f"{error.start}); save the file as UTF-8") from None
 
 
 def _json_lines(text: str, file: Path) -> list[Row]:
