@@ -117,3 +117,11 @@ def test_short_dirname_keeps_short_names_and_hashes_long_ones():
     assert len(short_dirname(long_a).encode()) <= MAX_NAME_BYTES
     assert short_dirname(long_a) == short_dirname(long_a) != short_dirname(long_b)
     assert "/" not in short_dirname("x/" + "y" * 300)
+
+
+def test_a_combination_that_cannot_compose_refuses_the_sweep_before_any_job(tmp_path):
+    result = _sweep(["n=2.5,4", "dataset.num_problems=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: 1 sweep job(s) cannot be composed; no job was started")
+    assert "#0 (n=2.5 dataset.num_problems=2" in result.stderr and "config key 'n'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "sweep").exists()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,20 @@ class RunGuard(Callback):
             _refuse(str(error))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        invalid = invalid_combinations(config)
+        broken = [(number, overrides, error) for number, overrides, error, composes in invalid if not composes]
+        if broken:  # Hydra's launcher would stop the sweep at the first of these: refuse it before any job starts
+            lines = [f"  #{number} ({' '.join(overrides)}): {error}" for number, overrides, error in broken]
+            print(f"Error: {len(broken)} sweep job(s) cannot be composed; no job was started:\n" + "\n".join(lines),
+                  file=sys.stderr)
+            sys.exit(2)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         failures = sweep_dir / f".failed-jobs-{os.getpid()}.jsonl"
         failures.unlink(missing_ok=True)
         os.environ[FAILURES_ENV] = str(failures.resolve())
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
-        for number, overrides, error in invalid_combinations(config):
+        for number, overrides, error, _ in invalid:
             log.error("sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s",
                       number, " ".join(overrides), error)
 
@@ -101,8 +108,11 @@ class RunGuard(Callback):
         sys.exit(2 if all(f["refused"] for f in failed) else 1)
 
 
-def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[int, list[str], str]]:
-    """(job number, overrides, error) of each combination of a basic sweep that `validate` refuses.
+def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[int, list[str], str, bool]]:
+    """(job number, overrides, error, composes) of each combination of a basic sweep that `validate` refuses.
+
+    `composes` is False for a combination Hydra cannot even compose (a value of the wrong type): its launcher would
+    stop the whole sweep at that job, so the sweep is refused before any job starts.
 
     Other sweepers (Optuna, Ax) choose their points as they go, and very large sweeps are left to their jobs.
     """
@@ -122,15 +132,39 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
     if len(combinations) > limit:
         return []
     loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create()
+    composed: dict[tuple, Any] = {}  # group choices -> their composed task config (composing is the slow part)
     invalid = []
     for number, overrides in enumerate(combinations):
         try:
-            validate(_task_config(loader.load_sweep_config(config, list(overrides))))
+            parsed = parser.parse_overrides(list(overrides))
+            values = [o for o in parsed if _is_plain_value(o)]
+            choices = tuple(text for text, o in zip(overrides, parsed) if o not in values)
+            if choices not in composed:
+                composed[choices] = _task_config(loader.load_sweep_config(config, list(choices)))
+            task = copy.deepcopy(composed[choices])
+            for override in values:  # what Hydra does after composing: set each value on the composed config
+                OmegaConf.update(task, override.key_or_group, override.value(), merge=True,
+                                 force_add=override.is_force_add() or override.is_add())
+            validate(task)
         except ConfigError as error:
-            invalid.append((number, list(overrides), str(error)))
+            invalid.append((number, list(overrides), str(error), True))
         except Exception as error:  # noqa: BLE001 - a combination that does not even compose
-            invalid.append((number, list(overrides), f"{type(error).__name__}: {error}"))
+            key = getattr(error, "full_key", None) or getattr(error.__cause__, "full_key", None)
+            first = str(getattr(error, "msg", error)).strip().splitlines()[0]
+            invalid.append((number, list(overrides), f"config key '{key}': {first}" if key else
+                            f"{type(error).__name__}: {first}", False))
+            continue
     return invalid
+
+
+def _is_plain_value(override) -> bool:
+    """`key=value` / `+key=value` on a config value (not a group choice, a deletion or a hydra setting)."""
+    from tts.config_keys import CONF
+
+    key = override.key_or_group
+    return (not override.is_delete() and not key.startswith("hydra") and "/" not in key and override.package is None
+            and not (CONF / key).is_dir())
 
 
 # -- in each job ------------------------------------------------------------------------------------------------------
