@@ -37,13 +37,13 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 # (row id, overrides (may use {tmp}), what stderr must say). Every row must stop before anything is generated.
 CONFIG_ROWS = [
-    ("unknown group option", ["model=gpt-5"], ["Could not find 'model/gpt-5'", "Available options in 'model'", "sim"]),
+    ("unknown group option", ["model=gpt-5"], ["config key 'model': 'gpt-5' is not an option", "sim", "qwen2.5-1.5b"]),
     ("misspelt key", ["dataset.num_problem=5"],
-     ["Could not override 'dataset.num_problem'", "Key 'num_problem' not in 'DatasetConfig'"]),
+     ["config key 'dataset.num_problem': not a known key", "did you mean 'dataset.num_problems'?"]),
     ("n=0", ["n=0"], ["config key 'n'", "must be a whole number >= 1", "got 0"]),
     ("negative n", ["n=-4"], ["config key 'n'", "got -4"]),
-    ("non-integer n", ["n=2.5"], ["Value '2.5' of type 'float' could not be converted to Integer", "full_key: n"]),
-    ("non-numeric n", ["n=four"], ["Value 'four' of type 'str' could not be converted to Integer", "full_key: n"]),
+    ("non-integer n", ["n=2.5"], ["config key 'n'", "Value '2.5' of type 'float' could not be converted to Integer"]),
+    ("non-numeric n", ["n=four"], ["config key 'n'", "Value 'four' of type 'str' could not be converted to Integer"]),
     ("beam width not dividing n", ["strategy=beam", "n=6"],
      ["config key 'strategy.beam_width'", "n (6) must be a multiple of beam_width (4)"]),
     ("dataset file missing", ["dataset=jsonl", "dataset.path={tmp}/nowhere.jsonl"],
@@ -61,19 +61,95 @@ CONFIG_ROWS = [
      ["config key 'dataset.shard'", "shard 0 of dataset.num_shards=3 is empty", "use at most 2 shards"]),
     ("shard index out of range", ["dataset.num_shards=4", "dataset.shard=4"],
      ["config key 'dataset.shard'", "must be in [0, dataset.num_shards=4), got 4"]),
+    ("key added with + that the schema lacks", ["+strategy.temprature=0.5"],
+     ["config key 'strategy.temprature': not a known key", "did you mean 'strategy.temperature'?"]),
+    ("schema entry chosen as an option", ["strategy=base_strategy"],
+     ["config key 'strategy': 'base_strategy' is a schema, not an option", "best_of_n"]),
+    ("seed beyond 32 bits", ["seed=4294967296"], ["config key 'seed'", "[0, 4294967295]"]),
+    ("negative subset draws", ["scoring.subset_draws=-3"], ["config key 'scoring.subset_draws'", "got -3"]),
+    ("zero subset draws", ["scoring.subset_draws=0"], ["config key 'scoring.subset_draws'", "got 0"]),
+    ("infinite grading timeout", ["scoring.grading_timeout=inf"],
+     ["config key 'scoring.grading_timeout'", "must be a finite number"]),
+    ("model=sim on problems it cannot read", ["dataset=jsonl", "dataset.path={tmp}/own.jsonl"],
+     ["config key 'model'", "only solves the problems of dataset=synthetic", "1 of the 1 problems",
+      "What is $2+3$?", "Use a real model"]),
+    ("policy weights not in a local directory", ["model=qwen2.5-1.5b", "model.backend=hf",
+                                                 "model.path={tmp}/no-such-model"],
+     ["config key 'model.path'", "no model directory at", "no-such-model"]),
+    ("PRM weights not in a local directory", ["prm=math-shepherd", "prm.path={tmp}/no-such-prm"],
+     ["config key 'prm.path'", "no model directory at"]),
+    ("a directory that is not a saved model", ["model=qwen2.5-1.5b", "model.backend=hf", "model.path={tmp}"],
+     ["config key 'model.path'", "without config.json"]),
 ]
 
 
 @pytest.mark.parametrize("overrides, expected", [pytest.param(o, e, id=i) for i, o, e in CONFIG_ROWS])
 def test_config_and_dataset_errors_stop_before_generation(tmp_path, overrides, expected):
     _write_jsonl(tmp_path / "questions.jsonl", [{"question": "What is 1+1?", "answer": "2"}])
+    _write_jsonl(tmp_path / "own.jsonl", [{"problem": "What is $2+3$?", "answer": "5"}])
     run_dir = tmp_path / "run"
     result = _main([o.replace("{tmp}", str(tmp_path)) for o in overrides] + ["logger=none"], run_dir)
-    assert result.returncode != 0
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     for text in expected:
         assert text in result.stderr, f"{text!r} not in:\n{result.stderr[-2000:]}"
     assert not list(tmp_path.rglob("index.jsonl")), "a config error must stop before anything is generated"
+    assert not run_dir.exists(), "a refused job leaves no run directory behind"
     assert "accuracy@" not in result.stdout
+
+
+def test_hub_weights_missing_offline_are_one_line(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))  # an empty cache, no hub
+    for args, key in ((["model=qwen2.5-1.5b", "model.backend=hf"], "model.path"),
+                      (["prm=math-shepherd", "prm.path=nobody/no-such-prm"], "prm.path")):
+        result = _main(args + ["logger=none"], tmp_path / "run", env=env)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+        assert result.stderr.startswith(f"Error: config key '{key}':") and "not in the local Hugging Face cache" in \
+            result.stderr and "/local/dir" in result.stderr
+        assert not (tmp_path / "run").exists()
+
+
+def test_missing_vllm_is_one_line(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    result = _main(["model=llama-3.2-1b", "logger=none"], tmp_path / "run")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert result.stderr.startswith("Error: config key 'model.backend':") and "pip install 'tts[vllm]'" in result.stderr
+
+
+def test_a_refused_job_never_touches_an_existing_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    first = _main(["n=4", "dataset.num_problems=3", "logger=none"], run_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert run_dir / ".hydra" / "overrides.yaml" in files and run_dir / "main.log" in files
+    time.sleep(0.05)
+    for refused in (["n=8", "dataset.num_problems=3"], ["n=4", "dataset.num_problems=3", "seed=-1"],
+                    ["n=4", "dataset.num_problems=3", "scoring.subset_draws=0"]):
+        result = _main(refused + ["logger=none"], run_dir)
+        assert result.returncode == 2, result.stderr[-2000:]
+        now = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+               if p.is_file() and p.name != ".lock"}
+        changed = sorted(str(p) for p in set(now) | set(files) if now.get(p) != files.get(p))
+        assert not changed, f"{refused} changed {changed}"
+
+
+def test_a_full_disk_is_one_line_naming_the_file(capsys):
+    import errno
+
+    from tts.sweep import guarded_run
+
+    def run(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "outputs/run/results.jsonl")
+
+    with pytest.raises(SystemExit) as stopped:
+        guarded_run(run, None)
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("Error: no space left on the device writing outputs/run/results.jsonl: "
+                           "No space left on device")
 
 
 def test_results_of_another_config_in_the_run_dir_are_not_mixed(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import CONF, compose_config
+from conftest import CONF, REPO, compose_config
 from tts.config import ConfigError, validate
 
 GROUPS = ["model", "prm", "strategy", "budget", "dataset", "logger"]
@@ -76,3 +79,68 @@ def test_real_backend_needs_a_path():
     cfg = compose_config(["model.backend=hf"])
     with pytest.raises(ConfigError, match="'model.path'"):
         validate(cfg)
+
+
+# -- keys the schema does not know, even when added with `+` ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, nearest", [
+    ("+strategy.temprature=0.5", "strategy.temperature"),
+    ("+model.sim.skil=2", "model.sim.skill"),
+    ("+scoring.subset_draw=5", "scoring.subset_draws"),
+])
+def test_keys_added_with_plus_are_refused_naming_the_nearest_key(override, nearest):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError, match=f"did you mean '{nearest}'"):
+        validate(cfg)
+
+
+def test_keys_a_group_option_adds_stay_allowed():
+    cfg = compose_config(["dataset=jsonl", "dataset.path=x.jsonl", "+dataset.columns={problem: question}",
+                          "+dataset.columns.answer=final"])
+    validate(cfg)
+    assert dict(cfg.dataset.columns) == {"problem": "question", "answer": "final"}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["+strategy.temprature=0.5"], "config key 'strategy.temprature': not a known key; did you mean "
+                                   "'strategy.temperature'?"),
+    (["strategy.temprature=0.5"], "did you mean 'strategy.temperature'?"),
+    (["-m", "n=4", "+strategy.temprature=0.5,0.7"], "did you mean 'strategy.temperature'?"),
+    (["strategy=base_strategy"], "config key 'strategy': 'base_strategy' is a schema, not an option"),
+    (["-m", "strategy=beam,base_strategy"], "'base_strategy' is a schema, not an option"),
+])
+def test_command_line_typos_are_one_line_before_anything_runs(tmp_path, args, expected):
+    result = subprocess.run([sys.executable, str(REPO / "tts/main.py"), *args, "logger=none"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is created for a typo"
+
+
+def test_schema_entries_are_not_listed_as_options():
+    result = subprocess.run([sys.executable, "tts/main.py", "strategy=nope"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "beam, best_of_n" in result.stderr and "base_" not in result.stderr
+
+
+# -- every value in range and finite, before any generation ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, key", [
+    ("seed=4294967296", "'seed'"),
+    ("dataset.generator_seed=-1", "'dataset.generator_seed'"),
+    ("scoring.subset_draws=0", "'scoring.subset_draws'"),
+    ("scoring.subset_draws=-3", "'scoring.subset_draws'"),
+    ("scoring.grading_timeout=inf", "'scoring.grading_timeout'"),
+    ("scoring.grading_timeout=1e12", "'scoring.grading_timeout'"),
+    ("strategy.temperature=nan", "'strategy.temperature'"),
+    ("prm.sim.noise=inf", "'prm.sim.noise'"),
+    ("model.batch_size=0", "'model.batch_size'"),
+    ("prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
+    ("logger.init_timeout=0", "'logger.init_timeout'"),
+])
+def test_out_of_range_or_non_finite_values_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key):
+        validate(compose_config([override]))

@@ -175,6 +175,10 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
+    from tts.sweep import short_dirname  # run directory names that fit the file system (conf/config.yaml)
+
+    if not OmegaConf.has_resolver("tts_dirname"):
+        OmegaConf.register_new_resolver("tts_dirname", short_dirname)
 
 
 register_configs()
@@ -197,10 +201,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+SEED_LIMIT = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes 32-bit seeds
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every cross-field rule before any data is loaded or any model built. Raises `ConfigError`."""
+    """Check every key and every rule before any data is loaded or any model built. Raises `ConfigError`."""
+    from tts.config_keys import check_known_keys, check_finite
+
+    check_known_keys(cfg)
+    check_finite(cfg)
     _check(_is_int(cfg.n) and cfg.n >= 1, "n", f"must be a whole number >= 1 (completions per problem), got {cfg.n!r}")
-    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", f"must be a whole number >= 0, got {cfg.seed!r}")
+    _check(_is_int(cfg.seed) and 0 <= cfg.seed <= SEED_LIMIT, "seed",
+           f"must be a whole number in [0, {SEED_LIMIT}], got {cfg.seed!r}")
+    _check(0 <= cfg.dataset.generator_seed <= SEED_LIMIT, "dataset.generator_seed",
+           f"must be a whole number in [0, {SEED_LIMIT}], got {cfg.dataset.generator_seed!r}")
     _check(_is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size",
            f"must be >= 1 (problems saved per batch), got {cfg.batch_size!r}")
     _check(cfg.model.backend in BACKENDS, "model.backend", f"must be one of {BACKENDS}, got {cfg.model.backend!r}")
@@ -215,7 +229,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {cfg.budget.num_iterations}")
     _check(cfg.scoring.reduction in REDUCTIONS, "scoring.reduction",
            f"must be one of {REDUCTIONS}, got {cfg.scoring.reduction!r}")
-    _check(cfg.scoring.grading_timeout > 0, "scoring.grading_timeout", "must be > 0 seconds")
+    _check(0 < cfg.scoring.grading_timeout <= 3600, "scoring.grading_timeout",
+           f"must be in (0, 3600] seconds (the longest one answer comparison may take), "
+           f"got {cfg.scoring.grading_timeout}")
+    _check(_is_int(cfg.scoring.subset_draws) and cfg.scoring.subset_draws >= 1, "scoring.subset_draws",
+           f"must be a whole number >= 1 (random subsets per n' for weighted and majority), "
+           f"got {cfg.scoring.subset_draws!r}")
     _check(cfg.dataset.num_problems is None or cfg.dataset.num_problems >= 1, "dataset.num_problems",
            f"must be >= 1 or null (all problems), got {cfg.dataset.num_problems}")
     _check(cfg.dataset.start >= 0, "dataset.start", f"must be >= 0, got {cfg.dataset.start}")
@@ -226,6 +245,13 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.dataset.shard < cfg.dataset.num_shards, "dataset.shard",
            f"must be in [0, dataset.num_shards={cfg.dataset.num_shards}), got {cfg.dataset.shard}")
     _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {cfg.logger.mode!r}")
+    _check(cfg.logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {cfg.logger.init_timeout}")
+    for key in ("model.batch_size", "model.tensor_parallel_size", "prm.batch_tokens"):
+        value = OmegaConf.select(cfg, key)
+        _check(value >= 1, key, f"must be >= 1, got {value}")
+    for key in ("model.gpu_memory_utilization", "prm.gpu_memory_utilization"):
+        value = OmegaConf.select(cfg, key)
+        _check(0 < value <= 1, key, f"must be a share of GPU memory in (0, 1], got {value}")
     _validate_sim(cfg)
     _validate_strategy(cfg)
 

@@ -12,20 +12,16 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import hydra
 from omegaconf import DictConfig
 
-from tts.config import ConfigError
-from tts.data import DatasetError
+from tts.cli import check_command_line
 from tts.pipeline import run
+from tts.sweep import guarded_run
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ConfigError, DatasetError) as error:
-        # A bad config or dataset is the user's to fix: one clear line, no traceback, nothing generated.
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+    guarded_run(run, cfg)
 
 
 if __name__ == "__main__":
+    check_command_line(sys.argv[1:])
     main()

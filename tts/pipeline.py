@@ -19,14 +19,16 @@ from tqdm.auto import tqdm
 
 from tts.backends import build_policy
 from tts.config import to_container, validate
-from tts.data import load_problems
+from tts.data import load_problems_and_identity
 from tts.grading import AnswerGrader, extract_answer_with_rule
+from tts.preflight import check_before_generation
 from tts.prms import build_prm
 from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
 from tts.search.base import SearchOutput
+from tts.sweep import write_hydra_files
 from tts.tracking import build_tracker
 
 log = logging.getLogger(__name__)
@@ -107,11 +109,13 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     validate(cfg)
     seed_everything(cfg.seed)
     config = to_container(cfg)
-    problems = load_problems(cfg.dataset)
+    problems, config["dataset"]["problems_sha256"] = load_problems_and_identity(cfg.dataset)  # data is identity
+    check_before_generation(cfg, problems)
     directory = RunDirectory(run_dir or output_dir(cfg))
     done = directory.open(config)
     info = run_info(cfg.seed, config_hash(fingerprint_of(config)))
     directory.write_config(OmegaConf.to_yaml(redact(config)), info)
+    write_hydra_files(cfg, directory.path)
     todo = [p for p in problems if p.unique_id not in done]
     log.info("%d problems, %d already recorded in %s", len(problems), len(problems) - len(todo), directory.path)
 

@@ -173,9 +173,13 @@ class RunDirectory:
                 ours, theirs = _flatten(fingerprint), _flatten(stored)
                 changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
                 details = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in changed[:8])
+                key = changed[0] if changed else "?"
+                if key == "dataset.problems_sha256":  # the same settings on other problems: name the file to check
+                    key, details = "dataset.path", ("other problems: the loaded problems (ids, texts, answers) have "
+                                                    "another hash; another file, or the file changed")
                 self.close()
                 raise ConfigError(
-                    f"config key '{changed[0] if changed else '?'}': the run directory {self.path} holds results of a "
+                    f"config key '{key}': the run directory {self.path} holds results of a "
                     f"different configuration ({details}). Refusing to mix them. Rerun with the original settings to "
                     f"resume, choose another directory (hydra.run.dir=..., or hydra.sweep.dir=... with -m), or delete "
                     f"{self.results_dir} to start over."

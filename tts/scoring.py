@@ -13,9 +13,11 @@ Completions without an answer never win a vote; if none has one, the prediction 
 
 Accuracy at n' < n comes from the one run of n samples in two ways:
 - prefix: the first n' completions, as the reference implementation does (one draw, high variance);
-- expected: the mean over `draws` random subsets of size n' (exact when n' = n), with a 95% confidence half-width over
-  problems. `metrics.json` reports the expected value under `acc/<aggregation>@K` and the prefix value under
-  `acc_prefix/<aggregation>@K`.
+- expected: the mean correctness over all subsets of size n', with a 95% confidence half-width over problems. It is
+  exact for naive at every n' (closed form, `selection_probabilities`), for every aggregation at n' = 1 (the mean
+  correctness of the n completions) and at n' = n; for weighted and majority at 1 < n' < n it is the mean over
+  `draws` random subsets (Monte Carlo: no cheap closed form). `metrics.json` reports the expected value under
+  `acc/<aggregation>@K` and the prefix value under `acc_prefix/<aggregation>@K`.
 pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 2021).
 """
 
@@ -78,6 +80,23 @@ def select_weighted(keys: Sequence[Optional[str]], scores: Sequence[float]) -> i
 def select_majority(keys: Sequence[Optional[str]]) -> int:
     """Index of the first completion whose key is the most common (-1 when no completion has an answer)."""
     return _vote(keys, [1.0] * len(keys))
+
+
+def selection_probabilities(scores: Sequence[float], k: int) -> np.ndarray:
+    """P(completion i is the naive pick of a uniformly random k-subset of the n completions), exactly.
+
+    The pick is the highest score, ties to the earliest (NaN counts as highest, as in `np.argmax`). With completions
+    ranked by that order, i wins exactly when it is in the subset and the r_i completions ranked above it are not:
+    C(n - 1 - r_i, k - 1) / C(n, k) of the subsets.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    order = sorted(range(n), key=lambda i: (not np.isnan(scores[i]), -np.nan_to_num(scores[i]), i))
+    total = math.comb(n, k)
+    probabilities = np.zeros(n)
+    for rank, i in enumerate(order):
+        probabilities[i] = math.comb(n - 1 - rank, k - 1) / total
+    return probabilities
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -148,6 +167,7 @@ def score_problem(
     rng = np.random.default_rng(seed)
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
     record: dict = {"predictions": {}, "correct": {}, "expected": {}, "ungraded": {}, "pass": {}}
+    completion_outcomes = outcome[np.where(key_ids >= 0, key_ids, len(names))]  # each completion's own correctness
     for k in budgets(n):
         prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names), mask)
         if k == n:
@@ -161,9 +181,15 @@ def score_problem(
             value = outcome[winner] if winner >= 0 else 0.0
             record["predictions"][f"{agg}@{k}"] = answer
             record["correct"][f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
-            values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
-            record["ungraded"][f"{agg}@{k}"] = float(np.isnan(values).mean())
-            record["expected"][f"{agg}@{k}"] = float(np.nan_to_num(values, nan=0.0).mean())
+            if k == 1 or agg == "naive":
+                # exact: a K-subset's naive winner has a closed form, and at K = 1 every aggregation is the sample
+                weights = selection_probabilities(score_arr, k) if k > 1 else np.full(n, 1.0 / n)
+                values = completion_outcomes
+            else:  # weighted and majority votes at 1 < K < n: the mean over `draws` random subsets
+                weights = np.full(len(subsets), 1.0 / len(subsets))
+                values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
+            record["ungraded"][f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
+            record["expected"][f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
         record["pass"][f"pass@{k}"] = pass_at_k(n, num_correct, k)
     return record
 

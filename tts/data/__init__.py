@@ -1,4 +1,4 @@
-"""Datasets: the synthetic generator, local jsonl/parquet files, or a hub dataset, all into `Problem` records.
+"""Datasets: the synthetic generator, local jsonl/json/csv/parquet files, or a hub dataset, all into `Problem` records.
 
     dataset=synthetic                                   # generated, no download
     dataset=math500                                     # HuggingFaceH4/MATH-500 from the hub (or a local copy)
@@ -11,39 +11,32 @@ into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Optional
 
+from tts.data.errors import DatasetError
 from tts.data.problem import Problem
+from tts.data.readers import Row, exact_text, read_file, read_hub_rows
 from tts.data.synthetic import generate_problems
 
 REQUIRED = ("problem", "answer")
 OPTIONAL = ("unique_id", "solution", "subject", "level")
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be loaded; the message says which key to change."""
-
-
-def _read_rows(dataset_cfg) -> list[dict]:
+def _read_rows(dataset_cfg) -> list[Row]:
     path = dataset_cfg.path
     if path:
         file = Path(os.path.expanduser(path))
         if not file.exists():
             raise DatasetError(f"config key 'dataset.path': file not found: {file}")
-        if file.suffix in (".jsonl", ".json"):
-            import pandas as pd
-
-            return pd.read_json(file, lines=file.suffix == ".jsonl").to_dict("records")
-        if file.suffix == ".parquet":
-            import pandas as pd
-
-            return pd.read_parquet(file).to_dict("records")
-        raise DatasetError(f"config key 'dataset.path': expected a .jsonl, .json or .parquet file, got {file.name}")
+        return read_file(file)
     hub_id = getattr(dataset_cfg, "hub_id", None)
     if not hub_id:
         raise DatasetError(f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file (dataset.path=...)")
-    return _load_from_hub(hub_id, dataset_cfg.split)
+    return read_hub_rows(_load_from_hub(hub_id, dataset_cfg.split), hub_id, dataset_cfg.split)
 
 
 def _load_from_hub(hub_id: str, split: str) -> list[dict]:
@@ -59,44 +52,86 @@ def _load_from_hub(hub_id: str, split: str) -> list[dict]:
         ) from error
 
 
-def _to_problem(row: dict, index: int, columns: dict, source: str) -> Problem:
-    def get(field: str):
-        return row.get(columns.get(field, field))
+def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool) -> Problem:
+    def column(field: str) -> str:
+        return columns.get(field, field)
 
-    missing = [f"{f} (column {columns.get(f, f)!r})" for f in REQUIRED if get(f) is None]
-    if missing:
-        raise DatasetError(
-            f"dataset {source!r} row {index} has no {', '.join(missing)}; its columns are {sorted(row)}. "
-            f"Map them with dataset.columns, e.g. '+dataset.columns={{problem: question, answer: final_answer}}'"
-        )
-    level = get("level")
+    def text(field: str, required: bool) -> Optional[str]:
+        try:
+            value = exact_text(row.get(column(field)))
+        except TypeError as kind:
+            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {kind} where text or a "
+                               f"number is expected") from None
+        if value is None and required:
+            if column(field) not in row:
+                raise DatasetError(
+                    f"dataset {source!r} {row.where or f'row {index + 1}'} has no {field} (column {column(field)!r}); "
+                    f"its columns are {sorted(row)}. Map them with dataset.columns, e.g. "
+                    f"'+dataset.columns={{problem: question, answer: final_answer}}'"
+                )
+            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: the {field} is missing "
+                               f"(null, NaN or empty); fix the row or remove it")
+        return value
+
+    problem, answer = text("problem", True), text("answer", True)
+    # Ids are the keys of the results: all rows have one, or none has and the row index is used.
+    unique_id = text("unique_id", True) if has_ids else f"{source}/{index}"
+    level = text("level", False)
     try:
-        level = int(str(level).replace("Level", "").strip()) if level is not None else None
+        level = int(level.replace("Level", "").strip()) if level is not None else None
     except ValueError:
         level = None
-    return Problem(
-        unique_id=str(get("unique_id") if get("unique_id") is not None else f"{source}/{index}"),
-        problem=str(get("problem")),
-        answer=str(get("answer")),
-        solution=str(get("solution") or ""),
-        subject=get("subject"),
-        level=level,
-    )
+    return Problem(unique_id=unique_id, problem=problem, answer=answer, solution=text("solution", False) or "",
+                   subject=text("subject", False), level=level)
+
+
+def _check_unique(problems: list[Problem], rows: list[Row], column: str) -> None:
+    seen: dict[str, int] = {}
+    for i, problem in enumerate(problems):
+        if problem.unique_id in seen:
+            first = rows[seen[problem.unique_id]].where or f"row {seen[problem.unique_id] + 1}"
+            raise DatasetError(f"{rows[i].where or f'row {i + 1}'}, column {column!r}: unique_id "
+                               f"{problem.unique_id!r} is already used by {first}; results are keyed by it, so ids "
+                               f"must be unique")
+        seen[problem.unique_id] = i
+
+
+def problems_sha256(problems: list[Problem]) -> str:
+    """The identity of a problem set: ids, problem texts and gold answers, in order (a moved file keeps it)."""
+    digest = hashlib.sha256()
+    for p in problems:
+        digest.update(json.dumps([p.unique_id, p.problem, p.answer], ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _all_problems(dataset_cfg) -> list[Problem]:
+    """Every problem of the dataset after `num_problems` (before the start:end / shard range)."""
+    if dataset_cfg.name == "synthetic" and not dataset_cfg.path:
+        return generate_problems(dataset_cfg.num_problems or 500, dataset_cfg.generator_seed)
+    columns = dict(dataset_cfg.columns or {})
+    rows = _read_rows(dataset_cfg)
+    if dataset_cfg.num_problems:
+        rows = rows[: dataset_cfg.num_problems]
+    id_column = columns.get("unique_id", "unique_id")
+    has_ids = any(id_column in row for row in rows)
+    problems = [_to_problem(row, i, columns, dataset_cfg.name, has_ids) for i, row in enumerate(rows)]
+    _check_unique(problems, rows, id_column)
+    return problems
 
 
 def load_problems(dataset_cfg) -> list[Problem]:
     """The problems of this run, after `num_problems` and the `start:end` shard."""
-    if dataset_cfg.name == "synthetic" and not dataset_cfg.path:
-        problems = generate_problems(dataset_cfg.num_problems or 500, dataset_cfg.generator_seed)
-    else:
-        columns = dict(dataset_cfg.columns or {})
-        rows = _read_rows(dataset_cfg)
-        problems = [_to_problem(row, i, columns, dataset_cfg.name) for i, row in enumerate(rows)]
-        if dataset_cfg.num_problems:
-            problems = problems[: dataset_cfg.num_problems]
-    ids = [p.unique_id for p in problems]
-    if len(set(ids)) != len(ids):
-        raise DatasetError(f"dataset {dataset_cfg.name!r} has repeated unique_id values; results are keyed by them")
+    return load_problems_and_identity(dataset_cfg)[0]
+
+
+def load_problems_and_identity(dataset_cfg) -> tuple[list[Problem], str]:
+    """This run's problems, and the sha256 of all problems before the range (`problems_sha256`).
+
+    The hash goes into the run's fingerprint: with the range keys already there, it pins down exactly which problems
+    a run directory holds, and shards of one dataset share it so that they still merge.
+    """
+    problems = _all_problems(dataset_cfg)
     shard = problems[dataset_cfg.start : dataset_cfg.end]
     if not shard:
         raise DatasetError(
@@ -112,7 +147,7 @@ def load_problems(dataset_cfg) -> list[Problem]:
                 f"problems in [{dataset_cfg.start}:{dataset_cfg.end}]; use at most {len(shard)} shards"
             )
         shard = shard[lo:hi]
-    return shard
+    return shard, problems_sha256(problems)
 
 
 def shard_bounds(total: int, index: int, count: int) -> tuple[int, int]:
@@ -120,4 +155,4 @@ def shard_bounds(total: int, index: int, count: int) -> tuple[int, int]:
     return index * total // count, (index + 1) * total // count
 
 
-__all__ = ["DatasetError", "Problem", "load_problems"]
+__all__ = ["DatasetError", "Problem", "load_problems", "load_problems_and_identity", "problems_sha256"]

@@ -1,0 +1,59 @@
+"""The command line checked before Hydra sees it: a bad key, option or value is one line and exit 2.
+
+Hydra would compose first and, for a typo, suggest adding the key with `+` (which then runs with the typo stored);
+for an unknown option it lists the schema entries (`base_strategy`) among the choices; a value of the wrong type ends
+in a multi-line report. Checked here, nothing has been created yet and the message names the key (and the nearest
+valid key, or the real options).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from tts.config_keys import CONF, check_overrides
+
+
+def check_command_line(argv: list[str]) -> None:
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # Hydra reports its own usage errors
+        return
+    if args.config_dir or args.config_name or args.config_path:
+        return  # another config tree: its keys and options are Hydra's to check
+    overrides = list(args.overrides or [])
+    message = check_overrides(overrides) or _type_error(overrides)
+    if message:
+        print(f"Error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _type_error(overrides: list[str]) -> Optional[str]:
+    """`config key 'n': Value '2.5' ... could not be converted to Integer` when the schema rejects a value's type."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import OmegaConfBaseException
+
+    import tts.config  # noqa: F401 - registers the schemas
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return None
+    if any(o.is_sweep_override() for o in parsed):
+        return None  # a sweep: each job's values are checked by the sweep's own pre-check (tts/sweep.py)
+    task = [text for text, o in zip(overrides, parsed) if not o.key_or_group.startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose(config_name="config", overrides=task)
+    except Exception as error:  # noqa: BLE001 - only value errors are reported here; the rest is Hydra's
+        cause = error.__cause__
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            return f"config key '{cause.full_key}': {str(cause.msg).strip().splitlines()[0]}"
+    finally:
+        GlobalHydra.instance().clear()
+    return None
