@@ -17,11 +17,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from tts.backends import build_policy
 from tts.config import to_container, validate
 from tts.data import load_problems
 from tts.grading import AnswerGrader, extract_answer
-from tts.prms import build_prm
+from tts.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
@@ -114,20 +113,21 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     try:
         if todo:
             strategy = get_strategy(cfg.strategy.name)
-            policy = build_policy(cfg.model, cfg.seed)
-            prm = build_prm(cfg.prm)
+            policy = acquire_policy(cfg.model, cfg.seed)  # hf / vLLM models: built once per process, shared by jobs
+            prm = acquire_prm(cfg.prm)
             grader = AnswerGrader(timeout=cfg.scoring.grading_timeout)
             started = time.perf_counter()
             with tqdm(total=len(todo), desc=f"{cfg.strategy.name} n={cfg.n}", unit="problem") as bar:
                 for start in range(0, len(todo), cfg.batch_size):
                     batch = todo[start : start + cfg.batch_size]
-                    calls_before = policy.stats.calls
+                    calls_before, cached_before = policy.stats.calls, prm.stats.cached_tokens
                     outputs = strategy(batch, policy, prm, cfg)
                     _check_budget(batch, outputs, cfg.n)
                     records = grade_batch(batch, outputs, grader, cfg)
                     share = (policy.stats.calls - calls_before) / len(batch)
                     for record in records:
                         record["compute"]["backend_calls_share"] = share
+                    share_cached_prm_tokens(records, prm.stats.cached_tokens - cached_before)
                     directory.append(records)
                     prm.clear_memo()
                     bar.update(len(batch))
@@ -142,9 +142,19 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         return metrics
     finally:
         tracker.finish()
-        for closable in (policy, prm, grader, directory):
+        release_job_models(policy, prm)
+        for closable in (grader, directory):
             if closable is not None:
                 closable.close()
+
+
+def share_cached_prm_tokens(records: list[dict], cached: int) -> None:
+    """`compute.prm_cached_tokens`: the batch's PRM tokens served from the prefix cache, split like its PRM tokens."""
+    from tts.search.base import share_tokens
+
+    shares = share_tokens(cached, [r["compute"].get("prm_tokens", 0) for r in records])
+    for record, share in zip(records, shares):
+        record["compute"]["prm_cached_tokens"] = share
 
 
 def _check_budget(batch, outputs, n: int) -> None:
