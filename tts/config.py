@@ -45,6 +45,7 @@ class ModelConfig:
     max_model_len: Optional[int] = None
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    max_num_batched_tokens: Optional[int] = None  # vllm: tokens per engine step; null: vLLM's default
     # openai backend: a served policy (one URL or a list, used round-robin); the key is read from this variable
     base_url: Any = None
     served_model_name: Optional[str] = None  # the server's name for the model; null: model.path
