@@ -15,8 +15,8 @@ For beam search (policy and RLHFlow-format PRM both on vLLM) on the same synthet
     0..jobs-1, through `tts.pipeline.run`; without the model cache it would be 2 x jobs.
 The last line is `search/raw=<ratio> prm_computed/unique=<ratio> builds=<k>`.
 
-On CPU the policy is a tiny random Llama whose "\\n\\n" logit is raised so that it writes steps of ~10 tokens (a
-random model would otherwise never end a step); its outputs are garbage, but token counts and cache behaviour are
+On CPU the policy is a tiny random Llama whose "\\n\\n" logit is raised so that it writes steps of a few dozen tokens
+(a random model would otherwise never end a step); its outputs are garbage, but token counts and cache behaviour are
 those of a real search. The vLLM KV block (the prefix cache's unit) is 32 tokens on CPU (`--block-size`).
 """
 
@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def stepping_policy(src: Path, dst: Path, strength: float = 4.0) -> Path:
-    """A copy of the tiny Llama at `src` that ends a step ("\\n\\n") with ~9% probability per token at temperature 0.8:
-    the separator's LM-head row reads one hidden dimension (weights stay random otherwise)."""
+def stepping_policy(src: Path, dst: Path, strength: float) -> Path:
+    """A copy of the tiny Llama at `src` that ends a step ("\\n\\n") every few dozen tokens at temperature 0.8
+    (strength 2.5: ~3% per token; 4: ~9%): the separator's LM-head row reads one hidden dimension (weights stay random
+    otherwise)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("--problems", type=int, default=8)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--beam-width", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=192)
+    parser.add_argument("--step-strength", type=float, default=2.5,
+                        help="tiny policy only: how strongly it ends steps (higher: shorter steps)")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=3, help="jobs of the one-process sweep that counts engine builds")
     parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (CPU default 32)")
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
         if not policy_path or not prm_path:
             from tests.tiny_models import save_llama_causal_lm
 
-            policy_path = policy_path or str(stepping_policy(save_llama_causal_lm(work / "tiny"), work / "policy"))
+            policy_path = policy_path or str(stepping_policy(save_llama_causal_lm(work / "tiny"), work / "policy",
+                                                             args.step_strength))
             prm_path = prm_path or str(save_llama_causal_lm(work / "prm", seed=5))
         overrides = [
             "model=llama-3.2-1b", f"model.path={policy_path}", "model.backend=vllm", f"model.dtype={dtype}",
@@ -179,6 +183,9 @@ def measure(args, overrides: list[str], work: Path) -> int:
     computed = prm.stats.tokens - prm.stats.cached_tokens
     print(f"beam search: {len(problems)} problems, n={args.n}, beam_width={args.beam_width}, "
           f"max_tokens={args.max_tokens}, iterations={args.iterations}")
+    finals = [c for o in outputs for c in o.completions]
+    step_tokens = sum(c.tokens for c in finals) / max(1, sum(len(c.steps) for c in finals))
+    print(f"steps: {step_tokens:.1f} tokens per step of the final completions on average")
     print(f"search: {generated} generated tokens ({completions} completions) in {search_s:.2f} s "
           f"= {search_rate:.1f} tok/s (policy + PRM, wall clock)")
     print(f"raw:    {raw_tokens} generated tokens ({sum(len(o.outputs) for o in raw)} samples of {length}) in "
