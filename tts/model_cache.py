@@ -73,11 +73,13 @@ CACHE = ModelCache()
 atexit.register(CACHE.release)
 
 
-def acquire_policy(model_cfg, seed: int):
-    """The policy of `model_cfg`, from the cache when its backend is shared; counters reset for this job."""
-    from tts.backends import build_policy
+def acquire_policy(model_cfg, seed: int, build_policy: Callable | None = None):
+    """The policy of `model_cfg` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
+    its backend is shared; counters reset for this job."""
     from tts.backends.base import GenerationStats
 
+    if build_policy is None:
+        from tts.backends import build_policy
     if model_cfg.backend not in SHARED_BACKENDS:
         return build_policy(model_cfg, seed)
     policy = CACHE.get("policy", config_key(model_cfg), lambda: build_policy(model_cfg, seed))
@@ -85,10 +87,13 @@ def acquire_policy(model_cfg, seed: int):
     return policy
 
 
-def acquire_prm(prm_cfg):
-    """The PRM of `prm_cfg`, from the cache when its backend is shared; counters reset and memo empty."""
-    from tts.prms import build_prm
+def acquire_prm(prm_cfg, build_prm: Callable | None = None):
+    """The PRM of `prm_cfg` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when its backend is
+    shared; counters reset and memo empty."""
     from tts.prms.base import PRMStats
+
+    if build_prm is None:
+        from tts.prms import build_prm
 
     if prm_cfg.backend not in SHARED_BACKENDS:
         return build_prm(prm_cfg)

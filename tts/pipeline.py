@@ -17,10 +17,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from tts.backends import build_policy
 from tts.config import to_container, validate
 from tts.data import load_problems
 from tts.grading import AnswerGrader, extract_answer
 from tts.model_cache import acquire_policy, acquire_prm, release_job_models
+from tts.prms import build_prm
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
@@ -113,8 +115,8 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     try:
         if todo:
             strategy = get_strategy(cfg.strategy.name)
-            policy = acquire_policy(cfg.model, cfg.seed)  # hf / vLLM models: built once per process, shared by jobs
-            prm = acquire_prm(cfg.prm)
+            policy = acquire_policy(cfg.model, cfg.seed, build_policy)  # hf / vLLM: built once per process
+            prm = acquire_prm(cfg.prm, build_prm)
             grader = AnswerGrader(timeout=cfg.scoring.grading_timeout)
             started = time.perf_counter()
             with tqdm(total=len(todo), desc=f"{cfg.strategy.name} n={cfg.n}", unit="problem") as bar:
