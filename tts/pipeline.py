@@ -22,6 +22,7 @@ from tts.config import to_container, validate
 from tts.data import load_problems_and_identity
 from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.preflight import check_before_generation
+from tts.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.prms import build_prm
 from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
@@ -104,12 +105,19 @@ def hash_id(unique_id: str) -> int:
     return zlib.crc32(unique_id.encode())
 
 
+def load_run_config(cfg: DictConfig) -> tuple[list, dict]:
+    """The loaded problems, and the config a run directory records: the composed config plus the problems' hash (a
+    run's identity includes its data, not only the file name)."""
+    config = to_container(cfg)
+    problems, config["dataset"]["problems_sha256"] = load_problems_and_identity(cfg.dataset)
+    return problems, config
+
+
 def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     """Run one configuration; returns the metrics (also written to `metrics.json`)."""
     validate(cfg)
     seed_everything(cfg.seed)
-    config = to_container(cfg)
-    problems, config["dataset"]["problems_sha256"] = load_problems_and_identity(cfg.dataset)  # data is identity
+    problems, config = load_run_config(cfg)
     check_before_generation(cfg, problems)
     directory = RunDirectory(run_dir or output_dir(cfg))
     done = directory.open(config)
@@ -126,20 +134,21 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                       total=len(problems))
         if todo:
             strategy = get_strategy(cfg.strategy.name)
-            policy = build_policy(cfg.model, cfg.seed)
-            prm = build_prm(cfg.prm)
+            policy = acquire_policy(cfg.model, cfg.seed, build_policy)  # hf / vLLM: built once per process
+            prm = acquire_prm(cfg.prm, build_prm)
             grader = AnswerGrader(timeout=cfg.scoring.grading_timeout)
             started = time.perf_counter()
             with tqdm(total=len(todo), desc=f"{cfg.strategy.name} n={cfg.n}", unit="problem") as bar:
                 for start in range(0, len(todo), cfg.batch_size):
                     batch = todo[start : start + cfg.batch_size]
-                    calls_before = policy.stats.calls
+                    calls_before, cached_before = policy.stats.calls, prm.stats.cached_tokens
                     outputs = strategy(batch, policy, prm, cfg)
                     _check_budget(batch, outputs, cfg.n)
                     records = grade_batch(batch, outputs, grader, cfg)
                     share = (policy.stats.calls - calls_before) / len(batch)
                     for record in records:
                         record["compute"]["backend_calls_share"] = share
+                    share_cached_prm_tokens(records, prm.stats.cached_tokens - cached_before)
                     directory.append(records)
                     tracker.log_batch(records)
                     prm.clear_memo()
@@ -154,7 +163,8 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         return metrics
     finally:
         tracker.finish()
-        for closable in (policy, prm, grader, directory):
+        release_job_models(policy, prm)
+        for closable in (grader, directory):
             if closable is not None:
                 closable.close()
 
@@ -163,6 +173,15 @@ def _in_order(directory: RunDirectory, problems) -> list[dict]:
     """The run's whole records in dataset order (for a tracker that logs them)."""
     by_id = {r["unique_id"]: r for r in directory.iter_records()}
     return [by_id[p.unique_id] for p in problems if p.unique_id in by_id]
+
+
+def share_cached_prm_tokens(records: list[dict], cached: int) -> None:
+    """`compute.prm_cached_tokens`: the batch's PRM tokens served from the prefix cache, split like its PRM tokens."""
+    from tts.search.base import share_tokens
+
+    shares = share_tokens(cached, [r["compute"].get("prm_tokens", 0) for r in records])
+    for record, share in zip(records, shares):
+        record["compute"]["prm_cached_tokens"] = share
 
 
 def _check_budget(batch, outputs, n: int) -> None:

@@ -210,8 +210,10 @@ def aggregate_metrics(records: Sequence[dict], n: int) -> dict[str, float]:
             metrics[f"acc_prefix/{name}"] = float(np.mean([bool(r["scores"]["correct"][name]) for r in records]))
             metrics[f"ungraded/{name}"] = float(np.sum([r["scores"]["ungraded"][name] for r in records]))
         metrics[f"pass@{k}"] = float(np.mean([r["scores"]["pass"][f"pass@{k}"] for r in records]))
-    for field in ("generated", "prm", "prompt", "rollout", "review"):
+    for field in ("generated", "prm", "prompt", "rollout", "review", "prm_cached"):
         metrics[f"tokens/{field}"] = float(sum(r.get("compute", {}).get(f"{field}_tokens", 0) for r in records))
+    # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
+    metrics["tokens/prm_computed"] = metrics["tokens/prm"] - metrics["tokens/prm_cached"]
     metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / m
     metrics["grading/ungraded_answers"] = float(sum(r.get("ungraded_answers", 0) for r in records))
     return metrics

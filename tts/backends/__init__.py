@@ -11,6 +11,7 @@ BACKENDS = {
     "sim": "tts.backends.sim",
     "hf": "tts.backends.hf",
     "vllm": "tts.backends.vllm",
+    "openai": "tts.backends.openai",
 }
 
 

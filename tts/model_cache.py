@@ -1,0 +1,110 @@
+"""Models built once per process: the jobs of a one-process sweep share the loaded policy and PRM.
+
+    python tts/main.py -m hydra/launcher=basic seed=0,1,2 model=llama-3.2-1b prm=rlhflow-8b   # loads each once
+
+Hydra's basic launcher runs every job of a sweep in one process, one after another; building a vLLM engine or loading
+an 8B PRM per job costs more than many jobs' search, and freeing a vLLM engine's GPU memory between jobs is unreliable.
+So `run` asks this cache instead of building: one slot for the policy and one for the PRM, each keyed by the resolved
+config group that builds it (`model`, `prm`). The next job gets the same object when its config is the same (its
+counters reset, its PRM memo empty), and the old one is closed first when it needs a different one. Whatever is held
+is closed at process exit.
+
+Only backends that are expensive to build and whose outputs do not depend on the job's seed are shared (hf, vllm):
+every request carries its own seed, so the build seed of a real model changes nothing. The sim world and a served
+policy (openai) are built per job and closed by it, as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+SHARED_BACKENDS = ("hf", "vllm")
+
+
+def config_key(group) -> str:
+    """The identity of a model: its resolved config group, as canonical JSON."""
+    from omegaconf import DictConfig, OmegaConf
+
+    data = OmegaConf.to_container(group, resolve=True) if isinstance(group, DictConfig) else group
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+class ModelCache:
+    """At most one object per slot, rebuilt only when the key changes. `builds` counts real builds per slot."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, Any]] = {}
+        self.builds: Counter[str] = Counter()
+
+    def get(self, slot: str, key: str, build: Callable[[], Any]) -> Any:
+        held = self._held.get(slot)
+        if held is not None and held[0] == key:
+            log.info("model cache: reusing the %s", slot)
+            return held[1]
+        self.release(slot)  # free the old model before loading the new one
+        obj = build()
+        self._held[slot] = (key, obj)
+        self.builds[slot] += 1
+        log.info("model cache: built the %s", slot)
+        return obj
+
+    def holds(self, obj: Any) -> bool:
+        return any(held is obj for _, held in self._held.values())
+
+    def release(self, slot: str | None = None) -> None:
+        """Close the object in `slot` (every slot when None)."""
+        for name in [slot] if slot else list(self._held):
+            held = self._held.pop(name, None)
+            if held is not None:
+                try:
+                    held[1].close()
+                finally:
+                    gc.collect()
+
+
+CACHE = ModelCache()
+atexit.register(CACHE.release)
+
+
+def acquire_policy(model_cfg, seed: int, build_policy: Callable | None = None):
+    """The policy of `model_cfg` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
+    its backend is shared; counters reset for this job."""
+    from tts.backends.base import GenerationStats
+
+    if build_policy is None:
+        from tts.backends import build_policy
+    if model_cfg.backend not in SHARED_BACKENDS:
+        return build_policy(model_cfg, seed)
+    policy = CACHE.get("policy", config_key(model_cfg), lambda: build_policy(model_cfg, seed))
+    policy.stats = GenerationStats()
+    return policy
+
+
+def acquire_prm(prm_cfg, build_prm: Callable | None = None):
+    """The PRM of `prm_cfg` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when its backend is
+    shared; counters reset and memo empty."""
+    from tts.prms.base import PRMStats
+
+    if build_prm is None:
+        from tts.prms import build_prm
+
+    if prm_cfg.backend not in SHARED_BACKENDS:
+        return build_prm(prm_cfg)
+    prm = CACHE.get("prm", config_key(prm_cfg), lambda: build_prm(prm_cfg))
+    prm.stats = PRMStats()
+    prm.clear_memo()
+    return prm
+
+
+def release_job_models(*objects) -> None:
+    """End of a job: close what the job built for itself; what the cache holds stays for the next job."""
+    for obj in objects:
+        if obj is not None and not CACHE.holds(obj):
+            obj.close()
