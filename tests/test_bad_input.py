@@ -123,15 +123,14 @@ def test_a_refused_job_never_touches_an_existing_run_directory(tmp_path):
     run_dir = tmp_path / "run"
     first = _main(["n=4", "dataset.num_problems=3", "logger=none"], run_dir)
     assert first.returncode == 0, first.stderr[-2000:]
-    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
-    assert run_dir / ".hydra" / "overrides.yaml" in files and run_dir / "main.log" in files
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert run_dir / ".hydra" / "overrides.yaml" in files and run_dir / "main.log" in files and run_dir / ".lock" in files
     time.sleep(0.05)
     for refused in (["n=8", "dataset.num_problems=3"], ["n=4", "dataset.num_problems=3", "seed=-1"],
                     ["n=4", "dataset.num_problems=3", "scoring.subset_draws=0"]):
         result = _main(refused + ["logger=none"], run_dir)
         assert result.returncode == 2, result.stderr[-2000:]
-        now = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*")
-               if p.is_file() and p.name != ".lock"}
+        now = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
         changed = sorted(str(p) for p in set(now) | set(files) if now.get(p) != files.get(p))
         assert not changed, f"{refused} changed {changed}"
 

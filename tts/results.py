@@ -184,6 +184,7 @@ class RunDirectory:
                     f"resume, choose another directory (hydra.run.dir=..., or hydra.sweep.dir=... with -m), or delete "
                     f"{self.results_dir} to start over."
                 )
+        self._sign_lock()
         _atomic_write(stored_path, json.dumps(fingerprint, indent=2, sort_keys=True))
         self._config_hash = config_hash(fingerprint)
         return self._check_and_repair(int(config["n"]) if "n" in config else None)
@@ -397,11 +398,16 @@ class RunDirectory:
                 f"directory would record problems twice. Wait for it to finish (or stop it), then rerun the same "
                 f"command to resume; or choose another directory with hydra.run.dir=..."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
         self._lock_handle = handle
+
+    def _sign_lock(self) -> None:
+        """Name this process in `.lock`, once the directory has accepted the config: a refused job changes nothing."""
+        handle = getattr(self, "_lock_handle", None)
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
 
     def close(self) -> None:
         """Release the directory's lock (also released by the kernel if the process dies)."""
