@@ -30,9 +30,7 @@ from hydra.core.global_hydra import GlobalHydra
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tts.config import to_container  # noqa: E402
-from tts.data import load_problems  # noqa: E402
-from tts.pipeline import run  # noqa: E402
+from tts.pipeline import load_run_config, run  # noqa: E402
 from tts.results import RunDirectory, run_metrics  # noqa: E402
 
 TEMPLATES = 16  # real records the synthesized ones are cloned from
@@ -65,10 +63,10 @@ def directory_bytes(path: Path) -> int:
 def measure(size: int, n: int, batch_size: int, source: list[dict], workdir: Path) -> dict:
     overrides = [f"n={n}", f"dataset.num_problems={size}", "logger=none", f"batch_size={batch_size}"]
     cfg = compose_config(overrides)
-    problems = load_problems(cfg.dataset)
+    problems, config = load_run_config(cfg)  # the config a run records, with the problems' hash, as run(cfg) opens it
     run_dir = workdir / f"run{size}"
     directory = RunDirectory(run_dir)
-    directory.open(to_container(cfg))
+    directory.open(config)
     old_bytes, old_parse, write_s = 0, 0.0, 0.0
     records = list(synthesized(problems, source))  # shallow clones: the templates' nested data is shared
     for start in range(0, size, batch_size):
@@ -86,7 +84,7 @@ def measure(size: int, n: int, batch_size: int, source: list[dict], workdir: Pat
     assert metrics["problems"] == size, metrics["problems"]
 
     started = time.perf_counter()  # the parts of it: checking the batches, metrics from the index
-    summaries = RunDirectory(run_dir).open(to_container(cfg))
+    summaries = RunDirectory(run_dir).open(config)
     check_s = time.perf_counter() - started
     started = time.perf_counter()
     run_metrics([summaries[p.unique_id] for p in problems], n)
