@@ -144,3 +144,13 @@ def test_schema_entries_are_not_listed_as_options():
 def test_out_of_range_or_non_finite_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
         validate(compose_config([override]))
+
+
+def test_help_offers_only_real_options_never_the_schemas():
+    """The schemas live at the root of Hydra's ConfigStore, not in their groups: `--help` lists what can be chosen."""
+    result = subprocess.run([sys.executable, "tts/main.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "strategy: beam, best_of_n" in groups and "model:" in groups
+    assert "base_" not in groups

@@ -1,7 +1,7 @@
 """The command line checked before Hydra sees it: a bad key, option or value is one line and exit 2.
 
 Hydra would compose first and, for a typo, suggest adding the key with `+` (which then runs with the typo stored);
-for an unknown option it lists the schema entries (`base_strategy`) among the choices; a value of the wrong type ends
+for an unknown option it lists its choices without a word on what went wrong; a value of the wrong type ends
 in a multi-line report. Checked here, nothing has been created yet and the message names the key (and the nearest
 valid key, or the real options).
 """

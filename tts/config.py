@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per config group, registered in Hydra's ConfigStore, plus `validate(cfg)`.
 
-The YAML files under `conf/` start from these schemas (`defaults: [base_<group>, _self_]`), so a misspelt key fails when
+The YAML files under `conf/` start from these schemas (`defaults: [/base_<group>@_here_, _self_]`), so a misspelt key fails when
 Hydra composes the config, before anything runs. Rules that involve several fields (`n % beam_width == 0`) cannot be
 typed; they live in `validate`, which `run` calls first and which names the offending key and the fix.
 """
@@ -180,11 +180,14 @@ GROUPS = {
 
 
 def register_configs() -> None:
-    """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [base_<group>]`)."""
+    """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [/base_<group>@_here_]`).
+
+    They are stored at the root, not in their group: an entry of a group is an option Hydra offers (`--help`, error
+    messages), and a schema is not one."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
-        cs.store(group=group, name=f"base_{group}", node=schema)
+        cs.store(name=f"base_{group}", node=schema)
     from tts.sweep import short_dirname  # run directory names that fit the file system (conf/config.yaml)
 
     if not OmegaConf.has_resolver("tts_dirname"):
