@@ -46,6 +46,11 @@ if [ -n "${VLLM_LANE_SKIP_TESTS:-}" ]; then
     exit 0
 fi
 
+# vLLM leaves its IPC sockets and vllm_dist_* files in the temporary folder: give the tests one of their own, removed
+# at exit (the venv path above was taken from the caller's TMPDIR before this)
+LANE_TMP="$(mktemp -d "${TMPDIR:-/tmp}/tts-vllm-lane.XXXXXX")"
+trap 'rm -rf "$LANE_TMP"' EXIT
+export TMPDIR="$LANE_TMP"
 export VLLM_ENABLE_V1_MULTIPROCESSING=0   # the engine core runs in the test process (no fork, no spawn)
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"   # GiB of KV cache; tiny test models need little
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # tests build their models locally, nothing comes from the hub
