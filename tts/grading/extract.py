@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Iterator, Optional, Tuple
 
+from tts.grading.braces import SHORT as _SHORT, match_brace
 from tts.grading.normalize import has_words
 
 __all__ = ["extract_answer", "extract_answer_with_rule", "MAX_ANSWER_CHARS", "RULES"]
@@ -48,61 +49,6 @@ _MATH_SPAN = re.compile(  # an escaped `\$` (a dollar sign) is no delimiter
 )
 
 
-_BRACE_TOKENS = re.compile(r"\\.|[{}]", re.S)
-
-
-def _match_brace_dense(text: str, open_idx: int, limit: int) -> Optional[int]:
-    """`_match_brace` for text dense in braces and backslashes: one regex token per special character."""
-    depth = 0
-    for m in _BRACE_TOKENS.finditer(text, open_idx, limit):
-        c = m.group()
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return m.start()
-    return None
-
-
-def _match_brace(text: str, open_idx: int, limit: int) -> Optional[int]:
-    """Index of the ``}`` closing the ``{`` at ``open_idx`` (searching before ``limit``); ``None`` if unbalanced.
-    Escaped ``\\{``/``\\}`` (and any other backslash pair) are skipped."""
-    # One `str.find` cursor per special character: the runs of ordinary characters between them are skipped at
-    # memchr speed (a regex scan costs ~40 ns per character: 40 ms for a 1 MB answer).
-    # Dense LaTeX (judged on its first 4 kB): one regex token per special character is cheaper.
-    window = text[open_idx : min(limit, open_idx + _SHORT)]
-    if limit - open_idx <= _SHORT or (window.count("\\") + window.count("{") + window.count("}")) * 16 > len(window):
-        return _match_brace_dense(text, open_idx, limit)
-    find = text.find
-
-    def nxt(ch: str, start: int) -> int:
-        j = find(ch, start, limit)
-        return limit if j < 0 else j
-
-    depth = 0
-    bs, op, cl = nxt("\\", open_idx), nxt("{", open_idx), nxt("}", open_idx)
-    while True:
-        i = min(bs, op, cl)
-        if i >= limit:
-            return None
-        if i == bs:
-            skip = i + 2
-            bs = nxt("\\", skip)
-            if op < skip:
-                op = nxt("{", skip)
-            if cl < skip:
-                cl = nxt("}", skip)
-        elif i == op:
-            depth += 1
-            op = nxt("{", i + 1)
-        else:
-            depth -= 1
-            if depth == 0:
-                return i
-            cl = nxt("}", i + 1)
-
-
 def _box_content(text: str, start: int, cmd: str, limit: int) -> Tuple[Optional[str], bool, int]:
     """(content of the box command at ``start`` or ``None``, whether it was an unbalanced ``{``, end index)."""
     i = start + len(cmd)
@@ -116,7 +62,7 @@ def _box_content(text: str, start: int, cmd: str, limit: int) -> Tuple[Optional[
     if k >= n:
         return None, False, k
     if text[k] == "{":
-        end = _match_brace(text, k, limit)
+        end = match_brace(text, k, limit)
         if end is None:
             return None, True, k
         content = text[k + 1 : end].strip()
@@ -164,7 +110,6 @@ _BETWEEN_BOXES = re.compile(
 _MAX_LISTED_BOXES = 20
 
 
-_SHORT = 4096
 _WALK = 64
 
 
@@ -203,24 +148,12 @@ def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
     """The common case, fast: the last ``\\boxed{`` is complete, and no other box precedes it in its step; else
     (None, None) and `_final_boxes` decides."""
     n = len(text)
-    if n < _SHORT:  # a typical completion: a few plain string searches and a short character loop
+    if n < _SHORT:  # a typical completion: a few plain string searches and one brace match
         k = text.rfind("\\boxed{")
         if k < 0 or "\\fbox" in text or text.find("\\boxed", k + 7) >= 0:
             return None, None
-        depth, i = 1, k + 7
-        while i < n:
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            i += 1
-        else:
+        i = match_brace(text, k + 6, n)
+        if i is None:
             return None, None
         content = text[k + 7 : i].strip()
         prev = text.rfind("\\boxed", 0, k)
@@ -230,7 +163,7 @@ def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
     k = _rfind_cmd(text, "\\boxed{", 0, n)
     if k < 0 or _find_cmd(text, "\\fbox", k, n) >= 0 or _find_cmd(text, "\\boxed", k + 7, n) >= 0:
         return None, None
-    end = _match_brace(text, k + 6, len(text))
+    end = match_brace(text, k + 6, len(text))
     if end is None:
         return None, None
     content = text[k + 7 : end].strip()

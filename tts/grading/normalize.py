@@ -42,6 +42,8 @@ import re
 from fractions import Fraction
 from typing import Optional
 
+from tts.grading.braces import match_brace
+
 __all__ = ["normalize_answer", "numeric_value", "is_mc_letter", "huge_integer_log10", "string_only", "string_key"]
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
@@ -97,21 +99,8 @@ def _unwrap_command(s: str, cmd: str) -> str:
         # `\textbf{` must not be matched by `\text` + `{`: find() with the brace ensures the command ends here.
         out.append(s[i:k])
         j = k + len(cmd)
-        depth = 0
-        m = j
-        while m < n:
-            c = s[m]
-            if c == "\\":
-                m += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            m += 1
-        if m >= n:  # unbalanced: leave the rest as is
+        m = match_brace(s, j, n)
+        if m is None:  # unbalanced: leave the rest as is
             out.append(s[k:])
             break
         out.append(" " + s[j + 1 : m] + " ")  # `5\mathrm{cm}` -> `5 cm `: the unit stays a separate word
