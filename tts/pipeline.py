@@ -21,14 +21,14 @@ from tts.backends import build_policy
 from tts.config import to_container, validate
 from tts.data import load_problems_and_identity
 from tts.grading import AnswerGrader, extract_answer_with_rule
-from tts.preflight import check_before_generation
 from tts.model_cache import acquire_policy, acquire_prm, release_job_models
+from tts.preflight import check_before_generation
 from tts.prms import build_prm
 from tts.redaction import redact
 from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
-from tts.search.base import SearchOutput
+from tts.search.base import SearchOutput, share_tokens
 from tts.sweep import write_hydra_files
 from tts.tracking import build_tracker
 
@@ -83,10 +83,10 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
         for completion, answer, key in zip(output.completions, answers[i], keys[i]):
             completion.answer, completion.key = answer, key
         record = problem.as_dict()
-        record["completions"] = [dict(c.as_dict(), answer_rule=rule) for c, (_, rule) in zip(output.completions,
-                                                                                           extracted[i])]
-        for c in record["completions"]:  # each completion's own verdict: W&B's completions table filters on it
-            c["correct"] = key_correct[i].get(c["key"]) if c["key"] is not None else False
+        # each completion's extraction rule and own verdict (W&B's completions table filters on it)
+        record["completions"] = [dict(c.as_dict(), answer_rule=rule,
+                                      correct=key_correct[i].get(key) if key is not None else False)
+                                 for c, (_, rule), key in zip(output.completions, extracted[i], keys[i])]
         # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out
         vote_mask = ([c.extra.get("vote", True) for c in output.completions]
                      if any("vote" in c.extra for c in output.completions) else None)
@@ -177,8 +177,6 @@ def _in_order(directory: RunDirectory, problems) -> list[dict]:
 
 def share_cached_prm_tokens(records: list[dict], cached: int) -> None:
     """`compute.prm_cached_tokens`: the batch's PRM tokens served from the prefix cache, split like its PRM tokens."""
-    from tts.search.base import share_tokens
-
     shares = share_tokens(cached, [r["compute"].get("prm_tokens", 0) for r in records])
     for record, share in zip(records, shares):
         record["compute"]["prm_cached_tokens"] = share
