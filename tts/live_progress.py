@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-AGGREGATIONS = ("naive", "weighted", "maj")
+from tts.scoring import AGGREGATIONS
 
 
 class RunningFigures:

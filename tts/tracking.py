@@ -47,6 +47,7 @@ from urllib.parse import urlparse
 
 from tts.live_progress import RunningFigures
 from tts.redaction import redact, redact_argv
+from tts.scoring import AGGREGATIONS
 from tts.wandb_dirs import WandbDirs
 from tts.wandb_tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 RUN_FILES = ("config.yaml", "metrics.json", "run_info.json")  # beside the results files (RunDirectory.files())
-AGGREGATIONS = ("naive", "weighted", "maj")
 
 
 class Tracker:

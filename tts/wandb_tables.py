@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from tts.scoring import reduce_scores
+from tts.scoring import AGGREGATIONS, reduce_scores
 
-AGGREGATIONS = ("naive", "weighted", "maj")
 MAX_TEXT = 1000
 CUT = " [...]"
 
