@@ -97,6 +97,9 @@ class StrategyConfig:
     lookahead: int = 0
     rebase_temperature: float = 0.2
     search_batch_size: Optional[int] = None
+    # tree searches on a backend that streams (vLLM): problems advance independently (per_problem) or together
+    # (lockstep: each iteration waits for every problem's slowest sample); the samples are the same either way
+    schedule: str = "per_problem"
     # filter_vote: the policy reviews each sample (tts/search/filter_vote.py)
     review_prompt: str = ""
     review_system_prompt: str = ""
@@ -281,11 +284,16 @@ def _validate_sim(cfg: DictConfig) -> None:
     _check(1 <= phrasings <= len(PHRASINGS), "model.sim.phrasings", f"must be in [1, {len(PHRASINGS)}], got {phrasings}")
 
 
+SCHEDULES = ("per_problem", "lockstep")
+
+
 def _validate_strategy(cfg: DictConfig) -> None:
     """Rules of the search strategies; a strategy that needs more adds them here."""
     strategy = cfg.strategy
     if strategy.search_batch_size is not None:
         _check(strategy.search_batch_size >= 1, "strategy.search_batch_size", "must be >= 1 or null (all problems)")
+    _check(strategy.schedule in SCHEDULES, "strategy.schedule",
+           f"must be one of {', '.join(SCHEDULES)}, got {strategy.schedule!r}")
     if strategy.name in ("beam", "dvts", "lookahead"):
         width = strategy.beam_width
         _check(_is_int(width) and width >= 1, "strategy.beam_width", f"must be a whole number >= 1, got {width!r}")

@@ -74,13 +74,25 @@ class PolicyBackend(abc.ABC):
         if len(outputs) != len(requests):
             raise RuntimeError(f"{type(self).__name__} returned {len(outputs)} results for {len(requests)} requests")
         self.stats.calls += 1
-        self.stats.requests += len(requests)
         for request, samples in zip(requests, outputs):
-            if len(samples) != request.n:
-                raise RuntimeError(f"{type(self).__name__} returned {len(samples)} samples, asked for n={request.n}")
-            self.stats.samples += len(samples)
-            self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+            self.count_answer(request, samples)
         return outputs
+
+    def count_answer(self, request: GenerationRequest, samples: list[GenerationOutput]) -> None:
+        """Check one request's samples and add them to the stats (a call is counted by whoever sent it)."""
+        if len(samples) != request.n:
+            raise RuntimeError(f"{type(self).__name__} returned {len(samples)} samples, asked for n={request.n}")
+        self.stats.requests += 1
+        self.stats.samples += len(samples)
+        self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+
+    def stream(self):
+        """A `GenerationStream` for requests that become ready at different times (tts/backends/stream.py). The
+        default answers them in lockstep batches through `generate`; a backend whose engine can be stepped overrides
+        it."""
+        from tts.backends.stream import GenerationStream
+
+        return GenerationStream(self)
 
     @abc.abstractmethod
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:

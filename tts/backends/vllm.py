@@ -11,10 +11,12 @@ token id) is the model's end of turn, `eos`; `length` is `length`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, Callable
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.stream import GenerationStream
 from tts.backends.hf import encode_prompt, render_prompt
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,76 @@ class VLLMPolicy(PolicyBackend):
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [map_request_output(r, o) for r, o in zip(requests, outputs)]
 
+    def stream(self):
+        """Requests stepped through the engine directly, each answered as soon as its samples are done
+        (`VLLMStream`); a stand-in without an engine to step (tests' fakes) gets the lockstep default."""
+        if getattr(self.llm, "llm_engine", None) is None:
+            return super().stream()
+        return VLLMStream(self)
+
     def close(self) -> None:
         import gc
 
         self.llm = None
         gc.collect()
+
+
+class VLLMStream(GenerationStream):
+    """Continuous batching across problems: requests join the running engine batch when submitted, and `ready()`
+    steps the engine until at least one of them has all its samples.
+
+    This is what `LLM.generate` does inside (add requests, `llm_engine.step()` until they finish), except that new
+    requests may arrive between steps. Request ids carry a prefix of their own; whatever is still in flight when the
+    stream closes is aborted, so a later `generate` on the same (cached) engine never sees it.
+    """
+
+    streams = True
+
+    def __init__(self, policy: VLLMPolicy) -> None:
+        super().__init__(policy)
+        self.engine = policy.llm.llm_engine
+        self._pending: dict[str, tuple[Any, GenerationRequest]] = {}
+        self._ids = itertools.count()
+        self._prefix = f"tts-stream-{id(self):x}-"
+
+    def submit(self, tickets) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        if not tickets:
+            return
+        policy = self.policy
+        policy.stats.calls += 1
+        for key, request in tickets:
+            prompt = policy.prompt(request)
+            params = policy.sampling_params(**sampling_kwargs(request))
+            params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when all its samples are done
+            request_id = f"{self._prefix}{next(self._ids)}"
+            self.engine.add_request(request_id, prompt, params)
+            self._pending[request_id] = (key, request)
+            policy.stats.prompt_tokens += len(prompt["prompt_token_ids"]) * request.n
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def ready(self):
+        done = []
+        while self._pending and not done:
+            if not self.engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM dropped {len(self._pending)} requests of a search without finishing them")
+            for output in self.engine.step():
+                if not output.finished or output.request_id not in self._pending:
+                    continue
+                key, request = self._pending.pop(output.request_id)
+                samples = map_request_output(request, output)
+                self.policy.count_answer(request, samples)
+                done.append((key, samples))
+        return done
+
+    def close(self) -> None:
+        if self._pending and self.engine is not None:
+            self.engine.abort_request(list(self._pending))
+        self._pending = {}
 
 
 def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:

@@ -179,117 +179,137 @@ def run_tree_search(problems, policy, prm, cfg, make_state, lookahead: int = 0) 
     return [state.result() for state in states]
 
 
+@dataclass
+class _Generate:
+    """A problem's search needs these requests answered (one list of samples per request, in order)."""
+
+    requests: list
+
+
+@dataclass
+class _Score:
+    """A problem's search needs these candidates scored; `text` (characters sent) shares out a shared PRM call."""
+
+    problem: str
+    step_lists: list[list[str]]
+    text: int
+
+
 def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> None:
+    searches = [_search_problem(state, cfg, lookahead) for state in states]
+    per_problem = cfg.strategy.schedule == "per_problem"
+    with policy.stream() as stream:
+        _drive(searches, stream, prm, per_problem and stream.streams)
+
+
+def _drive(searches, stream, prm, per_problem: bool) -> None:
+    """Run every problem's search (a generator of `_Generate` / `_Score` needs) to its end.
+
+    Lockstep (`per_problem` false, or a stream that answers in batches): everything submitted is generated in one
+    call, and the PRM is called once every problem that is not generating waits for scores, i.e. once per iteration
+    for all problems, as an iteration-by-iteration loop does. Per problem: a problem's next requests are submitted as
+    soon as its scores are in, and the PRM is called for the problems waiting on it once they are at least as many as
+    those still generating (so PRM calls stay few and large while the engine's batch stays at least half busy).
+    """
+    waiting: dict[int, list] = {}  # problem -> its samples so far, one slot per request
+    left: dict[int, int] = {}  # problem -> requests not yet answered
+    to_score: list[tuple[int, _Score]] = []
+
+    def advance(i: int, answer) -> None:
+        try:
+            need = searches[i].send(answer)
+        except StopIteration:
+            return
+        if isinstance(need, _Generate):
+            waiting[i], left[i] = [None] * len(need.requests), len(need.requests)
+            stream.submit([((i, j), request) for j, request in enumerate(need.requests)])
+        else:
+            to_score.append((i, need))
+
+    for i in range(len(searches)):
+        advance(i, None)
+    while left or to_score:
+        if to_score and (not left or (per_problem and len(to_score) >= len(left))):
+            batch, to_score[:] = sorted(to_score, key=lambda item: item[0]), []  # problem order, as in lockstep
+            before = prm.stats.tokens
+            scores = prm.score([need.problem for _, need in batch], [need.step_lists for _, need in batch])
+            shares = share_tokens(prm.stats.tokens - before, [need.text for _, need in batch])
+            for (i, _), per_problem_scores, share in zip(batch, scores, shares):
+                advance(i, (per_problem_scores, share))
+            continue
+        for (i, j), samples in stream.ready():
+            waiting[i][j] = samples
+            left[i] -= 1
+            if not left[i]:
+                del left[i]
+                advance(i, waiting.pop(i))
+
+
+def _search_problem(state: TreeState, cfg, lookahead: int):
+    """One problem's search, iteration by iteration: yields what it needs (`_Generate`, `_Score`) and is sent the
+    answers (samples per request; (scores per candidate, PRM tokens of its share))."""
     stop = [STEP_SEPARATOR]
     max_tokens = int(cfg.budget.max_tokens)
     iterations = int(cfg.budget.num_iterations)
     for iteration in range(iterations):
         last = iteration == iterations - 1
-        plan = []  # (state, [expansions]) for the problems still searching
-        requests = []
-        for state in states:
-            if state.done:
-                continue
-            expansions = [e for e in state.expansions(last) if e.n > 0]
-            if not expansions:
-                state.done = True
-                continue
-            plan.append((state, expansions))
-            repeats: dict[str, int] = {}
-            for e in expansions:
-                to_end = last or e.to_end
-                # Two expansions of the same text (DVTS subtrees at the root, duplicate beams) must not draw the same
-                # samples: the k-th repeat of a prefix gets its own seed. A prefix asked once keeps `seed`, so the
-                # first iteration from the root samples exactly what best-of-N's first steps would be.
-                k = repeats.get(e.parent.text, 0)
-                repeats[e.parent.text] = k + 1
-                requests.append(make_request(state.problem, cfg, prefix=e.parent.text, n=e.n,
-                                             stop=None if to_end else stop,
-                                             max_tokens=max(1, max_tokens - e.parent.tokens),
-                                             seed_offset=SEED_STRIDE * k))
-        if not plan:
+        expansions = [e for e in state.expansions(last) if e.n > 0]
+        if not expansions:
+            state.done = True
             return
-        outputs = policy.generate(requests)
-        # children, grouped per expansion, per problem
-        groups_per_state: list[list[tuple[Expansion, list[Node]]]] = []
-        cursor = 0
-        for state, expansions in plan:
-            groups = []
-            generated = 0
-            for e in expansions:
-                samples = outputs[cursor]
-                cursor += 1
-                to_end = last or e.to_end
-                children = [_child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens)
-                            for o in samples]
-                generated += sum(o.num_tokens for o in samples)
-                groups.append((e, children))
-            state.compute["generated_tokens"] += generated
-            state.compute["backend_calls"] += 1
-            groups_per_state.append(groups)
+        requests = []
+        repeats: dict[str, int] = {}
+        for e in expansions:
+            # Two expansions of the same text (DVTS subtrees at the root, duplicate beams) must not draw the same
+            # samples: the k-th repeat of a prefix gets its own seed. A prefix asked once keeps `seed`, so the first
+            # iteration from the root samples exactly what best-of-N's first steps would be.
+            k = repeats.get(e.parent.text, 0)
+            repeats[e.parent.text] = k + 1
+            requests.append(make_request(state.problem, cfg, prefix=e.parent.text, n=e.n,
+                                         stop=None if (last or e.to_end) else stop,
+                                         max_tokens=max(1, max_tokens - e.parent.tokens),
+                                         seed_offset=SEED_STRIDE * k))
+        outputs = yield _Generate(requests)
+        groups: list[tuple[Expansion, list[Node]]] = []
+        for e, samples in zip(expansions, outputs):
+            to_end = last or e.to_end
+            groups.append((e, [_child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens)
+                               for o in samples]))
+            state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
+        state.compute["backend_calls"] += 1
 
         # what the PRM reads for each child: its own steps, or its lookahead rollout
-        rollouts = None
+        children = [c for _, group in groups for c in group]
+        read = children
         if lookahead > 0 and not last:
-            rollouts = _rollouts(plan, groups_per_state, policy, cfg, lookahead, max_tokens)
-        _score(plan, groups_per_state, rollouts, prm)
-        for (state, _), groups in zip(plan, groups_per_state):
-            state.update(groups)
+            tips = yield from _rollout(state, children, cfg, lookahead, max_tokens)
+            read = [tips.get(id(c), c) for c in children]
+        scores, share = yield _Score(state.problem.problem, [node.steps for node in read],
+                                     sum(len(node.text) for node in read))
+        state.compute["prm_tokens"] += share
+        for child, full in zip(children, scores):
+            child.scores = list(full[: len(child.steps)])
+            child.value = reduce_scores(full, state.reduction)
+        state.update(groups)
 
 
-def _rollouts(plan, groups_per_state, policy, cfg, lookahead: int, max_tokens: int) -> list[dict[int, Node]]:
-    """Greedy (temperature 0) continuations of every unfinished child, `lookahead` steps deep, one call per step.
-
-    Returns, per problem, id(child) -> the node at the end of its rollout. Rollout tokens are generated compute
-    (`generated_tokens`, and separately `rollout_tokens`) but never part of a completion's text.
-    """
-    tips: list[dict[int, Node]] = []
-    for (state, _), groups in zip(plan, groups_per_state):
-        tips.append({id(c): c for _, children in groups for c in children if not c.finished})
+def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_tokens: int):
+    """Greedy (temperature 0) continuations of every unfinished child, `lookahead` steps deep, one request round per
+    step. Returns id(child) -> the node at the end of its rollout. Rollout tokens are generated compute
+    (`generated_tokens`, and separately `rollout_tokens`) but never part of a completion's text."""
+    tips = {id(c): c for c in children if not c.finished}
     stop = [STEP_SEPARATOR]
     for _ in range(lookahead):
-        requests, owners = [], []
-        for i, ((state, _), per) in enumerate(zip(plan, tips)):
-            for key, tip in per.items():
-                if tip.finished:
-                    continue
-                requests.append(make_request(state.problem, cfg, prefix=tip.text, n=1, temperature=0.0, stop=stop,
-                                             max_tokens=max(1, max_tokens - tip.tokens)))
-                owners.append((i, key))
-        if not requests:
+        keys = [key for key, tip in tips.items() if not tip.finished]
+        if not keys:
             break
-        outputs = policy.generate(requests)
-        called = set()
-        for (i, key), samples in zip(owners, outputs):
+        outputs = yield _Generate([make_request(state.problem, cfg, prefix=tips[key].text, n=1, temperature=0.0,
+                                                stop=stop, max_tokens=max(1, max_tokens - tips[key].tokens))
+                                   for key in keys])
+        for key, samples in zip(keys, outputs):
             o = samples[0]
-            state = plan[i][0]
             state.compute["generated_tokens"] += o.num_tokens
             state.compute["rollout_tokens"] += o.num_tokens
-            called.add(i)
-            tips[i][key] = _child(tips[i][key], o.text, o.finish_reason, o.num_tokens, False, max_tokens)
-        for i in called:
-            plan[i][0].compute["backend_calls"] += 1
+            tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens)
+        state.compute["backend_calls"] += 1
     return tips
-
-
-def _score(plan, groups_per_state, rollouts, prm) -> None:
-    """One PRM call for every child of every problem; sets each child's step scores and its value."""
-    step_lists, text_sent = [], []
-    for i, groups in enumerate(groups_per_state):
-        read = [c for _, children in groups for c in children]
-        if rollouts is not None:
-            read = [rollouts[i].get(id(c), c) for c in read]
-        step_lists.append([node.steps for node in read])
-        text_sent.append(sum(len(node.text) for node in read))
-    before = prm.stats.tokens
-    scores = prm.score([state.problem.problem for state, _ in plan], step_lists)
-    shares = share_tokens(prm.stats.tokens - before, text_sent)
-    for (state, _), groups, per_scores, share in zip(plan, groups_per_state, scores, shares):
-        state.compute["prm_tokens"] += share
-        j = 0
-        for _, children in groups:
-            for c in children:
-                full = per_scores[j]
-                j += 1
-                c.scores = list(full[: len(c.steps)])
-                c.value = reduce_scores(full, state.reduction)
