@@ -114,7 +114,7 @@ def test_lockstep_schedule_ignores_streaming():
     lockstep_policy, lockstep_prm, lockstep = _run("beam", RecordingPolicy)
     assert _view(outputs) == _view(lockstep)
     assert prm.calls == lockstep_prm.calls  # one PRM call per iteration, for every problem at once
-    assert policy.streams[0].interleaved == 0
+    assert policy.stats.calls == lockstep_policy.stats.calls and not policy.streams  # batched calls, no stream
 
 
 class FailingPRM(CountingPRM):

@@ -134,6 +134,26 @@ def save_llama_causal_lm(path: Path, tokenizer=None, seed: int = 0) -> Path:
     return Path(path)
 
 
+def save_stepping_llama(path: Path, strength: float = 2.5, seed: int = 0) -> Path:
+    """A tiny random Llama policy that ends a step ("\\n\\n") every few dozen tokens at temperature 0.8 (strength 2.5:
+    ~3% per token; 4: ~9%), so that a step-level search has steps to take: the separator's LM-head row reads one
+    hidden dimension (the other weights stay random). A plain random model would almost never end a step."""
+    import torch
+
+    tokenizer = llama_tokenizer()
+    separator = tokenizer.convert_tokens_to_ids("ĊĊ")  # byte-level BPE's "\n\n"
+    assert tokenizer.decode([separator]) == "\n\n"
+    save_llama_causal_lm(path, tokenizer=tokenizer, seed=seed)
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight[separator] = 0.0
+        model.lm_head.weight[separator, 0] = strength
+    model.save_pretrained(path)
+    return Path(path)
+
+
 def save_mistral_style_lm(path: Path, seed: int = 1) -> Path:
     """Math-Shepherd stand-in: a Llama-architecture causal LM with a Mistral-like tokenizer (BOS <s>, no template)."""
     from transformers import LlamaConfig, LlamaForCausalLM

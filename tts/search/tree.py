@@ -4,8 +4,12 @@ A tree search grows partial solutions one step (text up to and including a blank
 only in *which* nodes they expand, *how many* children each gets, and when a problem is done; that policy lives in a
 small per-problem state object (`TreeState`). Everything else is here and is the same for every strategy:
 
-- one backend call per generation round for all active problems of a batch (`strategy.search_batch_size` problems at
-  a time; null = the whole batch), and one PRM call per iteration for all of them;
+- each problem's search is a generator that yields what it needs (requests to generate, candidates to score), and
+  one driver answers all of them (`strategy.search_batch_size` problems at a time; null = the whole batch). In
+  lockstep (every backend but vLLM, or `strategy.schedule=lockstep`) that is one backend call per generation round
+  for all active problems and one PRM call per iteration for all of them. With `strategy.schedule=per_problem` on a
+  backend that streams (vLLM), a problem's next requests join the engine's running batch as soon as its scores are
+  in, so no problem waits for another's slowest sample; the samples are the same (each request has its own seed);
 - the last allowed iteration (`budget.num_iterations`) generates to the end without the stop string, so every node in
   flight finishes;
 - a child is finished when the backend says `eos` / `length`, when its new step holds an extracted answer
@@ -25,6 +29,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from tts.backends.stream import GenerationStream
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
 from tts.search.base import SearchOutput, batches, make_request, share_tokens
@@ -197,9 +202,9 @@ class _Score:
 
 def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> None:
     searches = [_search_problem(state, cfg, lookahead) for state in states]
-    per_problem = cfg.strategy.schedule == "per_problem"
-    with policy.stream() as stream:
-        _drive(searches, stream, prm, per_problem and stream.streams)
+    stream = policy.stream() if cfg.strategy.schedule == "per_problem" else GenerationStream(policy)
+    with stream:
+        _drive(searches, stream, prm, stream.streams)
 
 
 def _drive(searches, stream, prm, per_problem: bool) -> None:
