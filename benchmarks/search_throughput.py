@@ -23,6 +23,7 @@ those of a real search. The vLLM KV block (the prefix cache's unit) is 32 tokens
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -124,26 +125,13 @@ def measure(args, overrides: list[str], work: Path) -> int:
     sweep_s = time.perf_counter() - started
     builds = sum(CACHE.builds.values())
 
-    # 2. one beam search, timed alone, on the engines the sweep left (prefix caches emptied, a seed not seen yet)
+    # 2. the beam search, timed alone, on the engines the sweep left (a seed not seen yet), in both schedules
     cfg = compose(overrides + [f"seed={args.jobs}"])
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
-    policy.llm.reset_prefix_cache()
-    prm.llm.reset_prefix_cache()
-    sent: list[list[int]] = []
-    encode = prm.llm.encode
-
-    def recording_encode(prompts, *a, **kw):
-        sent.extend(p["prompt_token_ids"] for p in prompts)
-        return encode(prompts, *a, **kw)
-
-    prm.llm.encode = recording_encode
     problems = load_problems(cfg.dataset)
-    search = get_strategy(cfg.strategy.name)
-    started = time.perf_counter()
-    outputs = search(problems, policy, prm, cfg)
-    search_s = time.perf_counter() - started
-    prm.llm.encode = encode
-    generated = policy.stats.generated_tokens
+    lockstep = timed_search(cfg, "lockstep", policy, prm, problems)
+    timed = timed_search(cfg, "per_problem", policy, prm, problems)
+    outputs, search_s, generated, sent = timed["outputs"], timed["seconds"], timed["generated"], timed["sent"]
     completions = sum(len(o.completions) for o in outputs)
 
     # 3. raw batched generation: the same samples and tokens, no search
@@ -153,28 +141,33 @@ def measure(args, overrides: list[str], work: Path) -> int:
     params = [SamplingParams(n=r.n, temperature=r.temperature, max_tokens=length, min_tokens=length, ignore_eos=True,
                              seed=r.seed) for r in requests]
     policy.llm.reset_prefix_cache()
-    started = time.perf_counter()
-    raw = policy.llm.generate(prompts, params, use_tqdm=False)
-    raw_s = time.perf_counter() - started
+    with counting_steps(policy.llm.llm_engine) as raw_steps:
+        started = time.perf_counter()
+        raw = policy.llm.generate(prompts, params, use_tqdm=False)
+        raw_s = time.perf_counter() - started
     raw_tokens = sum(len(c.token_ids) for o in raw for c in o.outputs)
 
     search_rate, raw_rate = generated / search_s, raw_tokens / raw_s
     unique = trie_size(sent)
-    computed = prm.stats.tokens - prm.stats.cached_tokens
+    computed = timed["prm_tokens"] - timed["prm_cached"]
     print(f"beam search: {len(problems)} problems, n={args.n}, beam_width={args.beam_width}, "
           f"max_tokens={args.max_tokens}, iterations={args.iterations}")
     finals = [c for o in outputs for c in o.completions]
     step_tokens = sum(c.tokens for c in finals) / max(1, sum(len(c.steps) for c in finals))
     print(f"steps: {step_tokens:.1f} tokens per step of the final completions on average")
-    print(f"search: {generated} generated tokens ({completions} completions) in {search_s:.2f} s "
-          f"= {search_rate:.1f} tok/s (policy + PRM, wall clock)")
+    for name, result in (("per_problem", timed), ("lockstep", lockstep)):
+        print(f"search ({name}): {result['generated']} generated tokens ({completions} completions) in "
+              f"{result['seconds']:.2f} s = {result['generated'] / result['seconds']:.1f} tok/s (policy + PRM, wall "
+              f"clock); {result['steps']} policy engine steps, {result['prm_calls']} PRM calls")
     print(f"raw:    {raw_tokens} generated tokens ({sum(len(o.outputs) for o in raw)} samples of {length}) in "
-          f"{raw_s:.2f} s = {raw_rate:.1f} tok/s")
-    print(f"prm: {len(sent)} sequences, {prm.stats.tokens} tokens given, {prm.stats.cached_tokens} served from the "
+          f"{raw_s:.2f} s = {raw_rate:.1f} tok/s; {raw_steps[0]} engine steps")
+    print(f"lockstep search/raw={lockstep['generated'] / lockstep['seconds'] / raw_rate:.3f} "
+          f"(same samples: {lockstep['texts'] == timed['texts']})")
+    print(f"prm: {len(sent)} sequences, {timed['prm_tokens']} tokens given, {timed['prm_cached']} served from the "
           f"prefix cache, {computed} computed; {unique} unique prefix tokens "
-          f"(given/unique {prm.stats.tokens / max(1, unique):.2f}, computed/unique {computed / max(1, unique):.3f})")
+          f"(given/unique {timed['prm_tokens'] / max(1, unique):.2f}, computed/unique {computed / max(1, unique):.3f})")
     if args.compare_full:
-        full = compare_full(cfg, policy, problems, search)
+        full = compare_full(cfg, policy, problems, get_strategy(cfg.strategy.name))
         print(f"prm without prefix reuse (whole candidates, ALL pooling): {full} tokens computed "
               f"(computed/unique {full / max(1, unique):.3f})")
     print(f"sweep: {args.jobs} jobs in one process in {sweep_s:.1f} s, {builds} engine builds "
@@ -182,6 +175,57 @@ def measure(args, overrides: list[str], work: Path) -> int:
     print(f"search/raw={search_rate / raw_rate:.3f} prm_computed/unique={computed / max(1, unique):.3f} builds={builds}")
     CACHE.release()
     return 0
+
+
+@contextlib.contextmanager
+def counting_steps(engine):
+    """Count `engine.step()` calls (each one engine iteration: one decode step for every running sequence)."""
+    count = [0]
+    step = engine.step
+
+    def counted():
+        count[0] += 1
+        return step()
+
+    engine.step = counted
+    try:
+        yield count
+    finally:
+        del engine.step  # the class's method again
+
+
+def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
+    """One beam search in `schedule`, from empty prefix caches and an empty PRM memo: its wall time, what it
+    generated and what the PRM was given, computed and sent (every sequence, for the prefix trie)."""
+    from omegaconf import OmegaConf
+
+    from tts.search import get_strategy
+
+    cfg = OmegaConf.merge(cfg, {"strategy": {"schedule": schedule}})
+    policy.llm.reset_prefix_cache()
+    prm.llm.reset_prefix_cache()
+    prm.clear_memo()
+    generated, tokens, cached, calls = (policy.stats.generated_tokens, prm.stats.tokens, prm.stats.cached_tokens,
+                                        prm.forward_calls)
+    sent: list[list[int]] = []
+    encode = prm.llm.encode
+
+    def recording_encode(prompts, *a, **kw):
+        sent.extend(p["prompt_token_ids"] for p in prompts)
+        return encode(prompts, *a, **kw)
+
+    prm.llm.encode = recording_encode
+    try:
+        with counting_steps(policy.llm.llm_engine) as steps:
+            started = time.perf_counter()
+            outputs = get_strategy(cfg.strategy.name)(problems, policy, prm, cfg)
+            seconds = time.perf_counter() - started
+    finally:
+        del prm.llm.encode
+    return dict(outputs=outputs, seconds=seconds, generated=policy.stats.generated_tokens - generated,
+                prm_tokens=prm.stats.tokens - tokens, prm_cached=prm.stats.cached_tokens - cached,
+                prm_calls=prm.forward_calls - calls, steps=steps[0], sent=sent,
+                texts=[[c.text for c in o.completions] for o in outputs])
 
 
 def compare_full(cfg, policy, problems, search) -> int:
