@@ -81,11 +81,21 @@ class VLLMPolicy(PolicyBackend):
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [map_request_output(r, o) for r, o in zip(requests, outputs)]
 
+    def reset_prefix_cache(self) -> None:
+        reset_engine_prefix_cache(self.llm)
+
     def close(self) -> None:
         import gc
 
         self.llm = None
         gc.collect()
+
+
+def reset_engine_prefix_cache(llm: Any) -> None:
+    """Empty a `vllm.LLM`'s prefix cache. vLLM declines (returns False) while requests are running; between jobs none
+    are, so a refusal is only logged: the job's results stay right, its cached-token counts include earlier jobs'."""
+    if llm.reset_prefix_cache() is False:
+        log.warning("vLLM did not reset its prefix cache (requests still running?)")
 
 
 def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:
