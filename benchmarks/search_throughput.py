@@ -34,25 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def stepping_policy(src: Path, dst: Path, strength: float) -> Path:
-    """A copy of the tiny Llama at `src` that ends a step ("\\n\\n") every few dozen tokens at temperature 0.8
-    (strength 2.5: ~3% per token; 4: ~9%): the separator's LM-head row reads one hidden dimension (weights stay random
-    otherwise)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    separator = tokenizer.convert_tokens_to_ids("ĊĊ")  # byte-level BPE's "\n\n"
-    assert tokenizer.decode([separator]) == "\n\n"
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        model.lm_head.weight[separator] = 0.0
-        model.lm_head.weight[separator, 0] = strength
-    model.save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
-    return dst
-
-
 def trie_size(sequences) -> int:
     """Distinct prefixes (token positions of the prefix trie) over all sequences."""
     seen: set[tuple[int, ...]] = set()
@@ -105,10 +86,10 @@ def main(argv=None) -> int:
     try:
         policy_path, prm_path = args.policy, args.prm
         if not policy_path or not prm_path:
-            from tests.tiny_models import save_llama_causal_lm
+            from tests.tiny_models import save_llama_causal_lm, save_stepping_llama
 
-            policy_path = policy_path or str(stepping_policy(save_llama_causal_lm(work / "tiny"), work / "policy",
-                                                             args.step_strength))
+            policy_path = policy_path or str(save_stepping_llama(save_llama_causal_lm(work / "tiny"), work / "policy",
+                                                                 args.step_strength))
             prm_path = prm_path or str(save_llama_causal_lm(work / "prm", seed=5))
         overrides = [
             "model=llama-3.2-1b", f"model.path={policy_path}", "model.backend=vllm", f"model.dtype={dtype}",
@@ -144,11 +125,10 @@ def measure(args, overrides: list[str], work: Path) -> int:
     sweep_s = time.perf_counter() - started
     builds = sum(CACHE.builds.values())
 
-    # 2. one beam search, timed alone, on the engines the sweep left (prefix caches emptied, a seed not seen yet)
+    # 2. one beam search, timed alone, on the engines the sweep left (acquiring empties their prefix caches), a seed
+    # not seen yet
     cfg = compose(overrides + [f"seed={args.jobs}"])
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
-    policy.llm.reset_prefix_cache()
-    prm.llm.reset_prefix_cache()
     sent: list[list[int]] = []
     encode = prm.llm.encode
 

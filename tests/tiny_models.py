@@ -134,6 +134,25 @@ def save_llama_causal_lm(path: Path, tokenizer=None, seed: int = 0) -> Path:
     return Path(path)
 
 
+def save_stepping_llama(src: Path, dst: Path, strength: float = 2.5) -> Path:
+    """A copy of the tiny Llama at `src` that ends a step ("\\n\\n") every few dozen tokens at temperature 0.8
+    (strength 2.5: ~3% per token; 4: ~9%), so that a search on it takes several steps (a random model would otherwise
+    never end one): the separator's LM-head row reads one hidden dimension (weights stay random otherwise)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    separator = tokenizer.convert_tokens_to_ids("ĊĊ")  # byte-level BPE's "\n\n"
+    assert tokenizer.decode([separator]) == "\n\n"
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight[separator] = 0.0
+        model.lm_head.weight[separator, 0] = strength
+    model.save_pretrained(dst)
+    tokenizer.save_pretrained(dst)
+    return Path(dst)
+
+
 def save_mistral_style_lm(path: Path, seed: int = 1) -> Path:
     """Math-Shepherd stand-in: a Llama-architecture causal LM with a Mistral-like tokenizer (BOS <s>, no template)."""
     from transformers import LlamaConfig, LlamaForCausalLM
