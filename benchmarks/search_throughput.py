@@ -202,8 +202,8 @@ def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
     from tts.search import get_strategy
 
     cfg = OmegaConf.merge(cfg, {"strategy": {"schedule": schedule}})
-    policy.llm.reset_prefix_cache()
-    prm.llm.reset_prefix_cache()
+    policy.reset_prefix_cache()
+    prm.reset_prefix_cache()
     prm.clear_memo()
     generated, tokens, cached, calls = (policy.stats.generated_tokens, prm.stats.tokens, prm.stats.cached_tokens,
                                         prm.forward_calls)

@@ -3,20 +3,13 @@ PRM once, and every job's results equal those of the same job run on its own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tests.one_process_sweep import cache_events, comparable_records, jobs_by_seed, run_main  # noqa: E402
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.results import RunDirectory, run_dirs_under  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,31 +26,16 @@ def _args(dirs) -> list[str]:
     ]
 
 
-def _main(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "tts/main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-def _records(run_dir: Path) -> list[dict]:
-    [found] = run_dirs_under(run_dir)
-    records = RunDirectory(found).records()
-    return [{k: r[k] for k in ("unique_id", "completions", "scores", "compute")} for r in records]
-
-
 def test_basic_launcher_sweep_builds_each_model_once_and_matches_separate_runs(dirs, tmp_path):
     sweep = tmp_path / "sweep"
-    _main(["-m", "hydra/launcher=basic", "seed=0,1,2", *_args(dirs), f"hydra.sweep.dir={sweep}"])
-    jobs = {int(part.split("_seed")[1]): p for p in run_dirs_under(sweep)
-            for part in p.relative_to(sweep).parts if part.startswith("n4_seed")}
+    run_main(["-m", "hydra/launcher=basic", "seed=0,1,2", *_args(dirs), f"hydra.sweep.dir={sweep}"])
+    jobs = jobs_by_seed(sweep)
     assert sorted(jobs) == [0, 1, 2]
-    logs = "".join(p.read_text() for p in sweep.rglob("*.log"))
-    assert logs.count("model cache: built the policy") == 1 and logs.count("model cache: built the prm") == 1
-    assert logs.count("model cache: reusing the policy") == 2 and logs.count("model cache: reusing the prm") == 2
+    events = cache_events(sweep)
+    assert events.count("built the policy") == 1 and events.count("built the prm") == 1
+    assert events.count("reusing the policy") == 2 and events.count("reusing the prm") == 2
     # the last job ran on models two jobs had used before it: its results are those of the job run on its own
     alone = tmp_path / "alone"
-    _main(["seed=2", *_args(dirs), f"hydra.run.dir={alone}"])
-    assert _records(jobs[2]) == _records(alone)
-    assert _records(jobs[1]) != _records(jobs[2])  # the seeds differ, so the comparison above is not vacuous
+    run_main(["seed=2", *_args(dirs), f"hydra.run.dir={alone}"])
+    assert comparable_records(jobs[2]) == comparable_records(alone)
+    assert comparable_records(jobs[1]) != comparable_records(jobs[2])  # the seeds differ: the above is not vacuous

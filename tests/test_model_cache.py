@@ -4,7 +4,9 @@ before a different one is built and at the end of the process; the sim world is 
 from __future__ import annotations
 
 import tts.config  # noqa: F401 - registers the schemas the YAML files extend
-from tts.model_cache import ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
+from tts.prms.base import ProcessRewardModel
 
 
 class Model:
@@ -43,3 +45,51 @@ def test_the_sim_world_is_built_per_job_and_closed_by_it(make_cfg):
     policy.close, prm.close = (lambda: closed.append("policy")), (lambda: closed.append("prm"))
     release_job_models(policy, prm, None)
     assert closed == ["policy", "prm"]
+
+
+class CachingPolicy(PolicyBackend):
+    """A shared-backend policy that counts how often its prefix cache is emptied."""
+
+    resets = 0
+
+    def _generate(self, requests):
+        return [[GenerationOutput("x", "eos", 1)] * r.n for r in requests]
+
+    def reset_prefix_cache(self) -> None:
+        self.resets += 1
+
+
+class CachingPRM(ProcessRewardModel):
+    """A shared-backend PRM that counts how often its prefix cache is emptied."""
+
+    resets = 0
+
+    def _score_batch(self, problems, solutions):
+        self.stats.tokens += sum(len(s) for s in solutions)
+        return [[0.5] * len(s) for s in solutions]
+
+    def reset_prefix_cache(self) -> None:
+        self.resets += 1
+
+
+def _acquire_both(cfg):
+    return (acquire_policy(cfg.model, cfg.seed, lambda model_cfg, seed: CachingPolicy()),
+            acquire_prm(cfg.prm, lambda prm_cfg: CachingPRM()))
+
+
+def test_a_reused_model_starts_every_job_as_a_fresh_one(make_cfg):
+    """Counters, PRM memo and prefix caches are emptied for each job, so what a job records (tokens, prefix-cache
+    hits) does not depend on the jobs that ran before it in the process."""
+    cfg = make_cfg(["model=llama-3.2-1b", "model.path=/m", "prm=rlhflow-8b", "prm.path=/p", "prm.backend=vllm"])
+    try:
+        policy, prm = _acquire_both(cfg)
+        assert (policy.resets, prm.resets) == (1, 1)
+        policy.generate([GenerationRequest([{"role": "user", "content": "q"}], n=2)])  # the first job's work
+        prm.score(["q"], [[["a", "b"]]])
+        assert policy.stats.calls and prm.stats.tokens and prm._memo
+        again_policy, again_prm = _acquire_both(cfg)
+        assert again_policy is policy and again_prm is prm  # the next job: the same objects...
+        assert (policy.resets, prm.resets) == (2, 2)  # ...their prefix caches emptied again
+        assert policy.stats.calls == prm.stats.tokens == len(prm._memo) == 0
+    finally:
+        CACHE.release()

@@ -6,8 +6,9 @@ Hydra's basic launcher runs every job of a sweep in one process, one after anoth
 an 8B PRM per job costs more than many jobs' search, and freeing a vLLM engine's GPU memory between jobs is unreliable.
 So `run` asks this cache instead of building: one slot for the policy and one for the PRM, each keyed by the resolved
 config group that builds it (`model`, `prm`). The next job gets the same object when its config is the same (its
-counters reset, its PRM memo empty), and the old one is closed first when it needs a different one. Whatever is held
-is closed at process exit.
+counters reset, its PRM memo and vLLM prefix caches empty, so that a job computes and records what it would in a
+process of its own), and the old one is closed first when it needs a different one. Whatever is held is closed at
+process exit.
 
 Only backends that are expensive to build and whose outputs do not depend on the job's seed are shared (hf, vllm):
 every request carries its own seed, so the build seed of a real model changes nothing. The sim world and a served
@@ -67,6 +68,7 @@ class ModelCache:
                     held[1].close()
                 finally:
                     gc.collect()
+                log.info("model cache: closed the %s", name)
 
 
 CACHE = ModelCache()
@@ -75,7 +77,7 @@ atexit.register(CACHE.release)
 
 def acquire_policy(model_cfg, seed: int, build_policy: Callable | None = None):
     """The policy of `model_cfg` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
-    its backend is shared; counters reset for this job."""
+    its backend is shared; counters and prefix cache reset for this job."""
     from tts.backends.base import GenerationStats
 
     if build_policy is None:
@@ -84,12 +86,13 @@ def acquire_policy(model_cfg, seed: int, build_policy: Callable | None = None):
         return build_policy(model_cfg, seed)
     policy = CACHE.get("policy", config_key(model_cfg), lambda: build_policy(model_cfg, seed))
     policy.stats = GenerationStats()
+    policy.reset_prefix_cache()
     return policy
 
 
 def acquire_prm(prm_cfg, build_prm: Callable | None = None):
     """The PRM of `prm_cfg` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when its backend is
-    shared; counters reset and memo empty."""
+    shared; counters reset, memo and prefix cache empty."""
     from tts.prms.base import PRMStats
 
     if build_prm is None:
@@ -100,6 +103,7 @@ def acquire_prm(prm_cfg, build_prm: Callable | None = None):
     prm = CACHE.get("prm", config_key(prm_cfg), lambda: build_prm(prm_cfg))
     prm.stats = PRMStats()
     prm.clear_memo()
+    prm.reset_prefix_cache()
     return prm
 
 

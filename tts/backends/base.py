@@ -98,6 +98,10 @@ class PolicyBackend(abc.ABC):
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         """Return, for each request, exactly `request.n` outputs."""
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the KV cache of earlier requests (vLLM's prefix cache), so that a policy reused by the next job of a
+        sweep starts it as a fresh one would; the default caches nothing across calls."""
+
     def close(self) -> None:
         """Release GPU memory or worker processes; the default holds nothing."""
 

@@ -90,6 +90,9 @@ class VLLMPolicy(PolicyBackend):
             return super().stream()
         return VLLMStream(self)
 
+    def reset_prefix_cache(self) -> None:
+        reset_engine_prefix_cache(self.llm)
+
     def close(self) -> None:
         import gc
 
@@ -153,6 +156,11 @@ class VLLMStream(GenerationStream):
         if self._pending and self.engine is not None:
             self.engine.abort_request(list(self._pending))
         self._pending = {}
+def reset_engine_prefix_cache(llm: Any) -> None:
+    """Empty a `vllm.LLM`'s prefix cache. vLLM declines (returns False) while requests are running; between jobs none
+    are, so a refusal is only logged: the job's results stay right, its cached-token counts include earlier jobs'."""
+    if llm.reset_prefix_cache() is False:
+        log.warning("vLLM did not reset its prefix cache (requests still running?)")
 
 
 def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:

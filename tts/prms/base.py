@@ -110,5 +110,10 @@ class ProcessRewardModel(abc.ABC):
     def _score_batch(self, problems: list[str], solutions: list[list[str]]) -> list[list[float]]:
         """Score each (problem, steps) pair: one float per step. Add the tokens encoded to `self.stats.tokens`."""
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the KV cache of earlier solutions (vLLM's prefix cache), so that a PRM reused by the next job of a
+        sweep computes, and records in `compute.prm_cached_tokens`, what a fresh one would; the default caches nothing
+        across calls."""
+
     def close(self) -> None:
         """Release GPU memory; the default holds nothing."""

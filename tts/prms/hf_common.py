@@ -232,6 +232,12 @@ class HFProcessRewardModel(ProcessRewardModel):
             results.append([float(data[p, column]) for p in enc.positions])
         return results
 
+    def reset_prefix_cache(self) -> None:
+        if self.llm is not None:
+            from tts.backends.vllm import reset_engine_prefix_cache
+
+            reset_engine_prefix_cache(self.llm)
+
     def close(self) -> None:
         import gc
 
