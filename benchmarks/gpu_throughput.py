@@ -248,7 +248,8 @@ def main(argv=None) -> int:
         encoded = [prm.encode(problems[i], steps[(i, b)][:k]).ids for (i, b) in steps
                    for k in range(1, args.iterations + 1)]
         from_scratch = sum(len(e) for e in encoded)
-        results["prm"] = dict(tokens_encoded=prm.stats.tokens, unique_prefix_tokens=unique_prefix_tokens(encoded),
+        results["prm"] = dict(tokens_encoded=prm.stats.tokens, tokens_computed=prm.stats.computed_tokens,
+                              unique_prefix_tokens=unique_prefix_tokens(encoded),
                               tokens_without_memo=from_scratch, memo_hits=prm.stats.memo_hits,
                               forward_calls=prm.forward_calls, seconds=round(stepwise["prm_seconds"], 3),
                               tokens_per_s=prm.stats.tokens / max(stepwise["prm_seconds"], 1e-9))

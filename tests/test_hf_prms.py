@@ -157,8 +157,9 @@ def test_memo_second_call_encodes_nothing(dirs, family):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_token_budget_batching_gives_the_same_scores(dirs, family):
     solutions = [STEPS[:k] for k in (1, 2, 3)] + [["x = 1", "y = 2"], ["A long step " * 5]]
-    big = _prm(dirs, family, batch_tokens=100_000)
-    small = _prm(dirs, family, batch_tokens=80)
+    # whole-sequence scoring (the candidates share a prefix: tests/test_hf_prm_prefix.py covers scoring on top of it)
+    big = _prm(dirs, family, batch_tokens=100_000, enable_prefix_caching=False)
+    small = _prm(dirs, family, batch_tokens=80, enable_prefix_caching=False)
     a = big._score_batch([PROBLEM] * len(solutions), solutions)
     b = small._score_batch([PROBLEM] * len(solutions), solutions)
     assert big.forward_calls == 1 and small.forward_calls > 1

@@ -78,7 +78,8 @@ class PRMConfig:
     max_length: Optional[int] = None
     gpu_memory_utilization: float = 0.4
     enforce_eager: bool = False
-    enable_prefix_caching: bool = True  # vllm: score each new step alone, its prefix from vLLM's prefix cache
+    enable_prefix_caching: bool = True  # vllm: score each new step alone, its prefix from vLLM's prefix cache;
+    # hf: a token prefix shared by several candidates of one call runs once, its KV cache under all of them
     block_size: Optional[int] = None    # vllm: KV-cache block size (the prefix cache's granularity); null: vLLM's
     good_token: str = "+"
     bad_token: str = "-"

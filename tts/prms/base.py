@@ -20,7 +20,7 @@ Steps = Sequence[str]
 @dataclass
 class PRMStats:
     """What a PRM has spent: `tokens` given to the model (memo hits cost nothing), of which `cached_tokens` were
-    served from the backend's prefix cache instead of computed (vLLM's `num_cached_tokens`), and forward calls."""
+    served from a KV cache instead of computed (vLLM's `num_cached_tokens`; on hf, a prefix shared within a call)."""
 
     calls: int = 0
     solutions_scored: int = 0

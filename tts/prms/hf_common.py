@@ -4,11 +4,11 @@ A family module only says how one (problem, steps) pair becomes token ids and at
 are read (`encode`), and how a forward pass turns into one score per token (`token_scores`, hf) or how vLLM is set up
 (`vllm_engine_kwargs`, `vllm_column`). Everything else is here:
 
-* one forward pass per solution (all its step scores at once), never an empty step (the base class refuses them);
+* all of a solution's new step scores from one pass over its tokens, never an empty step (the base class refuses them);
 * batches built by token budget: sequences sorted by length, a batch holds as many as fit in `prm.batch_tokens`
   counting padding (longest x count), so memory stays flat whatever the mix of lengths;
 * `stats.tokens` counts every token given to the model (memo hits in the base class cost nothing), `stats.cached_tokens`
-  those vLLM served from its prefix cache.
+  those served from a KV cache instead of computed (vLLM's prefix cache, or a prefix shared within an hf call).
 
 On vLLM with `prm.enable_prefix_caching` (the default) a solution is never scored whole: each step the memo does not
 hold yet becomes one sequence cut right after that step's read-out token and is scored at its last token, so the
@@ -18,6 +18,12 @@ full-sequence pass reads at that position. Two-token families use sequence `LAST
 vLLM pooler is token-level only (Qwen2.5-Math-PRM) runs `token_classify` with prefix-cache reads switched on, and vLLM
 then returns rows for the computed tokens alone, the last of them being the step score. With it off, every new
 solution is scored in one `ALL`-pooled pass (vLLM serves no prefix cache to `ALL` pooling).
+
+On transformers with `prm.enable_prefix_caching` the candidates of one call that share a token prefix (a parent's
+children; in the first iteration, a problem's prompt) are scored on top of that prefix's KV cache: the prefixes run
+once (several groups per forward pass), then each member's remaining tokens run in batches whose cache rows are copies
+of its group's (`tts/prms/prefix_groups.py` picks the groups). Nothing is kept across calls: a parent's tokens are
+computed once per call, not once per search.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tts.prms.base import ProcessRewardModel
+from tts.prms.prefix_groups import PrefixGroup, plan_prefix_groups
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +114,24 @@ class HFProcessRewardModel(ProcessRewardModel):
         self.model = model
         self.llm = llm
         self.device = "cpu"
-        # vLLM: score each new step alone at the end of its own prefix, the prefix read from vLLM's cache
-        self.prefix_reuse = cfg.backend == "vllm" and bool(getattr(cfg, "enable_prefix_caching", True))
+        # vLLM: score each new step alone at the end of its own prefix, the prefix read from vLLM's cache;
+        # hf: compute a token prefix shared by several candidates of a call once, as a KV cache under all of them
+        self.prefix_reuse = bool(getattr(cfg, "enable_prefix_caching", True))
 
     # ------------------------------------------------------------------ family interface
     @abc.abstractmethod
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         """Token ids of the published input format, and the read-out position of every step."""
 
-    def token_scores(self, input_ids, attention_mask):
-        """hf: a [batch, length] tensor of per-token step scores (only the read-out positions are used)."""
+    def token_scores(self, inputs: dict):
+        """hf: a [batch, length] tensor of per-token step scores (only the read-out positions are used). `inputs` are
+        the keyword arguments of the forward pass: `input_ids`, `attention_mask`, and on top of a shared prefix also
+        `position_ids`, the KV cache and `use_cache`; pass them whole to the module `cache_module` names."""
         raise NotImplementedError(f"the {self.family} PRM has no transformers read-out")
+
+    def cache_module(self):
+        """hf: the module whose forward takes the KV cache (the model, or the backbone under a read-out head)."""
+        return self.model
 
     def vllm_engine_kwargs(self) -> dict:
         """vLLM: extra `vllm.LLM(...)` arguments (runner, convert, hf_overrides, pooler_config)."""
@@ -138,35 +152,30 @@ class HFProcessRewardModel(ProcessRewardModel):
 
     # ------------------------------------------------------------------ the batch
     def _score_batch(self, problems: list[str], solutions: list[list[str]]) -> list[list[float]]:
-        if self.prefix_reuse:
-            return self._score_new_steps(problems, solutions, [0] * len(solutions))
-        encoded = [self.encode(problem, steps) for problem, steps in zip(problems, solutions)]
-        for enc, steps in zip(encoded, solutions):
-            if len(enc.positions) != len(steps):
-                raise RuntimeError(f"{self.family}: {len(enc.positions)} read-out positions for {len(steps)} steps")
-        self.stats.tokens += sum(len(e.ids) for e in encoded)
-        max_length = getattr(self.cfg, "max_length", None)
-        if max_length:
-            longest = max(len(e.ids) for e in encoded)
-            if longest > max_length:
-                raise ValueError(f"config key 'prm.max_length': a PRM input has {longest} tokens > {max_length}")
-        if self.backend == "vllm":
-            return self._score_vllm(encoded)
-        return self._score_hf(encoded)
+        return self._score_new_steps(problems, solutions, [0] * len(solutions))
 
     def _score_new_steps(self, problems: list[str], solutions: list[list[str]], known: list[int]) -> list[list[float]]:
-        if not self.prefix_reuse:
-            return super()._score_new_steps(problems, solutions, known)
         encoded = [self.encode(problem, steps) for problem, steps in zip(problems, solutions)]
         for enc, steps in zip(encoded, solutions):
             if len(enc.positions) != len(steps):
                 raise RuntimeError(f"{self.family}: {len(enc.positions)} read-out positions for {len(steps)} steps")
+        if self.backend == "vllm" and self.prefix_reuse:
+            self._check_max_length(max(e.positions[-1] + 1 for e in encoded))
+            return self._score_vllm_steps(encoded, known)
+        self._check_max_length(max(len(e.ids) for e in encoded))
+        self.stats.tokens += sum(len(e.ids) for e in encoded)
+        if self.backend == "vllm":
+            scored = self._score_vllm(encoded)
+        elif self.prefix_reuse and self._cache_keyword():
+            return self._score_hf_shared(problems, encoded, known)
+        else:
+            scored = self._score_hf(encoded)
+        return [scores[done:] for scores, done in zip(scored, known)]
+
+    def _check_max_length(self, longest: int) -> None:
         max_length = getattr(self.cfg, "max_length", None)
-        if max_length:
-            longest = max(e.positions[-1] + 1 for e in encoded)
-            if longest > max_length:
-                raise ValueError(f"config key 'prm.max_length': a PRM input has {longest} tokens > {max_length}")
-        return self._score_vllm_steps(encoded, known)
+        if max_length and longest > max_length:
+            raise ValueError(f"config key 'prm.max_length': a PRM input has {longest} tokens > {max_length}")
 
     def _score_vllm_steps(self, encoded: list[Encoded], known: list[int]) -> list[list[float]]:
         """Each step from `known[i]` on as its own sequence, cut after its read-out token, scored at its last token;
@@ -198,26 +207,111 @@ class HFProcessRewardModel(ProcessRewardModel):
         return [[scores[j] for j in row] for row in wanted]
 
     def _score_hf(self, encoded: list[Encoded]) -> list[list[float]]:
+        """Every solution whole, batched by token budget."""
+        results: list[list[float]] = [[] for _ in encoded]
+        for batch in token_budget_batches([len(e.ids) for e in encoded], self.batch_tokens):
+            ids, mask = self._right_padded([encoded[i].ids for i in batch])
+            scores = self._forward(ids, mask)
+            for row, i in enumerate(batch):
+                results[i] = [float(scores[row, p]) for p in encoded[i].positions]
+        return results
+
+    def _score_hf_shared(self, problems: list[str], encoded: list[Encoded], known: list[int]) -> list[list[float]]:
+        """Scores of the steps from `known[i]` on, every token prefix shared within a problem's candidates computed
+        once; a candidate that shares too little with the others is scored whole."""
+        groups = plan_prefix_groups(problems, [e.ids for e in encoded])
+        results: list[list[float]] = [[] for _ in encoded]
+        alone = [g.members[0] for g in groups if len(g.members) == 1]
+        for i, scores in zip(alone, self._score_hf([encoded[i] for i in alone])):
+            results[i] = scores[known[i]:]
+        shared = [g for g in groups if len(g.members) > 1]
+        for batch in token_budget_batches([g.shared for g in shared], self.batch_tokens):
+            self._score_on_prefixes([shared[k] for k in batch], encoded, known, results)
+        return results
+
+    def _score_on_prefixes(self, groups: list[PrefixGroup], encoded: list[Encoded], known: list[int],
+                           results: list[list[float]]) -> None:
+        """The groups' shared prefixes in one pass that fills a KV cache (row k: group k, right-padded to the
+        longest), then every member's remaining tokens on top of it; a step read-out inside the shared prefix (a
+        member that is itself a prefix of the others) comes from the prefix pass."""
+        prefix_ids, prefix_mask = self._right_padded([encoded[g.members[0]].ids[:g.shared] for g in groups])
+        cache = self._new_cache()
+        prefix_scores = self._forward(prefix_ids, prefix_mask, cache=cache)
+        self.stats.cached_tokens += sum((len(g.members) - 1) * g.shared for g in groups)
+        suffix_scores = self._score_suffixes(groups, encoded, cache, prefix_mask)
+        for k, g in enumerate(groups):
+            for i in g.members:
+                results[i] = [float(prefix_scores[k, p] if p < g.shared else suffix_scores[i][p - g.shared])
+                              for p in encoded[i].positions[known[i]:]]
+
+    def _score_suffixes(self, groups: list[PrefixGroup], encoded: list[Encoded], cache, prefix_mask) -> dict:
+        """Per-token scores of each member's tokens after its group's prefix, in token-budget batches (counting the
+        cached prefix width x rows), each over a copy of the cache rows of its members' groups. The attention mask
+        covers prefix (its padding masked) plus suffix, and position ids go on from the member's own prefix length,
+        so every token sees exactly what a whole-sequence pass shows it."""
+        import copy
+
+        import torch
+
+        rows = [(k, i) for k, g in enumerate(groups) for i in g.members if len(encoded[i].ids) > g.shared]
+        lengths = [prefix_mask.shape[1] + len(encoded[i].ids) - groups[k].shared for k, i in rows]
+        scores_of = {}
+        for batch in token_budget_batches(lengths, self.batch_tokens):
+            members = [rows[b] for b in batch]
+            group_rows = torch.tensor([k for k, _ in members], dtype=torch.long)
+            ids, suffix_mask = self._right_padded([encoded[i].ids[groups[k].shared:] for k, i in members])
+            mask = torch.cat([prefix_mask[group_rows], suffix_mask], dim=1)
+            start = torch.tensor([groups[k].shared for k, _ in members], dtype=torch.long)
+            positions = start[:, None] + torch.arange(ids.shape[1], dtype=torch.long)[None, :]
+            batch_cache = copy.deepcopy(cache)  # the pass appends to it; the next batch needs the prefix alone
+            batch_cache.batch_select_indices(group_rows.to(self.device))
+            scores = self._forward(ids, mask, cache=batch_cache, position_ids=positions)
+            for row, (_, i) in enumerate(members):
+                scores_of[i] = scores[row]
+        return scores_of
+
+    def _right_padded(self, sequences: list[list[int]]):
+        """[batch, longest] ids and attention mask, padding on the right (read-out positions stay where they are)."""
         import torch
 
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id or 0
-        results: list[list[float]] = [[] for _ in encoded]
-        for batch in token_budget_batches([len(e.ids) for e in encoded], self.batch_tokens):
-            width = max(len(encoded[i].ids) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # right padding: read-out positions stay where encode put them
-                n = len(encoded[i].ids)
-                ids[row, :n] = torch.tensor(encoded[i].ids, dtype=torch.long)
-                mask[row, :n] = 1
-            with torch.inference_mode():
-                scores = self.token_scores(ids.to(self.device), mask.to(self.device)).float().cpu()
-            self.forward_calls += 1
-            for row, i in enumerate(batch):
-                results[i] = [float(scores[row, p]) for p in encoded[i].positions]
-        return results
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, :len(sequence)] = 1
+        return ids, mask
+
+    def _forward(self, ids, mask, cache=None, position_ids=None):
+        """One forward pass: per-token scores [batch, length] on the CPU. With `cache`, the pass runs on top of the
+        tokens it holds (`mask` then covers them too) and appends its own keys and values to it."""
+        import torch
+
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids.to(self.device)
+        if cache is not None:
+            inputs.update({self._cache_keyword(): cache, "use_cache": True})
+        with torch.inference_mode():
+            scores = self.token_scores(inputs).float().cpu()
+        self.forward_calls += 1
+        return scores
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.cache_module().config)
+
+    def _cache_keyword(self) -> str | None:
+        """The keyword the cache module's forward takes a KV cache by (`cache` in current transformers,
+        `past_key_values` before the rename), or None: a forward without one scores every candidate whole."""
+        import inspect
+
+        parameters = inspect.signature(self.cache_module().forward).parameters
+        return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
     def _score_vllm(self, encoded: list[Encoded]) -> list[list[float]]:
         outputs = self.llm.encode([{"prompt_token_ids": e.ids} for e in encoded], pooling_task="token_classify",

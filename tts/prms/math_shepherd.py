@@ -52,8 +52,11 @@ class MathShepherdPRM(HFProcessRewardModel):
             positions.append(token)
         return Encoded(ids, positions)
 
-    def token_scores(self, input_ids, attention_mask):
-        return two_token_probability(self.model, input_ids, attention_mask, self.good_id, self.bad_id)
+    def token_scores(self, inputs: dict):
+        return two_token_probability(self.model, inputs, self.good_id, self.bad_id)
+
+    def cache_module(self):
+        return self.model.base_model
 
     def vllm_engine_kwargs(self) -> dict:
         from tts.prms.hf_common import two_token_pooler_kwargs

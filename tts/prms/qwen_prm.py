@@ -42,12 +42,15 @@ class QwenPRM(HFProcessRewardModel):
                              f"(does a step or the problem contain {self.separator!r}?)")
         return Encoded(ids, positions)
 
-    def token_scores(self, input_ids, attention_mask):
+    def token_scores(self, inputs: dict):
         import torch
 
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        out = self.model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         return torch.softmax(logits.float(), dim=-1)[..., 1]
+
+    def cache_module(self):
+        return getattr(self.model, "backbone", self.model)  # our head module: the backbone takes the cache
 
     def vllm_engine_kwargs(self) -> dict:
         from vllm.config import PoolerConfig
@@ -68,10 +71,10 @@ class _RewardHeadModel:
     def __init__(self, backbone, head) -> None:
         self.backbone, self.head = backbone, head
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, **inputs):
         from types import SimpleNamespace
 
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.backbone(**inputs).last_hidden_state
         return SimpleNamespace(logits=self.head(hidden.to(self.head[0].weight.dtype)))
 
     def parameters(self):

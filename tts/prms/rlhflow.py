@@ -55,8 +55,11 @@ class RLHFlowPRM(HFProcessRewardModel):
             positions.append(token - 1)  # the logits that predict the answer token
         return Encoded(ids, positions)
 
-    def token_scores(self, input_ids, attention_mask):
-        return two_token_probability(self.model, input_ids, attention_mask, self.good_id, self.bad_id)
+    def token_scores(self, inputs: dict):
+        return two_token_probability(self.model, inputs, self.good_id, self.bad_id)
+
+    def cache_module(self):
+        return self.model.base_model
 
     def vllm_engine_kwargs(self) -> dict:
         from tts.prms.hf_common import two_token_pooler_kwargs
@@ -65,12 +68,13 @@ class RLHFlowPRM(HFProcessRewardModel):
         return two_token_pooler_kwargs(bad=bad, good=good, last=self.prefix_reuse)
 
 
-def two_token_probability(model, input_ids, attention_mask, good_id: int, bad_id: int):
+def two_token_probability(model, inputs: dict, good_id: int, bad_id: int):
     """softmax over (good, bad) logits at every position, from the hidden states and two rows of the LM head only
-    (the full [batch, length, vocab] logits of a 128k vocabulary would not fit a useful token budget)."""
+    (the full [batch, length, vocab] logits of a 128k vocabulary would not fit a useful token budget). `inputs`: the
+    keyword arguments of `model.base_model` (ids, mask, and a KV cache with its position ids when there is one)."""
     import torch
 
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = model.base_model(**inputs).last_hidden_state
     head = model.get_output_embeddings()
     rows = head.weight[[good_id, bad_id]]
     logits = hidden @ rows.T

@@ -38,10 +38,10 @@ class SkyworkPRM(HFProcessRewardModel):
             positions.append(len(ids) - 1)
         return Encoded(ids, positions)
 
-    def token_scores(self, input_ids, attention_mask):
+    def token_scores(self, inputs: dict):
         import torch
 
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.model(**inputs).last_hidden_state
         return torch.sigmoid(self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float())
 
 
