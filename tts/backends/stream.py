@@ -40,6 +40,12 @@ class GenerationStream:
         """Requests submitted and not yet returned by `ready()`."""
         return len(self._queued)
 
+    @property
+    def has_room(self) -> bool:
+        """Whether the backend would run more sequences at once than it has in flight (a streaming search then
+        scores the problems waiting on the PRM rather than let the engine idle). Lockstep: never."""
+        return False
+
     def ready(self) -> list[tuple[Hashable, list[GenerationOutput]]]:
         """Samples of at least one submitted request (here: all of them), as (key, samples) pairs."""
         tickets, self._queued = self._queued, []

@@ -117,6 +117,8 @@ class VLLMStream(GenerationStream):
         self._pending: dict[str, tuple[Any, GenerationRequest]] = {}
         self._ids = itertools.count()
         self._prefix = f"tts-stream-{id(self):x}-"
+        scheduler = getattr(getattr(self.engine, "vllm_config", None), "scheduler_config", None)
+        self.capacity = int(getattr(scheduler, "max_num_seqs", 0) or 256)  # sequences the engine runs at once
 
     def submit(self, tickets) -> None:
         from vllm.sampling_params import RequestOutputKind
@@ -137,6 +139,10 @@ class VLLMStream(GenerationStream):
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    @property
+    def has_room(self) -> bool:
+        return self.engine.get_num_unfinished_requests() < self.capacity  # sequences: n samples are n requests
 
     def ready(self):
         done = []

@@ -213,8 +213,9 @@ def _drive(searches, stream, prm, per_problem: bool) -> None:
     Lockstep (`per_problem` false, or a stream that answers in batches): everything submitted is generated in one
     call, and the PRM is called once every problem that is not generating waits for scores, i.e. once per iteration
     for all problems, as an iteration-by-iteration loop does. Per problem: a problem's next requests are submitted as
-    soon as its scores are in, and the PRM is called for the problems waiting on it once they are at least as many as
-    those still generating (so PRM calls stay few and large while the engine's batch stays at least half busy).
+    soon as its scores are in. The PRM is called for the problems waiting on it once they are at least as many as
+    those still generating, or as soon as the engine has room for more sequences than it runs (stragglers of a few
+    problems must not leave it idle); otherwise they wait, so that PRM calls stay few and large.
     """
     waiting: dict[int, list] = {}  # problem -> its samples so far, one slot per request
     left: dict[int, int] = {}  # problem -> requests not yet answered
@@ -234,7 +235,7 @@ def _drive(searches, stream, prm, per_problem: bool) -> None:
     for i in range(len(searches)):
         advance(i, None)
     while left or to_score:
-        if to_score and (not left or (per_problem and len(to_score) >= len(left))):
+        if to_score and (not left or (per_problem and (len(to_score) >= len(left) or stream.has_room))):
             batch, to_score[:] = sorted(to_score, key=lambda item: item[0]), []  # problem order, as in lockstep
             before = prm.stats.tokens
             scores = prm.score([need.problem for _, need in batch], [need.step_lists for _, need in batch])
