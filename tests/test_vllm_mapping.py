@@ -41,9 +41,18 @@ class FakeTokenizer:
         text = "<bos>" + "".join(f"[{m['role']}]{m['content']}" for m in messages)
         return text + ("[assistant]" if add_generation_prompt else "")
 
+    # one multi-character token, as real vocabularies have ("\n\nThe"): a stop string can end inside it
+    MERGED = {1000: "\n\nX"}
+
     def __call__(self, text, add_special_tokens=True):
         ids = [ord(c) for c in text]
         return {"input_ids": ([0] if add_special_tokens else []) + ids}
+
+    def encode(self, text, add_special_tokens=True):
+        return self(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+    def decode(self, ids):
+        return "".join(self.MERGED.get(i, chr(i)) for i in ids if i != 0)
 
 
 def test_finish_reasons():
@@ -68,13 +77,13 @@ def test_generate_maps_requests_and_outputs():
     requests = [GenerationRequest(messages, prefix="## Step 1: two\n\n", n=2, stop=["\n\n"], seed=3),
                 GenerationRequest(messages, n=1, seed=4)]
     llm = FakeLLM([
-        FakeRequestOutput([FakeCompletion(1, "b\n\n", [5, 6, 7], "stop", "\n\n"),
+        FakeRequestOutput([FakeCompletion(1, "b\n\n", [98, 10, 10], "stop", "\n\n"),
                            FakeCompletion(0, "a", [5], "stop", None)]),
         FakeRequestOutput([FakeCompletion(0, "long", [1] * 9, "length")]),
     ])
     policy = VLLMPolicy(llm, FakeTokenizer(), sampling_params=dict)
     outs = policy.generate(requests)
-    assert outs == [[GenerationOutput("a", "eos", 1), GenerationOutput("b\n\n", "stop", 3)],
+    assert outs == [[GenerationOutput("a", "eos", 1), GenerationOutput("b\n\n", "stop", 3, token_ids=(98, 10, 10))],
                     [GenerationOutput("long", "length", 9)]]
     prompts, params = llm.seen[0]
     first = "".join(chr(i) for i in prompts[0]["prompt_token_ids"])
@@ -82,6 +91,21 @@ def test_generate_maps_requests_and_outputs():
     assert prompts[0]["prompt_token_ids"][0] != 0  # the template wrote BOS: no second one from the tokenizer
     assert params[0]["seed"] == 3 and params[0]["n"] == 2 and params[1]["seed"] == 4
     assert policy.stats.generated_tokens == 13 and policy.stats.samples == 3
+
+
+def test_a_step_keeps_its_sampled_ids_and_the_next_prompt_continues_them():
+    messages = [{"role": "user", "content": "1+1?"}]
+    llm = FakeLLM([FakeRequestOutput([FakeCompletion(0, "b\n\n", [98, 1000], "stop", "\n\n"),
+                                      FakeCompletion(1, "c\n\n", [7, 99], "stop", "\n\n")])])
+    policy = VLLMPolicy(llm, FakeTokenizer(), sampling_params=dict)
+    [[cut, unknown]] = policy.generate([GenerationRequest(messages, n=2, stop=["\n\n"])])
+    # the stop string ended inside the last token ("\n\nX"): the ids before it, then the cut tail encoded
+    assert cut.token_ids == (98, 10, 10) and unknown.token_ids is None  # ids that decode to the text, or none
+    # the next request continues the kept ids, not a re-encoding of the text
+    prompt = policy.prompt(GenerationRequest(messages, prefix="b\n\n", prefix_ids=(98, 1000)))["prompt_token_ids"]
+    opened = policy.prompt(GenerationRequest(messages))["prompt_token_ids"]
+    assert prompt == opened + [98, 1000]
+    assert policy.prompt(GenerationRequest(messages, prefix="b\n\n"))["prompt_token_ids"] == opened + [98, 10, 10]
 
 
 def test_wrong_sample_count_is_an_error():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 FinishReason = Literal["stop", "eos", "length"]
 
@@ -24,6 +24,10 @@ class GenerationRequest:
 
     messages: list[dict[str, str]]
     prefix: str = ""
+    # the policy's own token ids for `prefix`, when the search kept them: a backend that tokenizes continues from
+    # exactly these (the model reads the tokens it wrote, and its prefix cache serves them) instead of encoding `prefix`
+    # again, which for text a model wrote often gives other ids than it sampled
+    prefix_ids: Optional[tuple[int, ...]] = None
     n: int = 1
     temperature: float = 0.8
     top_p: float = 1.0
@@ -44,6 +48,7 @@ class GenerationOutput:
     text: str
     finish_reason: FinishReason
     num_tokens: int
+    token_ids: Optional[tuple[int, ...]] = None  # ids that decode to exactly `text` (None: unknown)
 
 
 @dataclass

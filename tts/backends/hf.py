@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
 
@@ -79,6 +80,32 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     bos = tokenizer.bos_token
     add_special = not (bos and text.startswith(bos))
     return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def prompt_ids(tokenizer, request: GenerationRequest) -> list[int]:
+    """A request's prompt as token ids. With `request.prefix_ids` (the ids the policy sampled for the partial answer)
+    it is the opened chat turn followed by exactly those ids: the model continues the tokens it wrote, not a
+    re-encoding of their text (which for model output is often a different tokenization, and misses the prefix cache)."""
+    if request.prefix_ids is None or not request.prefix:
+        return encode_prompt(tokenizer, render_prompt(tokenizer, request))
+    opened = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return encode_prompt(tokenizer, opened) + list(request.prefix_ids)
+
+
+def text_token_ids(tokenizer, ids, text: str) -> Optional[tuple[int, ...]]:
+    """Token ids that decode to exactly `text`, from the ids sampled for it: the ids themselves, or, when a stop
+    string ended inside the last token (its text was cut there), the ids before it plus the encoding of the cut
+    tail. None when neither decodes to `text`."""
+    ids = list(ids)
+    if tokenizer.decode(ids) == text:
+        return tuple(ids)
+    head = tokenizer.decode(ids[:-1]) if ids else ""
+    if ids and text.startswith(head):
+        tail = tokenizer.encode(text[len(head):], add_special_tokens=False) if len(text) > len(head) else []
+        fixed = ids[:-1] + list(tail)
+        if tokenizer.decode(fixed) == text:
+            return tuple(fixed)
+    return None
 
 
 def eos_ids(tokenizer, model=None) -> set[int]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
 from tts.backends.stream import GenerationStream
-from tts.backends.hf import encode_prompt, render_prompt
+from tts.backends.hf import prompt_ids, text_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,23 @@ def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> str:
     raise RuntimeError(f"unknown vLLM finish_reason {finish_reason!r}")
 
 
-def map_completion(completion: Any) -> GenerationOutput:
-    """One vLLM `CompletionOutput` -> `GenerationOutput` (tokens: every generated token, the stop's included)."""
-    return GenerationOutput(
-        text=completion.text,
-        finish_reason=map_finish_reason(completion.finish_reason, completion.stop_reason),  # type: ignore[arg-type]
-        num_tokens=len(completion.token_ids),
-    )
+def map_completion(completion: Any, tokenizer: Any = None) -> GenerationOutput:
+    """One vLLM `CompletionOutput` -> `GenerationOutput` (tokens: every generated token, the stop's included). A
+    step cut at a stop string is what a search continues: with a tokenizer, it keeps the ids that decode to its text
+    (`text_token_ids`), so the next request continues the sampled tokens."""
+    reason = map_finish_reason(completion.finish_reason, completion.stop_reason)
+    ids = None
+    if tokenizer is not None and reason == "stop":
+        ids = text_token_ids(tokenizer, completion.token_ids, completion.text)
+    return GenerationOutput(text=completion.text, finish_reason=reason,  # type: ignore[arg-type]
+                            num_tokens=len(completion.token_ids), token_ids=ids)
 
 
-def map_request_output(request: GenerationRequest, output: Any) -> list[GenerationOutput]:
+def map_request_output(request: GenerationRequest, output: Any, tokenizer: Any = None) -> list[GenerationOutput]:
     samples = sorted(output.outputs, key=lambda c: c.index)
     if len(samples) != request.n:
         raise RuntimeError(f"vLLM returned {len(samples)} samples, asked for n={request.n}")
-    return [map_completion(c) for c in samples]
+    return [map_completion(c, tokenizer) for c in samples]
 
 
 class VLLMPolicy(PolicyBackend):
@@ -73,7 +76,7 @@ class VLLMPolicy(PolicyBackend):
         self.sampling_params = sampling_params
 
     def prompt(self, request: GenerationRequest) -> dict[str, list[int]]:
-        return {"prompt_token_ids": encode_prompt(self.tokenizer, render_prompt(self.tokenizer, request))}
+        return {"prompt_token_ids": prompt_ids(self.tokenizer, request)}
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         prompts = [self.prompt(r) for r in requests]
@@ -81,7 +84,7 @@ class VLLMPolicy(PolicyBackend):
         for request, prompt in zip(requests, prompts):
             self.stats.prompt_tokens += len(prompt["prompt_token_ids"]) * request.n
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [map_request_output(r, o) for r, o in zip(requests, outputs)]
+        return [map_request_output(r, o, self.tokenizer) for r, o in zip(requests, outputs)]
 
     def stream(self):
         """Requests stepped through the engine directly, each answered as soon as its samples are done
@@ -153,7 +156,7 @@ class VLLMStream(GenerationStream):
                 if not output.finished or output.request_id not in self._pending:
                     continue
                 key, request = self._pending.pop(output.request_id)
-                samples = map_request_output(request, output)
+                samples = map_request_output(request, output, self.policy.tokenizer)
                 self.policy.count_answer(request, samples)
                 done.append((key, samples))
         return done

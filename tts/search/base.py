@@ -24,11 +24,13 @@ class SearchOutput:
 
 
 def make_request(problem: Problem, cfg, *, prefix: str = "", n: int = 1, temperature: Optional[float] = None,
-                 stop: Optional[list[str]] = None, max_tokens: Optional[int] = None, seed_offset: int = 0) -> GenerationRequest:
+                 stop: Optional[list[str]] = None, max_tokens: Optional[int] = None, seed_offset: int = 0,
+                 prefix_ids: Optional[tuple[int, ...]] = None) -> GenerationRequest:
     """The policy request for `problem` under the run config (sampling knobs from `strategy`, limits from `budget`)."""
     return GenerationRequest(
         messages=build_messages(cfg.model.system_prompt, problem.problem),
         prefix=prefix,
+        prefix_ids=prefix_ids,
         n=n,
         temperature=cfg.strategy.temperature if temperature is None else temperature,
         top_p=cfg.strategy.top_p,

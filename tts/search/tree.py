@@ -53,6 +53,11 @@ class Node:
     tokens: int = 0
     finish_reason: Optional[str] = None  # None while the node can still be expanded
     value: float = 0.0
+    ids: Optional[tuple[int, ...]] = None  # the policy's token ids of `text` when known (the root's are empty)
+
+    @property
+    def token_ids(self) -> Optional[tuple[int, ...]]:
+        return () if not self.text else self.ids
 
     @property
     def finished(self) -> bool:
@@ -134,7 +139,8 @@ def _may_hold_answer(step: str) -> bool:
     return "\\boxed" in step or "\\fbox" in step or "answer" in step.lower()
 
 
-def _child(parent: Node, text: str, finish_reason: str, num_tokens: int, to_end: bool, max_tokens: int) -> Node:
+def _child(parent: Node, text: str, finish_reason: str, num_tokens: int, to_end: bool, max_tokens: int,
+           token_ids: Optional[tuple[int, ...]] = None) -> Node:
     body = text[: -len(STEP_SEPARATOR)] if text.endswith(STEP_SEPARATOR) else text
     if STEP_SEPARATOR in body:
         new_steps = split_steps(text)
@@ -142,6 +148,8 @@ def _child(parent: Node, text: str, finish_reason: str, num_tokens: int, to_end:
         body = body.strip()
         new_steps = [body] if body else []
     node = Node(text=parent.text + text, steps=parent.steps + new_steps, tokens=parent.tokens + num_tokens)
+    if parent.token_ids is not None and token_ids is not None:
+        node.ids = parent.token_ids + tuple(token_ids)
     if finish_reason in FINISHED_BY_BACKEND:
         node.finish_reason = finish_reason
     elif to_end:
@@ -271,7 +279,8 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
             # iteration from the root samples exactly what best-of-N's first steps would be.
             k = repeats.get(e.parent.text, 0)
             repeats[e.parent.text] = k + 1
-            requests.append(make_request(state.problem, cfg, prefix=e.parent.text, n=e.n,
+            requests.append(make_request(state.problem, cfg, prefix=e.parent.text, prefix_ids=e.parent.token_ids,
+                                         n=e.n,
                                          stop=None if (last or e.to_end) else stop,
                                          max_tokens=max(1, max_tokens - e.parent.tokens),
                                          seed_offset=SEED_STRIDE * k))
@@ -279,8 +288,8 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
         groups: list[tuple[Expansion, list[Node]]] = []
         for e, samples in zip(expansions, outputs):
             to_end = last or e.to_end
-            groups.append((e, [_child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens)
-                               for o in samples]))
+            groups.append((e, [_child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens,
+                                      o.token_ids) for o in samples]))
             state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
         state.compute["backend_calls"] += 1
 
@@ -309,13 +318,14 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
         keys = [key for key, tip in tips.items() if not tip.finished]
         if not keys:
             break
-        outputs = yield _Generate([make_request(state.problem, cfg, prefix=tips[key].text, n=1, temperature=0.0,
-                                                stop=stop, max_tokens=max(1, max_tokens - tips[key].tokens))
+        outputs = yield _Generate([make_request(state.problem, cfg, prefix=tips[key].text,
+                                                prefix_ids=tips[key].token_ids, n=1, temperature=0.0, stop=stop,
+                                                max_tokens=max(1, max_tokens - tips[key].tokens))
                                    for key in keys])
         for key, samples in zip(keys, outputs):
             o = samples[0]
             state.compute["generated_tokens"] += o.num_tokens
             state.compute["rollout_tokens"] += o.num_tokens
-            tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens)
+            tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens, o.token_ids)
         state.compute["backend_calls"] += 1
     return tips
