@@ -105,8 +105,8 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = RunDirectory(run_dir).records()
     assert len(records) == 3
-    # PRM tokens: given = computed + served from vLLM's prefix cache (candidates of a problem share its prefix)
+    # PRM tokens: given = computed + served from a cache (vLLM's prefix cache; on hf a prefix shared within a call)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tokens/prm"] == metrics["tokens/prm_computed"] + metrics["tokens/prm_cached"] > 0
     assert metrics["tokens/prm_cached"] == sum(r["compute"]["prm_cached_tokens"] for r in records)
-    assert (metrics["tokens/prm_cached"] > 0) == (prm_backend == "vllm")
+    assert metrics["tokens/prm_cached"] > 0  # candidates of a problem share its prompt, on either backend
