@@ -5,9 +5,10 @@
         --prm /models/Llama3.1-8B-PRM-Deepseek-Data --problems 100 --n 16 --max-tokens 2048 --iterations 40   # GPU
 
 For beam search (policy and RLHFlow-format PRM both on vLLM) on the same synthetic problems it prints:
-  * search/raw: generated tokens per second of the search (policy and PRM, wall clock) against raw batched generation
-    of the same number of samples and tokens (`n` samples per problem, each as long as the search's average
-    completion, EOS ignored) on the same engine;
+  * search/raw: generated tokens per second of the search (policy and PRM, wall clock; the default
+    `strategy.schedule`) against raw batched generation of the same number of samples and tokens (`n` samples per
+    problem, each as long as the search's average completion, EOS ignored) on the same engine; the search is also run
+    in the other schedule (lockstep / per_problem) on the same engines, with its policy engine steps and PRM calls;
   * prm_computed/unique: PRM tokens computed (given to vLLM minus those its prefix cache served) per token of the
     distinct prefixes the PRM read (the size of the token trie of everything it was sent: what a perfect prefix cache
     computes), and the same for the tokens given to it;
@@ -129,8 +130,9 @@ def measure(args, overrides: list[str], work: Path) -> int:
     cfg = compose(overrides + [f"seed={args.jobs}"])
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
     problems = load_problems(cfg.dataset)
-    lockstep = timed_search(cfg, "lockstep", policy, prm, problems)
-    timed = timed_search(cfg, "per_problem", policy, prm, problems)
+    default = cfg.strategy.schedule  # the headline figures are those of the default schedule
+    other = timed_search(cfg, "per_problem" if default == "lockstep" else "lockstep", policy, prm, problems)
+    timed = timed_search(cfg, default, policy, prm, problems)
     outputs, search_s, generated, sent = timed["outputs"], timed["seconds"], timed["generated"], timed["sent"]
     completions = sum(len(o.completions) for o in outputs)
 
@@ -155,14 +157,14 @@ def measure(args, overrides: list[str], work: Path) -> int:
     finals = [c for o in outputs for c in o.completions]
     step_tokens = sum(c.tokens for c in finals) / max(1, sum(len(c.steps) for c in finals))
     print(f"steps: {step_tokens:.1f} tokens per step of the final completions on average")
-    for name, result in (("per_problem", timed), ("lockstep", lockstep)):
+    for name, result in ((default, timed), (other["schedule"], other)):
         print(f"search ({name}): {result['generated']} generated tokens ({completions} completions) in "
               f"{result['seconds']:.2f} s = {result['generated'] / result['seconds']:.1f} tok/s (policy + PRM, wall "
               f"clock); {result['steps']} policy engine steps, {result['prm_calls']} PRM calls")
     print(f"raw:    {raw_tokens} generated tokens ({sum(len(o.outputs) for o in raw)} samples of {length}) in "
           f"{raw_s:.2f} s = {raw_rate:.1f} tok/s; {raw_steps[0]} engine steps")
-    print(f"lockstep search/raw={lockstep['generated'] / lockstep['seconds'] / raw_rate:.3f} "
-          f"(same samples: {lockstep['texts'] == timed['texts']})")
+    print(f"{other['schedule']} search/raw={other['generated'] / other['seconds'] / raw_rate:.3f} "
+          f"(same samples: {other['texts'] == timed['texts']})")
     print(f"prm: {len(sent)} sequences, {timed['prm_tokens']} tokens given, {timed['prm_cached']} served from the "
           f"prefix cache, {computed} computed; {unique} unique prefix tokens "
           f"(given/unique {timed['prm_tokens'] / max(1, unique):.2f}, computed/unique {computed / max(1, unique):.3f})")
@@ -222,7 +224,7 @@ def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
             seconds = time.perf_counter() - started
     finally:
         del prm.llm.encode
-    return dict(outputs=outputs, seconds=seconds, generated=policy.stats.generated_tokens - generated,
+    return dict(schedule=schedule, outputs=outputs, seconds=seconds, generated=policy.stats.generated_tokens - generated,
                 prm_tokens=prm.stats.tokens - tokens, prm_cached=prm.stats.cached_tokens - cached,
                 prm_calls=prm.forward_calls - calls, steps=steps[0], sent=sent,
                 texts=[[c.text for c in o.completions] for o in outputs])

@@ -93,7 +93,7 @@ def _view(outputs):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_per_problem_schedule_is_the_lockstep_search(strategy, seed):
     lockstep_policy, lockstep_prm, lockstep = _run(strategy, RecordingPolicy)
-    policy, prm, streamed = _run(strategy, lambda inner: StreamingPolicy(inner, seed))
+    policy, prm, streamed = _run(strategy, lambda inner: StreamingPolicy(inner, seed), ["strategy.schedule=per_problem"])
     assert _view(streamed) == _view(lockstep)
     # each completion is a prefix the search sent plus a sample given for that very request (answers not mixed up)
     for run_policy, run in ((lockstep_policy, lockstep), (policy, streamed)):
@@ -132,7 +132,7 @@ def test_a_failed_search_drops_what_is_in_flight():
         return holder["policy"]
 
     with pytest.raises(RuntimeError, match="PRM failed"):
-        _run("beam", wrap, prm_wrapper=FailingPRM)
+        _run("beam", wrap, ["strategy.schedule=per_problem"], prm_wrapper=FailingPRM)
     [stream] = holder["policy"].streams
     assert stream.closed_with is not None and stream.closed_with > 0 and stream.in_flight == 0
 

@@ -98,9 +98,9 @@ class StrategyConfig:
     lookahead: int = 0
     rebase_temperature: float = 0.2
     search_batch_size: Optional[int] = None
-    # tree searches on a backend that streams (vLLM): problems advance independently (per_problem) or together
-    # (lockstep: each iteration waits for every problem's slowest sample); the samples are the same either way
-    schedule: str = "per_problem"
+    # tree searches on a backend that streams (vLLM): problems advance together (lockstep: each iteration waits for
+    # every problem's slowest sample) or independently (per_problem); the samples are the same either way
+    schedule: str = "lockstep"
     # filter_vote: the policy reviews each sample (tts/search/filter_vote.py)
     review_prompt: str = ""
     review_system_prompt: str = ""

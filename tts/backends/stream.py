@@ -41,10 +41,10 @@ class GenerationStream:
         return len(self._queued)
 
     @property
-    def has_room(self) -> bool:
-        """Whether the backend would run more sequences at once than it has in flight (a streaming search then
-        scores the problems waiting on the PRM rather than let the engine idle). Lockstep: never."""
-        return False
+    def free_slots(self) -> int:
+        """How many more sequences the backend would run at once than it has in flight (a streaming search then
+        scores the problems waiting on the PRM once their next requests would fill them). Lockstep: none."""
+        return 0
 
     def ready(self) -> list[tuple[Hashable, list[GenerationOutput]]]:
         """Samples of at least one submitted request (here: all of them), as (key, samples) pairs."""

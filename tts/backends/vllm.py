@@ -144,8 +144,8 @@ class VLLMStream(GenerationStream):
         return len(self._pending)
 
     @property
-    def has_room(self) -> bool:
-        return self.engine.get_num_unfinished_requests() < self.capacity  # sequences: n samples are n requests
+    def free_slots(self) -> int:
+        return max(0, self.capacity - self.engine.get_num_unfinished_requests())  # n samples are n requests
 
     def ready(self):
         done = []

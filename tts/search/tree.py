@@ -212,18 +212,19 @@ def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> 
     searches = [_search_problem(state, cfg, lookahead) for state in states]
     stream = policy.stream() if cfg.strategy.schedule == "per_problem" else GenerationStream(policy)
     with stream:
-        _drive(searches, stream, prm, stream.streams)
+        _drive(searches, stream, prm, stream.streams, int(cfg.n))
 
 
-def _drive(searches, stream, prm, per_problem: bool) -> None:
+def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
     """Run every problem's search (a generator of `_Generate` / `_Score` needs) to its end.
 
     Lockstep (`per_problem` false, or a stream that answers in batches): everything submitted is generated in one
     call, and the PRM is called once every problem that is not generating waits for scores, i.e. once per iteration
     for all problems, as an iteration-by-iteration loop does. Per problem: a problem's next requests are submitted as
     soon as its scores are in. The PRM is called for the problems waiting on it once they are at least as many as
-    those still generating, or as soon as the engine has room for more sequences than it runs (stragglers of a few
-    problems must not leave it idle); otherwise they wait, so that PRM calls stay few and large.
+    those still generating, or once their next requests (up to `n` samples each) would fill half of the engine's free
+    sequence slots (stragglers of a few problems must not leave it idle); otherwise they wait, so that PRM calls stay
+    few and large.
     """
     waiting: dict[int, list] = {}  # problem -> its samples so far, one slot per request
     left: dict[int, int] = {}  # problem -> requests not yet answered
@@ -240,10 +241,18 @@ def _drive(searches, stream, prm, per_problem: bool) -> None:
         else:
             to_score.append((i, need))
 
+    def worth_scoring() -> bool:
+        if not left:
+            return True  # nothing else can happen
+        if not per_problem:
+            return False
+        free = stream.free_slots
+        return len(to_score) >= len(left) or (free > 0 and len(to_score) * n >= free / 2)
+
     for i in range(len(searches)):
         advance(i, None)
     while left or to_score:
-        if to_score and (not left or (per_problem and (len(to_score) >= len(left) or stream.has_room))):
+        if to_score and worth_scoring():
             batch, to_score[:] = sorted(to_score, key=lambda item: item[0]), []  # problem order, as in lockstep
             before = prm.stats.tokens
             scores = prm.score([need.problem for _, need in batch], [need.step_lists for _, need in batch])
