@@ -11,6 +11,7 @@ config, the held engine is closed before the new one is built.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engines run in the sweep's own process
 
-from tests.one_process_sweep import cache_events, comparable_records, jobs_by_seed, run_main  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from tests.one_process_sweep import cache_events, comparable_records, run_main  # noqa: E402
 from tests.tiny_models import save_stepping_llama, tiny_dirs  # noqa: E402
 from tts.results import run_dirs_under  # noqa: E402
 
@@ -43,30 +46,34 @@ def _args(models) -> list[str]:
     ]
 
 
-def test_basic_launcher_sweep_builds_each_engine_once_and_matches_a_separate_run(models, tmp_path):
+def _job_key(run_dir: Path) -> tuple[int, int]:
+    """(prm.batch_tokens, seed) of a job, from the config it wrote."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    return int(cfg.prm.batch_tokens), int(cfg.seed)
+
+
+def test_one_process_sweep_reuses_engines_rebuilds_on_a_new_config_and_matches_separate_runs(models, tmp_path):
+    """One sweep (one process, one engine start-up) covers both: three jobs on one PRM config, then three on another
+    (`prm.batch_tokens` is read by the hf backend only: it changes the PRM's config, not what a vLLM PRM computes)."""
     sweep = tmp_path / "sweep"
-    run_main(["-m", "hydra/launcher=basic", "seed=0,1,2", *_args(models), f"hydra.sweep.dir={sweep}"])
-    jobs = jobs_by_seed(sweep)
-    assert sorted(jobs) == [0, 1, 2]
+    run_main(["-m", "hydra/launcher=basic", "prm.batch_tokens=4096,8192", "seed=0,1,2", *_args(models),
+              f"hydra.sweep.dir={sweep}"])
+    jobs = {_job_key(run_dir): run_dir for run_dir in run_dirs_under(sweep)}
+    assert sorted(jobs) == [(b, s) for b in (4096, 8192) for s in (0, 1, 2)]
     events = cache_events(sweep)
-    assert events.count("built the policy") == 1 and events.count("built the prm") == 1
-    assert events.count("reusing the policy") == 2 and events.count("reusing the prm") == 2
-    # the last job ran on engines two jobs had used before it: its records are those of the job in its own process
+    assert events.count("built the policy") == 1 and events.count("reusing the policy") == 5
+    assert events.count("built the prm") == 2 and events.count("reusing the prm") == 4
+    # the held PRM engine is closed before the one the new config needs is built
+    assert events.count("closed the prm") == 1
+    assert events.index("closed the prm") < len(events) - 1 - events[::-1].index("built the prm")
+    assert events.index("built the prm") < events.index("closed the prm")
+    # the third job ran on engines two jobs had used before it: its records are those of the job in its own process
     alone = tmp_path / "alone"
-    run_main(["seed=2", *_args(models), f"hydra.run.dir={alone}"])
-    reused = comparable_records(jobs[2])
+    run_main(["seed=2", "prm.batch_tokens=4096", *_args(models), f"hydra.run.dir={alone}"])
+    reused = comparable_records(jobs[(4096, 2)])
     assert reused == comparable_records(alone)
-    assert comparable_records(jobs[1]) != reused  # the seeds differ: the comparison above is not vacuous
-    # ...nor is it on the PRM's prefix reuse: steps were scored on top of their cached parents
+    assert reused == comparable_records(jobs[(8192, 2)])  # the rebuilt PRM computes what the first one did
+    assert comparable_records(jobs[(4096, 1)]) != reused  # the seeds differ: the comparisons are not vacuous
+    # ...nor are they on the PRM's prefix reuse: steps were scored on top of their cached parents
     assert any(len(c["steps"]) > 1 for r in reused for c in r["completions"])
     assert all(r["compute"]["prm_cached_tokens"] > 0 for r in reused)
-
-
-def test_a_job_needing_another_prm_config_closes_the_held_engine_before_building_its_own(models, tmp_path):
-    """`prm.batch_tokens` (read by the hf backend only) changes the PRM's config but not what a vLLM PRM computes."""
-    sweep = tmp_path / "sweep"
-    run_main(["-m", "hydra/launcher=basic", "prm.batch_tokens=4096,8192", *_args(models), f"hydra.sweep.dir={sweep}"])
-    assert cache_events(sweep) == ["built the policy", "built the prm",
-                                   "reusing the policy", "closed the prm", "built the prm"]
-    first, second = [comparable_records(run_dir) for run_dir in run_dirs_under(sweep)]
-    assert len(first) == 2 and first == second  # both jobs finished, the second on the rebuilt PRM, alike
