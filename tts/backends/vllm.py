@@ -1,10 +1,12 @@
 """`model.backend=vllm`: one `vllm.LLM` per run, prefix caching on, steps cut at stop strings kept in the output.
 
 A request becomes one vLLM prompt: the chat template over the messages with the assistant header opened, then the
-partial answer (`request.prefix`) appended as raw text, passed as token ids (no second BOS when the template wrote
-one). Its samples are one `SamplingParams(n=...)` with the request's own seed, so a request's samples do not depend on
+partial answer: the token ids the policy sampled for it when the search kept them (`request.prefix_ids`; a step cut
+at a stop string keeps the ids that decode to its text), else `request.prefix` encoded as raw text; passed as token
+ids (no second BOS when the template wrote one). Its samples are one `SamplingParams(n=...)` with the request's own seed, so a request's samples do not depend on
 what else is in the batch. Finish reasons: a stop string hit is `stop`; vLLM's `stop` with no `stop_reason` (or a stop
-token id) is the model's end of turn, `eos`; `length` is `length`.
+token id) is the model's end of turn, `eos`; `length` is `length`. A tree search with `strategy.schedule=per_problem`
+steps the engine itself through `VLLMStream` (continuous batching across problems).
 
 `import vllm` happens only in `build` (and in the helpers it calls), i.e. only when this backend is chosen.
 """
@@ -165,6 +167,8 @@ class VLLMStream(GenerationStream):
         if self._pending and self.engine is not None:
             self.engine.abort_request(list(self._pending))
         self._pending = {}
+
+
 def reset_engine_prefix_cache(llm: Any) -> None:
     """Empty a `vllm.LLM`'s prefix cache. vLLM declines (returns False) while requests are running; between jobs none
     are, so a refusal is only logged: the job's results stay right, its cached-token counts include earlier jobs'."""

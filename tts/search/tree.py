@@ -235,7 +235,9 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
             need = searches[i].send(answer)
         except StopIteration:
             return
-        if isinstance(need, _Generate):
+        if isinstance(need, _Generate) and not need.requests:
+            advance(i, [])  # nothing to generate: nothing to wait for
+        elif isinstance(need, _Generate):
             waiting[i], left[i] = [None] * len(need.requests), len(need.requests)
             stream.submit([((i, j), request) for j, request in enumerate(need.requests)])
         else:
