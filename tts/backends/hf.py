@@ -69,10 +69,14 @@ def load_tokenizer(path: str, *, key: str, chat_template: str | None = None, tru
     return tokenizer
 
 
+def opened_turn(tokenizer, request: GenerationRequest) -> str:
+    """Chat template over the messages with the assistant header opened (no partial answer yet)."""
+    return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+
 def render_prompt(tokenizer, request: GenerationRequest) -> str:
     """Chat template over the messages with the assistant header opened, then the partial answer as raw text."""
-    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-    return text + request.prefix
+    return opened_turn(tokenizer, request) + request.prefix
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -83,13 +87,13 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
 
 
 def prompt_ids(tokenizer, request: GenerationRequest) -> list[int]:
-    """A request's prompt as token ids. With `request.prefix_ids` (the ids the policy sampled for the partial answer)
-    it is the opened chat turn followed by exactly those ids: the model continues the tokens it wrote, not a
-    re-encoding of their text (which for model output is often a different tokenization, and misses the prefix cache)."""
+    """A request's prompt as token ids, for every backend that sends ids. With `request.prefix_ids` (the ids the
+    policy sampled for the partial answer) it is the opened chat turn followed by exactly those ids: the model
+    continues the tokens it wrote, not a re-encoding of their text (which for model output is often a different
+    tokenization, and misses the prefix cache). Without them, the rendered prompt encoded whole."""
     if request.prefix_ids is None or not request.prefix:
         return encode_prompt(tokenizer, render_prompt(tokenizer, request))
-    opened = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-    return encode_prompt(tokenizer, opened) + list(request.prefix_ids)
+    return encode_prompt(tokenizer, opened_turn(tokenizer, request)) + list(request.prefix_ids)
 
 
 def text_token_ids(tokenizer, ids, text: str) -> Optional[tuple[int, ...]]:
@@ -178,10 +182,10 @@ class HFPolicy(PolicyBackend):
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         rows: list[_Row] = []
         for r_index, request in enumerate(requests):
-            prompt_ids = encode_prompt(self.tokenizer, render_prompt(self.tokenizer, request))
-            self.stats.prompt_tokens += len(prompt_ids) * request.n
+            ids = prompt_ids(self.tokenizer, request)
+            self.stats.prompt_tokens += len(ids) * request.n
             for s_index in range(request.n):
-                rows.append(_Row(r_index, s_index, prompt_ids, float(request.temperature), float(request.top_p),
+                rows.append(_Row(r_index, s_index, ids, float(request.temperature), float(request.top_p),
                                  int(request.max_tokens), list(request.stop or []),
                                  sample_seed(request.seed, s_index)))
         # similar lengths together: less padding

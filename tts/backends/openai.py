@@ -25,7 +25,7 @@ import threading
 from typing import Any
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.backends.hf import encode_prompt, load_tokenizer, render_prompt
+from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ def base_urls(value: Any) -> list[str]:
     return urls
 
 
-def completion_body(request: GenerationRequest, prompt_ids: list[int], model: str) -> dict[str, Any]:
+def completion_body(request: GenerationRequest, prompt: list[int], model: str) -> dict[str, Any]:
     """The `/v1/completions` arguments of one request (vLLM / SGLang extras go in `extra_body`)."""
     return dict(
         model=model,
-        prompt=prompt_ids,
+        prompt=prompt,
         n=request.n,
         temperature=request.temperature,
         top_p=request.top_p,
@@ -119,7 +119,7 @@ class OpenAIPolicy(PolicyBackend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
-        prompts = [encode_prompt(self.tokenizer, render_prompt(self.tokenizer, r)) for r in requests]
+        prompts = [prompt_ids(self.tokenizer, r) for r in requests]
         for request, ids in zip(requests, prompts):
             self.stats.prompt_tokens += len(ids) * request.n
         first, self._next = self._next, self._next + len(requests)
@@ -137,13 +137,13 @@ class OpenAIPolicy(PolicyBackend):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _one(self, request: GenerationRequest, prompt_ids: list[int], which: int, gate) -> list[GenerationOutput]:
+    async def _one(self, request: GenerationRequest, prompt: list[int], which: int, gate) -> list[GenerationOutput]:
         import openai
 
         url = self.urls[which]
         async with gate:
             try:
-                response = await self.clients[which].completions.create(**completion_body(request, prompt_ids,
+                response = await self.clients[which].completions.create(**completion_body(request, prompt,
                                                                                             self.model))
             except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
                 raise RuntimeError(f"the served policy at {url} answered HTTP {err.status_code}: "
