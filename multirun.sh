@@ -9,7 +9,7 @@
 #   LAUNCHER=slurm PARTITION=gpu ./multirun.sh model=llama-3.2-1b prm=rlhflow-8b dataset=math500
 #                                                      # a SLURM cluster: one GPU job per run (conf/hydra/launcher/slurm.yaml)
 #   LAUNCHER=slurm PARTITION=gpu SHARDS=4 ./multirun.sh model=llama-3.2-1b prm=rlhflow-8b dataset=math500
-#   python -m tts.merge --sweep multirun --out merged  # ... each run split over 4 jobs, then joined back by unique_id
+#   python -m tts.store.merge --sweep multirun --out merged  # ... each run split over 4 jobs, then joined back by unique_id
 #
 # Rerunning the same command resumes: every run directory is named by its config, and a run skips the problems
 # already in its run directory. A SLURM job that times out or is pre-empted is requeued and resumes by itself.

@@ -8,7 +8,7 @@
     sweep.runs       # one row per run
 
 There is one parser: a W&B run is pulled back by downloading its `results` artifact (results/ + config.yaml +
-metrics.json, as `tts.tracking` logs it) into a cache folder, which is then read exactly like a local run directory.
+metrics.json, as `tts.tracking.tracker` logs it) into a cache folder, which is then read exactly like a local run directory.
 
 Columns of `problems`:
   run_id, setting, strategy, variant, <knob columns>, n, seed, reduction, unique_id, level, subject,
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tts.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.results import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
+from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
+from tts.store.run_dir import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir:
     if api is None:
         import wandb
 
-        from tts.tracking import online_problem
+        from tts.tracking.tracker import online_problem
 
         problem = online_problem()  # no key or no server: say so now rather than prompt or hang
         if problem:

@@ -128,7 +128,7 @@ def log_analysis(sweep, out_dir: Path, written: list[Path]) -> Path:
     import pandas as pd
     import wandb
 
-    from tts.wandb_dirs import WandbDirs
+    from tts.tracking.dirs import WandbDirs
 
     out_dir = Path(out_dir)
     paths = [part for joined in sweep.runs.get("paths", []) for part in str(joined).split(";")]  # shards: a;b

@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     if not args.no_prm:
         from omegaconf import OmegaConf
 
-        from tts.config import PRMConfig
+        from tts.config.schema import PRMConfig
         from tts.prms.rlhflow import RLHFlowPRM
 
         prm_shape = TINY if (args.tiny or args.prm_tiny) else LLAMA_32_1B

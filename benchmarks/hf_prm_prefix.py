@@ -31,7 +31,7 @@ STEP = "We compute {a} + {b} = {c}, and {c} - {a} = {b}, so the value of x is {c
 def build_prm(args, path: str, reuse: bool):
     from omegaconf import OmegaConf
 
-    from tts.config import PRMConfig
+    from tts.config.schema import PRMConfig
     from tts.prms import build_prm as build
 
     cfg = PRMConfig(name=args.family, family=args.family, backend="hf", path=path, device=args.device, dtype=args.dtype,

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tts.pipeline import load_run_config, run  # noqa: E402
-from tts.results import RunDirectory, run_metrics  # noqa: E402
+from tts.store.run_dir import RunDirectory, run_metrics  # noqa: E402
 
 TEMPLATES = 16  # real records the synthesized ones are cloned from
 

@@ -51,7 +51,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import tts.config  # noqa: F401 - registers the schemas
+    import tts.config.schema  # noqa: F401 - registers the schemas
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -114,7 +114,7 @@ def measure(args, overrides: list[str], work: Path) -> int:
     from vllm import SamplingParams
 
     from tts.data import load_problems
-    from tts.model_cache import CACHE, acquire_policy, acquire_prm
+    from tts.launch.model_cache import CACHE, acquire_policy, acquire_prm
     from tts.pipeline import run
     from tts.search import get_strategy
     from tts.search.base import make_request
@@ -235,7 +235,7 @@ def compare_full(cfg, policy, problems, search) -> int:
     candidates already scored): a second PRM engine with prefix caching off."""
     from omegaconf import OmegaConf
 
-    from tts.model_cache import CACHE
+    from tts.launch.model_cache import CACHE
     from tts.prms import build_prm
 
     CACHE.release("prm")  # one PRM engine at a time

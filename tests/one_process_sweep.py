@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tts.results import RunDirectory, run_dirs_under
+from tts.store.run_dir import RunDirectory, run_dirs_under
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_EVENT = re.compile(r"model cache: (.+)$")

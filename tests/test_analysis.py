@@ -21,7 +21,7 @@ from analysis.difficulty import (POOL_COMMAND, NoReferencePool, add_bins, assign
                                  quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
 from analysis.report import analyse_setting, parse_references, with_roles
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
 TEMPERATURES = (0.6, 1.0)

@@ -20,9 +20,9 @@ import pytest
 from conftest import REPO, compose_config, results_files
 from tts.backends import sim as sim_backend
 from tts.backends.base import GenerationOutput, PolicyBackend
-from tts.config import ConfigError
+from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 
 def _main(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 120):
@@ -138,7 +138,7 @@ def test_a_refused_job_never_touches_an_existing_run_directory(tmp_path):
 def test_a_full_disk_is_one_line_naming_the_file(capsys):
     import errno
 
-    from tts.sweep import guarded_run
+    from tts.launch.sweep import guarded_run
 
     def run(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", "outputs/run/results.jsonl")

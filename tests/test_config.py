@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import CONF, REPO, compose_config
-from tts.config import ConfigError, validate
+from tts.config.schema import ConfigError, validate
 
 GROUPS = ["model", "prm", "strategy", "budget", "dataset", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]

@@ -17,9 +17,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
-import tts.config  # noqa: F401 - registers the schemas that compose_config extends
+import tts.config.schema  # noqa: F401 - registers the schemas that compose_config extends
 from tts.data import generate_problems, load_problems
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 # Gold answers that type inference mangles: a leading zero, 20 digits, a JSON integer, a JSON float, LaTeX.
 ANSWERS_JSON = ['"02139"', '"12345678901234567890"', "5", "0.5", '"\\\\frac{1}{2}"']
@@ -183,7 +183,7 @@ def test_data_is_part_of_the_run_identity(tmp_path):
 
 def test_runs_on_different_data_are_different_settings_in_analysis_and_merge(tmp_path):
     from analysis.runs import load_local
-    from tts.merge import MergeError, merge
+    from tts.store.merge import MergeError, merge
 
     first = _synthetic_jsonl(tmp_path / "a.jsonl", ['"1"', '"2"'])
     second = _synthetic_jsonl(tmp_path / "b.jsonl", ['"1"', '"2"'], offset=2)

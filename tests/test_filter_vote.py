@@ -10,12 +10,12 @@ from conftest import compose_config
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy
 from tts.backends.sim_tasks import is_right
-from tts.config import ConfigError, SimPolicyConfig, validate
+from tts.config.schema import ConfigError, SimPolicyConfig, validate
 from tts.data.synthetic import generate_problems
 from tts.pipeline import run
 from tts.scoring import score_problem
 from tts.search.filter_vote import fill, parse_verdict, review_request
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 REVIEW = compose_config(["strategy=filter_vote"])
 

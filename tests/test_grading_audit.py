@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tts.pipeline import run
-from tts.results import SUMMARY_SCORES, RunDirectory
+from tts.store.run_dir import SUMMARY_SCORES, RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.results import RunDirectory  # noqa: E402
+from tts.store.run_dir import RunDirectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRMS = {  # prm config -> tiny checkpoint of its family

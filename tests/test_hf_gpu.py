@@ -14,7 +14,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config import ModelConfig, PRMConfig  # noqa: E402
+from tts.config.schema import ModelConfig, PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 
 

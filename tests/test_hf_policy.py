@@ -12,7 +12,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.hf import cut_at_stop, encode_prompt, from_pretrained, render_prompt  # noqa: E402
-from tts.config import ModelConfig  # noqa: E402
+from tts.config.schema import ModelConfig  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "What is 1+2?"}]
 

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.config import PRMConfig  # noqa: E402
+from tts.config.schema import PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.prms.prefix_groups import PrefixGroup, best_runs, plan_prefix_groups  # noqa: E402
 

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.config import PRMConfig  # noqa: E402
+from tts.config.schema import PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.prms.hf_common import check_classify_head, token_budget_batches  # noqa: E402
 

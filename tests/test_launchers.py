@@ -12,9 +12,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-import tts.config  # noqa: F401 - registers the schemas the YAML files extend
+import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
 from conftest import CONF, REPO, compose_config
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 SECRET = "sk-test-SECRET123"
 
@@ -116,7 +116,7 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
     cpu = _dry_run({"LAUNCHER": "slurm_cpu", "CPUS": "1", "MEM_GB": "2"})
     assert {"hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"} <= set(cpu)
     # the full sweep composes: every strategy of it exists and every (strategy, n) passes validation
-    from tts.config import validate
+    from tts.config.schema import validate
 
     for strategy in ("best_of_n", "beam", "dvts", "lookahead"):
         for n in (4, 256):
@@ -135,7 +135,7 @@ def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_pa
     assert "Joblib" in result.stdout + result.stderr  # really the joblib launcher
     runs = _run_dirs(tmp_path / "sweep")
     assert len(runs) == 4 and all(len(RunDirectory(r).summaries()) == 3 for r in runs)
-    merged = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
+    merged = subprocess.run([sys.executable, "-m", "tts.store.merge", "--sweep", str(tmp_path / "sweep"), "--out",
                              str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert merged.returncode == 0, merged.stderr
     assert {str(p.relative_to(tmp_path / "merged")) for p in _run_dirs(tmp_path / "merged")} == {
@@ -149,7 +149,7 @@ def test_slurm_sweeps_follow_jobs_with_squeue_where_sacct_has_no_accounting(monk
     from hydra.utils import instantiate
     from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-    from tts import slurm_status
+    from tts.launch import slurm_status
 
     monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))
     for launcher in ("basic", "joblib"):

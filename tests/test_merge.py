@@ -1,4 +1,4 @@
-"""Shards and their merge: dataset.shard/num_shards and start/end split a run; `python -m tts.merge` joins it back."""
+"""Shards and their merge: dataset.shard/num_shards and start/end split a run; `python -m tts.store.merge` joins it back."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from conftest import REPO, compose_config
-from tts.merge import MergeError, _unsharded_path, merge, merge_sweep
+from tts.store.merge import MergeError, _unsharded_path, merge, merge_sweep
 from tts.pipeline import run
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 BASE = ["n=4", "dataset.num_problems=9", "logger=none", "batch_size=2"]
 
@@ -162,7 +162,7 @@ def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
     # a second experiment of the sweep (seed 1) with only one of its shards run: refused, but only it
     lone = sweep.parent / "n4_seed1" / "dataset.num_problems=9,dataset.num_shards=3,dataset.shard=0"
     run(compose_config(BASE + ["seed=1", "dataset.shard=0", "dataset.num_shards=3"]), run_dir=lone)
-    ok = subprocess.run([sys.executable, "-m", "tts.merge", "--sweep", str(tmp_path / "sweep"), "--out",
+    ok = subprocess.run([sys.executable, "-m", "tts.store.merge", "--sweep", str(tmp_path / "sweep"), "--out",
                          str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 1
     assert "merge refused: problems missing from the shards" in ok.stderr and "6 problem(s)" in ok.stderr
@@ -170,7 +170,7 @@ def test_cli_merges_a_sweep_and_explains_refusals(tmp_path, shards):
     assert "merged 3 shards" in ok.stdout and str(out) in ok.stdout
     assert len(_lines(out)) == 9
     assert not (tmp_path / "merged" / "synthetic" / "sim_sim" / "best_of_n" / "n4_seed1").exists()
-    refused = subprocess.run([sys.executable, "-m", "tts.merge", "--out", str(tmp_path / "m2"), str(shards[0]),
+    refused = subprocess.run([sys.executable, "-m", "tts.store.merge", "--out", str(tmp_path / "m2"), str(shards[0]),
                               str(shards[0])], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "merge refused:" in refused.stderr and "two shards" in refused.stderr
     assert not (tmp_path / "m2").exists()
@@ -186,7 +186,7 @@ def test_a_merge_killed_at_any_moment_leaves_nothing_or_a_complete_directory(tmp
     out = tmp_path / "merged"
     caught = 0
     for attempt in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "tts.merge", "--out", str(out), *map(str, shards)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "tts.store.merge", "--out", str(out), *map(str, shards)], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while proc.poll() is None and not any(p.name.startswith(".merged.merging-") for p in tmp_path.iterdir()):

@@ -3,9 +3,9 @@ before a different one is built and at the end of the process; the sim world is 
 
 from __future__ import annotations
 
-import tts.config  # noqa: F401 - registers the schemas the YAML files extend
+import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
+from tts.launch.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
 from tts.prms.base import ProcessRewardModel
 
 

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.hf import encode_prompt, render_prompt  # noqa: E402
-from tts.config import ConfigError, ModelConfig  # noqa: E402
+from tts.config.schema import ConfigError, ModelConfig  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 
@@ -188,7 +188,7 @@ def test_a_server_that_does_not_say_which_stop_is_refused(dirs, servers):
 
 @pytest.mark.parametrize("value", [None, "localhost:8000", [], ["http://ok/v1", 3]])
 def test_base_url_is_checked_before_anything_runs(make_cfg, value):
-    from tts.config import validate
+    from tts.config.schema import validate
 
     cfg = make_cfg(["model=llama-3.2-1b", "model.backend=openai"])
     cfg.model.base_url = value

@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO, compose_config, results_files
 from tts.pipeline import run
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 
 def _records(run_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tts.redaction import REDACTED, is_secret_key, redact, redact_argv, redact_text, schema_keys
+from tts.config.redaction import REDACTED, is_secret_key, redact, redact_argv, redact_text, schema_keys
 
 
 @pytest.mark.parametrize("path, secret", [

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose_config, results_files
-from tts.config import ConfigError
+from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 
 def _index_lines(run_dir: Path) -> int:
@@ -113,7 +113,7 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
     lines = full["index.jsonl"].splitlines(keepends=True)
     damaged = [lines[0], b"{not json at all\n", lines[0], b"[1, 2]\n", lines[2]]  # batch 1 lost, batch 0 twice
     _index(tmp_path).write_bytes(b"".join(damaged))
-    with caplog.at_level(logging.WARNING, logger="tts.results"):
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
     records = RunDirectory(tmp_path).records()
@@ -140,7 +140,7 @@ def test_a_batch_from_another_configuration_is_dropped_and_redone(tmp_path, capl
     cfg, metrics, full = _finished_run(tmp_path / "run", base)
     _finished_run(tmp_path / "other", base + [other])
     _swap_last_batch(tmp_path / "run", tmp_path / "other")
-    with caplog.at_level(logging.WARNING, logger="tts.results"):
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         assert run(cfg, run_dir=tmp_path / "run") == metrics
     assert "written by another configuration" in caplog.text
     after = results_files(tmp_path / "run")
@@ -153,7 +153,7 @@ def test_a_batch_file_changed_after_it_was_written_is_dropped_and_redone(tmp_pat
     _finished_run(tmp_path / "other", ("n=4", "dataset.num_problems=6", "logger=none", "batch_size=2", "seed=3"))
     (tmp_path / "run" / "results" / "batch-000001.jsonl.gz").write_bytes(
         (tmp_path / "other" / "results" / "batch-000001.jsonl.gz").read_bytes())
-    with caplog.at_level(logging.WARNING, logger="tts.results"):
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         assert run(cfg, run_dir=tmp_path / "run") == metrics
     assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
     assert (tmp_path / "run" / "results" / "batch-000001.jsonl.gz.damaged").exists()  # kept aside for inspection
@@ -173,7 +173,7 @@ def test_a_stub_record_is_dropped_and_redone_never_a_crash(tmp_path, caplog):
     entry.update(problems=stub, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     _index(tmp_path).write_bytes(b"".join(lines[:-1]) + json.dumps(entry).encode() + b"\n")
     for _ in range(2):  # and every rerun after it
-        with caplog.at_level(logging.WARNING, logger="tts.results"):
+        with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
             assert run(cfg, run_dir=tmp_path) == metrics
     assert "no scores" in caplog.text
     assert len(RunDirectory(tmp_path).records()) == 6
@@ -211,7 +211,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
 def test_a_second_writer_process_is_refused(tmp_path):
     """Across processes: a job launched twice on one directory (SLURM requeue while the old one lingers, say)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tts.results import RunDirectory; "
+        [sys.executable, "-c", "import sys, time; from tts.store.run_dir import RunDirectory; "
          "d = RunDirectory(sys.argv[1]); d.open({}); print('open', flush=True); time.sleep(60)", str(tmp_path)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -11,14 +11,14 @@ from tts.backends import build_policy
 from tts.backends.base import GenerationOutput, GenerationRequest
 from tts.backends.sim import SimPolicy
 from tts.backends.sim_tasks import is_right
-from tts.config import ConfigError, SimPolicyConfig, validate
+from tts.config.schema import ConfigError, SimPolicyConfig, validate
 from tts.data.synthetic import generate_problems
 from tts.grading import extract_answer
 from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import revisions
 from tts.search.revisions import context, revision_request
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 PROBLEMS = generate_problems(12, seed=21)
 

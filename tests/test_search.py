@@ -14,14 +14,14 @@ import pytest
 from conftest import compose_config
 from tts.backends import build_policy
 from tts.backends.base import PolicyBackend
-from tts.config import ConfigError, validate
+from tts.config.schema import ConfigError, validate
 from tts.data import load_problems
 from tts.grading import extract_answer
 from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import get_strategy
 from tts.search.tree import allocate
-from tts.results import RunDirectory
+from tts.store.run_dir import RunDirectory
 
 TREE_STRATEGIES = ["beam", "dvts", "lookahead", "rebase"]
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import compose_config
 from tts.backends import build_policy
-from tts.backends.stream import GenerationStream
-from tts.config import ConfigError, validate
+from tts.backends.base import GenerationStream
+from tts.config.schema import ConfigError, validate
 from tts.data import load_problems
 from tts.prms import build_prm
 from tts.search import get_strategy

@@ -6,7 +6,7 @@ import collections
 
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy, count_tokens
-from tts.config import SimPolicyConfig, SimPRMConfig
+from tts.config.schema import SimPolicyConfig, SimPRMConfig
 from tts.data.synthetic import generate_problems, solve
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms.sim import SimPRM

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from tts.sweep import MAX_NAME_BYTES, short_dirname
-from tts.results import run_dirs_under
+from tts.launch.sweep import MAX_NAME_BYTES, short_dirname
+from tts.store.run_dir import run_dirs_under
 
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tts.sweep_progress import count_jobs, progress_line
+from tts.launch.sweep_progress import count_jobs, progress_line
 
 
 def test_sweep_progress_counts_jobs_and_estimates_the_time_left():

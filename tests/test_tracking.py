@@ -11,8 +11,8 @@ import pytest
 
 from conftest import compose_config
 from tts.pipeline import run
-from tts.tracking import online_problem, scrub
-from tts.results import RunDirectory
+from tts.tracking.tracker import online_problem, scrub
+from tts.store.run_dir import RunDirectory
 from wandb_offline import history, inspect, of_type, offline_runs, run_info, summary, table
 
 
@@ -86,7 +86,7 @@ def test_online_without_key_or_server_fails_fast_with_a_clear_message(wandb_env,
     run_dir = wandb_env / "run"
     cfg = compose_config(["n=2", "dataset.num_problems=3", "logger=wandb", "logger.mode=online"])
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="tts.tracking"):
+    with caplog.at_level(logging.WARNING, logger="tts.tracking.tracker"):
         metrics = run(cfg, run_dir=run_dir)
     assert time.perf_counter() - started < 20
     assert message in caplog.text and "Continuing without tracking" in caplog.text
@@ -200,7 +200,7 @@ def test_tables_are_never_cut_to_wandbs_row_limit(wandb_env, monkeypatch):
 
 
 def test_completions_beyond_wandbs_artifact_limit_are_split_by_whole_problems():
-    from tts.tracking import table_parts
+    from tts.tracking.tracker import table_parts
 
     parts = table_parts([[1] * 4, [2] * 4, [3] * 4], limit=9)
     assert parts == [[1] * 4 + [2] * 4, [3] * 4]
@@ -209,7 +209,7 @@ def test_completions_beyond_wandbs_artifact_limit_are_split_by_whole_problems():
 def test_fast_tables_have_the_column_types_wandb_infers_row_by_row():
     import wandb
 
-    from tts.wandb_tables import wandb_table
+    from tts.tracking.tables import wandb_table
 
     columns = ["answer", "correct", "score", "tokens", "step_scores"]
     rows = [["1", True, 0.5, 10, [0.1, 0.2]], [None, None, 0.25, 12, []], ["x", False, 1, 3, [0.3, 0.1, 0.9]],

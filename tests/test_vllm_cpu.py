@@ -15,9 +15,9 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config import ModelConfig, PRMConfig  # noqa: E402
+from tts.config.schema import ModelConfig, PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.results import RunDirectory  # noqa: E402
+from tts.store.run_dir import RunDirectory  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]

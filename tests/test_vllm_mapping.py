@@ -118,7 +118,7 @@ def test_wrong_sample_count_is_an_error():
 def test_engine_kwargs_from_config():
     from omegaconf import OmegaConf
 
-    from tts.config import ModelConfig
+    from tts.config.schema import ModelConfig
 
     cfg = OmegaConf.structured(ModelConfig(name="m", backend="vllm", path="/models/llama", dtype="bfloat16",
                                            gpu_memory_utilization=0.45, tensor_parallel_size=2, max_model_len=4096))

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tests.one_process_sweep import cache_events, comparable_records, run_main  # noqa: E402
 from tests.tiny_models import save_stepping_llama, tiny_dirs  # noqa: E402
-from tts.results import run_dirs_under  # noqa: E402
+from tts.store.run_dir import run_dirs_under  # noqa: E402
 
 
 @pytest.fixture(scope="module")

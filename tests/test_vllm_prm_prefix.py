@@ -17,7 +17,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.config import PRMConfig  # noqa: E402
+from tts.config.schema import PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 
 PROBLEM = "Solve the following math problem efficiently and clearly. What is 12 + 30 - 7? " * 2

@@ -18,7 +18,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 from conftest import compose_config  # noqa: E402
 from tests.tiny_models import save_llama_causal_lm, save_stepping_llama  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config import validate  # noqa: E402
+from tts.config.schema import validate  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.search import get_strategy  # noqa: E402

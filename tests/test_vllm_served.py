@@ -28,8 +28,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config import ModelConfig  # noqa: E402
-from tts.results import RunDirectory  # noqa: E402
+from tts.config.schema import ModelConfig  # noqa: E402
+from tts.store.run_dir import RunDirectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]

@@ -12,9 +12,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import hydra
 from omegaconf import DictConfig
 
-from tts.cli import check_command_line
+from tts.launch.cli import check_command_line
 from tts.pipeline import run
-from tts.sweep import guarded_run
+from tts.launch.sweep import guarded_run
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

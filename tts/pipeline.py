@@ -18,19 +18,19 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from tts.backends import build_policy
-from tts.config import to_container, validate
+from tts.config.schema import to_container, validate
 from tts.data import load_problems_and_identity
 from tts.grading import AnswerGrader, extract_answer_with_rule
-from tts.model_cache import acquire_policy, acquire_prm, release_job_models
-from tts.preflight import check_before_generation
+from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
+from tts.launch.preflight import check_before_generation
 from tts.prms import build_prm
-from tts.redaction import redact
-from tts.results import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
+from tts.config.redaction import redact
+from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
 from tts.search import get_strategy
 from tts.search.base import SearchOutput, share_tokens
-from tts.sweep import write_hydra_files
-from tts.tracking import build_tracker
+from tts.launch.sweep import write_hydra_files
+from tts.tracking.tracker import build_tracker
 
 log = logging.getLogger(__name__)
 

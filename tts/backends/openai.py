@@ -35,7 +35,7 @@ def base_urls(value: Any) -> list[str]:
     """`model.base_url` as a list of http(s) URLs; a config error naming the key otherwise."""
     from omegaconf import ListConfig
 
-    from tts.config import ConfigError
+    from tts.config.schema import ConfigError
 
     urls = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     if not urls or any(not isinstance(u, str) or not u.startswith(("http://", "https://")) for u in urls):

@@ -18,7 +18,7 @@ import logging
 from typing import Any, Callable
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.backends.stream import GenerationStream
+from tts.backends.base import GenerationStream
 from tts.backends.hf import prompt_ids, text_token_ids
 
 log = logging.getLogger(__name__)

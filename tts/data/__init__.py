@@ -6,7 +6,7 @@
     dataset=jsonl dataset.path=my.jsonl '+dataset.columns={problem: question, answer: final}'
 
 `num_problems` keeps the first K problems; `start` / `end` then cut a range, and `shard` / `num_shards` split that range
-into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with `python -m tts.merge`).
+into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with `python -m tts.store.merge`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the grading worker process. The report prints
 
 Some disagreements are deliberate (``\\text{east}`` vs ``\\text{seat}``: math_verify reads words as products of
 letters; ``(2+i)(2-i)`` vs ``5``: it reads ``i`` as a variable); the report is for a researcher to check a run's
-grading before trusting its numbers. Records are read with `tts.results.RunDirectory`.
+grading before trusting its numbers. Records are read with `tts.store.run_dir.RunDirectory`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tts.grading.grader import AnswerGrader
-from tts.results import RunDirectory, run_dirs_under
+from tts.store.run_dir import RunDirectory, run_dirs_under
 
 __all__ = ["find_runs", "collect", "audit", "main"]
 

@@ -29,7 +29,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from tts.backends.stream import GenerationStream
+from tts.backends.base import GenerationStream
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
 from tts.search.base import SearchOutput, batches, make_request, share_tokens

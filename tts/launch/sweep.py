@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tts.redaction import redact_yaml_file
+from tts.config.redaction import redact_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class RunGuard(Callback):
     """Validate before Hydra creates directories; report a sweep's failed jobs at its end."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tts.config import ConfigError, validate
+        from tts.config.schema import ConfigError, validate
 
         try:
             validate(_task_config(config))
@@ -122,7 +122,7 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from tts.config import ConfigError, validate
+    from tts.config.schema import ConfigError, validate
 
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []
@@ -162,7 +162,7 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
 
 def _is_plain_value(override) -> bool:
     """`key=value` / `+key=value` on a config value (not a group choice, a deletion or a hydra setting)."""
-    from tts.config_keys import CONF
+    from tts.config.keys import CONF
 
     key = override.key_or_group
     return (not override.is_delete() and not key.startswith("hydra") and "/" not in key and override.package is None
@@ -182,7 +182,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """`run(cfg)` as a Hydra job: refusals are one line and leave nothing behind; a sweep outlives its failed jobs."""
     from hydra.types import RunMode
 
-    from tts.config import ConfigError
+    from tts.config.schema import ConfigError
     from tts.data import DatasetError
 
     hydra = _hydra()

@@ -7,19 +7,19 @@
 What a W&B run holds (so a researcher can browse a sweep without the run directories):
 - name `<strategy>-n<n>-seed<seed>`, group `<model>/<prm>/<dataset>` (or logger.group), tags model, prm, dataset,
   strategy, n=<n>, seed=<seed> (+ logger.tags), job_type logger.job_type; the resolved config with credentials
-  redacted (tts/redaction.py: environment secrets by value, `api_key`/`password`/... by name; settings such as
+  redacted (tts/config/redaction.py: environment secrets by value, `api_key`/`password`/... by name; settings such as
   `budget.max_tokens` stay visible). W&B's own record of the command line is redacted the same way;
 - live progress, one history row per finished batch against `progress/problems_done`: the running accuracy at n
-  (naive, weighted, majority), pass@n, tokens and tokens/s (tts/live_progress.py); a resumed run continues the curves;
+  (naive, weighted, majority), pass@n, tokens and tokens/s (tts/tracking/live.py); a resumed run continues the curves;
 - summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...,
   plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs n);
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
-- tables `completions` (one row per completion) and `problems` (one row per problem), see tts/wandb_tables.py;
+- tables `completions` (one row per completion) and `problems` (one row per problem), see tts/tracking/tables.py;
 - artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json,
   i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one. Its metadata is a small
   fixed summary (W&B refuses more than 100 keys; metrics.json holds them all).
 
-Everything W&B writes stays in `<run dir>/wandb/` (tts/wandb_dirs.py).
+Everything W&B writes stays in `<run dir>/wandb/` (tts/tracking/dirs.py).
 
 Every W&B call is guarded: if W&B cannot start (no key, no server, bad entity) or fails mid-run, a warning says why and
 the run carries on; the run directory is written whether or not tracking works.
@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from tts.live_progress import RunningFigures
-from tts.redaction import redact, redact_argv
+from tts.tracking.live import RunningFigures
+from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS
-from tts.wandb_dirs import WandbDirs
-from tts.wandb_tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
+from tts.tracking.dirs import WandbDirs
+from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,13 @@ class Tracker:
 
 
 def scrub(tree):
-    """The config as W&B may show it: credentials redacted (see tts/redaction.py)."""
+    """The config as W&B may show it: credentials redacted (see tts/config/redaction.py)."""
     return redact(tree)
 
 
 def run_id_for(config: dict, run_dir: Path) -> str:
     """A stable W&B id: the same run directory and config give the same id (W&B allows [A-Za-z0-9_-], <= 64 chars)."""
-    from tts.results import config_hash, fingerprint_of
+    from tts.store.run_dir import config_hash, fingerprint_of
 
     digest = hashlib.sha256(f"{Path(run_dir).resolve()}|{config_hash(fingerprint_of(config))}".encode()).hexdigest()
     prefix = re.sub(r"[^A-Za-z0-9_-]", "-", f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")

@@ -192,7 +192,7 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(name=f"base_{group}", node=schema)
-    from tts.sweep import short_dirname  # run directory names that fit the file system (conf/config.yaml)
+    from tts.launch.sweep import short_dirname  # run directory names that fit the file system (conf/config.yaml)
 
     if not OmegaConf.has_resolver("tts_dirname"):
         OmegaConf.register_new_resolver("tts_dirname", short_dirname)
@@ -223,7 +223,7 @@ SEED_LIMIT = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes 32-bit s
 
 def validate(cfg: DictConfig) -> None:
     """Check every key and every rule before any data is loaded or any model built. Raises `ConfigError`."""
-    from tts.config_keys import check_known_keys, check_finite
+    from tts.config.keys import check_known_keys, check_finite
 
     check_known_keys(cfg)
     check_finite(cfg)

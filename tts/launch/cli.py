@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from tts.config_keys import CONF, check_overrides
+from tts.config.keys import CONF, check_overrides
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -37,14 +37,14 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf.errors import OmegaConfBaseException
 
-    import tts.config  # noqa: F401 - registers the schemas
+    import tts.config.schema  # noqa: F401 - registers the schemas
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
         return None
     if any(o.is_sweep_override() for o in parsed):
-        return None  # a sweep: each job's values are checked by the sweep's own pre-check (tts/sweep.py)
+        return None  # a sweep: each job's values are checked by the sweep's own pre-check (tts/launch/sweep.py)
     task = [text for text, o in zip(overrides, parsed) if not o.key_or_group.startswith("hydra")]
     GlobalHydra.instance().clear()
     try:

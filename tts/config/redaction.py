@@ -63,8 +63,8 @@ def _secret_by_name(name: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def schema_keys() -> frozenset[str]:
-    """Dotted paths of every field of the project's config schema (`tts.config`): settings, never secrets."""
-    from tts import config as schema
+    """Dotted paths of every field of the project's config schema (`tts.config.schema`): settings, never secrets."""
+    from tts.config import schema
 
     paths: set[str] = set()
 
@@ -150,7 +150,7 @@ def redact_yaml_file(path: os.PathLike) -> None:
     """Rewrite a YAML file (Hydra's `.hydra/*.yaml`) with its secrets redacted; left alone when it holds none."""
     from omegaconf import OmegaConf
 
-    from tts.results import _atomic_write
+    from tts.store.run_dir import _atomic_write
 
     tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     clean = redact(tree)

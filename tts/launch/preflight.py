@@ -16,7 +16,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from tts.config import ConfigError
+from tts.config.schema import ConfigError
 from tts.data.problem import Problem
 
 EXTRAS = {"vllm": ("vllm", "tts[vllm]"), "hf": ("transformers", "tts[hf]")}

@@ -1,9 +1,9 @@
 """Join the shard run directories of one experiment into a single run directory, keyed by unique_id.
 
     # shards of one run (dataset.shard=0,1,2,3 dataset.num_shards=4, or dataset.start/end ranges)
-    python -m tts.merge --out outputs/merged/best_of_n_n16 multirun/.../n16_seed0/dataset.num_shards=4,dataset.shard=*
+    python -m tts.store.merge --out outputs/merged/best_of_n_n16 multirun/.../n16_seed0/dataset.num_shards=4,dataset.shard=*
     # every sharded run of a sweep at once: one merged directory per experiment, at its unsharded path under --out
-    python -m tts.merge --sweep multirun --out merged
+    python -m tts.store.merge --sweep multirun --out merged
 
 A merged directory looks like any run directory (results/, metrics.json recomputed from the records, config.yaml,
 fingerprint.json, run_info.json), so analysis reads it, and rerunning the unsharded command on it finds nothing to do.
@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from tts.results import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash, fingerprint_of,
+from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash, fingerprint_of,
                          run_info, run_metrics, run_dirs_under)
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def _is_shard(dataset: dict) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts.merge", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tts.store.merge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("shards", nargs="*", type=Path, help="shard run directories of one run")

@@ -43,8 +43,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from tts.config import ConfigError
-from tts.redaction import redact, redact_argv
+from tts.config.schema import ConfigError
+from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
 
 log = logging.getLogger(__name__)

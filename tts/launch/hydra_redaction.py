@@ -2,7 +2,7 @@
 
 Hydra saves the composed config, its own config and the command-line overrides under `<run dir>/.hydra/` (and the sweep's
 `multirun.yaml`) before the job starts, and its launchers log each job's overrides. This callback rewrites those files
-with secrets redacted before the task runs (tts/redaction.py says what is secret), and redacts log messages; the
+with secrets redacted before the task runs (tts/config/redaction.py says what is secret), and redacts log messages; the
 `${redact:...}` resolver keeps a secret override out of directory names built from `hydra.job.override_dirname`.
 Registered in conf/config.yaml (`hydra.callbacks.redact`).
 """
@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tts.redaction import redact_text, redact_yaml_file, register_resolver, secret_values
+from tts.config.redaction import redact_text, redact_yaml_file, register_resolver, secret_values
 
 register_resolver()  # before Hydra resolves hydra.run.dir / hydra.sweep.subdir
 log = logging.getLogger(__name__)

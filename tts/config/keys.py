@@ -2,7 +2,7 @@
 
 Hydra's `+key=value` adds a key even where the schema has none, so `+strategy.temprature=0.5` (the spelling Hydra's
 own hint suggests after a typo) would run with the typo stored and `temperature` unchanged. These checks close that
-gap: a key that is not in the dataclass schemas of `tts.config` is an error naming the nearest valid key. Keys under a
+gap: a key that is not in the dataclass schemas of `tts.config.schema` is an error naming the nearest valid key. Keys under a
 dict-typed field (`dataset.columns`) are the user's to choose and stay allowed.
 
 `check_overrides` applies the same rules to the command line before Hydra composes anything (so nothing is created
@@ -21,11 +21,11 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, ListConfig
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _schema() -> type:
-    from tts.config import Config
+    from tts.config.schema import Config
 
     return Config
 
@@ -68,12 +68,12 @@ def unknown_key_message(key: str) -> str:
         candidates = [k for k in schema_keys() if k.startswith(key.rsplit(".", 1)[0] + ".")] if "." in key else []
         near = difflib.get_close_matches(key.rsplit(".", 1)[0] + "." + leaf, candidates, n=1, cutoff=0.0)
     hint = f"; did you mean '{near[0]}'?" if near else ""
-    from tts.redaction import is_secret_key
+    from tts.config.redaction import is_secret_key
 
     if is_secret_key(key):  # a credential on the command line would be used by nothing: say where credentials go
         return (f"config key '{key}': not a known key; credentials are read from the environment (WANDB_API_KEY, "
                 "HF_TOKEN, OPENAI_API_KEY or the variable model.api_key_env names), never from the command line")
-    return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema of tts/config.py does not have)"
+    return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema of tts/config/schema.py does not have)"
 
 
 def key_is_known(key: str) -> bool:
@@ -94,7 +94,7 @@ def key_is_known(key: str) -> bool:
 
 def check_known_keys(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key of `cfg` that the schema does not define."""
-    from tts.config import ConfigError
+    from tts.config.schema import ConfigError
 
     for key in _keys(cfg, _schema(), ""):
         raise ConfigError(unknown_key_message(key))
@@ -115,7 +115,7 @@ def _keys(node: DictConfig, schema: type, prefix: str) -> Iterable[str]:
 
 def check_finite(cfg: DictConfig, prefix: str = "") -> None:
     """Raise ConfigError for a NaN or infinite number anywhere in the config: no rule can hold for them."""
-    from tts.config import ConfigError
+    from tts.config.schema import ConfigError
 
     items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
     for name, value in items:
