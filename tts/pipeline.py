@@ -1,5 +1,5 @@
-"""`run(cfg)`: one experiment, top to bottom. validate -> seed -> data -> run dir (resume) -> models -> search ->
-grade -> score -> save per batch -> metrics -> track.
+"""`run(cfg)`: one experiment, top to bottom. validate (the typed config) -> seed -> data -> run dir (resume) ->
+models -> search -> grade -> score -> save per batch -> metrics -> track.
 
 Tests and notebooks call `run(cfg)` on a composed config; `tts/main.py` is only the Hydra entry point.
 """
@@ -17,17 +17,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from tts.backends import build_policy
-from tts.config.schema import to_container, validate
+from tts.config.redaction import redact
+from tts.config.schema import Config, to_container
+from tts.config.validate import validate
 from tts.data import load_problems_and_identity
 from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.launch.preflight import check_before_generation
-from tts.prms import build_prm
-from tts.config.redaction import redact
 from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.scoring import reduce_scores, score_problem
-from tts.search import get_strategy
+from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens
 from tts.launch.sweep import write_hydra_files
 from tts.tracking.tracker import build_tracker
@@ -44,7 +43,7 @@ def seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def output_dir(cfg: DictConfig) -> Path:
+def output_dir() -> Path:
     """Hydra's run directory when launched through Hydra, else `./outputs/run`."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -54,7 +53,7 @@ def output_dir(cfg: DictConfig) -> Path:
         return Path("outputs/run")
 
 
-def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg: DictConfig) -> list[dict]:
+def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg: Config) -> list[dict]:
     """Run records of one batch: answers, keys and correctness for every completion, then predictions per problem.
 
     All answers of the batch go to the grader at once, so symbolic work costs one round trip to its worker.
@@ -77,7 +76,7 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
         key_correct[i][key] = verdict
         ungraded[i] += verdict is None
     records = []
-    reduction = cfg.scoring.reduction  # read once: DictConfig access costs ~30 us, and there is one per completion
+    reduction = cfg.scoring.reduction
     for i, (problem, output) in enumerate(zip(problems, outputs)):
         scores = [reduce_scores(c.step_scores, reduction) for c in output.completions]
         for completion, answer, key in zip(output.completions, answers[i], keys[i]):
@@ -105,46 +104,46 @@ def hash_id(unique_id: str) -> int:
     return zlib.crc32(unique_id.encode())
 
 
-def load_run_config(cfg: DictConfig) -> tuple[list, dict]:
-    """The loaded problems, and the config a run directory records: the composed config plus the problems' hash (a
+def load_run_config(run: Config) -> tuple[list, dict]:
+    """The loaded problems, and the config a run directory records: the typed config plus the problems' hash (a
     run's identity includes its data, not only the file name)."""
-    config = to_container(cfg)
-    problems, config["dataset"]["problems_sha256"] = load_problems_and_identity(cfg.dataset)
+    config = to_container(run)
+    problems, config["dataset"]["problems_sha256"] = load_problems_and_identity(run.dataset)
     return problems, config
 
 
 def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     """Run one configuration; returns the metrics (also written to `metrics.json`)."""
-    validate(cfg)
-    seed_everything(cfg.seed)
-    problems, config = load_run_config(cfg)
-    check_before_generation(cfg, problems)
-    directory = RunDirectory(run_dir or output_dir(cfg))
+    run_cfg = validate(cfg)  # typed from here on
+    seed_everything(run_cfg.seed)
+    problems, config = load_run_config(run_cfg)
+    check_before_generation(run_cfg, problems)
+    directory = RunDirectory(run_dir or output_dir())
     done = directory.open(config)
-    info = run_info(cfg.seed, config_hash(fingerprint_of(config)))
+    info = run_info(run_cfg.seed, config_hash(fingerprint_of(config)))
     directory.write_config(OmegaConf.to_yaml(redact(config)), info)
     write_hydra_files(cfg, directory.path)
     todo = [p for p in problems if p.unique_id not in done]
     log.info("%d problems, %d already recorded in %s", len(problems), len(problems) - len(todo), directory.path)
 
-    tracker = build_tracker(cfg.logger)
+    tracker = build_tracker(run_cfg.logger)
     policy = prm = grader = None
     try:
         tracker.start(config, directory.path, [done[p.unique_id] for p in problems if p.unique_id in done],
                       total=len(problems))
         if todo:
-            strategy = get_strategy(cfg.strategy.name)
-            policy = acquire_policy(cfg.model, cfg.seed, build_policy)  # hf / vLLM: built once per process
-            prm = acquire_prm(cfg.prm, build_prm)
-            grader = AnswerGrader(timeout=cfg.scoring.grading_timeout)
+            strategy = build_strategy(run_cfg.strategy)
+            policy = acquire_policy(run_cfg.model, run_cfg.seed)  # hf / vLLM: built once per process
+            prm = acquire_prm(run_cfg.prm)
+            grader = AnswerGrader(timeout=run_cfg.scoring.grading_timeout)
             started = time.perf_counter()
-            with tqdm(total=len(todo), desc=f"{cfg.strategy.name} n={cfg.n}", unit="problem") as bar:
-                for start in range(0, len(todo), cfg.batch_size):
-                    batch = todo[start : start + cfg.batch_size]
+            with tqdm(total=len(todo), desc=f"{run_cfg.strategy.name} n={run_cfg.n}", unit="problem") as bar:
+                for start in range(0, len(todo), run_cfg.batch_size):
+                    batch = todo[start : start + run_cfg.batch_size]
                     calls_before, cached_before = policy.stats.calls, prm.stats.cached_tokens
-                    outputs = strategy(batch, policy, prm, cfg)
-                    _check_budget(batch, outputs, cfg.n)
-                    records = grade_batch(batch, outputs, grader, cfg)
+                    outputs = strategy.search(batch, policy, prm, run_cfg)
+                    _check_budget(batch, outputs, run_cfg.n)
+                    records = grade_batch(batch, outputs, grader, run_cfg)
                     share = (policy.stats.calls - calls_before) / len(batch)
                     for record in records:
                         record["compute"]["backend_calls_share"] = share
@@ -156,9 +155,9 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
             log.info("searched %d problems in %.1f s", len(todo), time.perf_counter() - started)
         # metrics.json from the index's per-problem scores: finishing a huge run never reads its completions back
         summaries = directory.summaries()
-        metrics = run_metrics([summaries[p.unique_id] for p in problems if p.unique_id in summaries], cfg.n)
+        metrics = run_metrics([summaries[p.unique_id] for p in problems if p.unique_id in summaries], run_cfg.n)
         directory.write_metrics(metrics)
-        _print_summary(metrics, cfg, directory.path)
+        _print_summary(metrics, run_cfg, directory.path)
         tracker.log_results(_in_order(directory, problems) if tracker.wants_records else [], metrics, directory)
         return metrics
     finally:
@@ -191,7 +190,7 @@ def _check_budget(batch, outputs, n: int) -> None:
             raise RuntimeError(f"strategy returned {len(output.completions)} completions for {problem.unique_id}, n={n}")
 
 
-def _print_summary(metrics: dict, cfg: DictConfig, path: Path) -> None:
+def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
     line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
     print(f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "

@@ -1,23 +1,17 @@
-"""Policy backends, chosen by `model.backend`. Heavy imports (torch, vllm) happen only for the backend chosen."""
+"""Policy backends: one module each (sim, hf, vllm, openai) with its config dataclass (a `PolicyBackendConfig`
+subclass, `model.backend.*`) and the class or function Hydra builds from conf/model/backend/<name>.yaml's `_target_`.
+Heavy imports (torch, vllm) happen only when that backend is built.
+"""
 
 from __future__ import annotations
 
-import importlib
-
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-
-# backend name -> module with `build(model_cfg, seed) -> PolicyBackend`
-BACKENDS = {
-    "sim": "tts.backends.sim",
-    "hf": "tts.backends.hf",
-    "vllm": "tts.backends.vllm",
-    "openai": "tts.backends.openai",
-}
+from tts.config.schema import ModelConfig, build
 
 
-def build_policy(model_cfg, seed: int) -> PolicyBackend:
-    module = importlib.import_module(BACKENDS[model_cfg.backend])
-    return module.build(model_cfg, seed)
+def build_policy(model: ModelConfig, seed: int) -> PolicyBackend:
+    """The policy that runs `model`: its backend (`model.backend._target_`) built by Hydra."""
+    return build(model.backend, model=model, seed=seed)
 
 
 __all__ = ["GenerationOutput", "GenerationRequest", "PolicyBackend", "build_policy"]

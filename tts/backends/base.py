@@ -14,6 +14,13 @@ from typing import Any, Hashable, Literal, Optional, Sequence
 FinishReason = Literal["stop", "eos", "length"]
 
 
+def build_messages(system_prompt: str, problem: str) -> list[dict[str, str]]:
+    """Chat messages for a problem; the system prompt comes from the model's config (conf/prompt/)."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": problem})
+    return messages
+
+
 @dataclass
 class GenerationRequest:
     """One prompt to sample `n` continuations of.

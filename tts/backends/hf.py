@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
 log = logging.getLogger(__name__)
 
@@ -311,18 +312,41 @@ class HFPolicy(PolicyBackend):
             pass
 
 
-def build(model_cfg, seed: int) -> HFPolicy:
-    """The hf policy of `model_cfg` (`path` is a hub id or a local directory)."""
+@dataclass
+class HFPolicyConfig(PolicyBackendConfig):
+    """transformers on any device: `model.backend=hf`."""
+
+    shared: ClassVar[bool] = True
+
+    _target_: str = "tts.backends.hf.build"
+    name: str = "hf"
+    device: str = "auto"  # cuda when available, else cpu
+    batch_size: int = 64  # sequences per forward pass
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        require(bool(run.model.path), "model.path", "a real backend needs a hub id or a local directory")
+        self.require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+    def needs(self) -> Optional[tuple[str, str]]:
+        return ("transformers", "tts[hf]")
+
+    def weights(self, run: Config) -> list[tuple[str, Optional[str]]]:
+        return [("model.path", run.model.path)]
+
+
+def build(config: HFPolicyConfig, model: ModelConfig, seed: int) -> HFPolicy:
+    """The hf policy of `model` (`model.path` is a hub id or a local directory)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    device = resolve_device(model_cfg.device)
-    dtype = resolve_dtype(model_cfg.dtype, device)
-    tokenizer = load_tokenizer(model_cfg.path, key="model.path", chat_template=model_cfg.chat_template,
-                               trust_remote_code=model_cfg.trust_remote_code)
-    model = from_pretrained(AutoModelForCausalLM, model_cfg.path, what="the policy model", key="model.path",
-                            dtype=dtype, trust_remote_code=model_cfg.trust_remote_code)
-    model.to(device).eval()
-    log.info("hf policy %s on %s (%s), batch_size=%d", model_cfg.path, device, dtype, model_cfg.batch_size)
-    return HFPolicy(model, tokenizer, batch_size=model_cfg.batch_size, device=device)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(model.dtype, device)
+    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
+                               trust_remote_code=model.trust_remote_code)
+    weights = from_pretrained(AutoModelForCausalLM, model.path, what="the policy model", key="model.path",
+                              dtype=dtype, trust_remote_code=model.trust_remote_code)
+    weights.to(device).eval()
+    log.info("hf policy %s on %s (%s), batch_size=%d", model.path, device, dtype, config.batch_size)
+    return HFPolicy(weights, tokenizer, batch_size=config.batch_size, device=device)

@@ -22,25 +22,46 @@ import asyncio
 import logging
 import os
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
 from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class OpenAIPolicyConfig(PolicyBackendConfig):
+    """A served policy behind an OpenAI-compatible `/v1/completions` endpoint (`vllm serve`, SGLang):
+    `model.backend=openai`. The tokenizer is loaded locally from `model.path` (prompts are sent as token ids)."""
+
+    _target_: str = "tts.backends.openai.build"
+    name: str = "openai"
+    base_url: Any = None  # the server's URL, or a list of them used round-robin
+    served_model_name: Optional[str] = None  # the server's name for the model; null: model.path
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable the key is read from
+    max_concurrency: int = 64  # requests in flight at once
+    max_retries: int = 5  # on connection errors, 429 and 5xx, with backoff (the client's own)
+    request_timeout: float = 600.0  # seconds one request may take
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        base_urls(self.base_url)
+        require(bool(run.model.path), "model.path", "the served model's tokenizer: a hub id or a local directory")
+
+    def needs(self) -> Optional[tuple[str, str]]:
+        return ("openai", "tts[openai]")
+
+
 def base_urls(value: Any) -> list[str]:
-    """`model.base_url` as a list of http(s) URLs; a config error naming the key otherwise."""
-    from omegaconf import ListConfig
-
-    from tts.config.schema import ConfigError
-
-    urls = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    """`model.backend.base_url` as a list of http(s) URLs; a config error naming the key otherwise."""
+    urls = list(value) if isinstance(value, (list, tuple)) else [value]
     if not urls or any(not isinstance(u, str) or not u.startswith(("http://", "https://")) for u in urls):
-        raise ConfigError(f"config key 'model.base_url': model.backend=openai needs the server's URL (or a list of "
-                          f"them), e.g. http://127.0.0.1:8000/v1; got {value!r}")
+        raise ConfigError(f"config key 'model.backend.base_url': model/backend=openai needs the server's URL (or a "
+                          f"list of them), e.g. http://127.0.0.1:8000/v1; got {value!r}")
     return urls
 
 
@@ -184,16 +205,16 @@ def _message(err) -> str:
     return str(getattr(err, "message", err))
 
 
-def build(model_cfg, seed: int) -> OpenAIPolicy:
+def build(config: OpenAIPolicyConfig, model: ModelConfig, seed: int) -> OpenAIPolicy:
     try:
         import openai  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("model.backend=openai needs the openai client: pip install 'tts[openai]'") from err
-    urls = base_urls(model_cfg.base_url)
-    tokenizer = load_tokenizer(model_cfg.path, key="model.path", chat_template=model_cfg.chat_template,
-                               trust_remote_code=model_cfg.trust_remote_code)
-    api_key = os.environ.get(model_cfg.api_key_env or "", "") or "EMPTY"
-    name = model_cfg.get("served_model_name") or model_cfg.path
-    log.info("served policy %s at %s (max_concurrency=%d)", name, ", ".join(urls), model_cfg.max_concurrency)
-    return OpenAIPolicy(urls, tokenizer, model=name, api_key=api_key, max_concurrency=model_cfg.max_concurrency,
-                        max_retries=model_cfg.max_retries, timeout=model_cfg.request_timeout)
+    urls = base_urls(config.base_url)
+    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
+                               trust_remote_code=model.trust_remote_code)
+    api_key = os.environ.get(config.api_key_env or "", "") or "EMPTY"
+    name = config.served_model_name or model.path
+    log.info("served policy %s at %s (max_concurrency=%d)", name, ", ".join(urls), config.max_concurrency)
+    return OpenAIPolicy(urls, tokenizer, model=name, api_key=api_key, max_concurrency=config.max_concurrency,
+                        max_retries=config.max_retries, timeout=config.request_timeout)

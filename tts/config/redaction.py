@@ -13,13 +13,11 @@ Two rules, applied together by `redact(tree)`, `redact_text(text)` and `redact_a
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import re
-import typing
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
+
+from tts.config.keys import schema_keys
 
 REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 8  # an environment value shorter than this ("1", "true") would redact ordinary text
@@ -59,29 +57,6 @@ def _secret_by_name(name: str) -> bool:
     if SECRET_WORDS.intersection(words) or words[-1] == "token":
         return True
     return words[-1] == "key" and len(words) > 1 and words[-2] in KEY_QUALIFIERS
-
-
-@functools.lru_cache(maxsize=1)
-def schema_keys() -> frozenset[str]:
-    """Dotted paths of every field of the project's config schema (`tts.config.schema`): settings, never secrets."""
-    from tts.config import schema
-
-    paths: set[str] = set()
-
-    def walk(cls, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for field in dataclasses.fields(cls):
-            path = f"{prefix}{field.name}"
-            paths.add(path)
-            kind = hints.get(field.name)
-            for candidate in (kind, *typing.get_args(kind)):
-                if dataclasses.is_dataclass(candidate):
-                    walk(candidate, path + ".")
-
-    walk(schema.Config, "")
-    for group, cls in schema.GROUPS.items():
-        walk(cls, group + ".")
-    return frozenset(paths)
 
 
 def is_secret_key(path: str) -> bool:
@@ -144,18 +119,6 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
         secret = sep and re.fullmatch(r"[+~]{0,2}[\w.\-/]+", key) and is_secret_key(key)
         out.append(f"{key}={REDACTED}" if secret else redact_text(arg, values))
     return out
-
-
-def redact_yaml_file(path: os.PathLike) -> None:
-    """Rewrite a YAML file (Hydra's `.hydra/*.yaml`) with its secrets redacted; left alone when it holds none."""
-    from omegaconf import OmegaConf
-
-    from tts.store.run_dir import _atomic_write
-
-    tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    clean = redact(tree)
-    if clean != tree:
-        _atomic_write(Path(path), OmegaConf.to_yaml(OmegaConf.create(clean)))
 
 
 def redact_dirname(text: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from tts.config.keys import CONF, check_overrides
+from tts.config.keys import CONF
+from tts.config.validate import check_overrides
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -37,7 +38,11 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf.errors import OmegaConfBaseException
 
-    import tts.config.schema  # noqa: F401 - registers the schemas
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import ConfigKeyError
+
+    from tts.config.schema import ConfigError
+    from tts.config.validate import check_known_keys
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -46,14 +51,32 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     if any(o.is_sweep_override() for o in parsed):
         return None  # a sweep: each job's values are checked by the sweep's own pre-check (tts/launch/sweep.py)
     task = [text for text, o in zip(overrides, parsed) if not o.key_or_group.startswith("hydra")]
+    parsed_task = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             compose(config_name="config", overrides=task)
     except Exception as error:  # noqa: BLE001 - only value errors are reported here; the rest is Hydra's
         cause = error.__cause__
-        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-            return f"config key '{cause.full_key}': {str(cause.msg).strip().splitlines()[0]}"
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, ConfigKeyError) and key:
+            # a knob the chosen component does not have (another option of it does, or check_overrides would have
+            # caught it): compose without it, add it, and let the config check name the component and its knobs
+            rest = [t for t, o in zip(task, parsed_task) if o.key_or_group != key]
+            values = [o.value() for o in parsed_task if o.key_or_group == key]
+            try:
+                GlobalHydra.instance().clear()
+                with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                    cfg = compose(config_name="config", overrides=rest)
+                with open_dict(cfg):
+                    OmegaConf.update(cfg, key, values[0] if values else None, force_add=True)
+                check_known_keys(cfg)
+            except ConfigError as refused:
+                return str(refused)
+            except Exception:  # noqa: BLE001 - any other failure: Hydra's own message below says what is wrong
+                pass
+        if isinstance(cause, OmegaConfBaseException) and key:
+            return f"config key '{key}': {str(cause.msg).strip().splitlines()[0]}"
     finally:
         GlobalHydra.instance().clear()
     return None

@@ -10,31 +10,32 @@ counters reset, its PRM memo and vLLM prefix caches empty, so that a job compute
 process of its own), and the old one is closed first when it needs a different one. Whatever is held is closed at
 process exit.
 
-Only backends that are expensive to build and whose outputs do not depend on the job's seed are shared (hf, vllm):
-every request carries its own seed, so the build seed of a real model changes nothing. The sim world and a served
-policy (openai) are built per job and closed by it, as before.
+Only components whose config says `shared` are kept (hf, vllm: expensive to build, and every request carries its own
+seed, so the build seed of a real model changes nothing). The sim world and a served policy (openai) are built per
+job and closed by it.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import gc
 import json
 import logging
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+from tts.backends import build_policy as default_build_policy
+from tts.backends.base import GenerationStats, PolicyBackend
+from tts.config.schema import ModelConfig, PRMConfig
+from tts.prms import build_prm as default_build_prm
+from tts.prms.base import PRMStats, ProcessRewardModel
 
 log = logging.getLogger(__name__)
 
-SHARED_BACKENDS = ("hf", "vllm")
-
-
-def config_key(group) -> str:
-    """The identity of a model: its resolved config group, as canonical JSON."""
-    from omegaconf import DictConfig, OmegaConf
-
-    data = OmegaConf.to_container(group, resolve=True) if isinstance(group, DictConfig) else group
-    return json.dumps(data, sort_keys=True, default=str)
+def config_key(config: Any) -> str:
+    """The identity of a model: its typed config (nested ones included), as canonical JSON."""
+    return json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
 
 
 class ModelCache:
@@ -75,32 +76,27 @@ CACHE = ModelCache()
 atexit.register(CACHE.release)
 
 
-def acquire_policy(model_cfg, seed: int, build_policy: Callable | None = None):
-    """The policy of `model_cfg` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
+def acquire_policy(model: ModelConfig, seed: int,
+                   build_policy: Optional[Callable[[ModelConfig, int], PolicyBackend]] = None) -> PolicyBackend:
+    """The policy of `model` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
     its backend is shared; counters and prefix cache reset for this job."""
-    from tts.backends.base import GenerationStats
-
-    if build_policy is None:
-        from tts.backends import build_policy
-    if model_cfg.backend not in SHARED_BACKENDS:
-        return build_policy(model_cfg, seed)
-    policy = CACHE.get("policy", config_key(model_cfg), lambda: build_policy(model_cfg, seed))
+    build_policy = build_policy or default_build_policy
+    if not model.backend.shared:
+        return build_policy(model, seed)
+    policy = CACHE.get("policy", config_key(model), lambda: build_policy(model, seed))
     policy.stats = GenerationStats()
     policy.reset_prefix_cache()
     return policy
 
 
-def acquire_prm(prm_cfg, build_prm: Callable | None = None):
-    """The PRM of `prm_cfg` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when its backend is
-    shared; counters reset, memo and prefix cache empty."""
-    from tts.prms.base import PRMStats
-
-    if build_prm is None:
-        from tts.prms import build_prm
-
-    if prm_cfg.backend not in SHARED_BACKENDS:
-        return build_prm(prm_cfg)
-    prm = CACHE.get("prm", config_key(prm_cfg), lambda: build_prm(prm_cfg))
+def acquire_prm(config: PRMConfig,
+                build_prm: Optional[Callable[[PRMConfig], ProcessRewardModel]] = None) -> ProcessRewardModel:
+    """The PRM of `config` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when it is shared;
+    counters reset, memo and prefix cache empty."""
+    build_prm = build_prm or default_build_prm
+    if not config.shared:
+        return build_prm(config)
+    prm = CACHE.get("prm", config_key(config), lambda: build_prm(config))
     prm.stats = PRMStats()
     prm.clear_memo()
     prm.reset_prefix_cache()

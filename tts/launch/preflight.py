@@ -14,22 +14,19 @@ import importlib.util
 import os
 from typing import Sequence
 
-from omegaconf import DictConfig
-
-from tts.config.schema import ConfigError
+from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem
 
-EXTRAS = {"vllm": ("vllm", "tts[vllm]"), "hf": ("transformers", "tts[hf]")}
-
-
-def check_before_generation(cfg: DictConfig, problems: Sequence[Problem]) -> None:
-    if cfg.model.backend == "sim":
-        check_sim_can_read(problems, cfg.dataset.name)
-    for key in ("model", "prm"):
-        section = cfg[key]
-        if section.backend != "sim":
-            check_backend_installed(key, section.backend)
-            check_weights(f"{key}.path", section.path)
+def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
+    """What each chosen component says it needs (its `needs`, `weights` and `synthetic_only`), checked alike."""
+    if run.model.backend.synthetic_only:
+        check_sim_can_read(problems, run.dataset.name)
+    for key, component in (("model.backend", run.model.backend), ("prm", run.prm)):
+        need = component.needs()
+        if need:
+            check_installed(key, component.name, *need)
+        for weights_key, path in component.weights(run):
+            check_weights(weights_key, path)
 
 
 def check_sim_can_read(problems: Sequence[Problem], dataset: str) -> None:
@@ -44,16 +41,14 @@ def check_sim_can_read(problems: Sequence[Problem], dataset: str) -> None:
             f"config key 'model': the simulated policy (model=sim) only solves the problems of dataset=synthetic, and "
             f"{len(unreadable)} of the {len(problems)} problems of dataset {dataset!r} are not among them (e.g. "
             f"{first.unique_id}: {text!r}). Use a real model for your problems (e.g. model=qwen2.5-1.5b "
-            f"model.backend=hf, or model=llama-3.2-1b with vLLM), or dataset=synthetic with model=sim"
+            f"model/backend=hf, or model=llama-3.2-1b with vLLM), or dataset=synthetic with model=sim"
         )
 
 
-def check_backend_installed(key: str, backend: str) -> None:
-    module, extra = EXTRAS.get(backend, (None, None))
-    if module and importlib.util.find_spec(module) is None:
-        other = "hf" if backend == "vllm" else "sim"
-        raise ConfigError(f"config key '{key}.backend': backend {backend!r} needs the {module} package, which is not "
-                          f"installed; pip install '{extra}', or choose {key}.backend={other}")
+def check_installed(key: str, name: str, module: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"config key '{key}': {name} needs the {module} package, which is not installed; "
+                          f"pip install '{extra}', or choose another {key}")
 
 
 def _offline() -> bool:

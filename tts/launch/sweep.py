@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tts.config.redaction import redact_yaml_file
+from tts.launch.hydra_redaction import redact_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ def short_dirname(name: Any) -> str:
     return f"{readable}_h{digest}"
 
 
+if not OmegaConf.has_resolver("tts_dirname"):  # before Hydra resolves hydra.run.dir (conf/config.yaml)
+    OmegaConf.register_new_resolver("tts_dirname", short_dirname)
+
+
 # -- before anything is created ---------------------------------------------------------------------------------------
 
 
@@ -69,7 +73,8 @@ class RunGuard(Callback):
     """Validate before Hydra creates directories; report a sweep's failed jobs at its end."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tts.config.schema import ConfigError, validate
+        from tts.config.schema import ConfigError
+        from tts.config.validate import validate
 
         try:
             validate(_task_config(config))
@@ -122,7 +127,8 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from tts.config.schema import ConfigError, validate
+    from tts.config.schema import ConfigError
+    from tts.config.validate import validate
 
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []

@@ -1,29 +1,17 @@
-"""Process reward models, chosen by `prm.family` (input format) and `prm.backend` (sim | hf | vllm).
-
-Each family module has `build(prm_cfg) -> ProcessRewardModel`; it is imported only when chosen.
+"""Process reward models: one module per PRM family (its input format and read-out) with its config dataclass (a
+`PRMConfig` subclass, `prm.*`) and the class or function Hydra builds from conf/prm/<name>.yaml's `_target_`.
+Real families run on transformers or vLLM (`prm.backend`); heavy imports happen only when one is built.
 """
 
 from __future__ import annotations
 
-import importlib
-
+from tts.config.schema import PRMConfig, build
 from tts.prms.base import ProcessRewardModel
 
-# prm.family -> module with `build(prm_cfg) -> ProcessRewardModel`
-FAMILIES = {
-    "sim": "tts.prms.sim",
-    "rlhflow": "tts.prms.rlhflow",
-    "math_shepherd": "tts.prms.math_shepherd",
-    "qwen_prm": "tts.prms.qwen_prm",
-    "skywork": "tts.prms.skywork",
-}
 
-
-def build_prm(prm_cfg) -> ProcessRewardModel:
-    if prm_cfg.family not in FAMILIES:
-        raise ValueError(f"config key 'prm.family': unknown PRM family {prm_cfg.family!r}; known: {sorted(FAMILIES)}")
-    module = importlib.import_module(FAMILIES[prm_cfg.family])
-    return module.build(prm_cfg)
+def build_prm(config: PRMConfig) -> ProcessRewardModel:
+    """The PRM `config._target_` names, built by Hydra from its typed config."""
+    return build(config)
 
 
 __all__ = ["ProcessRewardModel", "build_prm"]

@@ -31,8 +31,9 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Optional, Sequence
 
+from tts.config.schema import Config, PRMConfig
 from tts.prms.base import ProcessRewardModel
 from tts.prms.prefix_groups import PrefixGroup, plan_prefix_groups
 
@@ -95,6 +96,46 @@ def single_token_id(tokenizer, text: str, what: str) -> int:
     if len(ids) != 1:
         raise ValueError(f"{what} {text!r} must be one token of this tokenizer, it is {len(ids)}: {ids}")
     return ids[0]
+
+
+PRM_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class HFPRMConfig(PRMConfig):
+    """Knobs of every PRM read from a real checkpoint, run by transformers (`backend: hf`) or by vLLM's pooling
+    runner (`backend: vllm`). The families (one module each) add their input format's knobs."""
+
+    shared: ClassVar[bool] = True
+
+    backend: str = "hf"  # hf (transformers, any device) | vllm (pooling runner)
+    path: Optional[str] = None  # hub id or local directory
+    dtype: str = "auto"
+    device: str = "auto"  # hf: cuda when available, else cpu
+    trust_remote_code: bool = False
+    batch_tokens: int = 8192  # hf: padded tokens per forward pass (longest x count); bounds activation memory
+    max_length: Optional[int] = None  # vllm: max_model_len
+    gpu_memory_utilization: float = 0.4  # vllm: share of GPU memory (the policy holds its own)
+    enforce_eager: bool = False  # vllm
+    # vllm: score each new step alone, its prefix from vLLM's prefix cache; hf: a token prefix shared by several
+    # candidates of one call runs once, its KV cache under all of them
+    enable_prefix_caching: bool = True
+    block_size: Optional[int] = None  # vllm: KV-cache block size (the prefix cache's granularity); null: vLLM's
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.require(self.backend in PRM_BACKENDS, "backend",
+                     f"must be one of {PRM_BACKENDS} (a PRM runs on hf or vllm), got {self.backend!r}")
+        self.require(bool(self.path), "path", "a real PRM needs a hub id or a local directory")
+        self.require(self.batch_tokens >= 1, "batch_tokens", f"must be >= 1, got {self.batch_tokens}")
+        self.require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
+                     f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}")
+
+    def needs(self) -> Optional[tuple[str, str]]:
+        return ("vllm", "tts[vllm]") if self.backend == "vllm" else ("transformers", "tts[hf]")
+
+    def weights(self, run: Config) -> list[tuple[str, Optional[str]]]:
+        return [("prm.path", self.path)]
 
 
 class HFProcessRewardModel(ProcessRewardModel):

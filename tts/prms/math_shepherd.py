@@ -7,9 +7,11 @@ that step's tag "ки". A step that already starts with its own "Step k:" / "## 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import re
 
-from tts.prms.hf_common import Encoded, HFProcessRewardModel, char_to_token, good_bad_token_ids, load_hf
+from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, char_to_token, good_bad_token_ids, load_hf
 from tts.prms.rlhflow import two_token_probability
 
 _HAS_HEADER = re.compile(r"^(#+\s*)?Step\s*\d+\s*:", re.IGNORECASE)
@@ -65,5 +67,16 @@ class MathShepherdPRM(HFProcessRewardModel):
         return two_token_pooler_kwargs(bad=bad, good=good, last=self.prefix_reuse)
 
 
-def build(prm_cfg) -> MathShepherdPRM:
-    return load_hf(MathShepherdPRM, prm_cfg)
+@dataclass
+class MathShepherdConfig(HFPRMConfig):
+    """Math-Shepherd: "Step k: ... <step_tag>" lines; P(good_token) vs bad_token at each step tag."""
+
+    _target_: str = "tts.prms.math_shepherd.build"
+    name: str = "math-shepherd"
+    step_tag: str = "ки"  # the tag closing every step; scores are read at its position
+    good_token: str = "+"
+    bad_token: str = "-"
+
+
+def build(config: MathShepherdConfig) -> MathShepherdPRM:
+    return load_hf(MathShepherdPRM, config)

@@ -12,7 +12,9 @@ false, a `Qwen2ForProcessRewardModel` checkpoint is read into our own module (th
 
 from __future__ import annotations
 
-from tts.prms.hf_common import Encoded, HFProcessRewardModel, load_hf, single_token_id
+from dataclasses import dataclass
+
+from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf, single_token_id
 
 DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEPARATOR = "<extra_0>"
@@ -126,7 +128,18 @@ def _architectures(path: str) -> list[str]:
         return json.load(f).get("architectures") or []
 
 
-def build(prm_cfg) -> QwenPRM:
+@dataclass
+class QwenPRMConfig(HFPRMConfig):
+    """Qwen2.5-Math-PRM: steps joined by the separator in the assistant turn; softmax(head)[1] at each separator."""
+
+    _target_: str = "tts.prms.qwen_prm.build"
+    name: str = "qwen_prm"
+    step_tag: str = SEPARATOR  # the step separator (one special token)
+    system_prompt: str = DEFAULT_SYSTEM  # the published system turn
+
+
+def build(config: QwenPRMConfig) -> QwenPRM:
+    prm_cfg = config
     architectures = _architectures(prm_cfg.path)
     auto_class = "AutoModel"
     if prm_cfg.backend == "hf" and any(a.endswith("ForTokenClassification") for a in architectures):

@@ -8,7 +8,9 @@ the last token of the k-th assistant header. The two tokens are those of `encode
 
 from __future__ import annotations
 
-from tts.prms.hf_common import (Encoded, HFProcessRewardModel, char_to_token, encode_rendered, good_bad_token_ids,
+from dataclasses import dataclass
+
+from tts.prms.hf_common import (Encoded, HFPRMConfig, HFProcessRewardModel, char_to_token, encode_rendered, good_bad_token_ids,
                                 load_hf)
 
 
@@ -83,5 +85,15 @@ def two_token_probability(model, inputs: dict, good_id: int, bad_id: int):
     return torch.softmax(logits.float(), dim=-1)[..., 0]
 
 
-def build(prm_cfg) -> RLHFlowPRM:
-    return load_hf(RLHFlowPRM, prm_cfg)
+@dataclass
+class RLHFlowConfig(HFPRMConfig):
+    """RLHFlow's PRMs (Llama3.1-8B-PRM-Deepseek-Data, the blog's): chat turns, the score is P(good_token)."""
+
+    _target_: str = "tts.prms.rlhflow.build"
+    name: str = "rlhflow"
+    good_token: str = "+"  # assistant answer of a good step; its probability is the score
+    bad_token: str = "-"  # the competing answer token
+
+
+def build(config: RLHFlowConfig) -> RLHFlowPRM:
+    return load_hf(RLHFlowPRM, config)

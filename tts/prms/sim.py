@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 
-from tts.data.synthetic import right_prefix, solve
 from tts.backends.sim import count_tokens
+from tts.config.schema import PRMConfig
+from tts.data.synthetic import right_prefix, solve
 from tts.prms.base import ProcessRewardModel
 
 
+@dataclass
+class SimPRMConfig(PRMConfig):
+    """The simulated verifier's knobs (`prm.*`; conf/prm/sim.yaml says what each one does)."""
+
+    _target_: str = "tts.prms.sim.SimPRM"
+    name: str = "sim"
+    discrimination: float = 1.5  # logit gap between a correct prefix and one that has gone wrong
+    noise: float = 1.0  # std of the logit noise, fixed per (problem, prefix): 0 is a perfect verifier
+    bias: float = 0.5  # logit of a correct prefix before noise
+    length_penalty: float = 0.0  # logit lost per step
+
+
 class SimPRM(ProcessRewardModel):
-    def __init__(self, cfg) -> None:
+    def __init__(self, config: SimPRMConfig) -> None:
         super().__init__()
+        cfg = config
         self.discrimination = float(cfg.discrimination)
         self.noise = float(cfg.noise)
         self.bias = float(cfg.bias)
@@ -50,6 +65,3 @@ def _normal_from_digest(digest: bytes) -> float:
     u2 = int.from_bytes(digest[8:], "little") / 2.0**64
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
-
-def build(prm_cfg) -> SimPRM:
-    return SimPRM(prm_cfg.sim)

@@ -10,10 +10,13 @@ The value head is our own module (a linear layer hidden -> 1) whose weights are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import glob
 import os
 
-from tts.prms.hf_common import Encoded, HFProcessRewardModel
+from tts.config.schema import Config
+from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf
 
 STEP_TOKEN = "\n"
 
@@ -72,12 +75,22 @@ def load_value_head(path: str, hidden_size: int, dtype, device):
     return head.to(device=device, dtype=dtype).eval()
 
 
-def build(prm_cfg) -> SkyworkPRM:
-    from tts.prms.hf_common import load_hf
+@dataclass
+class SkyworkConfig(HFPRMConfig):
+    """Skywork-o1-Open-PRM (Qwen2.5 + value head): sigmoid(value) at the token closing each step; hf only."""
 
-    if prm_cfg.backend != "hf":
-        raise ValueError("config key 'prm.backend': the skywork PRM runs on hf only (vLLM has no value-head "
-                         "architecture for it); use prm.backend=hf")
+    _target_: str = "tts.prms.skywork.build"
+    name: str = "skywork"
+    step_tag: str = STEP_TOKEN  # the token closing every step; the value head is read there
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.require(self.backend == "hf", "backend", "the skywork PRM runs on hf only (vLLM has no value-head "
+                     "architecture for it); use prm.backend=hf")
+
+
+def build(config: SkyworkConfig) -> SkyworkPRM:
+    prm_cfg = config
     prm = load_hf(SkyworkPRM, prm_cfg)
     path = prm_cfg.path
     if not os.path.isdir(path):  # a hub id: the files are in the local cache after load_hf

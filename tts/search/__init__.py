@@ -1,28 +1,17 @@
-"""Search strategies, chosen by `strategy.name`. Each module has
-`search(problems, policy, prm, cfg) -> list[list[Completion]]` returning exactly `cfg.n` completions per problem."""
+"""Search strategies. Each module holds one strategy: its config dataclass (a `StrategyConfig` subclass with only its
+own knobs and rules) and its class (a `Strategy`), which Hydra builds from conf/strategy/<name>.yaml's `_target_`.
+Every strategy returns exactly `n` completions per problem.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-from tts.search.completion import Completion
-
-# strategy.name -> module with `search(problems, policy, prm, cfg)`
-STRATEGIES = {
-    "best_of_n": "tts.search.best_of_n",
-    "beam": "tts.search.beam",
-    "dvts": "tts.search.dvts",
-    "lookahead": "tts.search.lookahead",
-    "rebase": "tts.search.rebase",
-    "filter_vote": "tts.search.filter_vote",
-    "revisions": "tts.search.revisions",
-}
+from tts.config.schema import StrategyConfig, build
+from tts.search.base import Strategy
 
 
-def get_strategy(name: str):
-    if name not in STRATEGIES:
-        raise ValueError(f"config key 'strategy.name': unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
-    return importlib.import_module(STRATEGIES[name]).search
+def build_strategy(config: StrategyConfig) -> Strategy:
+    """The strategy `config._target_` names, built by Hydra from its typed config."""
+    return build(config)
 
 
-__all__ = ["Completion", "get_strategy"]
+__all__ = ["Strategy", "build_strategy"]

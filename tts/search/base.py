@@ -1,18 +1,21 @@
 """What every strategy shares: the request it sends for a problem, the record it returns, and compute accounting.
 
-A strategy returns one `SearchOutput` per problem: exactly `cfg.n` completions and the compute spent on that problem.
+A strategy is a class built by Hydra from its own typed config (`_target_` in conf/strategy/<name>.yaml; the config
+dataclass, a `StrategyConfig` subclass, beside the class). It returns one `SearchOutput` per problem: exactly `cfg.n` completions and the compute spent on that problem.
 Generated tokens are exact per problem (every output belongs to one problem). PRM tokens are exact per run; a batched
 PRM call encodes many problems at once, so its tokens are shared out in proportion to the text each problem sent.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from tts.backends.base import GenerationRequest
+from tts.backends.base import GenerationRequest, PolicyBackend, build_messages
+from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
-from tts.prompts import build_messages
+from tts.prms.base import ProcessRewardModel
 from tts.search.completion import Completion
 
 
@@ -23,12 +26,25 @@ class SearchOutput:
     note: Optional[str] = None  # why fewer than n completions, if ever
 
 
-def make_request(problem: Problem, cfg, *, prefix: str = "", n: int = 1, temperature: Optional[float] = None,
+class Strategy(abc.ABC):
+    """A search strategy. A subclass takes its own config dataclass (`__init__(self, config: MyConfig)`: the
+    annotation tells the entry which dataclass types the YAML's knobs) and implements `search`."""
+
+    def __init__(self, config: StrategyConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def search(self, problems: Sequence[Problem], policy: PolicyBackend, prm: ProcessRewardModel,
+               run: Config) -> list[SearchOutput]:
+        """Exactly `run.n` completions per problem (fewer only with `SearchOutput.note`), in problem order."""
+
+
+def make_request(problem: Problem, cfg: Config, *, prefix: str = "", n: int = 1, temperature: Optional[float] = None,
                  stop: Optional[list[str]] = None, max_tokens: Optional[int] = None, seed_offset: int = 0,
                  prefix_ids: Optional[tuple[int, ...]] = None) -> GenerationRequest:
     """The policy request for `problem` under the run config (sampling knobs from `strategy`, limits from `budget`)."""
     return GenerationRequest(
-        messages=build_messages(cfg.model.system_prompt, problem.problem),
+        messages=build_messages(cfg.model.prompt.system, problem.problem),
         prefix=prefix,
         prefix_ids=prefix_ids,
         n=n,

@@ -12,8 +12,24 @@ evenly). A problem stops once N beams have finished; its N completions are the b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from tts.config.schema import Config
 from tts.search.base import SearchOutput
-from tts.search.tree import Expansion, Node, TreeState, allocate, drop_duplicates, run_tree_search, top_k
+from tts.search.tree import (Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate, drop_duplicates,
+                             top_k)
+
+
+@dataclass
+class BeamConfig(TreeSearchConfig):
+    _target_: str = "tts.search.beam.BeamSearch"
+    name: str = "beam"
+    beam_width: int = 4  # M: children per surviving beam; n / M beams survive each iteration
+    filter_duplicates: bool = False  # drop beams whose text duplicates another's before pruning
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.check_width(self.beam_width, run)
 
 
 class BeamState(TreeState):
@@ -55,5 +71,8 @@ class BeamState(TreeState):
         return SearchOutput(completions=completions, compute=compute, note=note)
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
-    return run_tree_search(problems, policy, prm, cfg, BeamState)
+class BeamSearch(TreeSearch):
+    state_class = BeamState
+
+    def __init__(self, config: BeamConfig) -> None:
+        super().__init__(config)

@@ -5,11 +5,29 @@
 
 from __future__ import annotations
 
-from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from dataclasses import dataclass
+
+from tts.config.schema import Config, StrategyConfig
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.search.completion import Completion, split_steps
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+@dataclass
+class BestOfNConfig(StrategyConfig):
+    _target_: str = "tts.search.best_of_n.BestOfN"
+    name: str = "best_of_n"
+
+
+class BestOfN(Strategy):
+    def __init__(self, config: BestOfNConfig) -> None:
+        super().__init__(config)
+
+    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+        return sample_and_score(problems, policy, prm, run)
+
+
+def sample_and_score(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
+    """n independent samples per problem, one backend call per chunk of problems, every step scored."""
     results: list[SearchOutput] = []
     for chunk in batches(problems, cfg.strategy.search_batch_size):
         outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-STEP_SEPARATOR = "\n\n"
+from tts.data.steps import STEP_SEPARATOR, split_steps  # noqa: F401 - the strategies' step format
 
 
 @dataclass
@@ -35,8 +35,3 @@ class Completion:
         if self.extra:
             record["extra"] = dict(self.extra)
         return record
-
-
-def split_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
-    """Cut a solution into PRM steps: pieces between separators, stripped; blank pieces are not steps."""
-    return [piece.strip() for piece in text.split(separator) if piece.strip()]

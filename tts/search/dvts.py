@@ -17,8 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from tts.config.schema import Config
 from tts.search.base import SearchOutput
-from tts.search.tree import Expansion, Node, TreeState, run_tree_search
+from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState
+
+
+@dataclass
+class DVTSConfig(TreeSearchConfig):
+    _target_: str = "tts.search.dvts.DVTS"
+    name: str = "dvts"
+    beam_width: int = 4  # M: candidate steps per subtree per iteration, and leaves per subtree
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.check_width(self.beam_width, run)
 
 
 @dataclass(eq=False)
@@ -73,5 +85,8 @@ class DvtsState(TreeState):
         return SearchOutput(completions=completions, compute=dict(self.compute))
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
-    return run_tree_search(problems, policy, prm, cfg, DvtsState)
+class DVTS(TreeSearch):
+    state_class = DvtsState
+
+    def __init__(self, config: DVTSConfig) -> None:
+        super().__init__(config)

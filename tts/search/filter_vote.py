@@ -15,14 +15,36 @@ under `review_tokens`; with n samples a problem costs 2n calls.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Optional
 
 from tts.backends.base import GenerationRequest
-from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from tts.config.schema import Config, StrategyConfig
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.search.completion import Completion, split_steps
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 UNPARSED_KEEP_CHARS = 400  # an unparsed review is kept (this much of it) in the record, to see what went wrong
+
+
+@dataclass
+class FilterVoteConfig(StrategyConfig):
+    _target_: str = "tts.search.filter_vote.FilterVote"
+    name: str = "filter_vote"
+    review_prompt: str = ""  # {problem} and {solution} are replaced verbatim (conf/strategy/filter_vote.yaml)
+    review_system_prompt: str = ""  # system message of the review call ("": none)
+    review_temperature: Optional[float] = None  # null: the same as `temperature`
+    review_max_tokens: int = 512  # tokens one review may generate; they count toward the generated tokens
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        for placeholder in ("{problem}", "{solution}"):
+            self.require(placeholder in self.review_prompt, "review_prompt",
+                         f"must contain the placeholder {placeholder}")
+        self.require(self.review_max_tokens >= 1, "review_max_tokens", "must be >= 1 (tokens of one review)")
+        self.require(self.review_temperature is None or self.review_temperature >= 0, "review_temperature",
+                     "must be >= 0 or null (use strategy.temperature)")
 
 
 def fill(template: str, **values: str) -> str:
@@ -37,7 +59,7 @@ def parse_verdict(text: str) -> str:
     return found.pop() if len(found) == 1 else "unparsed"
 
 
-def review_request(problem: str, solution: str, cfg, seed_offset: int) -> GenerationRequest:
+def review_request(problem: str, solution: str, cfg: Config, seed_offset: int) -> GenerationRequest:
     strategy = cfg.strategy
     messages = [{"role": "system", "content": strategy.review_system_prompt}] if strategy.review_system_prompt else []
     prompt = fill(strategy.review_prompt, problem=problem, solution=solution.strip())
@@ -47,7 +69,15 @@ def review_request(problem: str, solution: str, cfg, seed_offset: int) -> Genera
                              max_tokens=strategy.review_max_tokens, seed=cfg.seed + seed_offset)
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+class FilterVote(Strategy):
+    def __init__(self, config: FilterVoteConfig) -> None:
+        super().__init__(config)
+
+    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+        return filter_vote(problems, policy, prm, run)
+
+
+def filter_vote(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
     results: list[SearchOutput] = []
     for chunk in batches(problems, cfg.strategy.search_batch_size):
         outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])

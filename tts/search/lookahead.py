@@ -10,10 +10,28 @@ of the batch, so an iteration costs 1 + k calls.
 
 from __future__ import annotations
 
-from tts.search.base import SearchOutput
-from tts.search.beam import BeamState
-from tts.search.tree import run_tree_search
+from dataclasses import dataclass
+
+from tts.config.schema import Config, is_whole
+from tts.search.beam import BeamConfig, BeamState
+from tts.search.tree import TreeSearch
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
-    return run_tree_search(problems, policy, prm, cfg, BeamState, lookahead=int(cfg.strategy.lookahead))
+@dataclass
+class LookaheadConfig(BeamConfig):
+    _target_: str = "tts.search.lookahead.LookaheadSearch"
+    name: str = "lookahead"
+    lookahead: int = 2  # k: greedy steps rolled out past each candidate before the PRM scores it (0 = beam search)
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.require(is_whole(self.lookahead) and self.lookahead >= 0, "lookahead",
+                     f"must be a whole number of steps >= 0, got {self.lookahead!r}")
+
+
+class LookaheadSearch(TreeSearch):
+    state_class = BeamState
+
+    def __init__(self, config: LookaheadConfig) -> None:
+        super().__init__(config)
+        self.lookahead = config.lookahead

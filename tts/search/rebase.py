@@ -15,9 +15,23 @@ Low temperature concentrates the budget on the best node (towards greedy); high 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from tts.config.schema import Config
 from tts.search.base import SearchOutput
-from tts.search.tree import Expansion, Node, TreeState, allocate, run_tree_search
+from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate
+
+
+@dataclass
+class RebaseConfig(TreeSearchConfig):
+    _target_: str = "tts.search.rebase.Rebase"
+    name: str = "rebase"
+    rebase_temperature: float = 0.2  # softmax temperature over node scores: low = exploit the best node
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.require(self.rebase_temperature > 0, "rebase_temperature",
+                     f"must be > 0 (softmax temperature over node scores), got {self.rebase_temperature}")
 
 
 def softmax(values: list[float], temperature: float) -> list[float]:
@@ -57,5 +71,8 @@ class RebaseState(TreeState):
         return SearchOutput(completions=completions, compute=dict(self.compute), note=note)
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
-    return run_tree_search(problems, policy, prm, cfg, RebaseState)
+class Rebase(TreeSearch):
+    state_class = RebaseState
+
+    def __init__(self, config: RebaseConfig) -> None:
+        super().__init__(config)

@@ -17,11 +17,38 @@ attempts only. `revisions_per_chain=1` is best-of-n; `revisions_per_chain=n` is 
 
 from __future__ import annotations
 
-from tts.backends.base import GenerationOutput, GenerationRequest
-from tts.prompts import build_messages
-from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from dataclasses import dataclass
+from typing import Optional
+
+from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
+from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.search.completion import Completion, split_steps
 from tts.search.filter_vote import fill
+
+
+@dataclass
+class RevisionsConfig(StrategyConfig):
+    _target_: str = "tts.search.revisions.Revisions"
+    name: str = "revisions"
+    revisions_per_chain: int = 4  # L, attempts per chain (1 = best-of-n); must divide n
+    revision_prompt: str = ""  # {problem} and {attempts} are replaced verbatim (conf/strategy/revisions.yaml)
+    revision_attempt_template: str = "{attempt}"  # how each previous attempt is shown ({attempt})
+    revision_context_tokens: Optional[int] = None  # previous-attempt tokens a prompt may hold (null: budget.max_tokens)
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        length = self.revisions_per_chain
+        self.require(is_whole(length) and length >= 1, "revisions_per_chain", f"must be >= 1, got {length!r}")
+        self.require(run.n % length == 0, "revisions_per_chain",
+                     f"must divide n={run.n} (n / revisions_per_chain chains run in parallel), got {length}")
+        for placeholder in ("{problem}", "{attempts}"):
+            self.require(placeholder in self.revision_prompt, "revision_prompt",
+                         f"must contain the placeholder {placeholder}")
+        self.require("{attempt}" in self.revision_attempt_template, "revision_attempt_template",
+                     "must contain the placeholder {attempt}")
+        self.require(self.revision_context_tokens is None or self.revision_context_tokens >= 1,
+                     "revision_context_tokens", "must be >= 1 or null (budget.max_tokens)")
 
 
 def context(attempts: list[GenerationOutput], budget: int) -> list[GenerationOutput]:
@@ -35,16 +62,24 @@ def context(attempts: list[GenerationOutput], budget: int) -> list[GenerationOut
     return kept[::-1]
 
 
-def revision_request(problem: str, shown: list[GenerationOutput], cfg, seed_offset: int) -> GenerationRequest:
+def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, seed_offset: int) -> GenerationRequest:
     strategy = cfg.strategy
     rendered = "\n\n".join(fill(strategy.revision_attempt_template, attempt=a.text.strip()) for a in shown)
     prompt = fill(strategy.revision_prompt, problem=problem, attempts=rendered)
-    return GenerationRequest(messages=build_messages(cfg.model.system_prompt, prompt), n=1,
+    return GenerationRequest(messages=build_messages(cfg.model.prompt.system, prompt), n=1,
                              temperature=strategy.temperature, top_p=strategy.top_p,
                              max_tokens=cfg.budget.max_tokens, seed=cfg.seed + seed_offset)
 
 
-def search(problems, policy, prm, cfg) -> list[SearchOutput]:
+class Revisions(Strategy):
+    def __init__(self, config: RevisionsConfig) -> None:
+        super().__init__(config)
+
+    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+        return revise(problems, policy, prm, run)
+
+
+def revise(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
     length = cfg.strategy.revisions_per_chain
     chains = cfg.n // length
     budget = cfg.strategy.revision_context_tokens or cfg.budget.max_tokens

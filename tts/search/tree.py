@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Optional
-
-from omegaconf import DictConfig, OmegaConf
+from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationStream
+from tts.config.schema import Config, StrategyConfig, is_whole
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
-from tts.search.base import SearchOutput, batches, make_request, share_tokens
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.search.completion import STEP_SEPARATOR, Completion, split_steps
 
 FINISHED_BY_BACKEND = ("eos", "length")
@@ -163,26 +161,48 @@ def _child(parent: Node, text: str, finish_reason: str, num_tokens: int, to_end:
     return node
 
 
-def plain_config(cfg):
-    """The config as nested namespaces: a search reads it per request, and DictConfig attribute access is ~30 us."""
-    if isinstance(cfg, DictConfig):
-        return _namespace(OmegaConf.to_container(cfg, resolve=True))
-    return cfg
+SCHEDULES = ("per_problem", "lockstep")
 
 
-def _namespace(value):
-    if isinstance(value, dict):
-        return SimpleNamespace(**{k: _namespace(v) for k, v in value.items()})
-    return value
+@dataclass
+class TreeSearchConfig(StrategyConfig):
+    """Knobs of every step-level tree search."""
+
+    # on a backend that streams (vLLM): problems advance together (lockstep: each iteration waits for every problem's
+    # slowest sample) or independently (per_problem); the samples are the same either way
+    schedule: str = "lockstep"
+
+    def check(self, run: Config) -> None:
+        super().check(run)
+        self.require(self.schedule in SCHEDULES, "schedule",
+                     f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+    def check_width(self, width: int, run: Config) -> None:
+        """`beam_width` M of beam, DVTS and lookahead: n / M beams or subtrees, so M must divide n."""
+        self.require(is_whole(width) and width >= 1, "beam_width", f"must be a whole number >= 1, got {width!r}")
+        self.require(width <= run.n, "beam_width",
+                     f"must be <= n ({run.n}): {self.name} keeps n / beam_width beams; lower beam_width or raise n")
+        self.require(run.n % width == 0, "beam_width",
+                     f"n ({run.n}) must be a multiple of beam_width ({width}) for {self.name}; "
+                     f"e.g. n={max(width, run.n - run.n % width)}")
 
 
-def run_tree_search(problems, policy, prm, cfg, make_state, lookahead: int = 0) -> list[SearchOutput]:
+class TreeSearch(Strategy):
+    """A strategy whose per-problem policy is a `TreeState` subclass, run by the shared step loop below."""
+
+    state_class: ClassVar[type[TreeState]]
+    lookahead: int = 0  # greedy steps rolled out past each candidate before it is scored
+
+    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+        return run_tree_search(problems, policy, prm, run, self.state_class, lookahead=self.lookahead)
+
+
+def run_tree_search(problems, policy, prm, cfg: Config, make_state, lookahead: int = 0) -> list[SearchOutput]:
     """Run `make_state(problem, cfg)` searches over `problems`, `strategy.search_batch_size` problems at a time.
 
     `lookahead` > 0 scores every unfinished child at the end of a greedy rollout of that many more steps (one extra
     backend call per rollout step, all problems batched); the rollout tokens count as generated compute.
     """
-    cfg = plain_config(cfg)
     states = [make_state(p, cfg) for p in problems]
     if lookahead > 0:
         for state in states:

@@ -185,7 +185,7 @@ class RunDirectory:
                     f"{self.results_dir} to start over."
                 )
         self._sign_lock()
-        _atomic_write(stored_path, json.dumps(fingerprint, indent=2, sort_keys=True))
+        atomic_write(stored_path, json.dumps(fingerprint, indent=2, sort_keys=True))
         self._config_hash = config_hash(fingerprint)
         return self._check_and_repair(int(config["n"]) if "n" in config else None)
 
@@ -364,11 +364,11 @@ class RunDirectory:
         self._next_batch += 1
 
     def write_metrics(self, metrics: dict) -> None:
-        _atomic_write(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True))
+        atomic_write(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True))
 
     def write_config(self, config_yaml: str, run_info: dict) -> None:
-        _atomic_write(self.path / "config.yaml", config_yaml)
-        _atomic_write(self.path / "run_info.json", json.dumps(run_info, indent=2, sort_keys=True))
+        atomic_write(self.path / "config.yaml", config_yaml)
+        atomic_write(self.path / "run_info.json", json.dumps(run_info, indent=2, sort_keys=True))
 
     # -- one writer at a time -----------------------------------------------------------------------------------
 
@@ -442,7 +442,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     _atomic_write_bytes(path, text.encode("utf-8"))
 
 

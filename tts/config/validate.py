@@ -1,0 +1,202 @@
+"""`validate(cfg)`: the composed config checked key by key and rule by rule, and turned into typed objects once.
+
+    run = validate(cfg)          # a tts.config.schema.Config; run.strategy is e.g. a BeamConfig
+    run.strategy.beam_width      # plain attribute access from here on: nothing downstream reads a DictConfig
+
+Every failure is a `ConfigError` whose one line names the key and the fix: an unknown key (with the nearest valid one,
+or the knobs of the chosen component when a knob belongs to another), a value of the wrong type, a number out of range
+or not finite, a rule across fields (`n % beam_width == 0`). `check_overrides` applies the key and option checks to
+the command line before Hydra composes anything (tts/launch/cli.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tts.config.keys import (CONF, COMPONENTS, component_knobs, config_class, key_is_known, nearest_key, schema_keys,
+                             unknown_keys)
+from tts.config.redaction import is_secret_key
+from tts.config.schema import SEED_LIMIT, ComponentConfig, Config, ConfigError, is_whole, require
+
+REDUCTIONS = ("last", "min", "prod", "mean")
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check every key and every rule before any data is loaded or any model built; return the typed config."""
+    check_known_keys(cfg)
+    check_finite(cfg)
+    components = {key: typed_component(OmegaConf.select(cfg, key), key) for key in COMPONENTS}
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    for key in COMPONENTS:  # typed below; to_object must not see them as plain dicts of an Any field
+        parent, _, leaf = key.rpartition(".")
+        (plain[parent] if parent else plain)[leaf] = None
+    try:
+        run: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))  # type: ignore[assignment]
+    except OmegaConfBaseException as error:
+        raise ConfigError(_omegaconf_message(error, "")) from None
+    run.strategy, run.prm, run.model.backend = components["strategy"], components["prm"], components["model.backend"]
+    _check_run(run)
+    for component in components.values():
+        component.check(run)
+    return run
+
+
+def typed_component(node: Any, key: str) -> ComponentConfig:
+    """The config of the component at `key`: an instance of the dataclass its `_target_` takes, filled from `node`."""
+    if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+        raise ConfigError(f"config key '{key}._target_': missing; the option's YAML must name the class Hydra builds")
+    schema = config_class(node._target_, key)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(typed)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise ConfigError(_omegaconf_message(error, key + ".")) from None
+
+
+def _omegaconf_message(error: OmegaConfBaseException, prefix: str) -> str:
+    key = f"{prefix}{getattr(error, 'full_key', '') or getattr(error, 'key', '')}"
+    first = str(getattr(error, "msg", error)).strip().splitlines()[0]
+    return f"config key '{key}': {first}"
+
+
+def _check_run(run: Config) -> None:
+    """The rules of the groups that are not components."""
+    require(is_whole(run.n) and run.n >= 1, "n", f"must be a whole number >= 1 (completions per problem), got {run.n!r}")
+    require(is_whole(run.seed) and 0 <= run.seed <= SEED_LIMIT, "seed",
+            f"must be a whole number in [0, {SEED_LIMIT}], got {run.seed!r}")
+    dataset, scoring, logger = run.dataset, run.scoring, run.logger
+    require(0 <= dataset.generator_seed <= SEED_LIMIT, "dataset.generator_seed",
+            f"must be a whole number in [0, {SEED_LIMIT}], got {dataset.generator_seed!r}")
+    require(is_whole(run.batch_size) and run.batch_size >= 1, "batch_size",
+            f"must be >= 1 (problems saved per batch), got {run.batch_size!r}")
+    require(run.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {run.budget.max_tokens}")
+    require(run.budget.num_iterations >= 1, "budget.num_iterations",
+            f"must be >= 1, got {run.budget.num_iterations}")
+    require(scoring.reduction in REDUCTIONS, "scoring.reduction",
+            f"must be one of {REDUCTIONS}, got {scoring.reduction!r}")
+    require(0 < scoring.grading_timeout <= 3600, "scoring.grading_timeout",
+            f"must be in (0, 3600] seconds (the longest one answer comparison may take), "
+            f"got {scoring.grading_timeout}")
+    require(is_whole(scoring.subset_draws) and scoring.subset_draws >= 1, "scoring.subset_draws",
+            f"must be a whole number >= 1 (random subsets per n' for weighted and majority), "
+            f"got {scoring.subset_draws!r}")
+    require(dataset.num_problems is None or dataset.num_problems >= 1, "dataset.num_problems",
+            f"must be >= 1 or null (all problems), got {dataset.num_problems}")
+    require(dataset.start >= 0, "dataset.start", f"must be >= 0, got {dataset.start}")
+    if dataset.end is not None:
+        require(dataset.end > dataset.start, "dataset.end",
+                f"must be > dataset.start ({dataset.start}), got {dataset.end}: the shard would be empty")
+    require(dataset.num_shards >= 1, "dataset.num_shards", f"must be >= 1, got {dataset.num_shards}")
+    require(0 <= dataset.shard < dataset.num_shards, "dataset.shard",
+            f"must be in [0, dataset.num_shards={dataset.num_shards}), got {dataset.shard}")
+    require(logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {logger.mode!r}")
+    require(logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {logger.init_timeout}")
+
+
+# -- keys -----------------------------------------------------------------------------------------------------------
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first key of `cfg` that its schema (or its component's config) does not define."""
+    for key, schema in unknown_keys(cfg):
+        owner = _owner(key)
+        if owner and schema is not None:
+            knobs = [f"{owner}.{f.name}" for f in dataclasses.fields(schema)]
+            raise ConfigError(unknown_key_message(key, knobs, schema))
+        raise ConfigError(unknown_key_message(key))
+
+
+def _owner(key: str) -> Optional[str]:
+    """The component a dotted key lies under (`strategy.beam_width` -> `strategy`)."""
+    return next((c for c in sorted(COMPONENTS, key=len, reverse=True) if key.startswith(c + ".")), None)
+
+
+def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema: Optional[type] = None) -> str:
+    """`config key 'x': not a known key ...` with the nearest valid key, if one is close; under a component, the
+    nearest of its own knobs, and which other options have this knob when the key belongs to another."""
+    if is_secret_key(key):  # a credential on the command line would be used by nothing: say where credentials go
+        return (f"config key '{key}': not a known key; credentials are read from the environment (WANDB_API_KEY, "
+                "HF_TOKEN, OPENAI_API_KEY or the variable model.backend.api_key_env names), never from the command "
+                "line")
+    near = nearest_key(key, candidates if candidates is not None else schema_keys())
+    hint = f"; did you mean '{near}'?" if near else ""
+    owner = _owner(key)
+    if owner and schema is not None:
+        knob = key[len(owner) + 1:]
+        elsewhere = sorted(option for option, knobs in component_knobs(owner).items() if knob in knobs)
+        where = f"; it is a knob of {owner}={','.join(elsewhere)}" if elsewhere else ""
+        return (f"config key '{key}': not a knob of {schema.__name__} ({owner}){where}{hint} (`+` cannot add "
+                f"keys a component's config does not have)")
+    return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema does not have)"
+
+
+def check_finite(cfg: DictConfig, prefix: str = "") -> None:
+    """Raise ConfigError for a NaN or infinite number anywhere in the config: no rule can hold for them."""
+    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
+    for name, value in items:
+        key = f"{prefix}{name}"
+        if isinstance(value, (DictConfig, ListConfig)):
+            check_finite(value, key + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}': must be a finite number, got {value}")
+
+
+# -- the command line, before Hydra composes anything -----------------------------------------------------------
+
+
+def group_options(group: str) -> list[str]:
+    """The options a user may choose for a config group: its YAML files (schema entries are not options)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> Optional[str]:
+    """The one-line error for the first override naming an unknown key or group option, else None.
+
+    Overrides Hydra cannot parse, `hydra.*` keys and deletions are left to Hydra. A knob is accepted here when some
+    option of its component has it; the composed config is then checked against the option chosen (`validate`).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:  # Hydra reports its own syntax errors
+        return None
+    groups = {str(p.relative_to(CONF)) for p in CONF.rglob("*") if p.is_dir() and not p.name.startswith("_")}
+    for override in parsed:
+        key = override.key_or_group
+        if key.split(".")[0].split("/")[0] == "hydra" or override.is_delete():
+            continue
+        if key in groups and override.package is None:
+            message = _check_option(key, override)
+            if message:
+                return message
+        elif "/" not in key and not key_is_known(key):
+            return unknown_key_message(key)
+    return None
+
+
+def _check_option(group: str, override) -> Optional[str]:
+    from hydra.errors import HydraException
+
+    if override.is_sweep_override():
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:  # a glob or range over options: Hydra expands and checks it
+            return None
+    else:
+        values = [override.get_value_element_as_str()]
+    options = group_options(group)
+    for value in values:
+        if value not in options:
+            what = "is a schema, not an option" if value.startswith("base_") else "is not an option"
+            return (f"config key '{group}': '{value}' {what}; choose one of {', '.join(options)} "
+                    f"(the files in conf/{group}/)")
+    return None
