@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256, help="best-of-N and raw generate: tokens per sample")
     parser.add_argument("--step-tokens", type=int, default=64, help="stepwise: tokens per step")
     parser.add_argument("--iterations", type=int, default=4, help="stepwise: steps per beam")
-    parser.add_argument("--batch-size", type=int, default=64, help="hf backend model.batch_size")
+    parser.add_argument("--batch-size", type=int, default=64, help="hf backend model.backend.batch_size")
     parser.add_argument("--prm-batch-tokens", type=int, default=16384)
     parser.add_argument("--no-prm", action="store_true")
     parser.add_argument("--prm-tiny", action="store_true", help="a small PRM instead of a second 1B model")

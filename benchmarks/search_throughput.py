@@ -93,18 +93,18 @@ def main(argv=None) -> int:
             policy_path = policy_path or str(save_stepping_llama(work / "policy", args.step_strength))
             prm_path = prm_path or str(save_llama_causal_lm(work / "prm", seed=5))
         overrides = [
-            "model=llama-3.2-1b", f"model.path={policy_path}", "model.backend=vllm", f"model.dtype={dtype}",
+            "model=llama-3.2-1b", f"model.path={policy_path}", "model/backend=vllm", f"model.dtype={dtype}",
             "prm=rlhflow-8b", f"prm.path={prm_path}", "prm.backend=vllm", f"prm.dtype={dtype}",
             "strategy=beam", f"n={args.n}", f"strategy.beam_width={args.beam_width}",
             f"dataset.num_problems={args.problems}", f"budget.max_tokens={args.max_tokens}",
             f"budget.num_iterations={args.iterations}", "logger=none",
-            "model.gpu_memory_utilization=0.4", "prm.gpu_memory_utilization=0.4",
+            "model.backend.gpu_memory_utilization=0.4", "prm.gpu_memory_utilization=0.4",
         ]
         if block_size:
             overrides.append(f"prm.block_size={block_size}")
         if not gpu:
-            overrides += ["model.enforce_eager=true", "prm.enforce_eager=true", "model.max_model_len=1024",
-                      "prm.max_length=1024", "model.max_num_batched_tokens=131072"]
+            overrides += ["model.backend.enforce_eager=true", "prm.enforce_eager=true", "model.backend.max_model_len=1024",
+                      "prm.max_length=1024", "model.backend.max_num_batched_tokens=131072"]
         return measure(args, overrides, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--num-problems", type=int, default=500)
     parser.add_argument("--aggregation", default="weighted", choices=["weighted", "maj", "naive"])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "sim_findings.png")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep (e.g. prm.sim.noise=1.5)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep (e.g. prm.noise=1.5)")
     args = parser.parse_args()
     strategies = args.strategies.split(",")
     if args.sweep:

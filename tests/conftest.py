@@ -24,6 +24,13 @@ def compose_config(overrides: list[str] | None = None):
         return compose(config_name="config", overrides=list(overrides or []))
 
 
+def typed_config(overrides: list[str] | None = None):
+    """The typed config `run` would work with (`tts.config.validate.validate` of the composed one)."""
+    from tts.config.validate import validate
+
+    return validate(compose_config(overrides))
+
+
 @pytest.fixture
 def make_cfg():
     return compose_config

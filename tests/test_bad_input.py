@@ -73,12 +73,12 @@ CONFIG_ROWS = [
     ("model=sim on problems it cannot read", ["dataset=jsonl", "dataset.path={tmp}/own.jsonl"],
      ["config key 'model'", "only solves the problems of dataset=synthetic", "1 of the 1 problems",
       "What is $2+3$?", "Use a real model"]),
-    ("policy weights not in a local directory", ["model=qwen2.5-1.5b", "model.backend=hf",
+    ("policy weights not in a local directory", ["model=qwen2.5-1.5b", "model/backend=hf",
                                                  "model.path={tmp}/no-such-model"],
      ["config key 'model.path'", "no model directory at", "no-such-model"]),
     ("PRM weights not in a local directory", ["prm=math-shepherd", "prm.path={tmp}/no-such-prm"],
      ["config key 'prm.path'", "no model directory at"]),
-    ("a directory that is not a saved model", ["model=qwen2.5-1.5b", "model.backend=hf", "model.path={tmp}"],
+    ("a directory that is not a saved model", ["model=qwen2.5-1.5b", "model/backend=hf", "model.path={tmp}"],
      ["config key 'model.path'", "without config.json"]),
 ]
 
@@ -100,7 +100,7 @@ def test_config_and_dataset_errors_stop_before_generation(tmp_path, overrides, e
 
 def test_hub_weights_missing_offline_are_one_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))  # an empty cache, no hub
-    for args, key in ((["model=qwen2.5-1.5b", "model.backend=hf"], "model.path"),
+    for args, key in ((["model=qwen2.5-1.5b", "model/backend=hf"], "model.path"),
                       (["prm=math-shepherd", "prm.path=nobody/no-such-prm"], "prm.path")):
         result = _main(args + ["logger=none"], tmp_path / "run", env=env)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]

@@ -10,7 +10,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import CONF, REPO, compose_config
-from tts.config.schema import ConfigError, validate
+from tts.config.schema import ConfigError
+from tts.config.validate import validate
 
 GROUPS = ["model", "prm", "strategy", "budget", "dataset", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -67,16 +68,21 @@ def test_non_integer_n_fails_at_compose_time():
     ("dataset.num_problems=0", "'dataset.num_problems'"),
     ("dataset.end=0", "'dataset.end'"),
     ("logger.mode=sometimes", "'logger.mode'"),
-    ("model.backend=tpu", "'model.backend'"),
+    ("model.backend.phrasings=0", "'model.backend.phrasings'"),
+    ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
+    ("prm=rlhflow-8b prm.backend=tpu", "'prm.backend'"),
+    ("prm=skywork-7b prm.backend=vllm", "'prm.backend'"),
 ])
 def test_validate_names_the_key(override, key):
-    cfg = compose_config([override])
+    cfg = compose_config(override.split())
     with pytest.raises(ConfigError, match=key):
         validate(cfg)
 
 
-def test_real_backend_needs_a_path():
-    cfg = compose_config(["model.backend=hf"])
+@pytest.mark.parametrize("backend", ["hf", "vllm", "openai"])
+def test_real_backend_needs_a_path(backend):
+    cfg = compose_config([f"model/backend={backend}", "model.backend.base_url=http://127.0.0.1:1/v1"]
+                         if backend == "openai" else [f"model/backend={backend}"])
     with pytest.raises(ConfigError, match="'model.path'"):
         validate(cfg)
 
@@ -86,7 +92,7 @@ def test_real_backend_needs_a_path():
 
 @pytest.mark.parametrize("override, nearest", [
     ("+strategy.temprature=0.5", "strategy.temperature"),
-    ("+model.sim.skil=2", "model.sim.skill"),
+    ("+model.backend.skil=2", "model.backend.skill"),
     ("+scoring.subset_draw=5", "scoring.subset_draws"),
 ])
 def test_keys_added_with_plus_are_refused_naming_the_nearest_key(override, nearest):
@@ -136,14 +142,14 @@ def test_schema_entries_are_not_listed_as_options():
     ("scoring.grading_timeout=inf", "'scoring.grading_timeout'"),
     ("scoring.grading_timeout=1e12", "'scoring.grading_timeout'"),
     ("strategy.temperature=nan", "'strategy.temperature'"),
-    ("prm.sim.noise=inf", "'prm.sim.noise'"),
-    ("model.batch_size=0", "'model.batch_size'"),
-    ("prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
+    ("prm.noise=inf", "'prm.noise'"),
+    ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
+    ("prm=rlhflow-8b prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
     ("logger.init_timeout=0", "'logger.init_timeout'"),
 ])
 def test_out_of_range_or_non_finite_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
-        validate(compose_config([override]))
+        validate(compose_config(override.split()))
 
 
 def test_help_offers_only_real_options_never_the_schemas():
@@ -154,3 +160,74 @@ def test_help_offers_only_real_options_never_the_schemas():
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "strategy: beam, best_of_n" in groups and "model:" in groups
     assert "base_" not in groups
+
+
+# -- typed components built by Hydra ---------------------------------------------------------------------------------
+
+COMPONENT_GROUPS = {"strategy": "strategy", "prm": "prm", "model/backend": "model.backend"}
+COMPONENT_OPTIONS = [(g, p.stem) for g in COMPONENT_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", COMPONENT_OPTIONS, ids=[f"{g}={o}" for g, o in COMPONENT_OPTIONS])
+def test_every_component_option_is_typed_by_the_class_it_names(group, option):
+    """Each YAML names its `_target_`; the config that class takes has exactly the YAML's keys (no union of knobs)."""
+    import dataclasses
+
+    import yaml
+
+    from tts.config.keys import config_class
+
+    key = COMPONENT_GROUPS[group]
+    data = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
+    schema = config_class(data["_target_"], key)
+    fields = {f.name for f in dataclasses.fields(schema)}
+    assert set(data) <= fields, f"{group}/{option}.yaml sets keys its config {schema.__name__} lacks"
+    overrides = {"model/backend": ["model.path=x", "model.backend.base_url=http://127.0.0.1:1/v1"] * (option == "openai")
+                 + ["model.path=x"] * (option in ("hf", "vllm"))}.get(group, [])
+    run = validate(compose_config([f"{group}={option}", "n=8", *overrides]))
+    typed = run.model.backend if group == "model/backend" else getattr(run, group)
+    assert type(typed) is schema and typed._target_ == data["_target_"]
+
+
+def test_a_knob_of_another_strategy_is_refused_naming_where_it_belongs():
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(["strategy=best_of_n", "+strategy.beam_width=2"]))
+    message = str(error.value)
+    assert message.startswith("config key 'strategy.beam_width': not a knob of BestOfNConfig")
+    assert "strategy=beam,dvts,lookahead" in message and "\n" not in message
+
+
+def test_each_strategy_has_only_its_own_knobs():
+    """No union config: a knob of one strategy is not accepted by another (each dataclass declares its own)."""
+    from tts.config.keys import component_knobs
+
+    knobs = component_knobs("strategy")
+    assert "beam_width" in knobs["beam"] and "beam_width" not in knobs["best_of_n"]
+    assert "lookahead" in knobs["lookahead"] and "lookahead" not in knobs["beam"]
+    assert "review_prompt" in knobs["filter_vote"] and "review_prompt" not in knobs["revisions"]
+    sim, hf = component_knobs("model.backend")["sim"], component_knobs("model.backend")["hf"]
+    assert "skill" in sim and "skill" not in hf and "batch_size" in hf and "batch_size" not in sim
+
+
+def test_a_target_that_takes_no_typed_config_is_refused():
+    with pytest.raises(ConfigError, match="config key 'strategy._target_'"):
+        validate(compose_config(["strategy._target_=tts.search.base.make_request"]))
+    with pytest.raises(ConfigError, match="config key 'strategy._target_': cannot import"):
+        validate(compose_config(["strategy._target_=tts.search.no_such.Strategy"]))
+
+
+def test_a_wrong_strategy_knob_on_the_command_line_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "tts/main.py"), "strategy.beam_width=2", "logger=none"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "config key 'strategy.beam_width': not a knob of BestOfNConfig" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_prompt_is_defined_once_and_named_by_every_model():
+    prompts = {p.stem for p in (CONF / "prompt").glob("*.yaml")}
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        text = path.read_text()
+        assert "/prompt@prompt:" in text and "system:" not in text, f"{path.name} must name a prompt, not copy one"
+        cfg = compose_config([f"model={path.stem}"])
+        assert cfg.model.prompt.name in prompts and cfg.model.prompt.system

@@ -5,19 +5,21 @@ from __future__ import annotations
 import collections
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, typed_config
 
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy
-from tts.backends.sim_tasks import is_right
-from tts.config.schema import ConfigError, SimPolicyConfig, validate
+from tts.backends.sim import is_right
+from tts.backends.sim import SimPolicyConfig
+from tts.config.schema import ConfigError
+from tts.config.validate import validate
 from tts.data.synthetic import generate_problems
 from tts.pipeline import run
 from tts.scoring import score_problem
 from tts.search.filter_vote import fill, parse_verdict, review_request
 from tts.store.run_dir import RunDirectory
 
-REVIEW = compose_config(["strategy=filter_vote"])
+REVIEW = typed_config(["strategy=filter_vote"])
 
 
 @pytest.mark.parametrize("text, verdict", [
@@ -120,7 +122,7 @@ def test_review_prompt_must_have_both_placeholders():
 
 
 def test_run_filter_vote_counts_review_tokens_and_votes_only_accepted_answers(tmp_path):
-    common = ["n=8", "dataset.num_problems=24", "logger=none", "model.sim.verify_unparsed_prob=0.1"]
+    common = ["n=8", "dataset.num_problems=24", "logger=none", "model.backend.verify_unparsed_prob=0.1"]
     metrics = run(compose_config(common + ["strategy=filter_vote"]), run_dir=tmp_path / "fv")
     run(compose_config(common + ["strategy=best_of_n"]), run_dir=tmp_path / "bon")
     records = RunDirectory(tmp_path / "fv").records()

@@ -44,7 +44,7 @@ def test_main_runs_with_tiny_models(dirs, prm, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "tts/main.py",
-        "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model.backend=hf", "model.device=cpu",
+        "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=hf", "model.backend.device=cpu",
         "model.dtype=float32",
         f"prm={prm}", f"prm.path={dirs[PRMS[prm]]}", "prm.backend=hf", "prm.device=cpu", "prm.dtype=float32",
         "prm.trust_remote_code=false",

@@ -10,12 +10,12 @@ pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU", allow_module_level=True)
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config.schema import ModelConfig, PRMConfig  # noqa: E402
+from tts.backends.hf import HFPolicyConfig  # noqa: E402
+from tts.config.schema import ModelConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
+from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,14 +24,12 @@ def dirs(tmp_path_factory):
 
 
 def test_policy_and_prm_on_gpu(dirs):
-    policy = build_policy(OmegaConf.structured(ModelConfig(name="t", backend="hf", path=str(dirs["llama"]),
-                                                           chat_template="llama3", device="cuda",
-                                                           dtype="bfloat16")), seed=0)
+    policy = build_policy(ModelConfig(name="t", backend=HFPolicyConfig(device="cuda"), path=str(dirs["llama"]),
+                                      chat_template="llama3", dtype="bfloat16"), seed=0)
     request = GenerationRequest([{"role": "user", "content": "1+1?"}], n=4, temperature=0.8, max_tokens=8, seed=3)
     outs = policy.generate([request])[0]
     assert len(outs) == 4 and all(0 < o.num_tokens <= 8 for o in outs)
     assert policy.generate([request])[0] == outs
-    prm = build_prm(OmegaConf.structured(PRMConfig(name="r", family="rlhflow", backend="hf", device="cuda",
-                                                   dtype="bfloat16", path=str(dirs["rlhflow"]))))
+    prm = build_prm(RLHFlowConfig(name="r", backend="hf", device="cuda", dtype="bfloat16", path=str(dirs["rlhflow"])))
     scores = prm.score(["1+1?"], [[["a", "b"], ["a"]]])
     assert [len(s) for s in scores[0]] == [2, 1]

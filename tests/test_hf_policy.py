@@ -7,11 +7,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.backends.hf import cut_at_stop, encode_prompt, from_pretrained, render_prompt  # noqa: E402
+from tts.backends.hf import HFPolicyConfig, cut_at_stop, encode_prompt, from_pretrained, render_prompt  # noqa: E402
 from tts.config.schema import ModelConfig  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "What is 1+2?"}]
@@ -22,10 +20,10 @@ def dirs(tmp_path_factory):
     return tiny_dirs(tmp_path_factory)
 
 
-def _policy(path, **overrides):
-    cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="hf", path=str(path), device="cpu", dtype="float32",
-                                           **overrides))
-    return build_policy(cfg, seed=0)
+def _policy(path, batch_size=None, **overrides):
+    backend = HFPolicyConfig(device="cpu", **({} if batch_size is None else {"batch_size": batch_size}))
+    return build_policy(ModelConfig(name="tiny", backend=backend, path=str(path), dtype="float32", **overrides),
+                        seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +101,7 @@ def test_n_per_prompt_and_batch_cap(llama, monkeypatch):
     monkeypatch.setattr(type(llama), "_decode", counting)
     outs = llama.generate([_request(n=3, temperature=1.0, max_tokens=5), _request(n=2, temperature=1.0, seed=1)])
     assert [len(o) for o in outs] == [3, 2]
-    assert max(calls) <= 4 and sum(calls) == 5  # model.batch_size=4 caps sequences per forward
+    assert max(calls) <= 4 and sum(calls) == 5  # model.backend.batch_size=4 caps sequences per forward
     assert llama.stats.samples >= 5
 
 

@@ -14,11 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.config.schema import PRMConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
+from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
+from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
+from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
+from tts.prms.skywork import SkyworkConfig  # noqa: E402
 from tts.prms.prefix_groups import PrefixGroup, best_runs, plan_prefix_groups  # noqa: E402
 
 PROBLEM = ("Solve the following math problem efficiently and clearly. Compute the sum of 12 and 30, then subtract 7 "
@@ -35,10 +36,10 @@ FIRST_CALL = ([PROBLEM, OTHER], [[PARENT_A, PARENT_A[:1], PARENT_B], [["x = 1"]]
 SECOND_CALL = ([PROBLEM, OTHER],
                [[PARENT_A + [c] for c in CHILDREN] + [PARENT_B + [c] for c in CHILDREN] + [["A new first step."]],
                 [["x = 1", "y = 2"]]])
-# (config family, tiny checkpoint): qwen_prm as a token-classification model and as backbone + our head module
-CHECKPOINTS = {"rlhflow": ("rlhflow", "rlhflow"), "math_shepherd": ("math_shepherd", "math_shepherd"),
-               "qwen_prm": ("qwen_prm", "qwen_prm"), "qwen_prm_head": ("qwen_prm", "qwen_prm_native"),
-               "skywork": ("skywork", "skywork")}
+# (family's config, tiny checkpoint): qwen_prm as a token-classification model and as backbone + our head module
+CHECKPOINTS = {"rlhflow": (RLHFlowConfig, "rlhflow"), "math_shepherd": (MathShepherdConfig, "math_shepherd"),
+               "qwen_prm": (QwenPRMConfig, "qwen_prm"), "qwen_prm_head": (QwenPRMConfig, "qwen_prm_native"),
+               "skywork": (SkyworkConfig, "skywork")}
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +48,9 @@ def dirs(tmp_path_factory):
 
 
 def _prm(dirs, name, **overrides):
-    family, checkpoint = CHECKPOINTS[name]
-    cfg = OmegaConf.structured(PRMConfig(name=family, family=family, backend="hf", path=str(dirs[checkpoint]),
-                                         device="cpu", dtype="float32", **overrides))
-    return build_prm(cfg)
+    config, checkpoint = CHECKPOINTS[name]
+    return build_prm(config(name=name, backend="hf", path=str(dirs[checkpoint]), device="cpu", dtype="float32",
+                            **overrides))
 
 
 def _score_without_deprecations(prm, call):

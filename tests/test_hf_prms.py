@@ -7,16 +7,22 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from omegaconf import OmegaConf  # noqa: E402
-
+from conftest import compose_config  # noqa: E402
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.config.schema import PRMConfig  # noqa: E402
+from tts.config.schema import ConfigError  # noqa: E402
+from tts.config.validate import validate  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.prms.hf_common import check_classify_head, token_budget_batches  # noqa: E402
+from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
+from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
+from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
+from tts.prms.skywork import SkyworkConfig  # noqa: E402
 
 PROBLEM = "What is 1+2?"
 STEPS = ["## Step 1: Add 1 and 2.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
 FAMILIES = {"rlhflow": "rlhflow", "math_shepherd": "math_shepherd", "qwen_prm": "qwen_prm", "skywork": "skywork"}
+CONFIGS = {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig,
+           "skywork": SkyworkConfig}
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +31,8 @@ def dirs(tmp_path_factory):
 
 
 def _prm(dirs, family, **overrides):
-    cfg = OmegaConf.structured(PRMConfig(name=family, family=family, backend="hf", path=str(dirs[FAMILIES[family]]),
-                                         device="cpu", dtype="float32", **overrides))
+    cfg = CONFIGS[family](name=family, backend="hf", path=str(dirs[FAMILIES[family]]), device="cpu", dtype="float32",
+                          **overrides)
     return build_prm(cfg)
 
 
@@ -189,6 +195,8 @@ def test_vllm_classify_without_head_tokens_is_refused():
 
 
 def test_skywork_refuses_vllm(dirs):
-    cfg = OmegaConf.structured(PRMConfig(name="s", family="skywork", backend="vllm", path=str(dirs["skywork"])))
-    with pytest.raises(ValueError, match="hf only"):
-        build_prm(cfg)
+    cfg = compose_config(["prm=skywork-1.5b", "prm.backend=vllm", f"prm.path={dirs['skywork']}"])
+    with pytest.raises(ConfigError, match=r"config key 'prm\.backend': .*hf only"):
+        validate(cfg)
+    cfg.prm.backend = "hf"  # the same config on hf is accepted: the refusal is about the backend
+    assert isinstance(validate(cfg).prm, SkyworkConfig)

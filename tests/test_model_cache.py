@@ -33,7 +33,7 @@ def test_same_key_reuses_a_new_key_closes_the_old_one_first():
 def test_the_key_is_the_resolved_config(make_cfg):
     one = make_cfg(["model=llama-3.2-1b", "model.path=/m", "seed=1"])
     two = make_cfg(["model=llama-3.2-1b", "model.path=/m", "seed=2"])
-    other = make_cfg(["model=llama-3.2-1b", "model.path=/m", "model.max_model_len=2048"])
+    other = make_cfg(["model=llama-3.2-1b", "model.path=/m", "model.backend.max_model_len=2048"])
     assert config_key(one.model) == config_key(two.model) != config_key(other.model)
 
 

@@ -27,7 +27,7 @@ def two_setting_sweep() -> Path:
     shutil.copytree(tiny_sweep(), root / "quiet")
     for n, seed in ((4, 0), (16, 100)):
         cfg = compose_config([f"n={n}", f"seed={seed}", "dataset.num_problems=20", "logger=none",
-                              "strategy.temperature=1.0", "prm.sim.noise=1.5"])
+                              "strategy.temperature=1.0", "prm.noise=1.5"])
         run(cfg, run_dir=root / f"noisy/n{n}_seed{seed}")
     return root
 

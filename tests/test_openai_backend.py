@@ -1,4 +1,4 @@
-"""The served-policy client (`model.backend=openai`) against a small HTTP server on 127.0.0.1 that answers as an
+"""The served-policy client (`model/backend=openai`) against a small HTTP server on 127.0.0.1 that answers as an
 OpenAI-compatible server would, including its failures: retries with backoff on 5xx and dropped connections, a clear
 error on 4xx, round-robin over several URLs, the stop string kept, finish reasons as in-process vLLM's.
 
@@ -190,7 +190,7 @@ def test_a_server_that_does_not_say_which_stop_is_refused(dirs, servers):
 def test_base_url_is_checked_before_anything_runs(make_cfg, value):
     from tts.config.schema import validate
 
-    cfg = make_cfg(["model=llama-3.2-1b", "model.backend=openai"])
-    cfg.model.base_url = value
-    with pytest.raises(ConfigError, match="config key 'model.base_url'"):
+    cfg = make_cfg(["model=llama-3.2-1b", "model/backend=openai"])
+    cfg.model.backend.base_url = value
+    with pytest.raises(ConfigError, match="config key 'model.backend.base_url'"):
         validate(cfg)

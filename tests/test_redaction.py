@@ -22,7 +22,7 @@ def test_secret_keys_are_told_by_name_except_schema_settings(path, secret):
 
 
 def test_schema_keys_come_from_the_config_dataclasses():
-    assert {"budget.max_tokens", "prm.good_token", "model.sim.skill", "logger.project"} <= schema_keys()
+    assert {"budget.max_tokens", "prm.good_token", "model.backend.skill", "logger.project"} <= schema_keys()
 
 
 def test_environment_secret_values_are_redacted_wherever_they_occur(monkeypatch):

@@ -132,7 +132,7 @@ def _swap_last_batch(run_dir: Path, donor: Path) -> None:
     _index(run_dir).write_bytes(b"".join(lines[:-1]) + json.dumps(theirs).encode() + b"\n")
 
 
-@pytest.mark.parametrize("other", ["seed=1", "prm.sim.noise=0.3"])
+@pytest.mark.parametrize("other", ["seed=1", "prm.noise=0.3"])
 def test_a_batch_from_another_configuration_is_dropped_and_redone(tmp_path, caplog, other):
     """A valid batch of another run (other seed, other PRM noise) pasted into the directory would change the
     metrics if it were counted: it carries the other run's config hash, so it is dropped, warned about and redone."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, typed_config
 
 from tts.backends import build_policy
 from tts.backends.base import GenerationOutput, GenerationRequest
 from tts.backends.sim import SimPolicy
-from tts.backends.sim_tasks import is_right
-from tts.config.schema import ConfigError, SimPolicyConfig, validate
+from tts.backends.sim import is_right
+from tts.backends.sim import SimPolicyConfig
+from tts.config.schema import ConfigError
+from tts.config.validate import validate
 from tts.data.synthetic import generate_problems
 from tts.grading import extract_answer
 from tts.pipeline import run
@@ -53,10 +55,10 @@ def test_context_keeps_the_newest_attempts_within_the_budget():
 
 
 def test_chains_batching_and_context_budget():
-    cfg = compose_config(["strategy=revisions", "n=8", "strategy.revisions_per_chain=4",
-                          "strategy.revision_context_tokens=150", "budget.max_tokens=120"])
+    cfg = typed_config(["strategy=revisions", "n=8", "strategy.revisions_per_chain=4",
+                        "strategy.revision_context_tokens=150", "budget.max_tokens=120"])
     policy = Recorder(build_policy(cfg.model, cfg.seed))
-    outputs = revisions.search(PROBLEMS, policy, build_prm(cfg.prm), cfg)
+    outputs = revisions.revise(PROBLEMS, policy, build_prm(cfg.prm), cfg)
     # one backend call per round for all chains of all problems: 1 sampling call + 3 revision rounds
     assert len(policy.calls) == 4
     assert [len(c) for c in policy.calls] == [len(PROBLEMS)] + [2 * len(PROBLEMS)] * 3
@@ -92,14 +94,14 @@ def test_chains_batching_and_context_budget():
 
 
 def test_one_attempt_per_chain_is_best_of_n():
-    cfg = compose_config(["strategy=revisions", "n=4", "strategy.revisions_per_chain=1"])
+    cfg = typed_config(["strategy=revisions", "n=4", "strategy.revisions_per_chain=1"])
     policy = build_policy(cfg.model, cfg.seed)
     prm = build_prm(cfg.prm)
-    chains = revisions.search(PROBLEMS, policy, prm, cfg)
-    bon_cfg = compose_config(["strategy=best_of_n", "n=4"])
+    chains = revisions.revise(PROBLEMS, policy, prm, cfg)
+    bon_cfg = typed_config(["strategy=best_of_n", "n=4"])
     from tts.search import best_of_n
 
-    plain = best_of_n.search(PROBLEMS, build_policy(bon_cfg.model, 0), build_prm(bon_cfg.prm), bon_cfg)
+    plain = best_of_n.sample_and_score(PROBLEMS, build_policy(bon_cfg.model, 0), build_prm(bon_cfg.prm), bon_cfg)
     assert [[c.text for c in o.completions] for o in chains] == [[c.text for c in o.completions] for o in plain]
 
 
@@ -110,7 +112,7 @@ def _revise(problem, attempt, k, cfg):
 
 def test_sim_revisions_fix_and_break_as_configured():
     problems = generate_problems(40, seed=22)
-    cfg = compose_config(["strategy=revisions"])
+    cfg = typed_config(["strategy=revisions"])
     # a policy that (almost) never slips on a step: a found error is always fixed, so fixes happen at revision_fix_prob
     policy = SimPolicy(SimPolicyConfig(skill=30.0, revision_fix_prob=0.5, revision_break_prob=0.2))
     plans = [policy.plan(p.problem) for p in problems]
@@ -130,7 +132,7 @@ def test_sim_revisions_fix_and_break_as_configured():
 
 
 def test_sim_solves_afresh_when_no_attempt_fits_the_context():
-    cfg = compose_config(["strategy=revisions"])
+    cfg = typed_config(["strategy=revisions"])
     policy = SimPolicy(SimPolicyConfig())
     empty = [revision_request(p.problem, [], cfg, seed_offset=5) for p in PROBLEMS]
     fresh = [GenerationRequest(messages=[{"role": "user", "content": p.problem}], seed=cfg.seed + 5) for p in PROBLEMS]
@@ -140,7 +142,7 @@ def test_sim_solves_afresh_when_no_attempt_fits_the_context():
 
 def test_sim_fixes_fall_with_difficulty():
     problems = generate_problems(150, seed=23)
-    cfg = compose_config(["strategy=revisions"])
+    cfg = typed_config(["strategy=revisions"])
     policy = SimPolicy(SimPolicyConfig(revision_fix_prob=0.9))
     hopeless = "## Step 1: no idea\n\n\\boxed{0}"
     outputs = policy.generate([r for p in problems for r in _revise(p, hopeless, 8, cfg)])

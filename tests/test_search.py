@@ -14,12 +14,13 @@ import pytest
 from conftest import compose_config
 from tts.backends import build_policy
 from tts.backends.base import PolicyBackend
-from tts.config.schema import ConfigError, validate
+from tts.config.schema import ConfigError
+from tts.config.validate import validate
 from tts.data import load_problems
 from tts.grading import extract_answer
 from tts.pipeline import run
 from tts.prms import build_prm
-from tts.search import get_strategy
+from tts.search import build_strategy
 from tts.search.tree import allocate
 from tts.store.run_dir import RunDirectory
 
@@ -57,11 +58,11 @@ class CountingPRM:
 def _search(strategy: str, overrides: list[str] = (), num_problems: int = 6, n: int = 8):
     cfg = compose_config([f"strategy={strategy}", f"n={n}", f"dataset.num_problems={num_problems}", "logger=none",
                           *overrides])
-    validate(cfg)
+    cfg = validate(cfg)
     problems = load_problems(cfg.dataset)
     policy = RecordingPolicy(build_policy(cfg.model, cfg.seed))
     prm = CountingPRM(build_prm(cfg.prm))
-    outputs = get_strategy(strategy)(problems, policy, prm, cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
     return cfg, problems, policy, prm, outputs
 
 
@@ -163,10 +164,11 @@ class RaggedPolicy(PolicyBackend):
 
 
 def test_dvts_writes_unfinished_siblings_to_the_end():
-    cfg = compose_config(["strategy=dvts", "n=16", "strategy.beam_width=4", "dataset.num_problems=4", "logger=none"])
+    cfg = validate(compose_config(["strategy=dvts", "n=16", "strategy.beam_width=4", "dataset.num_problems=4",
+                                   "logger=none"]))
     problems = load_problems(cfg.dataset)
     policy = RecordingPolicy(RaggedPolicy())
-    outputs = get_strategy("dvts")(problems, policy, CountingPRM(build_prm(cfg.prm)), cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, CountingPRM(build_prm(cfg.prm)), cfg)
     for output in outputs:
         assert len(output.completions) == 16
         for c in output.completions:  # never a half-written sibling
@@ -263,7 +265,7 @@ def test_pipeline_totals_match_records(tmp_path):
     (["strategy=dvts", "n=2", "strategy.beam_width=4"], "strategy.beam_width"),
     (["strategy=lookahead", "n=8", "strategy.beam_width=3"], "strategy.beam_width"),
     (["strategy=lookahead", "strategy.lookahead=-1"], "strategy.lookahead"),
-    (["strategy=beam", "strategy.lookahead=2"], "strategy.lookahead"),
+    (["strategy=beam", "+strategy.lookahead=2"], "strategy.lookahead"),  # a knob of another strategy
     (["strategy=rebase", "strategy.rebase_temperature=0"], "strategy.rebase_temperature"),
     (["strategy=rebase", "strategy.rebase_temperature=-1.5"], "strategy.rebase_temperature"),
 ])

@@ -16,10 +16,11 @@ import pytest
 from conftest import compose_config
 from tts.backends import build_policy
 from tts.backends.base import GenerationStream
-from tts.config.schema import ConfigError, validate
+from tts.config.schema import ConfigError
+from tts.config.validate import validate
 from tts.data import load_problems
 from tts.prms import build_prm
-from tts.search import get_strategy
+from tts.search import build_strategy
 
 from test_search import CountingPRM, RecordingPolicy
 
@@ -71,11 +72,11 @@ class StreamingPolicy(RecordingPolicy):
 def _run(strategy: str, policy_wrapper, overrides=(), num_problems: int = 6, n: int = 8, prm_wrapper=CountingPRM):
     cfg = compose_config([f"strategy={strategy}", f"n={n}", f"dataset.num_problems={num_problems}", "logger=none",
                           "budget.num_iterations=12", *overrides])
-    validate(cfg)
+    cfg = validate(cfg)
     problems = load_problems(cfg.dataset)
     policy = policy_wrapper(build_policy(cfg.model, cfg.seed))
     prm = prm_wrapper(build_prm(cfg.prm))
-    outputs = get_strategy(strategy)(problems, policy, prm, cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
     return policy, prm, outputs
 
 

@@ -6,7 +6,8 @@ import collections
 
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy, count_tokens
-from tts.config.schema import SimPolicyConfig, SimPRMConfig
+from tts.backends.sim import SimPolicyConfig
+from tts.prms.sim import SimPRMConfig
 from tts.data.synthetic import generate_problems, solve
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms.sim import SimPRM
@@ -145,16 +146,16 @@ def test_phrasings_vary_the_wording_but_not_the_mathematics():
 
 def _finished_depths(varied_length: bool) -> list[set[int]]:
     """Per problem: the numbers of steps of beam search's finished beams (a beam writes one step per iteration)."""
-    from conftest import compose_config
+    from conftest import typed_config
     from tts.backends import build_policy
     from tts.data import load_problems
     from tts.prms import build_prm
-    from tts.search import get_strategy
+    from tts.search import build_strategy
 
-    cfg = compose_config(["strategy=beam", "n=16", "dataset.num_problems=12", "logger=none",
-                          f"model.sim.varied_length={str(varied_length).lower()}"])
-    outputs = get_strategy("beam")(load_problems(cfg.dataset), build_policy(cfg.model, cfg.seed), build_prm(cfg.prm),
-                                   cfg)
+    cfg = typed_config(["strategy=beam", "n=16", "dataset.num_problems=12", "logger=none",
+                        f"model.backend.varied_length={str(varied_length).lower()}"])
+    outputs = build_strategy(cfg.strategy).search(load_problems(cfg.dataset), build_policy(cfg.model, cfg.seed),
+                                                  build_prm(cfg.prm), cfg)
     return [{len(c.steps) for c in output.completions if c.finish_reason != "length"} for output in outputs]
 
 

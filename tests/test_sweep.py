@@ -93,11 +93,11 @@ def test_killing_a_joblib_sweep_ends_its_workers_and_frees_the_locks(tmp_path):
 
 
 # A dozen model/PRM overrides (the default values, so the run is the default one).
-MANY_OVERRIDES = ["model.sim.skill=1.2", "model.sim.temperature_sensitivity=1.0", "model.sim.num_wrong_answers=4",
-                  "model.sim.wrong_answer_skew=1.0", "model.sim.verify_accuracy=0.8",
-                  "model.sim.verify_difficulty_sensitivity=1.0", "model.sim.verify_unparsed_prob=0.02",
-                  "model.sim.revision_fix_prob=0.9", "model.sim.revision_break_prob=0.02",
-                  "prm.sim.discrimination=1.5", "prm.sim.noise=1.0", "prm.sim.bias=0.5", "prm.sim.length_penalty=0.0"]
+MANY_OVERRIDES = ["model.backend.skill=1.2", "model.backend.temperature_sensitivity=1.0", "model.backend.num_wrong_answers=4",
+                  "model.backend.wrong_answer_skew=1.0", "model.backend.verify_accuracy=0.8",
+                  "model.backend.verify_difficulty_sensitivity=1.0", "model.backend.verify_unparsed_prob=0.02",
+                  "model.backend.revision_fix_prob=0.9", "model.backend.revision_break_prob=0.02",
+                  "prm.discrimination=1.5", "prm.noise=1.0", "prm.bias=0.5", "prm.length_penalty=0.0"]
 
 
 def test_many_overrides_give_a_short_deterministic_directory_that_resumes(tmp_path):
@@ -107,7 +107,7 @@ def test_many_overrides_give_a_short_deterministic_directory_that_resumes(tmp_pa
     assert first.returncode == 0, first.stderr[-2000:]
     [run_dir] = run_dirs_under(tmp_path / "outputs")
     assert all(len(part.encode()) <= 255 for part in run_dir.relative_to(tmp_path).parts)
-    assert "model.sim.skill=1.2" in run_dir.name, "the name stays readable"
+    assert "model.backend.skill=1.2" in run_dir.name, "the name stays readable"
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "3 already recorded" in again.stdout + again.stderr
 

@@ -92,8 +92,8 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "tts/main.py",
-        "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model.backend=vllm", "model.dtype=float32",
-        "model.enforce_eager=true", "model.max_model_len=512", "model.gpu_memory_utilization=0.3",
+        "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=vllm", "model.dtype=float32",
+        "model.backend.enforce_eager=true", "model.backend.max_model_len=512", "model.backend.gpu_memory_utilization=0.3",
         "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm.backend={prm_backend}", "prm.device=cpu",
         "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
         "prm.block_size=32", f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3", "budget.max_tokens=24",

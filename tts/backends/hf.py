@@ -1,4 +1,4 @@
-"""`model.backend=hf`: a policy on plain transformers (CPU or GPU), same semantics as the vLLM backend.
+"""`model/backend=hf`: a policy on plain transformers (CPU or GPU), same semantics as the vLLM backend.
 
 A hand-written batched decode loop (left padding, KV cache) rather than `model.generate`, because every row needs its
 own temperature/top-p, its own random stream (a request's samples depend only on its seed, not on what else is in the
@@ -314,7 +314,7 @@ class HFPolicy(PolicyBackend):
 
 @dataclass
 class HFPolicyConfig(PolicyBackendConfig):
-    """transformers on any device: `model.backend=hf`."""
+    """transformers on any device: `model/backend=hf`."""
 
     shared: ClassVar[bool] = True
 

@@ -1,6 +1,6 @@
-"""`model.backend=openai`: a policy served over an OpenAI-compatible completions API (`vllm serve`, SGLang, ...).
+"""`model/backend=openai`: a policy served over an OpenAI-compatible completions API (`vllm serve`, SGLang, ...).
 
-    python tts/main.py model=llama-3.2-1b model.backend=openai model.base_url=http://gpu-node:8000/v1
+    python tts/main.py model=llama-3.2-1b model/backend=openai model.backend.base_url=http://gpu-node:8000/v1
 
 A request is sent to `/v1/completions` exactly as the in-process vLLM backend would run it: the chat template of
 `model.chat_template` is rendered here (with our tokenizer, from `model.path`), the partial answer appended as raw text,
@@ -10,10 +10,10 @@ stop string in the text (a server that strips it anyway gets it put back from th
 reports). Finish reasons map as for in-process vLLM. Token counts come from the `token_ids` the server returns
 (`return_token_ids`); a server that returns none has its text re-tokenized with our tokenizer (logged once).
 
-Many requests are in flight at once (asyncio, at most `model.max_concurrency`), spread round-robin over the URLs of
-`model.base_url`. The `openai` client retries connection errors, timeouts, 429 and 5xx with exponential backoff
-(`model.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the environment
-variable named by `model.api_key_env` (a server started without a key accepts any).
+Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the URLs of
+`model.backend.base_url`. The `openai` client retries connection errors, timeouts, 429 and 5xx with exponential backoff
+(`model.backend.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the environment
+variable named by `model.backend.api_key_env` (a server started without a key accepts any).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class OpenAIPolicyConfig(PolicyBackendConfig):
     """A served policy behind an OpenAI-compatible `/v1/completions` endpoint (`vllm serve`, SGLang):
-    `model.backend=openai`. The tokenizer is loaded locally from `model.path` (prompts are sent as token ids)."""
+    `model/backend=openai`. The tokenizer is loaded locally from `model.path` (prompts are sent as token ids)."""
 
     _target_: str = "tts.backends.openai.build"
     name: str = "openai"
@@ -171,7 +171,7 @@ class OpenAIPolicy(PolicyBackend):
                                    f"{_message(err)}") from err
             except openai.APIConnectionError as err:  # timeouts included, after the client's retries
                 raise RuntimeError(f"could not reach the served policy at {url} ({type(err).__name__}: {err}); "
-                                   f"is the server up? (model.base_url)") from err
+                                   f"is the server up? (model.backend.base_url)") from err
         choices = sorted(response.choices, key=lambda c: c.index)
         if len(choices) != request.n:
             raise RuntimeError(f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}")
@@ -209,7 +209,7 @@ def build(config: OpenAIPolicyConfig, model: ModelConfig, seed: int) -> OpenAIPo
     try:
         import openai  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("model.backend=openai needs the openai client: pip install 'tts[openai]'") from err
+        raise ImportError("model/backend=openai needs the openai client: pip install 'tts[openai]'") from err
     urls = base_urls(config.base_url)
     tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
                                trust_remote_code=model.trust_remote_code)

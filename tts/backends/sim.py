@@ -29,7 +29,7 @@ from tts.grading.extract import extract_answer
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 SLOPE = 1.6  # logit per unit of (skill - difficulty): sets how sharply accuracy falls with difficulty
-# Shapes of a solution when `model.sim.varied_length` is on (real models do not write one problem the same way twice):
+# Shapes of a solution when `model.backend.varied_length` is on (real models do not write one problem the same way twice):
 MERGE_PROB = 0.25  # two adjacent core steps are written as one step
 KEEP_CHECK_PROB = 0.8  # one of the problem's usual checking steps is written (else skipped)
 EXTRA_CHECK_PROB = 0.2  # one of the other checking steps is added

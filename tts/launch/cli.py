@@ -39,7 +39,7 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     from omegaconf.errors import OmegaConfBaseException
 
     from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import ConfigKeyError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     from tts.config.schema import ConfigError
     from tts.config.validate import check_known_keys
@@ -59,7 +59,7 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     except Exception as error:  # noqa: BLE001 - only value errors are reported here; the rest is Hydra's
         cause = error.__cause__
         key = getattr(cause, "full_key", None)
-        if isinstance(cause, ConfigKeyError) and key:
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
             # a knob the chosen component does not have (another option of it does, or check_overrides would have
             # caught it): compose without it, add it, and let the config check name the component and its knobs
             rest = [t for t, o in zip(task, parsed_task) if o.key_or_group != key]
