@@ -229,15 +229,11 @@ def main(argv=None) -> int:
 
     prm = None
     if not args.no_prm:
-        from omegaconf import OmegaConf
-
-        from tts.config.schema import PRMConfig
-        from tts.prms.rlhflow import RLHFlowPRM
+        from tts.prms.rlhflow import RLHFlowConfig, RLHFlowPRM
 
         prm_shape = TINY if (args.tiny or args.prm_tiny) else LLAMA_32_1B
         prm_tok = tokenizer if prm_shape is shape else word_tokenizer(prm_shape["vocab_size"])
-        cfg = OmegaConf.structured(PRMConfig(name="random-rlhflow", family="rlhflow", backend="hf", path="-",
-                                             batch_tokens=args.prm_batch_tokens))
+        cfg = RLHFlowConfig(name="random-rlhflow", backend="hf", path="-", batch_tokens=args.prm_batch_tokens)
         prm = RLHFlowPRM(cfg, tokenizer=prm_tok, model=random_llama(prm_shape, device, dtype, seed=1))
         prm.device = device
     stepwise, steps = bench_stepwise(policy, problems, args.n, args.iterations, args.step_tokens, device, prm)

@@ -28,15 +28,23 @@ sys.path.insert(0, str(ROOT))
 STEP = "We compute {a} + {b} = {c}, and {c} - {a} = {b}, so the value of x is {c}."
 
 
-def build_prm(args, path: str, reuse: bool):
-    from omegaconf import OmegaConf
+def family_configs() -> dict:
+    """--family -> the config class of that PRM family."""
+    from tts.prms.math_shepherd import MathShepherdConfig
+    from tts.prms.qwen_prm import QwenPRMConfig
+    from tts.prms.rlhflow import RLHFlowConfig
+    from tts.prms.skywork import SkyworkConfig
 
-    from tts.config.schema import PRMConfig
+    return {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig,
+            "skywork": SkyworkConfig}
+
+
+def build_prm(args, path: str, reuse: bool):
     from tts.prms import build_prm as build
 
-    cfg = PRMConfig(name=args.family, family=args.family, backend="hf", path=path, device=args.device, dtype=args.dtype,
-                    batch_tokens=args.batch_tokens, enable_prefix_caching=reuse)
-    return build(OmegaConf.structured(cfg))
+    config = family_configs()[args.family]
+    return build(config(name=args.family, backend="hf", path=path, device=args.device, dtype=args.dtype,
+                        batch_tokens=args.batch_tokens, enable_prefix_caching=reuse))
 
 
 def problem_text(tokenizer, tokens: int) -> str:
@@ -77,7 +85,7 @@ def measure(prm, problem: str, calls: list[list[list[str]]], repeats: int) -> li
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prm", help="PRM checkpoint directory (default: a tiny random one built here)")
-    parser.add_argument("--family", default="rlhflow")
+    parser.add_argument("--family", default="rlhflow", choices=["rlhflow", "math_shepherd", "qwen_prm", "skywork"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-tokens", type=int, default=8192)

@@ -30,7 +30,8 @@ import tts.config.schema  # noqa: E402,F401  # registers the schemas
 from tts.backends import build_policy  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.search import get_strategy  # noqa: E402
+from tts.config.validate import validate  # noqa: E402
+from tts.search import build_strategy  # noqa: E402
 
 
 def compose_config(overrides: list[str]):
@@ -39,11 +40,12 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def time_search(cfg, profile: bool) -> dict:
+def time_search(composed, profile: bool) -> dict:
     """Run the strategy over the dataset in `batch_size` batches, as the pipeline does, without grading or saving."""
+    cfg = validate(composed)
     problems = load_problems(cfg.dataset)
     policy, prm = build_policy(cfg.model, cfg.seed), build_prm(cfg.prm)
-    search = get_strategy(cfg.strategy.name)
+    search = build_strategy(cfg.strategy).search
     profiler = cProfile.Profile() if profile else None
     wall, cpu = time.perf_counter(), time.process_time()
     if profiler:

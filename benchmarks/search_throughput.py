@@ -116,7 +116,8 @@ def measure(args, overrides: list[str], work: Path) -> int:
     from tts.data import load_problems
     from tts.launch.model_cache import CACHE, acquire_policy, acquire_prm
     from tts.pipeline import run
-    from tts.search import get_strategy
+    from tts.config.validate import validate
+    from tts.search import build_strategy
     from tts.search.base import make_request
 
     # 1. the sweep: jobs in one process, as the basic launcher runs them
@@ -127,7 +128,7 @@ def measure(args, overrides: list[str], work: Path) -> int:
     builds = sum(CACHE.builds.values())
 
     # 2. the beam search, timed alone, on the engines the sweep left (a seed not seen yet), in both schedules
-    cfg = compose(overrides + [f"seed={args.jobs}"])
+    cfg = validate(compose(overrides + [f"seed={args.jobs}"]))
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
     problems = load_problems(cfg.dataset)
     default = cfg.strategy.schedule  # the headline figures are those of the default schedule
@@ -169,7 +170,7 @@ def measure(args, overrides: list[str], work: Path) -> int:
           f"prefix cache, {computed} computed; {unique} unique prefix tokens "
           f"(given/unique {timed['prm_tokens'] / max(1, unique):.2f}, computed/unique {computed / max(1, unique):.3f})")
     if args.compare_full:
-        full = compare_full(cfg, policy, problems, get_strategy(cfg.strategy.name))
+        full = compare_full(cfg, policy, problems, build_strategy(cfg.strategy).search)
         print(f"prm without prefix reuse (whole candidates, ALL pooling): {full} tokens computed "
               f"(computed/unique {full / max(1, unique):.3f})")
     print(f"sweep: {args.jobs} jobs in one process in {sweep_s:.1f} s, {builds} engine builds "
@@ -199,11 +200,11 @@ def counting_steps(engine):
 def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
     """One beam search in `schedule`, from empty prefix caches and an empty PRM memo: its wall time, what it
     generated and what the PRM was given, computed and sent (every sequence, for the prefix trie)."""
-    from omegaconf import OmegaConf
+    import dataclasses
 
-    from tts.search import get_strategy
+    from tts.search import build_strategy
 
-    cfg = OmegaConf.merge(cfg, {"strategy": {"schedule": schedule}})
+    cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, schedule=schedule))
     policy.reset_prefix_cache()
     prm.reset_prefix_cache()
     prm.clear_memo()
@@ -220,7 +221,7 @@ def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
     try:
         with counting_steps(policy.llm.llm_engine) as steps:
             started = time.perf_counter()
-            outputs = get_strategy(cfg.strategy.name)(problems, policy, prm, cfg)
+            outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
             seconds = time.perf_counter() - started
     finally:
         del prm.llm.encode
@@ -233,13 +234,13 @@ def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
 def compare_full(cfg, policy, problems, search) -> int:
     """PRM tokens computed by the same search when every new candidate is scored whole (the memo still skips
     candidates already scored): a second PRM engine with prefix caching off."""
-    from omegaconf import OmegaConf
+    import dataclasses
 
     from tts.launch.model_cache import CACHE
     from tts.prms import build_prm
 
     CACHE.release("prm")  # one PRM engine at a time
-    prm_cfg = OmegaConf.merge(cfg.prm, {"enable_prefix_caching": False})
+    prm_cfg = dataclasses.replace(cfg.prm, enable_prefix_caching=False)
     prm = build_prm(prm_cfg)
     try:
         search(problems, policy, prm, cfg)

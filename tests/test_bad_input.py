@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose_config, results_files
-from tts.backends import sim as sim_backend
 from tts.backends.base import GenerationOutput, PolicyBackend
 from tts.config.schema import ConfigError
 from tts.pipeline import run
@@ -190,8 +189,10 @@ class _Rewritten(PolicyBackend):
 
 
 def _run_with_policy(monkeypatch, tmp_path, rewrite, n=4, problems=4):
-    monkeypatch.setattr("tts.pipeline.build_policy",
-                        lambda model_cfg, seed: _Rewritten(sim_backend.build(model_cfg, seed), rewrite))
+    from tts.backends import build_policy
+
+    monkeypatch.setattr("tts.launch.model_cache.default_build_policy",
+                        lambda model, seed: _Rewritten(build_policy(model, seed), rewrite))
     metrics = run(compose_config([f"n={n}", f"dataset.num_problems={problems}", "logger=none"]), run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
     assert len(records) == problems and all(len(r["completions"]) == n for r in records)

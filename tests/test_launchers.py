@@ -116,7 +116,7 @@ def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
     cpu = _dry_run({"LAUNCHER": "slurm_cpu", "CPUS": "1", "MEM_GB": "2"})
     assert {"hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"} <= set(cpu)
     # the full sweep composes: every strategy of it exists and every (strategy, n) passes validation
-    from tts.config.schema import validate
+    from tts.config.validate import validate
 
     for strategy in ("best_of_n", "beam", "dvts", "lookahead"):
         for n in (4, 256):

@@ -79,7 +79,9 @@ def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
 def _container(overrides):
     from tts.pipeline import load_run_config
 
-    return load_run_config(compose_config(overrides))[1]  # as run(cfg) records it
+    from tts.config.validate import validate
+
+    return load_run_config(validate(compose_config(overrides)))[1]  # as run(cfg) records it
 
 
 def test_start_end_ranges_merge_too(tmp_path, whole):

@@ -4,6 +4,7 @@ before a different one is built and at the end of the process; the sim world is 
 from __future__ import annotations
 
 import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
+from conftest import typed_config
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
 from tts.launch.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
 from tts.prms.base import ProcessRewardModel
@@ -30,15 +31,15 @@ def test_same_key_reuses_a_new_key_closes_the_old_one_first():
     assert log[-2:] == [("close", "b"), ("close", "p")] and not cache.holds(b)
 
 
-def test_the_key_is_the_resolved_config(make_cfg):
-    one = make_cfg(["model=llama-3.2-1b", "model.path=/m", "seed=1"])
-    two = make_cfg(["model=llama-3.2-1b", "model.path=/m", "seed=2"])
-    other = make_cfg(["model=llama-3.2-1b", "model.path=/m", "model.backend.max_model_len=2048"])
+def test_the_key_is_the_resolved_config():
+    one = typed_config(["model=llama-3.2-1b", "model.path=/m", "seed=1"])
+    two = typed_config(["model=llama-3.2-1b", "model.path=/m", "seed=2"])
+    other = typed_config(["model=llama-3.2-1b", "model.path=/m", "model.backend.max_model_len=2048"])
     assert config_key(one.model) == config_key(two.model) != config_key(other.model)
 
 
-def test_the_sim_world_is_built_per_job_and_closed_by_it(make_cfg):
-    cfg = make_cfg([])
+def test_the_sim_world_is_built_per_job_and_closed_by_it():
+    cfg = typed_config([])
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
     assert acquire_policy(cfg.model, cfg.seed) is not policy and acquire_prm(cfg.prm) is not prm
     closed = []
@@ -77,10 +78,10 @@ def _acquire_both(cfg):
             acquire_prm(cfg.prm, lambda prm_cfg: CachingPRM()))
 
 
-def test_a_reused_model_starts_every_job_as_a_fresh_one(make_cfg):
+def test_a_reused_model_starts_every_job_as_a_fresh_one():
     """Counters, PRM memo and prefix caches are emptied for each job, so what a job records (tokens, prefix-cache
     hits) does not depend on the jobs that ran before it in the process."""
-    cfg = make_cfg(["model=llama-3.2-1b", "model.path=/m", "prm=rlhflow-8b", "prm.path=/p", "prm.backend=vllm"])
+    cfg = typed_config(["model=llama-3.2-1b", "model.path=/m", "prm=rlhflow-8b", "prm.path=/p", "prm.backend=vllm"])
     try:
         policy, prm = _acquire_both(cfg)
         assert (policy.resets, prm.resets) == (1, 1)

@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("transformers")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.hf import encode_prompt, render_prompt  # noqa: E402
+from tts.backends.openai import OpenAIPolicyConfig  # noqa: E402
 from tts.config.schema import ConfigError, ModelConfig  # noqa: E402
+from tts.config.validate import validate  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 
@@ -91,10 +91,9 @@ def servers():
 
 
 def _policy(dirs, urls, **overrides):
-    settings = {"max_retries": 2, **overrides}
-    cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="openai", path=str(dirs["llama"]),
-                                           chat_template="llama3", base_url=urls, **settings))
-    return build_policy(cfg, seed=0)
+    backend = OpenAIPolicyConfig(base_url=urls, **{"max_retries": 2, **overrides})
+    return build_policy(ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]), chat_template="llama3"),
+                        seed=0)
 
 
 def test_requests_carry_the_raw_prompt_and_sampling_and_answers_map_as_vllm(dirs, servers):
@@ -188,8 +187,6 @@ def test_a_server_that_does_not_say_which_stop_is_refused(dirs, servers):
 
 @pytest.mark.parametrize("value", [None, "localhost:8000", [], ["http://ok/v1", 3]])
 def test_base_url_is_checked_before_anything_runs(make_cfg, value):
-    from tts.config.schema import validate
-
     cfg = make_cfg(["model=llama-3.2-1b", "model/backend=openai"])
     cfg.model.backend.base_url = value
     with pytest.raises(ConfigError, match="config key 'model.backend.base_url'"):

@@ -22,7 +22,9 @@ def test_secret_keys_are_told_by_name_except_schema_settings(path, secret):
 
 
 def test_schema_keys_come_from_the_config_dataclasses():
-    assert {"budget.max_tokens", "prm.good_token", "model.backend.skill", "logger.project"} <= schema_keys()
+    # the knobs of every component option under conf/ count, not only those of the defaults
+    assert {"budget.max_tokens", "prm.good_token", "prm.batch_tokens", "strategy.review_max_tokens",
+            "model.backend.skill", "model.backend.api_key_env", "logger.project"} <= schema_keys()
 
 
 def test_environment_secret_values_are_redacted_wherever_they_occur(monkeypatch):

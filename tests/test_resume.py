@@ -103,9 +103,10 @@ def test_complete_last_index_line_without_newline_is_kept(tmp_path):
 
 
 def _container(cfg) -> dict:
+    from tts.config.validate import validate
     from tts.pipeline import load_run_config
 
-    return load_run_config(cfg)[1]
+    return load_run_config(validate(cfg))[1]
 
 
 def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplog):

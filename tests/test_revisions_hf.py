@@ -25,8 +25,8 @@ def llama(tmp_path_factory):
 
 
 def _hf(path) -> list[str]:
-    return ["model=llama-3.2-1b", f"model.path={path}", "model/backend=hf", "model.backend.device=cpu", "model.dtype=float32",
-            "prm=sim", "dataset.num_problems=2", "logger=none", "budget.max_tokens=12"]
+    return ["model=llama-3.2-1b", f"model.path={path}", "model/backend=hf", "model.backend.device=cpu",
+            "model.dtype=float32", "prm=sim", "dataset.num_problems=2", "logger=none", "budget.max_tokens=12"]
 
 
 def test_filter_vote_on_hf(llama, tmp_path):

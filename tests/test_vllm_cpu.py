@@ -11,16 +11,20 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config.schema import ModelConfig, PRMConfig  # noqa: E402
+from tts.backends.hf import HFPolicyConfig  # noqa: E402
+from tts.backends.vllm import VLLMPolicyConfig  # noqa: E402
+from tts.config.schema import ModelConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
+from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
+from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
+from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
 from tts.store.run_dir import RunDirectory  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
+PRM_CONFIGS = {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig}
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +34,8 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(dirs):
-    cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="vllm", path=str(dirs["llama"]), chat_template="llama3",
-                                           dtype="float32", enforce_eager=True, max_model_len=512,
-                                           gpu_memory_utilization=0.5))
+    backend = VLLMPolicyConfig(enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.5)
+    cfg = ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]), chat_template="llama3", dtype="float32")
     p = build_policy(cfg, seed=0)
     yield p
     p.close()
@@ -55,8 +58,8 @@ def test_vllm_stop_string_kept(policy):
 
 
 def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
-    hf_cfg = OmegaConf.structured(ModelConfig(name="tiny", backend="hf", path=str(dirs["llama"]),
-                                              chat_template="llama3", dtype="float32", device="cpu"))
+    hf_cfg = ModelConfig(name="tiny", backend=HFPolicyConfig(device="cpu"), path=str(dirs["llama"]),
+                         chat_template="llama3", dtype="float32")
     hf = build_policy(hf_cfg, seed=0)
     request = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=8)
     assert hf.generate([request])[0][0].text == policy.generate([request])[0][0].text
@@ -65,10 +68,11 @@ def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
 @pytest.mark.parametrize("family,checkpoint", [("rlhflow", "rlhflow"), ("math_shepherd", "math_shepherd"),
                                                ("qwen_prm", "qwen_prm_native")])
 def test_vllm_prm_matches_hf(dirs, family, checkpoint):
-    common = dict(name=family, family=family, path=str(dirs[checkpoint]), dtype="float32", enforce_eager=True,
-                  max_length=512, gpu_memory_utilization=0.3)
-    hf = build_prm(OmegaConf.structured(PRMConfig(backend="hf", device="cpu", **common)))
-    vl = build_prm(OmegaConf.structured(PRMConfig(backend="vllm", **common)))
+    config = PRM_CONFIGS[family]
+    common = dict(name=family, path=str(dirs[checkpoint]), dtype="float32", enforce_eager=True, max_length=512,
+                  gpu_memory_utilization=0.3)
+    hf = build_prm(config(backend="hf", device="cpu", **common))
+    vl = build_prm(config(backend="vllm", **common))
     try:
         problems, solutions = ["What is 1+2?", "Q"], [STEPS, ["a", "b"]]
         expected = hf._score_batch(problems, solutions)
@@ -93,11 +97,12 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     cmd = [
         sys.executable, "tts/main.py",
         "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=vllm", "model.dtype=float32",
-        "model.backend.enforce_eager=true", "model.backend.max_model_len=512", "model.backend.gpu_memory_utilization=0.3",
+        "model.backend.enforce_eager=true", "model.backend.max_model_len=512",
+        "model.backend.gpu_memory_utilization=0.3",
         "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm.backend={prm_backend}", "prm.device=cpu",
         "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
-        "prm.block_size=32", f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3", "budget.max_tokens=24",
-        "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",
+        "prm.block_size=32", f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3",
+        "budget.max_tokens=24", "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}

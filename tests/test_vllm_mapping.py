@@ -116,13 +116,12 @@ def test_wrong_sample_count_is_an_error():
 
 
 def test_engine_kwargs_from_config():
-    from omegaconf import OmegaConf
-
+    from tts.backends.vllm import VLLMPolicyConfig
     from tts.config.schema import ModelConfig
 
-    cfg = OmegaConf.structured(ModelConfig(name="m", backend="vllm", path="/models/llama", dtype="bfloat16",
-                                           gpu_memory_utilization=0.45, tensor_parallel_size=2, max_model_len=4096))
-    kw = engine_kwargs(cfg, seed=5)
+    backend = VLLMPolicyConfig(gpu_memory_utilization=0.45, tensor_parallel_size=2, max_model_len=4096)
+    model = ModelConfig(name="m", backend=backend, path="/models/llama", dtype="bfloat16")
+    kw = engine_kwargs(backend, model, seed=5)
     assert kw["seed"] == 5 and kw["enable_prefix_caching"] is True and kw["max_model_len"] == 4096
     assert kw["gpu_memory_utilization"] == 0.45 and kw["tensor_parallel_size"] == 2 and kw["dtype"] == "bfloat16"
 

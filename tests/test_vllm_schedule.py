@@ -15,13 +15,12 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from conftest import compose_config  # noqa: E402
+from conftest import typed_config  # noqa: E402
 from tests.tiny_models import save_llama_causal_lm, save_stepping_llama  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
-from tts.config.validate import validate  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.search import get_strategy  # noqa: E402
+from tts.search import build_strategy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,16 @@ def engines(tmp_path_factory):
     root = tmp_path_factory.mktemp("schedule_models")
     overrides = [
         "model=llama-3.2-1b", f"model.path={save_stepping_llama(root / 'policy', strength=4.0)}",
-        "model/backend=vllm", "model.dtype=float32", "model.backend.enforce_eager=true", "model.backend.max_model_len=512",
-        "model.backend.gpu_memory_utilization=0.3", "model.backend.max_num_batched_tokens=65536",
+        "model/backend=vllm", "model.dtype=float32", "model.backend.enforce_eager=true",
+        "model.backend.max_model_len=512", "model.backend.gpu_memory_utilization=0.3",
+        "model.backend.max_num_batched_tokens=65536",
         "prm=rlhflow-8b", f"prm.path={save_llama_causal_lm(root / 'prm', seed=5)}", "prm.backend=vllm",
         "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
         "prm.block_size=32", "n=4", "dataset.num_problems=4", "budget.max_tokens=96", "budget.num_iterations=4",
         "logger=none",
     ]
-    cfg = compose_config(overrides)
-    policy, prm = build_policy(cfg.model, cfg.seed), build_prm(cfg.prm)
+    run = typed_config(overrides)
+    policy, prm = build_policy(run.model, run.seed), build_prm(run.prm)
     yield overrides, policy, prm
     policy.close()
     prm.close()
@@ -45,11 +45,10 @@ def engines(tmp_path_factory):
 
 def _search(engines, strategy: str, schedule: str):
     overrides, policy, prm = engines
-    cfg = compose_config([*overrides, f"strategy={strategy}", f"strategy.schedule={schedule}"])
-    validate(cfg)
+    run = typed_config([*overrides, f"strategy={strategy}", f"strategy.schedule={schedule}"])
     prm.clear_memo()
     calls_before = policy.stats.calls
-    outputs = get_strategy(strategy)(load_problems(cfg.dataset), policy, prm, cfg)
+    outputs = build_strategy(run.strategy).search(load_problems(run.dataset), policy, prm, run)
     assert not policy.llm.llm_engine.has_unfinished_requests()
     return outputs, policy.stats.calls - calls_before
 

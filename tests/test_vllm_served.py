@@ -24,10 +24,10 @@ vllm = pytest.importorskip("vllm")
 pytest.importorskip("openai")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
+from tts.backends.openai import OpenAIPolicyConfig  # noqa: E402
+from tts.backends.vllm import VLLMPolicyConfig  # noqa: E402
 from tts.config.schema import ModelConfig  # noqa: E402
 from tts.store.run_dir import RunDirectory  # noqa: E402
 
@@ -81,10 +81,8 @@ def served(dirs, tmp_path_factory):
             server.wait()
 
 
-def _cfg(dirs, backend: str, **extra):
-    return OmegaConf.structured(ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]),
-                                            chat_template="llama3", dtype="float32", enforce_eager=True,
-                                            max_model_len=512, gpu_memory_utilization=0.3, **extra))
+def _cfg(dirs, backend):
+    return ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]), chat_template="llama3", dtype="float32")
 
 
 def _view(outputs):
@@ -92,8 +90,9 @@ def _view(outputs):
 
 
 def test_served_policy_equals_in_process_vllm(dirs, served):
-    client = build_policy(_cfg(dirs, "openai", base_url=served), seed=0)
-    local = build_policy(_cfg(dirs, "vllm"), seed=0)
+    client = build_policy(_cfg(dirs, OpenAIPolicyConfig(base_url=served)), seed=0)
+    engine = VLLMPolicyConfig(enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.3)
+    local = build_policy(_cfg(dirs, engine), seed=0)
     try:
         greedy = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=16)
         [[free]] = local.generate([greedy])

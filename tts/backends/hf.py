@@ -303,13 +303,10 @@ class HFPolicy(PolicyBackend):
 
         self.model = None
         gc.collect()
-        try:
-            import torch
+        import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 @dataclass

@@ -98,7 +98,7 @@ def build(config: SkyworkConfig) -> SkyworkPRM:
 
         try:
             path = snapshot_download(path, allow_patterns=["*.safetensors", "*.json"], local_files_only=True)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - not cached, gated, offline, corrupt: every one ends the same way
             raise OSError(f"could not load the skywork PRM {prm_cfg.path!r} from the hub (offline?); download it "
                           f"and pass prm.path=/local/dir [{err}]") from err
     param = next(prm.model.parameters())
