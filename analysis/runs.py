@@ -37,6 +37,7 @@ import pandas as pd
 import yaml
 
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
+from tts.store.records import ProblemRecord
 from tts.store.run_dir import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
@@ -94,7 +95,7 @@ def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[P
     return list(dict.fromkeys(found))
 
 
-def read_run_dir(path: Path) -> tuple[dict, list[dict]]:
+def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:
     """The resolved config and the records of one run directory (read only; a torn last write is ignored)."""
     config_file = path / "config.yaml"
     if not config_file.exists():
@@ -111,26 +112,26 @@ def _identity(config: dict) -> str:
 # -- per-problem rows -----------------------------------------------------------------------------------------------
 
 
-def _problem_row(record: dict, n: int, reduction: str) -> dict:
-    scores = record["scores"]
-    completions = record.get("completions", [])
-    reduced = [reduce_scores(c.get("step_scores", []), reduction) for c in completions]
+def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
+    scores = record.scores
+    completions = record.completions
+    reduced = [reduce_scores(c.step_scores, reduction) for c in completions]
     row = {
-        "unique_id": record["unique_id"],
-        "level": record.get("level"),
-        "subject": record.get("subject"),
+        "unique_id": record.unique_id,
+        "level": record.level,
+        "subject": record.subject,
         "completions": len(completions),
-        "tokens_generated": record.get("compute", {}).get("generated_tokens", sum(c.get("tokens", 0) for c in completions)),
-        "tokens_prm": record.get("compute", {}).get("prm_tokens", 0),
+        "tokens_generated": record.compute.get("generated_tokens", sum(c.tokens for c in completions)),
+        "tokens_prm": record.compute.get("prm_tokens", 0),
         "mean_score": float(np.mean(reduced)) if reduced else math.nan,
     }
     for k in budgets(int(n)):
         for agg in AGGREGATIONS:
-            row[f"{agg}@{k}"] = scores["expected"].get(f"{agg}@{k}", math.nan)
+            row[f"{agg}@{k}"] = scores.expected.get(f"{agg}@{k}", math.nan)
         for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
-            if f"{agg}@{k}" in scores["expected"]:
-                row[f"{agg}@{k}"] = scores["expected"][f"{agg}@{k}"]
-        row[f"pass@{k}"] = scores["pass"].get(f"pass@{k}", math.nan)
+            if f"{agg}@{k}" in scores.expected:
+                row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
+        row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
     return row
 
 
@@ -180,14 +181,15 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         # shards and merged copies: keep each problem once, preferring the directory with most records
         parts = sorted(group["parts"], key=lambda part: -len(part[2]))
         seen: set[str] = set()
-        rows, dropped = [], 0
+        kept, dropped = [], 0
         for _, _, records in parts:
             for record in records:
-                if record["unique_id"] in seen:
+                if record.unique_id in seen:
                     dropped += 1
                     continue
-                seen.add(record["unique_id"])
-                rows.append(_problem_row(record, n, reduction))
+                seen.add(record.unique_id)
+                kept.append(record)
+        rows = [_problem_row(record, n, reduction) for record in kept]
         if dropped:
             log.warning("%s: %d problems recorded in more than one of %s; kept one copy each", run_id, dropped,
                         [str(p) for p, _, _ in parts])

@@ -49,8 +49,8 @@ def load_runs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> pd.DataFra
             else None,
         }
         for record in records:
-            row = dict(meta, unique_id=record["unique_id"], level=record.get("level"))
-            row.update(record["scores"]["expected"])
+            row = dict(meta, unique_id=record.unique_id, level=record.level)
+            row.update(record.scores.expected)
             rows.append(row)
     return pd.DataFrame(rows)
 

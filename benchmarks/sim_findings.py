@@ -64,9 +64,9 @@ def load_runs(roots: list[Path]) -> dict:
 def accuracies(path: Path, n: int, aggregation: str) -> dict[str, list[float]]:
     per_bin: dict[str, list[float]] = defaultdict(list)
     for record in RunDirectory(path).iter_records():
-        value = record["scores"]["expected"][f"{aggregation}@{n}"]
+        value = record.scores.expected[f"{aggregation}@{n}"]
         for name, levels in BINS.items():
-            if record.get("level") in levels:
+            if record.level in levels:
                 per_bin[name].append(value)
     return per_bin
 

@@ -37,7 +37,8 @@ def jobs_by_seed(sweep: Path) -> dict[int, Path]:
 def comparable_records(run_dir: Path) -> list[dict]:
     """What a job found and spent per problem (completions, their scores, compute), without timings and run ids."""
     [found] = run_dirs_under(run_dir)
-    return [{k: r[k] for k in ("unique_id", "completions", "scores", "compute")} for r in RunDirectory(found).records()]
+    return [{k: getattr(r, k) for k in ("unique_id", "completions", "scores", "compute")}
+            for r in RunDirectory(found).records()]
 
 
 def cache_events(sweep: Path) -> list[str]:

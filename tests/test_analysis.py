@@ -256,7 +256,7 @@ def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json(
 def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
     # the shards are written in the one-file format of older versions (results.jsonl), which the loader still reads
     source = sorted(Path(p).parent.parent for p in tiny_sweep_without_pool().rglob("results/index.jsonl"))[0]
-    lines = [json.dumps(r) + "\n" for r in RunDirectory(source).records()]
+    lines = [json.dumps(r.to_json()) + "\n" for r in RunDirectory(source).records()]
     config = yaml.safe_load((source / "config.yaml").read_text())
     for name, start, end, part in [("shard0", 0, 10, lines[:10]), ("shard1", 10, 20, lines[10:]),
                                    ("merged", 0, None, lines)]:

@@ -75,5 +75,5 @@ def test_one_process_sweep_reuses_engines_rebuilds_on_a_new_config_and_matches_s
     assert reused == comparable_records(jobs[(8192, 2)])  # the rebuilt PRM computes what the first one did
     assert comparable_records(jobs[(4096, 1)]) != reused  # the seeds differ: the comparisons are not vacuous
     # ...nor are they on the PRM's prefix reuse: steps were scored on top of their cached parents
-    assert any(len(c["steps"]) > 1 for r in reused for c in r["completions"])
+    assert any(len(c.steps) > 1 for r in reused for c in r["completions"])
     assert all(r["compute"]["prm_cached_tokens"] > 0 for r in reused)

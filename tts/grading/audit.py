@@ -47,13 +47,12 @@ def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str
     per_problem: Dict[Tuple[str, str], List[str]] = defaultdict(list)
     for run in runs:
         for record in RunDirectory(run).iter_records():
-            uid = record.get("unique_id")
-            gold = record.get("answer")
+            gold = record.answer
             if not isinstance(gold, str):
                 continue
-            seen = per_problem[(f"{run}:{uid}", gold)]
-            for completion in record.get("completions") or []:
-                answer = completion.get("answer")
+            seen = per_problem[(f"{run}:{record.unique_id}", gold)]
+            for completion in record.completions:
+                answer = completion.answer
                 if isinstance(answer, str) and answer:
                     pairs[(answer, gold)] = None
                     if answer not in seen:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from tts.search.completion import Completion
+from tts.store.records import Completion
 
 # strategy.name -> module with `search(problems, policy, prm, cfg)`
 STRATEGIES = {

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from tts.backends.base import GenerationRequest
 from tts.data.problem import Problem
 from tts.prompts import build_messages
-from tts.search.completion import Completion
+from tts.store.records import Completion
 
 
 @dataclass

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from tts.search.base import SearchOutput, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.search.completion import split_steps
+from tts.store.records import Completion
 
 
 def search(problems, policy, prm, cfg) -> list[SearchOutput]:

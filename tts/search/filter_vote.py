@@ -18,7 +18,8 @@ import re
 
 from tts.backends.base import GenerationRequest
 from tts.search.base import SearchOutput, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.search.completion import split_steps
+from tts.store.records import Completion
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

@@ -20,7 +20,8 @@ from __future__ import annotations
 from tts.backends.base import GenerationOutput, GenerationRequest
 from tts.prompts import build_messages
 from tts.search.base import SearchOutput, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.search.completion import split_steps
+from tts.store.records import Completion
 from tts.search.filter_vote import fill
 
 
