@@ -38,12 +38,11 @@ import yaml
 
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
 from tts.store.records import ProblemRecord
-from tts.store.run_dir import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
+from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
 
-RESULTS_MARKERS = (f"{RESULTS}/{INDEX}", LEGACY_RESULTS)  # a folder holding one of these is a run directory
 # Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
 # best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
 IID_STRATEGIES = {"best_of_n"}
@@ -73,26 +72,7 @@ class Sweep:
                      self.knobs)
 
 
-# -- finding and reading run directories -----------------------------------------------------------------------------
-
-
-def _is_run_dir(path: Path) -> bool:
-    return any((path / marker).exists() for marker in RESULTS_MARKERS)
-
-
-def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Path]:
-    """Run directories under `paths` (each a run dir or a folder searched recursively for run directories)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if _is_run_dir(path):
-            found.append(path)
-        elif path.is_dir():
-            found.extend(run_dirs_under(path))
-        else:
-            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/) nor a folder of runs")
-    return list(dict.fromkeys(found))
+# -- reading run directories (found by tts.store.run_dir.find_run_dirs) ------------------------------------------------
 
 
 def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:

@@ -31,7 +31,7 @@ import yaml
 
 from tts.store.records import ProblemRecord, ProblemSummary
 from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash,
-                               fingerprint_of, run_dirs_under, run_info, run_metrics)
+                               find_run_dirs, fingerprint_of, run_info, run_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +223,6 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
                        missing=missing, metrics=metrics, checked_dataset=check_dataset)
 
 
-def find_runs(sweep: Path) -> list[Path]:
-    """Run directories under a sweep folder (W&B's copies under wandb/ and interrupted merges skipped)."""
-    return [p for p in run_dirs_under(sweep) if (p / "config.yaml").exists()]
-
-
 def _unsharded_path(relative: Path) -> Path:
     """A shard's path with the shard-range overrides taken out of Hydra's override_dirname (its last component)."""
     parts = list(relative.parts)
@@ -245,7 +240,9 @@ def merge_sweep(sweep: Path, out: Path, allow_missing: bool = False, check_datas
     A group that cannot be merged does not stop the others: its reason is appended to `errors` (raised if None).
     """
     groups: dict[str, list[Path]] = {}
-    for path in find_runs(sweep):
+    for path in find_run_dirs(sweep):
+        if not (path / "config.yaml").exists():
+            continue  # results without the config they ran: nothing to tell which run they are a shard of
         config = yaml.safe_load((path / "config.yaml").read_text())
         groups.setdefault(config_hash(identity_of(config)), []).append(path)
     reports = []

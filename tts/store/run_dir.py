@@ -23,6 +23,7 @@ grows with the number of problems (a few KB each), not with the completions alre
 Every reader goes through `RunDirectory`: `summaries()` (the index: cheap) and `iter_records()` (whole records,
 batch by batch), typed as tts/store/records.py defines them, which also holds the one writer and the one reader of a
 record's JSON. Run directories of older versions (one `results.jsonl`) are still read; resuming one is refused.
+`find_run_dirs` finds the run directories at or below some paths, for every tool that takes a folder of runs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from tts.config.schema import ConfigError
 from tts.config.redaction import redact, redact_argv
@@ -410,14 +411,26 @@ class RunDirectory:
         self.close()
 
 
-def run_dirs_under(folder: str | os.PathLike) -> list[Path]:
-    """Run directories below `folder` (either results format), sorted; W&B's copies of the results files (under
-    wandb/) and interrupted merges (`.<out>.merging-*`) are skipped."""
-    folder = Path(folder)
-    found = [p.parent.parent for p in folder.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
-                                                                           folder.rglob(LEGACY_RESULTS)]
-    return sorted({p for p in found
-                   if not any(part == "wandb" or ".merging-" in part for part in p.relative_to(folder).parts)})
+def find_run_dirs(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> list[Path]:
+    """The run directories at or below `paths`, each once: a path that is a run directory (results in either format)
+    is taken as it is, a folder is searched recursively (its run directories sorted), skipping W&B's copies of the
+    results files (under wandb/) and interrupted merges (`.<out>.merging-*`). The one finder of run directories: merge,
+    the grading audit and analysis all call it. A path that does not exist raises FileNotFoundError."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if RunDirectory(path).has_results():
+            found.append(path)
+        elif path.is_dir():
+            below = [p.parent.parent for p in path.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
+                                                                                  path.rglob(LEGACY_RESULTS)]
+            found.extend(sorted({p for p in below if not any(part == "wandb" or ".merging-" in part
+                                                             for part in p.relative_to(path).parts)}))
+        else:
+            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/{INDEX} or {LEGACY_RESULTS}) "
+                                    f"nor a folder of runs")
+    return list(dict.fromkeys(found))
 
 
 def _sha256(path: Path) -> str:
