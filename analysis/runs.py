@@ -39,7 +39,7 @@ import yaml
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
 from tts.store.records import ProblemRecord
 from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
-from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
+from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +184,12 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         run_row = dict(meta)
         run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
                        source=parts[0][1], config_hash=identity)
+        metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
             for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
                 if f"{agg}@{k}" in frame:
-                    run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
-            run_row[f"pass@{k}"] = frame[f"pass@{k}"].mean() if len(frame) else math.nan
+                    run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
+            run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
         run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan
         run_rows.append(run_row)

@@ -198,25 +198,34 @@ def score_problem(
 
 def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int) -> dict[str, float]:
     """Run-level metrics from per-problem records (or their summaries): accuracies (expected, prefix, CI), pass@n',
-    token totals."""
+    token totals. The one implementation of a run's accuracy: metrics.json, merged shards and analysis all call it.
+
+    Each figure at n' is the mean over the problems that report it. Every problem of a run normally reports every n'
+    up to n; one whose search finished short (fewer completions, with a `note`) has no figures above its own count and
+    is left out of those means, as are problems of strategies that do not report an aggregation (`maj_unfiltered`).
+    """
     metrics: dict[str, float] = {"problems": len(records)}
     if not records:
         return metrics
-    m = len(records)
-    extra = [a for a in EXTRA_AGGREGATIONS if all(f"{a}@{n}" in r.scores.expected for r in records)]
     for k in budgets(n):
-        for agg in AGGREGATIONS + tuple(extra):
+        for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
             name = f"{agg}@{k}"
-            expected = np.array([r.scores.expected[name] for r in records])
+            scores = [r.scores for r in records if name in r.scores.expected]
+            if not scores:
+                continue
+            m = len(scores)
+            expected = np.array([s.expected[name] for s in scores])
             metrics[f"acc/{name}"] = float(expected.mean())
             metrics[f"acc_ci95/{name}"] = float(1.96 * expected.std(ddof=1) / math.sqrt(m)) if m > 1 else 0.0
-            metrics[f"acc_prefix/{name}"] = float(np.mean([bool(r.scores.correct[name]) for r in records]))
-            metrics[f"ungraded/{name}"] = float(np.sum([r.scores.ungraded[name] for r in records]))
-        metrics[f"pass@{k}"] = float(np.mean([r.scores.pass_at[f"pass@{k}"] for r in records]))
+            metrics[f"acc_prefix/{name}"] = float(np.mean([bool(s.correct[name]) for s in scores]))
+            metrics[f"ungraded/{name}"] = float(np.sum([s.ungraded[name] for s in scores]))
+        passes = [r.scores.pass_at[f"pass@{k}"] for r in records if f"pass@{k}" in r.scores.pass_at]
+        if passes:
+            metrics[f"pass@{k}"] = float(np.mean(passes))
     for field in ("generated", "prm", "prompt", "rollout", "review", "prm_cached"):
         metrics[f"tokens/{field}"] = float(sum(r.compute.get(f"{field}_tokens", 0) for r in records))
     # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
     metrics["tokens/prm_computed"] = metrics["tokens/prm"] - metrics["tokens/prm_cached"]
-    metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / m
+    metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / len(records)
     metrics["grading/ungraded_answers"] = float(sum(r.ungraded_answers or 0 for r in records))
     return metrics
