@@ -37,12 +37,12 @@ import pandas as pd
 import yaml
 
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.store.run_dir import INDEX, LEGACY_RESULTS, RESULTS, RunDirectory, _flatten, config_hash, run_dirs_under
-from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, budgets, reduce_scores
+from tts.store.records import ProblemRecord
+from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
+from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
 
 log = logging.getLogger(__name__)
 
-RESULTS_MARKERS = (f"{RESULTS}/{INDEX}", LEGACY_RESULTS)  # a folder holding one of these is a run directory
 # Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
 # best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
 IID_STRATEGIES = {"best_of_n"}
@@ -72,29 +72,10 @@ class Sweep:
                      self.knobs)
 
 
-# -- finding and reading run directories -----------------------------------------------------------------------------
+# -- reading run directories (found by tts.store.run_dir.find_run_dirs) ------------------------------------------------
 
 
-def _is_run_dir(path: Path) -> bool:
-    return any((path / marker).exists() for marker in RESULTS_MARKERS)
-
-
-def find_run_dirs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Path]:
-    """Run directories under `paths` (each a run dir or a folder searched recursively for run directories)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if _is_run_dir(path):
-            found.append(path)
-        elif path.is_dir():
-            found.extend(run_dirs_under(path))
-        else:
-            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/) nor a folder of runs")
-    return list(dict.fromkeys(found))
-
-
-def read_run_dir(path: Path) -> tuple[dict, list[dict]]:
+def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:
     """The resolved config and the records of one run directory (read only; a torn last write is ignored)."""
     config_file = path / "config.yaml"
     if not config_file.exists():
@@ -111,26 +92,26 @@ def _identity(config: dict) -> str:
 # -- per-problem rows -----------------------------------------------------------------------------------------------
 
 
-def _problem_row(record: dict, n: int, reduction: str) -> dict:
-    scores = record["scores"]
-    completions = record.get("completions", [])
-    reduced = [reduce_scores(c.get("step_scores", []), reduction) for c in completions]
+def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
+    scores = record.scores
+    completions = record.completions
+    reduced = [reduce_scores(c.step_scores, reduction) for c in completions]
     row = {
-        "unique_id": record["unique_id"],
-        "level": record.get("level"),
-        "subject": record.get("subject"),
+        "unique_id": record.unique_id,
+        "level": record.level,
+        "subject": record.subject,
         "completions": len(completions),
-        "tokens_generated": record.get("compute", {}).get("generated_tokens", sum(c.get("tokens", 0) for c in completions)),
-        "tokens_prm": record.get("compute", {}).get("prm_tokens", 0),
+        "tokens_generated": record.compute.get("generated_tokens", sum(c.tokens for c in completions)),
+        "tokens_prm": record.compute.get("prm_tokens", 0),
         "mean_score": float(np.mean(reduced)) if reduced else math.nan,
     }
     for k in budgets(int(n)):
         for agg in AGGREGATIONS:
-            row[f"{agg}@{k}"] = scores["expected"].get(f"{agg}@{k}", math.nan)
+            row[f"{agg}@{k}"] = scores.expected.get(f"{agg}@{k}", math.nan)
         for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
-            if f"{agg}@{k}" in scores["expected"]:
-                row[f"{agg}@{k}"] = scores["expected"][f"{agg}@{k}"]
-        row[f"pass@{k}"] = scores["pass"].get(f"pass@{k}", math.nan)
+            if f"{agg}@{k}" in scores.expected:
+                row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
+        row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
     return row
 
 
@@ -180,14 +161,15 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         # shards and merged copies: keep each problem once, preferring the directory with most records
         parts = sorted(group["parts"], key=lambda part: -len(part[2]))
         seen: set[str] = set()
-        rows, dropped = [], 0
+        kept, dropped = [], 0
         for _, _, records in parts:
             for record in records:
-                if record["unique_id"] in seen:
+                if record.unique_id in seen:
                     dropped += 1
                     continue
-                seen.add(record["unique_id"])
-                rows.append(_problem_row(record, n, reduction))
+                seen.add(record.unique_id)
+                kept.append(record)
+        rows = [_problem_row(record, n, reduction) for record in kept]
         if dropped:
             log.warning("%s: %d problems recorded in more than one of %s; kept one copy each", run_id, dropped,
                         [str(p) for p, _, _ in parts])
@@ -202,11 +184,12 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         run_row = dict(meta)
         run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
                        source=parts[0][1], config_hash=identity)
+        metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
             for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
                 if f"{agg}@{k}" in frame:
-                    run_row[f"acc/{agg}@{k}"] = frame[f"{agg}@{k}"].mean() if len(frame) else math.nan
-            run_row[f"pass@{k}"] = frame[f"pass@{k}"].mean() if len(frame) else math.nan
+                    run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
+            run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
         run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan
         run_rows.append(run_row)

@@ -37,7 +37,8 @@ BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model 
 def load_runs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> pd.DataFrame:
     """A minimal per-problem table straight from run directories: the columns `make_figures` reads, with every
     aggregation a run recorded (including `maj_unfiltered`) and the revisions chain length."""
-    from analysis.runs import find_run_dirs, read_run_dir
+    from analysis.runs import read_run_dir
+    from tts.store.run_dir import find_run_dirs
 
     rows = []
     for path in find_run_dirs(paths):
@@ -49,8 +50,8 @@ def load_runs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> pd.DataFra
             else None,
         }
         for record in records:
-            row = dict(meta, unique_id=record["unique_id"], level=record.get("level"))
-            row.update(record["scores"]["expected"])
+            row = dict(meta, unique_id=record.unique_id, level=record.level)
+            row.update(record.scores.expected)
             rows.append(row)
     return pd.DataFrame(rows)
 

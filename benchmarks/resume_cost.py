@@ -17,6 +17,7 @@ text are realistic; the search itself is not run at these sizes. Memory stays bo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tts.pipeline import load_run_config, run  # noqa: E402
+from tts.store.records import ProblemRecord  # noqa: E402
 from tts.store.run_dir import RunDirectory, run_metrics  # noqa: E402
 
 TEMPLATES = 16  # real records the synthesized ones are cloned from
@@ -42,18 +44,16 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def templates(n: int, workdir: Path) -> list[dict]:
+def templates(n: int, workdir: Path) -> list[ProblemRecord]:
     """A few real records of an n-sample sim run."""
     run(compose_config([f"n={n}", f"dataset.num_problems={TEMPLATES}", "logger=none"]), run_dir=workdir / "template")
     return RunDirectory(workdir / "template").records()
 
 
-def synthesized(problems, source: list[dict]):
+def synthesized(problems, source: list[ProblemRecord]):
     """One record per problem, cloned from the templates (shallow copies: nothing is mutated)."""
     for i, problem in enumerate(problems):
-        record = dict(source[i % len(source)])
-        record.update({k: v for k, v in problem.as_dict().items() if k in record})
-        yield record
+        yield dataclasses.replace(source[i % len(source)], **problem.as_dict())
 
 
 def directory_bytes(path: Path) -> int:
@@ -94,9 +94,9 @@ def measure(size: int, n: int, batch_size: int, source: list[dict], workdir: Pat
             "check_s": check_s, "metrics_s": metrics_s, "old_parse_s": old_parse, "write_s": write_s}
 
 
-def _old_format(batch: list[dict], total_bytes: int, parse_s: float) -> tuple[int, float]:
+def _old_format(batch: list[ProblemRecord], total_bytes: int, parse_s: float) -> tuple[int, float]:
     """Size of these records as results.jsonl lines, and the time to parse those lines back (no disk involved)."""
-    lines = [json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in batch]
+    lines = [json.dumps(r.to_json(), ensure_ascii=False).encode("utf-8") + b"\n" for r in batch]
     started = time.perf_counter()
     for line in lines:
         json.loads(line)

@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.run_dir import RunDirectory, find_run_dirs  # noqa: E402
 
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided 95%, by df
 BINS = {"easy (levels 1-2)": (1, 2), "medium (level 3)": (3,), "hard (levels 4-5)": (4, 5)}
@@ -50,23 +50,20 @@ def run_sweep(strategies: list[str], ns: list[int], seeds: list[int], num_proble
 def load_runs(roots: list[Path]) -> dict:
     """(strategy, n, seed) -> run directory, for every sim run directory under `roots`."""
     runs: dict = {}
-    for root in roots:
-        for index in sorted(root.rglob("results/index.jsonl")):
-            results = index.parent.parent
-            config = yaml.safe_load((results / "config.yaml").read_text())
-            if config["model"]["name"] != "sim" or config["prm"]["name"] != "sim":
-                continue
-            key = (config["strategy"]["name"], int(config["n"]), int(config["seed"]))
-            runs[key] = results
+    for run_dir in find_run_dirs(roots):
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if config["model"]["name"] != "sim" or config["prm"]["name"] != "sim":
+            continue
+        runs[(config["strategy"]["name"], int(config["n"]), int(config["seed"]))] = run_dir
     return runs
 
 
 def accuracies(path: Path, n: int, aggregation: str) -> dict[str, list[float]]:
     per_bin: dict[str, list[float]] = defaultdict(list)
     for record in RunDirectory(path).iter_records():
-        value = record["scores"]["expected"][f"{aggregation}@{n}"]
+        value = record.scores.expected[f"{aggregation}@{n}"]
         for name, levels in BINS.items():
-            if record.get("level") in levels:
+            if record.level in levels:
                 per_bin[name].append(value)
     return per_bin
 

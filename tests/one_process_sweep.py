@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tts.store.run_dir import RunDirectory, run_dirs_under
+from tts.store.run_dir import RunDirectory, find_run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_EVENT = re.compile(r"model cache: (.+)$")
@@ -27,7 +27,7 @@ def run_main(args: list[str]) -> subprocess.CompletedProcess:
 def jobs_by_seed(sweep: Path) -> dict[int, Path]:
     """The run directories of a sweep over `seed`, by seed (read from the `n<N>_seed<S>` folder of each)."""
     jobs = {}
-    for run_dir in run_dirs_under(sweep):
+    for run_dir in find_run_dirs(sweep):
         for part in run_dir.relative_to(sweep).parts:
             if found := re.fullmatch(r"n\d+_seed(\d+)", part):
                 jobs[int(found.group(1))] = run_dir
@@ -36,8 +36,9 @@ def jobs_by_seed(sweep: Path) -> dict[int, Path]:
 
 def comparable_records(run_dir: Path) -> list[dict]:
     """What a job found and spent per problem (completions, their scores, compute), without timings and run ids."""
-    [found] = run_dirs_under(run_dir)
-    return [{k: r[k] for k in ("unique_id", "completions", "scores", "compute")} for r in RunDirectory(found).records()]
+    [found] = find_run_dirs(run_dir)
+    return [{k: getattr(r, k) for k in ("unique_id", "completions", "scores", "compute")}
+            for r in RunDirectory(found).records()]
 
 
 def cache_events(sweep: Path) -> list[str]:

@@ -21,7 +21,7 @@ from analysis.difficulty import (POOL_COMMAND, NoReferencePool, add_bins, assign
                                  quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
 from analysis.report import analyse_setting, parse_references, with_roles
-from tts.store.run_dir import RunDirectory
+from tts.store.run_dir import RunDirectory, find_run_dirs
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
 TEMPERATURES = (0.6, 1.0)
@@ -255,8 +255,8 @@ def test_loader_reads_a_sim_sweep_into_tidy_tables_consistent_with_metrics_json(
 
 def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
     # the shards are written in the one-file format of older versions (results.jsonl), which the loader still reads
-    source = sorted(Path(p).parent.parent for p in tiny_sweep_without_pool().rglob("results/index.jsonl"))[0]
-    lines = [json.dumps(r) + "\n" for r in RunDirectory(source).records()]
+    source = find_run_dirs(tiny_sweep_without_pool())[0]
+    lines = [json.dumps(r.to_json()) + "\n" for r in RunDirectory(source).records()]
     config = yaml.safe_load((source / "config.yaml").read_text())
     for name, start, end, part in [("shard0", 0, 10, lines[:10]), ("shard1", 10, 20, lines[10:]),
                                    ("merged", 0, None, lines)]:
@@ -272,7 +272,7 @@ def test_loader_merges_shards_and_keeps_a_problem_recorded_twice_once(tmp_path):
 
 
 def test_wandb_loader_downloads_artifacts_and_parses_them_like_local_runs(tmp_path):
-    run_dirs = sorted(Path(p).parent.parent for p in tiny_sweep().rglob("results/index.jsonl"))[:2]
+    run_dirs = find_run_dirs(tiny_sweep())[:2]
 
     class Artifact:
         type = "results"

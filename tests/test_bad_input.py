@@ -195,7 +195,7 @@ def _run_with_policy(monkeypatch, tmp_path, rewrite, n=4, problems=4):
                         lambda model, seed: _Rewritten(build_policy(model, seed), rewrite))
     metrics = run(compose_config([f"n={n}", f"dataset.num_problems={problems}", "logger=none"]), run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
-    assert len(records) == problems and all(len(r["completions"]) == n for r in records)
+    assert len(records) == problems and all(len(r.completions) == n for r in records)
     return metrics, records
 
 
@@ -203,9 +203,9 @@ def test_policy_returning_empty_text_is_recorded_as_no_answer(monkeypatch, tmp_p
     empty = GenerationOutput(text="", finish_reason="eos", num_tokens=0)
     metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: empty)
     for record in records:
-        for c in record["completions"]:
-            assert c["text"] == "" and c["answer"] is None and c["steps"] == [] and c["step_scores"] == []
-        assert not any(record["scores"]["correct"].values())
+        for c in record.completions:
+            assert c.text == "" and c.answer is None and c.steps == [] and c.step_scores == []
+        assert not any(record.scores.correct.values())
     assert metrics["acc/weighted@4"] == metrics["acc/maj@4"] == metrics["acc/naive@4"] == metrics["pass@4"] == 0.0
     assert metrics["tokens/generated"] == 0
 
@@ -214,7 +214,7 @@ def test_empty_samples_among_good_ones_only_lose_their_vote(monkeypatch, tmp_pat
     empty = GenerationOutput(text="", finish_reason="length", num_tokens=0)
     metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: empty if k % 2 else None, n=8)
     for record in records:
-        assert [c["answer"] is None for c in record["completions"]] == [k % 2 == 1 for k in range(8)]
+        assert [c.answer is None for c in record.completions] == [k % 2 == 1 for k in range(8)]
     assert metrics["pass@8"] > 0  # the real samples still count
 
 
@@ -228,8 +228,8 @@ def test_answer_that_never_parses_is_wrong_not_a_crash(monkeypatch, tmp_path, te
     garbage = GenerationOutput(text=text, finish_reason="eos", num_tokens=len(text.split()))
     metrics, records = _run_with_policy(monkeypatch, tmp_path, lambda o, k: garbage)
     for record in records:
-        assert all(c["text"] == text for c in record["completions"])
-        assert not any(record["scores"]["correct"].values()), (text, record["scores"]["correct"])
+        assert all(c.text == text for c in record.completions)
+        assert not any(record.scores.correct.values()), (text, record.scores.correct)
     assert metrics["acc/maj@4"] == 0.0 and metrics["pass@4"] == 0.0
 
 

@@ -54,7 +54,7 @@ def test_gold_answers_round_trip_into_results_exactly(tmp_path, answers_json, an
     result = _main(["dataset=jsonl", f"dataset.path={data}"], tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     records = RunDirectory(tmp_path / "run").records()
-    assert [r["answer"] for r in records] == answers
+    assert [r.answer for r in records] == answers
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])

@@ -50,18 +50,18 @@ def test_filtered_majority_votes_only_answers_judged_correct_and_falls_back_to_a
     answers = ["A", "B", "B", "B", "A"]
     truth = {"a": True, "b": False}
     plain = score_problem(keys, answers, truth, [0.5] * 5, draws=50)
-    assert plain["correct"]["maj@5"] is False and "maj_unfiltered@5" not in plain["correct"]
+    assert plain.correct["maj@5"] is False and "maj_unfiltered@5" not in plain.correct
     filtered = score_problem(keys, answers, truth, [0.5] * 5, draws=50, vote_mask=[True, False, False, False, True])
-    assert filtered["correct"]["maj@5"] is True and filtered["correct"]["maj_unfiltered@5"] is False
-    assert filtered["correct"]["weighted@5"] is False  # the PRM's selections do not look at verdicts
+    assert filtered.correct["maj@5"] is True and filtered.correct["maj_unfiltered@5"] is False
+    assert filtered.correct["weighted@5"] is False  # the PRM's selections do not look at verdicts
     nobody = score_problem(keys, answers, truth, [0.5] * 5, draws=50, vote_mask=[False] * 5)
-    assert nobody["correct"]["maj@5"] is False and nobody["expected"]["maj@5"] == plain["expected"]["maj@5"]
+    assert nobody.correct["maj@5"] is False and nobody.expected["maj@5"] == plain.expected["maj@5"]
     # a completion judged correct without an answer cannot vote: the subset falls back to everybody
     no_answer = score_problem([None, "b", "b"], [None, "B", "B"], {"b": True}, [0.1] * 3,
                               vote_mask=[True, False, False])
-    assert no_answer["correct"]["maj@3"] is True
+    assert no_answer.correct["maj@3"] is True
     # at K < n the fallback is per subset: K=1 subsets are their own vote whatever the verdict
-    assert filtered["expected"]["maj@1"] == pytest.approx(filtered["expected"]["maj_unfiltered@1"])
+    assert filtered.expected["maj@1"] == pytest.approx(filtered.expected["maj_unfiltered@1"])
 
 
 def _solutions(policy, problems, n):
@@ -129,28 +129,28 @@ def test_run_filter_vote_counts_review_tokens_and_votes_only_accepted_answers(tm
     plain = RunDirectory(tmp_path / "bon").records()
     verdicts = collections.Counter()
     for record, baseline in zip(records, plain):
-        completions = record["completions"]
+        completions = record.completions
         assert len(completions) == 8
         # the samples are best-of-n's (same request and seed); the reviews come on top of them
-        assert [c["text"] for c in completions] == [c["text"] for c in baseline["completions"]]
-        review_tokens = sum(c["extra"]["review_tokens"] for c in completions)
-        assert review_tokens > 0 and record["compute"]["review_tokens"] == review_tokens
-        assert record["compute"]["generated_tokens"] == sum(c["tokens"] for c in completions) + review_tokens
+        assert [c.text for c in completions] == [c.text for c in baseline.completions]
+        review_tokens = sum(c.extra["review_tokens"] for c in completions)
+        assert review_tokens > 0 and record.compute["review_tokens"] == review_tokens
+        assert record.compute["generated_tokens"] == sum(c.tokens for c in completions) + review_tokens
         for c in completions:
-            verdicts[c["extra"]["verdict"]] += 1
-            assert c["extra"]["vote"] == (c["extra"]["verdict"] == "correct")
-            assert ("review" in c["extra"]) == (c["extra"]["verdict"] == "unparsed")
+            verdicts[c.extra["verdict"]] += 1
+            assert c.extra["vote"] == (c.extra["verdict"] == "correct")
+            assert ("review" in c.extra) == (c.extra["verdict"] == "unparsed")
         # the recorded maj@8 is the vote among accepted answers (all when none is accepted)
-        voters = [c for c in completions if c["extra"]["vote"] and c["key"] is not None] or \
-                 [c for c in completions if c["key"] is not None]
-        counts = collections.Counter(c["key"] for c in voters)
+        voters = [c for c in completions if c.extra["vote"] and c.key is not None] or \
+                 [c for c in completions if c.key is not None]
+        counts = collections.Counter(c.key for c in voters)
         best = max(counts.values())
-        winners = {c["key"] for c in voters if counts[c["key"]] == best}
+        winners = {c.key for c in voters if counts[c.key] == best}
         # the prediction is written as the first completion with the winning key wrote it (voter or not)
-        predicted = next(c["key"] for c in completions if c["answer"] == record["scores"]["predictions"]["maj@8"])
+        predicted = next(c.key for c in completions if c.answer == record.scores.predictions["maj@8"])
         assert predicted in winners
-        assert record["scores"]["predictions"]["maj_unfiltered@8"] == baseline["scores"]["predictions"]["maj@8"]
+        assert record.scores.predictions["maj_unfiltered@8"] == baseline.scores.predictions["maj@8"]
     assert verdicts["correct"] and verdicts["wrong"] and verdicts["unparsed"]
     assert metrics["compute/backend_calls"] == pytest.approx(2.0)  # one batch: one sampling call, one review call
     assert "acc/maj_unfiltered@8" in metrics
-    assert metrics["tokens/generated"] > sum(r["compute"]["generated_tokens"] for r in plain)
+    assert metrics["tokens/generated"] > sum(r.compute["generated_tokens"] for r in plain)

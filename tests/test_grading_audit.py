@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from tts.pipeline import run
-from tts.store.run_dir import SUMMARY_SCORES, RunDirectory
+from tts.store.records import Completion, ProblemRecord, Scores
+from tts.store.run_dir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +23,9 @@ def _audit(*args: str) -> subprocess.CompletedProcess:
 
 def test_audit_on_a_sim_run(tmp_path, make_cfg):
     run(make_cfg(["n=8", "dataset.num_problems=6", "logger=none"]), run_dir=tmp_path / "sweep" / "run0")
-    records = {r["unique_id"]: r for r in RunDirectory(tmp_path / "sweep" / "run0").iter_records()}
-    pairs = {(c["answer"], r["answer"]) for r in records.values() for c in r["completions"] if c["answer"]}
-    assert all("answer_rule" in c for r in records.values() for c in r["completions"])
+    records = {r.unique_id: r for r in RunDirectory(tmp_path / "sweep" / "run0").iter_records()}
+    pairs = {(c.answer, r.answer) for r in records.values() for c in r.completions if c.answer}
+    assert all("answer_rule" in c.to_json() for r in records.values() for c in r.completions)
     out = _audit(str(tmp_path / "sweep"))  # a folder of runs
     assert out.returncode == 0, out.stderr
     m = re.search(r"agreement with math_verify: (\d+)/(\d+) pairs", out.stdout)
@@ -36,15 +37,16 @@ def test_audit_on_a_sim_run(tmp_path, make_cfg):
 def test_audit_reports_disagreements_by_kind_and_merges(tmp_path):
     """A run whose answers hold the classes math_verify grades otherwise: every disagreement is printed under its
     kind, and answers our keys merge while math_verify separates them are listed."""
-    completions = [{"text": "", "answer": a, "key": None} for a in
+    completions = [Completion(text="", steps=[], step_scores=[], finish_reason="stop", tokens=0, answer=a) for a in
                    ["east", "(2+i)(2-i)", "5", "seat", "0.25\\pi", "\\frac{\\pi}{4}"]]
-    records = [
-        {"unique_id": "p0", "problem": "q", "answer": "seat", "completions": completions[:1] + completions[3:4]},
-        {"unique_id": "p1", "problem": "q", "answer": "5", "completions": completions[1:3]},
-        {"unique_id": "p2", "problem": "q", "answer": "\\frac{\\pi}{4}", "completions": completions[4:]},
-    ]
-    for record in records:  # the fields a run directory requires of every record (the audit reads none of them)
-        record.update(scores={part: {} for part in SUMMARY_SCORES}, compute={})
+
+    def record(unique_id, gold, chosen):  # scores and compute as a run directory requires them (the audit reads none)
+        return ProblemRecord(unique_id=unique_id, problem="q", answer=gold, solution="", subject=None, level=None,
+                             completions=chosen, scores=Scores(correct={}, expected={}, ungraded={}, pass_at={}),
+                             compute={})
+
+    records = [record("p0", "seat", completions[:1] + completions[3:4]), record("p1", "5", completions[1:3]),
+               record("p2", "\\frac{\\pi}{4}", completions[4:])]
     with RunDirectory(tmp_path / "run") as d:
         d.open({"test": 1})
         d.append(records)
@@ -70,7 +72,6 @@ def test_grade_batch_records_the_rule_and_honours_lenient_extraction(make_cfg):
     from tts.grading import AnswerGrader
     from tts.pipeline import grade_batch
     from tts.search.base import SearchOutput
-    from tts.search.completion import Completion
 
     texts = ["So \\boxed{4}.", "The answer is 4.", "We get $x = 4$ here.", "It is 4 apples", "nothing"]
     problem = Problem(unique_id="u0", problem="2+2?", answer="4")
@@ -80,6 +81,6 @@ def test_grade_batch_records_the_rule_and_honours_lenient_extraction(make_cfg):
             cfg = make_cfg(["n=5", f"scoring.lenient_extraction={str(lenient).lower()}"])
             output = SearchOutput([Completion(t, [t], [0.5], "stop", 3) for t in texts])
             record = grade_batch([problem], [output], grader, cfg)[0]
-            assert [c["answer_rule"] for c in record["completions"]] == rules
-            answers = [c["answer"] for c in record["completions"]]
+            assert [c.answer_rule for c in record.completions] == rules
+            answers = [c.answer for c in record.completions]
             assert answers == (["4", "4", "x = 4", "4", None] if lenient else ["4", "4", None, None, None])

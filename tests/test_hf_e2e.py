@@ -63,6 +63,6 @@ def test_main_runs_with_tiny_models(dirs, prm, tmp_path):
     assert len(records) == 3
     # the PRM's tokens split into computed and served from a shared prefix's KV cache, per problem and in the metrics
     metrics = json.loads((results[0].parent.parent / "metrics.json").read_text())
-    cached = sum(r["compute"]["prm_cached_tokens"] for r in records)
+    cached = sum(r.compute["prm_cached_tokens"] for r in records)
     assert metrics["tokens/prm_cached"] == cached > 0
     assert metrics["tokens/prm"] == metrics["tokens/prm_computed"] + cached

@@ -36,7 +36,7 @@ def test_submitit_local_sweep_of_four_jobs(tmp_path):
     for run_dir in runs:
         records = RunDirectory(run_dir).records()
         n = int(run_dir.parent.name.split("_")[0][1:])
-        assert len(records) == 5 and all(len(r["completions"]) == n for r in records)
+        assert len(records) == 5 and all(len(r.completions) == n for r in records)
         assert json.loads((run_dir / "metrics.json").read_text())["problems"] == 5
         assert (run_dir / "config.yaml").exists()
     # every job ran in its own submitit process, with its logs in the sweep dir

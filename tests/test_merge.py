@@ -14,12 +14,13 @@ import yaml
 from conftest import REPO, compose_config
 from tts.store.merge import MergeError, _unsharded_path, merge, merge_sweep
 from tts.pipeline import run
+from tts.store.records import ProblemRecord
 from tts.store.run_dir import RunDirectory
 
 BASE = ["n=4", "dataset.num_problems=9", "logger=none", "batch_size=2"]
 
 
-def _lines(run_dir: Path) -> list[dict]:
+def _lines(run_dir: Path) -> list[ProblemRecord]:
     return RunDirectory(run_dir).records()
 
 
@@ -45,9 +46,9 @@ def shards(tmp_path_factory):
 
 
 def test_shards_split_the_problems_contiguously(shards, whole):
-    ids = [[r["unique_id"] for r in _lines(d)] for d in shards]
+    ids = [[r.unique_id for r in _lines(d)] for d in shards]
     assert [len(i) for i in ids] == [3, 3, 3]
-    assert sum(ids, []) == [r["unique_id"] for r in _lines(whole[0])]
+    assert sum(ids, []) == [r.unique_id for r in _lines(whole[0])]
 
 
 def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
@@ -55,9 +56,9 @@ def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
     report = merge(shards, out)
     assert report.problems == 9 and not report.missing
     merged, expected = _lines(out), _lines(whole[0])
-    assert [r["unique_id"] for r in merged] == [r["unique_id"] for r in expected]
+    assert [r.unique_id for r in merged] == [r.unique_id for r in expected]
     for a, b in zip(merged, expected):
-        assert a["completions"] == b["completions"] and a["scores"] == b["scores"]
+        assert a.completions == b.completions and a.scores == b.scores
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == report.metrics
     for key, value in whole[1].items():
@@ -68,7 +69,7 @@ def test_merge_equals_the_unsharded_run(shards, whole, tmp_path):
     assert config["n"] == 4 and config["strategy"]["name"] == "best_of_n"
     assert json.loads((out / "run_info.json").read_text())["merged_from"] == [str(d) for d in shards]
     # a merged directory is a normal run dir: the unsharded command on it finds everything done ...
-    assert RunDirectory(out).open(_container(BASE)).keys() == {r["unique_id"] for r in expected}
+    assert RunDirectory(out).open(_container(BASE)).keys() == {r.unique_id for r in expected}
     # ... and analysis reads it like any other
     from analysis.runs import read_run_dir
 

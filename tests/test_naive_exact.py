@@ -32,21 +32,21 @@ def test_naive_at_every_k_equals_the_brute_force_mean_over_all_subsets(seed):
     correct = list(rng.integers(0, 2, size=n))
     record = _problem(scores, correct, draws=3, seed=seed)  # few draws: a Monte Carlo value would be far off
     for k in (1, 2, 4, 8):
-        assert record["expected"][f"naive@{k}"] == pytest.approx(float(_brute_force_naive(scores, correct, k)),
+        assert record.expected[f"naive@{k}"] == pytest.approx(float(_brute_force_naive(scores, correct, k)),
                                                                 abs=1e-12)
 
 
 def test_a_value_monte_carlo_cannot_hit_exactly():
     # scores 0.9 0.8 0.2 0.1, only the 0.8 and 0.1 completions right: naive@2 = P(0.8 wins) = 2/6 = 1/3
     record = _problem([0.9, 0.8, 0.1, 0.2], [0, 1, 1, 0])
-    assert record["expected"]["naive@2"] == pytest.approx(1 / 3, abs=1e-15)
+    assert record.expected["naive@2"] == pytest.approx(1 / 3, abs=1e-15)
 
 
 def test_every_aggregation_at_k1_is_the_mean_correctness():
     scores, correct = [0.3, -0.7, 0.9, 0.2, 0.5], [1, 1, 0, 0, 1]  # a negative score once broke the weighted vote
     record = _problem(scores, correct, draws=7, mask=[True, False, True, False, True])
     for aggregation in ("naive", "weighted", "maj", "maj_unfiltered"):
-        assert record["expected"][f"{aggregation}@1"] == pytest.approx(3 / 5, abs=1e-15), aggregation
+        assert record.expected[f"{aggregation}@1"] == pytest.approx(3 / 5, abs=1e-15), aggregation
 
 
 def test_selection_probabilities_sum_to_one_and_follow_the_ranking():

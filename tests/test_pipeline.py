@@ -19,22 +19,22 @@ def test_run_writes_records_metrics_and_config(tmp_path):
     cfg = compose_config(["n=8", "dataset.num_problems=12", "logger=none", "batch_size=5"])
     metrics = run(cfg, run_dir=tmp_path)
     records = _records(tmp_path)
-    assert len(records) == 12 and len({r["unique_id"] for r in records}) == 12
+    assert len(records) == 12 and len({r.unique_id for r in records}) == 12
     for r in records:
-        assert len(r["completions"]) == 8
-        for c in r["completions"]:
-            assert set(c) >= {"text", "steps", "step_scores", "answer", "key", "finish_reason", "tokens"}
-            assert len(c["steps"]) == len(c["step_scores"]) > 0
-            assert c["tokens"] > 0
-        assert set(r["scores"]["correct"]) >= {f"{a}@{k}" for a in ("naive", "weighted", "maj") for k in (1, 2, 4, 8)}
-        assert r["compute"]["generated_tokens"] == sum(c["tokens"] for c in r["completions"])
+        assert len(r.completions) == 8
+        for c in r.completions:
+            assert set(c.to_json()) >= {"text", "steps", "step_scores", "answer", "key", "finish_reason", "tokens"}
+            assert len(c.steps) == len(c.step_scores) > 0
+            assert c.tokens > 0
+        assert set(r.scores.correct) >= {f"{a}@{k}" for a in ("naive", "weighted", "maj") for k in (1, 2, 4, 8)}
+        assert r.compute["generated_tokens"] == sum(c.tokens for c in r.completions)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == metrics
     for k in (1, 2, 4, 8):
         for name in (f"acc/naive@{k}", f"acc/weighted@{k}", f"acc/maj@{k}", f"pass@{k}"):
             assert 0.0 <= metrics[name] <= 1.0
     assert metrics["pass@8"] >= metrics["acc/maj@8"]
-    assert metrics["tokens/generated"] == sum(r["compute"]["generated_tokens"] for r in records)
+    assert metrics["tokens/generated"] == sum(r.compute["generated_tokens"] for r in records)
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "run_info.json").exists()
 
 
@@ -51,8 +51,8 @@ def test_seed_changes_samples_but_not_problems(tmp_path):
     a = run(compose_config(["n=4", "dataset.num_problems=10", "logger=none", "seed=0"]), run_dir=tmp_path / "a")
     b = run(compose_config(["n=4", "dataset.num_problems=10", "logger=none", "seed=1"]), run_dir=tmp_path / "b")
     ra, rb = _records(tmp_path / "a"), _records(tmp_path / "b")
-    assert [r["unique_id"] for r in ra] == [r["unique_id"] for r in rb]
-    assert [c["text"] for c in ra[0]["completions"]] != [c["text"] for c in rb[0]["completions"]] or a != b
+    assert [r.unique_id for r in ra] == [r.unique_id for r in rb]
+    assert [c.text for c in ra[0].completions] != [c.text for c in rb[0].completions] or a != b
 
 
 def test_main_multirun_makes_one_directory_per_job(tmp_path):

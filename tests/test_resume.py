@@ -69,7 +69,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert f"{2 * batches} already recorded" in rerun.stdout + rerun.stderr
 
     resumed = RunDirectory(run_dir).records()
-    ids = [r["unique_id"] for r in resumed]
+    ids = [r.unique_id for r in resumed]
     assert len(ids) == len(set(ids)) == 40, "every problem exactly once"
     assert resumed == expected  # same completions, scores, predictions and compute, record for record
     assert results_files(run_dir) == results_files(reference_dir)  # and the same bytes on disk
@@ -118,7 +118,7 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
     records = RunDirectory(tmp_path).records()
-    assert sorted(r["unique_id"] for r in records) == sorted(
+    assert sorted(r.unique_id for r in records) == sorted(
         p["unique_id"] for line in lines for p in json.loads(line)["problems"])
     assert repaired == metrics  # the lost batch is redone whole, with the same batch mates
 
@@ -188,9 +188,9 @@ def test_an_old_one_file_run_directory_is_read_but_not_resumed(tmp_path):
         (old / name).write_bytes((tmp_path / "new" / name).read_bytes())
     records = RunDirectory(tmp_path / "new").records()
     stub = json.dumps({"unique_id": "synthetic/x/0"}) + "\n"  # an old-format stub line: skipped by readers
-    (old / "results.jsonl").write_text(stub + "".join(json.dumps(r) + "\n" for r in records))
+    (old / "results.jsonl").write_text(stub + "".join(json.dumps(r.to_json()) + "\n" for r in records))
     assert RunDirectory(old).records() == records
-    assert list(RunDirectory(old).summaries()) == [r["unique_id"] for r in records]
+    assert list(RunDirectory(old).summaries()) == [r.unique_id for r in records]
     with pytest.raises(ConfigError, match="one-file format of older versions"):
         run(cfg, run_dir=old)
 
@@ -234,8 +234,8 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     all_ = run(compose_config(args + ["batch_size=8"]), run_dir=tmp_path / "all")
     a, b = RunDirectory(tmp_path / "one").records(), RunDirectory(tmp_path / "all").records()
     for x, y in zip(a, b):
-        assert x["completions"] == y["completions"] and x["scores"] == y["scores"]
-        assert x["compute"]["generated_tokens"] == y["compute"]["generated_tokens"]
+        assert x.completions == y.completions and x.scores == y.scores
+        assert x.compute["generated_tokens"] == y.compute["generated_tokens"]
     for key in one:
         if key.startswith(("acc", "pass", "ungraded", "grading")) or key in ("tokens/generated", "tokens/prm"):
             assert one[key] == all_[key], key

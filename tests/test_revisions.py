@@ -161,9 +161,9 @@ def test_run_revisions_end_to_end_and_figures(tmp_path):
                       run_dir=tmp_path / f"rev{length}")
         assert metrics["compute/backend_calls"] == pytest.approx(length)
         for record in _records(tmp_path / f"rev{length}"):
-            assert len(record["completions"]) == 8
-            assert max(c["extra"]["position"] for c in record["completions"]) == length - 1
-            assert {"naive@8", "weighted@8", "maj@8"} <= set(record["scores"]["correct"])
+            assert len(record.completions) == 8
+            assert max(c.extra["position"] for c in record.completions) == length - 1
+            assert {"naive@8", "weighted@8", "maj@8"} <= set(record.scores.correct)
     run(compose_config(common + ["strategy=filter_vote"]), run_dir=tmp_path / "fv")
     run(compose_config(common + ["strategy=best_of_n"]), run_dir=tmp_path / "bon")
 

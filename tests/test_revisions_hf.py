@@ -35,12 +35,11 @@ def test_filter_vote_on_hf(llama, tmp_path):
     records = RunDirectory(tmp_path).records()
     assert len(records) == 2
     for record in records:
-        completions = record["completions"]
+        completions = record.completions
         assert len(completions) == 3
-        assert all(c["extra"]["verdict"] in ("correct", "wrong", "unparsed") for c in completions)
-        assert all(0 < c["extra"]["review_tokens"] <= 6 and c["tokens"] <= 12 for c in completions)
-        assert record["compute"]["generated_tokens"] == sum(c["tokens"] + c["extra"]["review_tokens"]
-                                                            for c in completions)
+        assert all(c.extra["verdict"] in ("correct", "wrong", "unparsed") for c in completions)
+        assert all(0 < c.extra["review_tokens"] <= 6 and c.tokens <= 12 for c in completions)
+        assert record.compute["generated_tokens"] == sum(c.tokens + c.extra["review_tokens"] for c in completions)
     assert metrics["compute/backend_calls"] == pytest.approx(2.0)
 
 
@@ -49,7 +48,7 @@ def test_revisions_on_hf(llama, tmp_path):
                                                "strategy.revision_context_tokens=10"]), run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
     for record in records:
-        completions = record["completions"]
-        assert [(c["extra"]["chain"], c["extra"]["position"]) for c in completions] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-        assert all(c["tokens"] <= 12 and c["extra"]["context_tokens"] <= 10 for c in completions)
+        completions = record.completions
+        assert [(c.extra["chain"], c.extra["position"]) for c in completions] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert all(c.tokens <= 12 and c.extra["context_tokens"] <= 10 for c in completions)
     assert metrics["compute/backend_calls"] == pytest.approx(2.0)

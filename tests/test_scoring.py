@@ -8,6 +8,7 @@ import pytest
 
 from tts.scoring import (aggregate_metrics, budgets, pass_at_k, reduce_scores, score_problem, select_majority,
                          select_naive, select_weighted)
+from tts.store.records import ProblemSummary
 
 
 @pytest.mark.parametrize("how,expected", [("last", 0.5), ("min", 0.2), ("prod", 0.9 * 0.2 * 0.5), ("mean", 1.6 / 3)])
@@ -58,25 +59,25 @@ def test_score_problem_prefix_and_expected_estimates():
     keys = ["w", "r", "r", "w"]
     answers = ["1", "2", "2", "1"]
     record = score_problem(keys, answers, {"r": True, "w": False}, [0.2, 0.9, 0.8, 0.1], draws=400, seed=0)
-    assert record["predictions"]["naive@1"] == "1" and record["correct"]["naive@1"] is False   # first completion
-    assert record["correct"]["naive@4"] is True and record["correct"]["weighted@4"] is True
-    assert record["correct"]["maj@4"] is False   # 2-2 tie goes to the first seen, "w"
-    assert record["expected"]["naive@1"] == pytest.approx(0.5, abs=0.08)   # half the completions are right
-    assert record["expected"]["naive@4"] == 1.0
-    assert record["pass"]["pass@2"] == pytest.approx(1 - 1 / 6)
+    assert record.predictions["naive@1"] == "1" and record.correct["naive@1"] is False   # first completion
+    assert record.correct["naive@4"] is True and record.correct["weighted@4"] is True
+    assert record.correct["maj@4"] is False   # 2-2 tie goes to the first seen, "w"
+    assert record.expected["naive@1"] == pytest.approx(0.5, abs=0.08)   # half the completions are right
+    assert record.expected["naive@4"] == 1.0
+    assert record.pass_at["pass@2"] == pytest.approx(1 - 1 / 6)
 
 
 def test_ungraded_prediction_is_not_counted_as_wrong_silently():
     record = score_problem(["k"], ["10^{10^{10}}"], {"k": None}, [0.5])
-    assert record["correct"]["maj@1"] is None
-    assert record["ungraded"]["maj@1"] == 1.0
+    assert record.correct["maj@1"] is None
+    assert record.ungraded["maj@1"] == 1.0
 
 
 def test_aggregate_metrics_names_and_values():
-    good = {"scores": score_problem(["r", "r"], ["2", "2"], {"r": True}, [0.9, 0.8]),
-            "compute": {"generated_tokens": 10, "prm_tokens": 4}}
-    bad = {"scores": score_problem(["w", None], ["1", None], {"w": False}, [0.9, 0.1]),
-           "compute": {"generated_tokens": 6, "prm_tokens": 2}}
+    good = ProblemSummary("good", score_problem(["r", "r"], ["2", "2"], {"r": True}, [0.9, 0.8]),
+                          {"generated_tokens": 10, "prm_tokens": 4})
+    bad = ProblemSummary("bad", score_problem(["w", None], ["1", None], {"w": False}, [0.9, 0.1]),
+                         {"generated_tokens": 6, "prm_tokens": 2})
     metrics = aggregate_metrics([good, bad], n=2)
     for name in ("acc/naive@2", "acc/weighted@2", "acc/maj@2", "acc/maj@1", "pass@2", "acc_prefix/maj@2"):
         assert metrics[name] == pytest.approx(0.5)

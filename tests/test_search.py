@@ -253,10 +253,10 @@ def test_pipeline_totals_match_records(tmp_path):
     cfg = compose_config(["strategy=lookahead", "n=4", "dataset.num_problems=5", "logger=none"])
     metrics = run(cfg, run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
-    assert all(len(r["completions"]) == 4 for r in records)
-    assert metrics["tokens/generated"] == sum(r["compute"]["generated_tokens"] for r in records)
-    assert metrics["tokens/prm"] == sum(r["compute"]["prm_tokens"] for r in records) > 0
-    calls = max(r["compute"]["backend_calls"] for r in records)  # one batch: every call is shared by all problems
+    assert all(len(r.completions) == 4 for r in records)
+    assert metrics["tokens/generated"] == sum(r.compute["generated_tokens"] for r in records)
+    assert metrics["tokens/prm"] == sum(r.compute["prm_tokens"] for r in records) > 0
+    calls = max(r.compute["backend_calls"] for r in records)  # one batch: every call is shared by all problems
     assert metrics["compute/backend_calls"] == pytest.approx(calls, abs=1e-2)
 
 

@@ -11,7 +11,7 @@ from tts.prms.sim import SimPRMConfig
 from tts.data.synthetic import generate_problems, solve
 from tts.grading import AnswerGrader, extract_answer
 from tts.prms.sim import SimPRM
-from tts.search.completion import split_steps
+from tts.data.steps import split_steps
 
 PROBLEMS = generate_problems(120, seed=7)
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from tts.launch.sweep import MAX_NAME_BYTES, short_dirname
-from tts.store.run_dir import run_dirs_under
+from tts.store.run_dir import find_run_dirs
 
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 
@@ -36,7 +36,7 @@ def test_an_invalid_combination_does_not_stop_the_valid_jobs(tmp_path, launcher)
     # reported before any job starts ...
     assert said.index("sweep job #0 (strategy=beam n=6") < said.index("#0 : strategy=beam n=6"), said[-3000:]
     # ... the valid job ran ...
-    runs = {p.relative_to(tmp_path / "sweep").parts[3] for p in run_dirs_under(tmp_path / "sweep")}
+    runs = {p.relative_to(tmp_path / "sweep").parts[3] for p in find_run_dirs(tmp_path / "sweep")}
     assert runs == {"n4_seed0"}
     assert not list((tmp_path / "sweep").rglob("n6_seed0")), "the refused job leaves no directory"
     # ... and the sweep ends naming the failed job
@@ -72,17 +72,17 @@ def test_killing_a_joblib_sweep_ends_its_workers_and_frees_the_locks(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while len(run_dirs_under(sweep)) < 2 and time.time() < deadline:
+        while (not sweep.exists() or len(find_run_dirs(sweep)) < 2) and time.time() < deadline:
             time.sleep(0.5)  # both jobs have recorded a batch: the workers are busy searching
         workers = [pid for pid in _children(main.pid) if _alive(pid)]
-        assert len(run_dirs_under(sweep)) == 2 and workers, "the sweep did not get going"
+        assert len(find_run_dirs(sweep)) == 2 and workers, "the sweep did not get going"
         main.send_signal(signal.SIGKILL)
         main.wait()
         deadline = time.time() + 15
         while any(_alive(pid) for pid in workers) and time.time() < deadline:
             time.sleep(0.2)
         assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
-        for run_dir in run_dirs_under(sweep):
+        for run_dir in find_run_dirs(sweep):
             with open(run_dir / ".lock") as handle:  # a rerun can take the lock: nobody holds it
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
@@ -105,7 +105,7 @@ def test_many_overrides_give_a_short_deterministic_directory_that_resumes(tmp_pa
     args = [sys.executable, str(REPO / "tts/main.py"), *MANY_OVERRIDES, "dataset.num_problems=3", "logger=none"]
     first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr[-2000:]
-    [run_dir] = run_dirs_under(tmp_path / "outputs")
+    [run_dir] = find_run_dirs(tmp_path / "outputs")
     assert all(len(part.encode()) <= 255 for part in run_dir.relative_to(tmp_path).parts)
     assert "model.backend.skill=1.2" in run_dir.name, "the name stays readable"
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)

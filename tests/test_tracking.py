@@ -160,7 +160,7 @@ def test_completions_table_has_one_row_per_completion_beside_a_problems_table(wa
     columns, rows = table(log_file, "completions")
     assert {"unique_id", "level", "index", "answer", "correct", "score", "steps", "tokens", "finish_reason",
             "picked_naive", "picked_weighted", "picked_maj", "text", "step_scores"} <= set(columns)
-    on_disk = {r["unique_id"]: r for r in RunDirectory(run_dir).iter_records()}
+    on_disk = {r.unique_id: r for r in RunDirectory(run_dir).iter_records()}
     by_problem: dict = {}
     for row in rows:
         by_problem.setdefault(row[columns.index("unique_id")], []).append(dict(zip(columns, row)))
@@ -175,12 +175,12 @@ def test_completions_table_has_one_row_per_completion_beside_a_problems_table(wa
         # the weighted and majority picks hold the predicted answer; correctness agrees with pass@8 and the gold
         for agg in ("weighted", "maj"):
             picked = [c for c in completions if c[f"picked_{agg}"]]
-            assert {c["answer"] for c in picked} >= {record["scores"]["predictions"][f"{agg}@8"]} - {None}
+            assert {c["answer"] for c in picked} >= {record.scores.predictions[f"{agg}@8"]} - {None}
             assert all(c["correct"] == problems[uid][f"correct_{agg}"] for c in picked)
         assert any(c["correct"] for c in completions) == (problems[uid]["pass"] > 0)
-        for c, full in zip(completions, record["completions"]):
-            assert c["step_scores"] == pytest.approx(full["step_scores"]) and c["steps"] == len(full["steps"])
-            assert len(c["text"]) <= 1000 and full["text"].startswith(c["text"].removesuffix(" [...]"))
+        for c, full in zip(completions, record.completions):
+            assert c["step_scores"] == pytest.approx(full.step_scores) and c["steps"] == len(full.steps)
+            assert len(c["text"]) <= 1000 and full.text.startswith(c["text"].removesuffix(" [...]"))
 
 
 def test_tables_are_never_cut_to_wandbs_row_limit(wandb_env, monkeypatch):

@@ -113,5 +113,5 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     # PRM tokens: given = computed + served from a cache (vLLM's prefix cache; on hf a prefix shared within a call)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tokens/prm"] == metrics["tokens/prm_computed"] + metrics["tokens/prm_cached"] > 0
-    assert metrics["tokens/prm_cached"] == sum(r["compute"]["prm_cached_tokens"] for r in records)
+    assert metrics["tokens/prm_cached"] == sum(r.compute["prm_cached_tokens"] for r in records)
     assert metrics["tokens/prm_cached"] > 0  # candidates of a problem share its prompt, on either backend

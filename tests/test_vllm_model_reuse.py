@@ -23,7 +23,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tests.one_process_sweep import cache_events, comparable_records, run_main  # noqa: E402
 from tests.tiny_models import save_stepping_llama, tiny_dirs  # noqa: E402
-from tts.store.run_dir import run_dirs_under  # noqa: E402
+from tts.store.run_dir import find_run_dirs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_one_process_sweep_reuses_engines_rebuilds_on_a_new_config_and_matches_s
     sweep = tmp_path / "sweep"
     run_main(["-m", "hydra/launcher=basic", "prm.batch_tokens=4096,8192", "seed=0,1,2", *_args(models),
               f"hydra.sweep.dir={sweep}"])
-    jobs = {_job_key(run_dir): run_dir for run_dir in run_dirs_under(sweep)}
+    jobs = {_job_key(run_dir): run_dir for run_dir in find_run_dirs(sweep)}
     assert sorted(jobs) == [(b, s) for b in (4096, 8192) for s in (0, 1, 2)]
     events = cache_events(sweep)
     assert events.count("built the policy") == 1 and events.count("reusing the policy") == 5
@@ -76,5 +76,5 @@ def test_one_process_sweep_reuses_engines_rebuilds_on_a_new_config_and_matches_s
     assert reused == comparable_records(jobs[(8192, 2)])  # the rebuilt PRM computes what the first one did
     assert comparable_records(jobs[(4096, 1)]) != reused  # the seeds differ: the comparisons are not vacuous
     # ...nor are they on the PRM's prefix reuse: steps were scored on top of their cached parents
-    assert any(len(c["steps"]) > 1 for r in reused for c in r["completions"])
+    assert any(len(c.steps) > 1 for r in reused for c in r["completions"])
     assert all(r["compute"]["prm_cached_tokens"] > 0 for r in reused)

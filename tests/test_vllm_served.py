@@ -125,5 +125,5 @@ def test_beam_search_end_to_end_on_the_served_policy(dirs, served, tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = RunDirectory(run_dir).records()
-    assert len(records) == 2 and all(len(r["completions"]) == 4 for r in records)
-    assert all(r["compute"]["generated_tokens"] > 0 and r["compute"]["prm_tokens"] > 0 for r in records)
+    assert len(records) == 2 and all(len(r.completions) == 4 for r in records)
+    assert all(r.compute["generated_tokens"] > 0 and r.compute["prm_tokens"] > 0 for r in records)

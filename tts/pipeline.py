@@ -25,6 +25,7 @@ from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.launch.preflight import check_before_generation
 from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
+from tts.store.records import ProblemRecord
 from tts.scoring import reduce_scores, score_problem
 from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens
@@ -53,7 +54,7 @@ def output_dir() -> Path:
         return Path("outputs/run")
 
 
-def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg: Config) -> list[dict]:
+def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg: Config) -> list[ProblemRecord]:
     """Run records of one batch: answers, keys and correctness for every completion, then predictions per problem.
 
     All answers of the batch go to the grader at once, so symbolic work costs one round trip to its worker.
@@ -79,23 +80,18 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
     reduction = cfg.scoring.reduction
     for i, (problem, output) in enumerate(zip(problems, outputs)):
         scores = [reduce_scores(c.step_scores, reduction) for c in output.completions]
-        for completion, answer, key in zip(output.completions, answers[i], keys[i]):
-            completion.answer, completion.key = answer, key
-        record = problem.as_dict()
-        # each completion's extraction rule and own verdict (W&B's completions table filters on it)
-        record["completions"] = [dict(c.as_dict(), answer_rule=rule,
-                                      correct=key_correct[i].get(key) if key is not None else False)
-                                 for c, (_, rule), key in zip(output.completions, extracted[i], keys[i])]
+        # each completion's answer, key, extraction rule and own verdict (W&B's completions table filters on it)
+        for completion, answer, key, (_, rule) in zip(output.completions, answers[i], keys[i], extracted[i]):
+            completion.answer, completion.key, completion.answer_rule = answer, key, rule
+            completion.correct = key_correct[i].get(key) if key is not None else False
         # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out
         vote_mask = ([c.extra.get("vote", True) for c in output.completions]
                      if any("vote" in c.extra for c in output.completions) else None)
-        record["scores"] = score_problem(keys[i], answers[i], key_correct[i], scores, draws=cfg.scoring.subset_draws,
-                                         seed=cfg.seed + hash_id(problem.unique_id), vote_mask=vote_mask)
-        record["compute"] = dict(output.compute)
-        record["ungraded_answers"] = ungraded[i]
-        if output.note:
-            record["note"] = output.note
-        records.append(record)
+        records.append(ProblemRecord.graded(
+            problem, output.completions,
+            score_problem(keys[i], answers[i], key_correct[i], scores, draws=cfg.scoring.subset_draws,
+                          seed=cfg.seed + hash_id(problem.unique_id), vote_mask=vote_mask),
+            compute=dict(output.compute), ungraded_answers=ungraded[i], note=output.note))
     return records
 
 
@@ -146,7 +142,7 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                     records = grade_batch(batch, outputs, grader, run_cfg)
                     share = (policy.stats.calls - calls_before) / len(batch)
                     for record in records:
-                        record["compute"]["backend_calls_share"] = share
+                        record.compute["backend_calls_share"] = share
                     share_cached_prm_tokens(records, prm.stats.cached_tokens - cached_before)
                     directory.append(records)
                     tracker.log_batch(records)
@@ -168,17 +164,17 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
                 closable.close()
 
 
-def _in_order(directory: RunDirectory, problems) -> list[dict]:
+def _in_order(directory: RunDirectory, problems) -> list[ProblemRecord]:
     """The run's whole records in dataset order (for a tracker that logs them)."""
-    by_id = {r["unique_id"]: r for r in directory.iter_records()}
+    by_id = {r.unique_id: r for r in directory.iter_records()}
     return [by_id[p.unique_id] for p in problems if p.unique_id in by_id]
 
 
-def share_cached_prm_tokens(records: list[dict], cached: int) -> None:
+def share_cached_prm_tokens(records: list[ProblemRecord], cached: int) -> None:
     """`compute.prm_cached_tokens`: the batch's PRM tokens served from the prefix cache, split like its PRM tokens."""
-    shares = share_tokens(cached, [r["compute"].get("prm_tokens", 0) for r in records])
+    shares = share_tokens(cached, [r.compute.get("prm_tokens", 0) for r in records])
     for record, share in zip(records, shares):
-        record["compute"]["prm_cached_tokens"] = share
+        record.compute["prm_cached_tokens"] = share
 
 
 def _check_budget(batch, outputs, n: int) -> None:

@@ -28,6 +28,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tts.store.records import ProblemRecord, ProblemSummary, Scores
+
 AGGREGATIONS = ("naive", "weighted", "maj")
 EXTRA_AGGREGATIONS = ("maj_unfiltered",)  # reported only by strategies that filter the vote (vote_mask)
 
@@ -148,12 +150,12 @@ def score_problem(
     draws: int = 200,
     seed: int = 0,
     vote_mask: Optional[Sequence[bool]] = None,
-) -> dict:
+) -> Scores:
     """Predictions and correctness of one problem at every n' (see the module docstring).
 
-    `key_correct` maps each key to True / False / None (None: the grader timed out, "ungraded"). Returns a dict with
+    `key_correct` maps each key to True / False / None (None: the grader timed out, "ungraded"). Returns the Scores:
     `predictions`, `correct` (prefix estimate; None where ungraded), `expected` (mean correctness over random subsets),
-    `ungraded` (fraction of subsets whose prediction could not be graded) and `pass` (unbiased pass@n').
+    `ungraded` (fraction of subsets whose prediction could not be graded) and `pass_at` (unbiased pass@n').
     `vote_mask` (one bool per completion: may it vote?) filters the "maj" vote and adds "maj_unfiltered".
     """
     n = len(keys)
@@ -166,7 +168,7 @@ def score_problem(
     outcome = np.array([{True: 1.0, False: 0.0}.get(key_correct.get(name), np.nan) for name in names] + [0.0])
     rng = np.random.default_rng(seed)
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
-    record: dict = {"predictions": {}, "correct": {}, "expected": {}, "ungraded": {}, "pass": {}}
+    scores = Scores(predictions={}, correct={}, expected={}, ungraded={}, pass_at={})
     completion_outcomes = outcome[np.where(key_ids >= 0, key_ids, len(names))]  # each completion's own correctness
     for k in budgets(n):
         prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names), mask)
@@ -179,8 +181,8 @@ def score_problem(
             winner = int(prefix[agg][0])
             answer = answers[int(np.flatnonzero(key_ids == winner)[0])] if winner >= 0 else None
             value = outcome[winner] if winner >= 0 else 0.0
-            record["predictions"][f"{agg}@{k}"] = answer
-            record["correct"][f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
+            scores.predictions[f"{agg}@{k}"] = answer
+            scores.correct[f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
             if k == 1 or agg == "naive":
                 # exact: a K-subset's naive winner has a closed form, and at K = 1 every aggregation is the sample
                 weights = selection_probabilities(score_arr, k) if k > 1 else np.full(n, 1.0 / n)
@@ -188,32 +190,42 @@ def score_problem(
             else:  # weighted and majority votes at 1 < K < n: the mean over `draws` random subsets
                 weights = np.full(len(subsets), 1.0 / len(subsets))
                 values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
-            record["ungraded"][f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
-            record["expected"][f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
-        record["pass"][f"pass@{k}"] = pass_at_k(n, num_correct, k)
-    return record
+            scores.ungraded[f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
+            scores.expected[f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
+        scores.pass_at[f"pass@{k}"] = pass_at_k(n, num_correct, k)
+    return scores
 
 
-def aggregate_metrics(records: Sequence[dict], n: int) -> dict[str, float]:
-    """Run-level metrics from per-problem records: accuracies (expected, prefix, CI), pass@n', token totals."""
+def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int) -> dict[str, float]:
+    """Run-level metrics from per-problem records (or their summaries): accuracies (expected, prefix, CI), pass@n',
+    token totals. The one implementation of a run's accuracy: metrics.json, merged shards and analysis all call it.
+
+    Each figure at n' is the mean over the problems that report it. Every problem of a run normally reports every n'
+    up to n; one whose search finished short (fewer completions, with a `note`) has no figures above its own count and
+    is left out of those means, as are problems of strategies that do not report an aggregation (`maj_unfiltered`).
+    """
     metrics: dict[str, float] = {"problems": len(records)}
     if not records:
         return metrics
-    m = len(records)
-    extra = [a for a in EXTRA_AGGREGATIONS if all(f"{a}@{n}" in r["scores"]["expected"] for r in records)]
     for k in budgets(n):
-        for agg in AGGREGATIONS + tuple(extra):
+        for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
             name = f"{agg}@{k}"
-            expected = np.array([r["scores"]["expected"][name] for r in records])
+            scores = [r.scores for r in records if name in r.scores.expected]
+            if not scores:
+                continue
+            m = len(scores)
+            expected = np.array([s.expected[name] for s in scores])
             metrics[f"acc/{name}"] = float(expected.mean())
             metrics[f"acc_ci95/{name}"] = float(1.96 * expected.std(ddof=1) / math.sqrt(m)) if m > 1 else 0.0
-            metrics[f"acc_prefix/{name}"] = float(np.mean([bool(r["scores"]["correct"][name]) for r in records]))
-            metrics[f"ungraded/{name}"] = float(np.sum([r["scores"]["ungraded"][name] for r in records]))
-        metrics[f"pass@{k}"] = float(np.mean([r["scores"]["pass"][f"pass@{k}"] for r in records]))
+            metrics[f"acc_prefix/{name}"] = float(np.mean([bool(s.correct[name]) for s in scores]))
+            metrics[f"ungraded/{name}"] = float(np.sum([s.ungraded[name] for s in scores]))
+        passes = [r.scores.pass_at[f"pass@{k}"] for r in records if f"pass@{k}" in r.scores.pass_at]
+        if passes:
+            metrics[f"pass@{k}"] = float(np.mean(passes))
     for field in ("generated", "prm", "prompt", "rollout", "review", "prm_cached"):
-        metrics[f"tokens/{field}"] = float(sum(r.get("compute", {}).get(f"{field}_tokens", 0) for r in records))
+        metrics[f"tokens/{field}"] = float(sum(r.compute.get(f"{field}_tokens", 0) for r in records))
     # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
     metrics["tokens/prm_computed"] = metrics["tokens/prm"] - metrics["tokens/prm_cached"]
-    metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / m
-    metrics["grading/ungraded_answers"] = float(sum(r.get("ungraded_answers", 0) for r in records))
+    metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / len(records)
+    metrics["grading/ungraded_answers"] = float(sum(r.ungraded_answers or 0 for r in records))
     return metrics

@@ -14,7 +14,8 @@ the grading worker process. The report prints
 
 Some disagreements are deliberate (``\\text{east}`` vs ``\\text{seat}``: math_verify reads words as products of
 letters; ``(2+i)(2-i)`` vs ``5``: it reads ``i`` as a variable); the report is for a researcher to check a run's
-grading before trusting its numbers. Records are read with `tts.store.run_dir.RunDirectory`.
+grading before trusting its numbers. Run directories are found with `tts.store.run_dir.find_run_dirs` and their records
+read with `tts.store.run_dir.RunDirectory`.
 """
 
 from __future__ import annotations
@@ -26,19 +27,12 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tts.grading.grader import AnswerGrader
-from tts.store.run_dir import RunDirectory, run_dirs_under
+from tts.store.run_dir import RunDirectory, find_run_dirs
 
-__all__ = ["find_runs", "collect", "audit", "main"]
+__all__ = ["collect", "audit", "main"]
 
 #: Distinct answers per (problem, key) group checked pairwise for merges (the pairs grow quadratically).
 MAX_GROUP = 12
-
-
-def find_runs(path: Path) -> List[Path]:
-    """``path`` itself when it is a run directory, else every run directory below it (sorted)."""
-    if RunDirectory(path).has_results():
-        return [path]
-    return run_dirs_under(path)
 
 
 def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str, str], List[str]]]:
@@ -47,13 +41,12 @@ def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str
     per_problem: Dict[Tuple[str, str], List[str]] = defaultdict(list)
     for run in runs:
         for record in RunDirectory(run).iter_records():
-            uid = record.get("unique_id")
-            gold = record.get("answer")
+            gold = record.answer
             if not isinstance(gold, str):
                 continue
-            seen = per_problem[(f"{run}:{uid}", gold)]
-            for completion in record.get("completions") or []:
-                answer = completion.get("answer")
+            seen = per_problem[(f"{run}:{record.unique_id}", gold)]
+            for completion in record.completions:
+                answer = completion.answer
                 if isinstance(answer, str) and answer:
                     pairs[(answer, gold)] = None
                     if answer not in seen:
@@ -83,7 +76,7 @@ def _verdict(v: Optional[bool]) -> str:
 
 def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
     """Run the audit and print the report to ``out``; returns its figures."""
-    runs = [r for p in paths for r in find_runs(Path(p))]
+    runs = find_run_dirs(paths)
     if not runs:
         raise FileNotFoundError(f"no run directory (with results/ or results.jsonl) under "
                                 f"{', '.join(str(p) for p in paths)}")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.data.steps import split_steps
+from tts.store.records import Completion
 
 
 @dataclass

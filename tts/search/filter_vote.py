@@ -21,7 +21,8 @@ from typing import Optional
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.data.steps import split_steps
+from tts.store.records import Completion
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

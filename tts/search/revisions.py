@@ -23,7 +23,8 @@ from typing import Optional
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.search.completion import Completion, split_steps
+from tts.data.steps import split_steps
+from tts.store.records import Completion
 from tts.search.filter_vote import fill
 
 

@@ -29,8 +29,9 @@ from typing import Optional, Sequence
 
 import yaml
 
-from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash, fingerprint_of,
-                         run_info, run_metrics, run_dirs_under)
+from tts.store.records import ProblemRecord, ProblemSummary
+from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash,
+                               find_run_dirs, fingerprint_of, run_info, run_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def identity_of(config: dict) -> dict:
 class Shard:
     path: Path
     config: dict
-    summaries: list[dict]  # per-problem scores from the index, in written order (the records stay on disk)
+    summaries: list[ProblemSummary]  # per-problem scores from the index, in written order (the records stay on disk)
 
     @property
     def dataset(self) -> dict:
@@ -61,7 +62,7 @@ class Shard:
 
     @property
     def unique_ids(self) -> list[str]:
-        return [s["unique_id"] for s in self.summaries]
+        return [s.unique_id for s in self.summaries]
 
 
 @dataclass
@@ -145,7 +146,7 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
                 raise MergeError(f"problem {uid!r} is recorded in two shards, {owner[uid]} and {shard.path}: their "
                                  f"ranges overlap (dataset.start/end/shard). Merge shards that split the dataset")
             owner[uid] = shard.path
-    by_id = {r["unique_id"]: r for s in shards for r in s.summaries}
+    by_id = {r.unique_id: r for s in shards for r in s.summaries}
 
     # 3. nothing missing: compare with the problems each shard (and the whole range) should hold
     merged_dataset = _union_range(shards)
@@ -196,9 +197,9 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
         directory.open(config)
         batch_size = int(config.get("batch_size") or 64)
         for shard in shards_in_order:  # one shard batch at a time: memory stays bounded on huge runs
-            chunk: list[dict] = []
+            chunk: list[ProblemRecord] = []
             for record in RunDirectory(shard.path).iter_records():
-                if owner.get(record["unique_id"]) != shard.path:
+                if owner.get(record.unique_id) != shard.path:
                     continue
                 chunk.append(record)
                 if len(chunk) == batch_size:
@@ -222,11 +223,6 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
                        missing=missing, metrics=metrics, checked_dataset=check_dataset)
 
 
-def find_runs(sweep: Path) -> list[Path]:
-    """Run directories under a sweep folder (W&B's copies under wandb/ and interrupted merges skipped)."""
-    return [p for p in run_dirs_under(sweep) if (p / "config.yaml").exists()]
-
-
 def _unsharded_path(relative: Path) -> Path:
     """A shard's path with the shard-range overrides taken out of Hydra's override_dirname (its last component)."""
     parts = list(relative.parts)
@@ -244,7 +240,9 @@ def merge_sweep(sweep: Path, out: Path, allow_missing: bool = False, check_datas
     A group that cannot be merged does not stop the others: its reason is appended to `errors` (raised if None).
     """
     groups: dict[str, list[Path]] = {}
-    for path in find_runs(sweep):
+    for path in find_run_dirs(sweep):
+        if not (path / "config.yaml").exists():
+            continue  # results without the config they ran: nothing to tell which run they are a shard of
         config = yaml.safe_load((path / "config.yaml").read_text())
         groups.setdefault(config_hash(identity_of(config)), []).append(path)
     reports = []

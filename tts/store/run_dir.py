@@ -21,7 +21,9 @@ searched again; it is never counted and never crashes the run. So the cost of re
 grows with the number of problems (a few KB each), not with the completions already written.
 
 Every reader goes through `RunDirectory`: `summaries()` (the index: cheap) and `iter_records()` (whole records,
-batch by batch). Run directories of older versions (one `results.jsonl`) are still read; resuming one is refused.
+batch by batch), typed as tts/store/records.py defines them, which also holds the one writer and the one reader of a
+record's JSON. Run directories of older versions (one `results.jsonl`) are still read; resuming one is refused.
+`find_run_dirs` finds the run directories at or below some paths, for every tool that takes a folder of runs.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from tts.config.schema import ConfigError
 from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
+from tts.store.records import ProblemRecord, ProblemSummary, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,6 @@ BATCH_FILE = re.compile(r"^batch-(\d{6,})\.jsonl\.gz$")
 # gzip level 6 (the default) is 4-8x smaller than the JSON at n=256 and costs well under a second per batch; mtime=0
 # makes a batch file depend only on its records, so two runs of one config leave byte-identical files.
 GZIP_LEVEL = 6
-# The per-problem fields that metrics.json is computed from; the index keeps them so that finishing a run never reads
-# the completions back.
-SUMMARY_FIELDS = ("unique_id", "scores", "compute", "ungraded_answers")
-SUMMARY_SCORES = ("expected", "correct", "ungraded", "pass")
 
 # Config sections that do not change a run's results: tracking, and where the files come from.
 NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
@@ -88,39 +87,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def summary_of(record: dict) -> dict:
-    """The part of a record that run metrics are computed from (a few KB at n=256, against ~300 KB for the record)."""
-    summary = {k: record[k] for k in SUMMARY_FIELDS if k in record}
-    summary["scores"] = {k: record["scores"][k] for k in SUMMARY_SCORES if k in record["scores"]}
-    return summary
-
-
-def summary_problem(summary, n: Optional[int]) -> Optional[str]:
-    """Why `summary` cannot be counted in a run of n samples (a stub, a missing field), or None when it can."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("unique_id"), str):
-        return "no unique_id"
-    scores = summary.get("scores")
-    if not isinstance(scores, dict) or not all(isinstance(scores.get(k), dict) for k in SUMMARY_SCORES):
-        return f"{summary['unique_id']}: no scores"
-    if not isinstance(summary.get("compute"), dict):
-        return f"{summary['unique_id']}: no compute"
+def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
+    """Why `summary` cannot be counted in a run of n samples (scores of another n), or None when it can."""
+    scores = summary.scores
     if n is not None:
         for k in budgets(n):
             for agg in AGGREGATIONS:
-                for part in ("expected", "correct", "ungraded"):
-                    if f"{agg}@{k}" not in scores[part]:
-                        return f"{summary['unique_id']}: no scores.{part}.{agg}@{k} (a record of another n?)"
-            if f"pass@{k}" not in scores["pass"]:
-                return f"{summary['unique_id']}: no scores.pass.pass@{k}"
+                for name, part in (("expected", scores.expected), ("correct", scores.correct),
+                                   ("ungraded", scores.ungraded)):
+                    if f"{agg}@{k}" not in part:
+                        return f"{summary.unique_id}: no scores.{name}.{agg}@{k} (a record of another n?)"
+            if f"pass@{k}" not in scores.pass_at:
+                return f"{summary.unique_id}: no scores.pass.pass@{k}"
     return None
-
-
-def _record_problem(record, n: Optional[int]) -> Optional[str]:
-    if not isinstance(record, dict) or not isinstance(record.get("completions"), list):
-        return f"{record.get('unique_id') if isinstance(record, dict) else record!r}: no completions"
-    if not isinstance(record.get("scores"), dict):
-        return f"{record.get('unique_id')}: no scores"
-    return summary_problem(summary_of(record), n)
 
 
 class RunDirectory:
@@ -143,7 +122,7 @@ class RunDirectory:
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
-    def open(self, config: dict) -> dict[str, dict]:
+    def open(self, config: dict) -> dict[str, ProblemSummary]:
         """Create or reopen the directory for `config`; return the summaries of the problems already done, by
         unique_id, after checking every batch (see the module docstring).
 
@@ -189,12 +168,12 @@ class RunDirectory:
         self._config_hash = config_hash(fingerprint)
         return self._check_and_repair(int(config["n"]) if "n" in config else None)
 
-    def _check_and_repair(self, n: Optional[int]) -> dict[str, dict]:
+    def _check_and_repair(self, n: Optional[int]) -> dict[str, ProblemSummary]:
         """The index's summaries that pass every check; the rest is dropped (warned) so their problems are redone."""
         self.results_dir.mkdir(exist_ok=True)
         raw = self.index_path.read_bytes() if self.index_path.exists() else b""
         lines = raw.splitlines(keepends=True)
-        summaries: dict[str, dict] = {}
+        summaries: dict[str, ProblemSummary] = {}
         kept: list[bytes] = []
         kept_files: set[str] = set()
         damaged: list[str] = []
@@ -206,14 +185,15 @@ class RunDirectory:
                 entry = None
             if entry is None and number == len(lines) and not line.endswith(b"\n"):
                 continue  # a torn last line: the index write of the batch in flight when the process died
-            why = self._entry_problem(entry, n, summaries)
-            if why:
+            try:
+                batch = self._entry_summaries(entry, n, summaries)
+            except RecordError as why:
                 damaged.append(f"index line {number}: {why}")
                 if isinstance(entry, dict) and isinstance(entry.get("file"), str) and BATCH_FILE.match(entry["file"]):
                     damaged_files.add(entry["file"])
                 continue
-            for summary in entry["problems"]:
-                summaries[summary["unique_id"]] = summary
+            for summary in batch:
+                summaries[summary.unique_id] = summary
             kept.append(line if line.endswith(b"\n") else line + b"\n")
             kept_files.add(entry["file"])
         for name in damaged_files - kept_files:
@@ -240,30 +220,32 @@ class RunDirectory:
                 _atomic_write_bytes(self.index_path, repaired)
         return summaries
 
-    def _entry_problem(self, entry, n: Optional[int], seen: dict) -> Optional[str]:
-        """Why an index entry (one batch) cannot be counted, or None."""
+    def _entry_summaries(self, entry, n: Optional[int], seen: dict) -> list[ProblemSummary]:
+        """The summaries of an index entry (one batch), or RecordError saying why the batch cannot be counted."""
         if not isinstance(entry, dict) or not isinstance(entry.get("problems"), list) or not entry["problems"]:
-            return "not a batch entry"
+            raise RecordError("not a batch entry")
         if entry.get("config_hash") != self._config_hash:
-            return f"written by another configuration (config hash {entry.get('config_hash')!r}, this run " \
-                   f"{self._config_hash!r})"
+            raise RecordError(f"written by another configuration (config hash {entry.get('config_hash')!r}, this run "
+                              f"{self._config_hash!r})")
         file = entry.get("file")
         if not isinstance(file, str) or not BATCH_FILE.match(file):
-            return f"bad file name {file!r}"
+            raise RecordError(f"bad file name {file!r}")
         path = self.results_dir / file
         if not path.exists():
-            return f"{file} is missing"
+            raise RecordError(f"{file} is missing")
         if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
-            return f"{file} does not match its index entry (size or sha256): it was changed after it was written"
+            raise RecordError(f"{file} does not match its index entry (size or sha256): it was changed after it was "
+                              f"written")
+        summaries = [ProblemSummary.from_json(data) for data in entry["problems"]]
         in_batch: set[str] = set()
-        for summary in entry["problems"]:
+        for summary in summaries:
             why = summary_problem(summary, n)
             if why:
-                return why
-            if summary["unique_id"] in seen or summary["unique_id"] in in_batch:
-                return f"{summary['unique_id']} is already recorded by an earlier batch"
-            in_batch.add(summary["unique_id"])
-        return None
+                raise RecordError(why)
+            if summary.unique_id in seen or summary.unique_id in in_batch:
+                raise RecordError(f"{summary.unique_id} is already recorded by an earlier batch")
+            in_batch.add(summary.unique_id)
+        return summaries
 
     def _set_aside(self, name: str) -> None:
         """Keep a damaged batch file for inspection, out of the way of readers and of new batch numbers."""
@@ -273,20 +255,21 @@ class RunDirectory:
 
     # -- reading (never changes anything) -------------------------------------------------------------------------
 
-    def summaries(self) -> dict[str, dict]:
+    def summaries(self) -> dict[str, ProblemSummary]:
         """Per-problem summaries (unique_id, scores, compute, ungraded_answers) by unique_id, in written order.
 
         Reads only the index (a torn last line is ignored); for an old one-file directory, the records themselves.
         """
         if not self.index_path.exists():
-            return {r["unique_id"]: summary_of(r) for r in self._legacy_records()}
-        summaries: dict[str, dict] = {}
+            return {r.unique_id: r.summary() for r in self._legacy_records()}
+        summaries: dict[str, ProblemSummary] = {}
         for entry in self._index_entries():
-            for summary in entry["problems"]:
-                summaries.setdefault(summary["unique_id"], summary)
+            for data in entry["problems"]:
+                summary = ProblemSummary.from_json(data)
+                summaries.setdefault(summary.unique_id, summary)
         return summaries
 
-    def iter_records(self) -> Iterator[dict]:
+    def iter_records(self) -> Iterator[ProblemRecord]:
         """Every whole record, batch by batch in written order (one batch in memory at a time)."""
         if not self.index_path.exists():
             yield from self._legacy_records()
@@ -294,12 +277,12 @@ class RunDirectory:
         seen: set[str] = set()
         for entry in self._index_entries():
             for line in gzip.decompress((self.results_dir / entry["file"]).read_bytes()).splitlines():
-                record = json.loads(line)
-                if record["unique_id"] not in seen:
-                    seen.add(record["unique_id"])
+                record = ProblemRecord.from_json(json.loads(line))
+                if record.unique_id not in seen:
+                    seen.add(record.unique_id)
                     yield record
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[ProblemRecord]:
         return list(self.iter_records())
 
     def files(self) -> list[Path]:
@@ -320,7 +303,7 @@ class RunDirectory:
                 if isinstance(entry, dict) and isinstance(entry.get("problems"), list) and "file" in entry:
                     yield entry
 
-    def _legacy_records(self) -> Iterator[dict]:
+    def _legacy_records(self) -> Iterator[ProblemRecord]:
         if not self.legacy_path.exists():
             return
         with open(self.legacy_path, "rb") as handle:
@@ -328,35 +311,39 @@ class RunDirectory:
                 if not line.endswith(b"\n"):
                     break
                 try:
-                    record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if isinstance(record, dict) and _record_problem(record, None) is None:
-                    yield record
+                    yield ProblemRecord.from_json(json.loads(line))
+                except (json.JSONDecodeError, UnicodeDecodeError, RecordError):
+                    continue  # a stub or a torn line: never counted
 
     # -- writing ------------------------------------------------------------------------------------------------
 
-    def append(self, records: Iterable[dict]) -> None:
+    def append(self, records: Iterable[ProblemRecord]) -> None:
         """Write one batch durably: the compressed batch file (atomically), then its index line (one write, fsync).
 
-        A record missing fields is a bug in the caller: refused here rather than written and dropped on resume.
+        A record whose summary would not be read back (a field of the wrong type) is a bug in the caller: refused here
+        rather than written and dropped on resume.
         """
         records = list(records)
         if not records:
             return
         if self._config_hash is None:
             raise RuntimeError("RunDirectory.append before open(config)")
+        summaries = []
         for record in records:
-            why = _record_problem(record, None)
-            if why:
-                raise ValueError(f"refusing to write an incomplete record ({why})")
+            if not isinstance(record, ProblemRecord):
+                raise TypeError(f"RunDirectory.append takes ProblemRecords (tts.store.records), not {type(record)}")
+            summaries.append(record.summary().to_json())
+            try:
+                ProblemSummary.from_json(summaries[-1])
+            except RecordError as why:
+                raise ValueError(f"refusing to write an incomplete record ({why})") from None
         name = f"batch-{self._next_batch:06d}.jsonl.gz"
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        payload = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
         data = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(self.results_dir / name, data)
         entry = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                 "config_hash": self._config_hash, "problems": [summary_of(r) for r in records]}
+                 "config_hash": self._config_hash, "problems": summaries}
         with open(self.index_path, "ab") as handle:
             handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             handle.flush()
@@ -424,14 +411,26 @@ class RunDirectory:
         self.close()
 
 
-def run_dirs_under(folder: str | os.PathLike) -> list[Path]:
-    """Run directories below `folder` (either results format), sorted; W&B's copies of the results files (under
-    wandb/) and interrupted merges (`.<out>.merging-*`) are skipped."""
-    folder = Path(folder)
-    found = [p.parent.parent for p in folder.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
-                                                                           folder.rglob(LEGACY_RESULTS)]
-    return sorted({p for p in found
-                   if not any(part == "wandb" or ".merging-" in part for part in p.relative_to(folder).parts)})
+def find_run_dirs(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> list[Path]:
+    """The run directories at or below `paths`, each once: a path that is a run directory (results in either format)
+    is taken as it is, a folder is searched recursively (its run directories sorted), skipping W&B's copies of the
+    results files (under wandb/) and interrupted merges (`.<out>.merging-*`). The one finder of run directories: merge,
+    the grading audit and analysis all call it. A path that does not exist raises FileNotFoundError."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if RunDirectory(path).has_results():
+            found.append(path)
+        elif path.is_dir():
+            below = [p.parent.parent for p in path.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
+                                                                                  path.rglob(LEGACY_RESULTS)]
+            found.extend(sorted({p for p in below if not any(part == "wandb" or ".merging-" in part
+                                                             for part in p.relative_to(path).parts)}))
+        else:
+            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/{INDEX} or {LEGACY_RESULTS}) "
+                                    f"nor a folder of runs")
+    return list(dict.fromkeys(found))
 
 
 def _sha256(path: Path) -> str:
@@ -489,10 +488,10 @@ def run_info(seed: int, config_hash: str) -> dict:
     }
 
 
-def run_metrics(records: list[dict], n: int) -> dict:
+def run_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int) -> dict:
     """metrics.json of a run (or of merged shards): accuracies and tokens, plus the backend calls spent."""
     metrics = aggregate_metrics(records, n)
-    metrics["compute/backend_calls"] = round(sum(r["compute"].get("backend_calls_share", 0.0) for r in records), 3)
+    metrics["compute/backend_calls"] = round(sum(r.compute.get("backend_calls_share", 0.0) for r in records), 3)
     return metrics
 
 

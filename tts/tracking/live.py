@@ -10,9 +10,10 @@ included, so the first rows of a real-model run read low).
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Union
 
 from tts.scoring import AGGREGATIONS
+from tts.store.records import ProblemRecord, ProblemSummary
 
 
 class RunningFigures:
@@ -26,14 +27,16 @@ class RunningFigures:
         self.session_tokens = 0.0
         self.started = time.perf_counter()
 
-    def add(self, records: Iterable[dict], this_session: bool = True) -> None:
+    def add(self, records: Iterable[Union[ProblemRecord, ProblemSummary]], this_session: bool = True) -> None:
+        """Count finished problems: this session's records, or (`this_session=False`) the summaries of problems a
+        resumed run found on disk."""
         for record in records:
-            scores = record["scores"]
-            k = self.n if f"pass@{self.n}" in scores["pass"] else max(int(key.split("@")[1]) for key in scores["pass"])
+            scores = record.scores
+            k = self.n if f"pass@{self.n}" in scores.pass_at else max(int(key.split("@")[1]) for key in scores.pass_at)
             for agg in AGGREGATIONS:
-                self.sums[agg] += scores["expected"][f"{agg}@{k}"]
-            self.passed += scores["pass"][f"pass@{k}"]
-            tokens = record.get("compute", {}).get("generated_tokens", 0)
+                self.sums[agg] += scores.expected[f"{agg}@{k}"]
+            self.passed += scores.pass_at[f"pass@{k}"]
+            tokens = record.compute.get("generated_tokens", 0)
             self.tokens += tokens
             if this_session:
                 self.session_tokens += tokens

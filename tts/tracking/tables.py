@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from tts.scoring import AGGREGATIONS, reduce_scores
+from tts.store.records import ProblemRecord
 
 MAX_TEXT = 1000
 CUT = " [...]"
@@ -26,64 +27,61 @@ def cap(text: Optional[str], limit: int = MAX_TEXT) -> Optional[str]:
     return text[: limit - len(CUT)] + CUT
 
 
-def _at(record: dict, n: int) -> int:
+def _at(record: ProblemRecord, n: int) -> int:
     """The n' the record's predictions are read at: the run's n, or fewer completions when a strategy recorded why."""
-    size = len(record["completions"])
-    return n if f"pass@{n}" in record["scores"]["pass"] else size
+    return n if f"pass@{n}" in record.scores.pass_at else len(record.completions)
 
 
-def completion_rows(record: dict, n: int, reduction: str) -> list[list]:
+def completion_rows(record: ProblemRecord, n: int, reduction: str) -> list[list]:
     """One row per completion. `picked_naive`: the single highest-scoring completion (first of ties, as the
     selection does); `picked_weighted` / `picked_maj`: every completion whose answer is equivalent to the winner."""
     k = _at(record, n)
-    completions = record["completions"][:k]
-    scores = [reduce_scores(c["step_scores"], reduction) for c in completions]
+    completions = record.completions[:k]
+    scores = [reduce_scores(c.step_scores, reduction) for c in completions]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
-    predictions = record["scores"]["predictions"]
+    predictions = record.scores.predictions
     winners = {}
     for agg in ("weighted", "maj"):
         answer = predictions.get(f"{agg}@{k}")
-        winners[agg] = next((c.get("key") for c in completions if answer is not None and c.get("answer") == answer),
-                            None)
+        winners[agg] = next((c.key for c in completions if answer is not None and c.answer == answer), None)
     verdicts = _verdicts(record)
     rows = []
     for i, (c, score) in enumerate(zip(completions, scores)):
-        correct = c["correct"] if "correct" in c else verdicts.get(c.get("key"))
+        correct = verdicts.get(c.key) if "correct" in c.absent else c.correct
         rows.append([
-            record["unique_id"], record.get("level"), i, c.get("answer"), correct, float(score),
-            len(c.get("steps") or []), c.get("tokens"), c.get("finish_reason"),
+            record.unique_id, record.level, i, c.answer, correct, float(score), len(c.steps), c.tokens,
+            c.finish_reason,
             i == best,
-            winners["weighted"] is not None and c.get("key") == winners["weighted"],
-            winners["maj"] is not None and c.get("key") == winners["maj"],
-            cap(c.get("text")), [float(s) for s in c.get("step_scores") or []],
+            winners["weighted"] is not None and c.key == winners["weighted"],
+            winners["maj"] is not None and c.key == winners["maj"],
+            cap(c.text), [float(s) for s in c.step_scores],
         ])
     return rows
 
 
-def _verdicts(record: dict) -> dict:
+def _verdicts(record: ProblemRecord) -> dict:
     """For records written before completions carried `correct`: the verdicts of the keys that won some selection
     (any other key: None, unknown)."""
-    scores = record["scores"]
+    scores = record.scores
     by_answer = {}
-    for name, answer in scores["predictions"].items():
-        if answer is not None and scores["correct"].get(name) is not None:
-            by_answer[answer] = scores["correct"][name]
+    for name, answer in scores.predictions.items():
+        if answer is not None and scores.correct.get(name) is not None:
+            by_answer[answer] = scores.correct[name]
     verdicts = {}
-    for c in record["completions"]:
-        if c.get("key") is not None and c.get("answer") in by_answer:
-            verdicts[c["key"]] = by_answer[c["answer"]]
+    for c in record.completions:
+        if c.key is not None and c.answer in by_answer:
+            verdicts[c.key] = by_answer[c.answer]
     return verdicts
 
 
-def problem_row(record: dict, n: int) -> list:
+def problem_row(record: ProblemRecord, n: int) -> list:
     k = _at(record, n)
-    scores = record["scores"]
+    scores = record.scores
     return [
-        record["unique_id"], record.get("level"), record.get("subject"), cap(record.get("problem")),
-        record.get("answer"),
-        *(scores["predictions"].get(f"{agg}@{k}") for agg in AGGREGATIONS),
-        *(scores["correct"].get(f"{agg}@{k}") for agg in AGGREGATIONS),
-        scores["pass"].get(f"pass@{k}"), len(record["completions"]), record.get("compute", {}).get("generated_tokens"),
+        record.unique_id, record.level, record.subject, cap(record.problem), record.answer,
+        *(scores.predictions.get(f"{agg}@{k}") for agg in AGGREGATIONS),
+        *(scores.correct.get(f"{agg}@{k}") for agg in AGGREGATIONS),
+        scores.pass_at.get(f"pass@{k}"), len(record.completions), record.compute.get("generated_tokens"),
     ]
 
 

@@ -48,6 +48,7 @@ from urllib.parse import urlparse
 from tts.tracking.live import RunningFigures
 from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS
+from tts.store.records import ProblemRecord, ProblemSummary
 from tts.tracking.dirs import WandbDirs
 from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 
@@ -62,13 +63,13 @@ class Tracker:
 
     wants_records = False  # whether log_results needs the whole records (reading them back costs time on huge runs)
 
-    def start(self, config: dict, run_dir: Path, records_done: list[dict] = (), total: int = 0) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: list[ProblemSummary] = (), total: int = 0) -> None:
+        """`records_done`: the summaries of the problems a resumed run found on disk."""
+
+    def log_batch(self, records: list[ProblemRecord]) -> None:
         pass
 
-    def log_batch(self, records: list[dict]) -> None:
-        pass
-
-    def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
+    def log_results(self, records: list[ProblemRecord], metrics: dict, run_dir) -> None:
         pass
 
     def finish(self) -> None:
@@ -185,7 +186,7 @@ class WandbTracker(Tracker):
     def wants_records(self) -> bool:
         return self.run is not None and bool(self.cfg.log_table)
 
-    def start(self, config: dict, run_dir: Path, records_done: list[dict] = (), total: int = 0) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: list[ProblemSummary] = (), total: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         if self.cfg.mode == "online":
@@ -233,7 +234,7 @@ class WandbTracker(Tracker):
             self.run = None
             self._release()
 
-    def log_batch(self, records: list[dict]) -> None:
+    def log_batch(self, records: list[ProblemRecord]) -> None:
         if self.run is None or self.figures is None:
             return
         try:
@@ -242,7 +243,7 @@ class WandbTracker(Tracker):
         except Exception as error:  # noqa: BLE001
             log.warning("W&B progress logging failed (%s: %s)", type(error).__name__, error)
 
-    def log_results(self, records: list[dict], metrics: dict, run_dir) -> None:
+    def log_results(self, records: list[ProblemRecord], metrics: dict, run_dir) -> None:
         """`run_dir`: the RunDirectory whose files go into the results artifact."""
         if self.run is None:
             return
