@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -50,6 +51,40 @@ def short_dirname(name: Any) -> str:
     return f"{readable}_h{digest}"
 
 
+# -- the jobs of a sweep ----------------------------------------------------------------------------------------------
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The overrides Hydra's basic sweeper expands: its `params` (an experiment's sweep axes, conf/experiment/), then
+    the command line's, which win over them."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+
+
+def sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them: the cartesian product of the comma lists, in order;
+    a key given twice keeps its first place and its last value.
+
+    Raises ValueError for a sweep the basic sweeper cannot expand (an interval or a range it is not given as a list),
+    and Hydra's own errors for overrides it cannot parse.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = GlobalHydra.instance()  # its config loader expands glob() over a group's options, as the sweeper does
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
+    axes: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"{key}: the basic sweeper does not expand a {override.value_type} sweep")
+    return [list(combination) for combination in itertools.product(*axes.values())]
+
+
 # -- before anything is created ---------------------------------------------------------------------------------------
 
 
@@ -75,6 +110,11 @@ class RunGuard(Callback):
             validate(_task_config(config))
         except ConfigError as error:
             _refuse(str(error))
+        params = config.hydra.sweeper.get("params")
+        if params:  # `+experiment=...` without -m: Hydra runs the one job of the defaults and ignores the sweep axes
+            axes = " ".join(f"{key}={value}" for key, value in params.items())
+            print(f"Warning: the sweep parameters ({axes}) apply only to a sweep: add -m to run them; this is a single "
+                  "run", file=sys.stderr)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         invalid = invalid_combinations(config)
@@ -118,18 +158,17 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
 
     Other sweepers (Optuna, Ax) choose their points as they go, and very large sweeps are left to their jobs.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     from tts.config.schema import ConfigError, validate
 
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []
     try:
-        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        combinations = [c for batch in BasicSweeper.split_arguments(parsed, None) for c in batch]
-    except Exception:  # noqa: BLE001 - the sweeper reports its own errors
+        combinations = sweep_combinations(sweep_overrides(config))
+    except (HydraException, ValueError):  # a sweep that cannot be parsed or expanded: the sweeper reports it
         return []
     if len(combinations) > limit:
         return []
@@ -275,14 +314,14 @@ def write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
     the record of an existing run even when the job is then refused.
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import _save_config
 
     if not HydraConfig.initialized():
         return
     full = HydraConfig.instance().cfg
     target = Path(run_dir) / ".hydra"
-    _save_config(cfg, "config.yaml", target)
-    _save_config(copy.deepcopy(full), "hydra.yaml", target)
-    _save_config(full.hydra.overrides.task, "overrides.yaml", target)
+    target.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, target / "config.yaml")  # the same YAML Hydra writes (OmegaConf.to_yaml, unresolved)
+    OmegaConf.save(copy.deepcopy(full), target / "hydra.yaml")
+    OmegaConf.save(full.hydra.overrides.task, target / "overrides.yaml")
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # a credential given as an override stays out
         redact_yaml_file(target / name)
