@@ -44,7 +44,7 @@ def _load_from_hub(hub_id: str, split: str) -> list[dict]:
         import datasets
 
         return list(datasets.load_dataset(hub_id, split=split))
-    except Exception as error:  # offline, gated or missing: one message with the way out
+    except Exception as error:  # noqa: BLE001 - offline, gated or missing (many types): one message with the way out
         raise DatasetError(
             f"could not load {hub_id!r} (split {split!r}) from the Hugging Face hub ({type(error).__name__}: {error}). "
             f"If this machine is offline, download it elsewhere (e.g. `datasets.load_dataset({hub_id!r}, split={split!r})"

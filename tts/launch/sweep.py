@@ -246,7 +246,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if not in_sweep:
             sys.exit(1)
         _record_failure(hydra, message, refused=False)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - one job's crash is recorded and the sweep goes on (re-raised alone)
         if not in_sweep:
             raise
         log.exception("sweep job #%s failed", hydra.job.num)
