@@ -312,7 +312,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
 
     warnings.filterwarnings("ignore")
 
-    from tts.grading import symbolic
+    import tts.grading.symbolic as symbolic  # the module itself: importing the package name would be a circle
 
     def progress(payload: Any) -> None:
         proto.write(json.dumps({"p": payload}).encode() + b"\n")
