@@ -161,7 +161,7 @@ def _binomials(a: int, b: int) -> tuple[list[str], Fraction | str, str]:
     constant = "" if p == 0 else (f"+ {p}" if p > 0 else f"- {-p}")
     answer = f"x^2 {linear} {constant}".replace("  ", " ").strip()
     steps = [
-        f"## Step 1: Multiply the first terms\n$x \\cdot x = x^2$.",
+        "## Step 1: Multiply the first terms\n$x \\cdot x = x^2$.",
         f"## Step 2: Collect the cross terms\n${a}x + {b}x = {s}x$.",
         f"## Step 3: Multiply the constants\n${a} \\cdot {b} = {p}$.",
         f"## Step 4: Write the expansion\nThe product is ${answer}$.",
@@ -185,7 +185,8 @@ TEMPLATES = {
     "linear": ("Solve for $x$: ${0}x + {1} = {2}$. Express your answer as a common fraction if needed.",
                rf"Solve for \$x\$: \${_INT}x \+ {_INT} = {_INT}\$", _linear, -0.2),
     "fraction_sum": ("Compute $\\frac{{{0}}}{{{1}}} + \\frac{{{2}}}{{{3}}}$. Express your answer as a common fraction.",
-                     rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$", _fraction_sum, 0.4),
+                     rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$",
+                     _fraction_sum, 0.4),
     "radical": ("Simplify $\\sqrt{{{0}}}$.", rf"Simplify \$\\sqrt\{{{_INT}\}}\$", _radical, 0.0),
     "series": ("What is the sum of all integers from ${0}$ to ${1}$, inclusive?",
                rf"sum of all integers from \${_INT}\$ to \${_INT}\$", _series, 0.2),
@@ -407,5 +408,6 @@ def generate_problems(num_problems: int = 500, seed: int = 1234) -> list[Problem
             level=difficulty_level(plan.difficulty),
         ))
     if len(problems) < num_problems:
-        raise ValueError(f"config key 'dataset.num_problems': the templates yield only {len(problems)} distinct problems")
+        raise ValueError(f"config key 'dataset.num_problems': the templates yield only {len(problems)} "
+                         "distinct problems")
     return problems

@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY", "BUSY"]
 
@@ -41,7 +42,7 @@ NOKEY = "__nokey__"  # also defined in tts.grading.symbolic (which the parent ne
 BUSY = "__busy__"
 
 _STARTUP_TIMEOUT = 120.0
-_LIVE: "weakref.WeakSet[SymbolicWorker]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[SymbolicWorker] = weakref.WeakSet()
 
 
 def _kill_all() -> None:
@@ -79,7 +80,7 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self, deadline: Optional[float] = None) -> bool:
+    def wait_ready(self, deadline: float | None = None) -> bool:
         """Wait until the worker has loaded (at most until ``deadline``: then ``False``, and it keeps loading)."""
         if self.ready:
             return True
@@ -93,7 +94,7 @@ class _Child:
         self.ready = True
         return True
 
-    def readline(self, deadline: float) -> Optional[bytes]:
+    def readline(self, deadline: float) -> bytes | None:
         """One line from the worker, or ``None`` at the deadline / if the worker died."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -144,15 +145,15 @@ class SymbolicWorker:
 
     def __init__(self, memory_limit_bytes: int = 4 << 30):
         self.memory_limit_bytes = memory_limit_bytes
-        self._cur: Optional[_Child] = None
-        self._spare: Optional[_Child] = None
+        self._cur: _Child | None = None
+        self._spare: _Child | None = None
         self._lock = threading.Lock()
         self.restarts = 0
         self.calls = 0
         _LIVE.add(self)
 
     # -- process management -------------------------------------------------------------------------------------
-    def _ensure_ready(self, deadline: Optional[float] = None) -> Optional[_Child]:
+    def _ensure_ready(self, deadline: float | None = None) -> _Child | None:
         """The current worker once it is ready; ``None`` if a replacement is still loading at ``deadline``."""
         if self._cur is None or not self._cur.alive():
             if self._cur is not None:
@@ -160,7 +161,7 @@ class SymbolicWorker:
             self._cur = self._take_spare() or _Child(self.memory_limit_bytes)
         return self._cur if self._cur.wait_ready(deadline) else None
 
-    def _take_spare(self) -> Optional[_Child]:
+    def _take_spare(self) -> _Child | None:
         spare, self._spare = self._spare, None
         if spare is not None and not spare.alive():
             spare.kill()
@@ -189,7 +190,7 @@ class SymbolicWorker:
             self._ensure_ready()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """Process id of the current worker (``None`` before the first start)."""
         return None if self._cur is None else self._cur.proc.pid
 
@@ -200,15 +201,15 @@ class SymbolicWorker:
             pass
 
     def run(
-        self, op: str, items: Sequence[Any], timeout: float, on_progress: Optional[Callable[[int, Any], None]] = None
-    ) -> List[Any]:
+        self, op: str, items: Sequence[Any], timeout: float, on_progress: Callable[[int, Any], None] | None = None
+    ) -> list[Any]:
         """Run ``op`` on each item; each item gets ``timeout`` seconds. Returns results in order, with
         `TIMEOUT` for items that ran out of time and `ERROR` for items that raised in the worker.
 
         An op may report progress on an item before its result (``eq`` reports the two keys before it calls
         math_verify); ``on_progress(index, payload)`` receives it, so after a timeout the caller knows which phase
         was slow."""
-        results: List[Any] = [None] * len(items)
+        results: list[Any] = [None] * len(items)
         with self._lock:
             i = 0
             while i < len(items):

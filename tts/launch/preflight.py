@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from omegaconf import DictConfig
 

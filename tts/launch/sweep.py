@@ -23,8 +23,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -211,7 +212,7 @@ def _is_plain_value(override) -> bool:
 # -- in each job ------------------------------------------------------------------------------------------------------
 
 
-def _hydra() -> Optional[DictConfig]:
+def _hydra() -> DictConfig | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get() if HydraConfig.initialized() else None
@@ -264,7 +265,7 @@ def _record_failure(hydra: DictConfig, error: str, refused: bool) -> None:
         handle.write(line)
 
 
-def _remove_empty_run_dir(hydra: Optional[DictConfig]) -> None:
+def _remove_empty_run_dir(hydra: DictConfig | None) -> None:
     """Remove the directory Hydra made for a refused job (and parents it leaves empty), if nothing is in it."""
     if hydra is None:
         return

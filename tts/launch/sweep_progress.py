@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 STATE = ".sweep_progress"
 
 
-def count_jobs(overrides: list[str]) -> Optional[int]:
+def count_jobs(overrides: list[str]) -> int | None:
     """The number of jobs Hydra's basic sweeper makes of these overrides (its params first, then the command line's),
     or None when it cannot be told."""
     try:
@@ -45,7 +45,7 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def progress_line(done: int, total: Optional[int], elapsed: float) -> str:
+def progress_line(done: int, total: int | None, elapsed: float) -> str:
     if not total:
         return f"[{done} jobs done] {format_seconds(elapsed)} elapsed"
     left = elapsed / done * (total - done) if done else float("nan")
