@@ -34,13 +34,14 @@ def _filters(specs: list[str]) -> dict:
         key, sep, value = spec.partition("=")
         if not sep:
             raise SystemExit(f"--filter {spec!r}: expected KEY=VALUE, e.g. config.strategy.name=beam")
+        parsed: str | int | float = value
         for cast in (int, float):
             try:
-                value = cast(value)
+                parsed = cast(value)
                 break
             except ValueError:
                 continue
-        filters[key] = value
+        filters[key] = parsed
     return filters
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -96,11 +97,11 @@ def build_report(spec: dict):
     """wandb-workspaces objects for `spec` (no server needed until the report is saved)."""
     import wandb_workspaces.reports.v2 as wr
 
-    blocks = [wr.P(spec["description"])]
+    blocks: list[Any] = [wr.P(spec["description"])]
     for section in spec["sections"]:
         runset = wr.Runset(entity=spec["entity"] or "", project=spec["project"], name=section["runset"]["name"],
                            filters=section["runset"]["filters"], groupby=section["runset"].get("groupby", []))
-        panels = []
+        panels: list[Any] = []
         for panel in section["panels"]:
             if panel["kind"] == "scatter":
                 panels.append(wr.ScatterPlot(title=panel["title"], x=wr.Config(panel["x"]),
@@ -134,7 +135,7 @@ def log_analysis(sweep, out_dir: Path, written: list[Path]) -> Path:
     out_dir = Path(out_dir)
     paths = [part for joined in sweep.runs.get("paths", []) for part in str(joined).split(";")]  # shards: a;b
     where = runs_logger(paths)
-    mode = os.environ.get("WANDB_MODE") or where["mode"]
+    mode: Any = os.environ.get("WANDB_MODE") or where["mode"]  # online | offline | disabled, checked by wandb
     figures = {_key(p, out_dir): p for p in written if p.suffix == ".png"}
     tables = {_key(p, out_dir): p for p in written if p.suffix == ".csv"}
     spec = report_spec(where["project"], where["entity"], where["groups"], [f"figures/{k}" for k in figures])

@@ -82,16 +82,16 @@ def select_majority(keys: Sequence[str | None]) -> int:
     return _vote(keys, [1.0] * len(keys))
 
 
-def selection_probabilities(scores: Sequence[float], k: int) -> np.ndarray:
+def selection_probabilities(scores: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
     """P(completion i is the naive pick of a uniformly random k-subset of the n completions), exactly.
 
     The pick is the highest score, ties to the earliest (NaN counts as highest, as in `np.argmax`). With completions
     ranked by that order, i wins exactly when it is in the subset and the r_i completions ranked above it are not:
     C(n - 1 - r_i, k - 1) / C(n, k) of the subsets.
     """
-    scores = np.asarray(scores, dtype=float)
-    n = len(scores)
-    order = sorted(range(n), key=lambda i: (not np.isnan(scores[i]), -np.nan_to_num(scores[i]), i))
+    values = np.asarray(scores, dtype=float)
+    n = len(values)
+    order = sorted(range(n), key=lambda i: (not np.isnan(values[i]), -np.nan_to_num(values[i]), i))
     total = math.comb(n, k)
     probabilities = np.zeros(n)
     for rank, i in enumerate(order):
@@ -163,7 +163,8 @@ def score_problem(
     names = [k for k in dict.fromkeys(k for k in keys if k is not None)]
     score_arr = np.asarray(scores, dtype=float)
     # per key id: 1 correct, 0 wrong, nan ungraded; index num_keys is "no answer" (wrong)
-    outcome = np.array([{True: 1.0, False: 0.0}.get(key_correct.get(name), np.nan) for name in names] + [0.0])
+    as_float: dict[bool | None, float] = {True: 1.0, False: 0.0}
+    outcome = np.array([as_float.get(key_correct.get(name), np.nan) for name in names] + [0.0])
     rng = np.random.default_rng(seed)
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
     record: dict = {"predictions": {}, "correct": {}, "expected": {}, "ungraded": {}, "pass": {}}

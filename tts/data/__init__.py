@@ -75,12 +75,18 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
                                f"(null, NaN or empty); fix the row or remove it")
         return value
 
-    problem, answer = text("problem", True), text("answer", True)
+    def required(field: str) -> str:
+        value = text(field, True)
+        assert value is not None  # text() raises for a missing required field
+        return value
+
+    problem, answer = required("problem"), required("answer")
     # Ids are the keys of the results: all rows have one, or none has and the row index is used.
-    unique_id = text("unique_id", True) if has_ids else f"{source}/{index}"
-    level = text("level", False)
+    unique_id = required("unique_id") if has_ids else f"{source}/{index}"
+    level_text = text("level", False)
+    level: int | None
     try:
-        level = int(level.replace("Level", "").strip()) if level is not None else None
+        level = int(level_text.replace("Level", "").strip()) if level_text is not None else None
     except ValueError:
         level = None
     return Problem(unique_id=unique_id, problem=problem, answer=answer, solution=text("solution", False) or "",

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from tts.grading.fastnum import fast_key, huge_power_degree
 from tts.grading.keys import decide_by_keys, rational_key
@@ -203,7 +203,7 @@ class AnswerGrader:
     def keys(self, answers: Sequence[str | None]) -> list[str | None]:
         """`key` for many answers at once (one batch to the worker for all the symbolic ones)."""
         out: list[str | None] = [None] * len(answers)
-        miss: list[int] = []
+        miss: list[tuple[int, str]] = []
         with self._lock:
             for i, a in enumerate(answers):
                 if a is None:
@@ -214,14 +214,14 @@ class AnswerGrader:
                     self.stats["key_cache_hits"] += 1
                     out[i] = k
                 else:
-                    miss.append(i)
+                    miss.append((i, a))
         if miss:
-            uniq = list(dict.fromkeys(answers[i] for i in miss))  # type: ignore[misc]
-            got = dict(zip(uniq, self._keys_uncached(uniq)))  # type: ignore[arg-type]
+            uniq = list(dict.fromkeys(a for _, a in miss))
+            got = dict(zip(uniq, self._keys_uncached(uniq)))
             with self._lock:
                 self.stats["key_cache_hits"] += len(miss) - len(uniq)  # repeats within the batch
-            for i in miss:
-                out[i] = got[answers[i]]  # type: ignore[index]
+            for i, a in miss:
+                out[i] = got[a]
         return out
 
     def _keys_uncached(self, answers: list[str]) -> list[str | None]:
@@ -262,7 +262,7 @@ class AnswerGrader:
                     self.stats["grade_calls"] += 1
                     self.stats["grade_cache_hits"] += 1
                     self.stats["ungraded"] += r is None
-                    return r
+                    return cast("bool | None", r)
         return self.grade_many([answer], [gold])[0]
 
     def _decide(self, pn: str, pk: str | None, gn: str, gk: str | None) -> Any:

@@ -326,9 +326,13 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
         except Exception:  # noqa: BLE001 - sympy and the LaTeX parser raise many types on odd input: no key
             return NOKEY
 
+    def eq(item: Sequence[Any]) -> list[Any]:  # [pred_norm, gold_norm, pred_key, gold_key]; the keys may be left out
+        pred, gold, pred_key, gold_key = (*item, None, None)[:4]
+        return list(symbolic.equivalent(pred, gold, pred_key, gold_key, progress=progress))
+
     ops: dict[str, Callable[..., Any]] = {
         "key": key,
-        "eq": lambda item: list(symbolic.equivalent(*item, progress=progress)),
+        "eq": eq,
         "mv": lambda item: symbolic.plain_verify(*item),
     }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -215,7 +215,7 @@ def _is_plain_value(override) -> bool:
 def _hydra() -> DictConfig | None:
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get() if HydraConfig.initialized() else None
+    return cast(DictConfig, HydraConfig.get()) if HydraConfig.initialized() else None  # a DictConfig at runtime
 
 
 def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -235,7 +235,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         # A bad config or dataset is the user's to fix: one clear line, no traceback, nothing generated.
         print(f"Error: {error}", file=sys.stderr)
         _remove_empty_run_dir(hydra)
-        if not in_sweep:
+        if not in_sweep or hydra is None:
             sys.exit(2)
         _record_failure(hydra, str(error), refused=True)
     except OSError as error:
@@ -244,11 +244,11 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         where = error.filename or (f"into {hydra.runtime.output_dir}" if hydra is not None else "the run directory")
         message = f"no space left on the device writing {where}: {error.strerror}"
         print(f"Error: {message}", file=sys.stderr)
-        if not in_sweep:
+        if not in_sweep or hydra is None:
             sys.exit(1)
         _record_failure(hydra, message, refused=False)
     except Exception as error:  # noqa: BLE001 - one job's crash is recorded and the sweep goes on (re-raised alone)
-        if not in_sweep:
+        if not in_sweep or hydra is None:
             raise
         log.exception("sweep job #%s failed", hydra.job.num)
         _record_failure(hydra, f"{type(error).__name__}: {error}", refused=False)
@@ -318,7 +318,7 @@ def write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
 
     if not HydraConfig.initialized():
         return
-    full = HydraConfig.instance().cfg
+    full = cast(DictConfig, HydraConfig.instance().cfg)  # initialized: the whole composed config
     target = Path(run_dir) / ".hydra"
     target.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, target / "config.yaml")  # the same YAML Hydra writes (OmegaConf.to_yaml, unresolved)
