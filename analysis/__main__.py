@@ -34,13 +34,14 @@ def _filters(specs: list[str]) -> dict:
         key, sep, value = spec.partition("=")
         if not sep:
             raise SystemExit(f"--filter {spec!r}: expected KEY=VALUE, e.g. config.strategy.name=beam")
+        parsed: str | int | float = value
         for cast in (int, float):
             try:
-                value = cast(value)
+                parsed = cast(value)
                 break
             except ValueError:
                 continue
-        filters[key] = value
+        filters[key] = parsed
     return filters
 
 
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="random two-fold splits averaged in the CV curve")
     parser.add_argument("--no-subsample", action="store_true",
                         help="read best-of-N only at each run's own n (not at K < n from subsets)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log an analysis run (figures, tables) and a W&B Report (see analysis/wandb_report.py)")
+    parser.add_argument("--wandb", action="store_true", help="also log an analysis run (figures, tables) and a W&B "
+                        "Report (see analysis/wandb_report.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ def fold_assignment(ids: pd.Series, bins: pd.Series, salt: int = 0) -> pd.Series
     return frame["fold"].reindex(ids.index)
 
 
-def _best(values: np.ndarray, rows: np.ndarray, names: list[str]) -> Optional[int]:
+def _best(values: np.ndarray, rows: np.ndarray, names: list[str]) -> int | None:
     """Column with the highest mean over `rows` (first in column order on ties); None if no data."""
     if not rows.any():
         return None
@@ -120,11 +120,12 @@ def shared_budgets(points: pd.DataFrame) -> list[int]:
 
 
 def compute_optimal(points: pd.DataFrame, bins: Iterable[str] = ("oracle_bin", "model_bin"), repeats: int = 1,
-                    budgets: Optional[Iterable[int]] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    budgets: Iterable[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute-optimal curves per setting and budget.
 
     `points`: long table (analysis.runs.long_points) with bin columns (analysis.difficulty.add_bins).
-    Budgets: `budgets`, or those every strategy reached (`shared_budgets`). Returns (curves, selections). `curves` has one row per (setting, method, budget) with accuracy and, per bin,
+    Budgets: `budgets`, or those every strategy reached (`shared_budgets`). Returns (curves, selections). `curves`
+    has one row per (setting, method, budget) with accuracy and, per bin,
     `bin_<b>` accuracies; methods are "compute-optimal by <bins> (cross-validated)", "compute-optimal by <bins>
     (in-sample, optimistic)" and "best single strategy (cross-validated)" (one bin: the best fixed (strategy,
     aggregation) per N, chosen on one half of the problems and scored on the other).

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -51,7 +50,7 @@ class NoReferencePool(ValueError):
     """Oracle / model bins were asked for, but no run is kept apart as the reference pool."""
 
 
-def parse_pool(spec: Optional[str]) -> Optional[tuple]:
+def parse_pool(spec: str | None) -> tuple | None:
     """`VARIANT:N` or `VARIANT:N:SEED,SEED` -> (variant, n) or (variant, n, seeds); None -> None (the default rule)."""
     if not spec:
         return None
@@ -66,7 +65,7 @@ def parse_pool(spec: Optional[str]) -> Optional[tuple]:
                          f"e.g. best_of_n:256 or best_of_n:256:100") from None
 
 
-def assign_roles(runs: pd.DataFrame, reference: Optional[tuple] = None) -> pd.Series:
+def assign_roles(runs: pd.DataFrame, reference: tuple | None = None) -> pd.Series:
     """"reference" or "candidate" per row of `runs` (any table with variant, strategy, n, seed columns).
 
     `reference` None: best-of-N runs with seed >= REFERENCE_SEED; else (variant, n) or (variant, n, seeds)."""
@@ -114,7 +113,7 @@ def quantile_bins(values: pd.Series, ids: pd.Series, num_bins: int = 5, ties: st
     return result
 
 
-def reference_pool(problems: pd.DataFrame, reference: Optional[tuple] = None) -> pd.DataFrame:
+def reference_pool(problems: pd.DataFrame, reference: tuple | None = None) -> pd.DataFrame:
     """The pool's rows: the reference runs (a `role` column, or `assign_roles(problems, reference)`), of the variant
     with the largest n, seeds pooled. Raises NoReferencePool when there are none."""
     roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)
@@ -131,14 +130,15 @@ def reference_pool(problems: pd.DataFrame, reference: Optional[tuple] = None) ->
     return largest[largest.variant == variant]
 
 
-def problem_difficulty(problems: pd.DataFrame, reference: Optional[tuple] = None, num_bins: int = 5,
+def problem_difficulty(problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5,
                        ties: str = "split") -> pd.DataFrame:
     """One row per (setting, unique_id) of the pool: pooled pass@1, mean PRM score, oracle_bin, model_bin."""
     frames = []
     for setting, part in problems.groupby("setting", sort=True):
         pool = reference_pool(part, reference)
         per_problem = (pool.groupby("unique_id", as_index=False)
-                       .agg(pass1=("pass@1", "mean"), mean_score=("mean_score", "mean"), samples=("completions", "sum")))
+                       .agg(pass1=("pass@1", "mean"), mean_score=("mean_score", "mean"),
+                            samples=("completions", "sum")))
         per_problem.insert(0, "setting", setting)
         per_problem["reference"] = f"{pool.variant.iloc[0]} n={pool.n.iloc[0]} x{pool.seed.nunique()} seeds"
         per_problem["oracle_bin"] = quantile_bins(per_problem.pass1, per_problem.unique_id, num_bins, ties).to_numpy()
@@ -148,8 +148,8 @@ def problem_difficulty(problems: pd.DataFrame, reference: Optional[tuple] = None
     return pd.concat(frames, ignore_index=True)
 
 
-def add_bins(problems: pd.DataFrame, reference: Optional[tuple] = None, num_bins: int = 5,
-             ties: str = "split", difficulty: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def add_bins(problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5,
+             ties: str = "split", difficulty: pd.DataFrame | None = None) -> pd.DataFrame:
     """The candidate rows of `problems` with oracle_bin and model_bin columns from the reference pool (a candidate
     problem the pool never saw gets no bin, and a warning says how many)."""
     roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)

@@ -8,8 +8,8 @@ variant across figures; line styles mark the aggregation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 
@@ -40,7 +40,8 @@ def colours(variants: Sequence[str]) -> dict[str, tuple]:
     return {v: cmap(i % 10) for i, v in enumerate(sorted(variants))}
 
 
-def _log2_axis(ax, budgets: Sequence[int], label: str = "budget N (completions / beams per problem), log2 scale") -> None:
+def _log2_axis(ax, budgets: Sequence[int],
+               label: str = "budget N (completions / beams per problem), log2 scale") -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted(set(int(b) for b in budgets))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -49,7 +50,7 @@ def _log2_axis(ax, budgets: Sequence[int], label: str = "budget N (completions /
     ax.set_xlabel(label)
 
 
-def _references(ax, references: Optional[dict[str, float]]) -> None:
+def _references(ax, references: dict[str, float] | None) -> None:
     for i, (name, value) in enumerate((references or {}).items()):
         ax.axhline(value, color="0.35", linestyle=(0, (4, 2 + i)), linewidth=1.2, label=f"{name} ({value:.3f})")
 
@@ -71,7 +72,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "",
-                  references: Optional[dict[str, float]] = None) -> Path:
+                  references: dict[str, float] | None = None) -> Path:
     """One panel per aggregation: accuracy vs N per strategy variant; band = min..max over seeds."""
     aggs = [a for a in AGG_LABELS if a in set(acc.aggregation)]
     palette = colours(acc.variant.unique())
@@ -95,7 +96,7 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "",
 
 
 def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str = "weighted",
-             budgets: Optional[Sequence[int]] = None, title: str = "") -> Path:
+             budgets: Sequence[int] | None = None, title: str = "") -> Path:
     """One panel per budget N: accuracy per difficulty bin, one bar per strategy variant; whiskers over seeds."""
     data = points[(points.aggregation == aggregation) & points[bin_column].notna()]
     budgets = sorted(budgets or data.budget.unique())
@@ -138,16 +139,16 @@ CURVE_STYLES = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D")
 CAPTION = (
     "Thin coloured lines: each strategy alone ({aggregation} aggregation), accuracy on all problems. "
     "Solid thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per difficulty bin "
-    "and budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the halves "
-    "swap. Dotted: the same choice made and scored on all problems (in-sample), an optimistic upper reference. "
+    "and budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the "
+    "halves swap. Dotted: the same choice made and scored on all problems (in-sample), an optimistic upper reference. "
     "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit below "
-    "the best thin line because the choice is made without the problems it is scored on, and a close runner-up can win on "
-    "one half. Bins come from a reference pool of runs that are never scored."
+    "the best thin line because the choice is made without the problems it is scored on, and a close runner-up can "
+    "win on one half. Bins come from a reference pool of runs that are never scored."
 )
 
 
 def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, aggregation: str = "weighted",
-                          title: str = "", references: Optional[dict[str, float]] = None) -> Path:
+                          title: str = "", references: dict[str, float] | None = None) -> Path:
     """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against each single strategy, with a
     caption under the axes that says what each curve is."""
     import textwrap
@@ -181,7 +182,7 @@ def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, a
 
 
 def accuracy_vs_tokens(acc: pd.DataFrame, path: Path, title: str = "",
-                       references: Optional[dict[str, float]] = None) -> Path:
+                       references: dict[str, float] | None = None) -> Path:
     """Accuracy vs mean generated tokens per problem (log2), one line per (variant, aggregation); the marker shape
     says the budget N (a legend, not per-point labels, so nothing collides however close the points are)."""
     from matplotlib.lines import Line2D

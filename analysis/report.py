@@ -15,7 +15,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Union
 
 import pandas as pd
 import yaml
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 SEQUENTIAL_STRATEGIES = {"filter_vote", "revisions"}
 
 
-def parse_references(specs: Optional[list[str]]) -> dict[str, float]:
+def parse_references(specs: list[str] | None) -> dict[str, float]:
     """`NAME=VALUE` strings and/or YAML files (a mapping name: accuracy, optionally under `references:`)."""
     references: dict[str, float] = {}
     for spec in specs or []:
@@ -61,7 +60,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def with_roles(sweep: Sweep, reference_pool: Optional[tuple] = None) -> Sweep:
+def with_roles(sweep: Sweep, reference_pool: tuple | None = None) -> Sweep:
     """The sweep with a `role` column ("reference" or "candidate") on runs and problems (analysis.difficulty)."""
     runs = sweep.runs.drop(columns=["role"], errors="ignore")
     runs.insert(runs.columns.get_loc("seed") + 1, "role", assign_roles(runs, reference_pool))
@@ -70,12 +69,12 @@ def with_roles(sweep: Sweep, reference_pool: Optional[tuple] = None) -> Sweep:
     return Sweep(problems=problems, runs=runs, knobs=sweep.knobs)
 
 
-def setting_dir(out_dir: Union[str, Path], setting: str, settings: list[str]) -> Path:
+def setting_dir(out_dir: str | Path, setting: str, settings: list[str]) -> Path:
     """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several."""
     return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
 
 
-def analyse_setting(part: Sweep, reference_pool: Optional[tuple] = None, num_bins: int = 5, ties: str = "split",
+def analyse_setting(part: Sweep, reference_pool: tuple | None = None, num_bins: int = 5, ties: str = "split",
                     subsample: bool = True, repeats: int = 1) -> dict:
     """Tables of one setting: {"problems", "difficulty", "points", "accuracy", "curves", "selections", "bins",
     "refused"} (refused: the one-line reason oracle/model bins are missing, or None)."""
@@ -100,8 +99,8 @@ def analyse_setting(part: Sweep, reference_pool: Optional[tuple] = None, num_bin
             "selections": selections, "bins": bin_columns, "refused": refused}
 
 
-def write_setting(part: Sweep, target: Union[str, Path], references: Optional[dict[str, float]] = None,
-                  aggregation: str = "weighted", reference_pool: Optional[tuple] = None, num_bins: int = 5,
+def write_setting(part: Sweep, target: str | Path, references: dict[str, float] | None = None,
+                  aggregation: str = "weighted", reference_pool: tuple | None = None, num_bins: int = 5,
                   ties: str = "split", subsample: bool = True, repeats: int = 1) -> tuple[dict, list[Path]]:
     """Tables (CSV) and figures (PNG, and PDF beside each) of one setting into `target`; returns (tables, paths)."""
     target = Path(target)
@@ -150,8 +149,8 @@ def write_setting(part: Sweep, target: Union[str, Path], references: Optional[di
     return result, written
 
 
-def write_report(sweep: Sweep, out_dir: Union[str, Path], references: Optional[dict[str, float]] = None,
-                 aggregation: str = "weighted", reference_pool: Optional[tuple] = None, num_bins: int = 5,
+def write_report(sweep: Sweep, out_dir: str | Path, references: dict[str, float] | None = None,
+                 aggregation: str = "weighted", reference_pool: tuple | None = None, num_bins: int = 5,
                  ties: str = "split", subsample: bool = True, repeats: int = 1) -> list[Path]:
     """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written."""
     out_dir = Path(out_dir)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ BIN_COLUMNS = ("level", "oracle_bin", "model_bin")
 BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin"}
 
 
-def load_runs(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> pd.DataFrame:
+def load_runs(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """A minimal per-problem table straight from run directories: the columns `make_figures` reads, with every
     aggregation a run recorded (including `maj_unfiltered`) and the revisions chain length."""
     from analysis.runs import read_run_dir
@@ -180,7 +180,7 @@ def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
     return _save(plt, fig, f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}", path)
 
 
-def make_figures(table: Union[pd.DataFrame, str, Path, Sequence[Union[str, Path]]], out_dir: Union[str, Path],
+def make_figures(table: pd.DataFrame | str | Path | Sequence[str | Path], out_dir: str | Path,
                  aggregation: str = "weighted") -> list[Path]:
     """Write the revisions and filter-vote figures for every bin column the table has; returns their paths.
 

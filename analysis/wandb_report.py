@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import yaml
 
@@ -45,7 +45,8 @@ def runs_logger(run_paths: list[str]) -> dict:
         projects.add(logger.get("project") or "tts")
         entities.add(logger.get("entity"))
         modes.add(logger.get("mode") or "offline")
-        groups.add(logger.get("group") or "/".join(str(config.get(k, {}).get("name")) for k in ("model", "prm", "dataset")))
+        groups.add(logger.get("group")
+                   or "/".join(str(config.get(k, {}).get("name")) for k in ("model", "prm", "dataset")))
     if len(projects) > 1:
         log.warning("the runs were logged to several W&B projects (%s); the analysis run goes to %s",
                     ", ".join(sorted(projects)), sorted(projects)[0])
@@ -58,7 +59,7 @@ def runs_logger(run_paths: list[str]) -> dict:
 # -- the report ---------------------------------------------------------------------------------------------------
 
 
-def report_spec(project: str, entity: Optional[str], groups: list[str], figure_keys: list[str],
+def report_spec(project: str, entity: str | None, groups: list[str], figure_keys: list[str],
                 title: str = "Scaling test-time compute") -> dict:
     """The report's definition as plain JSON: what `build_report` turns into wandb-workspaces objects."""
     sweep_filter = _filter(groups, "search")
@@ -71,7 +72,8 @@ def report_spec(project: str, entity: Optional[str], groups: list[str], figure_k
         "groups": groups,
         "description": f"Sweep {', '.join(groups)}: accuracy vs N, difficulty bins, compute-optimal curve.",
         "sections": [
-            {"heading": "Accuracy vs N", "runset": {"name": "sweep", "filters": sweep_filter, "groupby": ["strategy.name"]},
+            {"heading": "Accuracy vs N",
+             "runset": {"name": "sweep", "filters": sweep_filter, "groupby": ["strategy.name"]},
              "panels": [{"kind": "scatter", "title": f"Accuracy at N, {label}", "x": "n",
                          "y": f"acc_at_n/{agg}"} for agg, label in AGGREGATIONS.items()]
                        + [{"kind": "scatter", "title": "pass@N", "x": "n", "y": "acc_at_n/pass"}]},
@@ -95,11 +97,11 @@ def build_report(spec: dict):
     """wandb-workspaces objects for `spec` (no server needed until the report is saved)."""
     import wandb_workspaces.reports.v2 as wr
 
-    blocks = [wr.P(spec["description"])]
+    blocks: list[Any] = [wr.P(spec["description"])]
     for section in spec["sections"]:
         runset = wr.Runset(entity=spec["entity"] or "", project=spec["project"], name=section["runset"]["name"],
                            filters=section["runset"]["filters"], groupby=section["runset"].get("groupby", []))
-        panels = []
+        panels: list[Any] = []
         for panel in section["panels"]:
             if panel["kind"] == "scatter":
                 panels.append(wr.ScatterPlot(title=panel["title"], x=wr.Config(panel["x"]),
@@ -133,7 +135,7 @@ def log_analysis(sweep, out_dir: Path, written: list[Path]) -> Path:
     out_dir = Path(out_dir)
     paths = [part for joined in sweep.runs.get("paths", []) for part in str(joined).split(";")]  # shards: a;b
     where = runs_logger(paths)
-    mode = os.environ.get("WANDB_MODE") or where["mode"]
+    mode: Any = os.environ.get("WANDB_MODE") or where["mode"]  # online | offline | disabled, checked by wandb
     figures = {_key(p, out_dir): p for p in written if p.suffix == ".png"}
     tables = {_key(p, out_dir): p for p in written if p.suffix == ".csv"}
     spec = report_spec(where["project"], where["entity"], where["groups"], [f"figures/{k}" for k in figures])
@@ -175,7 +177,7 @@ def _key(path: Path, out_dir: Path) -> str:
     return str(path.relative_to(out_dir).with_suffix(""))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.wandb_report",
                                      description="Save a W&B Report written offline by `python -m analysis --wandb`.")
     parser.add_argument("spec", help=f"the report definition ({SPEC} in the analysis output folder)")

@@ -1,11 +1,10 @@
-"""Launchers and the paper sweep script: a real 4-job sweep through submitit (local executor), the SLURM config as
-sbatch would receive it, and multirun.sh (the full sweep's command line; a small sweep run for real with joblib)."""
+"""Launchers: a real 4-job sweep through submitit (local executor), the SLURM config as sbatch would receive it, and
+SLURM job status without accounting. The named sweeps (conf/experiment/, multirun.sh): tests/test_experiments.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
-from conftest import CONF, REPO, compose_config
+from conftest import CONF, REPO
 from tts.store.run_dir import RunDirectory
 
 SECRET = "sk-test-SECRET123"
@@ -89,58 +88,6 @@ def test_slurm_config_asks_for_a_gpu_and_leaves_the_cluster_to_the_user(tmp_path
     assert "--partition" not in default and "--account" not in default  # the cluster's defaults unless given
     cfg = _with_hydra(["hydra/launcher=slurm"])
     assert cfg.hydra.launcher.max_num_timeout > 0  # a timed-out job is requeued and resumes
-
-
-def _dry_run(env: dict, *args: str) -> list[str]:
-    result = subprocess.run(["./multirun.sh", *args], cwd=REPO, capture_output=True, text=True, timeout=30,
-                            env=dict(os.environ, DRY_RUN="1", **env))
-    assert result.returncode == 0, result.stderr
-    return shlex.split(result.stdout)
-
-
-def test_multirun_sh_is_the_paper_sweep_locally_and_on_slurm():
-    local = _dry_run({}, "model=llama-3.2-1b", "prm=rlhflow-8b")
-    assert local[1].endswith("tts/main.py") and local[2] == "-m"
-    assert {"strategy=best_of_n,beam,dvts,lookahead", "n=4,16,64,256", "seed=0,1,2,3,4",
-            "hydra/launcher=joblib"} <= set(local)
-    assert local[-2:] == ["model=llama-3.2-1b", "prm=rlhflow-8b"]  # extra args pass through, last (they win)
-    # first the reference pool the difficulty bins come from: best-of-N at seed 100, same launcher and extra args
-    pool = local[: local.index("-m", 3) - 1]
-    assert pool[2:5] == ["-m", "strategy=best_of_n", "n=256"] and "seed=100" in pool
-    assert {"hydra/launcher=joblib", "model=llama-3.2-1b", "prm=rlhflow-8b"} <= set(pool)
-    assert _dry_run({"REFERENCE_N": "0"})[2:4] == ["-m", "strategy=best_of_n,beam,dvts,lookahead"]
-    slurm = _dry_run({"LAUNCHER": "slurm", "PARTITION": "gpu", "TIME_MIN": "600", "SHARDS": "4"}, "dataset=math500")
-    assert {"hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
-            "dataset.num_shards=4", "dataset.shard=0,1,2,3"} <= set(slurm)
-    assert "hydra/launcher=joblib" not in slurm
-    cpu = _dry_run({"LAUNCHER": "slurm_cpu", "CPUS": "1", "MEM_GB": "2"})
-    assert {"hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"} <= set(cpu)
-    # the full sweep composes: every strategy of it exists and every (strategy, n) passes validation
-    from tts.config.validate import validate
-
-    for strategy in ("best_of_n", "beam", "dvts", "lookahead"):
-        for n in (4, 256):
-            validate(compose_config([f"strategy={strategy}", f"n={n}"]))
-    bad = subprocess.run(["./multirun.sh"], cwd=REPO, capture_output=True, text=True, timeout=30,
-                         env=dict(os.environ, DRY_RUN="1", LAUNCHER="kubernetes"))
-    assert bad.returncode == 2 and "LAUNCHER must be local, basic, slurm, slurm_cpu or submitit_local" in bad.stderr
-
-
-def test_multirun_sh_runs_a_small_sharded_sweep_with_joblib_and_merges_it(tmp_path):
-    env = dict(os.environ, STRATEGIES="best_of_n", BUDGETS="4", SEEDS="0", SHARDS="2", JOBS="2", REFERENCE_N="8",
-               SWEEP_DIR=str(tmp_path / "sweep"), PYTHON=sys.executable)
-    result = subprocess.run(["./multirun.sh", "dataset.num_problems=6", "logger=none"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "Joblib" in result.stdout + result.stderr  # really the joblib launcher
-    runs = _run_dirs(tmp_path / "sweep")
-    assert len(runs) == 4 and all(len(RunDirectory(r).summaries()) == 3 for r in runs)
-    merged = subprocess.run([sys.executable, "-m", "tts.store.merge", "--sweep", str(tmp_path / "sweep"), "--out",
-                             str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert merged.returncode == 0, merged.stderr
-    assert {str(p.relative_to(tmp_path / "merged")) for p in _run_dirs(tmp_path / "merged")} == {
-        "synthetic/sim_sim/best_of_n/n4_seed0/dataset.num_problems=6",
-        "synthetic/sim_sim/best_of_n/n8_seed100/dataset.num_problems=6"}  # the candidate and the reference pool
 
 
 def test_slurm_sweeps_follow_jobs_with_squeue_where_sacct_has_no_accounting(monkeypatch):

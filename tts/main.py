@@ -13,8 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from tts.launch.cli import check_command_line
-from tts.pipeline import run
 from tts.launch.sweep import guarded_run
+from tts.pipeline import run
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -24,7 +24,7 @@ pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 202
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def select_naive(scores: Sequence[float]) -> int:
     return int(np.argmax(np.asarray(scores, dtype=float)))
 
 
-def _vote(keys: Sequence[Optional[str]], weights: Sequence[float]) -> int:
+def _vote(keys: Sequence[str | None], weights: Sequence[float]) -> int:
     totals: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, (key, weight) in enumerate(zip(keys, weights)):
@@ -74,26 +74,26 @@ def _vote(keys: Sequence[Optional[str]], weights: Sequence[float]) -> int:
     return first[best]
 
 
-def select_weighted(keys: Sequence[Optional[str]], scores: Sequence[float]) -> int:
+def select_weighted(keys: Sequence[str | None], scores: Sequence[float]) -> int:
     """Index of the first completion whose key has the largest summed score (-1 when no completion has an answer)."""
     return _vote(keys, scores)
 
 
-def select_majority(keys: Sequence[Optional[str]]) -> int:
+def select_majority(keys: Sequence[str | None]) -> int:
     """Index of the first completion whose key is the most common (-1 when no completion has an answer)."""
     return _vote(keys, [1.0] * len(keys))
 
 
-def selection_probabilities(scores: Sequence[float], k: int) -> np.ndarray:
+def selection_probabilities(scores: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
     """P(completion i is the naive pick of a uniformly random k-subset of the n completions), exactly.
 
     The pick is the highest score, ties to the earliest (NaN counts as highest, as in `np.argmax`). With completions
     ranked by that order, i wins exactly when it is in the subset and the r_i completions ranked above it are not:
     C(n - 1 - r_i, k - 1) / C(n, k) of the subsets.
     """
-    scores = np.asarray(scores, dtype=float)
-    n = len(scores)
-    order = sorted(range(n), key=lambda i: (not np.isnan(scores[i]), -np.nan_to_num(scores[i]), i))
+    values = np.asarray(scores, dtype=float)
+    n = len(values)
+    order = sorted(range(n), key=lambda i: (not np.isnan(values[i]), -np.nan_to_num(values[i]), i))
     total = math.comb(n, k)
     probabilities = np.zeros(n)
     for rank, i in enumerate(order):
@@ -108,14 +108,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _encode_keys(keys: Sequence[Optional[str]]) -> np.ndarray:
+def _encode_keys(keys: Sequence[str | None]) -> np.ndarray:
     """Keys -> small integers in order of first appearance (so argmax ties favour the earliest); -1 for no answer."""
     ids: dict[str, int] = {}
     return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
 def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int,
-                  vote_mask: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+                  vote_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Vectorised selection over many subsets at once (rows of completion indices) -> winning key id per row."""
     draws, k = subsets.shape
     chosen_keys = key_ids[subsets]
@@ -143,13 +143,13 @@ def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, 
 
 
 def score_problem(
-    keys: Sequence[Optional[str]],
-    answers: Sequence[Optional[str]],
-    key_correct: dict[str, Optional[bool]],
+    keys: Sequence[str | None],
+    answers: Sequence[str | None],
+    key_correct: dict[str, bool | None],
     scores: Sequence[float],
     draws: int = 200,
     seed: int = 0,
-    vote_mask: Optional[Sequence[bool]] = None,
+    vote_mask: Sequence[bool] | None = None,
 ) -> Scores:
     """Predictions and correctness of one problem at every n' (see the module docstring).
 
@@ -165,7 +165,8 @@ def score_problem(
     names = [k for k in dict.fromkeys(k for k in keys if k is not None)]
     score_arr = np.asarray(scores, dtype=float)
     # per key id: 1 correct, 0 wrong, nan ungraded; index num_keys is "no answer" (wrong)
-    outcome = np.array([{True: 1.0, False: 0.0}.get(key_correct.get(name), np.nan) for name in names] + [0.0])
+    as_float: dict[bool | None, float] = {True: 1.0, False: 0.0}
+    outcome = np.array([as_float.get(key_correct.get(name), np.nan) for name in names] + [0.0])
     rng = np.random.default_rng(seed)
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
     scores = Scores(predictions={}, correct={}, expected={}, ungraded={}, pass_at={})

@@ -6,7 +6,8 @@
     dataset=jsonl dataset.path=my.jsonl '+dataset.columns={problem: question, answer: final}'
 
 `num_problems` keeps the first K problems; `start` / `end` then cut a range, and `shard` / `num_shards` split that range
-into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with `python -m tts.store.merge`).
+into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with
+`python -m tts.store.merge`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 from tts.data.errors import DatasetError
 from tts.data.problem import Problem
@@ -35,7 +35,8 @@ def _read_rows(dataset_cfg) -> list[Row]:
         return read_file(file)
     hub_id = getattr(dataset_cfg, "hub_id", None)
     if not hub_id:
-        raise DatasetError(f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file (dataset.path=...)")
+        raise DatasetError(f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file "
+                           "(dataset.path=...)")
     return read_hub_rows(_load_from_hub(hub_id, dataset_cfg.split), hub_id, dataset_cfg.split)
 
 
@@ -44,11 +45,12 @@ def _load_from_hub(hub_id: str, split: str) -> list[dict]:
         import datasets
 
         return list(datasets.load_dataset(hub_id, split=split))
-    except Exception as error:  # offline, gated or missing: one message with the way out
+    except Exception as error:  # noqa: BLE001 - offline, gated or missing (many types): one message with the way out
         raise DatasetError(
             f"could not load {hub_id!r} (split {split!r}) from the Hugging Face hub ({type(error).__name__}: {error}). "
-            f"If this machine is offline, download it elsewhere (e.g. `datasets.load_dataset({hub_id!r}, split={split!r})"
-            f".to_json('math500.jsonl')`) and pass dataset.path=/path/to/math500.jsonl"
+            f"If this machine is offline, download it elsewhere "
+            f"(e.g. `datasets.load_dataset({hub_id!r}, split={split!r}).to_json('math500.jsonl')`) "
+            "and pass dataset.path=/path/to/math500.jsonl"
         ) from error
 
 
@@ -56,7 +58,7 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
     def column(field: str) -> str:
         return columns.get(field, field)
 
-    def text(field: str, required: bool) -> Optional[str]:
+    def text(field: str, required: bool) -> str | None:
         try:
             value = exact_text(row.get(column(field)))
         except TypeError as kind:
@@ -73,12 +75,18 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
                                f"(null, NaN or empty); fix the row or remove it")
         return value
 
-    problem, answer = text("problem", True), text("answer", True)
+    def required(field: str) -> str:
+        value = text(field, True)
+        assert value is not None  # text() raises for a missing required field
+        return value
+
+    problem, answer = required("problem"), required("answer")
     # Ids are the keys of the results: all rows have one, or none has and the row index is used.
-    unique_id = text("unique_id", True) if has_ids else f"{source}/{index}"
-    level = text("level", False)
+    unique_id = required("unique_id") if has_ids else f"{source}/{index}"
+    level_text = text("level", False)
+    level: int | None
     try:
-        level = int(level.replace("Level", "").strip()) if level is not None else None
+        level = int(level_text.replace("Level", "").strip()) if level_text is not None else None
     except ValueError:
         level = None
     return Problem(unique_id=unique_id, problem=problem, answer=answer, solution=text("solution", False) or "",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 
 @dataclass
@@ -12,8 +11,8 @@ class Problem:
     problem: str
     answer: str
     solution: str = ""
-    subject: Optional[str] = None
-    level: Optional[int] = None
+    subject: str | None = None
+    level: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -22,8 +22,9 @@ import decimal
 import io
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from tts.data.errors import DatasetError
 
@@ -156,7 +157,7 @@ def read_hub_rows(records: Iterable[dict], hub_id: str, split: str) -> list[Row]
     return _arrow_rows(records, f"{hub_id} ({split})")
 
 
-def exact_text(value: Any) -> Optional[str]:
+def exact_text(value: Any) -> str | None:
     """A cell as the text it stands for; None when it is missing (null, NaN, empty or blank).
 
     Strings are kept character for character. Numbers arrive as their decimal text from JSON; from Parquet or the hub

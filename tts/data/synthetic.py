@@ -19,8 +19,10 @@ import hashlib
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 from tts.data.problem import Problem
 
@@ -161,7 +163,7 @@ def _binomials(a: int, b: int) -> tuple[list[str], Fraction | str, str]:
     constant = "" if p == 0 else (f"+ {p}" if p > 0 else f"- {-p}")
     answer = f"x^2 {linear} {constant}".replace("  ", " ").strip()
     steps = [
-        f"## Step 1: Multiply the first terms\n$x \\cdot x = x^2$.",
+        "## Step 1: Multiply the first terms\n$x \\cdot x = x^2$.",
         f"## Step 2: Collect the cross terms\n${a}x + {b}x = {s}x$.",
         f"## Step 3: Multiply the constants\n${a} \\cdot {b} = {p}$.",
         f"## Step 4: Write the expansion\nThe product is ${answer}$.",
@@ -180,12 +182,14 @@ def _midpoint(x1: int, y1: int, x2: int, y2: int) -> tuple[list[str], Fraction |
 
 
 _INT = r"(-?\d+)"
-TEMPLATES = {
+Solver = Callable[..., tuple[list[str], Fraction | str, str]]  # (steps, answer, subject) from the parsed numbers
+TEMPLATES: dict[str, tuple[str, str, Solver, float]] = {
     # name: (statement, regex that reads it back, solver, base difficulty)
     "linear": ("Solve for $x$: ${0}x + {1} = {2}$. Express your answer as a common fraction if needed.",
                rf"Solve for \$x\$: \${_INT}x \+ {_INT} = {_INT}\$", _linear, -0.2),
     "fraction_sum": ("Compute $\\frac{{{0}}}{{{1}}} + \\frac{{{2}}}{{{3}}}$. Express your answer as a common fraction.",
-                     rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$", _fraction_sum, 0.4),
+                     rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$",
+                     _fraction_sum, 0.4),
     "radical": ("Simplify $\\sqrt{{{0}}}$.", rf"Simplify \$\\sqrt\{{{_INT}\}}\$", _radical, 0.0),
     "series": ("What is the sum of all integers from ${0}$ to ${1}$, inclusive?",
                rf"sum of all integers from \${_INT}\$ to \${_INT}\$", _series, 0.2),
@@ -206,6 +210,14 @@ CHECK_STEPS = (
     ("Double-check the simplification", "The expression cannot be reduced further."),
 )
 _STEP = re.compile(r"## Step \d+: (.*?)\n(.*)", re.DOTALL)
+
+
+def _match(pattern: str | re.Pattern[str], text: str, full: bool = False) -> re.Match[str]:
+    """The match of a text this module wrote itself, so it always matches."""
+    found = (re.fullmatch if full else re.match)(pattern, text)
+    if found is None:
+        raise ValueError(f"{text!r} does not match {pattern!r}")
+    return found
 
 
 def render_step(number: int, title: str, body: str) -> str:
@@ -304,7 +316,7 @@ def _answer_forms(answer: Fraction | str) -> tuple[str, ...]:
         return tuple(forms)
     forms = [answer]
     if "\\sqrt" in answer:
-        outside, inside = re.match(r"(\d+)\\sqrt\{(\d+)\}", answer).groups()
+        outside, inside = _match(r"(\d+)\\sqrt\{(\d+)\}", answer).groups()
         forms.append(f"{outside} \\sqrt{{{inside}}}")
         forms.append(f"\\sqrt{{{int(outside) ** 2 * int(inside)}}}")  # equal value, unsimplified
     if answer.endswith("\\pi"):
@@ -356,7 +368,7 @@ def solve(problem_text: str) -> Plan | None:
         args = tuple(int(g) for g in match.groups())
         steps, answer, subject = TEMPLATES[name][2](*args)
         difficulty = latent_difficulty(problem_text, TEMPLATES[name][3])
-        core = tuple(_STEP.fullmatch(step).groups() for step in steps)
+        core = tuple(cast(tuple[str, str], _match(_STEP, step, full=True).groups()) for step in steps)
         typical = num_check_steps(difficulty)
         checks = [render_step(len(steps) + i + 1, *CHECK_STEPS[i]) for i in range(typical)]
         forms = _answer_forms(answer)
@@ -407,5 +419,6 @@ def generate_problems(num_problems: int = 500, seed: int = 1234) -> list[Problem
             level=difficulty_level(plan.difficulty),
         ))
     if len(problems) < num_problems:
-        raise ValueError(f"config key 'dataset.num_problems': the templates yield only {len(problems)} distinct problems")
+        raise ValueError(f"config key 'dataset.num_problems': the templates yield only {len(problems)} "
+                         "distinct problems")
     return problems

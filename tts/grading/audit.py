@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tts.grading.grader import AnswerGrader
 from tts.store.run_dir import RunDirectory, find_run_dirs
@@ -35,10 +35,10 @@ __all__ = ["collect", "audit", "main"]
 MAX_GROUP = 12
 
 
-def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str, str], List[str]]]:
+def collect(runs: Iterable[Path]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], list[str]]]:
     """(distinct (answer, gold) pairs, distinct answers per (run/problem, gold))."""
-    pairs: Dict[Tuple[str, str], None] = {}
-    per_problem: Dict[Tuple[str, str], List[str]] = defaultdict(list)
+    pairs: dict[tuple[str, str], None] = {}
+    per_problem: dict[tuple[str, str], list[str]] = defaultdict(list)
     for run in runs:
         for record in RunDirectory(run).iter_records():
             gold = record.answer
@@ -54,7 +54,7 @@ def collect(runs: Iterable[Path]) -> Tuple[List[Tuple[str, str]], Dict[Tuple[str
     return list(pairs), dict(per_problem)
 
 
-def _kind(key: Optional[str]) -> str:
+def _kind(key: str | None) -> str:
     if key is None:
         return "no answer"
     if key.startswith("s:"):
@@ -70,7 +70,7 @@ def _kind(key: Optional[str]) -> str:
     return "equation or relation"
 
 
-def _verdict(v: Optional[bool]) -> str:
+def _verdict(v: bool | None) -> str:
     return {True: "equal", False: "different", None: "ungraded"}[v]
 
 
@@ -94,7 +94,7 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
         share = 100.0 * agree / total if total else 100.0
         print(f"agreement with math_verify: {agree}/{total} pairs ({share:.1f}%)", file=out)
 
-        groups: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for (a, g), o, t in zip(pairs, ours, theirs):
             if o != t:
                 groups[f"ours {_verdict(o)}, math_verify {_verdict(t)}; {_kind(key_of.get(a))}"].append((a, g))
@@ -104,9 +104,9 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
                 print(f"  answer {a!r}  gold {g!r}", file=out)
 
         # answers one key merges, checked pairwise with math_verify
-        candidates: List[Tuple[str, str, str]] = []
+        candidates: list[tuple[str, str, str]] = []
         for (_, _), answers_p in per_problem.items():
-            by_key: Dict[str, List[str]] = defaultdict(list)
+            by_key: dict[str, list[str]] = defaultdict(list)
             for a in answers_p:
                 k = key_of.get(a)
                 if k is not None and len(by_key[k]) < MAX_GROUP:
@@ -126,7 +126,7 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
             "merged": len(merged), "merged_checked": len(candidates)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tts.grading.audit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="run directories, or folders holding run directories")

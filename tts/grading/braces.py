@@ -4,14 +4,13 @@ completions of a few hundred characters and on adversarial ones of a megabyte.""
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 SHORT = 4096  # characters: below this, and for text dense in braces, one regex token per special character is cheapest
 
 _BRACE_TOKENS = re.compile(r"\\.|[{}]", re.S)
 
 
-def _match_dense(text: str, open_idx: int, limit: int) -> Optional[int]:
+def _match_dense(text: str, open_idx: int, limit: int) -> int | None:
     """`match_brace` for text dense in braces and backslashes: one regex token per special character."""
     depth = 0
     for m in _BRACE_TOKENS.finditer(text, open_idx, limit):
@@ -25,7 +24,7 @@ def _match_dense(text: str, open_idx: int, limit: int) -> Optional[int]:
     return None
 
 
-def match_brace(text: str, open_idx: int, limit: int) -> Optional[int]:
+def match_brace(text: str, open_idx: int, limit: int) -> int | None:
     """Index of the ``}`` closing the ``{`` at ``open_idx`` (searching before ``limit``); ``None`` if unbalanced.
     Escaped ``\\{``/``\\}`` (and any other backslash pair) are skipped."""
     # One `str.find` cursor per special character: the runs of ordinary characters between them are skipped at

@@ -23,9 +23,10 @@ regexes on short windows), so a 1 MB completion costs milliseconds, and no input
 from __future__ import annotations
 
 import re
-from typing import Iterator, Optional, Tuple
+from collections.abc import Iterator
 
-from tts.grading.braces import SHORT as _SHORT, match_brace
+from tts.grading.braces import SHORT as _SHORT
+from tts.grading.braces import match_brace
 from tts.grading.normalize import has_words
 
 __all__ = ["extract_answer", "extract_answer_with_rule", "MAX_ANSWER_CHARS", "RULES"]
@@ -49,7 +50,7 @@ _MATH_SPAN = re.compile(  # an escaped `\$` (a dollar sign) is no delimiter
 )
 
 
-def _box_content(text: str, start: int, cmd: str, limit: int) -> Tuple[Optional[str], bool, int]:
+def _box_content(text: str, start: int, cmd: str, limit: int) -> tuple[str | None, bool, int]:
     """(content of the box command at ``start`` or ``None``, whether it was an unbalanced ``{``, end index)."""
     i = start + len(cmd)
     n = len(text)
@@ -77,7 +78,7 @@ def _box_content(text: str, start: int, cmd: str, limit: int) -> Tuple[Optional[
     return content or None, False, j
 
 
-def _boxes_from_end(text: str) -> Iterator[Tuple[str, int, int]]:
+def _boxes_from_end(text: str) -> Iterator[tuple[str, int, int]]:
     """Complete boxes as (content, start, end), from the last one backwards."""
     # Candidates are visited from the end. An unbalanced box at position p means no earlier box can close after p
     # (its closing brace would have closed the later one first), so brace scans stop at the last unbalanced box;
@@ -144,7 +145,7 @@ def _find_cmd(text: str, cmd: str, start: int, end: int) -> int:
     return text.find(cmd, j, end)
 
 
-def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
+def _one_final_box(text: str) -> tuple[str | None, str | None]:
     """The common case, fast: the last ``\\boxed{`` is complete, and no other box precedes it in its step; else
     (None, None) and `_final_boxes` decides."""
     n = len(text)
@@ -173,7 +174,7 @@ def _one_final_box(text: str) -> Tuple[Optional[str], Optional[str]]:
     return content, "boxed"
 
 
-def _final_boxes(text: str) -> Tuple[Optional[str], Optional[str]]:
+def _final_boxes(text: str) -> tuple[str | None, str | None]:
     """(answer, rule) from the boxes: the last box, or the set of boxes the final step lists as one answer."""
     boxes = _boxes_from_end(text)
     last = next(boxes, None)
@@ -194,7 +195,7 @@ def _final_boxes(text: str) -> Tuple[Optional[str], Optional[str]]:
     return last[0], "boxed"
 
 
-def _strip_sentence(s: str) -> Optional[str]:
+def _strip_sentence(s: str) -> str | None:
     s = s.strip()
     # Up to the end of the line, and the end of the sentence (a period followed by a space or the end, not a decimal
     # point).
@@ -216,7 +217,7 @@ _ANY_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\
 _TAIL_CHARS = 4000  # lenient fallbacks look at the end of the text only: where a final answer is
 
 
-def _last_span(text: str) -> Optional[Tuple[str, int]]:
+def _last_span(text: str) -> tuple[str, int] | None:
     """(content, end) of the last non-empty math span of ``text``."""
     best = None
     for m in _ANY_SPAN.finditer(text):
@@ -226,7 +227,7 @@ def _last_span(text: str) -> Optional[Tuple[str, int]]:
     return best
 
 
-def _last_number(text: str) -> Optional[Tuple[str, int]]:
+def _last_number(text: str) -> tuple[str, int] | None:
     best = None
     for m in _NUMBER.finditer(text):
         best = (m.group(), m.end())
@@ -244,7 +245,7 @@ def _from_sentence(sentence: str) -> str:
     return max(found, key=lambda x: x[1])[0]
 
 
-def _after_phrase(text: str) -> Optional[str]:
+def _after_phrase(text: str) -> str | None:
     low = text.translate(_ASCII_LOWER)  # not str.lower(): it can change the length of non-ASCII text
     best, best_len = -1, 0
     for p in _PHRASES:
@@ -265,7 +266,7 @@ def _after_phrase(text: str) -> Optional[str]:
     return _from_sentence(sentence) if sentence else None
 
 
-def extract_answer_with_rule(text: str, lenient: bool = False) -> Tuple[Optional[str], Optional[str]]:
+def extract_answer_with_rule(text: str, lenient: bool = False) -> tuple[str | None, str | None]:
     """(final answer or ``None``, the rule that gave it: one of `RULES`, or ``None``). Never raises."""
     try:
         if not isinstance(text, str) or not text:
@@ -286,10 +287,10 @@ def extract_answer_with_rule(text: str, lenient: bool = False) -> Tuple[Optional
         if ans is not None:
             ans = ans.strip()
         return (ans, rule) if ans else (None, None)
-    except Exception:  # pragma: no cover - defensive: extraction must never take a run down
+    except Exception:  # pragma: no cover  # noqa: BLE001 - defensive: extraction must never take a run down
         return None, None
 
 
-def extract_answer(text: str, lenient: bool = False) -> Optional[str]:
+def extract_answer(text: str, lenient: bool = False) -> str | None:
     """The final answer in ``text`` (see the module docstring), or ``None``. Never raises."""
     return extract_answer_with_rule(text, lenient)[0]

@@ -26,13 +26,12 @@ from __future__ import annotations
 import decimal
 from decimal import Decimal
 from fractions import Fraction
-from typing import List, Optional, Tuple, Union
 
 from tts.grading.keys import INF_KEY, NEG_INF_KEY, decimal_key, poly_key, rational_key
 
 __all__ = ["fast_key", "huge_power_degree"]
 
-Num = Union[Fraction, Decimal]
+Num = Fraction | Decimal
 
 _CTX = decimal.Context(prec=50, Emax=10**6, Emin=-(10**6))
 _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
@@ -46,8 +45,8 @@ class _Reject(Exception):
     pass
 
 
-def _tokenize(s: str) -> List[str]:
-    toks: List[str] = []
+def _tokenize(s: str) -> list[str]:
+    toks: list[str] = []
     i, n = 0, len(s)
     while i < n:
         c = s[i]
@@ -100,7 +99,7 @@ _MAX_TERMS = 500
 _MAX_DEGREE = 60
 
 
-def _poly(x: "Num | _Poly") -> _Poly:
+def _poly(x: Num | _Poly) -> _Poly:
     if isinstance(x, _Poly):
         return x
     if isinstance(x, Fraction):
@@ -111,7 +110,7 @@ def _poly(x: "Num | _Poly") -> _Poly:
     raise _Reject  # irrational coefficients: leave to sympy
 
 
-def _norm_poly(p: dict) -> "Num | _Poly":
+def _norm_poly(p: dict) -> Num | _Poly:
     q = _Poly({m: c for m, c in p.items() if c != 0})
     if len(q) > _MAX_TERMS:
         raise _Reject
@@ -191,7 +190,7 @@ def _neg(a: Num) -> Num:
     return -a
 
 
-def _iroot(n: int, k: int) -> Optional[int]:
+def _iroot(n: int, k: int) -> int | None:
     """Exact integer k-th root of n >= 0, or None."""
     if n < 0:
         return None
@@ -254,16 +253,16 @@ def _pow(a: Num, b: Num) -> Num:
 
 
 class _Parser:
-    def __init__(self, toks: List[str]):
+    def __init__(self, toks: list[str]):
         self.t = toks
         self.i = 0
         self.depth = 0
         self.inexact_from_decimals = False
 
-    def peek(self) -> Optional[str]:
+    def peek(self) -> str | None:
         return self.t[self.i] if self.i < len(self.t) else None
 
-    def take(self, tok: Optional[str] = None) -> str:
+    def take(self, tok: str | None = None) -> str:
         if self.i >= len(self.t):
             raise _Reject
         x = self.t[self.i]
@@ -377,7 +376,7 @@ class _Parser:
         raise _Reject
 
 
-def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
+def _const_key(s: str) -> tuple[str, Num | None] | None:
     s = s.strip()
     if s in ("\\infty", "+\\infty", "\\infinity", "oo"):
         return INF_KEY, None
@@ -404,7 +403,7 @@ def _const_key(s: str) -> Optional[Tuple[str, Optional[Num]]]:
     return decimal_key(v), v
 
 
-def _split_top(s: str) -> Optional[List[str]]:
+def _split_top(s: str) -> list[str] | None:
     """Split on top-level commas (outside (), [], {})."""
     parts, depth, cur = [], 0, []
     i = 0
@@ -432,7 +431,7 @@ def _split_top(s: str) -> Optional[List[str]]:
     return [p.strip() for p in parts]
 
 
-def _less(a: Tuple[str, Optional[Num]], b: Tuple[str, Optional[Num]]) -> Optional[bool]:
+def _less(a: tuple[str, Num | None], b: tuple[str, Num | None]) -> bool | None:
     ka, va = a
     kb, vb = b
     if ka == NEG_INF_KEY:
@@ -452,7 +451,7 @@ def _less(a: Tuple[str, Optional[Num]], b: Tuple[str, Optional[Num]]) -> Optiona
 _TOWER_LETTERS = "abcfghjkmnpqrstuvwxyz"  # not e, i, d, l, o: math_verify reads those otherwise (see _tokenize)
 
 
-def _tower_srepr(s: str) -> Optional[str]:
+def _tower_srepr(s: str) -> str | None:
     """``x^{y^{z}}`` (a power tower of single letters) as sympy's ``srepr`` of what math_verify parses -- the key
     the worker would give (``e:`` + srepr), without the parse that costs about a second for six levels."""
     s = s.replace(" ", "")
@@ -469,7 +468,7 @@ def _tower_srepr(s: str) -> Optional[str]:
     return None if inner is None else f"Pow(Symbol('{s[0]}', real=True), {inner})"
 
 
-def fast_key(norm: str) -> Optional[str]:
+def fast_key(norm: str) -> str | None:
     """Key of a normalised answer in the subset described in the module docstring, else ``None``."""
     if not norm or len(norm) > _MAX_LEN:
         return None
@@ -533,14 +532,14 @@ def fast_key(norm: str) -> Optional[str]:
     return None
 
 
-def huge_power_degree(norm: str) -> Optional[int]:
+def huge_power_degree(norm: str) -> int | None:
     """The degree of an answer that is, as a whole, a non-constant polynomial raised to an integer power too large
     to expand (``(x+1)^{100000}``), else ``None``. Such an answer is soundly different from any number and any
     polynomial we can key, and sympy would spend the whole time bound expanding it."""
     if len(norm) > _MAX_LEN or not norm.startswith("(") or "^" not in norm:
         return None
     depth = 0
-    for j, ch in enumerate(norm):
+    for j, ch in enumerate(norm):  # noqa: B007 - j is read after the loop: where the bracket closes
         depth += ch == "("
         depth -= ch == ")"
         if depth == 0:

@@ -34,12 +34,18 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, cast
 
 from tts.grading.fastnum import fast_key, huge_power_degree
 from tts.grading.keys import decide_by_keys, rational_key
 from tts.grading.normalize import (
-    huge_integer_log10, is_mc_letter, normalize_answer, numeric_value, string_key, string_only,
+    huge_integer_log10,
+    is_mc_letter,
+    normalize_answer,
+    numeric_value,
+    string_key,
+    string_only,
 )
 from tts.grading.worker import BUSY, ERROR, NOKEY, TIMEOUT, SymbolicWorker
 
@@ -70,17 +76,17 @@ class AnswerGrader:
             raise ValueError("timeout must be > 0 seconds")
         self.timeout = float(timeout)
         self.max_chars = int(max_chars)
-        self._worker: Optional[SymbolicWorker] = None
+        self._worker: SymbolicWorker | None = None
         self._lock = threading.RLock()
-        self._fast_cache: Dict[str, Tuple[str, Optional[str]]] = {}  # raw -> (normalised, fast key or None)
-        self._key: Dict[str, str] = {}  # raw -> final key
-        self._sym_key: Dict[str, Optional[str]] = {}  # normalised -> worker key, None (unparseable) or TIMEOUT
-        self._grade: Dict[Tuple[str, str], Optional[bool]] = {}  # (raw answer, raw gold) -> result
-        self._eq: Dict[Tuple[str, str], Optional[bool]] = {}  # (norm answer, norm gold) -> result
+        self._fast_cache: dict[str, tuple[str, str | None]] = {}  # raw -> (normalised, fast key or None)
+        self._key: dict[str, str] = {}  # raw -> final key
+        self._sym_key: dict[str, str | None] = {}  # normalised -> worker key, None (unparseable) or TIMEOUT
+        self._grade: dict[tuple[str, str], bool | None] = {}  # (raw answer, raw gold) -> result
+        self._eq: dict[tuple[str, str], bool | None] = {}  # (norm answer, norm gold) -> result
         self._huge: set = set()  # normalised answers that are integers too large to build
         self._unevaluated: set = set()  # products over huge ranges: never evaluated, compared as strings
         self._string_only: set = set()  # normalised answers compared only as strings (words, times, `4 5`)
-        self.stats: Dict[str, int] = {
+        self.stats: dict[str, int] = {
             k: 0
             for k in (
                 "key_calls", "key_cache_hits", "key_fast", "key_symbolic", "key_timeouts", "grade_calls",
@@ -101,7 +107,7 @@ class AnswerGrader:
         if self._worker is not None:
             self._worker.close()
 
-    def __enter__(self) -> "AnswerGrader":
+    def __enter__(self) -> AnswerGrader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -121,7 +127,7 @@ class AnswerGrader:
     def normalize(self, answer: str) -> str:
         return self._fast(answer)[0]
 
-    def _fast(self, answer: str) -> Tuple[str, Optional[str]]:
+    def _fast(self, answer: str) -> tuple[str, str | None]:
         """(normalised answer, its key when pure Python can compute it, else None)."""
         hit = self._fast_cache.get(answer)
         if hit is not None:
@@ -130,9 +136,9 @@ class AnswerGrader:
             # Longer raw answers are never parsed (their key is a string key), so they skip the rewrites too: the
             # work done here stays linear in the answer's length whatever it contains (8,000 nested boxes, 1 MB of $).
             norm = normalize_answer(answer) if len(answer) <= _MAX_RAW_CHARS else " ".join(answer.split())
-        except Exception:  # pragma: no cover - defensive: normalisation is plain string work
+        except Exception:  # pragma: no cover  # noqa: BLE001 - defensive: normalisation is plain string work
             norm = " ".join(answer.split())
-        key: Optional[str] = None
+        key: str | None = None
         if not norm:
             key = "s:"
         elif len(norm) > self.max_chars:
@@ -159,12 +165,12 @@ class AnswerGrader:
         self._fast_cache[answer] = (norm, key)
         return norm, key
 
-    def _run(self, op: str, items: List[Any], on_progress: Any = None) -> List[Any]:
+    def _run(self, op: str, items: list[Any], on_progress: Any = None) -> list[Any]:
         res = self.worker.run(op, items, self.timeout, on_progress)
         self.stats["worker_restarts"] = self.worker.restarts
         return res
 
-    def _symbolic_keys(self, norms: List[str]) -> None:
+    def _symbolic_keys(self, norms: list[str]) -> None:
         """Worker keys for these normalised answers, into ``_sym_key``: a key; None (math_verify cannot parse it);
         TIMEOUT / ERROR (out of time / resources: comparisons with it are ungraded); NOKEY (parsed, no key)."""
         for norm, r in zip(norms, self._run("key", norms)):
@@ -175,14 +181,14 @@ class AnswerGrader:
                 continue  # not tried (a replacement worker was loading): nothing learnt about this answer
             self._sym_key[norm] = r if r is None or isinstance(r, str) else NOKEY
 
-    def _known_key(self, norm: str, fk: Optional[str]) -> Optional[str]:
+    def _known_key(self, norm: str, fk: str | None) -> str | None:
         if fk is not None:
             return fk
         k = self._sym_key.get(norm)
         return k if isinstance(k, str) and k not in (TIMEOUT, ERROR, NOKEY) else None
 
     # -- keys -----------------------------------------------------------------------------------------------------
-    def key(self, answer: Optional[str]) -> Optional[str]:
+    def key(self, answer: str | None) -> str | None:
         """Canonical voting key: equivalent answers share it; ``None`` for no answer."""
         if answer is None:
             return None
@@ -194,10 +200,10 @@ class AnswerGrader:
                 return k
         return self._keys_uncached([answer])[0]
 
-    def keys(self, answers: Sequence[Optional[str]]) -> List[Optional[str]]:
+    def keys(self, answers: Sequence[str | None]) -> list[str | None]:
         """`key` for many answers at once (one batch to the worker for all the symbolic ones)."""
-        out: List[Optional[str]] = [None] * len(answers)
-        miss: List[int] = []
+        out: list[str | None] = [None] * len(answers)
+        miss: list[tuple[int, str]] = []
         with self._lock:
             for i, a in enumerate(answers):
                 if a is None:
@@ -208,20 +214,20 @@ class AnswerGrader:
                     self.stats["key_cache_hits"] += 1
                     out[i] = k
                 else:
-                    miss.append(i)
+                    miss.append((i, a))
         if miss:
-            uniq = list(dict.fromkeys(answers[i] for i in miss))  # type: ignore[misc]
-            got = dict(zip(uniq, self._keys_uncached(uniq)))  # type: ignore[arg-type]
+            uniq = list(dict.fromkeys(a for _, a in miss))
+            got = dict(zip(uniq, self._keys_uncached(uniq)))
             with self._lock:
                 self.stats["key_cache_hits"] += len(miss) - len(uniq)  # repeats within the batch
-            for i in miss:
-                out[i] = got[answers[i]]  # type: ignore[index]
+            for i, a in miss:
+                out[i] = got[a]
         return out
 
-    def _keys_uncached(self, answers: List[str]) -> List[Optional[str]]:
-        out: List[Optional[str]] = [None] * len(answers)
+    def _keys_uncached(self, answers: list[str]) -> list[str | None]:
+        out: list[str | None] = [None] * len(answers)
         with self._lock:
-            todo: Dict[str, List[int]] = {}
+            todo: dict[str, list[int]] = {}
             for i, a in enumerate(answers):
                 norm, fk = self._fast(a)
                 if fk is not None:
@@ -247,7 +253,7 @@ class AnswerGrader:
         return out
 
     # -- grading --------------------------------------------------------------------------------------------------
-    def grade(self, answer: Optional[str], gold: str) -> Optional[bool]:
+    def grade(self, answer: str | None, gold: str) -> bool | None:
         """True/False; ``None`` = ungraded (the comparison hit the time bound or a size limit). No answer -> False."""
         if answer is not None:
             with self._lock:  # the common case, a repeated pair: one dict lookup, no batch set-up
@@ -256,10 +262,10 @@ class AnswerGrader:
                     self.stats["grade_calls"] += 1
                     self.stats["grade_cache_hits"] += 1
                     self.stats["ungraded"] += r is None
-                    return r
+                    return cast("bool | None", r)
         return self.grade_many([answer], [gold])[0]
 
-    def _decide(self, pn: str, pk: Optional[str], gn: str, gk: Optional[str]) -> Any:
+    def _decide(self, pn: str, pk: str | None, gn: str, gk: str | None) -> Any:
         """True / False / None (ungraded) when decidable without the worker, else `_ASK`."""
         if pn == gn and pn:
             return True
@@ -296,11 +302,11 @@ class AnswerGrader:
             return self._eq[(pn, gn)]
         return _ASK
 
-    def grade_many(self, answers: Sequence[Optional[str]], golds: Sequence[str]) -> List[Optional[bool]]:
+    def grade_many(self, answers: Sequence[str | None], golds: Sequence[str]) -> list[bool | None]:
         """`grade` for many (answer, gold) pairs at once (one batch to the worker)."""
         if len(answers) != len(golds):
             raise ValueError("answers and golds must have the same length")
-        out: List[Optional[bool]] = [False] * len(answers)
+        out: list[bool | None] = [False] * len(answers)
         with self._lock:
             # Gold answers (dataset strings, one per problem) get their worker key first, once: most comparisons
             # are then decided by keys without a worker round trip.
@@ -313,7 +319,7 @@ class AnswerGrader:
             if gold_todo:
                 self._symbolic_keys(gold_todo)
 
-            todo: Dict[Tuple[str, str], List[int]] = {}
+            todo: dict[tuple[str, str], list[int]] = {}
             for i, (a, g) in enumerate(zip(answers, golds)):
                 if a is None:
                     continue
@@ -343,7 +349,7 @@ class AnswerGrader:
                      self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]]))]
                     for pn, gn in pairs
                 ]
-                keys_seen: Dict[int, Any] = {}
+                keys_seen: dict[int, Any] = {}
 
                 def progress(j: int, payload: Any) -> None:
                     keys_seen[j] = payload
@@ -352,7 +358,7 @@ class AnswerGrader:
                     self.stats["grade_symbolic"] += 1
                     # ERROR is a resource failure in the worker (MemoryError, RecursionError: math_verify itself
                     # catches parse errors), so like a timeout it is "ungraded", never "wrong"
-                    res: Optional[bool]
+                    res: bool | None
                     if isinstance(r, list) and len(r) == 3:
                         res = r[0] is True
                         for norm, k in ((pair[0], r[1]), (pair[1], r[2])):
@@ -375,15 +381,15 @@ class AnswerGrader:
                             self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
         return out
 
-    def _fast_key_of(self, raw: Optional[str]) -> Optional[str]:
+    def _fast_key_of(self, raw: str | None) -> str | None:
         return None if raw is None else self._fast(raw)[1]
 
-    def equivalent(self, pred: Optional[str], gold: str) -> bool:
+    def equivalent(self, pred: str | None, gold: str) -> bool:
         """Like `grade` but a timeout counts as not equivalent."""
         return self.grade(pred, gold) is True
 
 
-_DEFAULT: Dict[float, AnswerGrader] = {}
+_DEFAULT: dict[float, AnswerGrader] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
@@ -421,7 +427,7 @@ def _default_grader(timeout: float) -> AnswerGrader:
         return g
 
 
-def equivalent(pred: Optional[str], gold: str, timeout: float = 5.0) -> bool:
+def equivalent(pred: str | None, gold: str, timeout: float = 5.0) -> bool:
     """Mathematical equivalence of a predicted and a gold answer; ``False`` for ``None``, and ``False`` when the
     comparison runs past ``timeout`` seconds (use `AnswerGrader.grade` to tell "ungraded" apart)."""
     if pred is None:

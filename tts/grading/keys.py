@@ -25,7 +25,8 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
-__all__ = ["rational_key", "decimal_key", "poly_key", "key_kind", "decide_by_keys", "NUMERIC_PREFIXES", "INF_KEY", "NEG_INF_KEY"]
+__all__ = ["rational_key", "decimal_key", "poly_key", "key_kind", "decide_by_keys", "NUMERIC_PREFIXES", "INF_KEY",
+           "NEG_INF_KEY"]
 
 NUMERIC_PREFIXES = ("q:", "n:", "c:")
 INF_KEY = "x:oo"

@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
-from typing import Optional
 
 from tts.grading.braces import match_brace
 
@@ -72,7 +71,8 @@ _UNIT_RE = re.compile(
 
 _MC_RE = re.compile(r"^\(?\s*([A-E])\s*\)?$")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_EQ_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|[a-zA-Z]_\{?\w\}?)\s*(?:=|\\in)\s*(?P<rhs>.+)$")
+_EQ_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|[a-zA-Z]_\{?\w\}?)"
+                           r"\s*(?:=|\\in)\s*(?P<rhs>.+)$")
 
 _INT = r"\d+"
 _DEC = r"(?:\d+\.\d*|\.\d+|\d+)"
@@ -290,7 +290,7 @@ def _dec(s: str) -> Fraction:
     return Fraction(s)
 
 
-def numeric_value(norm: str) -> Optional[Fraction]:
+def numeric_value(norm: str) -> Fraction | None:
     """Exact value of a plain number (see the module docstring), else ``None``. Pure Python, no sympy."""
     if not norm or len(norm) > MAX_NUMBER_CHARS:
         return None
@@ -332,7 +332,7 @@ _TOWER_RE = re.compile(r"^(\d{1,50})\s*\^\s*(?:\{(.+)\}|(\d{1,50}))$")
 _FACT_RE = re.compile(r"^(\d{1,50})\s*!$")
 
 
-def _log10_int_expr(s: str, depth: int = 0) -> Optional[float]:
+def _log10_int_expr(s: str, depth: int = 0) -> float | None:
     """log10 of a positive-integer power tower (``a^{b^{c}}``, every base >= 2) or factorial, else ``None``."""
     s = s.strip()
     if depth > 50:
@@ -360,7 +360,7 @@ def _log10_int_expr(s: str, depth: int = 0) -> Optional[float]:
     return None
 
 
-def huge_integer_log10(norm: str) -> Optional[float]:
+def huge_integer_log10(norm: str) -> float | None:
     """For answers that are plainly a positive integer written as a power tower or a factorial (``10^{10^{10}}``,
     ``100000!``), ``log10`` of the value (may be ``inf``), computed with floats in pure Python; else ``None``.
 

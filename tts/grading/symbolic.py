@@ -22,9 +22,10 @@ evaluation of model text happens anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import sympy
 from math_verify import LatexExtractionConfig, parse, verify
@@ -32,17 +33,16 @@ from sympy.core.relational import Relational
 
 from tts.grading.keys import decide_by_keys, decimal_key, poly_key
 
-
 #: LaTeX only: math_verify's default also tries `ExprExtractionConfig`, which hands plain-text expressions to sympy's
 #: `parse_expr` -- Python evaluation of model text. Never enable it.
 _EXTRACTION = [LatexExtractionConfig()]
 
 
-def _parse(s: str) -> List[Any]:
+def _parse(s: str) -> list[Any]:
     return parse("$" + s + "$", extraction_config=_EXTRACTION, parsing_timeout=None)
 
 
-def _first_sympy(parsed: List[Any]) -> Any:
+def _first_sympy(parsed: list[Any]) -> Any:
     for p in parsed:
         if not isinstance(p, str):
             return p
@@ -53,7 +53,7 @@ def _dec(x: Any) -> Decimal:
     return Decimal(str(sympy.Float(x, 30)))
 
 
-def _num_key(e: sympy.Expr) -> Optional[str]:
+def _num_key(e: sympy.Expr) -> str | None:
     if isinstance(e, sympy.Rational):
         return f"q:{e.p}/{e.q}"
     v = sympy.N(e, 30)
@@ -77,18 +77,18 @@ def _is_rational_polynomial(e: sympy.Expr) -> bool:
         return False
     try:
         return all(isinstance(c, sympy.Rational) for c in sympy.Poly(e, *sorted(syms, key=str)).coeffs())
-    except Exception:
+    except Exception:  # noqa: BLE001 - sympy raises many types (PolynomialError, TypeError, ...): not a polynomial
         return False
 
 
-def _parts(objs: Any) -> Optional[List[str]]:
+def _parts(objs: Any) -> list[str] | None:
     """Keys of the parts of a structured answer; ``None`` if any part has none (the whole then has no key: two
     different unkeyable parts must not make two answers look equal)."""
     keys = [_key(x) for x in objs]
     return None if any(k is None for k in keys) else keys  # type: ignore[return-value]
 
 
-def _key(obj: Any) -> Optional[str]:
+def _key(obj: Any) -> str | None:
     if obj is None or _undefined(obj):
         return None  # `3:0`, `\frac{1}{0}`: undefined is no value -- no key, they equal nothing
     if isinstance(obj, sympy.MatrixBase):
@@ -131,7 +131,7 @@ def _key(obj: Any) -> Optional[str]:
                 return k
         try:
             canon = sympy.cancel(sympy.expand(obj))
-        except Exception:
+        except Exception:  # noqa: BLE001 - sympy raises many types on odd expressions: keep the uncancelled form
             canon = obj
         if canon.is_number and canon != obj:
             k = _num_key(canon)
@@ -153,11 +153,11 @@ def _key(obj: Any) -> Optional[str]:
 
 
 _CACHE_LIMIT = 200_000
-_PARSED: Dict[str, List[Any]] = {}
-_KEYS: Dict[str, Optional[str]] = {}
+_PARSED: dict[str, list[Any]] = {}
+_KEYS: dict[str, str | None] = {}
 
 
-def _parsed(norm: str) -> List[Any]:
+def _parsed(norm: str) -> list[Any]:
     p = _PARSED.get(norm)
     if p is None:
         if len(_PARSED) > _CACHE_LIMIT:
@@ -184,11 +184,11 @@ def _exact(obj: Any) -> Any:
 def _undefined(obj: Any) -> bool:
     try:
         return isinstance(obj, sympy.Basic) and bool(obj.has(sympy.zoo, sympy.nan))
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever sympy raises on an odd object: not known to be undefined
         return False
 
 
-def canonical_key(norm: str) -> Optional[str]:
+def canonical_key(norm: str) -> str | None:
     """Canonical key of a normalised answer (see the module docstring); ``None`` when it does not parse."""
     if norm in _KEYS:
         return _KEYS[norm]
@@ -203,22 +203,22 @@ def canonical_key(norm: str) -> Optional[str]:
 NOKEY = "__nokey__"  # same marker as tts.grading.worker.NOKEY: the answer parses but its key could not be built
 
 
-def _safe_key(norm: str) -> Optional[str]:
+def _safe_key(norm: str) -> str | None:
     try:
         return canonical_key(norm)
     except (MemoryError, RecursionError):
         raise  # out of resources: the caller reports "ungraded"
-    except Exception:  # a key we cannot build is no reason not to ask math_verify
+    except Exception:  # noqa: BLE001 - sympy raises many types; a key we cannot build is no reason not to ask math_verify
         return NOKEY
 
 
 def equivalent(
     pred_norm: str,
     gold_norm: str,
-    pred_key: Optional[str] = None,
-    gold_key: Optional[str] = None,
-    progress: Optional[Callable[[Any], None]] = None,
-) -> Tuple[bool, Optional[str], Optional[str]]:
+    pred_key: str | None = None,
+    gold_key: str | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> tuple[bool, str | None, str | None]:
     """Equivalence of two normalised answers, with the canonical keys of both (for the caller's caches):
     `tts.grading.keys.decide_by_keys` when the keys decide, else ``math_verify.verify(gold, pred)``. Keys the caller
     already knows (pure-Python fast path) are passed in and not recomputed; ``progress([pred_key, gold_key])`` is

@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY", "BUSY"]
 
@@ -41,7 +42,7 @@ NOKEY = "__nokey__"  # also defined in tts.grading.symbolic (which the parent ne
 BUSY = "__busy__"
 
 _STARTUP_TIMEOUT = 120.0
-_LIVE: "weakref.WeakSet[SymbolicWorker]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[SymbolicWorker] = weakref.WeakSet()
 
 
 def _kill_all() -> None:
@@ -79,7 +80,7 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self, deadline: Optional[float] = None) -> bool:
+    def wait_ready(self, deadline: float | None = None) -> bool:
         """Wait until the worker has loaded (at most until ``deadline``: then ``False``, and it keeps loading)."""
         if self.ready:
             return True
@@ -93,7 +94,7 @@ class _Child:
         self.ready = True
         return True
 
-    def readline(self, deadline: float) -> Optional[bytes]:
+    def readline(self, deadline: float) -> bytes | None:
         """One line from the worker, or ``None`` at the deadline / if the worker died."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -125,7 +126,7 @@ class _Child:
             pass
         try:
             self.proc.wait(timeout=5)
-        except Exception:
+        except (subprocess.TimeoutExpired, OSError):  # killed but not yet reaped: the OS reaps it later
             pass
         for f in (self.proc.stdin, self.proc.stdout):
             try:
@@ -144,15 +145,15 @@ class SymbolicWorker:
 
     def __init__(self, memory_limit_bytes: int = 4 << 30):
         self.memory_limit_bytes = memory_limit_bytes
-        self._cur: Optional[_Child] = None
-        self._spare: Optional[_Child] = None
+        self._cur: _Child | None = None
+        self._spare: _Child | None = None
         self._lock = threading.Lock()
         self.restarts = 0
         self.calls = 0
         _LIVE.add(self)
 
     # -- process management -------------------------------------------------------------------------------------
-    def _ensure_ready(self, deadline: Optional[float] = None) -> Optional[_Child]:
+    def _ensure_ready(self, deadline: float | None = None) -> _Child | None:
         """The current worker once it is ready; ``None`` if a replacement is still loading at ``deadline``."""
         if self._cur is None or not self._cur.alive():
             if self._cur is not None:
@@ -160,7 +161,7 @@ class SymbolicWorker:
             self._cur = self._take_spare() or _Child(self.memory_limit_bytes)
         return self._cur if self._cur.wait_ready(deadline) else None
 
-    def _take_spare(self) -> Optional[_Child]:
+    def _take_spare(self) -> _Child | None:
         spare, self._spare = self._spare, None
         if spare is not None and not spare.alive():
             spare.kill()
@@ -189,26 +190,26 @@ class SymbolicWorker:
             self._ensure_ready()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """Process id of the current worker (``None`` before the first start)."""
         return None if self._cur is None else self._cur.proc.pid
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self._kill_all_children()
-        except Exception:
+        except Exception:  # noqa: BLE001 - __del__ may run at interpreter shutdown, when anything can fail
             pass
 
     def run(
-        self, op: str, items: Sequence[Any], timeout: float, on_progress: Optional[Callable[[int, Any], None]] = None
-    ) -> List[Any]:
+        self, op: str, items: Sequence[Any], timeout: float, on_progress: Callable[[int, Any], None] | None = None
+    ) -> list[Any]:
         """Run ``op`` on each item; each item gets ``timeout`` seconds. Returns results in order, with
         `TIMEOUT` for items that ran out of time and `ERROR` for items that raised in the worker.
 
         An op may report progress on an item before its result (``eq`` reports the two keys before it calls
         math_verify); ``on_progress(index, payload)`` receives it, so after a timeout the caller knows which phase
         was slow."""
-        results: List[Any] = [None] * len(items)
+        results: list[Any] = [None] * len(items)
         with self._lock:
             i = 0
             while i < len(items):
@@ -312,7 +313,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
 
     warnings.filterwarnings("ignore")
 
-    from tts.grading import symbolic
+    import tts.grading.symbolic as symbolic  # the module itself: importing the package name would be a circle
 
     def progress(payload: Any) -> None:
         proto.write(json.dumps({"p": payload}).encode() + b"\n")
@@ -322,19 +323,23 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
             return symbolic.canonical_key(item)
         except (MemoryError, RecursionError):
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - sympy and the LaTeX parser raise many types on odd input: no key
             return NOKEY
+
+    def eq(item: Sequence[Any]) -> list[Any]:  # [pred_norm, gold_norm, pred_key, gold_key]; the keys may be left out
+        pred, gold, pred_key, gold_key = (*item, None, None)[:4]
+        return list(symbolic.equivalent(pred, gold, pred_key, gold_key, progress=progress))
 
     ops: dict[str, Callable[..., Any]] = {
         "key": key,
-        "eq": lambda item: list(symbolic.equivalent(*item, progress=progress)),
+        "eq": eq,
         "mv": lambda item: symbolic.plain_verify(*item),
     }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:
         symbolic.canonical_key("\\frac{x}{2}")
         symbolic.equivalent("x+1", "1+x")
-    except Exception:
+    except Exception:  # noqa: BLE001 - only a warm-up: a failure here costs time on the first item, nothing else
         pass
     proto.write(b'{"ready": true}\n')
     stdin = sys.stdin.buffer
@@ -347,7 +352,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
         for item in req["items"]:
             try:
                 out = {"ok": True, "r": fn(item)}
-            except BaseException:  # includes MemoryError, RecursionError
+            except BaseException:  # noqa: BLE001 - any failure of one item (MemoryError, RecursionError, ...) is its answer
                 out = {"ok": False}
             try:
                 data = json.dumps(out)

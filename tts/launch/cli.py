@@ -16,14 +16,27 @@ from tts.config.validate import check_overrides
 
 
 def check_command_line(argv: list[str]) -> None:
-    from hydra._internal.utils import get_args_parser
+    import argparse
 
+    # The flags of Hydra's own command line (those of hydra.main's parser, Hydra 1.3), read here only to find the
+    # overrides and whether another config tree is named; Hydra parses the command line again and reports its errors.
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("overrides", nargs="*")
+    for flags in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--run", "-r"],
+                  ["--multirun", "-m"], ["--shell-completion", "-sc"]):
+        parser.add_argument(*flags, action="store_true")
+    for flags in (["--package", "-p"], ["--config-path", "-cp"], ["--config-name", "-cn"], ["--config-dir", "-cd"],
+                  ["--experimental-rerun"]):
+        parser.add_argument(*flags)
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--info", "-i", nargs="?", const="all",
+                        choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
     try:
-        args, _ = get_args_parser().parse_known_args(argv)
-    except SystemExit:  # Hydra reports its own usage errors
+        args, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):  # Hydra reports its own usage errors
         return
-    if args.config_dir or args.config_name or args.config_path:
-        return  # another config tree: its keys and options are Hydra's to check
+    if args.version or args.config_dir or args.config_name or args.config_path:
+        return  # Hydra's version, or another config tree: its keys and options are Hydra's to check
     overrides = list(args.overrides or [])
     message = check_overrides(overrides) or _type_error(overrides)
     if message:

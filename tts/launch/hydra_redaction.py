@@ -1,9 +1,10 @@
 """Hydra callback: the files Hydra writes itself never hold a credential.
 
-Hydra saves the composed config, its own config and the command-line overrides under `<run dir>/.hydra/` (and the sweep's
-`multirun.yaml`) before the job starts, and its launchers log each job's overrides. This callback rewrites those files
-with secrets redacted before the task runs (tts/config/redaction.py says what is secret), and redacts log messages; the
-`${redact:...}` resolver keeps a secret override out of directory names built from `hydra.job.override_dirname`.
+Hydra saves the composed config, its own config and the command-line overrides under `<run dir>/.hydra/` (and the
+sweep's `multirun.yaml`) before the job starts, and its launchers log each job's overrides. This callback rewrites those
+files with secrets redacted before the task runs (tts/config/redaction.py says what is secret), and redacts log
+messages; the `${redact:...}` resolver keeps a secret override out of directory names built from
+`hydra.job.override_dirname`.
 Registered in conf/config.yaml (`hydra.callbacks.redact`).
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem

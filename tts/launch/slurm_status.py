@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Any, Optional, Union
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -42,7 +42,7 @@ def _watcher_class():
 
         def __init__(self, delay_s: int = POLL_DELAY_S) -> None:
             super().__init__(delay_s=delay_s)
-            self.accounting: Optional[bool] = None
+            self.accounting: bool | None = None
 
         def _make_command(self):
             command = super()._make_command()
@@ -57,7 +57,7 @@ def _watcher_class():
             jobs = sorted({x.split("_")[0] for x in self._registered - self._finished})
             return ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(jobs)]
 
-        def read_info(self, string: Union[bytes, str]):
+        def read_info(self, string: bytes | str):
             if not self.accounting:
                 text = string.decode() if isinstance(string, bytes) else string
                 string = "JobID|State|NodeList\n" + text

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -54,6 +56,40 @@ if not OmegaConf.has_resolver("tts_dirname"):  # before Hydra resolves hydra.run
     OmegaConf.register_new_resolver("tts_dirname", short_dirname)
 
 
+# -- the jobs of a sweep ----------------------------------------------------------------------------------------------
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The overrides Hydra's basic sweeper expands: its `params` (an experiment's sweep axes, conf/experiment/), then
+    the command line's, which win over them."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+
+
+def sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them: the cartesian product of the comma lists, in order;
+    a key given twice keeps its first place and its last value.
+
+    Raises ValueError for a sweep the basic sweeper cannot expand (an interval or a range it is not given as a list),
+    and Hydra's own errors for overrides it cannot parse.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = GlobalHydra.instance()  # its config loader expands glob() over a group's options, as the sweeper does
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
+    axes: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"{key}: the basic sweeper does not expand a {override.value_type} sweep")
+    return [list(combination) for combination in itertools.product(*axes.values())]
+
+
 # -- before anything is created ---------------------------------------------------------------------------------------
 
 
@@ -80,6 +116,11 @@ class RunGuard(Callback):
             validate(_task_config(config))
         except ConfigError as error:
             _refuse(str(error))
+        params = config.hydra.sweeper.get("params")
+        if params:  # `+experiment=...` without -m: Hydra runs the one job of the defaults and ignores the sweep axes
+            axes = " ".join(f"{key}={value}" for key, value in params.items())
+            print(f"Warning: the sweep parameters ({axes}) apply only to a sweep: add -m to run them; this is a single "
+                  "run", file=sys.stderr)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         invalid = invalid_combinations(config)
@@ -123,9 +164,9 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
 
     Other sweepers (Optuna, Ax) choose their points as they go, and very large sweeps are left to their jobs.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     from tts.config.schema import ConfigError
     from tts.config.validate import validate
@@ -133,9 +174,8 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []
     try:
-        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        combinations = [c for batch in BasicSweeper.split_arguments(parsed, None) for c in batch]
-    except Exception:  # noqa: BLE001 - the sweeper reports its own errors
+        combinations = sweep_combinations(sweep_overrides(config))
+    except (HydraException, ValueError):  # a sweep that cannot be parsed or expanded: the sweeper reports it
         return []
     if len(combinations) > limit:
         return []
@@ -178,10 +218,10 @@ def _is_plain_value(override) -> bool:
 # -- in each job ------------------------------------------------------------------------------------------------------
 
 
-def _hydra() -> Optional[DictConfig]:
+def _hydra() -> DictConfig | None:
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get() if HydraConfig.initialized() else None
+    return cast(DictConfig, HydraConfig.get()) if HydraConfig.initialized() else None  # a DictConfig at runtime
 
 
 def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -201,7 +241,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         # A bad config or dataset is the user's to fix: one clear line, no traceback, nothing generated.
         print(f"Error: {error}", file=sys.stderr)
         _remove_empty_run_dir(hydra)
-        if not in_sweep:
+        if not in_sweep or hydra is None:
             sys.exit(2)
         _record_failure(hydra, str(error), refused=True)
     except OSError as error:
@@ -210,11 +250,11 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         where = error.filename or (f"into {hydra.runtime.output_dir}" if hydra is not None else "the run directory")
         message = f"no space left on the device writing {where}: {error.strerror}"
         print(f"Error: {message}", file=sys.stderr)
-        if not in_sweep:
+        if not in_sweep or hydra is None:
             sys.exit(1)
         _record_failure(hydra, message, refused=False)
-    except Exception as error:
-        if not in_sweep:
+    except Exception as error:  # noqa: BLE001 - one job's crash is recorded and the sweep goes on (re-raised alone)
+        if not in_sweep or hydra is None:
             raise
         log.exception("sweep job #%s failed", hydra.job.num)
         _record_failure(hydra, f"{type(error).__name__}: {error}", refused=False)
@@ -231,7 +271,7 @@ def _record_failure(hydra: DictConfig, error: str, refused: bool) -> None:
         handle.write(line)
 
 
-def _remove_empty_run_dir(hydra: Optional[DictConfig]) -> None:
+def _remove_empty_run_dir(hydra: DictConfig | None) -> None:
     """Remove the directory Hydra made for a refused job (and parents it leaves empty), if nothing is in it."""
     if hydra is None:
         return
@@ -281,14 +321,14 @@ def write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
     the record of an existing run even when the job is then refused.
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import _save_config
 
     if not HydraConfig.initialized():
         return
-    full = HydraConfig.instance().cfg
+    full = cast(DictConfig, HydraConfig.instance().cfg)  # initialized: the whole composed config
     target = Path(run_dir) / ".hydra"
-    _save_config(cfg, "config.yaml", target)
-    _save_config(copy.deepcopy(full), "hydra.yaml", target)
-    _save_config(full.hydra.overrides.task, "overrides.yaml", target)
+    target.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, target / "config.yaml")  # the same YAML Hydra writes (OmegaConf.to_yaml, unresolved)
+    OmegaConf.save(copy.deepcopy(full), target / "hydra.yaml")
+    OmegaConf.save(full.hydra.overrides.task, target / "overrides.yaml")
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # a credential given as an override stays out
         redact_yaml_file(target / name)

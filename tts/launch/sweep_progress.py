@@ -15,24 +15,24 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from tts.launch.sweep import sweep_combinations, sweep_overrides
 
 log = logging.getLogger(__name__)
 STATE = ".sweep_progress"
 
 
-def count_jobs(task_overrides: list[str]) -> Optional[int]:
-    """The number of jobs Hydra's basic sweeper makes of these overrides, or None when it cannot be told."""
+def count_jobs(overrides: list[str]) -> int | None:
+    """The number of jobs Hydra's basic sweeper makes of these overrides (its params first, then the command line's),
+    or None when it cannot be told."""
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parsed = OverridesParser.create().parse_overrides(list(task_overrides))
-        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
-    except Exception:  # noqa: BLE001 - an interval sweep (optuna) has no fixed job count
+        return len(sweep_combinations(list(overrides)))
+    except (HydraException, ValueError):  # an interval sweep (optuna) has no fixed job count; a parse error is Hydra's
         return None
 
 
@@ -45,7 +45,7 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def progress_line(done: int, total: Optional[int], elapsed: float) -> str:
+def progress_line(done: int, total: int | None, elapsed: float) -> str:
     if not total:
         return f"[{done} jobs done] {format_seconds(elapsed)} elapsed"
     left = elapsed / done * (total - done) if done else float("nan")
@@ -57,7 +57,8 @@ class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        header = {"started": time.time(), "total": count_jobs(list(config.hydra.overrides.task))}
+        basic = "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))  # others choose their points as they go
+        header = {"started": time.time(), "total": count_jobs(sweep_overrides(config)) if basic else None}
         (sweep_dir / STATE).write_text(json.dumps(header) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:

@@ -216,7 +216,7 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
         if out.exists():
             out.rmdir()  # empty (checked above); rename cannot replace a directory on every system
         os.rename(staging, out)
-    except BaseException:
+    except BaseException:  # anything, Ctrl-C included: remove the half-made merge, then re-raise
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return MergeReport(out=out, problems=len([u for u in order if u in by_id]), shards=[s.path for s in shards],

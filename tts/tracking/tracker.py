@@ -240,7 +240,7 @@ class WandbTracker(Tracker):
         try:
             self.figures.add(records)
             self.run.log(self.figures.row())
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
             log.warning("W&B progress logging failed (%s: %s)", type(error).__name__, error)
 
     def log_results(self, records: list[ProblemRecord], metrics: dict, run_dir) -> None:
@@ -278,7 +278,7 @@ class WandbTracker(Tracker):
                     if (run_dir.path / name).exists():
                         artifact.add_file(str(run_dir.path / name), name=name)
                 self.run.log_artifact(artifact)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run; the results are on disk
             log.warning("W&B logging failed (%s: %s); local results in %s are complete",
                         type(error).__name__, error, run_dir.path)
 
@@ -292,7 +292,7 @@ class WandbTracker(Tracker):
             self.run.finish()
             if offline and directory:
                 log.info("W&B offline run written to %s; upload it with `wandb sync %s`", directory, directory)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
             log.warning("W&B finish failed (%s: %s)", type(error).__name__, error)
         self.run = None
         self._release()
@@ -305,7 +305,7 @@ class WandbTracker(Tracker):
             import wandb
 
             wandb.teardown()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
             log.warning("W&B teardown failed (%s: %s)", type(error).__name__, error)
         self.dirs.exit()
         self.dirs = None
