@@ -37,7 +37,7 @@ import pandas as pd
 import yaml
 
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
-from tts.store.records import ProblemRecord
+from tts.data.records import ProblemRecord
 from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
 

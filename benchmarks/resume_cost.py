@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tts.pipeline import load_run_config, run  # noqa: E402
-from tts.store.records import ProblemRecord  # noqa: E402
+from tts.data.records import ProblemRecord  # noqa: E402
 from tts.store.run_dir import RunDirectory, run_metrics  # noqa: E402
 
 TEMPLATES = 16  # real records the synthesized ones are cloned from

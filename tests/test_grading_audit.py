@@ -1,4 +1,4 @@
-"""`python -m tts.grading.audit`: our grader and plain math_verify side by side on a run's answers."""
+"""`python -m analysis.grading_audit`: our grader and plain math_verify side by side on a run's answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tts.pipeline import run
-from tts.store.records import Completion, ProblemRecord, Scores
+from tts.data.records import Completion, ProblemRecord, Scores
 from tts.store.run_dir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _audit(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "tts.grading.audit", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "analysis.grading_audit", *args], capture_output=True, text=True,
                           env=env, timeout=300)
 
 

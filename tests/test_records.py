@@ -1,4 +1,4 @@
-"""The typed run record (tts/store/records.py): its one JSON writer and reader, a run directory written by the release
+"""The typed run record (tts/data/records.py): its one JSON writer and reader, a run directory written by the release
 before typed records (tests/data/legacy_run: `python tts/main.py strategy=beam n=4 dataset.num_problems=6 batch_size=4
 logger=none` at 724c996), keys this version does not know, and the one finder of run directories."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tts.data.problem import Problem
-from tts.store.records import Completion, ProblemRecord, ProblemSummary, RecordError, Scores
+from tts.data.records import Completion, ProblemRecord, ProblemSummary, RecordError, Scores
 from tts.store.run_dir import RunDirectory, find_run_dirs, run_metrics
 from tts.tracking.tables import completion_rows
 

@@ -8,7 +8,7 @@ import pytest
 
 from tts.scoring import (aggregate_metrics, budgets, pass_at_k, reduce_scores, score_problem, select_majority,
                          select_naive, select_weighted)
-from tts.store.records import ProblemSummary
+from tts.data.records import ProblemSummary
 
 
 @pytest.mark.parametrize("how,expected", [("last", 0.5), ("min", 0.2), ("prod", 0.9 * 0.2 * 0.5), ("mean", 1.6 / 3)])

@@ -25,7 +25,7 @@ from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.launch.preflight import check_before_generation
 from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
-from tts.store.records import ProblemRecord
+from tts.data.records import ProblemRecord
 from tts.scoring import reduce_scores, score_problem
 from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens

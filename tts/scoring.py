@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tts.store.records import ProblemRecord, ProblemSummary, Scores
+from tts.data.records import ProblemRecord, ProblemSummary, Scores
 
 AGGREGATIONS = ("naive", "weighted", "maj")
 EXTRA_AGGREGATIONS = ("maj_unfiltered",)  # reported only by strategies that filter the vote (vote_mask)

@@ -240,7 +240,7 @@ def equivalent(
 
 
 def plain_verify(answer: str, gold: str) -> bool:
-    """Plain math_verify, as another project would call it, for `tts.grading.audit`: both raw strings in ``$..$``,
+    """Plain math_verify, as another project would call it, for `analysis.grading_audit`: both raw strings in ``$..$``,
     parsed by math_verify alone (LaTeX only: no Python evaluation of model text), ``verify(gold, answer)``."""
     g = _parse(gold)
     a = _parse(answer)

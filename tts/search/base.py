@@ -16,7 +16,7 @@ from tts.backends.base import GenerationRequest, PolicyBackend, build_messages
 from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
 from tts.prms.base import ProcessRewardModel
-from tts.store.records import Completion
+from tts.data.records import Completion
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tts.config.schema import Config, StrategyConfig
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.data.steps import split_steps
-from tts.store.records import Completion
+from tts.data.records import Completion
 
 
 @dataclass

@@ -22,7 +22,7 @@ from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.data.steps import split_steps
-from tts.store.records import Completion
+from tts.data.records import Completion
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

@@ -24,7 +24,7 @@ from tts.backends.base import GenerationOutput, GenerationRequest, build_message
 from tts.config.schema import Config, StrategyConfig, is_whole
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.data.steps import split_steps
-from tts.store.records import Completion
+from tts.data.records import Completion
 from tts.search.filter_vote import fill
 
 

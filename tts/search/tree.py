@@ -32,7 +32,7 @@ from tts.grading import extract_answer
 from tts.scoring import reduce_scores
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.data.steps import STEP_SEPARATOR, split_steps
-from tts.store.records import Completion
+from tts.data.records import Completion
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)

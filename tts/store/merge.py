@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from tts.store.records import ProblemRecord, ProblemSummary
+from tts.data.records import ProblemRecord, ProblemSummary
 from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash,
                                find_run_dirs, fingerprint_of, run_info, run_metrics)
 

@@ -21,7 +21,7 @@ searched again; it is never counted and never crashes the run. So the cost of re
 grows with the number of problems (a few KB each), not with the completions already written.
 
 Every reader goes through `RunDirectory`: `summaries()` (the index: cheap) and `iter_records()` (whole records,
-batch by batch), typed as tts/store/records.py defines them, which also holds the one writer and the one reader of a
+batch by batch), typed as tts/data/records.py defines them, which also holds the one writer and the one reader of a
 record's JSON. Run directories of older versions (one `results.jsonl`) are still read; resuming one is refused.
 `find_run_dirs` finds the run directories at or below some paths, for every tool that takes a folder of runs.
 """
@@ -48,7 +48,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 from tts.config.schema import ConfigError
 from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
-from tts.store.records import ProblemRecord, ProblemSummary, RecordError
+from tts.data.records import ProblemRecord, ProblemSummary, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ class RunDirectory:
         summaries = []
         for record in records:
             if not isinstance(record, ProblemRecord):
-                raise TypeError(f"RunDirectory.append takes ProblemRecords (tts.store.records), not {type(record)}")
+                raise TypeError(f"RunDirectory.append takes ProblemRecords (tts.data.records), not {type(record)}")
             summaries.append(record.summary().to_json())
             try:
                 ProblemSummary.from_json(summaries[-1])

@@ -13,7 +13,7 @@ import time
 from typing import Iterable, Union
 
 from tts.scoring import AGGREGATIONS
-from tts.store.records import ProblemRecord, ProblemSummary
+from tts.data.records import ProblemRecord, ProblemSummary
 
 
 class RunningFigures:

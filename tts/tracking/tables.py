@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from tts.scoring import AGGREGATIONS, reduce_scores
-from tts.store.records import ProblemRecord
+from tts.data.records import ProblemRecord
 
 MAX_TEXT = 1000
 CUT = " [...]"

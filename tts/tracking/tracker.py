@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 from tts.tracking.live import RunningFigures
 from tts.config.redaction import redact, redact_argv
 from tts.scoring import AGGREGATIONS
-from tts.store.records import ProblemRecord, ProblemSummary
+from tts.data.records import ProblemRecord, ProblemSummary
 from tts.tracking.dirs import WandbDirs
 from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 

@@ -1,7 +1,7 @@
 """Audit a run's grading: our grader and plain math_verify side by side on the run's own answers.
 
-    python -m tts.grading.audit outputs/run             # one run directory
-    python -m tts.grading.audit multirun/2024-11-01     # every run directory below a folder
+    python -m analysis.grading_audit outputs/run             # one run directory
+    python -m analysis.grading_audit multirun/2024-11-01     # every run directory below a folder
 
 Every distinct (answer, gold) pair of the runs is graded by `AnswerGrader` and by plain ``math_verify`` (both raw
 strings in ``$..$``, LaTeX extraction only, its ``verify(gold, answer)``), each under the same wall-clock bound in
@@ -127,7 +127,7 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tts.grading.audit", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m analysis.grading_audit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="run directories, or folders holding run directories")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per comparison, for both graders")
