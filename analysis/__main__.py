@@ -46,30 +46,62 @@ def _filters(specs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories or folders of runs (searched recursively), "
-                                                "or wandb:ENTITY/PROJECT")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "runs", nargs="+", help="run directories or folders of runs (searched recursively), or wandb:ENTITY/PROJECT"
+    )
     parser.add_argument("--out", required=True, help="folder for figures (PNG) and tables (CSV)")
-    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="W&B run filter, e.g. config.strategy.name=beam (repeatable)")
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="W&B run filter, e.g. config.strategy.name=beam (repeatable)",
+    )
     parser.add_argument("--cache", default=".wandb_runs", help="where W&B artifacts are downloaded")
-    parser.add_argument("--reference", action="append", default=[], metavar="NAME=ACC|FILE.yaml",
-                        help="horizontal reference line, e.g. 'Llama-3.1-8B=0.5', or a YAML of name: accuracy")
-    parser.add_argument("--aggregation", default="weighted", choices=["naive", "weighted", "maj"],
-                        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png")
-    parser.add_argument("--reference-pool", default=None, metavar="VARIANT:N[:SEEDS]",
-                        help="runs whose samples define the oracle/model difficulty bins and are never scored "
-                             "(default: best_of_n runs with seed >= 100, e.g. "
-                             "`python tts/main.py -m strategy=best_of_n n=256 seed=100`)")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME=ACC|FILE.yaml",
+        help="horizontal reference line, e.g. 'Llama-3.1-8B=0.5', or a YAML of name: accuracy",
+    )
+    parser.add_argument(
+        "--aggregation",
+        default="weighted",
+        choices=["naive", "weighted", "maj"],
+        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png",
+    )
+    parser.add_argument(
+        "--reference-pool",
+        default=None,
+        metavar="VARIANT:N[:SEEDS]",
+        help="runs whose samples define the oracle/model difficulty bins and are never scored "
+        "(default: best_of_n runs with seed >= 100, e.g. "
+        "`python tts/main.py -m strategy=best_of_n n=256 seed=100`)",
+    )
     parser.add_argument("--bins", type=int, default=5, help="number of difficulty bins (quantiles)")
-    parser.add_argument("--ties", default="split", choices=["split", "group"],
-                        help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin")
+    parser.add_argument(
+        "--ties",
+        default="split",
+        choices=["split", "group"],
+        help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="random two-fold splits averaged in the CV curve")
-    parser.add_argument("--no-subsample", action="store_true",
-                        help="read best-of-N only at each run's own n (not at K < n from subsets)")
-    parser.add_argument("--wandb", action="store_true", help="also log an analysis run (figures, tables) and a W&B "
-                        "Report (see analysis/wandb_report.py)")
+    parser.add_argument(
+        "--no-subsample",
+        action="store_true",
+        help="read best-of-N only at each run's own n (not at K < n from subsets)",
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log an analysis run (figures, tables) and a W&B Report (see analysis/wandb_report.py)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -78,25 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     if wandb_sources and len(args.runs) > 1:
         raise SystemExit("give either one wandb:ENTITY/PROJECT or local run folders, not both")
     try:
-        sweep = (load_wandb(wandb_sources[0][len("wandb:"):], _filters(args.filter), args.cache) if wandb_sources
-                 else load_local(args.runs))
+        sweep = (
+            load_wandb(wandb_sources[0][len("wandb:") :], _filters(args.filter), args.cache)
+            if wandb_sources
+            else load_local(args.runs)
+        )
     except (RuntimeError, FileNotFoundError) as error:  # no runs, no key, no server: a message, not a traceback
         raise SystemExit(f"python -m analysis: {error}") from None
     loaded = time.perf_counter()
     try:
-        paths = write_report(sweep, args.out, references=parse_references(args.reference),
-                             aggregation=args.aggregation, reference_pool=parse_pool(args.reference_pool),
-                             num_bins=args.bins, ties=args.ties, subsample=not args.no_subsample, repeats=args.repeats)
+        paths = write_report(
+            sweep,
+            args.out,
+            references=parse_references(args.reference),
+            aggregation=args.aggregation,
+            reference_pool=parse_pool(args.reference_pool),
+            num_bins=args.bins,
+            ties=args.ties,
+            subsample=not args.no_subsample,
+            repeats=args.repeats,
+        )
     except ValueError as error:  # a bad --reference / --reference-pool, a sweep with nothing to compare
         print(f"python -m analysis: {error}", file=sys.stderr)
         return 2
     figures = [p for p in paths if p.suffix == ".png"]
     tables = [p for p in paths if p.suffix == ".csv"]
     pool = (assign_roles(sweep.runs, parse_pool(args.reference_pool)) == "reference").sum()
-    print(f"{len(sweep.runs)} runs ({pool} in the reference pool), {sweep.problems.unique_id.nunique()} problems, "
-          f"settings: {', '.join(sweep.settings)}")
-    print(f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures (PNG + PDF) and {len(tables)} tables "
-          f"to {args.out} in {time.perf_counter() - loaded:.1f} s")
+    print(
+        f"{len(sweep.runs)} runs ({pool} in the reference pool), {sweep.problems.unique_id.nunique()} problems, "
+        f"settings: {', '.join(sweep.settings)}"
+    )
+    print(
+        f"loaded in {loaded - started:.1f} s; wrote {len(figures)} figures (PNG + PDF) and {len(tables)} tables "
+        f"to {args.out} in {time.perf_counter() - loaded:.1f} s"
+    )
     for path in figures:
         print(f"  {path}")
     if args.wandb:

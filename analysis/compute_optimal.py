@@ -38,7 +38,8 @@ def candidate_matrix(points: pd.DataFrame, budget: int) -> pd.DataFrame:
     """Problems x candidates ("variant | aggregation") at one budget: accuracy averaged over seeds."""
     at = points[points.budget == budget]
     table = at.assign(candidate=at.variant + " | " + at.aggregation).pivot_table(
-        index="unique_id", columns="candidate", values="correct", aggfunc="mean")
+        index="unique_id", columns="candidate", values="correct", aggfunc="mean"
+    )
     return table.sort_index(axis=1)
 
 
@@ -85,9 +86,17 @@ def select_per_bin(matrix: pd.DataFrame, bins: pd.Series, repeats: int = 1) -> t
         choice = _best(values, members, names)
         if choice is not None:
             in_sample[members] = values[members, choice]
-        selections.append({"bin": int(b), "fold": "all", "repeat": None, "selected": names[choice] if choice is not None
-                           else None, "selected_on": int(members.sum()),
-                           "selection_accuracy": mean(members, choice), "heldout_accuracy": np.nan})
+        selections.append(
+            {
+                "bin": int(b),
+                "fold": "all",
+                "repeat": None,
+                "selected": names[choice] if choice is not None else None,
+                "selected_on": int(members.sum()),
+                "selection_accuracy": mean(members, choice),
+                "heldout_accuracy": np.nan,
+            }
+        )
     ids = pd.Series(matrix.index, index=matrix.index)
     for repeat in range(repeats):
         folds = fold_assignment(ids, bins, salt=repeat).to_numpy()
@@ -103,9 +112,17 @@ def select_per_bin(matrix: pd.DataFrame, bins: pd.Series, repeats: int = 1) -> t
                     cv[test] = np.nan
                     continue
                 cv[test] += values[test, choice] / repeats
-                selections.append({"bin": int(b), "fold": "AB"[fold], "repeat": repeat, "selected": names[choice],
-                                   "selected_on": int(train.sum()), "selection_accuracy": mean(train, choice),
-                                   "heldout_accuracy": mean(test, choice)})
+                selections.append(
+                    {
+                        "bin": int(b),
+                        "fold": "AB"[fold],
+                        "repeat": repeat,
+                        "selected": names[choice],
+                        "selected_on": int(train.sum()),
+                        "selection_accuracy": mean(train, choice),
+                        "heldout_accuracy": mean(test, choice),
+                    }
+                )
     return pd.Series(cv, index=matrix.index), pd.Series(in_sample, index=matrix.index), selections
 
 
@@ -119,8 +136,12 @@ def shared_budgets(points: pd.DataFrame) -> list[int]:
     return sorted(shared or set(points.budget))
 
 
-def compute_optimal(points: pd.DataFrame, bins: Iterable[str] = ("oracle_bin", "model_bin"), repeats: int = 1,
-                    budgets: Iterable[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compute_optimal(
+    points: pd.DataFrame,
+    bins: Iterable[str] = ("oracle_bin", "model_bin"),
+    repeats: int = 1,
+    budgets: Iterable[int] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute-optimal curves per setting and budget.
 
     `points`: long table (analysis.runs.long_points) with bin columns (analysis.difficulty.add_bins).
@@ -148,12 +169,21 @@ def compute_optimal(points: pd.DataFrame, bins: Iterable[str] = ("oracle_bin", "
                 if groups.notna().sum() == 0:
                     continue
                 cv, in_sample, selections = select_per_bin(matrix, groups.astype("float"), repeats)
-                methods = {BEST_SINGLE: cv} if scheme == "all" else {
-                    method_name(scheme, CV): cv, method_name(scheme, IN_SAMPLE): in_sample}
+                methods = (
+                    {BEST_SINGLE: cv}
+                    if scheme == "all"
+                    else {method_name(scheme, CV): cv, method_name(scheme, IN_SAMPLE): in_sample}
+                )
                 valid = groups.reindex(cv.index)
                 for method, values in methods.items():
-                    row = {"setting": setting, "method": method, "bins": scheme, "budget": int(budget),
-                           "accuracy": float(values.mean()), "problems": int(values.notna().sum())}
+                    row = {
+                        "setting": setting,
+                        "method": method,
+                        "bins": scheme,
+                        "budget": int(budget),
+                        "accuracy": float(values.mean()),
+                        "problems": int(values.notna().sum()),
+                    }
                     if scheme != "all":
                         for b, members in values.groupby(valid):
                             row[f"bin_{int(b)}"] = float(members.mean())

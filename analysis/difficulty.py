@@ -56,17 +56,22 @@ def parse_pool(spec: str | None) -> tuple | None:
         return None
     parts = spec.split(":")
     try:
-        if len(parts) >= 3 and all(x.strip().lstrip("-").isdigit() for x in parts[-1].split(",")) \
-                and parts[-2].strip().isdigit():
+        if (
+            len(parts) >= 3
+            and all(x.strip().lstrip("-").isdigit() for x in parts[-1].split(","))
+            and parts[-2].strip().isdigit()
+        ):
             return ":".join(parts[:-2]), int(parts[-2]), tuple(int(x) for x in parts[-1].split(","))
         return ":".join(parts[:-1]), int(parts[-1])
     except ValueError:
-        raise ValueError(f"--reference-pool {spec!r}: expected VARIANT:N or VARIANT:N:SEED,SEED, "
-                         f"e.g. best_of_n:256 or best_of_n:256:100") from None
+        raise ValueError(
+            f"--reference-pool {spec!r}: expected VARIANT:N or VARIANT:N:SEED,SEED, "
+            f"e.g. best_of_n:256 or best_of_n:256:100"
+        ) from None
 
 
 def assign_roles(runs: pd.DataFrame, reference: tuple | None = None) -> pd.Series:
-    """"reference" or "candidate" per row of `runs` (any table with variant, strategy, n, seed columns).
+    """ "reference" or "candidate" per row of `runs` (any table with variant, strategy, n, seed columns).
 
     `reference` None: best-of-N runs with seed >= REFERENCE_SEED; else (variant, n) or (variant, n, seeds)."""
     if reference is None:
@@ -80,17 +85,20 @@ def assign_roles(runs: pd.DataFrame, reference: tuple | None = None) -> pd.Serie
 
 
 def no_pool_message(setting: str) -> str:
-    return (f"{setting}: no oracle/model difficulty bins: they need a reference pool of runs that no curve scores "
-            f"(best-of-N with seed >= {REFERENCE_SEED}); make one with `{POOL_COMMAND}` plus the sweep's "
-            f"model/prm/dataset overrides, or name one with --reference-pool VARIANT:N (level bins need none)")
+    return (
+        f"{setting}: no oracle/model difficulty bins: they need a reference pool of runs that no curve scores "
+        f"(best-of-N with seed >= {REFERENCE_SEED}); make one with `{POOL_COMMAND}` plus the sweep's "
+        f"model/prm/dataset overrides, or name one with --reference-pool VARIANT:N (level bins need none)"
+    )
 
 
 def stable_hash(unique_id: str) -> int:
     return zlib.crc32(str(unique_id).encode())
 
 
-def quantile_bins(values: pd.Series, ids: pd.Series, num_bins: int = 5, ties: str = "split",
-                  higher_is_easier: bool = True) -> pd.Series:
+def quantile_bins(
+    values: pd.Series, ids: pd.Series, num_bins: int = 5, ties: str = "split", higher_is_easier: bool = True
+) -> pd.Series:
     """Bin 1 .. num_bins for each value (1 = easiest). NaN values get no bin. See the module docstring for ties."""
     if ties not in ("split", "group"):
         raise ValueError(f"ties must be 'split' or 'group', got {ties!r}")
@@ -101,8 +109,10 @@ def quantile_bins(values: pd.Series, ids: pd.Series, num_bins: int = 5, ties: st
     if m == 0:
         return result
     difficulty = -values[ok] if higher_is_easier else values[ok]
-    order = pd.DataFrame({"d": difficulty.to_numpy(), "h": [stable_hash(i) for i in ids[ok]],
-                          "id": ids[ok].astype(str).to_numpy()}, index=difficulty.index)
+    order = pd.DataFrame(
+        {"d": difficulty.to_numpy(), "h": [stable_hash(i) for i in ids[ok]], "id": ids[ok].astype(str).to_numpy()},
+        index=difficulty.index,
+    )
     order = order.sort_values(["d", "h", "id"], kind="mergesort")
     position = pd.Series(np.arange(m, dtype=float), index=order.index)
     if ties == "group":
@@ -130,26 +140,33 @@ def reference_pool(problems: pd.DataFrame, reference: tuple | None = None) -> pd
     return largest[largest.variant == variant]
 
 
-def problem_difficulty(problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5,
-                       ties: str = "split") -> pd.DataFrame:
+def problem_difficulty(
+    problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5, ties: str = "split"
+) -> pd.DataFrame:
     """One row per (setting, unique_id) of the pool: pooled pass@1, mean PRM score, oracle_bin, model_bin."""
     frames = []
     for setting, part in problems.groupby("setting", sort=True):
         pool = reference_pool(part, reference)
-        per_problem = (pool.groupby("unique_id", as_index=False)
-                       .agg(pass1=("pass@1", "mean"), mean_score=("mean_score", "mean"),
-                            samples=("completions", "sum")))
+        per_problem = pool.groupby("unique_id", as_index=False).agg(
+            pass1=("pass@1", "mean"), mean_score=("mean_score", "mean"), samples=("completions", "sum")
+        )
         per_problem.insert(0, "setting", setting)
         per_problem["reference"] = f"{pool.variant.iloc[0]} n={pool.n.iloc[0]} x{pool.seed.nunique()} seeds"
         per_problem["oracle_bin"] = quantile_bins(per_problem.pass1, per_problem.unique_id, num_bins, ties).to_numpy()
-        per_problem["model_bin"] = quantile_bins(per_problem.mean_score, per_problem.unique_id, num_bins,
-                                                 ties).to_numpy()
+        per_problem["model_bin"] = quantile_bins(
+            per_problem.mean_score, per_problem.unique_id, num_bins, ties
+        ).to_numpy()
         frames.append(per_problem)
     return pd.concat(frames, ignore_index=True)
 
 
-def add_bins(problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5,
-             ties: str = "split", difficulty: pd.DataFrame | None = None) -> pd.DataFrame:
+def add_bins(
+    problems: pd.DataFrame,
+    reference: tuple | None = None,
+    num_bins: int = 5,
+    ties: str = "split",
+    difficulty: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The candidate rows of `problems` with oracle_bin and model_bin columns from the reference pool (a candidate
     problem the pool never saw gets no bin, and a warning says how many)."""
     roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)
@@ -161,6 +178,9 @@ def add_bins(problems: pd.DataFrame, reference: tuple | None = None, num_bins: i
     merged = merged.merge(difficulty[columns], on=["setting", "unique_id"], how="left")
     unbinned = merged.loc[merged.oracle_bin.isna(), "unique_id"].nunique()
     if unbinned:
-        log.warning("%d candidate problems are not in the reference pool: they get no oracle/model bin and are left "
-                    "out of the curves by those bins", unbinned)
+        log.warning(
+            "%d candidate problems are not in the reference pool: they get no oracle/model bin and are left "
+            "out of the curves by those bins",
+            unbinned,
+        )
     return merged

@@ -78,8 +78,9 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
     """Run the audit and print the report to ``out``; returns its figures."""
     runs = find_run_dirs(paths)
     if not runs:
-        raise FileNotFoundError(f"no run directory (with results/ or results.jsonl) under "
-                                f"{', '.join(str(p) for p in paths)}")
+        raise FileNotFoundError(
+            f"no run directory (with results/ or results.jsonl) under {', '.join(str(p) for p in paths)}"
+        )
     pairs, per_problem = collect(runs)
     with AnswerGrader(timeout=timeout) as grader:
         ours = grader.grade_many([a for a, _ in pairs], [g for _, g in pairs])
@@ -112,23 +113,35 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
                 if k is not None and len(by_key[k]) < MAX_GROUP:
                     by_key[k].append(a)
             for k, members in by_key.items():
-                candidates += [(k, members[i], members[j]) for i in range(len(members))
-                               for j in range(i + 1, len(members))]
+                candidates += [
+                    (k, members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))
+                ]
         candidates = list(dict.fromkeys(candidates))
         verdicts = grader.worker.run("mv", [[b, a] for _, a, b in candidates], timeout) if candidates else []
         merged = [(k, a, b, v) for (k, a, b), v in zip(candidates, verdicts) if v is not True]
-        print(f"\nkeys merging answers math_verify separates: {len(merged)} of {len(candidates)} merged pairs",
-              file=out)
+        print(
+            f"\nkeys merging answers math_verify separates: {len(merged)} of {len(candidates)} merged pairs", file=out
+        )
         for k, a, b, v in merged:
-            print(f"  {a!r} and {b!r} (key {k[:60]!r}; math_verify {_verdict(v if isinstance(v, bool) else None)})",
-                  file=out)
-    return {"pairs": total, "agree": agree, "disagreements": {k: len(v) for k, v in groups.items()},
-            "merged": len(merged), "merged_checked": len(candidates)}
+            print(
+                f"  {a!r} and {b!r} (key {k[:60]!r}; math_verify {_verdict(v if isinstance(v, bool) else None)})",
+                file=out,
+            )
+    return {
+        "pairs": total,
+        "agree": agree,
+        "disagreements": {k: len(v) for k, v in groups.items()},
+        "merged": len(merged),
+        "merged_checked": len(candidates),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.grading_audit", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.grading_audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("runs", nargs="+", type=Path, help="run directories, or folders holding run directories")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per comparison, for both graders")
     args = ap.parse_args(argv)

@@ -21,10 +21,11 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
 AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
-BIN_TITLES = {"oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
-              "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; "
-                           "1 = easiest)",
-              "level": "MATH level"}
+BIN_TITLES = {
+    "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
+    "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
+    "level": "MATH level",
+}
 BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
 
@@ -40,8 +41,9 @@ def colours(variants: Sequence[str]) -> dict[str, tuple]:
     return {v: cmap(i % 10) for i, v in enumerate(sorted(variants))}
 
 
-def _log2_axis(ax, budgets: Sequence[int],
-               label: str = "budget N (completions / beams per problem), log2 scale") -> None:
+def _log2_axis(
+    ax, budgets: Sequence[int], label: str = "budget N (completions / beams per problem), log2 scale"
+) -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted(set(int(b) for b in budgets))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -58,8 +60,17 @@ def _references(ax, references: dict[str, float] | None) -> None:
 def _legend_below(fig, ax, title: str) -> None:
     """One legend for all panels, under them, so it never hides data."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5), fontsize=8.5,
-               title=title, title_fontsize=8.5, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(labels), 5),
+        fontsize=8.5,
+        title=title,
+        title_fontsize=8.5,
+        frameon=False,
+    )
 
 
 def _save(fig, path: Path) -> Path:
@@ -71,8 +82,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "",
-                  references: dict[str, float] | None = None) -> Path:
+def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: dict[str, float] | None = None) -> Path:
     """One panel per aggregation: accuracy vs N per strategy variant; band = min..max over seeds."""
     aggs = [a for a in AGG_LABELS if a in set(acc.aggregation)]
     palette = colours(acc.variant.unique())
@@ -82,8 +92,9 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "",
             part = part.sort_values("budget")
             ax.plot(part.budget, part.accuracy, marker="o", markersize=3.5, color=palette[variant], label=variant)
             if (part.seeds > 1).any():
-                ax.fill_between(part.budget, part.acc_min, part.acc_max, color=palette[variant], alpha=0.18,
-                                linewidth=0)
+                ax.fill_between(
+                    part.budget, part.acc_min, part.acc_max, color=palette[variant], alpha=0.18, linewidth=0
+                )
         _references(ax, references)
         _log2_axis(ax, acc.budget.unique())
         ax.set_title(AGG_LABELS[agg])
@@ -95,13 +106,19 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "",
     return _save(fig, path)
 
 
-def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str = "weighted",
-             budgets: Sequence[int] | None = None, title: str = "") -> Path:
+def bin_bars(
+    points: pd.DataFrame,
+    bin_column: str,
+    path: Path,
+    aggregation: str = "weighted",
+    budgets: Sequence[int] | None = None,
+    title: str = "",
+) -> Path:
     """One panel per budget N: accuracy per difficulty bin, one bar per strategy variant; whiskers over seeds."""
     data = points[(points.aggregation == aggregation) & points[bin_column].notna()]
     budgets = sorted(budgets or data.budget.unique())
     data = data[data.budget.isin(budgets)]
-    per_seed = (data.groupby(["variant", "budget", bin_column, "seed"], as_index=False).correct.mean())
+    per_seed = data.groupby(["variant", "budget", bin_column, "seed"], as_index=False).correct.mean()
     summary = per_seed.groupby(["variant", "budget", bin_column]).correct.agg(["mean", "min", "max"]).reset_index()
     variants = sorted(summary.variant.unique())
     palette = colours(points.variant.unique())
@@ -117,15 +134,23 @@ def bin_bars(points: pd.DataFrame, bin_column: str, path: Path, aggregation: str
             part = at[at.variant == variant].set_index(bin_column).reindex(bins)
             x = np.arange(len(bins)) + (i - (len(variants) - 1) / 2) * width
             err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]]).clip(min=0)
-            ax.bar(x, part["mean"], width=width, color=palette[variant], label=variant, yerr=err, capsize=2,
-                   error_kw={"elinewidth": 0.8})
+            ax.bar(
+                x,
+                part["mean"],
+                width=width,
+                color=palette[variant],
+                label=variant,
+                yerr=err,
+                capsize=2,
+                error_kw={"elinewidth": 0.8},
+            )
         ax.set_xticks(np.arange(len(bins)))
         ax.set_xticklabels([f"{b}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8)
         ax.set_xlabel("difficulty bin (n = problems)" if bin_column != "level" else "MATH level (n = problems)")
         ax.set_title(f"N = {budget}")
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes.flat[len(budgets):]:
+    for ax in axes.flat[len(budgets) :]:
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel(f"accuracy ({AGG_LABELS.get(aggregation, aggregation)})")
@@ -147,8 +172,14 @@ CAPTION = (
 )
 
 
-def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, aggregation: str = "weighted",
-                          title: str = "", references: dict[str, float] | None = None) -> Path:
+def compute_optimal_curve(
+    curves: pd.DataFrame,
+    acc: pd.DataFrame,
+    path: Path,
+    aggregation: str = "weighted",
+    title: str = "",
+    references: dict[str, float] | None = None,
+) -> Path:
     """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against each single strategy, with a
     caption under the axes that says what each curve is."""
     import textwrap
@@ -158,8 +189,16 @@ def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, a
     singles = acc[acc.aggregation == aggregation]
     for variant, part in singles.groupby("variant"):
         part = part.sort_values("budget")
-        ax.plot(part.budget, part.accuracy, marker="o", markersize=3, linewidth=1.2, alpha=0.85,
-                color=palette[variant], label=f"{variant}, {aggregation}")
+        ax.plot(
+            part.budget,
+            part.accuracy,
+            marker="o",
+            markersize=3,
+            linewidth=1.2,
+            alpha=0.85,
+            color=palette[variant],
+            label=f"{variant}, {aggregation}",
+        )
     for method, part in curves.groupby("method", sort=True):
         part = part.sort_values("budget")
         if method.startswith("best single"):
@@ -167,8 +206,16 @@ def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, a
         else:
             colour, marker = next((s for key, s in CURVE_STYLES.items() if f"by {key}" in method), ("tab:red", "o"))
             line = ":" if "in-sample" in method else "-"
-        ax.plot(part.budget, part.accuracy, color=colour, marker=marker, markersize=4.5, linestyle=line,
-                linewidth=2.2 if line == "-" else 1.6, label=method)
+        ax.plot(
+            part.budget,
+            part.accuracy,
+            color=colour,
+            marker=marker,
+            markersize=4.5,
+            linestyle=line,
+            linewidth=2.2 if line == "-" else 1.6,
+            label=method,
+        )
     _references(ax, references)
     _log2_axis(ax, sorted(set(curves.budget) | set(singles.budget)))
     ax.set_ylabel("accuracy")
@@ -181,8 +228,9 @@ def compute_optimal_curve(curves: pd.DataFrame, acc: pd.DataFrame, path: Path, a
     return _save(fig, path)
 
 
-def accuracy_vs_tokens(acc: pd.DataFrame, path: Path, title: str = "",
-                       references: dict[str, float] | None = None) -> Path:
+def accuracy_vs_tokens(
+    acc: pd.DataFrame, path: Path, title: str = "", references: dict[str, float] | None = None
+) -> Path:
     """Accuracy vs mean generated tokens per problem (log2), one line per (variant, aggregation); the marker shape
     says the budget N (a legend, not per-point labels, so nothing collides however close the points are)."""
     from matplotlib.lines import Line2D
@@ -193,22 +241,48 @@ def accuracy_vs_tokens(acc: pd.DataFrame, path: Path, title: str = "",
     fig, ax = plt.subplots(figsize=(10.5, 5.4))
     for (variant, agg), part in acc.groupby(["variant", "aggregation"]):
         part = part.sort_values("tokens_per_problem")
-        ax.plot(part.tokens_per_problem, part.accuracy, color=palette[variant], linestyle=AGG_STYLES.get(agg, "-"),
-                linewidth=1.2, label=f"{variant}, {AGG_LABELS.get(agg, agg)}")
+        ax.plot(
+            part.tokens_per_problem,
+            part.accuracy,
+            color=palette[variant],
+            linestyle=AGG_STYLES.get(agg, "-"),
+            linewidth=1.2,
+            label=f"{variant}, {AGG_LABELS.get(agg, agg)}",
+        )
         for budget, point in part.groupby("budget"):
-            ax.scatter(point.tokens_per_problem, point.accuracy, marker=markers[int(budget)], s=22,
-                       color=palette[variant], zorder=3)
+            ax.scatter(
+                point.tokens_per_problem,
+                point.accuracy,
+                marker=markers[int(budget)],
+                s=22,
+                color=palette[variant],
+                zorder=3,
+            )
     _references(ax, references)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (mean), log2 scale")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.grid(alpha=0.3)
-    lines = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-                      ncol=1 if acc.variant.nunique() < 6 else 2, title="strategy, aggregation", title_fontsize=8)
+    lines = ax.legend(
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        ncol=1 if acc.variant.nunique() < 6 else 2,
+        title="strategy, aggregation",
+        title_fontsize=8,
+    )
     ax.add_artist(lines)
     shapes = [Line2D([], [], color="0.3", marker=markers[b], linestyle="none", label=f"N = {b}") for b in budgets]
-    ax.legend(handles=shapes, fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False,
-              title="budget", title_fontsize=8)
+    ax.legend(
+        handles=shapes,
+        fontsize=8,
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+        frameon=False,
+        title="budget",
+        title_fontsize=8,
+    )
     ax.set_title(title or "Accuracy vs generated tokens")
     fig.tight_layout()
     return _save(fig, path)

@@ -74,15 +74,23 @@ def setting_dir(out_dir: str | Path, setting: str, settings: list[str]) -> Path:
     return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
 
 
-def analyse_setting(part: Sweep, reference_pool: tuple | None = None, num_bins: int = 5, ties: str = "split",
-                    subsample: bool = True, repeats: int = 1) -> dict:
+def analyse_setting(
+    part: Sweep,
+    reference_pool: tuple | None = None,
+    num_bins: int = 5,
+    ties: str = "split",
+    subsample: bool = True,
+    repeats: int = 1,
+) -> dict:
     """Tables of one setting: {"problems", "difficulty", "points", "accuracy", "curves", "selections", "bins",
     "refused"} (refused: the one-line reason oracle/model bins are missing, or None)."""
     problems = part.problems if "role" in part.problems.columns else with_roles(part, reference_pool).problems
     candidates = problems[problems.role == CANDIDATE]
     if candidates.empty:
-        raise NoReferencePool(f"{problems.setting.iloc[0]}: every run is in the reference pool; there is nothing "
-                              f"to compare (the pool's runs are never scored)")
+        raise NoReferencePool(
+            f"{problems.setting.iloc[0]}: every run is in the reference pool; there is nothing "
+            f"to compare (the pool's runs are never scored)"
+        )
     refused = None
     try:
         difficulty = problem_difficulty(problems, reference_pool, num_bins, ties)
@@ -95,13 +103,29 @@ def analyse_setting(part: Sweep, reference_pool: tuple | None = None, num_bins: 
     points = long_points(binned, subsample=subsample)
     acc = accuracy_table(points)
     curves, selections = compute_optimal(points, bins=bin_columns, repeats=repeats)
-    return {"problems": binned, "difficulty": difficulty, "points": points, "accuracy": acc, "curves": curves,
-            "selections": selections, "bins": bin_columns, "refused": refused}
+    return {
+        "problems": binned,
+        "difficulty": difficulty,
+        "points": points,
+        "accuracy": acc,
+        "curves": curves,
+        "selections": selections,
+        "bins": bin_columns,
+        "refused": refused,
+    }
 
 
-def write_setting(part: Sweep, target: str | Path, references: dict[str, float] | None = None,
-                  aggregation: str = "weighted", reference_pool: tuple | None = None, num_bins: int = 5,
-                  ties: str = "split", subsample: bool = True, repeats: int = 1) -> tuple[dict, list[Path]]:
+def write_setting(
+    part: Sweep,
+    target: str | Path,
+    references: dict[str, float] | None = None,
+    aggregation: str = "weighted",
+    reference_pool: tuple | None = None,
+    num_bins: int = 5,
+    ties: str = "split",
+    subsample: bool = True,
+    repeats: int = 1,
+) -> tuple[dict, list[Path]]:
     """Tables (CSV) and figures (PNG, and PDF beside each) of one setting into `target`; returns (tables, paths)."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -118,11 +142,18 @@ def write_setting(part: Sweep, target: str | Path, references: dict[str, float] 
     if result["difficulty"] is not None:
         tables["difficulty.csv"] = result["difficulty"]
     for bins in result["bins"]:
-        per_bin = (points.dropna(subset=[bins]).groupby(["variant", "aggregation", "budget", bins, "seed"])
-                   .correct.mean().groupby(level=[0, 1, 2, 3]).agg(["mean", "min", "max"]).reset_index())
+        per_bin = (
+            points.dropna(subset=[bins])
+            .groupby(["variant", "aggregation", "budget", bins, "seed"])
+            .correct.mean()
+            .groupby(level=[0, 1, 2, 3])
+            .agg(["mean", "min", "max"])
+            .reset_index()
+        )
         counts = points.dropna(subset=[bins]).groupby(["variant", "aggregation", "budget", bins]).unique_id.nunique()
-        tables[f"accuracy_by_{bins}.csv"] = per_bin.merge(counts.rename("problems").reset_index(),
-                                                          on=["variant", "aggregation", "budget", bins])
+        tables[f"accuracy_by_{bins}.csv"] = per_bin.merge(
+            counts.rename("problems").reset_index(), on=["variant", "aggregation", "budget", bins]
+        )
     written: list[Path] = []
     for name, table in tables.items():
         table.to_csv(target / name, index=False)
@@ -130,28 +161,56 @@ def write_setting(part: Sweep, target: str | Path, references: dict[str, float] 
     setting = part.settings[0]
     suffix = f" - {setting}"
     run_budgets = sorted(part.runs[part.runs.run_id.isin(problems.run_id)].n.unique())
-    written += _with_pdf(plots.accuracy_vs_n(acc, target / "accuracy_vs_n.png",
-                                             title=f"Accuracy vs test-time compute{suffix}", references=references))
+    written += _with_pdf(
+        plots.accuracy_vs_n(
+            acc, target / "accuracy_vs_n.png", title=f"Accuracy vs test-time compute{suffix}", references=references
+        )
+    )
     for bins in result["bins"]:
-        written += _with_pdf(plots.bin_bars(points, bins, target / f"bins_{bins.replace('_bin', '')}.png",
-                                            aggregation=aggregation, budgets=run_budgets,
-                                            title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
-                                                  f"{plots.AGG_LABELS.get(aggregation, aggregation)}{suffix}"))
+        written += _with_pdf(
+            plots.bin_bars(
+                points,
+                bins,
+                target / f"bins_{bins.replace('_bin', '')}.png",
+                aggregation=aggregation,
+                budgets=run_budgets,
+                title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
+                f"{plots.AGG_LABELS.get(aggregation, aggregation)}{suffix}",
+            )
+        )
     if not curves.empty:
-        written += _with_pdf(plots.compute_optimal_curve(curves, acc, target / "compute_optimal.png",
-                                                         aggregation=aggregation, references=references,
-                                                         title=f"Compute-optimal vs single strategies{suffix}"))
-    written += _with_pdf(plots.accuracy_vs_tokens(acc, target / "accuracy_vs_tokens.png",
-                                                  title=f"Accuracy vs generated tokens{suffix}", references=references))
+        written += _with_pdf(
+            plots.compute_optimal_curve(
+                curves,
+                acc,
+                target / "compute_optimal.png",
+                aggregation=aggregation,
+                references=references,
+                title=f"Compute-optimal vs single strategies{suffix}",
+            )
+        )
+    written += _with_pdf(
+        plots.accuracy_vs_tokens(
+            acc, target / "accuracy_vs_tokens.png", title=f"Accuracy vs generated tokens{suffix}", references=references
+        )
+    )
     if set(problems.strategy) & SEQUENTIAL_STRATEGIES:
         for path in _sequential_figures(problems, target):
             written += _with_pdf(path)
     return result, written
 
 
-def write_report(sweep: Sweep, out_dir: str | Path, references: dict[str, float] | None = None,
-                 aggregation: str = "weighted", reference_pool: tuple | None = None, num_bins: int = 5,
-                 ties: str = "split", subsample: bool = True, repeats: int = 1) -> list[Path]:
+def write_report(
+    sweep: Sweep,
+    out_dir: str | Path,
+    references: dict[str, float] | None = None,
+    aggregation: str = "weighted",
+    reference_pool: tuple | None = None,
+    num_bins: int = 5,
+    ties: str = "split",
+    subsample: bool = True,
+    repeats: int = 1,
+) -> list[Path]:
     """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,8 +220,17 @@ def write_report(sweep: Sweep, out_dir: str | Path, references: dict[str, float]
     settings = sweep.settings
     for setting in settings:
         started = time.perf_counter()
-        _, paths = write_setting(sweep.setting(setting), setting_dir(out_dir, setting, settings), references,
-                                 aggregation, reference_pool, num_bins, ties, subsample, repeats)
+        _, paths = write_setting(
+            sweep.setting(setting),
+            setting_dir(out_dir, setting, settings),
+            references,
+            aggregation,
+            reference_pool,
+            num_bins,
+            ties,
+            subsample,
+            repeats,
+        )
         written += paths
         log.info("%s: %d figures and tables in %.1f s", setting, len(paths), time.perf_counter() - started)
     return written

@@ -8,7 +8,8 @@
     sweep.runs       # one row per run
 
 There is one parser: a W&B run is pulled back by downloading its `results` artifact (results/ + config.yaml +
-metrics.json, as `tts.tracking.tracker` logs it) into a cache folder, which is then read exactly like a local run directory.
+metrics.json, as `tts.tracking.tracker` logs it) into a cache folder, which is then read exactly like a local run
+directory.
 
 Columns of `problems`:
   run_id, setting, strategy, variant, <knob columns>, n, seed, reduction, unique_id, level, subject,
@@ -28,18 +29,20 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from tts.store.merge import RANGE_KEYS as SHARD_KEYS, identity_of
 from tts.data.records import ProblemRecord
-from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
 from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
+from tts.store.merge import RANGE_KEYS as SHARD_KEYS
+from tts.store.merge import identity_of
+from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,16 @@ IID_STRATEGIES = {"best_of_n"}
 # (model.*, prm.*, dataset.*) makes a different setting.
 KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
 # Fields that never distinguish runs: sharding, bookkeeping, and the sweep axes themselves.
-IGNORED_FIELDS = {"n", "seed", *(f"dataset.{k}" for k in SHARD_KEYS), "strategy.name", "strategy.search_batch_size",
-                  "scoring.grading_timeout", "scoring.subset_draws", "batch_size"}
+IGNORED_FIELDS = {
+    "n",
+    "seed",
+    *(f"dataset.{k}" for k in SHARD_KEYS),
+    "strategy.name",
+    "strategy.search_batch_size",
+    "scoring.grading_timeout",
+    "scoring.subset_draws",
+    "batch_size",
+}
 _COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
 
@@ -66,10 +77,11 @@ class Sweep:
     def settings(self) -> list[str]:
         return sorted(self.problems["setting"].unique())
 
-    def setting(self, name: str) -> "Sweep":
+    def setting(self, name: str) -> Sweep:
         """The part of the sweep that ran under one model/prm/dataset setting."""
-        return Sweep(self.problems[self.problems.setting == name].copy(), self.runs[self.runs.setting == name].copy(),
-                     self.knobs)
+        return Sweep(
+            self.problems[self.problems.setting == name].copy(), self.runs[self.runs.setting == name].copy(), self.knobs
+        )
 
 
 # -- reading run directories (found by tts.store.run_dir.find_run_dirs) ------------------------------------------------
@@ -171,19 +183,31 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
                 kept.append(record)
         rows = [_problem_row(record, n, reduction) for record in kept]
         if dropped:
-            log.warning("%s: %d problems recorded in more than one of %s; kept one copy each", run_id, dropped,
-                        [str(p) for p, _, _ in parts])
+            log.warning(
+                "%s: %d problems recorded in more than one of %s; kept one copy each",
+                run_id,
+                dropped,
+                [str(p) for p, _, _ in parts],
+            )
         frame = pd.DataFrame(rows)
-        meta = {"run_id": run_id, "setting": setting, "strategy": strategy, "variant": variant, "n": n, "seed": seed,
-                "reduction": reduction}
+        meta = {
+            "run_id": run_id,
+            "setting": setting,
+            "strategy": strategy,
+            "variant": variant,
+            "n": n,
+            "seed": seed,
+            "reduction": reduction,
+        }
         for knob in all_knobs:
             meta[knob] = flat.get(knob)
         for position, (key, value) in enumerate(meta.items()):
             frame.insert(position, key, [value] * len(frame))
         problem_frames.append(frame)
         run_row = dict(meta)
-        run_row.update(problems=len(frame), paths=";".join(str(p) for p, _, _ in parts),
-                       source=parts[0][1], config_hash=identity)
+        run_row.update(
+            problems=len(frame), paths=";".join(str(p) for p, _, _ in parts), source=parts[0][1], config_hash=identity
+        )
         metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
             for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
@@ -197,7 +221,9 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
     problems = pd.concat(problem_frames, ignore_index=True)
     runs = pd.DataFrame(run_rows).sort_values(["setting", "strategy", "variant", "n", "seed"]).reset_index(drop=True)
     ordered = [c for c in problems.columns if "@" not in c] + sorted(
-        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), _COLUMN_ORDER.index(c.split("@")[0])))
+        (c for c in problems.columns if "@" in c),
+        key=lambda c: (int(c.split("@")[1]), _COLUMN_ORDER.index(c.split("@")[0])),
+    )
     problems = problems[ordered].sort_values(["setting", "variant", "n", "seed", "unique_id"]).reset_index(drop=True)
     return Sweep(problems=problems, runs=runs, knobs=all_knobs)
 
@@ -205,7 +231,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
 def _short(knob: str) -> str:
     for prefix, replacement in KNOB_ABBREVIATIONS.items():
         if knob.startswith(prefix):
-            return replacement + knob[len(prefix):]
+            return replacement + knob[len(prefix) :]
     return knob
 
 
@@ -217,8 +243,9 @@ def load_local(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Sweep:
     return _build((p, "local") for p in find_run_dirs(paths))
 
 
-def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs",
-                        api=None) -> list[Path]:
+def download_wandb_runs(
+    project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs", api=None
+) -> list[Path]:
     """Download the `results` artifact of every run of `entity/project` matching `filters` (W&B's MongoDB-style
     run filters, e.g. {"config.strategy.name": "beam", "state": "finished"}); returns one local run dir per run.
 
@@ -232,8 +259,10 @@ def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir:
 
         problem = online_problem()  # no key or no server: say so now rather than prompt or hang
         if problem:
-            raise RuntimeError(f"cannot read runs from W&B: {problem}. Local run directories work offline: "
-                               f"python -m analysis multirun --out figs")
+            raise RuntimeError(
+                f"cannot read runs from W&B: {problem}. Local run directories work offline: "
+                f"python -m analysis multirun --out figs"
+            )
         api = wandb.Api(timeout=30)
     cache = Path(cache_dir)
     dirs = []
@@ -255,8 +284,9 @@ def download_wandb_runs(project: str, filters: Optional[dict] = None, cache_dir:
     return dirs
 
 
-def load_wandb(project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs",
-               api=None) -> Sweep:
+def load_wandb(
+    project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs", api=None
+) -> Sweep:
     """A sweep from W&B: download each run's `results` artifact, then parse it as a local run directory."""
     return _build((p, "wandb") for p in download_wandb_runs(project, filters, cache_dir, api))
 
@@ -264,7 +294,7 @@ def load_wandb(project: str, filters: Optional[dict] = None, cache_dir: Union[st
 def load_sweep(source, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs") -> Sweep:
     """`wandb:entity/project` -> W&B; anything else -> local paths."""
     if isinstance(source, str) and source.startswith("wandb:"):
-        return load_wandb(source[len("wandb:"):], filters, cache_dir)
+        return load_wandb(source[len("wandb:") :], filters, cache_dir)
     return load_local(source)
 
 
@@ -289,7 +319,7 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
                 chosen[key] = (row.n, row.run_id)
     by_run = {run_id: frame for run_id, frame in problems.groupby("run_id", sort=False)}
     meta = [c for c in problems.columns if "@" not in c and c not in ("tokens_generated", "tokens_prm")]
-    for (setting, variant, seed, k), (n, run_id) in chosen.items():
+    for (_setting, _variant, _seed, k), (n, run_id) in chosen.items():
         frame = by_run[run_id]
         for agg in AGGREGATIONS:
             part = frame[meta].copy()
@@ -304,9 +334,15 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
 
 def accuracy_table(points: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per (setting, variant, aggregation, budget): mean over seeds, min/max over seeds, tokens per problem."""
-    per_seed = (points.groupby(["setting", "strategy", "variant", "aggregation", "budget", "seed"], as_index=False)
-                .agg(accuracy=("correct", "mean"), tokens=("tokens", "mean"), problems=("unique_id", "nunique")))
-    table = (per_seed.groupby(["setting", "strategy", "variant", "aggregation", "budget"], as_index=False)
-             .agg(accuracy=("accuracy", "mean"), acc_min=("accuracy", "min"), acc_max=("accuracy", "max"),
-                  seeds=("seed", "nunique"), tokens_per_problem=("tokens", "mean"), problems=("problems", "max")))
+    per_seed = points.groupby(["setting", "strategy", "variant", "aggregation", "budget", "seed"], as_index=False).agg(
+        accuracy=("correct", "mean"), tokens=("tokens", "mean"), problems=("unique_id", "nunique")
+    )
+    table = per_seed.groupby(["setting", "strategy", "variant", "aggregation", "budget"], as_index=False).agg(
+        accuracy=("accuracy", "mean"),
+        acc_min=("accuracy", "min"),
+        acc_max=("accuracy", "max"),
+        seeds=("seed", "nunique"),
+        tokens_per_problem=("tokens", "mean"),
+        problems=("problems", "max"),
+    )
     return table.sort_values(["setting", "variant", "aggregation", "budget"]).reset_index(drop=True)

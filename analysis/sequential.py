@@ -45,8 +45,11 @@ def load_runs(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         config, records = read_run_dir(path)
         meta = {
             "setting": "/".join(str(config.get(g, {}).get("name")) for g in ("model", "prm", "dataset")),
-            "strategy": config["strategy"]["name"], "n": int(config["n"]), "seed": int(config["seed"]),
-            LENGTH: config["strategy"].get("revisions_per_chain") if config["strategy"]["name"] == "revisions"
+            "strategy": config["strategy"]["name"],
+            "n": int(config["n"]),
+            "seed": int(config["seed"]),
+            LENGTH: config["strategy"].get("revisions_per_chain")
+            if config["strategy"]["name"] == "revisions"
             else None,
         }
         for record in records:
@@ -88,8 +91,11 @@ def ratio_points(table: pd.DataFrame, aggregation: str = "weighted") -> pd.DataF
     """One row per (problem row, n, L): correctness at K = n of revisions runs (and best-of-n as L = 1)."""
     revisions = table[table.strategy == "revisions"]
     if len(revisions) and (LENGTH not in revisions.columns or revisions[LENGTH].isna().any()):
-        log.warning("revisions runs without a %s column (the loader keeps it only when it varies); pass the run "
-                    "directories to make_figures to read it from their config", LENGTH)
+        log.warning(
+            "revisions runs without a %s column (the loader keeps it only when it varies); pass the run "
+            "directories to make_figures to read it from their config",
+            LENGTH,
+        )
         revisions = revisions[revisions[LENGTH].notna()] if LENGTH in revisions.columns else revisions.iloc[:0]
     frames = []
     for n, part in revisions.groupby("n"):
@@ -135,8 +141,14 @@ def sequential_ratio_figure(table: pd.DataFrame, bins: str, path: Path, aggregat
             acc = curve.groupby("L").agg(ratio=("ratio", "first"), accuracy=("correct", "mean")).reset_index()
             ax.plot(np.log2(acc.ratio), acc.accuracy, marker="o", label=f"n={n}")
             for row in acc.itertuples():
-                ax.annotate(_ratio_label(int(row.L), int(n)), (math.log2(row.ratio), row.accuracy), fontsize=6,
-                            textcoords="offset points", xytext=(0, 4), ha="center")
+                ax.annotate(
+                    _ratio_label(int(row.L), int(n)),
+                    (math.log2(row.ratio), row.accuracy),
+                    fontsize=6,
+                    textcoords="offset points",
+                    xytext=(0, 4),
+                    ha="center",
+                )
         _style(ax, label, "log2 sequential / parallel (L : n/L)", f"accuracy ({aggregation}@n)", part.n.nunique())
     return _save(plt, fig, f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}", path)
 
@@ -180,8 +192,9 @@ def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
     return _save(plt, fig, f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}", path)
 
 
-def make_figures(table: pd.DataFrame | str | Path | Sequence[str | Path], out_dir: str | Path,
-                 aggregation: str = "weighted") -> list[Path]:
+def make_figures(
+    table: pd.DataFrame | str | Path | Sequence[str | Path], out_dir: str | Path, aggregation: str = "weighted"
+) -> list[Path]:
     """Write the revisions and filter-vote figures for every bin column the table has; returns their paths.
 
     `table` is the per-problem table of `analysis.runs` (`sweep.problems`, with bin columns added) or run

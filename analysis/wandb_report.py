@@ -45,22 +45,33 @@ def runs_logger(run_paths: list[str]) -> dict:
         projects.add(logger.get("project") or "tts")
         entities.add(logger.get("entity"))
         modes.add(logger.get("mode") or "offline")
-        groups.add(logger.get("group")
-                   or "/".join(str(config.get(k, {}).get("name")) for k in ("model", "prm", "dataset")))
+        groups.add(
+            logger.get("group") or "/".join(str(config.get(k, {}).get("name")) for k in ("model", "prm", "dataset"))
+        )
     if len(projects) > 1:
-        log.warning("the runs were logged to several W&B projects (%s); the analysis run goes to %s",
-                    ", ".join(sorted(projects)), sorted(projects)[0])
-    return {"project": sorted(projects)[0] if projects else "tts",
-            "entity": next(iter(entities)) if len(entities) == 1 else None,
-            "mode": "online" if modes == {"online"} else "offline",
-            "groups": sorted(groups)}
+        log.warning(
+            "the runs were logged to several W&B projects (%s); the analysis run goes to %s",
+            ", ".join(sorted(projects)),
+            sorted(projects)[0],
+        )
+    return {
+        "project": sorted(projects)[0] if projects else "tts",
+        "entity": next(iter(entities)) if len(entities) == 1 else None,
+        "mode": "online" if modes == {"online"} else "offline",
+        "groups": sorted(groups),
+    }
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
 
 
-def report_spec(project: str, entity: str | None, groups: list[str], figure_keys: list[str],
-                title: str = "Scaling test-time compute") -> dict:
+def report_spec(
+    project: str,
+    entity: str | None,
+    groups: list[str],
+    figure_keys: list[str],
+    title: str = "Scaling test-time compute",
+) -> dict:
     """The report's definition as plain JSON: what `build_report` turns into wandb-workspaces objects."""
     sweep_filter = _filter(groups, "search")
     bins = [k for k in figure_keys if k.rsplit("/", 1)[-1] in BIN_FIGURES]
@@ -72,25 +83,39 @@ def report_spec(project: str, entity: str | None, groups: list[str], figure_keys
         "groups": groups,
         "description": f"Sweep {', '.join(groups)}: accuracy vs N, difficulty bins, compute-optimal curve.",
         "sections": [
-            {"heading": "Accuracy vs N",
-             "runset": {"name": "sweep", "filters": sweep_filter, "groupby": ["strategy.name"]},
-             "panels": [{"kind": "scatter", "title": f"Accuracy at N, {label}", "x": "n",
-                         "y": f"acc_at_n/{agg}"} for agg, label in AGGREGATIONS.items()]
-                       + [{"kind": "scatter", "title": "pass@N", "x": "n", "y": "acc_at_n/pass"}]},
-            {"heading": "Difficulty bins", "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
-             "panels": [{"kind": "media", "title": "Accuracy per difficulty bin", "media_keys": bins}]},
-            {"heading": "Compute-optimal curve", "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
-             "panels": [{"kind": "media", "title": "Compute-optimal vs single strategies", "media_keys": optimal}]},
-            {"heading": "Runs", "runset": {"name": "sweep", "filters": sweep_filter},
-             "panels": [{"kind": "runs_table", "title": "Runs of the sweep"}]},
+            {
+                "heading": "Accuracy vs N",
+                "runset": {"name": "sweep", "filters": sweep_filter, "groupby": ["strategy.name"]},
+                "panels": [
+                    {"kind": "scatter", "title": f"Accuracy at N, {label}", "x": "n", "y": f"acc_at_n/{agg}"}
+                    for agg, label in AGGREGATIONS.items()
+                ]
+                + [{"kind": "scatter", "title": "pass@N", "x": "n", "y": "acc_at_n/pass"}],
+            },
+            {
+                "heading": "Difficulty bins",
+                "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
+                "panels": [{"kind": "media", "title": "Accuracy per difficulty bin", "media_keys": bins}],
+            },
+            {
+                "heading": "Compute-optimal curve",
+                "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
+                "panels": [{"kind": "media", "title": "Compute-optimal vs single strategies", "media_keys": optimal}],
+            },
+            {
+                "heading": "Runs",
+                "runset": {"name": "sweep", "filters": sweep_filter},
+                "panels": [{"kind": "runs_table", "title": "Runs of the sweep"}],
+            },
         ],
     }
 
 
 def _filter(groups: list[str], job_type: str) -> str:
     within = " or ".join(f"Metric('Group') == {json.dumps(g)}" for g in groups)
-    return f"Metric('JobType') == '{job_type}'" + (f" and ({within})" if len(groups) > 1 else
-                                                   f" and {within}" if groups else "")
+    return f"Metric('JobType') == '{job_type}'" + (
+        f" and ({within})" if len(groups) > 1 else f" and {within}" if groups else ""
+    )
 
 
 def build_report(spec: dict):
@@ -99,20 +124,31 @@ def build_report(spec: dict):
 
     blocks: list[Any] = [wr.P(spec["description"])]
     for section in spec["sections"]:
-        runset = wr.Runset(entity=spec["entity"] or "", project=spec["project"], name=section["runset"]["name"],
-                           filters=section["runset"]["filters"], groupby=section["runset"].get("groupby", []))
+        runset = wr.Runset(
+            entity=spec["entity"] or "",
+            project=spec["project"],
+            name=section["runset"]["name"],
+            filters=section["runset"]["filters"],
+            groupby=section["runset"].get("groupby", []),
+        )
         panels: list[Any] = []
         for panel in section["panels"]:
             if panel["kind"] == "scatter":
-                panels.append(wr.ScatterPlot(title=panel["title"], x=wr.Config(panel["x"]),
-                                             y=wr.SummaryMetric(panel["y"])))
+                panels.append(
+                    wr.ScatterPlot(title=panel["title"], x=wr.Config(panel["x"]), y=wr.SummaryMetric(panel["y"]))
+                )
             elif panel["kind"] == "media":
                 panels.append(wr.MediaBrowser(title=panel["title"], media_keys=panel["media_keys"]))
             elif panel["kind"] == "runs_table":
                 panels.append(wr.RunComparer(diff_only="split"))
         blocks += [wr.H1(section["heading"]), wr.PanelGrid(runsets=[runset], panels=panels)]
-    return wr.Report(project=spec["project"], entity=spec["entity"] or "", title=spec["title"],
-                     description=spec["description"], blocks=blocks)
+    return wr.Report(
+        project=spec["project"],
+        entity=spec["entity"] or "",
+        title=spec["title"],
+        description=spec["description"],
+        blocks=blocks,
+    )
 
 
 def save_report(spec: dict) -> str:
@@ -146,27 +182,42 @@ def log_analysis(sweep, out_dir: Path, written: list[Path]) -> Path:
     dirs = WandbDirs(out_dir / "wandb")
     dirs.enter()
     try:
-        run = wandb.init(project=where["project"], entity=where["entity"], mode=mode, dir=str(out_dir),
-                         job_type="analysis", group=where["groups"][0] if len(where["groups"]) == 1 else None,
-                         name="analysis", config={"runs": len(sweep.runs), "settings": list(sweep.settings),
-                                                  "groups": where["groups"]})
+        run = wandb.init(
+            project=where["project"],
+            entity=where["entity"],
+            mode=mode,
+            dir=str(out_dir),
+            job_type="analysis",
+            group=where["groups"][0] if len(where["groups"]) == 1 else None,
+            name="analysis",
+            config={"runs": len(sweep.runs), "settings": list(sweep.settings), "groups": where["groups"]},
+        )
         sync_dir = getattr(run.settings, "sync_dir", None)
         if sync_dir:
             dirs.stage_in(Path(sync_dir) / "staging")
-        run.log({**{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()},
-                 **{f"tables/{k}": wandb.Table(dataframe=pd.read_csv(p)) for k, p in tables.items()}})
+        run.log(
+            {
+                **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()},
+                **{f"tables/{k}": wandb.Table(dataframe=pd.read_csv(p)) for k, p in tables.items()},
+            }
+        )
         offline = mode != "online"
         run.finish()
         if offline:
-            print(f"W&B analysis run written offline to {sync_dir}; report definition in {spec_path}.\n"
-                  f"Upload the runs and this analysis with `wandb sync`, then save the report with:\n"
-                  f"  python -m analysis.wandb_report {spec_path}")
+            print(
+                f"W&B analysis run written offline to {sync_dir}; report definition in {spec_path}.\n"
+                f"Upload the runs and this analysis with `wandb sync`, then save the report with:\n"
+                f"  python -m analysis.wandb_report {spec_path}"
+            )
         else:
             try:
                 print(f"W&B report: {save_report(spec)}")
             except Exception as error:  # noqa: BLE001 - the analysis run is logged; the report can be saved later
-                print(f"W&B report not saved ({type(error).__name__}: {error}); save it later with:\n"
-                      f"  python -m analysis.wandb_report {spec_path}", file=sys.stderr)
+                print(
+                    f"W&B report not saved ({type(error).__name__}: {error}); save it later with:\n"
+                    f"  python -m analysis.wandb_report {spec_path}",
+                    file=sys.stderr,
+                )
     finally:
         wandb.teardown()
         dirs.exit()
@@ -178,8 +229,10 @@ def _key(path: Path, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.wandb_report",
-                                     description="Save a W&B Report written offline by `python -m analysis --wandb`.")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.wandb_report",
+        description="Save a W&B Report written offline by `python -m analysis --wandb`.",
+    )
     parser.add_argument("spec", help=f"the report definition ({SPEC} in the analysis output folder)")
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Entry point: `python tts/main.py [overrides]`, or a sweep with `-m`, e.g.
 
-    python tts/main.py -m strategy=best_of_n n=4,16 seed=0,1
+python tts/main.py -m strategy=best_of_n n=4,16 seed=0,1
 """
 
 import sys

@@ -21,15 +21,15 @@ from tts.config.redaction import redact
 from tts.config.schema import Config, to_container
 from tts.config.validate import validate
 from tts.data import load_problems_and_identity
+from tts.data.records import ProblemRecord
 from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.launch.preflight import check_before_generation
-from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
-from tts.data.records import ProblemRecord
+from tts.launch.sweep import write_hydra_files
 from tts.scoring import reduce_scores, score_problem
 from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens
-from tts.launch.sweep import write_hydra_files
+from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
 from tts.tracking.tracker import build_tracker
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,12 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
         keys.append(flat_keys[offset : offset + len(per)])
         offset += len(per)
     # one grade per distinct key and problem: members of a key group are equivalent
-    to_grade = [(i, key, answer) for i, (per_a, per_k) in enumerate(zip(answers, keys))
-                for key, answer in dict(zip(per_k, per_a)).items() if key is not None]
+    to_grade = [
+        (i, key, answer)
+        for i, (per_a, per_k) in enumerate(zip(answers, keys))
+        for key, answer in dict(zip(per_k, per_a)).items()
+        if key is not None
+    ]
     verdicts = grader.grade_many([a for _, _, a in to_grade], [problems[i].answer for i, _, _ in to_grade])
     key_correct: list[dict[str, Optional[bool]]] = [{} for _ in problems]
     ungraded = [0] * len(problems)
@@ -85,13 +89,29 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
             completion.answer, completion.key, completion.answer_rule = answer, key, rule
             completion.correct = key_correct[i].get(key) if key is not None else False
         # a strategy may restrict who votes in "maj" (filter-vote): Completion.extra["vote"] = False keeps one out
-        vote_mask = ([c.extra.get("vote", True) for c in output.completions]
-                     if any("vote" in c.extra for c in output.completions) else None)
-        records.append(ProblemRecord.graded(
-            problem, output.completions,
-            score_problem(keys[i], answers[i], key_correct[i], scores, draws=cfg.scoring.subset_draws,
-                          seed=cfg.seed + hash_id(problem.unique_id), vote_mask=vote_mask),
-            compute=dict(output.compute), ungraded_answers=ungraded[i], note=output.note))
+        vote_mask = (
+            [c.extra.get("vote", True) for c in output.completions]
+            if any("vote" in c.extra for c in output.completions)
+            else None
+        )
+        records.append(
+            ProblemRecord.graded(
+                problem,
+                output.completions,
+                score_problem(
+                    keys[i],
+                    answers[i],
+                    key_correct[i],
+                    scores,
+                    draws=cfg.scoring.subset_draws,
+                    seed=cfg.seed + hash_id(problem.unique_id),
+                    vote_mask=vote_mask,
+                ),
+                compute=dict(output.compute),
+                ungraded_answers=ungraded[i],
+                note=output.note,
+            )
+        )
     return records
 
 
@@ -125,8 +145,9 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
     tracker = build_tracker(run_cfg.logger)
     policy = prm = grader = None
     try:
-        tracker.start(config, directory.path, [done[p.unique_id] for p in problems if p.unique_id in done],
-                      total=len(problems))
+        tracker.start(
+            config, directory.path, [done[p.unique_id] for p in problems if p.unique_id in done], total=len(problems)
+        )
         if todo:
             strategy = build_strategy(run_cfg.strategy)
             policy = acquire_policy(run_cfg.model, run_cfg.seed)  # hf / vLLM: built once per process
@@ -183,11 +204,15 @@ def _check_budget(batch, outputs, n: int) -> None:
         raise RuntimeError(f"strategy returned {len(outputs)} results for {len(batch)} problems")
     for problem, output in zip(batch, outputs):
         if len(output.completions) > n or (len(output.completions) < n and not output.note):
-            raise RuntimeError(f"strategy returned {len(output.completions)} completions for {problem.unique_id}, n={n}")
+            raise RuntimeError(
+                f"strategy returned {len(output.completions)} completions for {problem.unique_id}, n={n}"
+            )
 
 
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
     line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
-    print(f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
-          f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}")
+    print(
+        f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+        f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
+    )

@@ -114,8 +114,9 @@ def _encode_keys(keys: Sequence[str | None]) -> np.ndarray:
     return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
-def _select_batch(subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int,
-                  vote_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def _select_batch(
+    subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int, vote_mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Vectorised selection over many subsets at once (rows of completion indices) -> winning key id per row."""
     draws, k = subsets.shape
     chosen_keys = key_ids[subsets]

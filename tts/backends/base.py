@@ -8,8 +8,9 @@ caller's job; counting calls and tokens is the backend's, so compute accounting 
 from __future__ import annotations
 
 import abc
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 FinishReason = Literal["stop", "eos", "length"]
 
@@ -126,7 +127,8 @@ class PolicyBackend(abc.ABC):
 # and hands back each request's samples as soon as they are done, so the next iteration of a fast problem joins the
 # engine's running batch while slow ones are still decoding (continuous batching across problems).
 #
-# `PolicyBackend.stream()` gives a `GenerationStream`. This default one is lockstep: `ready()` sends everything submitted
+# `PolicyBackend.stream()` gives a `GenerationStream`. This default one is lockstep: `ready()` sends everything
+# submitted
 # so far in one `generate` call, so a search driven through it makes exactly the calls of an iteration-by-iteration
 # loop. A backend with an engine it can step (vLLM) returns its own stream (`streams = True`). Samples do not depend on
 # the schedule: every request carries its own seed.
@@ -168,7 +170,7 @@ class GenerationStream:
         """Drop what is still in flight (a search that stopped early must not leave requests in a shared engine)."""
         self._queued = []
 
-    def __enter__(self) -> "GenerationStream":
+    def __enter__(self) -> GenerationStream:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -61,8 +61,9 @@ def from_pretrained(loader, path: str, *, what: str, key: str, **kwargs):
 def load_tokenizer(path: str, *, key: str, chat_template: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = from_pretrained(AutoTokenizer, path, what="the tokenizer of", key=key,
-                                trust_remote_code=trust_remote_code)
+    tokenizer = from_pretrained(
+        AutoTokenizer, path, what="the tokenizer of", key=key, trust_remote_code=trust_remote_code
+    )
     if chat_template:
         from tts.backends.chat_templates import load_chat_template
 
@@ -106,7 +107,7 @@ def text_token_ids(tokenizer, ids, text: str) -> Optional[tuple[int, ...]]:
         return tuple(ids)
     head = tokenizer.decode(ids[:-1]) if ids else ""
     if ids and text.startswith(head):
-        tail = tokenizer.encode(text[len(head):], add_special_tokens=False) if len(text) > len(head) else []
+        tail = tokenizer.encode(text[len(head) :], add_special_tokens=False) if len(text) > len(head) else []
         fixed = ids[:-1] + list(tail)
         if tokenizer.decode(fixed) == text:
             return tuple(fixed)
@@ -186,17 +187,27 @@ class HFPolicy(PolicyBackend):
             ids = prompt_ids(self.tokenizer, request)
             self.stats.prompt_tokens += len(ids) * request.n
             for s_index in range(request.n):
-                rows.append(_Row(r_index, s_index, ids, float(request.temperature), float(request.top_p),
-                                 int(request.max_tokens), list(request.stop or []),
-                                 sample_seed(request.seed, s_index)))
+                rows.append(
+                    _Row(
+                        r_index,
+                        s_index,
+                        ids,
+                        float(request.temperature),
+                        float(request.top_p),
+                        int(request.max_tokens),
+                        list(request.stop or []),
+                        sample_seed(request.seed, s_index),
+                    )
+                )
         # similar lengths together: less padding
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].prompt_ids))
         for start in range(0, len(order), self.batch_size):
-            self._decode([rows[i] for i in order[start:start + self.batch_size]])
+            self._decode([rows[i] for i in order[start : start + self.batch_size]])
         results: list[list[GenerationOutput]] = [[None] * r.n for r in requests]  # type: ignore[list-item]
         for row in rows:
-            results[row.request][row.sample] = GenerationOutput(row.text, row.finish_reason or "length",
-                                                                len(row.generated))
+            results[row.request][row.sample] = GenerationOutput(
+                row.text, row.finish_reason or "length", len(row.generated)
+            )
         return results
 
     # ------------------------------------------------------------------ the decode loop
@@ -211,8 +222,8 @@ class HFPolicy(PolicyBackend):
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):  # left padding
-            ids[i, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids, dtype=torch.long)
-            mask[i, width - len(row.prompt_ids):] = 1
+            ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, dtype=torch.long)
+            mask[i, width - len(row.prompt_ids) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         # one uniform per row and step from the row's own stream: samples depend on the request seed only
@@ -230,8 +241,9 @@ class HFPolicy(PolicyBackend):
 
         cache = {cache_argument(self.model): DynamicCache(config=self.model.config)}
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, **cache, use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=position, **cache, use_cache=True, logits_to_keep=1
+            )
             for _ in range(steps):
                 logits = out.logits[:, -1, :].float()
                 if all_greedy:
@@ -256,8 +268,14 @@ class HFPolicy(PolicyBackend):
                     break
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
                 position = position[:, -1:] + 1
-                out = self.model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=position, **cache,
-                                 use_cache=True, logits_to_keep=1)
+                out = self.model(
+                    input_ids=next_ids[:, None],
+                    attention_mask=mask,
+                    position_ids=position,
+                    **cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
         for row in rows:
             text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
             if row.stops:
@@ -340,10 +358,17 @@ def build(config: HFPolicyConfig, model: ModelConfig, seed: int) -> HFPolicy:
     torch.manual_seed(seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(model.dtype, device)
-    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
-                               trust_remote_code=model.trust_remote_code)
-    weights = from_pretrained(AutoModelForCausalLM, model.path, what="the policy model", key="model.path",
-                              dtype=dtype, trust_remote_code=model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
+    )
+    weights = from_pretrained(
+        AutoModelForCausalLM,
+        model.path,
+        what="the policy model",
+        key="model.path",
+        dtype=dtype,
+        trust_remote_code=model.trust_remote_code,
+    )
     weights.to(device).eval()
     log.info("hf policy %s on %s (%s), batch_size=%d", model.path, device, dtype, config.batch_size)
     return HFPolicy(weights, tokenizer, batch_size=config.batch_size, device=device)

@@ -10,9 +10,11 @@ stop string in the text (a server that strips it anyway gets it put back from th
 reports). Finish reasons map as for in-process vLLM. Token counts come from the `token_ids` the server returns
 (`return_token_ids`); a server that returns none has its text re-tokenized with our tokenizer (logged once).
 
-Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the URLs of
+Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the
+URLs of
 `model.backend.base_url`. The `openai` client retries connection errors, timeouts, 429 and 5xx with exponential backoff
-(`model.backend.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the environment
+(`model.backend.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the
+environment
 variable named by `model.backend.api_key_env` (a server started without a key accepts any).
 """
 
@@ -26,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
 from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
+from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,10 @@ def base_urls(value: Any) -> list[str]:
     """`model.backend.base_url` as a list of http(s) URLs; a config error naming the key otherwise."""
     urls = list(value) if isinstance(value, (list, tuple)) else [value]
     if not urls or any(not isinstance(u, str) or not u.startswith(("http://", "https://")) for u in urls):
-        raise ConfigError(f"config key 'model.backend.base_url': model/backend=openai needs the server's URL (or a "
-                          f"list of them), e.g. http://127.0.0.1:8000/v1; got {value!r}")
+        raise ConfigError(
+            f"config key 'model.backend.base_url': model/backend=openai needs the server's URL (or a "
+            f"list of them), e.g. http://127.0.0.1:8000/v1; got {value!r}"
+        )
     return urls
 
 
@@ -92,25 +96,37 @@ def map_choice(choice: Any, stops: list[str], count_tokens) -> GenerationOutput:
     text = choice.text or ""
     if choice.finish_reason == "stop":
         if stop_reason is _ABSENT:
-            raise RuntimeError("the served policy does not say what ended a completion (no stop_reason / "
-                               "matched_stop): a stop string and the end of the answer cannot be told apart; serve "
-                               "the policy with vllm serve or SGLang")
+            raise RuntimeError(
+                "the served policy does not say what ended a completion (no stop_reason / "
+                "matched_stop): a stop string and the end of the answer cannot be told apart; serve "
+                "the policy with vllm serve or SGLang"
+            )
         if isinstance(stop_reason, str) and stop_reason in stops and not text.endswith(stop_reason):
             text += stop_reason  # the server stripped the stop string; steps keep theirs
     elif stop_reason is _ABSENT:
         stop_reason = None
     token_ids = extra.get("token_ids") or getattr(choice, "token_ids", None)
     num_tokens = len(token_ids) if token_ids is not None else count_tokens(text)
-    return GenerationOutput(text=text, finish_reason=map_finish_reason(choice.finish_reason, stop_reason),
-                            num_tokens=num_tokens)
+    return GenerationOutput(
+        text=text, finish_reason=map_finish_reason(choice.finish_reason, stop_reason), num_tokens=num_tokens
+    )
 
 
 class OpenAIPolicy(PolicyBackend):
     """A served policy. Owns an event loop on a background thread: `generate` stays a plain blocking call while its
     requests run concurrently, and the HTTP clients live on one loop for the backend's whole life."""
 
-    def __init__(self, urls: list[str], tokenizer, *, model: str, api_key: str, max_concurrency: int = 64,
-                 max_retries: int = 5, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        tokenizer,
+        *,
+        model: str,
+        api_key: str,
+        max_concurrency: int = 64,
+        max_retries: int = 5,
+        timeout: float = 600.0,
+    ) -> None:
         super().__init__()
         self.urls = list(urls)
         self.tokenizer = tokenizer
@@ -125,8 +141,10 @@ class OpenAIPolicy(PolicyBackend):
         async def make_clients():
             from openai import AsyncOpenAI
 
-            return [AsyncOpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout)
-                    for url in self.urls]
+            return [
+                AsyncOpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout)
+                for url in self.urls
+            ]
 
         self.clients = self._run(make_clients())
 
@@ -148,8 +166,10 @@ class OpenAIPolicy(PolicyBackend):
 
     async def _all(self, requests, prompts, first: int) -> list[list[GenerationOutput]]:
         gate = asyncio.Semaphore(self.max_concurrency)
-        tasks = [asyncio.ensure_future(self._one(r, ids, (first + i) % len(self.clients), gate))
-                 for i, (r, ids) in enumerate(zip(requests, prompts))]
+        tasks = [
+            asyncio.ensure_future(self._one(r, ids, (first + i) % len(self.clients), gate))
+            for i, (r, ids) in enumerate(zip(requests, prompts))
+        ]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -164,14 +184,16 @@ class OpenAIPolicy(PolicyBackend):
         url = self.urls[which]
         async with gate:
             try:
-                response = await self.clients[which].completions.create(**completion_body(request, prompt,
-                                                                                            self.model))
+                response = await self.clients[which].completions.create(**completion_body(request, prompt, self.model))
             except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
-                raise RuntimeError(f"the served policy at {url} answered HTTP {err.status_code}: "
-                                   f"{_message(err)}") from err
+                raise RuntimeError(
+                    f"the served policy at {url} answered HTTP {err.status_code}: {_message(err)}"
+                ) from err
             except openai.APIConnectionError as err:  # timeouts included, after the client's retries
-                raise RuntimeError(f"could not reach the served policy at {url} ({type(err).__name__}: {err}); "
-                                   f"is the server up? (model.backend.base_url)") from err
+                raise RuntimeError(
+                    f"could not reach the served policy at {url} ({type(err).__name__}: {err}); "
+                    f"is the server up? (model.backend.base_url)"
+                ) from err
         choices = sorted(response.choices, key=lambda c: c.index)
         if len(choices) != request.n:
             raise RuntimeError(f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}")
@@ -211,10 +233,18 @@ def build(config: OpenAIPolicyConfig, model: ModelConfig, seed: int) -> OpenAIPo
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("model/backend=openai needs the openai client: pip install 'tts[openai]'") from err
     urls = base_urls(config.base_url)
-    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
-                               trust_remote_code=model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
+    )
     api_key = os.environ.get(config.api_key_env or "", "") or "EMPTY"
     name = config.served_model_name or model.path
     log.info("served policy %s at %s (max_concurrency=%d)", name, ", ".join(urls), config.max_concurrency)
-    return OpenAIPolicy(urls, tokenizer, model=name, api_key=api_key, max_concurrency=config.max_concurrency,
-                        max_retries=config.max_retries, timeout=config.request_timeout)
+    return OpenAIPolicy(
+        urls,
+        tokenizer,
+        model=name,
+        api_key=api_key,
+        max_concurrency=config.max_concurrency,
+        max_retries=config.max_retries,
+        timeout=config.request_timeout,
+    )

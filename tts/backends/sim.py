@@ -1,7 +1,8 @@
 """The simulated policy (`model=sim`): writes step-by-step solutions to synthetic problems, deterministic per seed.
 
 It reads the problem statement from the chat, works out the correct solution (`tts.data.synthetic.solve`), and then
-writes it step by step in the system prompt's format, steps separated by a blank line, ending in `\\boxed{...}`. Each step
+writes it step by step in the system prompt's format, steps separated by a blank line, ending in `\\boxed{...}`. Each
+step
 is right with probability sigmoid(slope * (skill - difficulty) * temperature factor); after the first error the solution
 follows one of a few wrong paths and ends in that path's wrong answer, so wrong answers cluster as in real models.
 With `varied_length` (default on) the solutions of one problem differ in shape and length: adjacent steps merged into
@@ -22,14 +23,25 @@ from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig
-from tts.data.synthetic import (FINAL_TEMPLATE, Plan, canonical_step, next_steps, perturb_last_integer, right_prefix,
-                                 PHRASINGS, solve, stable_uniform, with_phrasing)
 from tts.data.steps import STEP_SEPARATOR
+from tts.data.synthetic import (
+    FINAL_TEMPLATE,
+    PHRASINGS,
+    Plan,
+    canonical_step,
+    next_steps,
+    perturb_last_integer,
+    right_prefix,
+    solve,
+    stable_uniform,
+    with_phrasing,
+)
 from tts.grading.extract import extract_answer
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 SLOPE = 1.6  # logit per unit of (skill - difficulty): sets how sharply accuracy falls with difficulty
-# Shapes of a solution when `model.backend.varied_length` is on (real models do not write one problem the same way twice):
+# Shapes of a solution when `model.backend.varied_length` is on (real models do not write one problem the same way
+# twice):
 MERGE_PROB = 0.25  # two adjacent core steps are written as one step
 KEEP_CHECK_PROB = 0.8  # one of the problem's usual checking steps is written (else skipped)
 EXTRA_CHECK_PROB = 0.2  # one of the other checking steps is added
@@ -82,9 +94,17 @@ def _unreadable_plan(problem: str, num_wrong: int) -> Plan:
         "## Step 2: Set up the computation\nWe combine the given values.",
         FINAL_TEMPLATE % guesses[0],
     )
-    core = tuple(tuple(step[len("## Step 1: "):].split("\n", 1)) for step in steps[:2])
-    return Plan(problem=problem, steps=steps, answer="", answer_forms=("",), wrong_answers=guesses,
-                difficulty=10.0, subject="unknown", core=core)
+    core = tuple(tuple(step[len("## Step 1: ") :].split("\n", 1)) for step in steps[:2])
+    return Plan(
+        problem=problem,
+        steps=steps,
+        answer="",
+        answer_forms=("",),
+        wrong_answers=guesses,
+        difficulty=10.0,
+        subject="unknown",
+        core=core,
+    )
 
 
 @dataclass
@@ -110,8 +130,11 @@ class SimPolicyConfig(PolicyBackendConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(1 <= self.phrasings <= len(PHRASINGS), "phrasings",
-                     f"must be in [1, {len(PHRASINGS)}], got {self.phrasings}")
+        self.require(
+            1 <= self.phrasings <= len(PHRASINGS),
+            "phrasings",
+            f"must be in [1, {len(PHRASINGS)}], got {self.phrasings}",
+        )
         for knob in ("verify_accuracy", "verify_unparsed_prob", "revision_fix_prob", "revision_break_prob"):
             value = getattr(self, knob)
             self.require(0.0 <= value <= 1.0, knob, f"must be a probability in [0, 1], got {value}")
@@ -134,7 +157,7 @@ class SimPolicy(PolicyBackend):
         self.seed = seed
         self.phrasings = int(cfg.phrasings)
         self.varied_length = bool(cfg.varied_length)
-        self.cfg = cfg  # the review and revision answers read the review / revision knobs (verify_accuracy, revision_fix_prob, ...)
+        self.cfg = cfg  # the review and revision answers read their knobs (verify_accuracy, revision_fix_prob, ...)
         self._plans: dict[str, Plan] = {}
         self._wrong_steps: dict[tuple[str, str, int], str] = {}
 
@@ -183,8 +206,12 @@ class SimPolicy(PolicyBackend):
             if not options:
                 break
             if path is None:
-                found = [(j, after) for text, after in options for j in range(self.num_wrong)
-                         if step == self.wrong_step(plan, text, j)]
+                found = [
+                    (j, after)
+                    for text, after in options
+                    for j in range(self.num_wrong)
+                    if step == self.wrong_step(plan, text, j)
+                ]
                 path = found[0][0] if found else int(stable_uniform("path", plan.problem, step) * self.num_wrong)
                 after = found[0][1] if found else None
             else:
@@ -225,12 +252,15 @@ class SimPolicy(PolicyBackend):
 
     def _setup(self, request: GenerationRequest, problem: str) -> tuple:
         plan = self.plan(problem)
-        return plan, self.read_prefix(plan, request.prefix), self.step_probability(plan, request.temperature), \
-            [s for s in (request.stop or []) if s]
+        return (
+            plan,
+            self.read_prefix(plan, request.prefix),
+            self.step_probability(plan, request.temperature),
+            [s for s in (request.stop or []) if s],
+        )
 
     def _sample(self, request: GenerationRequest, sample: int) -> GenerationOutput:
         if "<problem>" in request.problem:  # a review or revision prompt: answered below (respond)
-
             answered = respond(self, request, sample)
             if answered is not None:
                 return answered
@@ -248,8 +278,8 @@ class SimPolicy(PolicyBackend):
         position, written, path = state.position, state.written, state.path
         while position < plan.done:
             options = next_steps(plan, position, written + 1)
-            shape = self._shape(plan, options, position,
-                                lambda tag: stable_uniform("shape", tag, seed, plan.problem, context, index))
+            draw = lambda tag: stable_uniform("shape", tag, seed, plan.problem, context, index)  # noqa: B023 - used at once
+            shape = self._shape(plan, options, position, draw)
             right, after = options[shape]
             if path is None:
                 u = stable_uniform(seed, plan.problem, context, index)
@@ -265,7 +295,9 @@ class SimPolicy(PolicyBackend):
                 step = self.wrong_step(plan, right, path)
             position, written = after, written + 1
             if self.phrasings > 1 and not last:
-                step = with_phrasing(step, int(stable_uniform("phrase", seed, plan.problem, context, index) * self.phrasings))
+                step = with_phrasing(
+                    step, int(stable_uniform("phrase", seed, plan.problem, context, index) * self.phrasings)
+                )
             piece = step if last else step + STEP_SEPARATOR
             hit = next((s for s in stops if s in piece), None)
             if hit is not None:
@@ -282,27 +314,28 @@ class SimPolicy(PolicyBackend):
         return GenerationOutput(text=text, finish_reason=finish, num_tokens=num_tokens)
 
 
-
-
 # -- review and revision prompts ------------------------------------------------------------------------------------
 # How the simulated policy answers review prompts (`strategy=filter_vote`) and revision prompts (`strategy=revisions`).
 #
 # The sim reads these prompts as a model would, from the text alone (no side channel). It knows the tags of the default
 # templates in `conf/strategy/{filter_vote,revisions}.yaml`:
-# - a review prompt holds `<problem>...</problem>` and `<solution>...</solution>` and names `[[correct]]` and `[[wrong]]`;
+# - a review prompt holds `<problem>...</problem>` and `<solution>...</solution>` and names `[[correct]]` and
+# `[[wrong]]`;
 # - a revision prompt holds `<problem>...</problem>` and zero or more `<attempt>...</attempt>` blocks, newest last.
 # A prompt with other markers is not recognised and is read as an (unreadable) problem, as a model that did not
 # understand the instruction would.
 #
 # Review: the sim works out whether the solution's boxed answer is one of the problem's right answer forms and gives
-# the right verdict with probability 1/2 + (verify_accuracy - 1/2) * p_step ** verify_difficulty_sensitivity, where p_step
+# the right verdict with probability 1/2 + (verify_accuracy - 1/2) * p_step ** verify_difficulty_sensitivity, where
+# p_step
 # is its per-step success probability on that problem (near 1 on easy problems, low on hard ones): verdicts fall towards
 # chance as problems get harder. With probability verify_unparsed_prob the review ends without a usable verdict (none,
 # both, or a garbled one).
 #
 # Revision: the newest attempt is read step by step against the right solution. A right attempt is kept, except that
 # with probability revision_break_prob the revision introduces an error at a random step. In a wrong attempt the
-# revision finds the first wrong step with probability revision_fix_prob * p_solve (p_solve = p_step ** steps, the chance
+# revision finds the first wrong step with probability revision_fix_prob * p_solve (p_solve = p_step ** steps, the
+# chance
 # of solving the problem afresh: errors are easy to find in problems the policy usually solves, hard in those it rarely
 # does) and redoes the solution from there, each step right with the usual probability p_step; otherwise it repeats the
 # mistake and keeps the attempt's wrong answer (revisions get stuck). Kept right prefixes make revisions a ratchet on
@@ -331,10 +364,10 @@ def respond(policy: SimPolicy, request: GenerationRequest, sample: int) -> Optio
     if match is None:
         return None
     problem = match.group(1)
-    solution = _SOLUTION.search(text[match.end():])
+    solution = _SOLUTION.search(text[match.end() :])
     if solution is not None and all(v in text for v in VERDICTS):
         return review(policy, request, sample, problem, solution.group(1).strip())
-    return revise(policy, request, sample, problem, _ATTEMPT.findall(text[match.end():]))
+    return revise(policy, request, sample, problem, _ATTEMPT.findall(text[match.end() :]))
 
 
 def _draw(request: GenerationRequest, sample: int, *parts: object) -> float:
@@ -352,7 +385,7 @@ def verdict_probability(policy: SimPolicy, plan: Plan, temperature: float) -> fl
     """Probability that a (parseable) verdict is right on this problem."""
     cfg = policy.cfg
     p_step = policy.step_probability(plan, temperature)
-    return 0.5 + (cfg.verify_accuracy - 0.5) * p_step ** cfg.verify_difficulty_sensitivity
+    return 0.5 + (cfg.verify_accuracy - 0.5) * p_step**cfg.verify_difficulty_sensitivity
 
 
 def _wrong_path(plan: Plan, attempt: str) -> Optional[int]:
@@ -374,16 +407,22 @@ def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
     plan = policy.plan(problem)
     truth = is_right(plan, solution)
     answer = extract_answer(solution)
-    opening = (f"The solution concludes that the answer is ${answer}$." if answer is not None
-               else "The solution does not state a final answer.")
+    opening = (
+        f"The solution concludes that the answer is ${answer}$."
+        if answer is not None
+        else "The solution does not state a final answer."
+    )
     if _draw(request, sample, "unparsed", problem, solution) < policy.cfg.verify_unparsed_prob:
         pick = int(_draw(request, sample, "malformed", problem, solution) * len(_MALFORMED))
         return _finish(f"{opening}{STEP_SEPARATOR}{_MALFORMED[pick]}", request)
     p_right = verdict_probability(policy, plan, request.temperature)
     right = _draw(request, sample, "verdict", problem, solution) < p_right
     says_correct = truth if right else not truth
-    reason = ("I checked each step and the reasoning holds." if says_correct
-              else "I found a mistake in the reasoning, so the answer cannot be trusted.")
+    reason = (
+        "I checked each step and the reasoning holds."
+        if says_correct
+        else "I found a mistake in the reasoning, so the answer cannot be trusted."
+    )
     verdict = VERDICTS[0] if says_correct else VERDICTS[1]
     return _finish(f"{opening} {reason}{STEP_SEPARATOR}Verdict: {verdict}", request)
 
@@ -401,12 +440,19 @@ def find_probability(policy: SimPolicy, plan: Plan, p_step: float) -> float:
     return policy.cfg.revision_fix_prob * p_step ** len(plan.steps)
 
 
-def revise(policy: SimPolicy, request: GenerationRequest, sample: int, problem: str,
-           attempts: list[str]) -> GenerationOutput:
+def revise(
+    policy: SimPolicy, request: GenerationRequest, sample: int, problem: str, attempts: list[str]
+) -> GenerationOutput:
     if not attempts:  # nothing to revise (all attempts dropped from the context): solve afresh
-        fresh = GenerationRequest(messages=[{"role": "user", "content": problem}], n=1,
-                                  temperature=request.temperature, top_p=request.top_p,
-                                  max_tokens=request.max_tokens, stop=request.stop, seed=request.seed)
+        fresh = GenerationRequest(
+            messages=[{"role": "user", "content": problem}],
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stop=request.stop,
+            seed=request.seed,
+        )
         return policy._sample(fresh, sample)
     plan = policy.plan(problem)
     history = "\x1e".join(attempts)

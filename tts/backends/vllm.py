@@ -3,7 +3,8 @@
 A request becomes one vLLM prompt: the chat template over the messages with the assistant header opened, then the
 partial answer: the token ids the policy sampled for it when the search kept them (`request.prefix_ids`; a step cut
 at a stop string keeps the ids that decode to its text), else `request.prefix` encoded as raw text; passed as token
-ids (no second BOS when the template wrote one). Its samples are one `SamplingParams(n=...)` with the request's own seed, so a request's samples do not depend on
+ids (no second BOS when the template wrote one). Its samples are one `SamplingParams(n=...)` with the request's own
+seed, so a request's samples do not depend on
 what else is in the batch. Finish reasons: a stop string hit is `stop`; vLLM's `stop` with no `stop_reason` (or a stop
 token id) is the model's end of turn, `eos`; `length` is `length`. A tree search with `strategy.schedule=per_problem`
 steps the engine itself through `VLLMStream` (continuous batching across problems).
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, GenerationStream, PolicyBackend
-from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 from tts.backends.hf import prompt_ids, text_token_ids
+from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,12 @@ def map_completion(completion: Any, tokenizer: Any = None) -> GenerationOutput:
     ids = None
     if tokenizer is not None and reason == "stop":
         ids = text_token_ids(tokenizer, completion.token_ids, completion.text)
-    return GenerationOutput(text=completion.text, finish_reason=reason,  # type: ignore[arg-type]
-                            num_tokens=len(completion.token_ids), token_ids=ids)
+    return GenerationOutput(
+        text=completion.text,
+        finish_reason=reason,  # type: ignore[arg-type]
+        num_tokens=len(completion.token_ids),
+        token_ids=ids,
+    )
 
 
 def map_request_output(request: GenerationRequest, output: Any, tokenizer: Any = None) -> list[GenerationOutput]:
@@ -201,10 +207,14 @@ class VLLMPolicyConfig(PolicyBackendConfig):
     def check(self, run: Config) -> None:
         super().check(run)
         require(bool(run.model.path), "model.path", "a real backend needs a hub id or a local directory")
-        self.require(self.tensor_parallel_size >= 1, "tensor_parallel_size",
-                     f"must be >= 1, got {self.tensor_parallel_size}")
-        self.require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
-                     f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}")
+        self.require(
+            self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}"
+        )
+        self.require(
+            0 < self.gpu_memory_utilization <= 1,
+            "gpu_memory_utilization",
+            f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}",
+        )
 
 
 def engine_kwargs(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
@@ -233,18 +243,27 @@ def build(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> VLLMPolicy
     try:
         from vllm import LLM, SamplingParams
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("model/backend=vllm needs vllm (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh); "
-                          "or use model/backend=hf") from err
+        raise ImportError(
+            "model/backend=vllm needs vllm (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh); "
+            "or use model/backend=hf"
+        ) from err
     from tts.backends.hf import load_tokenizer
 
     # our own tokenizer: the chat template of `model.chat_template` renders the prompt, vLLM gets token ids
-    tokenizer = load_tokenizer(model.path, key="model.path", chat_template=model.chat_template,
-                               trust_remote_code=model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
+    )
     try:
         llm = LLM(**engine_kwargs(config, model, seed))
     except OSError as err:
-        raise OSError(f"could not load the policy model {model.path!r} from the hub (offline?); download it and "
-                      f"pass model.path=/local/dir [{err}]") from err
-    log.info("vllm policy %s (gpu_memory_utilization=%s, tp=%s)", model.path, config.gpu_memory_utilization,
-             config.tensor_parallel_size)
+        raise OSError(
+            f"could not load the policy model {model.path!r} from the hub (offline?); download it and "
+            f"pass model.path=/local/dir [{err}]"
+        ) from err
+    log.info(
+        "vllm policy %s (gpu_memory_utilization=%s, tp=%s)",
+        model.path,
+        config.gpu_memory_utilization,
+        config.tensor_parallel_size,
+    )
     return VLLMPolicy(llm, tokenizer, SamplingParams)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import yaml
 
-from tts.config.schema import COMPONENTS, Config, ConfigError, ComponentConfig
+from tts.config.schema import COMPONENTS, ComponentConfig, Config, ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -63,12 +64,14 @@ def config_class(target: str, key: str) -> type[ComponentConfig]:
         hints = {}
     schema = hints.get("config")
     if not (isinstance(schema, type) and issubclass(schema, base)):
-        raise ConfigError(f"config key '{key}._target_': {target!r} must take `config: <a {base.__name__} subclass>` "
-                          f"as its first argument")
+        raise ConfigError(
+            f"config key '{key}._target_': {target!r} must take `config: <a {base.__name__} subclass>` "
+            f"as its first argument"
+        )
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def option_targets(group: str) -> dict[str, str]:
     """The `_target_` of each YAML option of a component group (`strategy`, `prm`, `model/backend`), by option."""
     targets = {}
@@ -84,11 +87,13 @@ def component_group_dir(key: str) -> str:
     return key.replace(".", "/")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def component_knobs(key: str) -> dict[str, frozenset[str]]:
     """Every option of the component at `key`, with the knobs its config takes (dotted, nested ones included)."""
-    return {option: frozenset(keys_of(config_class(target, key)))
-            for option, target in option_targets(component_group_dir(key)).items()}
+    return {
+        option: frozenset(keys_of(config_class(target, key)))
+        for option, target in option_targets(component_group_dir(key)).items()
+    }
 
 
 # -- the schema's keys ----------------------------------------------------------------------------------------------
@@ -150,8 +155,9 @@ def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> Iterable[
         if key in COMPONENTS:
             target = child.get("_target_")
             if not isinstance(target, str):
-                raise ConfigError(f"config key '{key}._target_': missing; the option's YAML must name the class "
-                                  f"Hydra builds")
+                raise ConfigError(
+                    f"config key '{key}._target_': missing; the option's YAML must name the class Hydra builds"
+                )
             yield from unknown_keys(child, config_class(target, key), key + ".")
         elif dataclasses.is_dataclass(fields[name]):
             yield from unknown_keys(child, fields[name], key + ".")

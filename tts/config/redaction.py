@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 from tts.config.keys import schema_keys
 
@@ -23,24 +24,65 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 8  # an environment value shorter than this ("1", "true") would redact ordinary text
 
 # Leaf names that always hold a credential, even if a schema declares them (a served backend's `api_key`).
-ALWAYS_SECRET = {"api_key", "apikey", "password", "passwd", "passphrase", "secret", "token", "hf_token",
-                 "access_token", "auth_token", "bearer_token", "refresh_token", "client_secret", "secret_key",
-                 "private_key", "access_key", "credentials", "credential"}
-SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
-                "authorization", "cookie"}
+ALWAYS_SECRET = {
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "hf_token",
+    "access_token",
+    "auth_token",
+    "bearer_token",
+    "refresh_token",
+    "client_secret",
+    "secret_key",
+    "private_key",
+    "access_key",
+    "credentials",
+    "credential",
+}
+SECRET_WORDS = {
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "credential",
+    "credentials",
+    "apikey",
+    "authorization",
+    "cookie",
+}
 KEY_QUALIFIERS = {"api", "secret", "private", "access", "auth", "signing", "ssh", "encryption", "license"}
 # Variables named like a credential but holding where one lives, not the credential itself.
 NOT_A_VALUE = {"path", "file", "dir", "home", "url", "host", "endpoint", "name", "user", "username"}
 # Well-known credentials whose names the word rule would miss.
-KNOWN_SECRET_VARIABLES = {"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                          "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "NETRC_PASSWORD",
-                          "HF_HUB_TOKEN", "AZURE_OPENAI_API_KEY", "GOOGLE_API_KEY"}
+KNOWN_SECRET_VARIABLES = {
+    "WANDB_API_KEY",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "NETRC_PASSWORD",
+    "HF_HUB_TOKEN",
+    "AZURE_OPENAI_API_KEY",
+    "GOOGLE_API_KEY",
+}
 
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 # `key=value` items in command lines, Hydra overrides and override_dirname ("a=1,+b.c=2"); the value runs to the next
 # item, a blank or the end.
-_ASSIGNMENT = re.compile(r"(?P<key>[+~]{0,2}(?:[A-Za-z_][\w\-]*[./])*[A-Za-z_][\w\-]*)=(?P<value>.*?)"
-                         r"(?=,[+~]{0,2}[A-Za-z_][\w./\-]*=|\s|$)")
+_ASSIGNMENT = re.compile(
+    r"(?P<key>[+~]{0,2}(?:[A-Za-z_][\w\-]*[./])*[A-Za-z_][\w\-]*)=(?P<value>.*?)"
+    r"(?=,[+~]{0,2}[A-Za-z_][\w./\-]*=|\s|$)"
+)
 
 
 def _words(name: str) -> list[str]:
@@ -71,8 +113,11 @@ def is_secret_key(path: str) -> bool:
 def secret_values(environ: Optional[Mapping[str, str]] = None) -> list[str]:
     """Values of the credentials in the environment, longest first (so a secret that contains another goes whole)."""
     environ = os.environ if environ is None else environ
-    values = {value for name, value in environ.items()
-              if (name in KNOWN_SECRET_VARIABLES or _secret_by_name(name)) and len(value or "") >= MIN_SECRET_LENGTH}
+    values = {
+        value
+        for name, value in environ.items()
+        if (name in KNOWN_SECRET_VARIABLES or _secret_by_name(name)) and len(value or "") >= MIN_SECRET_LENGTH
+    }
     return sorted(values, key=len, reverse=True)
 
 
@@ -98,7 +143,8 @@ def redact(tree: Any, path: str = "", values: Optional[list[str]] = None) -> Any
             child = f"{path}.{key}" if path else str(key)
             secret = is_secret_key(child) and value not in (None, "") and not isinstance(value, (Mapping, list))
             out[redact_text(str(key), values) if isinstance(key, str) else key] = (
-                REDACTED if secret else redact(value, child, values))
+                REDACTED if secret else redact(value, child, values)
+            )
         return out
     if isinstance(tree, (list, tuple)):
         return type(tree)(redact(v, path, values) for v in tree)

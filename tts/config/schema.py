@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -90,8 +90,11 @@ class StrategyConfig(ComponentConfig):
     def check(self, run: Config) -> None:
         self.require(self.temperature >= 0.0, "temperature", f"must be >= 0, got {self.temperature}")
         self.require(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
-        self.require(self.search_batch_size is None or self.search_batch_size >= 1, "search_batch_size",
-                     "must be >= 1 or null (all problems)")
+        self.require(
+            self.search_batch_size is None or self.search_batch_size >= 1,
+            "search_batch_size",
+            "must be >= 1 or null (all problems)",
+        )
 
 
 @dataclass
@@ -156,7 +159,7 @@ class DatasetConfig:
     shard: int = 0  # this job's part of [start:end] when it is split into num_shards contiguous parts
     num_shards: int = 1
     generator_seed: int = 1234
-    columns: Dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,7 +169,7 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "offline"
     group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     job_type: str = "search"
     log_table: bool = True
     log_artifact: bool = True
@@ -203,11 +206,19 @@ def to_container(run: Config) -> dict:
 
 
 # the groups whose YAML starts from a schema here (`defaults: [/base_<group>@_here_]`)
-SCHEMAS = {"model": ModelConfig, "budget": BudgetConfig, "dataset": DatasetConfig, "logger": LoggerConfig,
-           "prompt": PromptConfig}
+SCHEMAS = {
+    "model": ModelConfig,
+    "budget": BudgetConfig,
+    "dataset": DatasetConfig,
+    "logger": LoggerConfig,
+    "prompt": PromptConfig,
+}
 # the components: config key -> the base class of the configs its `_target_` may take
-COMPONENTS: dict[str, type[ComponentConfig]] = {"strategy": StrategyConfig, "prm": PRMConfig,
-                                                "model.backend": PolicyBackendConfig}
+COMPONENTS: dict[str, type[ComponentConfig]] = {
+    "strategy": StrategyConfig,
+    "prm": PRMConfig,
+    "model.backend": PolicyBackendConfig,
+}
 
 
 def register_configs() -> None:

@@ -18,8 +18,16 @@ from typing import Any, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tts.config.keys import (CONF, COMPONENTS, component_knobs, config_class, key_is_known, nearest_key, schema_keys,
-                             unknown_keys)
+from tts.config.keys import (
+    COMPONENTS,
+    CONF,
+    component_knobs,
+    config_class,
+    key_is_known,
+    nearest_key,
+    schema_keys,
+    unknown_keys,
+)
 from tts.config.redaction import is_secret_key
 from tts.config.schema import SEED_LIMIT, ComponentConfig, Config, ConfigError, is_whole, require
 
@@ -68,34 +76,58 @@ def _omegaconf_message(error: OmegaConfBaseException, prefix: str) -> str:
 
 def _check_run(run: Config) -> None:
     """The rules of the groups that are not components."""
-    require(is_whole(run.n) and run.n >= 1, "n", f"must be a whole number >= 1 (completions per problem), got {run.n!r}")
-    require(is_whole(run.seed) and 0 <= run.seed <= SEED_LIMIT, "seed",
-            f"must be a whole number in [0, {SEED_LIMIT}], got {run.seed!r}")
+    require(
+        is_whole(run.n) and run.n >= 1, "n", f"must be a whole number >= 1 (completions per problem), got {run.n!r}"
+    )
+    require(
+        is_whole(run.seed) and 0 <= run.seed <= SEED_LIMIT,
+        "seed",
+        f"must be a whole number in [0, {SEED_LIMIT}], got {run.seed!r}",
+    )
     dataset, scoring, logger = run.dataset, run.scoring, run.logger
-    require(0 <= dataset.generator_seed <= SEED_LIMIT, "dataset.generator_seed",
-            f"must be a whole number in [0, {SEED_LIMIT}], got {dataset.generator_seed!r}")
-    require(is_whole(run.batch_size) and run.batch_size >= 1, "batch_size",
-            f"must be >= 1 (problems saved per batch), got {run.batch_size!r}")
+    require(
+        0 <= dataset.generator_seed <= SEED_LIMIT,
+        "dataset.generator_seed",
+        f"must be a whole number in [0, {SEED_LIMIT}], got {dataset.generator_seed!r}",
+    )
+    require(
+        is_whole(run.batch_size) and run.batch_size >= 1,
+        "batch_size",
+        f"must be >= 1 (problems saved per batch), got {run.batch_size!r}",
+    )
     require(run.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {run.budget.max_tokens}")
-    require(run.budget.num_iterations >= 1, "budget.num_iterations",
-            f"must be >= 1, got {run.budget.num_iterations}")
-    require(scoring.reduction in REDUCTIONS, "scoring.reduction",
-            f"must be one of {REDUCTIONS}, got {scoring.reduction!r}")
-    require(0 < scoring.grading_timeout <= 3600, "scoring.grading_timeout",
-            f"must be in (0, 3600] seconds (the longest one answer comparison may take), "
-            f"got {scoring.grading_timeout}")
-    require(is_whole(scoring.subset_draws) and scoring.subset_draws >= 1, "scoring.subset_draws",
-            f"must be a whole number >= 1 (random subsets per n' for weighted and majority), "
-            f"got {scoring.subset_draws!r}")
-    require(dataset.num_problems is None or dataset.num_problems >= 1, "dataset.num_problems",
-            f"must be >= 1 or null (all problems), got {dataset.num_problems}")
+    require(run.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {run.budget.num_iterations}")
+    require(
+        scoring.reduction in REDUCTIONS, "scoring.reduction", f"must be one of {REDUCTIONS}, got {scoring.reduction!r}"
+    )
+    require(
+        0 < scoring.grading_timeout <= 3600,
+        "scoring.grading_timeout",
+        f"must be in (0, 3600] seconds (the longest one answer comparison may take), got {scoring.grading_timeout}",
+    )
+    require(
+        is_whole(scoring.subset_draws) and scoring.subset_draws >= 1,
+        "scoring.subset_draws",
+        f"must be a whole number >= 1 (random subsets per n' for weighted and majority), got {scoring.subset_draws!r}",
+    )
+    require(
+        dataset.num_problems is None or dataset.num_problems >= 1,
+        "dataset.num_problems",
+        f"must be >= 1 or null (all problems), got {dataset.num_problems}",
+    )
     require(dataset.start >= 0, "dataset.start", f"must be >= 0, got {dataset.start}")
     if dataset.end is not None:
-        require(dataset.end > dataset.start, "dataset.end",
-                f"must be > dataset.start ({dataset.start}), got {dataset.end}: the shard would be empty")
+        require(
+            dataset.end > dataset.start,
+            "dataset.end",
+            f"must be > dataset.start ({dataset.start}), got {dataset.end}: the shard would be empty",
+        )
     require(dataset.num_shards >= 1, "dataset.num_shards", f"must be >= 1, got {dataset.num_shards}")
-    require(0 <= dataset.shard < dataset.num_shards, "dataset.shard",
-            f"must be in [0, dataset.num_shards={dataset.num_shards}), got {dataset.shard}")
+    require(
+        0 <= dataset.shard < dataset.num_shards,
+        "dataset.shard",
+        f"must be in [0, dataset.num_shards={dataset.num_shards}), got {dataset.shard}",
+    )
     require(logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {logger.mode!r}")
     require(logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {logger.init_timeout}")
 
@@ -122,18 +154,22 @@ def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema
     """`config key 'x': not a known key ...` with the nearest valid key, if one is close; under a component, the
     nearest of its own knobs, and which other options have this knob when the key belongs to another."""
     if is_secret_key(key):  # a credential on the command line would be used by nothing: say where credentials go
-        return (f"config key '{key}': not a known key; credentials are read from the environment (WANDB_API_KEY, "
-                "HF_TOKEN, OPENAI_API_KEY or the variable model.backend.api_key_env names), never from the command "
-                "line")
+        return (
+            f"config key '{key}': not a known key; credentials are read from the environment (WANDB_API_KEY, "
+            "HF_TOKEN, OPENAI_API_KEY or the variable model.backend.api_key_env names), never from the command "
+            "line"
+        )
     near = nearest_key(key, candidates if candidates is not None else schema_keys())
     hint = f"; did you mean '{near}'?" if near else ""
     owner = _owner(key)
     if owner and schema is not None:
-        knob = key[len(owner) + 1:]
+        knob = key[len(owner) + 1 :]
         elsewhere = sorted(option for option, knobs in component_knobs(owner).items() if knob in knobs)
         where = f"; it is a knob of {owner}={','.join(elsewhere)}" if elsewhere else ""
-        return (f"config key '{key}': not a knob of {schema.__name__} ({owner}){where}{hint} (`+` cannot add "
-                f"keys a component's config does not have)")
+        return (
+            f"config key '{key}': not a knob of {schema.__name__} ({owner}){where}{hint} (`+` cannot add "
+            f"keys a component's config does not have)"
+        )
     return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema does not have)"
 
 
@@ -197,6 +233,8 @@ def _check_option(group: str, override) -> Optional[str]:
     for value in values:
         if value not in options:
             what = "is a schema, not an option" if value.startswith("base_") else "is not an option"
-            return (f"config key '{group}': '{value}' {what}; choose one of {', '.join(options)} "
-                    f"(the files in conf/{group}/)")
+            return (
+                f"config key '{group}': '{value}' {what}; choose one of {', '.join(options)} "
+                f"(the files in conf/{group}/)"
+            )
     return None

@@ -35,8 +35,9 @@ def _read_rows(dataset_cfg) -> list[Row]:
         return read_file(file)
     hub_id = getattr(dataset_cfg, "hub_id", None)
     if not hub_id:
-        raise DatasetError(f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file "
-                           "(dataset.path=...)")
+        raise DatasetError(
+            f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file (dataset.path=...)"
+        )
     return read_hub_rows(_load_from_hub(hub_id, dataset_cfg.split), hub_id, dataset_cfg.split)
 
 
@@ -62,8 +63,10 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
         try:
             value = exact_text(row.get(column(field)))
         except TypeError as kind:
-            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {kind} where text or a "
-                               f"number is expected") from None
+            raise DatasetError(
+                f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {kind} where text or a "
+                f"number is expected"
+            ) from None
         if value is None and required:
             if column(field) not in row:
                 raise DatasetError(
@@ -71,8 +74,10 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
                     f"its columns are {sorted(row)}. Map them with dataset.columns, e.g. "
                     f"'+dataset.columns={{problem: question, answer: final_answer}}'"
                 )
-            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: the {field} is missing "
-                               f"(null, NaN or empty); fix the row or remove it")
+            raise DatasetError(
+                f"{row.where or f'row {index + 1}'}, column {column(field)!r}: the {field} is missing "
+                f"(null, NaN or empty); fix the row or remove it"
+            )
         return value
 
     def required(field: str) -> str:
@@ -89,8 +94,14 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
         level = int(level_text.replace("Level", "").strip()) if level_text is not None else None
     except ValueError:
         level = None
-    return Problem(unique_id=unique_id, problem=problem, answer=answer, solution=text("solution", False) or "",
-                   subject=text("subject", False), level=level)
+    return Problem(
+        unique_id=unique_id,
+        problem=problem,
+        answer=answer,
+        solution=text("solution", False) or "",
+        subject=text("subject", False),
+        level=level,
+    )
 
 
 def _check_unique(problems: list[Problem], rows: list[Row], column: str) -> None:
@@ -98,9 +109,11 @@ def _check_unique(problems: list[Problem], rows: list[Row], column: str) -> None
     for i, problem in enumerate(problems):
         if problem.unique_id in seen:
             first = rows[seen[problem.unique_id]].where or f"row {seen[problem.unique_id] + 1}"
-            raise DatasetError(f"{rows[i].where or f'row {i + 1}'}, column {column!r}: unique_id "
-                               f"{problem.unique_id!r} is already used by {first}; results are keyed by it, so ids "
-                               f"must be unique")
+            raise DatasetError(
+                f"{rows[i].where or f'row {i + 1}'}, column {column!r}: unique_id "
+                f"{problem.unique_id!r} is already used by {first}; results are keyed by it, so ids "
+                f"must be unique"
+            )
         seen[problem.unique_id] = i
 
 

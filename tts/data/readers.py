@@ -57,9 +57,11 @@ def _decode(data: bytes, file: Path) -> str:
         return data.decode("utf-8-sig")  # tolerate a byte-order mark; anything else must be UTF-8
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        byte = data[error.start:error.start + 1]
-        raise DatasetError(f"config key 'dataset.path': {file} line {line} is not UTF-8 text (byte {byte!r} at offset "
-                           f"{error.start}); save the file as UTF-8") from None
+        byte = data[error.start : error.start + 1]
+        raise DatasetError(
+            f"config key 'dataset.path': {file} line {line} is not UTF-8 text (byte {byte!r} at offset "
+            f"{error.start}); save the file as UTF-8"
+        ) from None
 
 
 def _json_lines(text: str, file: Path) -> list[Row]:
@@ -70,11 +72,15 @@ def _json_lines(text: str, file: Path) -> list[Row]:
         try:
             value = _loads(line)
         except ValueError as error:
-            raise DatasetError(f"config key 'dataset.path': {file} line {number} is not JSON ({error}); each line "
-                               f"must be one JSON object") from None
+            raise DatasetError(
+                f"config key 'dataset.path': {file} line {number} is not JSON ({error}); each line "
+                f"must be one JSON object"
+            ) from None
         if not isinstance(value, dict):
-            raise DatasetError(f"config key 'dataset.path': {file} line {number} is a JSON {type(value).__name__}, "
-                               f"not an object with the problem's fields")
+            raise DatasetError(
+                f"config key 'dataset.path': {file} line {number} is a JSON {type(value).__name__}, "
+                f"not an object with the problem's fields"
+            )
         rows.append(_row(value, f"{file} line {number}"))
     return rows
 
@@ -88,8 +94,10 @@ def _json_document(text: str, file: Path) -> list[Row]:
     if isinstance(value, dict):  # one object: a JSON-lines file of one problem
         return _json_lines(text, file)
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise DatasetError(f"config key 'dataset.path': {file} must hold a JSON list of objects (one per problem) "
-                           f"or one JSON object per line")
+        raise DatasetError(
+            f"config key 'dataset.path': {file} must hold a JSON list of objects (one per problem) "
+            f"or one JSON object per line"
+        )
     return [_row(v, f"{file} record {i + 1}") for i, v in enumerate(value)]
 
 
@@ -107,11 +115,14 @@ def _csv(text: str, file: Path) -> list[Row]:
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) != len(header):
-                raise DatasetError(f"config key 'dataset.path': {file} line {reader.line_num} has {len(cells)} "
-                                   f"cells but the header has {len(header)} columns")
+                raise DatasetError(
+                    f"config key 'dataset.path': {file} line {reader.line_num} has {len(cells)} "
+                    f"cells but the header has {len(header)} columns"
+                )
             # An empty cell is a missing value, as in any CSV tool; everything else is the exact text.
-            rows.append(_row({k: (v if v != "" else None) for k, v in zip(header, cells)},
-                             f"{file} line {reader.line_num}"))
+            rows.append(
+                _row({k: (v if v != "" else None) for k, v in zip(header, cells)}, f"{file} line {reader.line_num}")
+            )
     except csv.Error as error:
         raise DatasetError(f"config key 'dataset.path': {file} line {reader.line_num} is not CSV ({error})") from None
     return rows
@@ -127,8 +138,9 @@ def _parquet(file: Path) -> list[Row]:
     try:
         table = pq.read_table(file)
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
-        raise DatasetError(f"config key 'dataset.path': {file} is not a readable Parquet file "
-                           f"({type(error).__name__}: {error})") from None
+        raise DatasetError(
+            f"config key 'dataset.path': {file} is not a readable Parquet file ({type(error).__name__}: {error})"
+        ) from None
     return _arrow_rows(table.to_pylist(), str(file))
 
 

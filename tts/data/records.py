@@ -17,8 +17,9 @@ and remember that they were absent (`absent`), so such a record is written back 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from tts.data.problem import Problem
@@ -39,7 +40,8 @@ class Completion:
 
     `steps` are the texts the PRM scored (the solution split at blank lines, stripped, empty pieces dropped), one score
     each in `step_scores`. `finish_reason` is `stop`/`eos` for a solution that ended by itself, `length` when it hit
-    `budget.max_tokens`, `truncated` when the search ran out of iterations before it finished. `tokens` counts the tokens
+    `budget.max_tokens`, `truncated` when the search ran out of iterations before it finished. `tokens` counts the
+    tokens
     generated for this completion's own text; compute shared with siblings (beam prefixes, lookahead rollouts) is
     counted once in the run's totals. `extra` holds what a strategy adds (filter-vote's verdict and `vote`, the
     revisions chain and position). `answer_rule` is the extraction rule that found `answer`; `correct` its verdict
@@ -62,8 +64,15 @@ class Completion:
     def to_json(self) -> dict:
         """The on-disk object. Built by hand: dataclasses.asdict deep-copies every list, which at n=256 costs more than
         the search."""
-        data = {"text": self.text, "steps": list(self.steps), "step_scores": list(self.step_scores),
-                "finish_reason": self.finish_reason, "tokens": self.tokens, "answer": self.answer, "key": self.key}
+        data = {
+            "text": self.text,
+            "steps": list(self.steps),
+            "step_scores": list(self.step_scores),
+            "finish_reason": self.finish_reason,
+            "tokens": self.tokens,
+            "answer": self.answer,
+            "key": self.key,
+        }
         if self.extra:
             data["extra"] = dict(self.extra)
         if "answer_rule" not in self.absent:
@@ -75,15 +84,23 @@ class Completion:
         return data
 
     @classmethod
-    def from_json(cls, data) -> "Completion":
+    def from_json(cls, data) -> Completion:
         """Raises RecordError when `data` lacks a field every version wrote (text, steps, scores, finish, tokens)."""
         if not isinstance(data, dict):
             raise RecordError(f"a completion that is not an object: {data!r:.80}")
         try:
-            completion = cls(text=data["text"], steps=data["steps"], step_scores=data["step_scores"],
-                             finish_reason=data["finish_reason"], tokens=data["tokens"], answer=data.get("answer"),
-                             key=data.get("key"), extra=data.get("extra", {}), answer_rule=data.get("answer_rule"),
-                             correct=data.get("correct"))
+            completion = cls(
+                text=data["text"],
+                steps=data["steps"],
+                step_scores=data["step_scores"],
+                finish_reason=data["finish_reason"],
+                tokens=data["tokens"],
+                answer=data.get("answer"),
+                key=data.get("key"),
+                extra=data.get("extra", {}),
+                answer_rule=data.get("answer_rule"),
+                correct=data.get("correct"),
+            )
         except KeyError as missing:
             raise RecordError(f"a completion without {missing}") from None
         if "answer_rule" not in data or "correct" not in data:
@@ -93,8 +110,9 @@ class Completion:
         return completion
 
 
-_COMPLETION_KEYS = frozenset(("text", "steps", "step_scores", "finish_reason", "tokens", "answer", "key", "extra",
-                              *LATER_COMPLETION_KEYS))
+_COMPLETION_KEYS = frozenset(
+    ("text", "steps", "step_scores", "finish_reason", "tokens", "answer", "key", "extra", *LATER_COMPLETION_KEYS)
+)
 
 
 @dataclass
@@ -117,13 +135,18 @@ class Scores:
         return data
 
     @classmethod
-    def from_json(cls, data, unique_id: str) -> "Scores":
+    def from_json(cls, data, unique_id: str) -> Scores:
         """A record's scores, or a summary's (no predictions); RecordError names `unique_id` when parts are missing."""
         if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in SUMMARY_SCORES):
             raise RecordError(f"{unique_id}: no scores")
-        return cls(correct=data["correct"], expected=data["expected"], ungraded=data["ungraded"], pass_at=data["pass"],
-                   predictions=data.get("predictions"),
-                   unknown={k: v for k, v in data.items() if k not in _SCORES_KEYS})
+        return cls(
+            correct=data["correct"],
+            expected=data["expected"],
+            ungraded=data["ungraded"],
+            pass_at=data["pass"],
+            predictions=data.get("predictions"),
+            unknown={k: v for k, v in data.items() if k not in _SCORES_KEYS},
+        )
 
 
 _SCORES_KEYS = frozenset(("predictions", *SUMMARY_SCORES))
@@ -142,21 +165,30 @@ class ProblemSummary:
     def to_json(self) -> dict:
         """The index form: scores in SUMMARY_SCORES order, `ungraded_answers` only when known."""
         scores = self.scores
-        data = {"unique_id": self.unique_id,
-                "scores": {"expected": scores.expected, "correct": scores.correct, "ungraded": scores.ungraded,
-                           "pass": scores.pass_at},
-                "compute": self.compute}
+        data = {
+            "unique_id": self.unique_id,
+            "scores": {
+                "expected": scores.expected,
+                "correct": scores.correct,
+                "ungraded": scores.ungraded,
+                "pass": scores.pass_at,
+            },
+            "compute": self.compute,
+        }
         if self.ungraded_answers is not None:
             data["ungraded_answers"] = self.ungraded_answers
         return data
 
     @classmethod
-    def from_json(cls, data) -> "ProblemSummary":
+    def from_json(cls, data) -> ProblemSummary:
         """Raises RecordError when `data` lacks what a summary needs (a stub, a record of another program)."""
         unique_id = _unique_id(data)
-        return cls(unique_id=unique_id, scores=Scores.from_json(data.get("scores"), unique_id),
-                   compute=_compute(data, unique_id),
-                   ungraded_answers=data.get("ungraded_answers"))
+        return cls(
+            unique_id=unique_id,
+            scores=Scores.from_json(data.get("scores"), unique_id),
+            compute=_compute(data, unique_id),
+            ungraded_answers=data.get("ungraded_answers"),
+        )
 
 
 @dataclass
@@ -181,25 +213,53 @@ class ProblemRecord:
     unknown: dict = field(default_factory=dict)  # keys of the file this version does not know, as read
 
     @classmethod
-    def graded(cls, problem: "Problem", completions: Sequence[Completion], scores: Scores, compute: dict,
-               ungraded_answers: int, note: Optional[str] = None) -> "ProblemRecord":
+    def graded(
+        cls,
+        problem: Problem,
+        completions: Sequence[Completion],
+        scores: Scores,
+        compute: dict,
+        ungraded_answers: int,
+        note: Optional[str] = None,
+    ) -> ProblemRecord:
         """The record of a problem the pipeline has searched and graded. Every field of `problem` becomes a field of
         the record: a field added to Problem fails here until the record (and so the file format) has it too."""
-        return cls(**problem.as_dict(), completions=list(completions), scores=scores, compute=compute,
-                   ungraded_answers=ungraded_answers, note=note or None)
+        return cls(
+            **problem.as_dict(),
+            completions=list(completions),
+            scores=scores,
+            compute=compute,
+            ungraded_answers=ungraded_answers,
+            note=note or None,
+        )
 
     def summary(self) -> ProblemSummary:
-        return ProblemSummary(unique_id=self.unique_id, compute=self.compute, ungraded_answers=self.ungraded_answers,
-                              scores=Scores(correct=self.scores.correct, expected=self.scores.expected,
-                                            ungraded=self.scores.ungraded, pass_at=self.scores.pass_at))
+        return ProblemSummary(
+            unique_id=self.unique_id,
+            compute=self.compute,
+            ungraded_answers=self.ungraded_answers,
+            scores=Scores(
+                correct=self.scores.correct,
+                expected=self.scores.expected,
+                ungraded=self.scores.ungraded,
+                pass_at=self.scores.pass_at,
+            ),
+        )
 
     def to_json(self) -> dict:
         """The on-disk object: the problem's fields, completions, scores, compute, ungraded_answers and note (only
         when there is one) in that order, then the keys this version did not know when it read the record."""
-        data = {"unique_id": self.unique_id, "problem": self.problem, "answer": self.answer,
-                "solution": self.solution, "subject": self.subject, "level": self.level,
-                "completions": [c.to_json() for c in self.completions], "scores": self.scores.to_json(),
-                "compute": self.compute}
+        data = {
+            "unique_id": self.unique_id,
+            "problem": self.problem,
+            "answer": self.answer,
+            "solution": self.solution,
+            "subject": self.subject,
+            "level": self.level,
+            "completions": [c.to_json() for c in self.completions],
+            "scores": self.scores.to_json(),
+            "compute": self.compute,
+        }
         if self.ungraded_answers is not None:
             data["ungraded_answers"] = self.ungraded_answers
         if self.note is not None:
@@ -208,21 +268,42 @@ class ProblemRecord:
         return data
 
     @classmethod
-    def from_json(cls, data) -> "ProblemRecord":
+    def from_json(cls, data) -> ProblemRecord:
         """Raises RecordError when `data` lacks what a record needs (a stub line, a record of another program)."""
         unique_id = _unique_id(data)
         if not isinstance(data.get("completions"), list):
             raise RecordError(f"{unique_id}: no completions")
-        return cls(unique_id=unique_id, problem=data.get("problem"), answer=data.get("answer"),
-                   solution=data.get("solution", ""), subject=data.get("subject"), level=data.get("level"),
-                   completions=[Completion.from_json(c) for c in data["completions"]],
-                   scores=Scores.from_json(data.get("scores"), unique_id), compute=_compute(data, unique_id),
-                   ungraded_answers=data.get("ungraded_answers"), note=data.get("note"),
-                   unknown={k: v for k, v in data.items() if k not in _RECORD_KEYS})
+        return cls(
+            unique_id=unique_id,
+            problem=data.get("problem"),
+            answer=data.get("answer"),
+            solution=data.get("solution", ""),
+            subject=data.get("subject"),
+            level=data.get("level"),
+            completions=[Completion.from_json(c) for c in data["completions"]],
+            scores=Scores.from_json(data.get("scores"), unique_id),
+            compute=_compute(data, unique_id),
+            ungraded_answers=data.get("ungraded_answers"),
+            note=data.get("note"),
+            unknown={k: v for k, v in data.items() if k not in _RECORD_KEYS},
+        )
 
 
-_RECORD_KEYS = frozenset(("unique_id", "problem", "answer", "solution", "subject", "level", "completions", "scores",
-                          "compute", "ungraded_answers", "note"))
+_RECORD_KEYS = frozenset(
+    (
+        "unique_id",
+        "problem",
+        "answer",
+        "solution",
+        "subject",
+        "level",
+        "completions",
+        "scores",
+        "compute",
+        "ungraded_answers",
+        "note",
+    )
+)
 
 
 def _unique_id(data) -> str:

@@ -29,9 +29,16 @@ from tts.data.problem import Problem
 FINAL_TEMPLATE = "Therefore, the final answer is: $\\boxed{%s}$. I hope it is correct."
 
 # Ways a model may close a step without changing its mathematics (`model.backend.phrasings` uses the first k).
-PHRASINGS = ("", " This follows directly.", " That settles this step.", " Nothing else is needed here.",
-             " We carry this into the next step.", " This is the key computation.", " The arithmetic checks out.",
-             " We use this result below.")
+PHRASINGS = (
+    "",
+    " This follows directly.",
+    " That settles this step.",
+    " Nothing else is needed here.",
+    " We carry this into the next step.",
+    " This is the key computation.",
+    " The arithmetic checks out.",
+    " We use this result below.",
+)
 
 
 def with_phrasing(step: str, variant: int) -> str:
@@ -98,6 +105,7 @@ class Plan:
 
 
 # --- templates: each renders a problem from parameters and solves it from the parsed text -----------------------------
+
 
 def _linear(a: int, b: int, c: int) -> tuple[list[str], Fraction | str, str]:
     x = Fraction(c - b, a)
@@ -185,20 +193,39 @@ _INT = r"(-?\d+)"
 Solver = Callable[..., tuple[list[str], Fraction | str, str]]  # (steps, answer, subject) from the parsed numbers
 TEMPLATES: dict[str, tuple[str, str, Solver, float]] = {
     # name: (statement, regex that reads it back, solver, base difficulty)
-    "linear": ("Solve for $x$: ${0}x + {1} = {2}$. Express your answer as a common fraction if needed.",
-               rf"Solve for \$x\$: \${_INT}x \+ {_INT} = {_INT}\$", _linear, -0.2),
-    "fraction_sum": ("Compute $\\frac{{{0}}}{{{1}}} + \\frac{{{2}}}{{{3}}}$. Express your answer as a common fraction.",
-                     rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$",
-                     _fraction_sum, 0.4),
+    "linear": (
+        "Solve for $x$: ${0}x + {1} = {2}$. Express your answer as a common fraction if needed.",
+        rf"Solve for \$x\$: \${_INT}x \+ {_INT} = {_INT}\$",
+        _linear,
+        -0.2,
+    ),
+    "fraction_sum": (
+        "Compute $\\frac{{{0}}}{{{1}}} + \\frac{{{2}}}{{{3}}}$. Express your answer as a common fraction.",
+        rf"Compute \$\\frac\{{{_INT}\}}\{{{_INT}\}} \+ \\frac\{{{_INT}\}}\{{{_INT}\}}\$",
+        _fraction_sum,
+        0.4,
+    ),
     "radical": ("Simplify $\\sqrt{{{0}}}$.", rf"Simplify \$\\sqrt\{{{_INT}\}}\$", _radical, 0.0),
-    "series": ("What is the sum of all integers from ${0}$ to ${1}$, inclusive?",
-               rf"sum of all integers from \${_INT}\$ to \${_INT}\$", _series, 0.2),
-    "circle": ("A circle has radius ${0}$. What is its area? Express your answer in terms of $\\pi$.",
-               rf"A circle has radius \${_INT}\$", _circle, -0.6),
+    "series": (
+        "What is the sum of all integers from ${0}$ to ${1}$, inclusive?",
+        rf"sum of all integers from \${_INT}\$ to \${_INT}\$",
+        _series,
+        0.2,
+    ),
+    "circle": (
+        "A circle has radius ${0}$. What is its area? Express your answer in terms of $\\pi$.",
+        rf"A circle has radius \${_INT}\$",
+        _circle,
+        -0.6,
+    ),
     "binomials": ("Expand $(x + {0})(x + {1})$.", rf"Expand \$\(x \+ {_INT}\)\(x \+ {_INT}\)\$", _binomials, 0.3),
-    "midpoint": ("What is the midpoint of the segment with endpoints $({0}, {1})$ and $({2}, {3})$? "
-                 "Express your answer as an ordered pair.",
-                 rf"endpoints \$\({_INT}, {_INT}\)\$ and \$\({_INT}, {_INT}\)\$", _midpoint, 0.1),
+    "midpoint": (
+        "What is the midpoint of the segment with endpoints $({0}, {1})$ and $({2}, {3})$? "
+        "Express your answer as an ordered pair.",
+        rf"endpoints \$\({_INT}, {_INT}\)\$ and \$\({_INT}, {_INT}\)\$",
+        _midpoint,
+        0.1,
+    ),
 }
 _PATTERNS = {name: re.compile(spec[1]) for name, spec in TEMPLATES.items()}
 
@@ -279,12 +306,12 @@ def _parameters(name: str, rng: random.Random) -> tuple[int, ...]:
         b, d = rng.randint(2, 12), rng.randint(2, 12)
         return rng.randint(1, b - 1), b, rng.randint(1, d - 1), d
     if name == "radical":
-        return rng.choice([2, 3, 5, 6, 7]) * rng.randint(2, 9) ** 2,
+        return (rng.choice([2, 3, 5, 6, 7]) * rng.randint(2, 9) ** 2,)
     if name == "series":
         lo = rng.randint(1, 30)
         return lo, lo + rng.randint(5, 120)
     if name == "circle":
-        return rng.randint(2, 60),
+        return (rng.randint(2, 60),)
     if name == "binomials":
         return rng.randint(1, 12), rng.randint(1, 12)
     return rng.randint(-9, 9), rng.randint(-9, 9), rng.randint(-9, 9), rng.randint(-9, 9)
@@ -335,7 +362,7 @@ def perturb_last_integer(text: str, delta: int) -> str | None:
     value = int(m.group()) + delta
     if value < 2 <= int(m.group()):
         return None
-    return f"{text[:m.start()]}{value}{text[m.end():]}"
+    return f"{text[: m.start()]}{value}{text[m.end() :]}"
 
 
 WRONG_DELTAS = (1, -1, 2, 3, -2, 5, 4, -3, 7, 9)
@@ -410,15 +437,18 @@ def generate_problems(num_problems: int = 500, seed: int = 1234) -> list[Problem
         seen.add(text)
         plan = solve(text)
         assert plan is not None, f"template {name} does not parse its own output: {text}"
-        problems.append(Problem(
-            unique_id=f"synthetic/{name}/{len(problems)}",
-            problem=text,
-            answer=plan.answer,
-            solution="\n\n".join(plan.steps),
-            subject=plan.subject,
-            level=difficulty_level(plan.difficulty),
-        ))
+        problems.append(
+            Problem(
+                unique_id=f"synthetic/{name}/{len(problems)}",
+                problem=text,
+                answer=plan.answer,
+                solution="\n\n".join(plan.steps),
+                subject=plan.subject,
+                level=difficulty_level(plan.difficulty),
+            )
+        )
     if len(problems) < num_problems:
-        raise ValueError(f"config key 'dataset.num_problems': the templates yield only {len(problems)} "
-                         "distinct problems")
+        raise ValueError(
+            f"config key 'dataset.num_problems': the templates yield only {len(problems)} distinct problems"
+        )
     return problems

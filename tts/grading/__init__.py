@@ -16,5 +16,10 @@ from tts.grading.grader import AnswerGrader, equivalent
 from tts.grading.normalize import normalize_answer, numeric_value
 
 __all__ = [
-    "extract_answer", "extract_answer_with_rule", "equivalent", "AnswerGrader", "normalize_answer", "numeric_value",
+    "extract_answer",
+    "extract_answer_with_rule",
+    "equivalent",
+    "AnswerGrader",
+    "normalize_answer",
+    "numeric_value",
 ]

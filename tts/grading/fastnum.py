@@ -389,8 +389,15 @@ def _const_key(s: str) -> tuple[str, Num | None] | None:
         v = p.expr()
         if p.i != len(p.t):
             return None
-    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
-            IndexError):
+    except (
+        _Reject,
+        ValueError,
+        ZeroDivisionError,
+        OverflowError,
+        decimal.DecimalException,
+        RecursionError,
+        IndexError,
+    ):
         return None
     if isinstance(v, _Poly):
         if p.inexact_from_decimals:
@@ -557,7 +564,14 @@ def huge_power_degree(norm: str) -> int | None:
         base = p.expr()
         if p.i != len(p.t) or not isinstance(base, _Poly):
             return None
-    except (_Reject, ValueError, ZeroDivisionError, OverflowError, decimal.DecimalException, RecursionError,
-            IndexError):
+    except (
+        _Reject,
+        ValueError,
+        ZeroDivisionError,
+        OverflowError,
+        decimal.DecimalException,
+        RecursionError,
+        IndexError,
+    ):
         return None
     return max(sum(e for _, e in mono) for mono in base) * int(exp)

@@ -89,8 +89,18 @@ class AnswerGrader:
         self.stats: dict[str, int] = {
             k: 0
             for k in (
-                "key_calls", "key_cache_hits", "key_fast", "key_symbolic", "key_timeouts", "grade_calls",
-                "grade_cache_hits", "grade_fast", "grade_symbolic", "ungraded", "too_long", "too_large",
+                "key_calls",
+                "key_cache_hits",
+                "key_fast",
+                "key_symbolic",
+                "key_timeouts",
+                "grade_calls",
+                "grade_cache_hits",
+                "grade_fast",
+                "grade_symbolic",
+                "ungraded",
+                "too_long",
+                "too_large",
                 "worker_restarts",
             )
         }
@@ -345,8 +355,12 @@ class AnswerGrader:
             if todo:
                 pairs = list(todo)
                 items = [
-                    [pn, gn, self._known_key(pn, self._fast_key_of(answers[todo[(pn, gn)][0]])),
-                     self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]]))]
+                    [
+                        pn,
+                        gn,
+                        self._known_key(pn, self._fast_key_of(answers[todo[(pn, gn)][0]])),
+                        self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]])),
+                    ]
                     for pn, gn in pairs
                 ]
                 keys_seen: dict[int, Any] = {}

@@ -25,8 +25,16 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
-__all__ = ["rational_key", "decimal_key", "poly_key", "key_kind", "decide_by_keys", "NUMERIC_PREFIXES", "INF_KEY",
-           "NEG_INF_KEY"]
+__all__ = [
+    "rational_key",
+    "decimal_key",
+    "poly_key",
+    "key_kind",
+    "decide_by_keys",
+    "NUMERIC_PREFIXES",
+    "INF_KEY",
+    "NEG_INF_KEY",
+]
 
 NUMERIC_PREFIXES = ("q:", "n:", "c:")
 INF_KEY = "x:oo"
@@ -55,8 +63,11 @@ def poly_key(terms: dict) -> str:
         exps = dict(mono)
         rows.append((tuple(exps.get(n, 0) for n in names), c))
     rows.sort()
-    return "p:" + ",".join(names) + "|" + ";".join(
-        ".".join(str(e) for e in exps) + f":{c.numerator}/{c.denominator}" for exps, c in rows
+    return (
+        "p:"
+        + ",".join(names)
+        + "|"
+        + ";".join(".".join(str(e) for e in exps) + f":{c.numerator}/{c.denominator}" for exps, c in rows)
     )
 
 
@@ -111,14 +122,14 @@ _COLLECTIONS = ("interval", "tuple", "set", "mat")
 DISJOINT = frozenset(
     [frozenset(("num", "poly"))]
     + [frozenset((a, b)) for a in _SCALARS for b in _COLLECTIONS]
-    + [frozenset(p) for p in (("interval", "set"), ("tuple", "set"), ("mat", "interval"), ("mat", "tuple"),
-                              ("mat", "set"))]
+    + [
+        frozenset(p)
+        for p in (("interval", "set"), ("tuple", "set"), ("mat", "interval"), ("mat", "tuple"), ("mat", "set"))
+    ]
 )
 
 _LEAF = r"(?:q:-?\d+/\d+|n:-?\d\.\d+e[-+]\d+|x:-?oo)"
-_NUMERIC_STRUCTURE = re.compile(
-    r"(?:tup\(|int[(\[]|uni\{|set1?\{|mat\(\d+, \d+\)\[|[,;)\]}]|" + _LEAF + r")+"
-)
+_NUMERIC_STRUCTURE = re.compile(r"(?:tup\(|int[(\[]|uni\{|set1?\{|mat\(\d+, \d+\)\[|[,;)\]}]|" + _LEAF + r")+")
 _FAMILIES = ("tup(", "int", "uni{", "set", "mat(")
 
 

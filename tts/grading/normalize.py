@@ -51,15 +51,97 @@ _TEXT_CMDS = ("\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathb
 
 _UNITS = sorted(
     {
-        "cm", "centimeter", "centimeters", "centimetre", "centimetres", "mm", "millimeter", "millimeters", "m",
-        "meter", "meters", "metre", "metres", "km", "kilometer", "kilometers", "in", "inch", "inches", "ft", "foot",
-        "feet", "yd", "yard", "yards", "mile", "miles", "mph", "units", "unit", "sq units", "square units",
-        "square unit", "square feet", "square inches", "square meters", "square centimeters", "cubic units",
-        "cubic feet", "cubic inches", "cubic centimeters", "degrees", "degree", "dollars", "dollar", "cents",
-        "cent", "seconds", "second", "minutes", "minute", "hours", "hour", "days", "day", "weeks", "years", "year",
-        "pounds", "pound", "lbs", "ounces", "grams", "gram", "kg", "kilograms", "liters", "litres", "gallons",
-        "people", "students", "ways", "sq ft", "sq in", "sq cm", "sq m", "cm^2", "m^2", "in^2", "ft^2",
-        "cm^3", "m^3", "in^3", "ft^3", "percent", "radians", "points", "handshakes", "marbles", "boxes", "books",
+        "cm",
+        "centimeter",
+        "centimeters",
+        "centimetre",
+        "centimetres",
+        "mm",
+        "millimeter",
+        "millimeters",
+        "m",
+        "meter",
+        "meters",
+        "metre",
+        "metres",
+        "km",
+        "kilometer",
+        "kilometers",
+        "in",
+        "inch",
+        "inches",
+        "ft",
+        "foot",
+        "feet",
+        "yd",
+        "yard",
+        "yards",
+        "mile",
+        "miles",
+        "mph",
+        "units",
+        "unit",
+        "sq units",
+        "square units",
+        "square unit",
+        "square feet",
+        "square inches",
+        "square meters",
+        "square centimeters",
+        "cubic units",
+        "cubic feet",
+        "cubic inches",
+        "cubic centimeters",
+        "degrees",
+        "degree",
+        "dollars",
+        "dollar",
+        "cents",
+        "cent",
+        "seconds",
+        "second",
+        "minutes",
+        "minute",
+        "hours",
+        "hour",
+        "days",
+        "day",
+        "weeks",
+        "years",
+        "year",
+        "pounds",
+        "pound",
+        "lbs",
+        "ounces",
+        "grams",
+        "gram",
+        "kg",
+        "kilograms",
+        "liters",
+        "litres",
+        "gallons",
+        "people",
+        "students",
+        "ways",
+        "sq ft",
+        "sq in",
+        "sq cm",
+        "sq m",
+        "cm^2",
+        "m^2",
+        "in^2",
+        "ft^2",
+        "cm^3",
+        "m^3",
+        "in^3",
+        "ft^3",
+        "percent",
+        "radians",
+        "points",
+        "handshakes",
+        "marbles",
+        "boxes",
+        "books",
     },
     key=len,
     reverse=True,
@@ -71,8 +153,10 @@ _UNIT_RE = re.compile(
 
 _MC_RE = re.compile(r"^\(?\s*([A-E])\s*\)?$")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_EQ_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|[a-zA-Z]_\{?\w\}?)"
-                           r"\s*(?:=|\\in)\s*(?P<rhs>.+)$")
+_EQ_PREFIX_RE = re.compile(
+    r"^(?:[a-zA-Z]|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|[a-zA-Z]_\{?\w\}?)"
+    r"\s*(?:=|\\in)\s*(?P<rhs>.+)$"
+)
 
 _INT = r"\d+"
 _DEC = r"(?:\d+\.\d*|\.\d+|\d+)"
@@ -270,9 +354,7 @@ def string_only(norm: str) -> bool:
       parser cannot tell a ratio from a time);
     * numbers separated by a space (``4 5`` is not 45; mixed numbers ``5 1/3`` were rewritten before);
     * prose left with math inside (several spans, a negation: see `_inner_math`)."""
-    return bool(
-        "$" in norm or _COLON_NUMBERS.search(norm) or _SPACED_NUMBERS.search(norm) or has_words(norm)
-    )
+    return bool("$" in norm or _COLON_NUMBERS.search(norm) or _SPACED_NUMBERS.search(norm) or has_words(norm))
 
 
 def string_key(norm: str) -> str:

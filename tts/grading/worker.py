@@ -330,11 +330,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
         pred, gold, pred_key, gold_key = (*item, None, None)[:4]
         return list(symbolic.equivalent(pred, gold, pred_key, gold_key, progress=progress))
 
-    ops: dict[str, Callable[..., Any]] = {
-        "key": key,
-        "eq": eq,
-        "mv": lambda item: symbolic.plain_verify(*item),
-    }
+    ops: dict[str, Callable[..., Any]] = {"key": key, "eq": eq, "mv": lambda item: symbolic.plain_verify(*item)}
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:
         symbolic.canonical_key("\\frac{x}{2}")

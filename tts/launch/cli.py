@@ -22,15 +22,32 @@ def check_command_line(argv: list[str]) -> None:
     # overrides and whether another config tree is named; Hydra parses the command line again and reports its errors.
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("overrides", nargs="*")
-    for flags in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--run", "-r"],
-                  ["--multirun", "-m"], ["--shell-completion", "-sc"]):
+    for flags in (
+        ["--help", "-h"],
+        ["--hydra-help"],
+        ["--version"],
+        ["--resolve"],
+        ["--run", "-r"],
+        ["--multirun", "-m"],
+        ["--shell-completion", "-sc"],
+    ):
         parser.add_argument(*flags, action="store_true")
-    for flags in (["--package", "-p"], ["--config-path", "-cp"], ["--config-name", "-cn"], ["--config-dir", "-cd"],
-                  ["--experimental-rerun"]):
+    for flags in (
+        ["--package", "-p"],
+        ["--config-path", "-cp"],
+        ["--config-name", "-cn"],
+        ["--config-dir", "-cd"],
+        ["--experimental-rerun"],
+    ):
         parser.add_argument(*flags)
     parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
-    parser.add_argument("--info", "-i", nargs="?", const="all",
-                        choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
+    parser.add_argument(
+        "--info",
+        "-i",
+        nargs="?",
+        const="all",
+        choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"],
+    )
     try:
         args, _ = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit):  # Hydra reports its own usage errors
@@ -49,10 +66,8 @@ def _type_error(overrides: list[str]) -> Optional[str]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf.errors import OmegaConfBaseException
-
     from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     from tts.config.schema import ConfigError
     from tts.config.validate import check_known_keys

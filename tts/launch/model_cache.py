@@ -23,7 +23,8 @@ import gc
 import json
 import logging
 from collections import Counter
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from tts.backends import build_policy as default_build_policy
 from tts.backends.base import GenerationStats, PolicyBackend
@@ -32,6 +33,7 @@ from tts.prms import build_prm as default_build_prm
 from tts.prms.base import PRMStats, ProcessRewardModel
 
 log = logging.getLogger(__name__)
+
 
 def config_key(config: Any) -> str:
     """The identity of a model: its typed config (nested ones included), as canonical JSON."""
@@ -76,8 +78,9 @@ CACHE = ModelCache()
 atexit.register(CACHE.release)
 
 
-def acquire_policy(model: ModelConfig, seed: int,
-                   build_policy: Optional[Callable[[ModelConfig, int], PolicyBackend]] = None) -> PolicyBackend:
+def acquire_policy(
+    model: ModelConfig, seed: int, build_policy: Optional[Callable[[ModelConfig, int], PolicyBackend]] = None
+) -> PolicyBackend:
     """The policy of `model` (built by `build_policy`, default `tts.backends.build_policy`), from the cache when
     its backend is shared; counters and prefix cache reset for this job."""
     build_policy = build_policy or default_build_policy
@@ -89,8 +92,9 @@ def acquire_policy(model: ModelConfig, seed: int,
     return policy
 
 
-def acquire_prm(config: PRMConfig,
-                build_prm: Optional[Callable[[PRMConfig], ProcessRewardModel]] = None) -> ProcessRewardModel:
+def acquire_prm(
+    config: PRMConfig, build_prm: Optional[Callable[[PRMConfig], ProcessRewardModel]] = None
+) -> ProcessRewardModel:
     """The PRM of `config` (built by `build_prm`, default `tts.prms.build_prm`), from the cache when it is shared;
     counters reset, memo and prefix cache empty."""
     build_prm = build_prm or default_build_prm

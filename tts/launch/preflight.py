@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem
 
+
 def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
     """What each chosen component says it needs (its `needs`, `weights` and `synthetic_only`), checked alike."""
     if run.model.backend.synthetic_only:
@@ -47,13 +48,17 @@ def check_sim_can_read(problems: Sequence[Problem], dataset: str) -> None:
 
 def check_installed(key: str, name: str, module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"config key '{key}': {name} needs the {module} package, which is not installed; "
-                          f"pip install '{extra}', or choose another {key}")
+        raise ConfigError(
+            f"config key '{key}': {name} needs the {module} package, which is not installed; "
+            f"pip install '{extra}', or choose another {key}"
+        )
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def check_weights(key: str, path: str | None) -> None:
@@ -64,24 +69,34 @@ def check_weights(key: str, path: str | None) -> None:
     looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") != 1
     if os.path.isdir(local):
         if not os.path.isfile(os.path.join(local, "config.json")):
-            raise ConfigError(f"config key '{key}': {path} is a directory without config.json, not a saved model; "
-                              f"pass the folder that save_pretrained wrote (or a hub id, owner/name)")
+            raise ConfigError(
+                f"config key '{key}': {path} is a directory without config.json, not a saved model; "
+                f"pass the folder that save_pretrained wrote (or a hub id, owner/name)"
+            )
         return
     if looks_local or os.path.exists(local):
-        raise ConfigError(f"config key '{key}': no model directory at {path} (a hub id is owner/name); pass "
-                          f"{key}=/path/to/downloaded/model")
+        raise ConfigError(
+            f"config key '{key}': no model directory at {path} (a hub id is owner/name); pass "
+            f"{key}=/path/to/downloaded/model"
+        )
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(path, "config.json"), str):
         return
-    fix = (f"download it where the hub is reachable (huggingface-cli download {path}) and pass "
-           f"{key}=/local/dir, or run where the hub is reachable")
+    fix = (
+        f"download it where the hub is reachable (huggingface-cli download {path}) and pass "
+        f"{key}=/local/dir, or run where the hub is reachable"
+    )
     if _offline():
-        raise ConfigError(f"config key '{key}': {path!r} is not in the local Hugging Face cache and the hub is "
-                          f"offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE); {fix}")
+        raise ConfigError(
+            f"config key '{key}': {path!r} is not in the local Hugging Face cache and the hub is "
+            f"offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE); {fix}"
+        )
     try:
         hf_hub_download(path, "config.json")
     except Exception as error:  # noqa: BLE001 - not found, gated, no network: all end the same way
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ConfigError(f"config key '{key}': cannot fetch {path!r} from the Hugging Face hub "
-                          f"({type(error).__name__}: {first_line}); {fix}") from None
+        raise ConfigError(
+            f"config key '{key}': cannot fetch {path!r} from the Hugging Face hub "
+            f"({type(error).__name__}: {first_line}); {fix}"
+        ) from None

@@ -119,16 +119,21 @@ class RunGuard(Callback):
         params = config.hydra.sweeper.get("params")
         if params:  # `+experiment=...` without -m: Hydra runs the one job of the defaults and ignores the sweep axes
             axes = " ".join(f"{key}={value}" for key, value in params.items())
-            print(f"Warning: the sweep parameters ({axes}) apply only to a sweep: add -m to run them; this is a single "
-                  "run", file=sys.stderr)
+            print(
+                f"Warning: the sweep parameters ({axes}) apply only to a sweep: add -m to run them; this is a single "
+                "run",
+                file=sys.stderr,
+            )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         invalid = invalid_combinations(config)
         broken = [(number, overrides, error) for number, overrides, error, composes in invalid if not composes]
         if broken:  # Hydra's launcher would stop the sweep at the first of these: refuse it before any job starts
             lines = [f"  #{number} ({' '.join(overrides)}): {error}" for number, overrides, error in broken]
-            print(f"Error: {len(broken)} sweep job(s) cannot be composed; no job was started:\n" + "\n".join(lines),
-                  file=sys.stderr)
+            print(
+                f"Error: {len(broken)} sweep job(s) cannot be composed; no job was started:\n" + "\n".join(lines),
+                file=sys.stderr,
+            )
             sys.exit(2)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +142,12 @@ class RunGuard(Callback):
         os.environ[FAILURES_ENV] = str(failures.resolve())
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
         for number, overrides, error, _ in invalid:
-            log.error("sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s",
-                      number, " ".join(overrides), error)
+            log.error(
+                "sweep job #%d (%s) is invalid and will stop before generating (the other jobs still run): %s",
+                number,
+                " ".join(overrides),
+                error,
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         path = Path(os.environ.pop(FAILURES_ENV, "") or "/nonexistent")
@@ -192,16 +201,27 @@ def invalid_combinations(config: DictConfig, limit: int = 1000) -> list[tuple[in
                 composed[choices] = _task_config(loader.load_sweep_config(config, list(choices)))
             task = copy.deepcopy(composed[choices])
             for override in values:  # what Hydra does after composing: set each value on the composed config
-                OmegaConf.update(task, override.key_or_group, override.value(), merge=True,
-                                 force_add=override.is_force_add() or override.is_add())
+                OmegaConf.update(
+                    task,
+                    override.key_or_group,
+                    override.value(),
+                    merge=True,
+                    force_add=override.is_force_add() or override.is_add(),
+                )
             validate(task)
         except ConfigError as error:
             invalid.append((number, list(overrides), str(error), True))
         except Exception as error:  # noqa: BLE001 - a combination that does not even compose
             key = getattr(error, "full_key", None) or getattr(error.__cause__, "full_key", None)
             first = str(getattr(error, "msg", error)).strip().splitlines()[0]
-            invalid.append((number, list(overrides), f"config key '{key}': {first}" if key else
-                            f"{type(error).__name__}: {first}", False))
+            invalid.append(
+                (
+                    number,
+                    list(overrides),
+                    f"config key '{key}': {first}" if key else f"{type(error).__name__}: {first}",
+                    False,
+                )
+            )
             continue
     return invalid
 
@@ -211,8 +231,13 @@ def _is_plain_value(override) -> bool:
     from tts.config.keys import CONF
 
     key = override.key_or_group
-    return (not override.is_delete() and not key.startswith("hydra") and "/" not in key and override.package is None
-            and not (CONF / key).is_dir())
+    return (
+        not override.is_delete()
+        and not key.startswith("hydra")
+        and "/" not in key
+        and override.package is None
+        and not (CONF / key).is_dir()
+    )
 
 
 # -- in each job ------------------------------------------------------------------------------------------------------
@@ -265,8 +290,12 @@ def _record_failure(hydra: DictConfig, error: str, refused: bool) -> None:
     path = os.environ.get(FAILURES_ENV)
     if not path:
         return
-    line = json.dumps({"job": int(hydra.job.num), "overrides": list(hydra.overrides.task), "error": error,
-                       "refused": refused}) + "\n"
+    line = (
+        json.dumps(
+            {"job": int(hydra.job.num), "overrides": list(hydra.overrides.task), "error": error, "refused": refused}
+        )
+        + "\n"
+    )
     with open(path, "a", encoding="utf-8") as handle:  # one short O_APPEND write: jobs never interleave lines
         handle.write(line)
 
@@ -307,8 +336,9 @@ def watch_sweep_process(interval: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        print(f"tts: the sweep's main process {parent} is gone; stopping this worker (pid {os.getpid()})",
-              file=sys.stderr)
+        print(
+            f"tts: the sweep's main process {parent} is gone; stopping this worker (pid {os.getpid()})", file=sys.stderr
+        )
         os._exit(3)
 
     threading.Thread(target=watch, name="tts-sweep-watch", daemon=True).start()

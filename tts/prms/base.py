@@ -1,6 +1,7 @@
 """The process-reward-model seam: `score(problems, step_lists) -> per-step scores`, memoised by prefix.
 
-Search re-scores the same prefixes many times (a beam's first steps are shared by all its descendants), so the base class
+Search re-scores the same prefixes many times (a beam's first steps are shared by all its descendants), so the base
+class
 remembers the score of every (problem, steps[:k]) it has seen and sends only solutions with an unseen prefix to the
 model. Subclasses implement `_score_batch`, which scores whole step lists (a PRM reads all step scores of a solution in
 one forward pass, so the unit of work is the solution, not the step). A backend that can read one step's score without
@@ -11,8 +12,8 @@ leading steps of each solution the memo already holds and returns only the score
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 Steps = Sequence[str]
 
@@ -73,8 +74,9 @@ class ProcessRewardModel(abc.ABC):
             self.stats.solutions_scored += len(todo)
             for (problem, steps), done, scores in zip(todo, known, scored):
                 if len(scores) != len(steps) - done:
-                    raise RuntimeError(f"{type(self).__name__} gave {len(scores)} scores for {len(steps) - done} "
-                                       f"new steps")
+                    raise RuntimeError(
+                        f"{type(self).__name__} gave {len(scores)} scores for {len(steps) - done} new steps"
+                    )
                 for k in range(done + 1, len(steps) + 1):
                     fresh[(problem, steps[:k])] = float(scores[k - done - 1])
             if self.memoize:

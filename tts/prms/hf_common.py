@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 from tts.config.schema import Config, PRMConfig
 from tts.prms.base import ProcessRewardModel
@@ -124,12 +125,18 @@ class HFPRMConfig(PRMConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(self.backend in PRM_BACKENDS, "backend",
-                     f"must be one of {PRM_BACKENDS} (a PRM runs on hf or vllm), got {self.backend!r}")
+        self.require(
+            self.backend in PRM_BACKENDS,
+            "backend",
+            f"must be one of {PRM_BACKENDS} (a PRM runs on hf or vllm), got {self.backend!r}",
+        )
         self.require(bool(self.path), "path", "a real PRM needs a hub id or a local directory")
         self.require(self.batch_tokens >= 1, "batch_tokens", f"must be >= 1, got {self.batch_tokens}")
-        self.require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
-                     f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}")
+        self.require(
+            0 < self.gpu_memory_utilization <= 1,
+            "gpu_memory_utilization",
+            f"must be a share of GPU memory in (0, 1], got {self.gpu_memory_utilization}",
+        )
 
     def needs(self) -> Optional[tuple[str, str]]:
         return ("vllm", "tts[vllm]") if self.backend == "vllm" else ("transformers", "tts[hf]")
@@ -264,26 +271,29 @@ class HFProcessRewardModel(ProcessRewardModel):
         results: list[list[float]] = [[] for _ in encoded]
         alone = [g.members[0] for g in groups if len(g.members) == 1]
         for i, scores in zip(alone, self._score_hf([encoded[i] for i in alone])):
-            results[i] = scores[known[i]:]
+            results[i] = scores[known[i] :]
         shared = [g for g in groups if len(g.members) > 1]
         for batch in token_budget_batches([g.shared for g in shared], self.batch_tokens):
             self._score_on_prefixes([shared[k] for k in batch], encoded, known, results)
         return results
 
-    def _score_on_prefixes(self, groups: list[PrefixGroup], encoded: list[Encoded], known: list[int],
-                           results: list[list[float]]) -> None:
+    def _score_on_prefixes(
+        self, groups: list[PrefixGroup], encoded: list[Encoded], known: list[int], results: list[list[float]]
+    ) -> None:
         """The groups' shared prefixes in one pass that fills a KV cache (row k: group k, right-padded to the
         longest), then every member's remaining tokens on top of it; a step read-out inside the shared prefix (a
         member that is itself a prefix of the others) comes from the prefix pass."""
-        prefix_ids, prefix_mask = self._right_padded([encoded[g.members[0]].ids[:g.shared] for g in groups])
+        prefix_ids, prefix_mask = self._right_padded([encoded[g.members[0]].ids[: g.shared] for g in groups])
         cache = self._new_cache()
         prefix_scores = self._forward(prefix_ids, prefix_mask, cache=cache)
         self.stats.cached_tokens += sum((len(g.members) - 1) * g.shared for g in groups)
         suffix_scores = self._score_suffixes(groups, encoded, cache, prefix_mask)
         for k, g in enumerate(groups):
             for i in g.members:
-                results[i] = [float(prefix_scores[k, p] if p < g.shared else suffix_scores[i][p - g.shared])
-                              for p in encoded[i].positions[known[i]:]]
+                results[i] = [
+                    float(prefix_scores[k, p] if p < g.shared else suffix_scores[i][p - g.shared])
+                    for p in encoded[i].positions[known[i] :]
+                ]
 
     def _score_suffixes(self, groups: list[PrefixGroup], encoded: list[Encoded], cache, prefix_mask) -> dict:
         """Per-token scores of each member's tokens after its group's prefix, in token-budget batches (counting the
@@ -300,7 +310,7 @@ class HFProcessRewardModel(ProcessRewardModel):
         for batch in token_budget_batches(lengths, self.batch_tokens):
             members = [rows[b] for b in batch]
             group_rows = torch.tensor([k for k, _ in members], dtype=torch.long)
-            ids, suffix_mask = self._right_padded([encoded[i].ids[groups[k].shared:] for k, i in members])
+            ids, suffix_mask = self._right_padded([encoded[i].ids[groups[k].shared :] for k, i in members])
             mask = torch.cat([prefix_mask[group_rows], suffix_mask], dim=1)
             start = torch.tensor([groups[k].shared for k, _ in members], dtype=torch.long)
             positions = start[:, None] + torch.arange(ids.shape[1], dtype=torch.long)[None, :]
@@ -322,8 +332,8 @@ class HFProcessRewardModel(ProcessRewardModel):
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, sequence in enumerate(sequences):
-            ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-            mask[row, :len(sequence)] = 1
+            ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, : len(sequence)] = 1
         return ids, mask
 
     def _forward(self, ids, mask, cache=None, position_ids=None):
@@ -355,8 +365,9 @@ class HFProcessRewardModel(ProcessRewardModel):
         return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
     def _score_vllm(self, encoded: list[Encoded]) -> list[list[float]]:
-        outputs = self.llm.encode([{"prompt_token_ids": e.ids} for e in encoded], pooling_task="token_classify",
-                                  use_tqdm=False)
+        outputs = self.llm.encode(
+            [{"prompt_token_ids": e.ids} for e in encoded], pooling_task="token_classify", use_tqdm=False
+        )
         self.forward_calls += 1
         column = self.vllm_column()
         results = []
@@ -400,8 +411,14 @@ def load_hf(prm_cls, cfg, **extra) -> HFProcessRewardModel:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     loader = getattr(transformers, prm_cls.auto_class)
-    model = from_pretrained(loader, cfg.path, what=f"the {prm_cls.family} PRM", key="prm.path", dtype=dtype,
-                            trust_remote_code=cfg.trust_remote_code)
+    model = from_pretrained(
+        loader,
+        cfg.path,
+        what=f"the {prm_cls.family} PRM",
+        key="prm.path",
+        dtype=dtype,
+        trust_remote_code=cfg.trust_remote_code,
+    )
     prm.model = model.to(device).eval()
     prm.device = device
     prm.on_model_loaded()
@@ -415,9 +432,11 @@ def check_classify_head(engine_kwargs: dict) -> None:
     overrides = engine_kwargs.get("hf_overrides") or {}
     if engine_kwargs.get("convert") == "classify" and not engine_kwargs.get("native_head", False):
         if not overrides.get("classifier_from_token") or not overrides.get("method"):
-            raise ValueError("vLLM convert='classify' without hf_overrides {'classifier_from_token': [bad, good], "
-                             "'method': 'from_2_way_softmax'} leaves the classification head uninitialised "
-                             "(random scores); refusing to build it")
+            raise ValueError(
+                "vLLM convert='classify' without hf_overrides {'classifier_from_token': [bad, good], "
+                "'method': 'from_2_way_softmax'} leaves the classification head uninitialised "
+                "(random scores); refusing to build it"
+            )
 
 
 def build_vllm_pooling(cfg, engine_kwargs: dict):
@@ -426,8 +445,9 @@ def build_vllm_pooling(cfg, engine_kwargs: dict):
     try:
         import vllm  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("prm.backend=vllm needs vllm installed (GPU: pip install vllm; CPU: "
-                          "scripts/vllm_cpu_lane.sh)") from err
+        raise ImportError(
+            "prm.backend=vllm needs vllm installed (GPU: pip install vllm; CPU: scripts/vllm_cpu_lane.sh)"
+        ) from err
     from vllm import LLM
 
     kwargs = {k: v for k, v in engine_kwargs.items() if k != "native_head"}
@@ -448,8 +468,10 @@ def build_vllm_pooling(cfg, engine_kwargs: dict):
     try:
         return LLM(**kwargs)
     except OSError as err:
-        raise OSError(f"could not load the PRM {cfg.path!r} from the hub (offline?); download it and pass "
-                      f"prm.path=/local/dir [{err}]") from err
+        raise OSError(
+            f"could not load the PRM {cfg.path!r} from the hub (offline?); download it and pass "
+            f"prm.path=/local/dir [{err}]"
+        ) from err
 
 
 def two_token_pooler_kwargs(bad: str, good: str, *, last: bool) -> dict:
@@ -457,8 +479,11 @@ def two_token_pooler_kwargs(bad: str, good: str, *, last: bool) -> dict:
     token of each sequence (`last`: prefix caching serves the sequence's prefix) or at every token (`ALL` pooling)."""
     from vllm.config import PoolerConfig
 
-    pooler = (PoolerConfig(task="classify", seq_pooling_type="LAST") if last
-              else PoolerConfig(task="token_classify", tok_pooling_type="ALL"))
+    pooler = (
+        PoolerConfig(task="classify", seq_pooling_type="LAST")
+        if last
+        else PoolerConfig(task="token_classify", tok_pooling_type="ALL")
+    )
     return dict(
         runner="pooling",
         convert="classify",

@@ -7,9 +7,8 @@ that step's tag "ки". A step that already starts with its own "Step k:" / "## 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
 
 from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, char_to_token, good_bad_token_ids, load_hf
 from tts.prms.rlhflow import two_token_probability
@@ -49,8 +48,10 @@ class MathShepherdPRM(HFProcessRewardModel):
         for char in tags:
             token = char_to_token(enc["offset_mapping"], char)
             if ids[token] != self.step_tag_id:
-                raise ValueError(f"math_shepherd PRM: the step tag {self.step_tag!r} did not stay one token "
-                                 f"(found {self.tokenizer.convert_ids_to_tokens([ids[token]])})")
+                raise ValueError(
+                    f"math_shepherd PRM: the step tag {self.step_tag!r} did not stay one token "
+                    f"(found {self.tokenizer.convert_ids_to_tokens([ids[token]])})"
+                )
             positions.append(token)
         return Encoded(ids, positions)
 

@@ -14,8 +14,8 @@ Equality is on token ids, never on text, so a BPE merge across a step boundary c
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 #: below this many shared tokens a group is not worth its extra forward pass and cache copy: score the members whole
 MIN_SHARED_TOKENS = 16
@@ -42,8 +42,9 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return low
 
 
-def plan_prefix_groups(keys: Sequence[Hashable], sequences: Sequence[Sequence[int]],
-                       min_shared: int = MIN_SHARED_TOKENS) -> list[PrefixGroup]:
+def plan_prefix_groups(
+    keys: Sequence[Hashable], sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_TOKENS
+) -> list[PrefixGroup]:
     """Groups over all `sequences`, formed among those with the same key (the problem: different problems share at
     most a system prompt, and keeping them apart keeps the plan cheap). Every index is in exactly one group."""
     by_key: dict[Hashable, list[int]] = {}
@@ -79,6 +80,6 @@ def best_runs(sequences: Sequence[Sequence[int]], min_shared: int) -> list[Prefi
     while end > 0:
         start = run_start[end]
         members = [order[k] for k in range(start, end)]
-        runs.append(PrefixGroup(members, min(neighbours[start:end - 1]) if len(members) > 1 else 0))
+        runs.append(PrefixGroup(members, min(neighbours[start : end - 1]) if len(members) > 1 else 0))
         end = start
     return runs[::-1]

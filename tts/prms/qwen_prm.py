@@ -40,8 +40,10 @@ class QwenPRM(HFProcessRewardModel):
         ids = self.tokenizer.encode(text)
         positions = [i for i, t in enumerate(ids) if t == self.separator_id]
         if len(positions) != len(steps):
-            raise ValueError(f"qwen_prm: {len(positions)} {self.separator!r} tokens for {len(steps)} steps "
-                             f"(does a step or the problem contain {self.separator!r}?)")
+            raise ValueError(
+                f"qwen_prm: {len(positions)} {self.separator!r} tokens for {len(steps)} steps "
+                f"(does a step or the problem contain {self.separator!r}?)"
+            )
         return Encoded(ids, positions)
 
     def token_scores(self, inputs: dict):
@@ -58,8 +60,11 @@ class QwenPRM(HFProcessRewardModel):
         from vllm.config import PoolerConfig
 
         # vLLM implements Qwen2ForProcessRewardModel natively (its own head), with a token-level pooler only
-        return dict(runner="pooling", native_head=True,
-                    pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"))
+        return dict(
+            runner="pooling",
+            native_head=True,
+            pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"),
+        )
 
     def vllm_column(self) -> int:
         return 1
@@ -111,9 +116,10 @@ def load_reward_head(path: str, hidden_size: int):
     if "score.0.weight" not in tensors or "score.2.weight" not in tensors:
         raise ValueError(f"qwen_prm: no reward head (score.0 / score.2) in {path}")
     labels = tensors["score.2.weight"].shape[0]
-    head = torch.nn.Sequential(torch.nn.Linear(hidden_size, hidden_size), torch.nn.ReLU(),
-                               torch.nn.Linear(hidden_size, labels))
-    head.load_state_dict({k[len("score."):]: v for k, v in tensors.items()}, strict=False)
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden_size, hidden_size), torch.nn.ReLU(), torch.nn.Linear(hidden_size, labels)
+    )
+    head.load_state_dict({k[len("score.") :]: v for k, v in tensors.items()}, strict=False)
     return head
 
 
@@ -146,8 +152,11 @@ def build(config: QwenPRMConfig) -> QwenPRM:
         auto_class = "AutoModelForTokenClassification"
     cls = type("QwenPRM", (QwenPRM,), {"auto_class": auto_class})
     prm = load_hf(cls, prm_cfg)
-    if prm_cfg.backend == "hf" and not prm_cfg.trust_remote_code and \
-            any(a.endswith("ForProcessRewardModel") for a in architectures):
+    if (
+        prm_cfg.backend == "hf"
+        and not prm_cfg.trust_remote_code
+        and any(a.endswith("ForProcessRewardModel") for a in architectures)
+    ):
         # AutoModel without remote code gave the bare backbone: add the reward head from the checkpoint
         param = next(prm.model.parameters())
         head = load_reward_head(prm_cfg.path, prm.model.config.hidden_size).to(device=param.device, dtype=param.dtype)

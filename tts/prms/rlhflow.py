@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tts.prms.hf_common import (Encoded, HFPRMConfig, HFProcessRewardModel, char_to_token, encode_rendered, good_bad_token_ids,
-                                load_hf)
+from tts.prms.hf_common import (
+    Encoded,
+    HFPRMConfig,
+    HFProcessRewardModel,
+    char_to_token,
+    encode_rendered,
+    good_bad_token_ids,
+    load_hf,
+)
 
 
 class RLHFlowPRM(HFProcessRewardModel):
@@ -52,8 +59,10 @@ class RLHFlowPRM(HFProcessRewardModel):
         for char in answer_chars:
             token = char_to_token(enc["offset_mapping"], char)
             if ids[token] != self.answer_id:
-                raise ValueError(f"rlhflow PRM: the assistant answer {self.good_token!r} is not a token of its own "
-                                 f"(found {self.tokenizer.convert_ids_to_tokens([ids[token]])}); check the template")
+                raise ValueError(
+                    f"rlhflow PRM: the assistant answer {self.good_token!r} is not a token of its own "
+                    f"(found {self.tokenizer.convert_ids_to_tokens([ids[token]])}); check the template"
+                )
             positions.append(token - 1)  # the logits that predict the answer token
         return Encoded(ids, positions)
 

@@ -64,4 +64,3 @@ def _normal_from_digest(digest: bytes) -> float:
     u1 = max(int.from_bytes(digest[:8], "little") / 2.0**64, 1e-12)
     u2 = int.from_bytes(digest[8:], "little") / 2.0**64
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-

@@ -10,10 +10,9 @@ The value head is our own module (a linear layer hidden -> 1) whose weights are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import glob
 import os
+from dataclasses import dataclass
 
 from tts.config.schema import Config
 from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf
@@ -85,8 +84,11 @@ class SkyworkConfig(HFPRMConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(self.backend == "hf", "backend", "the skywork PRM runs on hf only (vLLM has no value-head "
-                     "architecture for it); use prm.backend=hf")
+        self.require(
+            self.backend == "hf",
+            "backend",
+            "the skywork PRM runs on hf only (vLLM has no value-head architecture for it); use prm.backend=hf",
+        )
 
 
 def build(config: SkyworkConfig) -> SkyworkPRM:
@@ -99,8 +101,10 @@ def build(config: SkyworkConfig) -> SkyworkPRM:
         try:
             path = snapshot_download(path, allow_patterns=["*.safetensors", "*.json"], local_files_only=True)
         except Exception as err:  # noqa: BLE001 - not cached, gated, offline, corrupt: every one ends the same way
-            raise OSError(f"could not load the skywork PRM {prm_cfg.path!r} from the hub (offline?); download it "
-                          f"and pass prm.path=/local/dir [{err}]") from err
+            raise OSError(
+                f"could not load the skywork PRM {prm_cfg.path!r} from the hub (offline?); download it "
+                f"and pass prm.path=/local/dir [{err}]"
+            ) from err
     param = next(prm.model.parameters())
     prm.value_head = load_value_head(path, prm.model.config.hidden_size, param.dtype, param.device)
     return prm

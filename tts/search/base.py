@@ -1,7 +1,8 @@
 """What every strategy shares: the request it sends for a problem, the record it returns, and compute accounting.
 
 A strategy is a class built by Hydra from its own typed config (`_target_` in conf/strategy/<name>.yaml; the config
-dataclass, a `StrategyConfig` subclass, beside the class). It returns one `SearchOutput` per problem: exactly `cfg.n` completions and the compute spent on that problem.
+dataclass, a `StrategyConfig` subclass, beside the class). It returns one `SearchOutput` per problem: exactly `cfg.n`
+completions and the compute spent on that problem.
 Generated tokens are exact per problem (every output belongs to one problem). PRM tokens are exact per run; a batched
 PRM call encodes many problems at once, so its tokens are shared out in proportion to the text each problem sent.
 """
@@ -9,20 +10,23 @@ PRM call encodes many problems at once, so its tokens are shared out in proporti
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 from tts.backends.base import GenerationRequest, PolicyBackend, build_messages
 from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
-from tts.prms.base import ProcessRewardModel
 from tts.data.records import Completion
+from tts.prms.base import ProcessRewardModel
 
 
 @dataclass
 class SearchOutput:
     completions: list[Completion]
-    compute: dict[str, int] = field(default_factory=lambda: {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0})
+    compute: dict[str, int] = field(
+        default_factory=lambda: {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
+    )
     note: Optional[str] = None  # why fewer than n completions, if ever
 
 
@@ -34,14 +38,24 @@ class Strategy(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    def search(self, problems: Sequence[Problem], policy: PolicyBackend, prm: ProcessRewardModel,
-               run: Config) -> list[SearchOutput]:
+    def search(
+        self, problems: Sequence[Problem], policy: PolicyBackend, prm: ProcessRewardModel, run: Config
+    ) -> list[SearchOutput]:
         """Exactly `run.n` completions per problem (fewer only with `SearchOutput.note`), in problem order."""
 
 
-def make_request(problem: Problem, cfg: Config, *, prefix: str = "", n: int = 1, temperature: Optional[float] = None,
-                 stop: Optional[list[str]] = None, max_tokens: Optional[int] = None, seed_offset: int = 0,
-                 prefix_ids: Optional[tuple[int, ...]] = None) -> GenerationRequest:
+def make_request(
+    problem: Problem,
+    cfg: Config,
+    *,
+    prefix: str = "",
+    n: int = 1,
+    temperature: Optional[float] = None,
+    stop: Optional[list[str]] = None,
+    max_tokens: Optional[int] = None,
+    seed_offset: int = 0,
+    prefix_ids: Optional[tuple[int, ...]] = None,
+) -> GenerationRequest:
     """The policy request for `problem` under the run config (sampling knobs from `strategy`, limits from `budget`)."""
     return GenerationRequest(
         messages=build_messages(cfg.model.prompt.system, problem.problem),

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from tts.config.schema import Config
 from tts.search.base import SearchOutput
-from tts.search.tree import (Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate, drop_duplicates,
-                             top_k)
+from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate, drop_duplicates, top_k
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Best-of-N: n independent complete solutions per problem in one backend call, every step scored by the PRM.
 
-    python tts/main.py strategy=best_of_n n=16
+python tts/main.py strategy=best_of_n n=16
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.data.steps import split_steps
 from tts.data.records import Completion
+from tts.data.steps import split_steps
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 
 
 @dataclass
@@ -35,14 +35,18 @@ def sample_and_score(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
         step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
         prm_before = prm.stats.tokens
         scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(prm.stats.tokens - prm_before,
-                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        prm_shares = share_tokens(
+            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+        )
         for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
             completions = [
                 Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason, tokens=o.num_tokens)
                 for o, s, sc in zip(samples, steps, step_scores)
             ]
-            compute = {"generated_tokens": sum(o.num_tokens for o in samples), "prm_tokens": prm_tokens,
-                       "backend_calls": 1}
+            compute = {
+                "generated_tokens": sum(o.num_tokens for o in samples),
+                "prm_tokens": prm_tokens,
+                "backend_calls": 1,
+            }
             results.append(SearchOutput(completions=completions, compute=compute))
     return results

@@ -20,9 +20,9 @@ from typing import Optional
 
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.data.steps import split_steps
 from tts.data.records import Completion
+from tts.data.steps import split_steps
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -41,11 +41,15 @@ class FilterVoteConfig(StrategyConfig):
     def check(self, run: Config) -> None:
         super().check(run)
         for placeholder in ("{problem}", "{solution}"):
-            self.require(placeholder in self.review_prompt, "review_prompt",
-                         f"must contain the placeholder {placeholder}")
+            self.require(
+                placeholder in self.review_prompt, "review_prompt", f"must contain the placeholder {placeholder}"
+            )
         self.require(self.review_max_tokens >= 1, "review_max_tokens", "must be >= 1 (tokens of one review)")
-        self.require(self.review_temperature is None or self.review_temperature >= 0, "review_temperature",
-                     "must be >= 0 or null (use strategy.temperature)")
+        self.require(
+            self.review_temperature is None or self.review_temperature >= 0,
+            "review_temperature",
+            "must be >= 0 or null (use strategy.temperature)",
+        )
 
 
 def fill(template: str, **values: str) -> str:
@@ -54,7 +58,7 @@ def fill(template: str, **values: str) -> str:
 
 
 def parse_verdict(text: str) -> str:
-    """"correct" or "wrong" when exactly one of the two verdicts appears (any number of times, any case, spaces inside
+    """ "correct" or "wrong" when exactly one of the two verdicts appears (any number of times, any case, spaces inside
     the brackets allowed); "unparsed" when neither appears, when both do, or when it is garbled (`[[corect]]`)."""
     found = {m.lower() for m in _VERDICT.findall(text or "")}
     return found.pop() if len(found) == 1 else "unparsed"
@@ -66,8 +70,14 @@ def review_request(problem: str, solution: str, cfg: Config, seed_offset: int) -
     prompt = fill(strategy.review_prompt, problem=problem, solution=solution.strip())
     messages.append({"role": "user", "content": prompt})
     temperature = strategy.temperature if strategy.review_temperature is None else strategy.review_temperature
-    return GenerationRequest(messages=messages, n=1, temperature=temperature, top_p=strategy.top_p,
-                             max_tokens=strategy.review_max_tokens, seed=cfg.seed + seed_offset)
+    return GenerationRequest(
+        messages=messages,
+        n=1,
+        temperature=temperature,
+        top_p=strategy.top_p,
+        max_tokens=strategy.review_max_tokens,
+        seed=cfg.seed + seed_offset,
+    )
 
 
 class FilterVote(Strategy):
@@ -83,13 +93,19 @@ def filter_vote(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
     for chunk in batches(problems, cfg.strategy.search_batch_size):
         outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])
         # one review per sample, each with its own seed so identical solutions get independent reviews
-        reviews = policy.generate([review_request(p.problem, o.text, cfg, seed_offset=1 + j)
-                                   for p, samples in zip(chunk, outputs) for j, o in enumerate(samples)])
+        reviews = policy.generate(
+            [
+                review_request(p.problem, o.text, cfg, seed_offset=1 + j)
+                for p, samples in zip(chunk, outputs)
+                for j, o in enumerate(samples)
+            ]
+        )
         step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
         prm_before = prm.stats.tokens
         scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(prm.stats.tokens - prm_before,
-                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        prm_shares = share_tokens(
+            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+        )
         offset = 0
         for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
             mine = [r[0] for r in reviews[offset : offset + len(samples)]]
@@ -100,10 +116,22 @@ def filter_vote(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
                 extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
                 if verdict == "unparsed":
                     extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                completions.append(Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason,
-                                              tokens=o.num_tokens, extra=extra))
+                completions.append(
+                    Completion(
+                        text=o.text,
+                        steps=s,
+                        step_scores=sc,
+                        finish_reason=o.finish_reason,
+                        tokens=o.num_tokens,
+                        extra=extra,
+                    )
+                )
             review_tokens = sum(r.num_tokens for r in mine)
-            compute = {"generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
-                       "review_tokens": review_tokens, "prm_tokens": prm_tokens, "backend_calls": 2}
+            compute = {
+                "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
+                "review_tokens": review_tokens,
+                "prm_tokens": prm_tokens,
+                "backend_calls": 2,
+            }
             results.append(SearchOutput(completions=completions, compute=compute))
     return results

@@ -25,8 +25,11 @@ class LookaheadConfig(BeamConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(is_whole(self.lookahead) and self.lookahead >= 0, "lookahead",
-                     f"must be a whole number of steps >= 0, got {self.lookahead!r}")
+        self.require(
+            is_whole(self.lookahead) and self.lookahead >= 0,
+            "lookahead",
+            f"must be a whole number of steps >= 0, got {self.lookahead!r}",
+        )
 
 
 class LookaheadSearch(TreeSearch):

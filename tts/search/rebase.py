@@ -30,8 +30,11 @@ class RebaseConfig(TreeSearchConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(self.rebase_temperature > 0, "rebase_temperature",
-                     f"must be > 0 (softmax temperature over node scores), got {self.rebase_temperature}")
+        self.require(
+            self.rebase_temperature > 0,
+            "rebase_temperature",
+            f"must be > 0 (softmax temperature over node scores), got {self.rebase_temperature}",
+        )
 
 
 def softmax(values: list[float], temperature: float) -> list[float]:

@@ -22,9 +22,9 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.data.steps import split_steps
 from tts.data.records import Completion
+from tts.data.steps import split_steps
+from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
 from tts.search.filter_vote import fill
 
 
@@ -41,15 +41,25 @@ class RevisionsConfig(StrategyConfig):
         super().check(run)
         length = self.revisions_per_chain
         self.require(is_whole(length) and length >= 1, "revisions_per_chain", f"must be >= 1, got {length!r}")
-        self.require(run.n % length == 0, "revisions_per_chain",
-                     f"must divide n={run.n} (n / revisions_per_chain chains run in parallel), got {length}")
+        self.require(
+            run.n % length == 0,
+            "revisions_per_chain",
+            f"must divide n={run.n} (n / revisions_per_chain chains run in parallel), got {length}",
+        )
         for placeholder in ("{problem}", "{attempts}"):
-            self.require(placeholder in self.revision_prompt, "revision_prompt",
-                         f"must contain the placeholder {placeholder}")
-        self.require("{attempt}" in self.revision_attempt_template, "revision_attempt_template",
-                     "must contain the placeholder {attempt}")
-        self.require(self.revision_context_tokens is None or self.revision_context_tokens >= 1,
-                     "revision_context_tokens", "must be >= 1 or null (budget.max_tokens)")
+            self.require(
+                placeholder in self.revision_prompt, "revision_prompt", f"must contain the placeholder {placeholder}"
+            )
+        self.require(
+            "{attempt}" in self.revision_attempt_template,
+            "revision_attempt_template",
+            "must contain the placeholder {attempt}",
+        )
+        self.require(
+            self.revision_context_tokens is None or self.revision_context_tokens >= 1,
+            "revision_context_tokens",
+            "must be >= 1 or null (budget.max_tokens)",
+        )
 
 
 def context(attempts: list[GenerationOutput], budget: int) -> list[GenerationOutput]:
@@ -67,9 +77,14 @@ def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, s
     strategy = cfg.strategy
     rendered = "\n\n".join(fill(strategy.revision_attempt_template, attempt=a.text.strip()) for a in shown)
     prompt = fill(strategy.revision_prompt, problem=problem, attempts=rendered)
-    return GenerationRequest(messages=build_messages(cfg.model.prompt.system, prompt), n=1,
-                             temperature=strategy.temperature, top_p=strategy.top_p,
-                             max_tokens=cfg.budget.max_tokens, seed=cfg.seed + seed_offset)
+    return GenerationRequest(
+        messages=build_messages(cfg.model.prompt.system, prompt),
+        n=1,
+        temperature=strategy.temperature,
+        top_p=strategy.top_p,
+        max_tokens=cfg.budget.max_tokens,
+        seed=cfg.seed + seed_offset,
+    )
 
 
 class Revisions(Strategy):
@@ -96,26 +111,46 @@ def revise(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
             for i, c in pairs:
                 prompts[i, c] = context(history[i][c], budget)
                 shown[i][c].append((len(prompts[i, c]), sum(a.num_tokens for a in prompts[i, c])))
-            outputs = policy.generate([revision_request(chunk[i].problem, prompts[i, c], cfg,
-                                                        seed_offset=position * chains + c) for i, c in pairs])
+            outputs = policy.generate(
+                [
+                    revision_request(chunk[i].problem, prompts[i, c], cfg, seed_offset=position * chains + c)
+                    for i, c in pairs
+                ]
+            )
             for (i, c), samples in zip(pairs, outputs):
                 history[i][c].append(samples[0])
         attempts = [[a for chain in per for a in chain] for per in history]  # chain-major: chain 0's attempts first
         step_lists = [[split_steps(a.text) for a in per] for per in attempts]
         prm_before = prm.stats.tokens
         scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(prm.stats.tokens - prm_before,
-                                  [sum(len(s) for steps in per for s in steps) for per in step_lists])
+        prm_shares = share_tokens(
+            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+        )
         for i, (per, steps, step_scores, prm_tokens) in enumerate(zip(attempts, step_lists, scores, prm_shares)):
             completions = []
             for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
                 chain, position = divmod(j, length)
                 held, tokens = shown[i][chain][position]
-                completions.append(Completion(
-                    text=a.text, steps=s, step_scores=sc, finish_reason=a.finish_reason, tokens=a.num_tokens,
-                    extra={"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}))
-            compute = {"generated_tokens": sum(a.num_tokens for a in per), "prm_tokens": prm_tokens,
-                       "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
-                       "backend_calls": length}
+                completions.append(
+                    Completion(
+                        text=a.text,
+                        steps=s,
+                        step_scores=sc,
+                        finish_reason=a.finish_reason,
+                        tokens=a.num_tokens,
+                        extra={
+                            "chain": chain,
+                            "position": position,
+                            "context_attempts": held,
+                            "context_tokens": tokens,
+                        },
+                    )
+                )
+            compute = {
+                "generated_tokens": sum(a.num_tokens for a in per),
+                "prm_tokens": prm_tokens,
+                "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
+                "backend_calls": length,
+            }
             results.append(SearchOutput(completions=completions, compute=compute))
     return results

@@ -28,11 +28,11 @@ from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationStream
 from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.data.records import Completion
+from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
 from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
-from tts.data.steps import STEP_SEPARATOR, split_steps
-from tts.data.records import Completion
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)
@@ -63,8 +63,13 @@ class Node:
         return self.finish_reason is not None
 
     def to_completion(self, finish_reason: Optional[str] = None) -> Completion:
-        return Completion(text=self.text, steps=list(self.steps), step_scores=list(self.scores),
-                          finish_reason=finish_reason or self.finish_reason or "truncated", tokens=self.tokens)
+        return Completion(
+            text=self.text,
+            steps=list(self.steps),
+            step_scores=list(self.scores),
+            finish_reason=finish_reason or self.finish_reason or "truncated",
+            tokens=self.tokens,
+        )
 
 
 @dataclass(eq=False)
@@ -138,8 +143,15 @@ def _may_hold_answer(step: str) -> bool:
     return "\\boxed" in step or "\\fbox" in step or "answer" in step.lower()
 
 
-def _child(parent: Node, text: str, finish_reason: str, num_tokens: int, to_end: bool, max_tokens: int,
-           token_ids: Optional[tuple[int, ...]] = None) -> Node:
+def _child(
+    parent: Node,
+    text: str,
+    finish_reason: str,
+    num_tokens: int,
+    to_end: bool,
+    max_tokens: int,
+    token_ids: Optional[tuple[int, ...]] = None,
+) -> Node:
     body = text[: -len(STEP_SEPARATOR)] if text.endswith(STEP_SEPARATOR) else text
     if STEP_SEPARATOR in body:
         new_steps = split_steps(text)
@@ -175,17 +187,24 @@ class TreeSearchConfig(StrategyConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(self.schedule in SCHEDULES, "schedule",
-                     f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        self.require(
+            self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+        )
 
     def check_width(self, width: int, run: Config) -> None:
         """`beam_width` M of beam, DVTS and lookahead: n / M beams or subtrees, so M must divide n."""
         self.require(is_whole(width) and width >= 1, "beam_width", f"must be a whole number >= 1, got {width!r}")
-        self.require(width <= run.n, "beam_width",
-                     f"must be <= n ({run.n}): {self.name} keeps n / beam_width beams; lower beam_width or raise n")
-        self.require(run.n % width == 0, "beam_width",
-                     f"n ({run.n}) must be a multiple of beam_width ({width}) for {self.name}; "
-                     f"e.g. n={max(width, run.n - run.n % width)}")
+        self.require(
+            width <= run.n,
+            "beam_width",
+            f"must be <= n ({run.n}): {self.name} keeps n / beam_width beams; lower beam_width or raise n",
+        )
+        self.require(
+            run.n % width == 0,
+            "beam_width",
+            f"n ({run.n}) must be a multiple of beam_width ({width}) for {self.name}; "
+            f"e.g. n={max(width, run.n - run.n % width)}",
+        )
 
 
 class TreeSearch(Strategy):
@@ -311,17 +330,31 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
             # iteration from the root samples exactly what best-of-N's first steps would be.
             k = repeats.get(e.parent.text, 0)
             repeats[e.parent.text] = k + 1
-            requests.append(make_request(state.problem, cfg, prefix=e.parent.text, prefix_ids=e.parent.token_ids,
-                                         n=e.n,
-                                         stop=None if (last or e.to_end) else stop,
-                                         max_tokens=max(1, max_tokens - e.parent.tokens),
-                                         seed_offset=SEED_STRIDE * k))
+            requests.append(
+                make_request(
+                    state.problem,
+                    cfg,
+                    prefix=e.parent.text,
+                    prefix_ids=e.parent.token_ids,
+                    n=e.n,
+                    stop=None if (last or e.to_end) else stop,
+                    max_tokens=max(1, max_tokens - e.parent.tokens),
+                    seed_offset=SEED_STRIDE * k,
+                )
+            )
         outputs = yield _Generate(requests)
         groups: list[tuple[Expansion, list[Node]]] = []
         for e, samples in zip(expansions, outputs):
             to_end = last or e.to_end
-            groups.append((e, [_child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens,
-                                      o.token_ids) for o in samples]))
+            groups.append(
+                (
+                    e,
+                    [
+                        _child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens, o.token_ids)
+                        for o in samples
+                    ],
+                )
+            )
             state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
         state.compute["backend_calls"] += 1
 
@@ -331,8 +364,9 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
         if lookahead > 0 and not last:
             tips = yield from _rollout(state, children, cfg, lookahead, max_tokens)
             read = [tips.get(id(c), c) for c in children]
-        scores, share = yield _Score(state.problem.problem, [node.steps for node in read],
-                                     sum(len(node.text) for node in read))
+        scores, share = yield _Score(
+            state.problem.problem, [node.steps for node in read], sum(len(node.text) for node in read)
+        )
         state.compute["prm_tokens"] += share
         for child, full in zip(children, scores):
             child.scores = list(full[: len(child.steps)])
@@ -350,10 +384,21 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
         keys = [key for key, tip in tips.items() if not tip.finished]
         if not keys:
             break
-        outputs = yield _Generate([make_request(state.problem, cfg, prefix=tips[key].text,
-                                                prefix_ids=tips[key].token_ids, n=1, temperature=0.0, stop=stop,
-                                                max_tokens=max(1, max_tokens - tips[key].tokens))
-                                   for key in keys])
+        outputs = yield _Generate(
+            [
+                make_request(
+                    state.problem,
+                    cfg,
+                    prefix=tips[key].text,
+                    prefix_ids=tips[key].token_ids,
+                    n=1,
+                    temperature=0.0,
+                    stop=stop,
+                    max_tokens=max(1, max_tokens - tips[key].tokens),
+                )
+                for key in keys
+            ]
+        )
         for key, samples in zip(keys, outputs):
             o = samples[0]
             state.compute["generated_tokens"] += o.num_tokens

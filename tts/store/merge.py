@@ -1,7 +1,7 @@
 """Join the shard run directories of one experiment into a single run directory, keyed by unique_id.
 
     # shards of one run (dataset.shard=0,1,2,3 dataset.num_shards=4, or dataset.start/end ranges)
-    python -m tts.store.merge --out outputs/merged/best_of_n_n16 multirun/.../n16_seed0/dataset.num_shards=4,dataset.shard=*
+    python -m tts.store.merge --out outputs/merged/bon_n16 multirun/.../n16_seed0/dataset.num_shards=4,dataset.shard=*
     # every sharded run of a sweep at once: one merged directory per experiment, at its unsharded path under --out
     python -m tts.store.merge --sweep multirun --out merged
 
@@ -23,15 +23,27 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import yaml
 
 from tts.data.records import ProblemRecord, ProblemSummary
-from tts.store.run_dir import (INDEX, LEGACY_RESULTS, LOCK, RESULTS, RunDirectory, _flatten, config_hash,
-                               find_run_dirs, fingerprint_of, run_info, run_metrics)
+from tts.store.run_dir import (
+    INDEX,
+    LEGACY_RESULTS,
+    LOCK,
+    RESULTS,
+    RunDirectory,
+    _flatten,
+    config_hash,
+    find_run_dirs,
+    fingerprint_of,
+    run_info,
+    run_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +92,13 @@ def read_shard(path: Path) -> Shard:
     path = Path(path)
     directory = RunDirectory(path)
     if not directory.has_results() or not (path / "config.yaml").exists():
-        raise MergeError(f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and "
-                         f"config.yaml")
+        raise MergeError(
+            f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and config.yaml"
+        )
     if _is_locked(path):
-        raise MergeError(f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; "
-                         f"merge after it finishes")
+        raise MergeError(
+            f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; merge after it finishes"
+        )
     config = yaml.safe_load((path / "config.yaml").read_text())
     return Shard(path=path, config=config, summaries=list(directory.summaries().values()))
 
@@ -114,12 +128,18 @@ def _union_range(shards: Sequence[Shard]) -> dict:
     """The dataset config of the whole run the shards are parts of: the union of their ranges, unsplit."""
     dataset = copy.deepcopy(shards[0].dataset)
     ends = [s.dataset.get("end") for s in shards]
-    dataset.update(start=min(s.dataset.get("start", 0) for s in shards),
-                   end=None if any(e is None for e in ends) else max(ends), shard=0, num_shards=1)
+    dataset.update(
+        start=min(s.dataset.get("start", 0) for s in shards),
+        end=None if any(e is None for e in ends) else max(ends),
+        shard=0,
+        num_shards=1,
+    )
     return dataset
 
 
-def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, check_dataset: bool = True) -> MergeReport:
+def merge(
+    shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, check_dataset: bool = True
+) -> MergeReport:
     """Merge `shard_dirs` into `out`; see the module docstring. Raises MergeError without writing anything."""
     if not shard_dirs:
         raise MergeError("no shard directories given")
@@ -135,16 +155,20 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
         changed = sorted(k for k in set(reference) | set(other) if reference.get(k) != other.get(k))
         if changed:
             details = ", ".join(f"{k}: {reference.get(k)!r} vs {other.get(k)!r}" for k in changed[:8])
-            raise MergeError(f"{shards[0].path} and {shard.path} are not shards of one run: their configs differ in "
-                             f"more than the shard range ({details})")
+            raise MergeError(
+                f"{shards[0].path} and {shard.path} are not shards of one run: their configs differ in "
+                f"more than the shard range ({details})"
+            )
 
     # 2. every problem once
     owner: dict[str, Path] = {}
     for shard in shards:
         for uid in shard.unique_ids:
             if uid in owner:
-                raise MergeError(f"problem {uid!r} is recorded in two shards, {owner[uid]} and {shard.path}: their "
-                                 f"ranges overlap (dataset.start/end/shard). Merge shards that split the dataset")
+                raise MergeError(
+                    f"problem {uid!r} is recorded in two shards, {owner[uid]} and {shard.path}: their "
+                    f"ranges overlap (dataset.start/end/shard). Merge shards that split the dataset"
+                )
             owner[uid] = shard.path
     by_id = {r.unique_id: r for s in shards for r in s.summaries}
 
@@ -164,18 +188,25 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
                 missing["(no shard given covers them)"] = in_no_shard
             stray = [u for u in by_id if u not in set(order)]
             if stray:
-                raise MergeError(f"{len(stray)} recorded problems (e.g. {stray[0]!r}) are not in the dataset range "
-                                 f"{merged_dataset.get('start')}:{merged_dataset.get('end')}")
+                raise MergeError(
+                    f"{len(stray)} recorded problems (e.g. {stray[0]!r}) are not in the dataset range "
+                    f"{merged_dataset.get('start')}:{merged_dataset.get('end')}"
+                )
         except MergeError:
             raise
         except Exception as error:  # noqa: BLE001 - the dataset may be on another machine; the merge still works
-            log.warning("could not load the dataset to check for missing problems (%s: %s); merging what is there",
-                        type(error).__name__, error)
+            log.warning(
+                "could not load the dataset to check for missing problems (%s: %s); merging what is there",
+                type(error).__name__,
+                error,
+            )
             order, missing, check_dataset = None, {}, False
     if missing and not allow_missing:
         lines = [f"  {where}: {len(ids)} problem(s), e.g. {ids[:3]}" for where, ids in missing.items()]
-        raise MergeError("problems missing from the shards:\n" + "\n".join(lines) + "\nRerun the command of each "
-                         "shard listed (it resumes where it stopped), add the missing shard, or pass --allow-missing")
+        raise MergeError(
+            "problems missing from the shards:\n" + "\n".join(lines) + "\nRerun the command of each "
+            "shard listed (it resumes where it stopped), add the missing shard, or pass --allow-missing"
+        )
 
     # 4. write the merged run directory into a temporary directory beside --out, then rename it into place
     if (out / RESULTS).exists() or (out.exists() and any(out.iterdir())):
@@ -219,22 +250,28 @@ def merge(shard_dirs: Sequence[Path], out: Path, allow_missing: bool = False, ch
     except BaseException:  # anything, Ctrl-C included: remove the half-made merge, then re-raise
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return MergeReport(out=out, problems=len([u for u in order if u in by_id]), shards=[s.path for s in shards],
-                       missing=missing, metrics=metrics, checked_dataset=check_dataset)
+    return MergeReport(
+        out=out,
+        problems=len([u for u in order if u in by_id]),
+        shards=[s.path for s in shards],
+        missing=missing,
+        metrics=metrics,
+        checked_dataset=check_dataset,
+    )
 
 
 def _unsharded_path(relative: Path) -> Path:
     """A shard's path with the shard-range overrides taken out of Hydra's override_dirname (its last component)."""
     parts = list(relative.parts)
     if parts and "=" in parts[-1]:
-        kept = [item for item in parts[-1].split(",")
-                if not any(item.startswith(f"dataset.{k}=") for k in RANGE_KEYS)]
+        kept = [item for item in parts[-1].split(",") if not any(item.startswith(f"dataset.{k}=") for k in RANGE_KEYS)]
         parts = parts[:-1] + ([",".join(kept)] if kept else [])
     return Path(*parts) if parts else Path("merged")
 
 
-def merge_sweep(sweep: Path, out: Path, allow_missing: bool = False, check_dataset: bool = True,
-                errors: Optional[list[str]] = None) -> list[MergeReport]:
+def merge_sweep(
+    sweep: Path, out: Path, allow_missing: bool = False, check_dataset: bool = True, errors: Optional[list[str]] = None
+) -> list[MergeReport]:
     """Merge every sharded run under `sweep`: run dirs are grouped by identity (config minus range).
 
     A group that cannot be merged does not stop the others: its reason is appended to `errors` (raised if None).
@@ -251,8 +288,9 @@ def merge_sweep(sweep: Path, out: Path, allow_missing: bool = False, check_datas
         if not sharded:
             continue  # an unsharded run: nothing to merge
         try:
-            reports.append(merge(sharded, out / _unsharded_path(sharded[0].relative_to(sweep)), allow_missing,
-                                 check_dataset))
+            reports.append(
+                merge(sharded, out / _unsharded_path(sharded[0].relative_to(sweep)), allow_missing, check_dataset)
+            )
         except MergeError as error:
             if errors is None:
                 raise
@@ -265,15 +303,21 @@ def _is_shard(dataset: dict) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tts.store.merge", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m tts.store.merge",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("shards", nargs="*", type=Path, help="shard run directories of one run")
     parser.add_argument("--out", type=Path, required=True, help="new directory for the merged run (or root, --sweep)")
     parser.add_argument("--sweep", type=Path, help="merge every sharded run found under this folder")
     parser.add_argument("--allow-missing", action="store_true", help="write the merge even if problems are missing")
-    parser.add_argument("--no-dataset-check", action="store_true",
-                        help="do not load the dataset to look for missing problems (e.g. it is not on this machine)")
+    parser.add_argument(
+        "--no-dataset-check",
+        action="store_true",
+        help="do not load the dataset to look for missing problems (e.g. it is not on this machine)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if bool(args.sweep) == bool(args.shards):
@@ -293,10 +337,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for report in reports:
         n = max([int(k.split("@")[1]) for k in report.metrics if k.startswith("pass@")] or [0])
         missing = sum(len(v) for v in report.missing.values())
-        print(f"merged {len(report.shards)} shards -> {report.out}: {report.problems} problems"
-              + (f", {missing} MISSING" if missing else "")
-              + ("" if report.checked_dataset else " (dataset not checked for missing problems)")
-              + f"; acc/weighted@{n} {report.metrics.get(f'acc/weighted@{n}', float('nan')):.3f}")
+        print(
+            f"merged {len(report.shards)} shards -> {report.out}: {report.problems} problems"
+            + (f", {missing} MISSING" if missing else "")
+            + ("" if report.checked_dataset else " (dataset not checked for missing problems)")
+            + f"; acc/weighted@{n} {report.metrics.get(f'acc/weighted@{n}', float('nan')):.3f}"
+        )
     for error in errors:
         print(f"merge refused: {error}", file=sys.stderr)
     return 1 if errors else 0

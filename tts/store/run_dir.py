@@ -11,7 +11,7 @@
         index.jsonl           one line per batch: file name, sha256 and size of that file, the run's config hash, and
                               each problem's scores (what metrics.json needs); appended and fsynced after the batch file
       metrics.json            run-level accuracies and compute, rewritten at the end of every run from the index
-      .lock                   held (flock) by the process writing the directory; the kernel drops it when that process dies
+      .lock                   held (flock) by the process writing the directory; the kernel drops it when it dies
 
 A crash or SIGKILL loses at most the batch in flight: a batch file without its index line is removed, a half-written
 last index line is cut off (a complete last line that only lost its newline is kept). Resuming reads only the index
@@ -36,19 +36,20 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import socket
-import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Optional, Union
 
-from tts.config.schema import ConfigError
 from tts.config.redaction import redact, redact_argv
-from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
+from tts.config.schema import ConfigError
 from tts.data.records import ProblemRecord, ProblemSummary, RecordError
+from tts.scoring import AGGREGATIONS, aggregate_metrics, budgets
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,11 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     if n is not None:
         for k in budgets(n):
             for agg in AGGREGATIONS:
-                for name, part in (("expected", scores.expected), ("correct", scores.correct),
-                                   ("ungraded", scores.ungraded)):
+                for name, part in (
+                    ("expected", scores.expected),
+                    ("correct", scores.correct),
+                    ("ungraded", scores.ungraded),
+                ):
                     if f"{agg}@{k}" not in part:
                         return f"{summary.unique_id}: no scores.{name}.{agg}@{k} (a record of another n?)"
             if f"pass@{k}" not in scores.pass_at:
@@ -118,7 +122,8 @@ class RunDirectory:
     def has_results(self) -> bool:
         """Whether the directory holds any results (in either format)."""
         return (self.index_path.exists() and self.index_path.stat().st_size > 0) or (
-            self.legacy_path.exists() and self.legacy_path.stat().st_size > 0)
+            self.legacy_path.exists() and self.legacy_path.stat().st_size > 0
+        )
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
@@ -137,7 +142,8 @@ class RunDirectory:
             raise ConfigError(
                 f"config key 'hydra.run.dir': {self.path} holds results in the one-file format of older versions "
                 f"({LEGACY_RESULTS}), which this version reads but does not resume; finish it with the version that "
-                f"started it, or choose another directory with hydra.run.dir=...")
+                f"started it, or choose another directory with hydra.run.dir=..."
+            )
         has_results = self.has_results()
         if has_results and not stored_path.exists():
             self.close()
@@ -154,8 +160,13 @@ class RunDirectory:
                 details = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in changed[:8])
                 key = changed[0] if changed else "?"
                 if key == "dataset.problems_sha256":  # the same settings on other problems: name the file to check
-                    key, details = "dataset.path", ("other problems: the loaded problems (ids, texts, answers) have "
-                                                    "another hash; another file, or the file changed")
+                    key, details = (
+                        "dataset.path",
+                        (
+                            "other problems: the loaded problems (ids, texts, answers) have "
+                            "another hash; another file, or the file changed"
+                        ),
+                    )
                 self.close()
                 raise ConfigError(
                     f"config key '{key}': the run directory {self.path} holds results of a "
@@ -199,8 +210,12 @@ class RunDirectory:
         for name in damaged_files - kept_files:
             self._set_aside(name)
         if damaged:
-            log.warning("%s: %d damaged batch(es) dropped, their problems are redone: %s", self.results_dir,
-                        len(damaged), "; ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else ""))
+            log.warning(
+                "%s: %d damaged batch(es) dropped, their problems are redone: %s",
+                self.results_dir,
+                len(damaged),
+                "; ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else ""),
+            )
         for file in self.results_dir.iterdir():
             if file.name.startswith(".batch-") and file.name.endswith(".tmp"):
                 file.unlink()  # a batch file cut short while being written
@@ -225,8 +240,10 @@ class RunDirectory:
         if not isinstance(entry, dict) or not isinstance(entry.get("problems"), list) or not entry["problems"]:
             raise RecordError("not a batch entry")
         if entry.get("config_hash") != self._config_hash:
-            raise RecordError(f"written by another configuration (config hash {entry.get('config_hash')!r}, this run "
-                              f"{self._config_hash!r})")
+            raise RecordError(
+                f"written by another configuration (config hash {entry.get('config_hash')!r}, this run "
+                f"{self._config_hash!r})"
+            )
         file = entry.get("file")
         if not isinstance(file, str) or not BATCH_FILE.match(file):
             raise RecordError(f"bad file name {file!r}")
@@ -234,8 +251,9 @@ class RunDirectory:
         if not path.exists():
             raise RecordError(f"{file} is missing")
         if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
-            raise RecordError(f"{file} does not match its index entry (size or sha256): it was changed after it was "
-                              f"written")
+            raise RecordError(
+                f"{file} does not match its index entry (size or sha256): it was changed after it was written"
+            )
         summaries = [ProblemSummary.from_json(data) for data in entry["problems"]]
         in_batch: set[str] = set()
         for summary in summaries:
@@ -342,8 +360,13 @@ class RunDirectory:
         data = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(self.results_dir / name, data)
-        entry = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                 "config_hash": self._config_hash, "problems": summaries}
+        entry = {
+            "file": name,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "config_hash": self._config_hash,
+            "problems": summaries,
+        }
         with open(self.index_path, "ab") as handle:
             handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             handle.flush()
@@ -404,7 +427,7 @@ class RunDirectory:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
 
-    def __enter__(self) -> "RunDirectory":
+    def __enter__(self) -> RunDirectory:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -423,13 +446,22 @@ def find_run_dirs(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike
         if RunDirectory(path).has_results():
             found.append(path)
         elif path.is_dir():
-            below = [p.parent.parent for p in path.rglob(f"{RESULTS}/{INDEX}")] + [p.parent for p in
-                                                                                  path.rglob(LEGACY_RESULTS)]
-            found.extend(sorted({p for p in below if not any(part == "wandb" or ".merging-" in part
-                                                             for part in p.relative_to(path).parts)}))
+            below = [p.parent.parent for p in path.rglob(f"{RESULTS}/{INDEX}")] + [
+                p.parent for p in path.rglob(LEGACY_RESULTS)
+            ]
+            found.extend(
+                sorted(
+                    {
+                        p
+                        for p in below
+                        if not any(part == "wandb" or ".merging-" in part for part in p.relative_to(path).parts)
+                    }
+                )
+            )
         else:
-            raise FileNotFoundError(f"{path}: neither a run directory (with {RESULTS}/{INDEX} or {LEGACY_RESULTS}) "
-                                    f"nor a folder of runs")
+            raise FileNotFoundError(
+                f"{path}: neither a run directory (with {RESULTS}/{INDEX} or {LEGACY_RESULTS}) nor a folder of runs"
+            )
     return list(dict.fromkeys(found))
 
 
@@ -466,13 +498,32 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def run_info(seed: int, config_hash: str) -> dict:
     """What reproduces this run: code version, packages, seeds, command (never the environment: it holds secrets)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     versions = {}
-    for package in ("tts", "hydra-core", "omegaconf", "wandb", "math-verify", "latex2sympy2_extended", "sympy",
-                    "numpy", "transformers", "torch", "vllm"):
+    for package in (
+        "tts",
+        "hydra-core",
+        "omegaconf",
+        "wandb",
+        "math-verify",
+        "latex2sympy2_extended",
+        "sympy",
+        "numpy",
+        "transformers",
+        "torch",
+        "vllm",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -28,8 +28,12 @@ class WandbDirs:
         self._saved: dict[str, Optional[str]] = {}
 
     def enter(self) -> None:
-        folders = {"WANDB_DIR": self.root.parent, "WANDB_CACHE_DIR": self.cache, "WANDB_DATA_DIR": self.root / "data",
-                   "WANDB_ARTIFACT_DIR": self.root / "artifacts"}
+        folders = {
+            "WANDB_DIR": self.root.parent,
+            "WANDB_CACHE_DIR": self.cache,
+            "WANDB_DATA_DIR": self.root / "data",
+            "WANDB_ARTIFACT_DIR": self.root / "artifacts",
+        }
         self._saved = {name: os.environ.get(name) for name in VARIABLES}
         for name, folder in folders.items():
             Path(folder).mkdir(parents=True, exist_ok=True)

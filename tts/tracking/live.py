@@ -10,10 +10,11 @@ included, so the first rows of a real-model run read low).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import Union
 
-from tts.scoring import AGGREGATIONS
 from tts.data.records import ProblemRecord, ProblemSummary
+from tts.scoring import AGGREGATIONS
 
 
 class RunningFigures:
@@ -44,9 +45,13 @@ class RunningFigures:
 
     def row(self) -> dict:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        row = {"progress/problems_done": self.done, "progress/problems_total": self.total,
-               "progress/tokens_generated": self.tokens, "progress/tokens_per_s": self.session_tokens / elapsed,
-               "progress/elapsed_s": elapsed}
+        row = {
+            "progress/problems_done": self.done,
+            "progress/problems_total": self.total,
+            "progress/tokens_generated": self.tokens,
+            "progress/tokens_per_s": self.session_tokens / elapsed,
+            "progress/elapsed_s": elapsed,
+        }
         if self.done:
             for agg in AGGREGATIONS:
                 row[f"progress/acc_{agg}@{self.n}"] = self.sums[agg] / self.done

@@ -9,16 +9,44 @@ from __future__ import annotations
 
 from typing import Optional
 
-from tts.scoring import AGGREGATIONS, reduce_scores
 from tts.data.records import ProblemRecord
+from tts.scoring import AGGREGATIONS, reduce_scores
 
 MAX_TEXT = 1000
 CUT = " [...]"
 
-COMPLETION_COLUMNS = ["unique_id", "level", "index", "answer", "correct", "score", "steps", "tokens", "finish_reason",
-                      "picked_naive", "picked_weighted", "picked_maj", "text", "step_scores"]
-PROBLEM_COLUMNS = ["unique_id", "level", "subject", "problem", "gold", "pred_naive", "pred_weighted", "pred_maj",
-                   "correct_naive", "correct_weighted", "correct_maj", "pass", "completions", "tokens"]
+COMPLETION_COLUMNS = [
+    "unique_id",
+    "level",
+    "index",
+    "answer",
+    "correct",
+    "score",
+    "steps",
+    "tokens",
+    "finish_reason",
+    "picked_naive",
+    "picked_weighted",
+    "picked_maj",
+    "text",
+    "step_scores",
+]
+PROBLEM_COLUMNS = [
+    "unique_id",
+    "level",
+    "subject",
+    "problem",
+    "gold",
+    "pred_naive",
+    "pred_weighted",
+    "pred_maj",
+    "correct_naive",
+    "correct_weighted",
+    "correct_maj",
+    "pass",
+    "completions",
+    "tokens",
+]
 
 
 def cap(text: Optional[str], limit: int = MAX_TEXT) -> Optional[str]:
@@ -48,14 +76,24 @@ def completion_rows(record: ProblemRecord, n: int, reduction: str) -> list[list]
     rows = []
     for i, (c, score) in enumerate(zip(completions, scores)):
         correct = verdicts.get(c.key) if "correct" in c.absent else c.correct
-        rows.append([
-            record.unique_id, record.level, i, c.answer, correct, float(score), len(c.steps), c.tokens,
-            c.finish_reason,
-            i == best,
-            winners["weighted"] is not None and c.key == winners["weighted"],
-            winners["maj"] is not None and c.key == winners["maj"],
-            cap(c.text), [float(s) for s in c.step_scores],
-        ])
+        rows.append(
+            [
+                record.unique_id,
+                record.level,
+                i,
+                c.answer,
+                correct,
+                float(score),
+                len(c.steps),
+                c.tokens,
+                c.finish_reason,
+                i == best,
+                winners["weighted"] is not None and c.key == winners["weighted"],
+                winners["maj"] is not None and c.key == winners["maj"],
+                cap(c.text),
+                [float(s) for s in c.step_scores],
+            ]
+        )
     return rows
 
 
@@ -78,10 +116,16 @@ def problem_row(record: ProblemRecord, n: int) -> list:
     k = _at(record, n)
     scores = record.scores
     return [
-        record.unique_id, record.level, record.subject, cap(record.problem), record.answer,
+        record.unique_id,
+        record.level,
+        record.subject,
+        cap(record.problem),
+        record.answer,
         *(scores.predictions.get(f"{agg}@{k}") for agg in AGGREGATIONS),
         *(scores.correct.get(f"{agg}@{k}") for agg in AGGREGATIONS),
-        scores.pass_at.get(f"pass@{k}"), len(record.completions), record.compute.get("generated_tokens"),
+        scores.pass_at.get(f"pass@{k}"),
+        len(record.completions),
+        record.compute.get("generated_tokens"),
     ]
 
 

@@ -1,6 +1,6 @@
 """Experiment tracking: Weights & Biases (offline by default) or nothing. Tracking never breaks a sweep.
 
-    python tts/main.py n=16                                  # offline: <run dir>/wandb/offline-run-*, `wandb sync` later
+    python tts/main.py n=16                     # offline: <run dir>/wandb/offline-run-*, `wandb sync` later
     python tts/main.py n=16 logger.mode=online logger.entity=my-team
     python tts/main.py n=16 logger=none                      # no tracking
 
@@ -11,8 +11,10 @@ What a W&B run holds (so a researcher can browse a sweep without the run directo
   `budget.max_tokens` stay visible). W&B's own record of the command line is redacted the same way;
 - live progress, one history row per finished batch against `progress/problems_done`: the running accuracy at n
   (naive, weighted, majority), pass@n, tokens and tokens/s (tts/tracking/live.py); a resumed run continues the curves;
-- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`, `tokens/generated`...,
-  plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs n);
+- summary metrics with `/` groups, exactly metrics.json: `acc/weighted@16`, `acc/maj@16`, `pass@16`,
+`tokens/generated`...,
+  plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs
+  n);
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
 - tables `completions` (one row per completion) and `problems` (one row per problem), see tts/tracking/tables.py;
 - artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json,
@@ -45,11 +47,11 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from tts.tracking.live import RunningFigures
 from tts.config.redaction import redact, redact_argv
-from tts.scoring import AGGREGATIONS
 from tts.data.records import ProblemRecord, ProblemSummary
+from tts.scoring import AGGREGATIONS
 from tts.tracking.dirs import WandbDirs
+from tts.tracking.live import RunningFigures
 from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
 
 log = logging.getLogger(__name__)
@@ -102,39 +104,59 @@ def online_problem(base_url: Optional[str] = None, timeout: float = 3.0) -> Opti
         except (FileNotFoundError, netrc.NetrcParseError, OSError):
             has_key = False
     if not has_key:
-        return (f"no W&B API key for {host}: set WANDB_API_KEY or run `wandb login` (or use logger.mode=offline and "
-                f"`wandb sync` later)")
+        return (
+            f"no W&B API key for {host}: set WANDB_API_KEY or run `wandb login` (or use logger.mode=offline and "
+            f"`wandb sync` later)"
+        )
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as error:
-        return (f"W&B server {base_url} unreachable within {timeout:.0f} s ({error}); use logger.mode=offline and "
-                f"`wandb sync` later")
+        return (
+            f"W&B server {base_url} unreachable within {timeout:.0f} s ({error}); use logger.mode=offline and "
+            f"`wandb sync` later"
+        )
     return None
 
 
 def _curve(metrics: dict) -> list[dict]:
     """Per K: accuracy of each aggregation and pass@K, one W&B step each (plotted against curve/K)."""
     ks = sorted({int(k.rsplit("@", 1)[1]) for k in metrics if k.startswith("pass@")})
-    return [{"curve/K": k, **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in AGGREGATIONS},
-             "curve/pass": metrics.get(f"pass@{k}")} for k in ks]
+    return [
+        {
+            "curve/K": k,
+            **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in AGGREGATIONS},
+            "curve/pass": metrics.get(f"pass@{k}"),
+        }
+        for k in ks
+    ]
 
 
 def artifact_metadata(config: dict, metrics: dict) -> dict:
     """The results artifact's metadata: the same few keys at every n (the full metrics are in its metrics.json)."""
     n = config["n"]
-    return {"n": n, "seed": config["seed"], "strategy": config["strategy"]["name"], "model": config["model"]["name"],
-            "prm": config["prm"]["name"], "dataset": config["dataset"]["name"], "problems": metrics.get("problems"),
-            **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
-            "pass": metrics.get(f"pass@{n}"), "tokens_generated": metrics.get("tokens/generated")}
+    return {
+        "n": n,
+        "seed": config["seed"],
+        "strategy": config["strategy"]["name"],
+        "model": config["model"]["name"],
+        "prm": config["prm"]["name"],
+        "dataset": config["dataset"]["name"],
+        "problems": metrics.get("problems"),
+        **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        "pass": metrics.get(f"pass@{n}"),
+        "tokens_generated": metrics.get("tokens/generated"),
+    }
 
 
 def at_own_n(metrics: dict, n: int) -> dict:
     """Summary keys that mean the same in every run of a sweep (`acc_at_n/weighted` = `acc/weighted@<its n>`), so one
     W&B panel can plot accuracy against `n` across the runs."""
-    return {**{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
-            "acc_at_n/pass": metrics.get(f"pass@{n}")}
+    return {
+        **{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        "acc_at_n/pass": metrics.get(f"pass@{n}"),
+    }
 
 
 def table_parts(rows_per_problem: list[list], limit: int) -> list[list]:
@@ -200,8 +222,12 @@ class WandbTracker(Tracker):
             os.environ.setdefault("WANDB_SILENT", "true")
             self.dirs = WandbDirs(self.run_dir / "wandb")
             self.dirs.enter()
-            model, prm, data, strategy = (config["model"]["name"], config["prm"]["name"], config["dataset"]["name"],
-                                          config["strategy"]["name"])
+            model, prm, data, strategy = (
+                config["model"]["name"],
+                config["prm"]["name"],
+                config["dataset"]["name"],
+                config["strategy"]["name"],
+            )
             n, seed = config["n"], config["seed"]
             with _redacted_argv():
                 self.run = wandb.init(
@@ -229,8 +255,12 @@ class WandbTracker(Tracker):
                 self.figures.add(records_done, this_session=False)
                 self.run.log(self.figures.row())
         except Exception as error:  # noqa: BLE001 - tracking must never stop a run
-            log.warning("W&B could not start (%s: %s); continuing without tracking. Results are in %s",
-                        type(error).__name__, error, run_dir)
+            log.warning(
+                "W&B could not start (%s: %s); continuing without tracking. Results are in %s",
+                type(error).__name__,
+                error,
+                run_dir,
+            )
             self.run = None
             self._release()
 
@@ -261,17 +291,26 @@ class WandbTracker(Tracker):
                 for i, part in enumerate(parts):
                     tables["completions" if len(parts) == 1 else f"completions_part{i + 1}"] = part
                 if len(parts) > 1:
-                    log.info("%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
-                             sum(map(len, parts)), wandb.Table.MAX_ARTIFACT_ROWS, len(parts))
+                    log.info(
+                        "%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
+                        sum(map(len, parts)),
+                        wandb.Table.MAX_ARTIFACT_ROWS,
+                        len(parts),
+                    )
                 with _row_limit(max(map(len, tables.values()))):
-                    self.run.log({name: wandb_table(PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS, rows)
-                                  for name, rows in tables.items()})
+                    self.run.log(
+                        {
+                            name: wandb_table(PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS, rows)
+                            for name, rows in tables.items()
+                        }
+                    )
             # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
             self.run.summary.update(dict(metrics))
             self.run.summary.update(at_own_n(metrics, self.config["n"]))
             if self.cfg.log_artifact and run_dir.files():
-                artifact = wandb.Artifact(f"results-{self.run.id}", type="results",
-                                          metadata=artifact_metadata(self.config, metrics))
+                artifact = wandb.Artifact(
+                    f"results-{self.run.id}", type="results", metadata=artifact_metadata(self.config, metrics)
+                )
                 for path in run_dir.files():
                     artifact.add_file(str(path), name=path.relative_to(run_dir.path).as_posix())
                 for name in RUN_FILES:
@@ -279,8 +318,12 @@ class WandbTracker(Tracker):
                         artifact.add_file(str(run_dir.path / name), name=name)
                 self.run.log_artifact(artifact)
         except Exception as error:  # noqa: BLE001 - tracking must never stop a run; the results are on disk
-            log.warning("W&B logging failed (%s: %s); local results in %s are complete",
-                        type(error).__name__, error, run_dir.path)
+            log.warning(
+                "W&B logging failed (%s: %s); local results in %s are complete",
+                type(error).__name__,
+                error,
+                run_dir.path,
+            )
 
     def finish(self) -> None:
         if self.run is None:
