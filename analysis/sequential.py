@@ -28,7 +28,6 @@ from tts.scoring import budgets
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = {"filter_vote", "revisions"}
 LENGTH = "strategy.revisions_per_chain"
 BIN_COLUMNS = ("level", "oracle_bin", "model_bin")
 BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin"}

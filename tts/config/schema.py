@@ -81,7 +81,6 @@ class StrategyConfig(ComponentConfig):
     """Knobs every strategy has: how the policy samples, and how many problems share a backend call."""
 
     group: ClassVar[str] = "strategy"
-    needs_prm: ClassVar[bool] = True  # false for strategies that select without a verifier
 
     temperature: float = 0.8
     top_p: float = 1.0

@@ -95,9 +95,6 @@ class Plan:
     checks: tuple[tuple[str, str], ...] = ()
     typical_checks: int = 0
 
-    def final_step(self, answer: str) -> str:
-        return FINAL_TEMPLATE % answer
-
     @property
     def done(self) -> int:
         """The position of a finished solution (after the final step)."""

@@ -134,9 +134,6 @@ class AnswerGrader:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
-    def normalize(self, answer: str) -> str:
-        return self._fast(answer)[0]
-
     def _fast(self, answer: str) -> tuple[str, str | None]:
         """(normalised answer, its key when pure Python can compute it, else None)."""
         hit = self._fast_cache.get(answer)
