@@ -31,6 +31,7 @@ from hydra.core.global_hydra import GlobalHydra
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tts.config.validate import validate  # noqa: E402
 from tts.pipeline import load_run_config, run  # noqa: E402
 from tts.data.records import ProblemRecord  # noqa: E402
 from tts.store.run_dir import RunDirectory, run_metrics  # noqa: E402
@@ -63,7 +64,8 @@ def directory_bytes(path: Path) -> int:
 def measure(size: int, n: int, batch_size: int, source: list[dict], workdir: Path) -> dict:
     overrides = [f"n={n}", f"dataset.num_problems={size}", "logger=none", f"batch_size={batch_size}"]
     cfg = compose_config(overrides)
-    problems, config = load_run_config(cfg)  # the config a run records, with the problems' hash, as run(cfg) opens it
+    # the config a run records, with the problems' hash, as run(cfg) opens it
+    problems, config = load_run_config(validate(cfg))
     run_dir = workdir / f"run{size}"
     directory = RunDirectory(run_dir)
     directory.open(config)
