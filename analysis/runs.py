@@ -147,7 +147,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
             continue
         values_by_strategy: dict[str, set] = {}
         for flat in flat_configs.values():
-            values_by_strategy.setdefault(flat.get("strategy.name"), set()).add(repr(flat.get(name)))
+            values_by_strategy.setdefault(flat["strategy.name"], set()).add(repr(flat.get(name)))
         if name.startswith(KNOB_PREFIXES):
             for strategy, values in values_by_strategy.items():
                 if len(values) > 1:
@@ -161,7 +161,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
     problem_frames, run_rows = [], []
     for identity, group in groups.items():
         flat = flat_configs[identity]
-        strategy = flat.get("strategy.name")
+        strategy = flat["strategy.name"]  # every run's config names its strategy (the schema requires it)
         n, seed = int(flat["n"]), int(flat["seed"])
         reduction = flat.get("scoring.reduction", "last")
         setting = "/".join(str(flat.get(k)) for k in base_setting)

@@ -77,8 +77,8 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
     verdicts = grader.grade_many([a for _, _, a in to_grade], [problems[i].answer for i, _, _ in to_grade])
     key_correct: list[dict[str, Optional[bool]]] = [{} for _ in problems]
     ungraded = [0] * len(problems)
-    for (i, key, _), verdict in zip(to_grade, verdicts):
-        key_correct[i][key] = verdict
+    for (i, graded_key, _), verdict in zip(to_grade, verdicts):
+        key_correct[i][graded_key] = verdict
         ungraded[i] += verdict is None
     records = []
     reduction = cfg.scoring.reduction

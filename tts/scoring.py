@@ -170,7 +170,8 @@ def score_problem(
     outcome = np.array([as_float.get(key_correct.get(name), np.nan) for name in names] + [0.0])
     rng = np.random.default_rng(seed)
     num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
-    scores = Scores(predictions={}, correct={}, expected={}, ungraded={}, pass_at={})
+    predictions: dict[str, str | None] = {}
+    result = Scores(predictions=predictions, correct={}, expected={}, ungraded={}, pass_at={})
     completion_outcomes = outcome[np.where(key_ids >= 0, key_ids, len(names))]  # each completion's own correctness
     for k in budgets(n):
         prefix = _select_batch(np.arange(k)[None, :], key_ids, score_arr, len(names), mask)
@@ -183,8 +184,8 @@ def score_problem(
             winner = int(prefix[agg][0])
             answer = answers[int(np.flatnonzero(key_ids == winner)[0])] if winner >= 0 else None
             value = outcome[winner] if winner >= 0 else 0.0
-            scores.predictions[f"{agg}@{k}"] = answer
-            scores.correct[f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
+            predictions[f"{agg}@{k}"] = answer
+            result.correct[f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
             if k == 1 or agg == "naive":
                 # exact: a K-subset's naive winner has a closed form, and at K = 1 every aggregation is the sample
                 weights = selection_probabilities(score_arr, k) if k > 1 else np.full(n, 1.0 / n)
@@ -192,10 +193,10 @@ def score_problem(
             else:  # weighted and majority votes at 1 < K < n: the mean over `draws` random subsets
                 weights = np.full(len(subsets), 1.0 / len(subsets))
                 values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
-            scores.ungraded[f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
-            scores.expected[f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
-        scores.pass_at[f"pass@{k}"] = pass_at_k(n, num_correct, k)
-    return scores
+            result.ungraded[f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
+            result.expected[f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
+        result.pass_at[f"pass@{k}"] = pass_at_k(n, num_correct, k)
+    return result
 
 
 def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int) -> dict[str, float]:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, PolicyBackend
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class _Row:
     stops: list[str]
     seed: int
     generated: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     text: str = ""
 
 
@@ -358,6 +358,7 @@ def build(config: HFPolicyConfig, model: ModelConfig, seed: int) -> HFPolicy:
     torch.manual_seed(seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(model.dtype, device)
+    assert model.path is not None, "HFPolicyConfig.check requires model.path"
     tokenizer = load_tokenizer(
         model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
     )

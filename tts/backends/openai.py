@@ -233,6 +233,7 @@ def build(config: OpenAIPolicyConfig, model: ModelConfig, seed: int) -> OpenAIPo
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("model/backend=openai needs the openai client: pip install 'tts[openai]'") from err
     urls = base_urls(config.base_url)
+    assert model.path is not None, "OpenAIPolicyConfig.check requires model.path"
     tokenizer = load_tokenizer(
         model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
     )

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, PolicyBackend
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig
 from tts.data.steps import STEP_SEPARATOR
 from tts.data.synthetic import (
@@ -94,7 +94,7 @@ def _unreadable_plan(problem: str, num_wrong: int) -> Plan:
         "## Step 2: Set up the computation\nWe combine the given values.",
         FINAL_TEMPLATE % guesses[0],
     )
-    core = tuple(tuple(step[len("## Step 1: ") :].split("\n", 1)) for step in steps[:2])
+    core = tuple((title, body) for title, body in (step[len("## Step 1: ") :].split("\n", 1) for step in steps[:2]))
     return Plan(
         problem=problem,
         steps=steps,
@@ -274,7 +274,7 @@ class SimPolicy(PolicyBackend):
         text = ""
         num_tokens = 0  # summed per piece: every piece but the last ends in whitespace, a token boundary
         context = request.prefix
-        finish = "eos"
+        finish: FinishReason = "eos"
         position, written, path = state.position, state.written, state.path
         while position < plan.done:
             options = next_steps(plan, position, written + 1)
@@ -475,9 +475,10 @@ def revise(
                     steps[i:] = [policy.wrong_step(plan, plan.steps[j], path) for j in range(i, len(plan.steps))]
                     break
         else:  # not found: the revision repeats the mistake and keeps the wrong answer
-            path = _wrong_path(plan, latest)
-            if path is None:
-                path = policy._draw_path(_draw(request, sample, "path", problem, history))
+            wrong_path = _wrong_path(plan, latest)
+            if wrong_path is None:
+                wrong_path = policy._draw_path(_draw(request, sample, "path", problem, history))
+            path = wrong_path
             steps[error:] = [policy.wrong_step(plan, plan.steps[i], path) for i in range(error, len(plan.steps))]
     if steps[-1] == plan.steps[-1] and len(plan.answer_forms) > 1:
         form = int(_draw(request, sample, "form", problem, history) * len(plan.answer_forms))

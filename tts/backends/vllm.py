@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, GenerationStream, PolicyBackend
+from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, GenerationStream, PolicyBackend
 from tts.backends.hf import prompt_ids, text_token_ids
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
@@ -41,7 +41,7 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     )
 
 
-def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> str:
+def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> FinishReason:
     """vLLM (finish_reason, stop_reason) -> ours: stop string -> stop, EOS / stop token -> eos, length -> length."""
     if finish_reason == "length":
         return "length"
@@ -61,10 +61,7 @@ def map_completion(completion: Any, tokenizer: Any = None) -> GenerationOutput:
     if tokenizer is not None and reason == "stop":
         ids = text_token_ids(tokenizer, completion.token_ids, completion.text)
     return GenerationOutput(
-        text=completion.text,
-        finish_reason=reason,  # type: ignore[arg-type]
-        num_tokens=len(completion.token_ids),
-        token_ids=ids,
+        text=completion.text, finish_reason=reason, num_tokens=len(completion.token_ids), token_ids=ids
     )
 
 
@@ -250,6 +247,7 @@ def build(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> VLLMPolicy
     from tts.backends.hf import load_tokenizer
 
     # our own tokenizer: the chat template of `model.chat_template` renders the prompt, vLLM gets token ids
+    assert model.path is not None, "VLLMPolicyConfig.check requires model.path"
     tokenizer = load_tokenizer(
         model.path, key="model.path", chat_template=model.chat_template, trust_remote_code=model.trust_remote_code
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,7 +58,7 @@ def config_class(target: str, key: str) -> type[ComponentConfig]:
         built = get_object(target)
     except (ImportError, AttributeError, ValueError) as error:
         raise ConfigError(f"config key '{key}._target_': cannot import {target!r} ({error})") from None
-    function = built.__init__ if isinstance(built, type) else built
+    function = built.__init__ if inspect.isclass(built) else built
     try:
         hints = typing.get_type_hints(function)
     except (NameError, TypeError):
@@ -104,7 +105,7 @@ def keys_of(schema: type, prefix: str = "") -> list[str]:
     keys = []
     for name, annotation in field_types(schema).items():
         keys.append(prefix + name)
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             keys.extend(keys_of(annotation, f"{prefix}{name}."))
     return keys
 
@@ -127,7 +128,7 @@ def key_is_known(key: str) -> bool:
         return True
     schema: Any = Config
     for part in key.split("."):
-        if not dataclasses.is_dataclass(schema):
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
             return False
         fields = field_types(schema)
         if part not in fields:

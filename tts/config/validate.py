@@ -173,11 +173,11 @@ def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema
     return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema does not have)"
 
 
-def check_finite(cfg: DictConfig, prefix: str = "") -> None:
+def check_finite(cfg: DictConfig | ListConfig, prefix: str = "") -> None:
     """Raise ConfigError for a NaN or infinite number anywhere in the config: no rule can hold for them."""
     items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
     for name, value in items:
-        key = f"{prefix}{name}"
+        key = f"{prefix}{name!s}"  # OmegaConf types keys as str | bytes | int | ...; ours are str and int
         if isinstance(value, (DictConfig, ListConfig)):
             check_finite(value, key + ".")
         elif isinstance(value, float) and not math.isfinite(value):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from tts.data.problem import Problem
@@ -128,7 +128,7 @@ class Scores:
     unknown: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        data = {} if self.predictions is None else {"predictions": self.predictions}
+        data: dict[str, Any] = {} if self.predictions is None else {"predictions": self.predictions}
         data.update(correct=self.correct, expected=self.expected, ungraded=self.ungraded)
         data["pass"] = self.pass_at
         data.update(self.unknown)
@@ -165,7 +165,7 @@ class ProblemSummary:
     def to_json(self) -> dict:
         """The index form: scores in SUMMARY_SCORES order, `ungraded_answers` only when known."""
         scores = self.scores
-        data = {
+        data: dict[str, Any] = {
             "unique_id": self.unique_id,
             "scores": {
                 "expected": scores.expected,

@@ -95,11 +95,14 @@ class _Poly(dict):
     coefficients, at least one variable (constant results are plain `Fraction`)."""
 
 
+# What the parser computes: a constant, or a polynomial with at least one variable.
+Value = Num | _Poly
+
 _MAX_TERMS = 500
 _MAX_DEGREE = 60
 
 
-def _poly(x: Num | _Poly) -> _Poly:
+def _poly(x: Value) -> _Poly:
     if isinstance(x, _Poly):
         return x
     if isinstance(x, Fraction):
@@ -110,7 +113,7 @@ def _poly(x: Num | _Poly) -> _Poly:
     raise _Reject  # irrational coefficients: leave to sympy
 
 
-def _norm_poly(p: dict) -> Num | _Poly:
+def _norm_poly(p: dict) -> Value:
     q = _Poly({m: c for m, c in p.items() if c != 0})
     if len(q) > _MAX_TERMS:
         raise _Reject
@@ -143,7 +146,7 @@ def _check(x: Num) -> Num:
     return x
 
 
-def _mul(a: Num, b: Num) -> Num:
+def _mul(a: Value, b: Value) -> Value:
     if isinstance(a, _Poly) or isinstance(b, _Poly):
         pa, pb = _poly(a), _poly(b)
         out: dict = {}
@@ -159,7 +162,7 @@ def _mul(a: Num, b: Num) -> Num:
     return _check(_CTX.multiply(_dec(a), _dec(b)))
 
 
-def _div(a: Num, b: Num) -> Num:
+def _div(a: Value, b: Value) -> Value:
     if isinstance(b, _Poly):
         raise _Reject  # rational functions: leave to sympy
     if b == 0:
@@ -173,7 +176,7 @@ def _div(a: Num, b: Num) -> Num:
     return _check(_CTX.divide(_dec(a), _dec(b)))
 
 
-def _add(a: Num, b: Num) -> Num:
+def _add(a: Value, b: Value) -> Value:
     if isinstance(a, _Poly) or isinstance(b, _Poly):
         out = dict(_poly(a))
         for m, c in _poly(b).items():
@@ -184,7 +187,7 @@ def _add(a: Num, b: Num) -> Num:
     return _check(_CTX.add(_dec(a), _dec(b)))
 
 
-def _neg(a: Num) -> Num:
+def _neg(a: Value) -> Value:
     if isinstance(a, _Poly):
         return _Poly({m: -c for m, c in a.items()})
     return -a
@@ -205,7 +208,7 @@ def _iroot(n: int, k: int) -> int | None:
     return None
 
 
-def _root(x: Num, k: int) -> Num:
+def _root(x: Value, k: int) -> Num:
     if k < 1 or k > 20 or isinstance(x, _Poly):
         raise _Reject
     if x < 0:
@@ -222,13 +225,13 @@ def _root(x: Num, k: int) -> Num:
     return _check(_CTX.power(d, _CTX.divide(Decimal(1), Decimal(k))))
 
 
-def _pow(a: Num, b: Num) -> Num:
+def _pow(a: Value, b: Value) -> Value:
     if isinstance(b, _Poly):
         raise _Reject
     if isinstance(a, _Poly):
         if not (isinstance(b, Fraction) and b.denominator == 1 and 0 <= b.numerator <= _MAX_DEGREE):
             raise _Reject
-        r: Num = Fraction(1)
+        r: Value = Fraction(1)
         for _ in range(b.numerator):
             r = _mul(r, a)
         return r
@@ -271,7 +274,7 @@ class _Parser:
         self.i += 1
         return x
 
-    def group(self) -> Num:
+    def group(self) -> Value:
         """``{expr}`` or a single digit (``\\frac12``)."""
         p = self.peek()
         if p == "{":
@@ -286,7 +289,7 @@ class _Parser:
             return Fraction(int(p[0]))
         raise _Reject
 
-    def expr(self) -> Num:
+    def expr(self) -> Value:
         self.depth += 1
         if self.depth > _MAX_DEPTH:
             raise _Reject
@@ -304,7 +307,7 @@ class _Parser:
         self.depth -= 1
         return v
 
-    def term(self) -> Num:
+    def term(self) -> Value:
         v = self.power()
         slash = implicit = False
         while True:
@@ -327,7 +330,7 @@ class _Parser:
                 raise _Reject  # `1/2\pi`: ambiguous
         return v
 
-    def power(self) -> Num:
+    def power(self) -> Value:
         v = self.atom()
         if self.peek() == "^":
             self.take()
@@ -343,7 +346,7 @@ class _Parser:
             v = _pow(v, e)
         return v
 
-    def atom(self) -> Num:
+    def atom(self) -> Value:
         p = self.take()
         if p[0].isdigit() or p[0] == ".":
             if "." in p:

@@ -11,7 +11,6 @@ Registered in conf/config.yaml (`hydra.callbacks.redact`).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ class RedactHydraFiles(Callback):
                     log.warning("could not redact %s (%s: %s)", path, type(error).__name__, error)
 
 
-def redact_yaml_file(path: os.PathLike) -> None:
+def redact_yaml_file(path: Path) -> None:
     """Rewrite a YAML file (Hydra's `.hydra/*.yaml`) with its secrets redacted; left alone when it holds none."""
     from omegaconf import OmegaConf
 

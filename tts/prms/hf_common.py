@@ -32,7 +32,7 @@ import abc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, TypeVar
 
 from tts.config.schema import Config, PRMConfig
 from tts.prms.base import ProcessRewardModel
@@ -393,7 +393,10 @@ class HFProcessRewardModel(ProcessRewardModel):
 
 
 # ---------------------------------------------------------------------- loading
-def load_hf(prm_cls, cfg, **extra) -> HFProcessRewardModel:
+PRM = TypeVar("PRM", bound=HFProcessRewardModel)
+
+
+def load_hf(prm_cls: type[PRM], cfg, **extra) -> PRM:
     """Tokenizer + model for `prm.backend=hf` (or the vLLM engine for `prm.backend=vllm`)."""
     from tts.backends.hf import from_pretrained, load_tokenizer, resolve_device, resolve_dtype
 

@@ -43,7 +43,7 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def plan_prefix_groups(
-    keys: Sequence[Hashable], sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_TOKENS
+    keys: Sequence[Hashable], sequences: Sequence[list[int]], min_shared: int = MIN_SHARED_TOKENS
 ) -> list[PrefixGroup]:
     """Groups over all `sequences`, formed among those with the same key (the problem: different problems share at
     most a system prompt, and keeping them apart keeps the plan cheap). Every index is in exactly one group."""
@@ -57,7 +57,7 @@ def plan_prefix_groups(
     return groups
 
 
-def best_runs(sequences: Sequence[Sequence[int]], min_shared: int) -> list[PrefixGroup]:
+def best_runs(sequences: Sequence[list[int]], min_shared: int) -> list[PrefixGroup]:
     """Cut the sorted sequences into runs that save the most tokens (a dynamic programme over the cut points); a run
     whose shared prefix is shorter than `min_shared` is not formed, its sequences stay alone."""
     n = len(sequences)

@@ -13,6 +13,7 @@ false, a `Qwen2ForProcessRewardModel` checkpoint is read into our own module (th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf, single_token_id
 
@@ -123,7 +124,7 @@ def load_reward_head(path: str, hidden_size: int):
     return head
 
 
-def _architectures(path: str) -> list[str]:
+def _architectures(path: Optional[str]) -> list[str]:
     import json
     import os
 
@@ -150,7 +151,7 @@ def build(config: QwenPRMConfig) -> QwenPRM:
     auto_class = "AutoModel"
     if prm_cfg.backend == "hf" and any(a.endswith("ForTokenClassification") for a in architectures):
         auto_class = "AutoModelForTokenClassification"
-    cls = type("QwenPRM", (QwenPRM,), {"auto_class": auto_class})
+    cls: type[QwenPRM] = type("QwenPRM", (QwenPRM,), {"auto_class": auto_class})
     prm = load_hf(cls, prm_cfg)
     if (
         prm_cfg.backend == "hf"
@@ -158,6 +159,7 @@ def build(config: QwenPRMConfig) -> QwenPRM:
         and any(a.endswith("ForProcessRewardModel") for a in architectures)
     ):
         # AutoModel without remote code gave the bare backbone: add the reward head from the checkpoint
+        assert prm_cfg.path is not None, "load_hf refuses a config without prm.path"
         param = next(prm.model.parameters())
         head = load_reward_head(prm_cfg.path, prm.model.config.hidden_size).to(device=param.device, dtype=param.dtype)
         prm.model = _RewardHeadModel(prm.model, head.eval())

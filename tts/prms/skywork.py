@@ -13,9 +13,13 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 from tts.config.schema import Config
 from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf
+
+if TYPE_CHECKING:
+    import torch
 
 STEP_TOKEN = "\n"
 
@@ -28,7 +32,7 @@ class SkyworkPRM(HFProcessRewardModel):
         super().__init__(cfg, **kwargs)
         self.step_token = cfg.step_tag or STEP_TOKEN
         self.step_token_id = self.tokenizer.encode(self.step_token, add_special_tokens=False)[-1]
-        self.value_head = None
+        self.value_head: Optional[torch.nn.Linear] = None  # read from the checkpoint by `build`
 
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         bos = self.tokenizer.bos_token or ""
@@ -43,8 +47,10 @@ class SkyworkPRM(HFProcessRewardModel):
     def token_scores(self, inputs: dict):
         import torch
 
+        head = self.value_head
+        assert head is not None, "build() loads the value head before any scoring"
         hidden = self.model(**inputs).last_hidden_state
-        return torch.sigmoid(self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float())
+        return torch.sigmoid(head(hidden.to(head.weight.dtype)).squeeze(-1).float())
 
 
 def load_value_head(path: str, hidden_size: int, dtype, device):
@@ -95,6 +101,7 @@ def build(config: SkyworkConfig) -> SkyworkPRM:
     prm_cfg = config
     prm = load_hf(SkyworkPRM, prm_cfg)
     path = prm_cfg.path
+    assert path is not None, "load_hf refuses a config without prm.path"
     if not os.path.isdir(path):  # a hub id: the files are in the local cache after load_hf
         from huggingface_hub import snapshot_download
 

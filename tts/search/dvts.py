@@ -15,9 +15,9 @@ completion of the siblings is counted as generated compute like any other step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from tts.config.schema import Config
+from tts.data.records import Completion
 from tts.search.base import SearchOutput
 from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState
 
@@ -36,7 +36,7 @@ class DVTSConfig(TreeSearchConfig):
 @dataclass(eq=False)
 class Subtree:
     current: Node
-    leaves: list[Optional[Node]] = field(default_factory=list)  # the M final candidates; None until written out
+    leaves: list[Node] = field(default_factory=list)  # the M final candidates; those in `pending` are unfinished
     pending: list[int] = field(default_factory=list)  # leaves still to write to the end
 
     @property
@@ -76,7 +76,7 @@ class DvtsState(TreeState):
         self.done = all(tree.ended and not tree.pending for tree in self.subtrees)
 
     def result(self) -> SearchOutput:
-        completions = []
+        completions: list[Completion] = []
         for tree in self.subtrees:
             if tree.ended:
                 completions.extend(leaf.to_completion() for leaf in tree.leaves)

@@ -130,7 +130,7 @@ def _union_range(shards: Sequence[Shard]) -> dict:
     ends = [s.dataset.get("end") for s in shards]
     dataset.update(
         start=min(s.dataset.get("start", 0) for s in shards),
-        end=None if any(e is None for e in ends) else max(ends),
+        end=None if any(e is None for e in ends) else max(e for e in ends if e is not None),
         shard=0,
         num_shards=1,
     )
@@ -343,8 +343,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             + ("" if report.checked_dataset else " (dataset not checked for missing problems)")
             + f"; acc/weighted@{n} {report.metrics.get(f'acc/weighted@{n}', float('nan')):.3f}"
         )
-    for error in errors:
-        print(f"merge refused: {error}", file=sys.stderr)
+    for message in errors:
+        print(f"merge refused: {message}", file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -44,7 +44,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, TextIO, Union
 
 from tts.config.redaction import redact, redact_argv
 from tts.config.schema import ConfigError
@@ -75,6 +75,13 @@ def fingerprint_of(config: dict) -> dict:
         if isinstance(kept.get(group), dict):
             kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
     return kept
+
+
+def _batch_number(name: str) -> int:
+    """The number of a batch file's name: one that BATCH_FILE matches (`_entry_summaries` refuses any other)."""
+    match = BATCH_FILE.match(name)
+    assert match is not None, name
+    return int(match.group(1))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -224,7 +231,7 @@ class RunDirectory:
                 log.info("%s: removing %s, a batch whose index line was never written", self.results_dir, file.name)
                 file.unlink()
         # numbering goes on from the last kept batch, so a resumed run names its batches as an uninterrupted one
-        self._next_batch = max([0] + [int(BATCH_FILE.match(f).group(1)) + 1 for f in kept_files])
+        self._next_batch = max([0] + [_batch_number(f) + 1 for f in kept_files])
         repaired = b"".join(kept)
         if repaired != raw:
             if raw.startswith(repaired):
@@ -408,7 +415,7 @@ class RunDirectory:
                 f"directory would record problems twice. Wait for it to finish (or stop it), then rerun the same "
                 f"command to resume; or choose another directory with hydra.run.dir=..."
             ) from None
-        self._lock_handle = handle
+        self._lock_handle: Optional[TextIO] = handle
 
     def _sign_lock(self) -> None:
         """Name this process in `.lock`, once the directory has accepted the config: a refused job changes nothing."""

@@ -7,6 +7,7 @@ results artifact. At n=256 on 500 problems the completions table has 128,000 row
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional
 
 from tts.data.records import ProblemRecord
@@ -68,6 +69,7 @@ def completion_rows(record: ProblemRecord, n: int, reduction: str) -> list[list]
     scores = [reduce_scores(c.step_scores, reduction) for c in completions]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
     predictions = record.scores.predictions
+    assert predictions is not None, "a record's scores have predictions (a summary's have none)"
     winners = {}
     for agg in ("weighted", "maj"):
         answer = predictions.get(f"{agg}@{k}")
@@ -101,6 +103,7 @@ def _verdicts(record: ProblemRecord) -> dict:
     """For records written before completions carried `correct`: the verdicts of the keys that won some selection
     (any other key: None, unknown)."""
     scores = record.scores
+    assert scores.predictions is not None, "a record's scores have predictions (a summary's have none)"
     by_answer = {}
     for name, answer in scores.predictions.items():
         if answer is not None and scores.correct.get(name) is not None:
@@ -115,6 +118,7 @@ def _verdicts(record: ProblemRecord) -> dict:
 def problem_row(record: ProblemRecord, n: int) -> list:
     k = _at(record, n)
     scores = record.scores
+    assert scores.predictions is not None, "a record's scores have predictions (a summary's have none)"
     return [
         record.unique_id,
         record.level,
@@ -129,7 +133,7 @@ def problem_row(record: ProblemRecord, n: int) -> list:
     ]
 
 
-def wandb_table(columns: list[str], rows: list[list]):
+def wandb_table(columns: Sequence[str], rows: list[list]):
     """`wandb.Table(columns, data=rows)`, fast: W&B infers column types row by row (about 1 ms a row, minutes at n=256
     on MATH-500); a value's W&B type follows from its Python type (and a list's element types and length), so the types
     are inferred from one row per distinct signature, in order of last occurrence, and the rows are then set as data."""
@@ -140,6 +144,8 @@ def wandb_table(columns: list[str], rows: list[list]):
         signature = tuple((list, frozenset(map(type, v)), len(v)) if isinstance(v, list) else type(v) for v in row)
         representatives.pop(signature, None)
         representatives[signature] = row
-    table = wandb.Table(columns=columns, data=list(representatives.values()))
+    # a list of its own: the table keeps it as `table.columns` (and appends to it in add_column)
+    column_keys: list[str | int] = list(columns)
+    table = wandb.Table(columns=column_keys, data=list(representatives.values()))
     table.data = [list(row) for row in rows]
     return table

@@ -43,8 +43,9 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlparse
 
 from tts.config.redaction import redact, redact_argv
@@ -53,6 +54,9 @@ from tts.scoring import AGGREGATIONS
 from tts.tracking.dirs import WandbDirs
 from tts.tracking.live import RunningFigures
 from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
+
+if TYPE_CHECKING:
+    import wandb
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +67,12 @@ RUN_FILES = ("config.yaml", "metrics.json", "run_info.json")  # beside the resul
 class Tracker:
     """No tracking (`logger=none`); also the interface the W&B tracker implements."""
 
-    wants_records = False  # whether log_results needs the whole records (reading them back costs time on huge runs)
+    @property
+    def wants_records(self) -> bool:
+        """Whether log_results needs the whole records (reading them back costs time on huge runs)."""
+        return False
 
-    def start(self, config: dict, run_dir: Path, records_done: list[ProblemSummary] = (), total: int = 0) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: Sequence[ProblemSummary] = (), total: int = 0) -> None:
         """`records_done`: the summaries of the problems a resumed run found on disk."""
 
     def log_batch(self, records: list[ProblemRecord]) -> None:
@@ -198,7 +205,7 @@ def _redacted_argv():
 class WandbTracker(Tracker):
     def __init__(self, logger_cfg) -> None:
         self.cfg = logger_cfg
-        self.run = None
+        self.run: Optional[wandb.Run] = None
         self.run_dir: Optional[Path] = None
         self.config: dict = {}
         self.dirs: Optional[WandbDirs] = None
@@ -208,7 +215,7 @@ class WandbTracker(Tracker):
     def wants_records(self) -> bool:
         return self.run is not None and bool(self.cfg.log_table)
 
-    def start(self, config: dict, run_dir: Path, records_done: list[ProblemSummary] = (), total: int = 0) -> None:
+    def start(self, config: dict, run_dir: Path, records_done: Sequence[ProblemSummary] = (), total: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         if self.cfg.mode == "online":
