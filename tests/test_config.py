@@ -233,3 +233,35 @@ def test_the_prompt_is_defined_once_and_named_by_every_model():
         assert "/prompt@prompt:" in text and "system:" not in text, f"{path.name} must name a prompt, not copy one"
         cfg = compose_config([f"model={path.stem}"])
         assert cfg.model.prompt.name in prompts and cfg.model.prompt.system
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.backend=hf", "config key 'model.backend': a config group; choose its option with model/backend=hf"),
+    ("model.sim.skill=2", "config key 'model.sim.skill': moved to 'model.backend.skill'"),
+    ("prm.sim.noise=0.5", "config key 'prm.sim.noise': moved to 'prm.noise'"),
+    ("model.system_prompt=x", "config key 'model.system_prompt': moved to 'model.prompt.system'"),
+    ("model.gpu_memory_utilization=0.9", "config key 'model.gpu_memory_utilization': moved to "
+                                         "'model.backend.gpu_memory_utilization'"),
+    ("prm.family=rlhflow", "config key 'prm.family': moved: each PRM option names its family's class"),
+    ("model/backend=tpu", "config key 'model/backend': 'tpu' is not an option; choose one of hf, openai, sim, vllm"),
+])
+def test_keys_of_the_old_layout_say_where_they_went(override, expected):
+    from tts.config.validate import check_overrides
+
+    assert check_overrides([override]).startswith(expected)
+
+
+def test_a_group_chosen_into_a_package_is_an_option_not_a_key():
+    from tts.config.validate import check_overrides
+
+    assert check_overrides(["prompt@model.prompt=none"]) is None
+    assert "'nothing' is not an option" in check_overrides(["prompt@model.prompt=nothing"])
+    assert validate(compose_config(["prompt@model.prompt=none"])).model.prompt.system == ""
+
+
+def test_an_unimportable_target_is_one_line():
+    for target, missing in (("tts.search.nope.X", "'nope'"), ("tts.search.beam.Nope", "'Nope'")):
+        with pytest.raises(ConfigError) as error:
+            validate(compose_config([f"strategy._target_={target}"]))
+        assert str(error.value).startswith(f"config key 'strategy._target_': cannot import '{target}'")
+        assert missing in str(error.value) and "\n" not in str(error.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import typing
 from collections.abc import Iterable
@@ -51,12 +52,10 @@ def is_open(annotation: Any) -> bool:
 def config_class(target: str, key: str) -> type[ComponentConfig]:
     """The config dataclass the component `target` takes: the annotation of its `config` parameter (of `__init__`
     for a class). Raises ConfigError naming `<key>._target_` when the target cannot be found or takes none."""
-    from hydra.utils import get_object
-
     base = COMPONENTS[key]
     try:
-        built = get_object(target)
-    except (ImportError, AttributeError, ValueError) as error:
+        built = locate(target)
+    except (ImportError, AttributeError) as error:
         raise ConfigError(f"config key '{key}._target_': cannot import {target!r} ({error})") from None
     function = built.__init__ if inspect.isclass(built) else built
     try:
@@ -72,6 +71,25 @@ def config_class(target: str, key: str) -> type[ComponentConfig]:
     return schema
 
 
+def locate(target: str) -> Any:
+    """The object a dotted path names (`tts.search.beam.BeamSearch`), as Hydra's `_target_` resolves it, without the
+    error Hydra's own lookup logs: the longest importable module prefix, then attributes. A module that exists but
+    fails to import (a missing dependency) raises its own error."""
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            found = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise
+        for attribute in parts[i:]:
+            found = getattr(found, attribute)  # AttributeError: the module has no such name
+        return found
+    raise ImportError(f"no module named {parts[0]!r}")
+
+
 @functools.cache
 def option_targets(group: str) -> dict[str, str]:
     """The `_target_` of each YAML option of a component group (`strategy`, `prm`, `model/backend`), by option."""
@@ -81,6 +99,11 @@ def option_targets(group: str) -> dict[str, str]:
         if isinstance(data, dict) and isinstance(data.get("_target_"), str):
             targets[path.stem] = data["_target_"]
     return targets
+
+
+def option_override(key: str, option: str) -> str:
+    """How a component's option is chosen on the command line: `strategy=beam`, `model/backend=hf`."""
+    return f"{component_group_dir(key)}={option}"
 
 
 def component_group_dir(key: str) -> str:
@@ -164,12 +187,19 @@ def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> Iterable[
             yield from unknown_keys(child, fields[name], key + ".")
 
 
-def nearest_key(key: str, candidates: Iterable[str]) -> Optional[str]:
+def nearest_key(key: str, candidates: Iterable[str], fallback: bool = True) -> Optional[str]:
+    """The candidate closest to `key`; with `fallback`, the closest sibling under the same parent when none is
+    close (a typo in a leaf of a small group)."""
     import difflib
 
     candidates = sorted(candidates)
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    if parent and all(c.startswith(parent) for c in candidates):  # siblings: compare the leaves, not the shared prefix
+        leaves = {c[len(parent) :]: c for c in candidates}
+        near = difflib.get_close_matches(key[len(parent) :], list(leaves), n=1, cutoff=0.6)
+        return leaves[near[0]] if near else None
     near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    if not near and "." in key:
+    if not near and fallback and "." in key:
         parent = key.rsplit(".", 1)[0] + "."
         near = difflib.get_close_matches(key, [k for k in candidates if k.startswith(parent)], n=1, cutoff=0.0)
     return near[0] if near else None

@@ -25,6 +25,7 @@ from tts.config.keys import (
     config_class,
     key_is_known,
     nearest_key,
+    option_override,
     schema_keys,
     unknown_keys,
 )
@@ -159,18 +160,38 @@ def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema
             "HF_TOKEN, OPENAI_API_KEY or the variable model.backend.api_key_env names), never from the command "
             "line"
         )
-    near = nearest_key(key, candidates if candidates is not None else schema_keys())
-    hint = f"; did you mean '{near}'?" if near else ""
+    moved = moved_key(key)
+    if moved:
+        return f"config key '{key}': {moved}"
     owner = _owner(key)
+    component = owner is not None and schema is not None
+    near = nearest_key(key, candidates if candidates is not None else schema_keys(), fallback=not component)
+    hint = f"; did you mean '{near}'?" if near else ""
     if owner and schema is not None:
         knob = key[len(owner) + 1 :]
         elsewhere = sorted(option for option, knobs in component_knobs(owner).items() if knob in knobs)
-        where = f"; it is a knob of {owner}={','.join(elsewhere)}" if elsewhere else ""
+        where = f"; it is a knob of {option_override(owner, ','.join(elsewhere))}" if elsewhere else ""
         return (
             f"config key '{key}': not a knob of {schema.__name__} ({owner}){where}{hint} (`+` cannot add "
             f"keys a component's config does not have)"
         )
     return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema does not have)"
+
+
+def moved_key(key: str) -> Optional[str]:
+    """Where a key of the layout before typed components went (a command from an older note or script), else None."""
+    leaf = key.rsplit(".", 1)[-1]
+    if key == "prm.family":
+        return "moved: each PRM option names its family's class (`_target_`); choose one with prm=<option>"
+    if key == "model.system_prompt":
+        return "moved to 'model.prompt.system' (prompts are defined once, in conf/prompt/)"
+    for old, new in (("model.sim.", "model.backend."), ("prm.sim.", "prm.")):
+        if key.startswith(old):
+            return f"moved to '{new}{key[len(old) :]}'"
+    backend_knobs = set().union(*component_knobs("model.backend").values()) - {"_target_", "name"}
+    if key.count(".") == 1 and key.startswith("model.") and leaf in backend_knobs:
+        return f"moved to 'model.backend.{leaf}' (a knob of the policy's backend, chosen with model/backend=...)"
+    return None
 
 
 def check_finite(cfg: DictConfig | ListConfig, prefix: str = "") -> None:
@@ -210,10 +231,16 @@ def check_overrides(overrides: list[str]) -> Optional[str]:
         key = override.key_or_group
         if key.split(".")[0].split("/")[0] == "hydra" or override.is_delete():
             continue
-        if key in groups and override.package is None:
+        if key in groups:  # `strategy=beam`, or a group into a package of its own: `prompt@model.prompt=none`
             message = _check_option(key, override)
             if message:
                 return message
+        elif key.replace(".", "/") in groups:  # `model.backend=hf`: a nested group is chosen with a slash
+            value = override.get_value_element_as_str()
+            return (
+                f"config key '{key}': a config group; choose its option with {key.replace('.', '/')}={value} "
+                f"(one of {', '.join(group_options(key.replace('.', '/')))})"
+            )
         elif "/" not in key and not key_is_known(key):
             return unknown_key_message(key)
     return None

@@ -14,6 +14,7 @@ import importlib.util
 import os
 from collections.abc import Sequence
 
+from tts.config.keys import component_group_dir
 from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem
 
@@ -50,7 +51,7 @@ def check_installed(key: str, name: str, module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise ConfigError(
             f"config key '{key}': {name} needs the {module} package, which is not installed; "
-            f"pip install '{extra}', or choose another {key}"
+            f"pip install '{extra}', or choose another {component_group_dir(key)}=..."
         )
 
 
