@@ -56,7 +56,7 @@ def test_experiment_composes_to_its_sweep_and_every_job_is_valid(name):
 
 
 def test_the_command_line_check_accepts_experiments_and_names_the_options():
-    from tts.config.keys import check_overrides
+    from tts.config.validate import check_overrides
 
     assert check_overrides(["+experiment=paper", "logger=none"]) is None
     message = check_overrides(["+experiment=papr"])

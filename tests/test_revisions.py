@@ -58,7 +58,7 @@ def test_chains_batching_and_context_budget():
     cfg = typed_config(["strategy=revisions", "n=8", "strategy.revisions_per_chain=4",
                         "strategy.revision_context_tokens=150", "budget.max_tokens=120"])
     policy = Recorder(build_policy(cfg.model, cfg.seed))
-    outputs = revisions.revise(PROBLEMS, policy, build_prm(cfg.prm), cfg)
+    outputs = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, build_prm(cfg.prm), cfg)
     # one backend call per round for all chains of all problems: 1 sampling call + 3 revision rounds
     assert len(policy.calls) == 4
     assert [len(c) for c in policy.calls] == [len(PROBLEMS)] + [2 * len(PROBLEMS)] * 3
@@ -97,11 +97,12 @@ def test_one_attempt_per_chain_is_best_of_n():
     cfg = typed_config(["strategy=revisions", "n=4", "strategy.revisions_per_chain=1"])
     policy = build_policy(cfg.model, cfg.seed)
     prm = build_prm(cfg.prm)
-    chains = revisions.revise(PROBLEMS, policy, prm, cfg)
+    chains = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, prm, cfg)
     bon_cfg = typed_config(["strategy=best_of_n", "n=4"])
     from tts.search import best_of_n
 
-    plain = best_of_n.sample_and_score(PROBLEMS, build_policy(bon_cfg.model, 0), build_prm(bon_cfg.prm), bon_cfg)
+    plain = best_of_n.BestOfN(bon_cfg.strategy).search(PROBLEMS, build_policy(bon_cfg.model, 0), build_prm(bon_cfg.prm),
+                                                       bon_cfg)
     assert [[c.text for c in o.completions] for o in chains] == [[c.text for c in o.completions] for o in plain]
 
 

@@ -50,23 +50,26 @@ def is_open(annotation: Any) -> bool:
 
 
 def config_class(target: str, key: str) -> type[ComponentConfig]:
-    """The config dataclass the component `target` takes: the annotation of its `config` parameter (of `__init__`
-    for a class). Raises ConfigError naming `<key>._target_` when the target cannot be found or takes none."""
+    """The config dataclass the component `target` takes: the annotation of a class's `config` attribute, else of
+    its (or its `__init__`'s) `config` parameter. Raises ConfigError naming `<key>._target_` when the target cannot
+    be found or takes none."""
     base = COMPONENTS[key]
     try:
         built = locate(target)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"config key '{key}._target_': cannot import {target!r} ({error})") from None
-    function = built.__init__ if inspect.isclass(built) else built
     try:
-        hints = typing.get_type_hints(function)
+        # a class declares it as an attribute (`config: BeamConfig`) or takes it in __init__; a function takes it
+        hints = typing.get_type_hints(built) if inspect.isclass(built) else {}
+        if "config" not in hints:
+            hints = typing.get_type_hints(built.__init__ if inspect.isclass(built) else built)
     except (NameError, TypeError):
         hints = {}
     schema = hints.get("config")
     if not (isinstance(schema, type) and issubclass(schema, base)):
         raise ConfigError(
-            f"config key '{key}._target_': {target!r} must take `config: <a {base.__name__} subclass>` "
-            f"as its first argument"
+            f"config key '{key}._target_': {target!r} must declare `config: <a {base.__name__} subclass>` "
+            f"(a class attribute, or its first argument)"
         )
     return schema
 

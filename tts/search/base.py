@@ -31,8 +31,10 @@ class SearchOutput:
 
 
 class Strategy(abc.ABC):
-    """A search strategy. A subclass takes its own config dataclass (`__init__(self, config: MyConfig)`: the
-    annotation tells the entry which dataclass types the YAML's knobs) and implements `search`."""
+    """A search strategy. A subclass declares its own config dataclass (`config: MyConfig`: the annotation tells the
+    entry which dataclass types the YAML's knobs) and implements `search`."""
+
+    config: StrategyConfig
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config

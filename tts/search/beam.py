@@ -73,5 +73,4 @@ class BeamState(TreeState):
 class BeamSearch(TreeSearch):
     state_class = BeamState
 
-    def __init__(self, config: BeamConfig) -> None:
-        super().__init__(config)
+    config: BeamConfig

@@ -20,33 +20,28 @@ class BestOfNConfig(StrategyConfig):
 
 
 class BestOfN(Strategy):
-    def __init__(self, config: BestOfNConfig) -> None:
-        super().__init__(config)
+    config: BestOfNConfig
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return sample_and_score(problems, policy, prm, run)
-
-
-def sample_and_score(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
-    """n independent samples per problem, one backend call per chunk of problems, every step scored."""
-    results: list[SearchOutput] = []
-    for chunk in batches(problems, cfg.strategy.search_batch_size):
-        outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])
-        step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
-        prm_before = prm.stats.tokens
-        scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(
-            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
-        )
-        for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
-            completions = [
-                Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason, tokens=o.num_tokens)
-                for o, s, sc in zip(samples, steps, step_scores)
-            ]
-            compute = {
-                "generated_tokens": sum(o.num_tokens for o in samples),
-                "prm_tokens": prm_tokens,
-                "backend_calls": 1,
-            }
-            results.append(SearchOutput(completions=completions, compute=compute))
-    return results
+        """n independent samples per problem, one backend call per chunk of problems, every step scored."""
+        results: list[SearchOutput] = []
+        for chunk in batches(problems, run.strategy.search_batch_size):
+            outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
+            step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
+            prm_before = prm.stats.tokens
+            scores = prm.score([p.problem for p in chunk], step_lists)
+            prm_shares = share_tokens(
+                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+            )
+            for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
+                completions = [
+                    Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason, tokens=o.num_tokens)
+                    for o, s, sc in zip(samples, steps, step_scores)
+                ]
+                compute = {
+                    "generated_tokens": sum(o.num_tokens for o in samples),
+                    "prm_tokens": prm_tokens,
+                    "backend_calls": 1,
+                }
+                results.append(SearchOutput(completions=completions, compute=compute))
+        return results

@@ -88,5 +88,4 @@ class DvtsState(TreeState):
 class DVTS(TreeSearch):
     state_class = DvtsState
 
-    def __init__(self, config: DVTSConfig) -> None:
-        super().__init__(config)
+    config: DVTSConfig

@@ -81,57 +81,52 @@ def review_request(problem: str, solution: str, cfg: Config, seed_offset: int) -
 
 
 class FilterVote(Strategy):
-    def __init__(self, config: FilterVoteConfig) -> None:
-        super().__init__(config)
+    config: FilterVoteConfig
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return filter_vote(problems, policy, prm, run)
-
-
-def filter_vote(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
-    results: list[SearchOutput] = []
-    for chunk in batches(problems, cfg.strategy.search_batch_size):
-        outputs = policy.generate([make_request(p, cfg, n=cfg.n) for p in chunk])
-        # one review per sample, each with its own seed so identical solutions get independent reviews
-        reviews = policy.generate(
-            [
-                review_request(p.problem, o.text, cfg, seed_offset=1 + j)
-                for p, samples in zip(chunk, outputs)
-                for j, o in enumerate(samples)
-            ]
-        )
-        step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
-        prm_before = prm.stats.tokens
-        scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(
-            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
-        )
-        offset = 0
-        for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
-            mine = [r[0] for r in reviews[offset : offset + len(samples)]]
-            offset += len(samples)
-            completions = []
-            for o, s, sc, r in zip(samples, steps, step_scores, mine):
-                verdict = parse_verdict(r.text)
-                extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
-                if verdict == "unparsed":
-                    extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                completions.append(
-                    Completion(
-                        text=o.text,
-                        steps=s,
-                        step_scores=sc,
-                        finish_reason=o.finish_reason,
-                        tokens=o.num_tokens,
-                        extra=extra,
+        results: list[SearchOutput] = []
+        for chunk in batches(problems, run.strategy.search_batch_size):
+            outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
+            # one review per sample, each with its own seed so identical solutions get independent reviews
+            reviews = policy.generate(
+                [
+                    review_request(p.problem, o.text, run, seed_offset=1 + j)
+                    for p, samples in zip(chunk, outputs)
+                    for j, o in enumerate(samples)
+                ]
+            )
+            step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
+            prm_before = prm.stats.tokens
+            scores = prm.score([p.problem for p in chunk], step_lists)
+            prm_shares = share_tokens(
+                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+            )
+            offset = 0
+            for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
+                mine = [r[0] for r in reviews[offset : offset + len(samples)]]
+                offset += len(samples)
+                completions = []
+                for o, s, sc, r in zip(samples, steps, step_scores, mine):
+                    verdict = parse_verdict(r.text)
+                    extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
+                    if verdict == "unparsed":
+                        extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
+                    completions.append(
+                        Completion(
+                            text=o.text,
+                            steps=s,
+                            step_scores=sc,
+                            finish_reason=o.finish_reason,
+                            tokens=o.num_tokens,
+                            extra=extra,
+                        )
                     )
-                )
-            review_tokens = sum(r.num_tokens for r in mine)
-            compute = {
-                "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
-                "review_tokens": review_tokens,
-                "prm_tokens": prm_tokens,
-                "backend_calls": 2,
-            }
-            results.append(SearchOutput(completions=completions, compute=compute))
-    return results
+                review_tokens = sum(r.num_tokens for r in mine)
+                compute = {
+                    "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
+                    "review_tokens": review_tokens,
+                    "prm_tokens": prm_tokens,
+                    "backend_calls": 2,
+                }
+                results.append(SearchOutput(completions=completions, compute=compute))
+        return results

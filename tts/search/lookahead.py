@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, is_whole
+from tts.search.base import SearchOutput
 from tts.search.beam import BeamConfig, BeamState
-from tts.search.tree import TreeSearch
+from tts.search.tree import TreeSearch, run_tree_search
 
 
 @dataclass
@@ -33,8 +34,7 @@ class LookaheadConfig(BeamConfig):
 
 
 class LookaheadSearch(TreeSearch):
-    state_class = BeamState
+    config: LookaheadConfig
 
-    def __init__(self, config: LookaheadConfig) -> None:
-        super().__init__(config)
-        self.lookahead = config.lookahead
+    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+        return run_tree_search(problems, policy, prm, run, BeamState, lookahead=self.config.lookahead)

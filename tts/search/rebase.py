@@ -77,5 +77,4 @@ class RebaseState(TreeState):
 class Rebase(TreeSearch):
     state_class = RebaseState
 
-    def __init__(self, config: RebaseConfig) -> None:
-        super().__init__(config)
+    config: RebaseConfig

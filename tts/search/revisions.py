@@ -88,69 +88,65 @@ def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, s
 
 
 class Revisions(Strategy):
-    def __init__(self, config: RevisionsConfig) -> None:
-        super().__init__(config)
+    config: RevisionsConfig
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return revise(problems, policy, prm, run)
-
-
-def revise(problems, policy, prm, cfg: Config) -> list[SearchOutput]:
-    length = cfg.strategy.revisions_per_chain
-    chains = cfg.n // length
-    budget = cfg.strategy.revision_context_tokens or cfg.budget.max_tokens
-    results: list[SearchOutput] = []
-    for chunk in batches(problems, cfg.strategy.search_batch_size):
-        # history[i][c]: the attempts of chain c of problem i so far; shown[i][c]: (attempts, tokens) each prompt held
-        first = policy.generate([make_request(p, cfg, n=chains) for p in chunk])
-        history = [[[o] for o in samples] for samples in first]
-        shown = [[[(0, 0)] for _ in range(chains)] for _ in chunk]
-        for position in range(1, length):
-            pairs = [(i, c) for i in range(len(chunk)) for c in range(chains)]
-            prompts = {}
-            for i, c in pairs:
-                prompts[i, c] = context(history[i][c], budget)
-                shown[i][c].append((len(prompts[i, c]), sum(a.num_tokens for a in prompts[i, c])))
-            outputs = policy.generate(
-                [
-                    revision_request(chunk[i].problem, prompts[i, c], cfg, seed_offset=position * chains + c)
-                    for i, c in pairs
-                ]
-            )
-            for (i, c), samples in zip(pairs, outputs):
-                history[i][c].append(samples[0])
-        attempts = [[a for chain in per for a in chain] for per in history]  # chain-major: chain 0's attempts first
-        step_lists = [[split_steps(a.text) for a in per] for per in attempts]
-        prm_before = prm.stats.tokens
-        scores = prm.score([p.problem for p in chunk], step_lists)
-        prm_shares = share_tokens(
-            prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
-        )
-        for i, (per, steps, step_scores, prm_tokens) in enumerate(zip(attempts, step_lists, scores, prm_shares)):
-            completions = []
-            for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
-                chain, position = divmod(j, length)
-                held, tokens = shown[i][chain][position]
-                completions.append(
-                    Completion(
-                        text=a.text,
-                        steps=s,
-                        step_scores=sc,
-                        finish_reason=a.finish_reason,
-                        tokens=a.num_tokens,
-                        extra={
-                            "chain": chain,
-                            "position": position,
-                            "context_attempts": held,
-                            "context_tokens": tokens,
-                        },
-                    )
+        length = run.strategy.revisions_per_chain
+        chains = run.n // length
+        budget = run.strategy.revision_context_tokens or run.budget.max_tokens
+        results: list[SearchOutput] = []
+        for chunk in batches(problems, run.strategy.search_batch_size):
+            # history[i][c]: the attempts of chain c of problem i so far;
+            # shown[i][c]: (attempts, tokens) each prompt held
+            first = policy.generate([make_request(p, run, n=chains) for p in chunk])
+            history = [[[o] for o in samples] for samples in first]
+            shown = [[[(0, 0)] for _ in range(chains)] for _ in chunk]
+            for position in range(1, length):
+                pairs = [(i, c) for i in range(len(chunk)) for c in range(chains)]
+                prompts = {}
+                for i, c in pairs:
+                    prompts[i, c] = context(history[i][c], budget)
+                    shown[i][c].append((len(prompts[i, c]), sum(a.num_tokens for a in prompts[i, c])))
+                outputs = policy.generate(
+                    [
+                        revision_request(chunk[i].problem, prompts[i, c], run, seed_offset=position * chains + c)
+                        for i, c in pairs
+                    ]
                 )
-            compute = {
-                "generated_tokens": sum(a.num_tokens for a in per),
-                "prm_tokens": prm_tokens,
-                "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
-                "backend_calls": length,
-            }
-            results.append(SearchOutput(completions=completions, compute=compute))
-    return results
+                for (i, c), samples in zip(pairs, outputs):
+                    history[i][c].append(samples[0])
+            attempts = [[a for chain in per for a in chain] for per in history]  # chain-major: chain 0's attempts first
+            step_lists = [[split_steps(a.text) for a in per] for per in attempts]
+            prm_before = prm.stats.tokens
+            scores = prm.score([p.problem for p in chunk], step_lists)
+            prm_shares = share_tokens(
+                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+            )
+            for i, (per, steps, step_scores, prm_tokens) in enumerate(zip(attempts, step_lists, scores, prm_shares)):
+                completions = []
+                for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
+                    chain, position = divmod(j, length)
+                    held, tokens = shown[i][chain][position]
+                    completions.append(
+                        Completion(
+                            text=a.text,
+                            steps=s,
+                            step_scores=sc,
+                            finish_reason=a.finish_reason,
+                            tokens=a.num_tokens,
+                            extra={
+                                "chain": chain,
+                                "position": position,
+                                "context_attempts": held,
+                                "context_tokens": tokens,
+                            },
+                        )
+                    )
+                compute = {
+                    "generated_tokens": sum(a.num_tokens for a in per),
+                    "prm_tokens": prm_tokens,
+                    "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
+                    "backend_calls": length,
+                }
+                results.append(SearchOutput(completions=completions, compute=compute))
+        return results

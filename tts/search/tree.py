@@ -211,10 +211,9 @@ class TreeSearch(Strategy):
     """A strategy whose per-problem policy is a `TreeState` subclass, run by the shared step loop below."""
 
     state_class: ClassVar[type[TreeState]]
-    lookahead: int = 0  # greedy steps rolled out past each candidate before it is scored
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return run_tree_search(problems, policy, prm, run, self.state_class, lookahead=self.lookahead)
+        return run_tree_search(problems, policy, prm, run, self.state_class)
 
 
 def run_tree_search(problems, policy, prm, cfg: Config, make_state, lookahead: int = 0) -> list[SearchOutput]:
