@@ -177,3 +177,23 @@ def test_one_finder_finds_run_directories_in_either_format_and_skips_copies(tmp_
     assert find_run_dirs(str(sweep / "a")) == [sweep / "a"]
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
         find_run_dirs(tmp_path / "typo")
+
+
+def test_a_run_of_the_release_before_is_refused_for_resume_and_left_as_it_was(tmp_path):
+    """Its config is of the layout before typed components: rerunning its command into it stops with one line naming
+    hydra.run.dir (before anything is generated), and its files stay byte for byte."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "legacy"
+    shutil.copytree(LEGACY, run_dir)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(repo / "tts/main.py"), "strategy=beam", "n=4", "dataset.num_problems=6", "batch_size=4",
+         "logger=none", f"hydra.run.dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("Error: config key 'hydra.run.dir':") and "before typed component configs" in (
+        result.stderr) and len(result.stderr.strip().splitlines()) == 1
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == {k: v for k, v in before.items() if k.name != ".lock"}

@@ -161,6 +161,14 @@ class RunDirectory:
             )
         if stored_path.exists():
             stored = json.loads(stored_path.read_text())
+            if stored != fingerprint and has_results and _before_typed_components(stored):
+                self.close()
+                raise ConfigError(
+                    f"config key 'hydra.run.dir': {self.path} was written by a release before typed component configs "
+                    f"(its config has a plain model.backend and prm.family); this release reads its results "
+                    f"(analysis, merge) but does not resume it: finish it with the release that started it, or choose "
+                    f"another directory"
+                )
             if stored != fingerprint and has_results:
                 ours, theirs = _flatten(fingerprint), _flatten(stored)
                 changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
@@ -551,6 +559,15 @@ def run_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int) -> di
     metrics = aggregate_metrics(records, n)
     metrics["compute/backend_calls"] = round(sum(r.compute.get("backend_calls_share", 0.0) for r in records), 3)
     return metrics
+
+
+def _before_typed_components(fingerprint: dict) -> bool:
+    """A fingerprint of the layout before each component owned a typed config: `model.backend` was the backend's
+    name and `prm.family` chose the PRM's class (now each is a component with its `_target_`)."""
+    model, prm = fingerprint.get("model"), fingerprint.get("prm")
+    return (isinstance(model, dict) and isinstance(model.get("backend"), str)) or (
+        isinstance(prm, dict) and "family" in prm
+    )
 
 
 def config_hash(fingerprint: dict) -> str:
