@@ -45,6 +45,18 @@ class _Reject(Exception):
     pass
 
 
+# what parsing untrusted text may raise: each means "no fast answer", never a crash
+_PARSE_ERRORS = (
+    _Reject,
+    ValueError,
+    ZeroDivisionError,
+    OverflowError,
+    decimal.DecimalException,
+    RecursionError,
+    IndexError,
+)
+
+
 def _tokenize(s: str) -> list[str]:
     toks: list[str] = []
     i, n = 0, len(s)
@@ -392,15 +404,7 @@ def _const_key(s: str) -> tuple[str, Num | None] | None:
         v = p.expr()
         if p.i != len(p.t):
             return None
-    except (
-        _Reject,
-        ValueError,
-        ZeroDivisionError,
-        OverflowError,
-        decimal.DecimalException,
-        RecursionError,
-        IndexError,
-    ):
+    except _PARSE_ERRORS:
         return None
     if isinstance(v, _Poly):
         if p.inexact_from_decimals:
@@ -567,14 +571,6 @@ def huge_power_degree(norm: str) -> int | None:
         base = p.expr()
         if p.i != len(p.t) or not isinstance(base, _Poly):
             return None
-    except (
-        _Reject,
-        ValueError,
-        ZeroDivisionError,
-        OverflowError,
-        decimal.DecimalException,
-        RecursionError,
-        IndexError,
-    ):
+    except _PARSE_ERRORS:
         return None
     return max(sum(e for _, e in mono) for mono in base) * int(exp)

@@ -18,6 +18,7 @@ from tts.backends.base import GenerationRequest, PolicyBackend, build_messages
 from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
 from tts.data.records import Completion
+from tts.data.steps import split_steps
 from tts.prms.base import ProcessRewardModel
 
 
@@ -70,6 +71,18 @@ def make_request(
         stop=stop,
         seed=cfg.seed + seed_offset,
     )
+
+
+def score_samples(
+    prm: ProcessRewardModel, problems: Sequence[Problem], texts: Sequence[Sequence[str]]
+) -> tuple[list[list[list[str]]], list[list[list[float]]], list[int]]:
+    """Every step of every problem's sample texts scored in one PRM call: (steps, step scores, PRM tokens per problem),
+    the call's tokens shared out in proportion to the step text each problem sent."""
+    step_lists = [[split_steps(text) for text in per] for per in texts]
+    before = prm.stats.tokens
+    scores = prm.score([p.problem for p in problems], step_lists)
+    sent = [sum(len(step) for steps in per for step in steps) for per in step_lists]
+    return step_lists, scores, share_tokens(prm.stats.tokens - before, sent)
 
 
 def share_tokens(total: int, weights: Sequence[float]) -> list[int]:

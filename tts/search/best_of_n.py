@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig
 from tts.data.records import Completion
-from tts.data.steps import split_steps
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
+from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
 
 
 @dataclass
@@ -27,11 +26,8 @@ class BestOfN(Strategy):
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
             outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
-            step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
-            prm_before = prm.stats.tokens
-            scores = prm.score([p.problem for p in chunk], step_lists)
-            prm_shares = share_tokens(
-                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+            step_lists, scores, prm_shares = score_samples(
+                prm, chunk, [[o.text for o in samples] for samples in outputs]
             )
             for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
                 completions = [

@@ -21,8 +21,7 @@ from typing import Optional
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
 from tts.data.records import Completion
-from tts.data.steps import split_steps
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
+from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -95,11 +94,8 @@ class FilterVote(Strategy):
                     for j, o in enumerate(samples)
                 ]
             )
-            step_lists = [[split_steps(o.text) for o in samples] for samples in outputs]
-            prm_before = prm.stats.tokens
-            scores = prm.score([p.problem for p in chunk], step_lists)
-            prm_shares = share_tokens(
-                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
+            step_lists, scores, prm_shares = score_samples(
+                prm, chunk, [[o.text for o in samples] for samples in outputs]
             )
             offset = 0
             for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):

@@ -23,8 +23,7 @@ from typing import Optional
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
 from tts.data.records import Completion
-from tts.data.steps import split_steps
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
+from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
 from tts.search.filter_vote import fill
 
 
@@ -116,12 +115,7 @@ class Revisions(Strategy):
                 for (i, c), samples in zip(pairs, outputs):
                     history[i][c].append(samples[0])
             attempts = [[a for chain in per for a in chain] for per in history]  # chain-major: chain 0's attempts first
-            step_lists = [[split_steps(a.text) for a in per] for per in attempts]
-            prm_before = prm.stats.tokens
-            scores = prm.score([p.problem for p in chunk], step_lists)
-            prm_shares = share_tokens(
-                prm.stats.tokens - prm_before, [sum(len(s) for steps in per for s in steps) for per in step_lists]
-            )
+            step_lists, scores, prm_shares = score_samples(prm, chunk, [[a.text for a in per] for per in attempts])
             for i, (per, steps, step_scores, prm_tokens) in enumerate(zip(attempts, step_lists, scores, prm_shares)):
                 completions = []
                 for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
