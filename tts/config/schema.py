@@ -205,13 +205,7 @@ def to_container(run: Config) -> dict:
 
 
 # the groups whose YAML starts from a schema here (`defaults: [/base_<group>@_here_]`)
-SCHEMAS = {
-    "model": ModelConfig,
-    "budget": BudgetConfig,
-    "dataset": DatasetConfig,
-    "logger": LoggerConfig,
-    "prompt": PromptConfig,
-}
+SCHEMAS = {"model": ModelConfig, "budget": BudgetConfig, "dataset": DatasetConfig, "logger": LoggerConfig}
 # the components: config key -> the base class of the configs its `_target_` may take
 COMPONENTS: dict[str, type[ComponentConfig]] = {
     "strategy": StrategyConfig,

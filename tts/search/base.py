@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tts.backends.base import GenerationRequest, PolicyBackend, build_messages
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages
 from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
 from tts.data.records import Completion
@@ -83,6 +83,20 @@ def score_samples(
     scores = prm.score([p.problem for p in problems], step_lists)
     sent = [sum(len(step) for steps in per for step in steps) for per in step_lists]
     return step_lists, scores, share_tokens(prm.stats.tokens - before, sent)
+
+
+def sampled_completion(
+    sample: GenerationOutput, steps: list[str], step_scores: list[float], extra: Optional[dict] = None
+) -> Completion:
+    """A whole sampled solution with its PRM-scored steps, as the completion a strategy returns."""
+    return Completion(
+        text=sample.text,
+        steps=steps,
+        step_scores=step_scores,
+        finish_reason=sample.finish_reason,
+        tokens=sample.num_tokens,
+        extra=extra or {},
+    )
 
 
 def share_tokens(total: int, weights: Sequence[float]) -> list[int]:

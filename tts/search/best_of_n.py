@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig
-from tts.data.records import Completion
-from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
+from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
 
 
 @dataclass
@@ -30,10 +29,7 @@ class BestOfN(Strategy):
                 prm, chunk, [[o.text for o in samples] for samples in outputs]
             )
             for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
-                completions = [
-                    Completion(text=o.text, steps=s, step_scores=sc, finish_reason=o.finish_reason, tokens=o.num_tokens)
-                    for o, s, sc in zip(samples, steps, step_scores)
-                ]
+                completions = [sampled_completion(o, s, sc) for o, s, sc in zip(samples, steps, step_scores)]
                 compute = {
                     "generated_tokens": sum(o.num_tokens for o in samples),
                     "prm_tokens": prm_tokens,

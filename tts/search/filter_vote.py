@@ -20,8 +20,7 @@ from typing import Optional
 
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
-from tts.data.records import Completion
-from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
+from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -107,16 +106,7 @@ class FilterVote(Strategy):
                     extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
                     if verdict == "unparsed":
                         extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                    completions.append(
-                        Completion(
-                            text=o.text,
-                            steps=s,
-                            step_scores=sc,
-                            finish_reason=o.finish_reason,
-                            tokens=o.num_tokens,
-                            extra=extra,
-                        )
-                    )
+                    completions.append(sampled_completion(o, s, sc, extra))
                 review_tokens = sum(r.num_tokens for r in mine)
                 compute = {
                     "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,

@@ -22,8 +22,7 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.data.records import Completion
-from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
+from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
 from tts.search.filter_vote import fill
 
 
@@ -121,21 +120,8 @@ class Revisions(Strategy):
                 for j, (a, s, sc) in enumerate(zip(per, steps, step_scores)):
                     chain, position = divmod(j, length)
                     held, tokens = shown[i][chain][position]
-                    completions.append(
-                        Completion(
-                            text=a.text,
-                            steps=s,
-                            step_scores=sc,
-                            finish_reason=a.finish_reason,
-                            tokens=a.num_tokens,
-                            extra={
-                                "chain": chain,
-                                "position": position,
-                                "context_attempts": held,
-                                "context_tokens": tokens,
-                            },
-                        )
-                    )
+                    extra = {"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}
+                    completions.append(sampled_completion(a, s, sc, extra))
                 compute = {
                     "generated_tokens": sum(a.num_tokens for a in per),
                     "prm_tokens": prm_tokens,
