@@ -12,6 +12,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+import numpy as np
+
 FinishReason = Literal["stop", "eos", "length"]
 
 
@@ -42,6 +44,9 @@ class GenerationRequest:
     max_tokens: int = 2048
     stop: list[str] | None = None
     seed: int = 0
+    # k: return the k highest log-probabilities of every generated token's distribution (0: none); from the engine's
+    # own logprob option, never a second forward pass
+    top_logprobs: int = 0
 
     @property
     def problem(self) -> str:
@@ -57,6 +62,14 @@ class GenerationOutput:
     finish_reason: FinishReason
     num_tokens: int
     token_ids: Optional[tuple[int, ...]] = None  # ids that decode to exactly `text` (None: unknown)
+    # (num_tokens, k) float32 natural-log probabilities, each row descending: the k most likely tokens at each
+    # generated position (None: not asked for, request.top_logprobs == 0). tts.confidence reads them.
+    top_logprobs: Optional[np.ndarray] = None
+    # tokens of the prompt this sample continued (chat + prefix), as an engine without any reuse would evaluate them
+    prompt_tokens: int = 0
+    # this sample's share of the prompt tokens the engine actually evaluated after KV/prefix reuse (the first sample
+    # of a request that shares one prompt evaluation carries it, its siblings 0); None: the backend cannot tell
+    prompt_tokens_computed: Optional[int] = None
 
 
 @dataclass
