@@ -63,7 +63,7 @@ class GenerationOutput:
     num_tokens: int
     token_ids: Optional[tuple[int, ...]] = None  # ids that decode to exactly `text` (None: unknown)
     # (num_tokens, k) float32 natural-log probabilities, each row descending: the k most likely tokens at each
-    # generated position (None: not asked for, request.top_logprobs == 0). tts.confidence reads them.
+    # generated position (None: not asked for, request.top_logprobs == 0). tts.confidence.measures reads them.
     top_logprobs: Optional[np.ndarray] = None
     # tokens of the prompt this sample continued (chat + prefix), as an engine without any reuse would evaluate them
     prompt_tokens: int = 0
