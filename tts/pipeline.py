@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from tts.config.redaction import redact
+from tts.config.redaction import redact, redact_text
 from tts.config.schema import Config, to_container
 from tts.config.validate import validate
 from tts.data import load_problems_and_identity
@@ -154,7 +154,9 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
             prm = acquire_prm(run_cfg.prm)
             grader = AnswerGrader(timeout=run_cfg.scoring.grading_timeout)
             started = time.perf_counter()
-            with tqdm(total=len(todo), desc=f"{run_cfg.strategy.name} n={run_cfg.n}", unit="problem") as bar:
+            with tqdm(
+                total=len(todo), desc=redact_text(f"{run_cfg.strategy.name} n={run_cfg.n}"), unit="problem"
+            ) as bar:
                 for start in range(0, len(todo), run_cfg.batch_size):
                     batch = todo[start : start + run_cfg.batch_size]
                     calls_before, cached_before = policy.stats.calls, prm.stats.cached_tokens
@@ -212,7 +214,7 @@ def _check_budget(batch, outputs, n: int) -> None:
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
     line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
-    print(
-        f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+    print(  # the console is captured by W&B (output.log): a name that holds a credential is shown redacted
+        f"[{redact_text(cfg.strategy.name)} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
         f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
     )

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlparse
 
-from tts.config.redaction import redact, redact_argv
+from tts.config.redaction import redact, redact_argv, redact_text
 from tts.data.records import ProblemRecord, ProblemSummary
 from tts.scoring import AGGREGATIONS
 from tts.tracking.dirs import WandbDirs
@@ -95,7 +95,8 @@ def run_id_for(config: dict, run_dir: Path) -> str:
     from tts.store.run_dir import config_hash, fingerprint_of
 
     digest = hashlib.sha256(f"{Path(run_dir).resolve()}|{config_hash(fingerprint_of(config))}".encode()).hexdigest()
-    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")
+    name = redact_text(f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", name)
     return f"{prefix[:40]}-{digest[:12]}"
 
 
@@ -217,7 +218,8 @@ class WandbTracker(Tracker):
 
     def start(self, config: dict, run_dir: Path, records_done: Sequence[ProblemSummary] = (), total: int = 0) -> None:
         self.run_dir = Path(run_dir)
-        self.config = config
+        # what W&B is given of the config, everywhere (config, names, tags, artifact metadata): credentials redacted
+        self.config = scrub(config)
         if self.cfg.mode == "online":
             problem = online_problem(os.environ.get("WANDB_BASE_URL"))
             if problem:
@@ -229,26 +231,34 @@ class WandbTracker(Tracker):
             os.environ.setdefault("WANDB_SILENT", "true")
             self.dirs = WandbDirs(self.run_dir / "wandb")
             self.dirs.enter()
+            shown = self.config
             model, prm, data, strategy = (
-                config["model"]["name"],
-                config["prm"]["name"],
-                config["dataset"]["name"],
-                config["strategy"]["name"],
+                shown["model"]["name"],
+                shown["prm"]["name"],
+                shown["dataset"]["name"],
+                shown["strategy"]["name"],
             )
-            n, seed = config["n"], config["seed"]
+            n, seed = shown["n"], shown["seed"]
+            # every field W&B writes (into the offline .wandb file too) passes the same redaction as the config: a
+            # credential from the environment given as a tag, group, project or name is never written
+            fields = redact(
+                {
+                    "project": self.cfg.project,
+                    "entity": self.cfg.entity,
+                    "name": f"{strategy}-n{n}-seed{seed}",
+                    "group": self.cfg.group or f"{model}/{prm}/{data}",
+                    "tags": list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
+                    "job_type": self.cfg.job_type,
+                }
+            )
             with _redacted_argv():
                 self.run = wandb.init(
-                    project=self.cfg.project,
-                    entity=self.cfg.entity,
+                    **fields,
                     mode=self.cfg.mode,
                     dir=str(run_dir),
                     id=self.cfg.run_id or run_id_for(config, run_dir),
                     resume=self.cfg.resume,
-                    config=scrub(config),
-                    name=f"{strategy}-n{n}-seed{seed}",
-                    group=self.cfg.group or f"{model}/{prm}/{data}",
-                    tags=list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
-                    job_type=self.cfg.job_type,
+                    config=shown,
                     settings=wandb.Settings(init_timeout=self.cfg.init_timeout),
                     reinit="finish_previous",
                 )
