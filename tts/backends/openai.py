@@ -13,7 +13,10 @@ reports). Finish reasons map as for in-process vLLM. Token counts come from the 
 Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the
 URLs of
 `model.backend.base_url`. The `openai` client retries connection errors, timeouts, 429 and 5xx with exponential backoff
-(`model.backend.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the
+(`model.backend.max_retries`); any other 4xx stops the run with the server's message. `model.backend.request_timeout`
+is a deadline for a whole request, retries included, so a server that drips bytes cannot hold the run. Every failure
+is one line (`PolicyUnavailable`: the URL, the status or the first bytes of a malformed reply, and what to do); the
+problems finished before it stay recorded. The API key is read from the
 environment
 variable named by `model.backend.api_key_env` (a server started without a key accepts any).
 """
@@ -27,7 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, PolicyUnavailable
 from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
 from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
@@ -46,12 +49,14 @@ class OpenAIPolicyConfig(PolicyBackendConfig):
     served_model_name: Optional[str] = None  # the server's name for the model; null: model.path
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable the key is read from
     max_concurrency: int = 64  # requests in flight at once
-    max_retries: int = 5  # on connection errors, 429 and 5xx, with backoff (the client's own)
-    request_timeout: float = 600.0  # seconds one request may take
+    max_retries: int = 5  # on connection errors, 429 and 5xx, with backoff (the client's own); at most 20
+    request_timeout: float = 600.0  # seconds one request may take from start to end, retries included
 
     def check(self, run: Config) -> None:
         super().check(run)
         base_urls(self.base_url)
+        self.require(0 <= self.max_retries <= 20, "max_retries", f"must be in [0, 20], got {self.max_retries}")
+        self.require(self.request_timeout > 0, "request_timeout", f"must be > 0 seconds, got {self.request_timeout}")
         require(bool(run.model.path), "model.path", "the served model's tokenizer: a hub id or a local directory")
 
     def needs(self) -> Optional[tuple[str, str]]:
@@ -132,6 +137,8 @@ class OpenAIPolicy(PolicyBackend):
         self.tokenizer = tokenizer
         self.model = model
         self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = int(max_retries)
+        self.timeout = float(timeout)
         self._next = 0
         self._warned_retokenize = False
         self._loop = asyncio.new_event_loop()
@@ -179,26 +186,52 @@ class OpenAIPolicy(PolicyBackend):
             raise
 
     async def _one(self, request: GenerationRequest, prompt: list[int], which: int, gate) -> list[GenerationOutput]:
-        import openai
-
         url = self.urls[which]
         async with gate:
             try:
-                response = await self.clients[which].completions.create(**completion_body(request, prompt, self.model))
-            except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
-                raise RuntimeError(
-                    f"the served policy at {url} answered HTTP {err.status_code}: {_message(err)}"
-                ) from err
-            except openai.APIConnectionError as err:  # timeouts included, after the client's retries
-                raise RuntimeError(
-                    f"could not reach the served policy at {url} ({type(err).__name__}: {err}); "
-                    f"is the server up? (model.backend.base_url)"
-                ) from err
-        choices = sorted(response.choices, key=lambda c: c.index)
+                # the deadline covers the whole request, retries included: httpx's own timeout restarts with every
+                # byte, so a server that drips its answer slowly would otherwise hold the run forever
+                raw = await asyncio.wait_for(self._send(request, prompt, which), timeout=self.timeout)
+            except asyncio.TimeoutError:
+                raise PolicyUnavailable(
+                    f"the served policy at {url} did not finish a request within "
+                    f"model.backend.request_timeout={self.timeout:g} s (retries included); is the server overloaded? "
+                    f"raise the timeout or lower model.backend.max_concurrency"
+                ) from None
+        try:
+            response = raw.parse()
+            choices = sorted(response.choices, key=lambda c: c.index)
+        except Exception as err:  # noqa: BLE001 - any reply the client cannot read as a completion
+            raise PolicyUnavailable(
+                f"the served policy at {url} sent a reply that is not a completion ({type(err).__name__}); "
+                f"it begins {_first_bytes(raw)!r}; is model.backend.base_url an OpenAI-compatible /v1 endpoint?"
+            ) from None
         if len(choices) != request.n:
-            raise RuntimeError(f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}")
+            raise PolicyUnavailable(
+                f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}"
+            )
         stops = list(request.stop or [])
         return [map_choice(c, stops, self._count_tokens) for c in choices]
+
+    async def _send(self, request: GenerationRequest, prompt: list[int], which: int):
+        """The raw HTTP answer of one request (parsed by the caller, so a malformed body can be shown)."""
+        import openai
+
+        url = self.urls[which]
+        try:
+            return await self.clients[which].completions.with_raw_response.create(
+                **completion_body(request, prompt, self.model)
+            )
+        except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
+            hint = "check the request settings" if err.status_code < 500 else "check the server's log"
+            raise PolicyUnavailable(
+                f"the served policy at {url} answered HTTP {err.status_code}: {_one_line(_message(err))}; {hint}"
+            ) from None
+        except openai.APIConnectionError as err:  # per-attempt timeouts included, after the client's retries
+            raise PolicyUnavailable(
+                f"could not reach the served policy at {url} ({type(err).__name__}: {_one_line(str(err))}) after "
+                f"{self.max_retries} retries; is the server up and model.backend.base_url right?"
+            ) from None
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -214,6 +247,18 @@ class OpenAIPolicy(PolicyBackend):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_bytes(raw, limit: int = 80) -> str:
+    try:
+        return raw.http_response.text[:limit]
+    except Exception:  # noqa: BLE001 - a body that cannot even be decoded
+        return "<unreadable body>"
 
 
 def _message(err) -> str:
