@@ -11,6 +11,7 @@ analysis.difficulty; runs.csv says which each run is (`role`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -200,6 +201,19 @@ def write_setting(
     return result, written
 
 
+def write_runs_csv(runs: pd.DataFrame, out_dir: Path) -> Path:
+    """`runs.csv` with each run's directories relative to the folder the table is written into: the table names no
+    path of the machine that wrote it, and it still leads to the runs when the two folders move together."""
+    table = runs.copy()
+    if "paths" in table:
+        table["paths"] = [
+            ";".join(os.path.relpath(p, out_dir) for p in str(paths).split(";") if p) for paths in table["paths"]
+        ]
+    path = Path(out_dir) / "runs.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
 def write_report(
     sweep: Sweep,
     out_dir: str | Path,
@@ -215,8 +229,7 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = with_roles(sweep, reference_pool)
-    sweep.runs.to_csv(out_dir / "runs.csv", index=False)
-    written: list[Path] = [out_dir / "runs.csv"]
+    written: list[Path] = [write_runs_csv(sweep.runs, out_dir)]
     settings = sweep.settings
     for setting in settings:
         started = time.perf_counter()
