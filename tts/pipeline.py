@@ -214,7 +214,8 @@ def _check_budget(batch, outputs, n: int) -> None:
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
     line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
-    print(  # the console is captured by W&B (output.log): a name that holds a credential is shown redacted
-        f"[{redact_text(cfg.strategy.name)} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+    label = redact_text(f"{cfg.strategy.name} n={n} seed={cfg.seed}")  # W&B captures the console (output.log)
+    print(
+        f"[{label}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
         f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
     )
