@@ -24,6 +24,7 @@ from analysis import plots
 from analysis.compute_optimal import compute_optimal
 from analysis.difficulty import CANDIDATE, NoReferencePool, add_bins, assign_roles, problem_difficulty
 from analysis.runs import Sweep, accuracy_table, long_points
+from tts.launch.sweep import short_dirname
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def with_roles(sweep: Sweep, reference_pool: tuple | None = None) -> Sweep:
 
 
 def setting_dir(out_dir: str | Path, setting: str, settings: list[str]) -> Path:
-    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several."""
-    return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
+    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several. A
+    setting named by many knobs (a served policy's URL and model path beside the sim's) gets a folder name that fits
+    the file system's limit: a readable prefix and a hash of the whole name, as run directories do."""
+    return Path(out_dir) if len(settings) == 1 else Path(out_dir) / short_dirname(_slug(setting))
 
 
 def analyse_setting(

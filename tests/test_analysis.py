@@ -383,3 +383,18 @@ def test_references_parse_from_flags_and_yaml(tmp_path):
     assert parse_references(["Llama-3.1-8B=0.5", str(path)]) == {"Llama-3.1-8B": 0.5, "Qwen": 0.61}
     with pytest.raises(ValueError, match="NAME=ACCURACY"):
         parse_references(["Llama=high"])
+
+
+def test_a_setting_named_by_many_knobs_gets_a_folder_the_file_system_accepts(tmp_path):
+    """A served policy's setting (its URLs and model path in the name) beside a sim one: each gets its own folder,
+    every path component within the file-name limit, two long names that differ only at the end kept apart."""
+    from analysis.report import setting_dir
+
+    served = "gsm8k/llama_none/" + ",".join(f"model.backend.base_url=http://node{i}.cluster.example:8000/v1"
+                                            for i in range(8))
+    settings = ["synthetic/sim_sim", served + ",a=1", served + ",a=2"]
+    folders = [setting_dir(tmp_path, s, settings) for s in settings]
+    assert len(set(folders)) == 3
+    for folder in folders:
+        folder.mkdir(parents=True)  # "File name too long" here before
+        assert all(len(part.encode()) <= 255 for part in folder.relative_to(tmp_path).parts)
