@@ -316,3 +316,27 @@ def test_an_environment_secret_in_any_wandb_field_or_name_is_written_nowhere(tmp
     assert "FIELDSECRET" not in proc.stdout + proc.stderr
     # the redaction hides the secret, not the run: the other tag is still there
     assert _files_containing(run_root, "keep-me")
+
+
+def test_a_disk_that_fills_during_a_run_names_the_file_that_could_not_be_written(tmp_path, monkeypatch, capsys):
+    """ENOSPC from fsync (where a full disk shows up for buffered writes) carries no file name; the one line says
+    which results file could not be written, not just the run directory."""
+    import errno
+
+    from tts.launch.sweep import guarded_run
+
+    real_fsync = os.fsync
+
+    def full_disk_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "batch-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_fsync)
+    cfg = compose_config(["n=4", "dataset.num_problems=2", "logger=none"])
+    with pytest.raises(SystemExit) as stopped:
+        guarded_run(lambda c: run(c, run_dir=tmp_path), cfg)
+    assert stopped.value.code == 1
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert err == (f"Error: no space left on the device writing {tmp_path / 'results' / 'batch-000000.jsonl.gz'}: "
+                   "No space left on device")

@@ -28,6 +28,7 @@ record's JSON. Run directories of older versions (one `results.jsonl`) are still
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -382,7 +383,7 @@ class RunDirectory:
             "config_hash": self._config_hash,
             "problems": summaries,
         }
-        with open(self.index_path, "ab") as handle:
+        with naming_the_file(self.index_path), open(self.index_path, "ab") as handle:
             handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
@@ -492,10 +493,22 @@ def atomic_write(path: Path, text: str) -> None:
     _atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def naming_the_file(path: Path):
+    """An OSError from writing `path` names it: write() and fsync() on a full disk raise ENOSPC without a file name,
+    and the one-line error a user sees (tts.launch.sweep.guarded_run) should say which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a whole file so that a reader (or a crash) sees the old or the new version, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with naming_the_file(path), open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
