@@ -172,6 +172,7 @@ class LoggerConfig:
     job_type: str = "search"
     log_table: bool = True
     log_artifact: bool = True
+    table_budget: float = 1.0  # the completions table's JSON may take this many times the results' bytes
     init_timeout: float = 15.0
     run_id: Optional[str] = None
     resume: str = "allow"
