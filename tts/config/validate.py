@@ -131,6 +131,11 @@ def _check_run(run: Config) -> None:
     )
     require(logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {logger.mode!r}")
     require(logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {logger.init_timeout}")
+    require(
+        logger.table_budget >= 0,
+        "logger.table_budget",
+        f"must be >= 0 (x the results' bytes), got {logger.table_budget}",
+    )
 
 
 # -- keys -----------------------------------------------------------------------------------------------------------
