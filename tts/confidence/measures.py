@@ -12,7 +12,8 @@ Selection and stopping rules that need no reward model read only these numbers (
   U is uniform over those k tokens: -log k - (1/k) sum_j log Ptilde_i(j). With the full vocabulary the measure is the
   paper's; with k tokens it ranks traces the same way when the tail mass is small, and it costs nothing extra.
 
-Everything here is a pure function of a (tokens, k) array; records keep the summaries (`summarize`), never the arrays.
+Everything here is a pure function of a (tokens, k) array; records keep the summaries (`summarize`, rounded by
+`for_record`), never the arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ import numpy as np
 DEFAULT_WINDOW = 2048
 DEFAULT_TAIL = 2048
 BOTTOM_FRACTION = 0.10
+# digits a record keeps of each measure: confidences are O(1), so 1e-5 keeps every ranking a run can resolve while a
+# value takes 7 characters of JSON instead of 18
+RECORD_DIGITS = 5
+MEASURES = ("mean", "lowest_group", "bottom10", "tail", "self_certainty")
 
 
 def token_confidence(top_logprobs: np.ndarray) -> np.ndarray:
@@ -106,19 +111,76 @@ def summarize(
 def step_lowest_groups(
     confidence: np.ndarray, step_lengths: Sequence[int], window: int = DEFAULT_WINDOW
 ) -> list[Optional[float]]:
-    """For each step (its tokens in order), the lowest group confidence among the windows that end inside it."""
+    """For each step (its tokens in order), the lowest group confidence inside it, with `group_confidence`'s groups.
+
+    A group is a full window of `window` tokens; a step in which at least one full window ends gets the lowest of
+    those. A step that ends before the trace has `window` tokens gets the one group `group_confidence` gives the trace
+    cut at the step's end: the mean of the trace so far. So the lowest over the steps that end at or after token
+    `window` is the trace's `lowest_group`, and the last step of a trace shorter than the window holds its mean. A
+    step with no tokens gets None."""
+    values = np.asarray(confidence, dtype=np.float64)
+    running = np.cumsum(np.concatenate(([0.0], values)))
     lowest: list[Optional[float]] = []
     start = 0
-    running = np.cumsum(np.concatenate(([0.0], np.asarray(confidence, dtype=np.float64))))
     for length in step_lengths:
-        end = min(start + int(length), len(confidence))
+        end = min(start + int(length), len(values))
         if end <= start:
             lowest.append(None)
-            start = end
-            continue
-        ends = np.arange(start + 1, end + 1)
-        begins = np.maximum(ends - window, 0)
-        means = (running[ends] - running[begins]) / (ends - begins)
-        lowest.append(float(means.min()))
+        elif end < window:
+            lowest.append(float(running[end] / end))
+        else:
+            ends = np.arange(max(start + 1, window), end + 1)  # the full windows that end inside the step
+            lowest.append(float(((running[ends] - running[ends - window]) / window).min()))
         start = end
     return lowest
+
+
+def step_token_lengths(pieces: Sequence[tuple[str, int]], steps: Sequence[str]) -> list[int]:
+    """How many of the tokens each step takes, for a text written as `pieces` of (text, tokens) (one per backend
+    output) and split into `steps` (stripped, in order, as tts.data.steps.split_steps gives them).
+
+    A backend says how many tokens each output has but not where in its text each token falls, so a step boundary
+    inside an output is placed in proportion to its characters; boundaries between outputs are exact (a tree search's
+    outputs are one step each, so its steps are exact)."""
+    char_knots, token_knots = [0], [0]
+    for text, tokens in pieces:
+        char_knots.append(char_knots[-1] + len(text))
+        token_knots.append(token_knots[-1] + int(tokens))
+    full = "".join(text for text, _ in pieces)
+    ends, position = [], 0
+    for step in steps:
+        found = full.find(step, position)
+        position = position if found < 0 else found + len(step)
+        ends.append(position)
+    if ends:
+        ends[-1] = len(full)  # the last step takes the trailing tokens (separator, end of text)
+    boundaries = np.rint(np.interp(ends, char_knots, token_knots)).astype(np.int64)
+    return np.diff(np.concatenate(([0], boundaries))).tolist()
+
+
+def for_record(summary: dict[str, object], digits: int = RECORD_DIGITS) -> dict[str, object]:
+    """`summarize`'s output rounded to `digits` decimals: what `Completion.confidence` keeps (about 60 bytes of JSON
+    plus 8 per step)."""
+    rounded: dict[str, object] = {}
+    for name, value in summary.items():
+        if isinstance(value, list):
+            rounded[name] = [None if v is None else round(v, digits) for v in value]
+        else:
+            rounded[name] = round(value, digits)  # type: ignore[call-overload]
+    return rounded
+
+
+def completion_confidence(
+    pieces: Sequence[tuple[str, np.ndarray]], steps: Sequence[str], window: int, tail: int
+) -> Optional[dict[str, object]]:
+    """The record summary of a completion written as `pieces` of (text, top-k log-probabilities), one per backend
+    output in order (a tree search's completion is several outputs); None when any piece has no log-probabilities."""
+    if not pieces or any(array is None for _, array in pieces):
+        return None
+    k = {array.shape[1] for _, array in pieces if array.ndim == 2}
+    if len(k) != 1:
+        return None  # outputs asked for different k (or none has a row): no one measure covers them
+    arrays = [array for _, array in pieces]
+    lengths = step_token_lengths([(text, len(array)) for text, array in pieces], steps)
+    top = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return for_record(summarize(top, lengths, window, tail))

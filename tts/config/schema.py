@@ -113,6 +113,7 @@ class PRMConfig(ComponentConfig):
 
     group: ClassVar[str] = "prm"
     shared: ClassVar[bool] = False  # as PolicyBackendConfig.shared
+    scores: ClassVar[bool] = True  # False: scores nothing (prm=none); naive and weighted are then not reported
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class ModelConfig:
     chat_template: Optional[str] = None  # shipped template name, a file, or null for the tokenizer's own
     dtype: str = "auto"
     trust_remote_code: bool = False
+    top_logprobs: int = 5
     prompt: PromptConfig = field(default_factory=PromptConfig)
     backend: Any = MISSING  # typed at the entry: the config of the class its `_target_` names
 
@@ -183,6 +185,12 @@ class ScoringConfig:
     grading_timeout: float = 5.0
     subset_draws: int = 200
     lenient_extraction: bool = False
+    # the policy's confidence (tts/confidence; conf/config.yaml says what each does)
+    confidence_window: int = 2048
+    confidence_tail: int = 2048
+    deepconf_eta: list[int] = field(default_factory=lambda: [10, 90])
+    deepconf_measure: str = "lowest_group"
+    borda_power: float = 0.5
 
 
 @dataclass

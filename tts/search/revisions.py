@@ -121,7 +121,7 @@ class Revisions(Strategy):
                     chain, position = divmod(j, length)
                     held, tokens = shown[i][chain][position]
                     extra = {"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}
-                    completions.append(sampled_completion(a, s, sc, extra))
+                    completions.append(sampled_completion(a, s, sc, extra, scoring=run.scoring))
                 compute = {
                     "generated_tokens": sum(a.num_tokens for a in per),
                     "prm_tokens": prm_tokens,
