@@ -147,13 +147,12 @@ def step_token_lengths(pieces: Sequence[tuple[str, int]], steps: Sequence[str]) 
         char_knots.append(char_knots[-1] + len(text))
         token_knots.append(token_knots[-1] + int(tokens))
     full = "".join(text for text, _ in pieces)
-    ends, position = [], 0
+    starts, position = [], 0
     for step in steps:
         found = full.find(step, position)
+        starts.append(position if found < 0 else found)
         position = position if found < 0 else found + len(step)
-        ends.append(position)
-    if ends:
-        ends[-1] = len(full)  # the last step takes the trailing tokens (separator, end of text)
+    ends = [*starts[1:], len(full)][: len(steps)]  # a step owns the separator after it, the last one the rest
     boundaries = np.rint(np.interp(ends, char_knots, token_knots)).astype(np.int64)
     return np.diff(np.concatenate(([0], boundaries))).tolist()
 

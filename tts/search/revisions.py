@@ -82,6 +82,7 @@ def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, s
         top_p=strategy.top_p,
         max_tokens=cfg.budget.max_tokens,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 

@@ -196,6 +196,8 @@ SCHEDULES = ("per_problem", "lockstep")
 class TreeSearchConfig(StrategyConfig):
     """Knobs of every step-level tree search."""
 
+    needs_prm: ClassVar[bool] = True  # the PRM's scores choose which nodes to expand
+
     # on a backend that streams (vLLM): problems advance together (lockstep: each iteration waits for every problem's
     # slowest sample) or independently (per_problem); the samples are the same either way
     schedule: str = "lockstep"
