@@ -58,6 +58,21 @@ def test_step_lowest_uses_the_groups_of_group_confidence():
     assert step_lowest_groups(confidence[:3], [3, 0], window)[1] is None
 
 
+@pytest.mark.parametrize("tokens", [10, 16, 60])
+def test_summarize_agrees_with_the_measures_for_short_and_long_traces(tokens):
+    rng = np.random.default_rng(tokens)
+    top = np.sort(np.log(rng.dirichlet(np.ones(4), size=tokens)), axis=1)[:, ::-1]
+    confidence = token_confidence(top)
+    groups = group_confidence(confidence, 16)
+    summary = summarize(top, [tokens // 2, tokens - tokens // 2], window=16, tail=8)
+    assert summary["mean"] == pytest.approx(confidence.mean())
+    assert summary["lowest_group"] == pytest.approx(groups.min())
+    assert summary["bottom10"] == pytest.approx(np.sort(groups)[: max(1, len(groups) // 10)].mean())
+    assert summary["tail"] == pytest.approx(confidence[-8:].mean())
+    assert summary["self_certainty"] == pytest.approx(self_certainty(top))
+    assert summary["step_lowest"][-1] >= summary["lowest_group"] - 1e-12
+
+
 def test_step_token_lengths_are_exact_at_output_boundaries_and_proportional_inside():
     # two outputs, the first holds two steps: its 10 tokens are split by characters (8 and 12 chars of 20)
     pieces = [("aaaaaa\n\nbbbbbbbbbb\n\n", 10), ("cccc", 3)]

@@ -142,7 +142,8 @@ def selection_probabilities(scores: Sequence[float] | np.ndarray, k: int) -> np.
     """
     values = np.asarray(scores, dtype=float)
     n = len(values)
-    order = sorted(range(n), key=lambda i: (not np.isnan(values[i]), -np.nan_to_num(values[i]), i))
+    # NaN first, then by score descending, ties to the earlier index (lexsort's last key is the primary one)
+    order = np.lexsort((np.arange(n), -np.nan_to_num(values), ~np.isnan(values)))
     total = math.comb(n, k)
     probabilities = np.zeros(n)
     for rank, i in enumerate(order):

@@ -78,11 +78,12 @@ def self_certainty(top_logprobs: np.ndarray) -> float:
     values = np.asarray(top_logprobs, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"top_logprobs must be (tokens, k), got shape {values.shape}")
-    if values.shape[0] == 0:
+    if values.shape[0] == 0 or values.shape[1] == 0:
         return 0.0
-    k = values.shape[1]
-    renormalised = values - np.logaddexp.reduce(values, axis=1, keepdims=True)
-    return float(np.mean(-np.log(k) - renormalised.mean(axis=1)))
+    top = values.max(axis=1)
+    normaliser = top + np.log(np.exp(values - top[:, None]).sum(axis=1))  # log-sum-exp of each row
+    # the mean over a row of its renormalised log-probabilities is its mean log-probability less the normaliser
+    return float(np.mean(normaliser - values.mean(axis=1)) - np.log(values.shape[1]))
 
 
 def summarize(
@@ -94,14 +95,20 @@ def summarize(
     """What a record keeps of a completion's log-probabilities: mean, lowest group, bottom-10% and tail confidence,
     self-certainty, and (given the token count of each step, in order) the lowest group confidence inside each step,
     so analysis can set a new threshold without generating again."""
-    confidence = token_confidence(top_logprobs)
-    groups = group_confidence(confidence, window)
+    values = np.asarray(top_logprobs, dtype=np.float64)
+    confidence = token_confidence(values)
+    mean = float(confidence.mean()) if len(confidence) else 0.0
+    if len(confidence) <= window:  # one group, the whole trace (most traces at DeepConf's 2048): no windows to scan
+        low = bottom = mean
+    else:
+        groups = group_confidence(confidence, window)
+        low, bottom = lowest_group(groups), bottom_mean(groups)
     summary: dict[str, object] = {
-        "mean": float(confidence.mean()) if len(confidence) else 0.0,
-        "lowest_group": lowest_group(groups),
-        "bottom10": bottom_mean(groups),
-        "tail": tail_confidence(confidence, tail),
-        "self_certainty": self_certainty(top_logprobs),
+        "mean": mean,
+        "lowest_group": low,
+        "bottom10": bottom,
+        "tail": mean if len(confidence) <= tail else tail_confidence(confidence, tail),
+        "self_certainty": self_certainty(values),
     }
     if step_lengths is not None:
         summary["step_lowest"] = step_lowest_groups(confidence, step_lengths, window)
@@ -119,20 +126,18 @@ def step_lowest_groups(
     `window` is the trace's `lowest_group`, and the last step of a trace shorter than the window holds its mean. A
     step with no tokens gets None."""
     values = np.asarray(confidence, dtype=np.float64)
-    running = np.cumsum(np.concatenate(([0.0], values)))
-    lowest: list[Optional[float]] = []
-    start = 0
-    for length in step_lengths:
-        end = min(start + int(length), len(values))
-        if end <= start:
-            lowest.append(None)
-        elif end < window:
-            lowest.append(float(running[end] / end))
-        else:
-            ends = np.arange(max(start + 1, window), end + 1)  # the full windows that end inside the step
-            lowest.append(float(((running[ends] - running[ends - window]) / window).min()))
-        start = end
-    return lowest
+    running = np.concatenate(([0.0], np.cumsum(values)))
+    ends = np.minimum(np.cumsum(np.asarray(step_lengths, dtype=np.int64)), len(values))
+    starts = np.concatenate(([0], ends[:-1]))
+    lowest = np.full(len(ends), np.nan)
+    prefix = (ends > starts) & (ends < window)
+    lowest[prefix] = running[ends[prefix]] / ends[prefix]
+    full = (ends > starts) & (ends >= window)
+    if full.any():
+        groups = (running[window:] - running[:-window]) / window  # groups[j]: the window ending at token j + window
+        first = np.maximum(starts[full] + 1, window) - window  # each step's first group; the next step's follows
+        lowest[full] = np.minimum.reduceat(groups[: ends[full][-1] - window + 1], first)
+    return [None if np.isnan(v) else float(v) for v in lowest]
 
 
 def step_token_lengths(pieces: Sequence[tuple[str, int]], steps: Sequence[str]) -> list[int]:
