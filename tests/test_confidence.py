@@ -199,3 +199,37 @@ def _record(scores):
     from tts.data.records import ProblemSummary
 
     return ProblemSummary(unique_id="p", scores=scores, compute={})
+
+
+# -- records ----------------------------------------------------------------------------------------------------------
+
+
+def test_records_round_trip_byte_for_byte_with_and_without_confidence(tmp_path):
+    import gzip
+
+    from tts.data.problem import Problem
+    from tts.data.records import Completion, ProblemRecord, Scores
+    from tts.store.run_dir import RunDirectory
+
+    summary = {"mean": 1.5, "lowest_group": 1.25, "bottom10": 1.25, "tail": 1.5, "self_certainty": 0.75,
+               "step_lowest": [1.25, None]}
+    completions = [Completion(text="a\n\nb", steps=["a", "b"], step_scores=[0.5, 0.25], finish_reason="eos", tokens=3,
+                              answer="b", key="b", answer_rule="boxed", correct=True, confidence=summary),
+                   Completion(text="c", steps=["c"], step_scores=[0.5], finish_reason="eos", tokens=1)]
+    assert "confidence" not in completions[1].to_json()  # written only when present: older records stay as they were
+    assert list(completions[0].to_json())[-1] == "confidence"
+    scores = Scores(predictions={"maj@1": "b"}, correct={"maj@1": True}, expected={"maj@1": 1.0},
+                    ungraded={"maj@1": 0.0}, pass_at={"pass@1": 1.0})
+    problem = Problem(unique_id="u/1", problem="p", answer="b", solution="s", subject="Algebra", level=1)
+    record = ProblemRecord.graded(problem, completions, scores, compute={"generated_tokens": 4}, ungraded_answers=0)
+    for name in ("first", "second"):
+        with RunDirectory(tmp_path / name) as directory:
+            directory.open({"test": 1})
+            directory.append([record] if name == "first" else RunDirectory(tmp_path / "first").records())
+    read = RunDirectory(tmp_path / "second").records()
+    assert read == [record] and read[0].completions[0].confidence == summary and read[0].completions[1].confidence is None
+
+    def batches(path):
+        return [gzip.decompress(p.read_bytes()) for p in sorted((path / "results").glob("batch-*.jsonl.gz"))]
+
+    assert batches(tmp_path / "first") == batches(tmp_path / "second")

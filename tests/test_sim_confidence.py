@@ -155,3 +155,22 @@ def test_with_the_default_signal_deepconf_beats_majority_at_16(tmp_path):
     for with_signal, without in zip(on, off):
         assert without["acc/maj@16"] == with_signal["acc/maj@16"]  # the texts are the same: only the arrays changed
         assert without["acc/deepconf10@16"] < without["acc/maj@16"]
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "rebase"])
+def test_tree_completions_carry_the_confidence_of_the_outputs_they_are_made_of(tmp_path, strategy):
+    """A tree search's completion is one output per step: its step figures are each output's own (exact), and with
+    windows longer than the trace its last step holds the trace's mean."""
+    from conftest import compose_config
+
+    from tts.pipeline import run
+    from tts.store.run_dir import RunDirectory
+
+    run(compose_config([f"strategy={strategy}", "n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
+    completions = [c for r in RunDirectory(tmp_path).records() for c in r.completions]
+    assert completions and all(c.confidence is not None for c in completions)
+    for c in completions:
+        assert len(c.confidence["step_lowest"]) == len(c.steps)
+        assert c.confidence["step_lowest"][-1] == pytest.approx(c.confidence["mean"], abs=2e-5)
+    # outputs of different steps have their own sharpness: a completion's steps differ in confidence
+    assert any(len(set(c.confidence["step_lowest"])) > 1 for c in completions)
