@@ -141,6 +141,13 @@ def test_deepconf_weights_by_confidence_among_the_kept():
     assert scores.predictions["deepconf90@5"] == "a" and scores.predictions["maj@5"] == "b"
 
 
+def test_kept_traces_vote_even_at_zero_confidence_and_others_never_do():
+    # the kept trace (top 10% of 10: one) has confidence 0 (a certain top-1 token everywhere): its answer still wins
+    keys = ["a", "b", "b", "b", "b", "b", "b", "b", "b", "b"]
+    scores = _score(keys, {"a": True, "b": False}, [0.0] + [-1.0] * 9, [0.0] * 10)
+    assert scores.predictions["deepconf10@10"] == "a"
+
+
 def test_self_certainty_picks_the_most_certain_trace_exactly_at_every_n():
     keys = ["a", "b", "b", "c"]
     certainty = [0.2, 0.9, 0.1, 0.5]

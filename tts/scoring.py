@@ -193,13 +193,15 @@ def _select_batch(
     return result
 
 
-def _vote_rows(chosen_keys: np.ndarray, weights: np.ndarray, num_keys: int) -> np.ndarray:
-    """Per row (a subset's keys and vote weights), the key id with the largest summed weight among completions that
-    have an answer and a weight > 0 (ties to the key that appeared first); -1 where no such completion."""
+def _vote_rows(chosen_keys: np.ndarray, weights: np.ndarray, num_keys: int, voting: np.ndarray) -> np.ndarray:
+    """Per row (a subset's keys, vote weights and who may vote), the key id with the largest summed weight among the
+    voting completions that have an answer (ties to the key that appeared first); -1 where no such completion."""
     draws = len(chosen_keys)
-    voters = (chosen_keys >= 0) & (weights > 0)
+    voters = (chosen_keys >= 0) & voting
     flat = (np.arange(draws)[:, None] * num_keys + np.where(voters, chosen_keys, 0))[voters]
     sums = np.bincount(flat, weights=weights[voters], minlength=draws * num_keys).reshape(draws, num_keys)
+    counts = np.bincount(flat, minlength=draws * num_keys).reshape(draws, num_keys)
+    sums = np.where(counts > 0, sums, -np.inf)  # a key nobody voted for never wins, even over zero weights
     return np.where(voters.any(axis=1), np.argmax(sums, axis=1), -1)
 
 
@@ -233,9 +235,9 @@ def _select_confidence(
     conf_ranks = _ranks(chosen_conf)
     for eta in etas:
         kept = conf_ranks < max(1, math.ceil(k * eta / 100))
-        result[f"deepconf{int(eta)}"] = _vote_rows(chosen_keys, np.where(kept, chosen_conf, 0.0), num_keys)
+        result[f"deepconf{int(eta)}"] = _vote_rows(chosen_keys, chosen_conf, num_keys, kept)
     borda = (k - _ranks(chosen_sc)).astype(float) ** borda_power  # rank r (1-based) votes (k - r + 1) ** p
-    result["borda_sc"] = _vote_rows(chosen_keys, borda, num_keys)
+    result["borda_sc"] = _vote_rows(chosen_keys, borda, num_keys, np.ones_like(borda, dtype=bool))
     return result
 
 

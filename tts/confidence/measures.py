@@ -30,7 +30,6 @@ BOTTOM_FRACTION = 0.10
 # digits a record keeps of each measure: confidences are O(1), so 1e-5 keeps every ranking a run can resolve while a
 # value takes 7 characters of JSON instead of 18
 RECORD_DIGITS = 5
-MEASURES = ("mean", "lowest_group", "bottom10", "tail", "self_certainty")
 
 
 def token_confidence(top_logprobs: np.ndarray) -> np.ndarray:
