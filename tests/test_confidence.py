@@ -240,3 +240,20 @@ def test_records_round_trip_byte_for_byte_with_and_without_confidence(tmp_path):
         return [gzip.decompress(p.read_bytes()) for p in sorted((path / "results").glob("batch-*.jsonl.gz"))]
 
     assert batches(tmp_path / "first") == batches(tmp_path / "second")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("scoring.deepconf_eta=[0,90]", "scoring.deepconf_eta"),
+    ("scoring.deepconf_eta=[10,10]", "scoring.deepconf_eta"),
+    ("scoring.deepconf_measure=median", "scoring.deepconf_measure"),
+    ("scoring.confidence_window=0", "scoring.confidence_window"),
+    ("scoring.confidence_tail=-5", "scoring.confidence_tail"),
+    ("scoring.borda_power=-1", "scoring.borda_power"),
+])
+def test_bad_confidence_knobs_are_refused_naming_the_key(override, key):
+    from conftest import typed_config
+
+    from tts.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        typed_config([override])
