@@ -25,8 +25,23 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
-AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
+AGG_LABELS = {
+    "naive": "naive (highest PRM score)",
+    "weighted": "weighted (PRM-weighted vote)",
+    "maj": "majority vote",
+    "self_certainty": "self-certainty (most certain trace)",
+    "borda_sc": "Borda vote by self-certainty",
+}
+AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--", "self_certainty": (0, (1, 3)), "borda_sc": (0, (5, 1))}
+
+
+def agg_label(agg: str) -> str:
+    """How a figure names an aggregation (deepconf<eta>: DeepConf's vote over the eta% most confident traces)."""
+    if agg.startswith("deepconf") and agg[len("deepconf") :].isdigit():
+        return f"DeepConf vote, top {agg[len('deepconf') :]}% confident"
+    return AGG_LABELS.get(agg, agg)
+
+
 BIN_TITLES = {
     "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
     "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
@@ -130,7 +145,8 @@ def _save(fig, path: Path) -> Path:
 
 def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: dict[str, float] | None = None) -> Path:
     """One panel per aggregation: accuracy vs N per strategy variant; band = min..max over seeds."""
-    aggs = [a for a in AGG_LABELS if a in set(acc.aggregation)]
+    present = set(acc.aggregation)
+    aggs = [a for a in AGG_LABELS if a in present] + sorted(a for a in present if a not in AGG_LABELS)
     palette = colours(acc.variant.unique())
     fig, axes = plt.subplots(1, len(aggs), figsize=(5.2 * len(aggs), 4.4), sharey=True, squeeze=False)
     for ax, agg in zip(axes[0], aggs):
@@ -143,7 +159,7 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: di
                 )
         _references(ax, references)
         _log2_axis(ax, acc.budget.unique())
-        ax.set_title(AGG_LABELS[agg])
+        ax.set_title(agg_label(agg))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (expected over K-subsets, mean over seeds)")
     fig.suptitle(title or "Accuracy vs test-time compute")
@@ -199,7 +215,7 @@ def bin_bars(
     for ax in axes.flat[len(budgets) :]:
         ax.set_visible(False)
     for row in axes:
-        row[0].set_ylabel(f"accuracy ({AGG_LABELS.get(aggregation, aggregation)})")
+        row[0].set_ylabel(f"accuracy ({agg_label(aggregation)})")
     fig.suptitle(title or f"Accuracy per {BIN_TITLES.get(bin_column, bin_column)}")
     fig.tight_layout()
     _legend_below(fig, axes.flat[0], "strategy (whiskers: min-max over seeds)")
@@ -215,7 +231,7 @@ def compute_optimal_caption(curves: pd.DataFrame, aggregations: Sequence[str]) -
     reference pool, analysis.difficulty; MATH levels come with the dataset)."""
     methods = set(curves.method)
     kinds = [key for key in CURVE_STYLES if any(f"by {key}" in m for m in methods)]
-    names = ", ".join(AGG_LABELS.get(a, a).split(" (")[0] for a in aggregations)
+    names = ", ".join(agg_label(a).split(" (")[0] for a in aggregations)
     parts = [
         f"Thin lines: each strategy alone with each aggregation ({names}; line style = aggregation), accuracy on all "
         "problems, so each aggregation's own gain is visible beside the compute-optimal one.",
@@ -251,7 +267,8 @@ def compute_optimal_curve(
     del aggregation
     fig, ax = plt.subplots(figsize=(10.5, 6.0))
     palette = colours(acc.variant.unique())
-    aggregations = [a for a in AGG_LABELS if a in set(acc.aggregation)]
+    present = set(acc.aggregation)
+    aggregations = [a for a in AGG_LABELS if a in present] + sorted(present - set(AGG_LABELS))
     singles = acc[acc.aggregation.isin(aggregations)]
     for (variant, agg), part in singles.groupby(["variant", "aggregation"]):
         part = part.sort_values("budget")
@@ -264,7 +281,7 @@ def compute_optimal_curve(
             alpha=0.75,
             linestyle=AGG_STYLES.get(agg, "-"),
             color=palette[variant],
-            label=f"{variant}, {AGG_LABELS.get(agg, agg).split(' (')[0]}",
+            label=f"{variant}, {agg_label(agg).split(' (')[0]}",
         )
     for method, part in curves.groupby("method", sort=True):
         part = part.sort_values("budget")
@@ -314,9 +331,9 @@ def accuracy_vs_tokens(
             part.tokens_per_problem,
             part.accuracy,
             color=palette[variant],
-            linestyle=AGG_STYLES.get(agg, "-"),
+            linestyle=AGG_STYLES.get(agg, "-." if agg.startswith("deepconf") else "-"),
             linewidth=1.2,
-            label=f"{variant}, {AGG_LABELS.get(agg, agg)}",
+            label=f"{variant}, {agg_label(agg)}",
         )
         for budget, point in part.groupby("budget"):
             ax.scatter(

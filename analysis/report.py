@@ -178,8 +178,7 @@ def write_setting(
                 target / f"bins_{bins.replace('_bin', '')}.png",
                 aggregation=aggregation,
                 budgets=run_budgets,
-                title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
-                f"{plots.AGG_LABELS.get(aggregation, aggregation)}{suffix}",
+                title=f"Accuracy per {plots.BIN_TITLES[bins]}, {plots.agg_label(aggregation)}{suffix}",
             )
         )
     if not curves.empty:
@@ -221,14 +220,26 @@ def write_report(
     sweep: Sweep,
     out_dir: str | Path,
     references: dict[str, float] | None = None,
-    aggregation: str = "weighted",
+    aggregation: str | None = None,
     reference_pool: tuple | None = None,
     num_bins: int = 5,
     ties: str = "split",
     subsample: bool = True,
     repeats: int = 1,
 ) -> list[Path]:
-    """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written."""
+    """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written.
+
+    `aggregation` (of the per-bin bars and single-strategy lines) defaults to weighted, or majority when no run
+    reports weighted (runs without a PRM); one that no run reports is a ValueError naming it."""
+    reported = [c.split("@")[0] for c in sweep.problems.columns if "@" in c and sweep.problems[c].notna().any()]
+    if aggregation is None:
+        aggregation = "weighted" if "weighted" in reported else "maj"
+    elif aggregation not in reported:
+        available = ", ".join(dict.fromkeys(a for a in reported if a != "pass"))
+        raise ValueError(
+            f"--aggregation {aggregation}: no run of this sweep reports it (runs with prm=none report neither naive "
+            f"nor weighted); choose one of {available}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = with_roles(sweep, reference_pool)

@@ -24,9 +24,9 @@ from tts.data import load_problems_and_identity
 from tts.data.records import ProblemRecord
 from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
-from tts.launch.preflight import check_before_generation
+from tts.launch.preflight import check_before_generation, foreign_problems
 from tts.launch.sweep import write_hydra_files
-from tts.scoring import reduce_scores, score_problem
+from tts.scoring import FOREIGN_PRM_METRIC, reduce_scores, reported_aggregations, score_problem
 from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens
 from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
@@ -106,6 +106,11 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
                     draws=cfg.scoring.subset_draws,
                     seed=cfg.seed + hash_id(problem.unique_id),
                     vote_mask=vote_mask,
+                    confidence=[c.confidence for c in output.completions],
+                    deepconf_eta=cfg.scoring.deepconf_eta,
+                    deepconf_measure=cfg.scoring.deepconf_measure,
+                    borda_power=cfg.scoring.borda_power,
+                    prm_scored=cfg.prm.scores,
                 ),
                 compute=dict(output.compute),
                 ungraded_answers=ungraded[i],
@@ -175,6 +180,9 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
         # metrics.json from the index's per-problem scores: finishing a huge run never reads its completions back
         summaries = directory.summaries()
         metrics = run_metrics([summaries[p.unique_id] for p in problems if p.unique_id in summaries], run_cfg.n)
+        if run_cfg.prm.synthetic_only and run_cfg.prm.allow_foreign:
+            # the simulated PRM judged problems it did not generate (allowed by prm.allow_foreign): flag it everywhere
+            metrics[FOREIGN_PRM_METRIC] = float(len(foreign_problems(problems)))
         directory.write_metrics(metrics)
         _print_summary(metrics, run_cfg, directory.path)
         tracker.log_results(_in_order(directory, problems) if tracker.wants_records else [], metrics, directory)
@@ -213,9 +221,14 @@ def _check_budget(batch, outputs, n: int) -> None:
 
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
-    line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
+    line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in reported_aggregations(metrics))
     label = redact_text(f"{cfg.strategy.name} n={n} seed={cfg.seed}")  # W&B captures the console (output.log)
     print(
         f"[{label}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
         f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
     )
+    if metrics.get(FOREIGN_PRM_METRIC):
+        print(
+            f"WARNING: prm=sim judged {int(metrics[FOREIGN_PRM_METRIC])} problems it did not generate "
+            f"(prm.allow_foreign=true): its scores of them are noise, and so are naive and weighted"
+        )

@@ -81,6 +81,7 @@ class StrategyConfig(ComponentConfig):
     """Knobs every strategy has: how the policy samples, and how many problems share a backend call."""
 
     group: ClassVar[str] = "strategy"
+    needs_prm: ClassVar[bool] = False  # True: a PRM's step scores steer the search itself (refused with prm=none)
 
     temperature: float = 0.8
     top_p: float = 1.0
@@ -93,6 +94,12 @@ class StrategyConfig(ComponentConfig):
             self.search_batch_size is None or self.search_batch_size >= 1,
             "search_batch_size",
             "must be >= 1 or null (all problems)",
+        )
+        require(
+            not self.needs_prm or run.prm.scores,
+            "prm",
+            f"strategy={self.name} is steered by a PRM's step scores and prm=none scores nothing; choose a PRM "
+            f"(e.g. prm=sim) or a strategy that needs none (best_of_n, filter_vote, revisions)",
         )
 
 
@@ -113,6 +120,9 @@ class PRMConfig(ComponentConfig):
 
     group: ClassVar[str] = "prm"
     shared: ClassVar[bool] = False  # as PolicyBackendConfig.shared
+    scores: ClassVar[bool] = True  # False: scores nothing (prm=none); naive and weighted are then not reported
+    # judges only the problems of dataset=synthetic (the simulated PRM); refused on others unless `allow_foreign`
+    synthetic_only: ClassVar[bool] = False
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -135,6 +145,7 @@ class ModelConfig:
     chat_template: Optional[str] = None  # shipped template name, a file, or null for the tokenizer's own
     dtype: str = "auto"
     trust_remote_code: bool = False
+    top_logprobs: int = 5
     prompt: PromptConfig = field(default_factory=PromptConfig)
     backend: Any = MISSING  # typed at the entry: the config of the class its `_target_` names
 
@@ -184,6 +195,12 @@ class ScoringConfig:
     grading_timeout: float = 5.0
     subset_draws: int = 200
     lenient_extraction: bool = False
+    # the policy's confidence (tts/confidence; conf/config.yaml says what each does)
+    confidence_window: int = 2048
+    confidence_tail: int = 2048
+    deepconf_eta: list[int] = field(default_factory=lambda: [10, 90])
+    deepconf_measure: str = "lowest_group"
+    borda_power: float = 0.5
 
 
 @dataclass

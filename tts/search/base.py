@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages
-from tts.config.schema import Config, StrategyConfig
+from tts.confidence.measures import completion_confidence
+from tts.config.schema import Config, ScoringConfig, StrategyConfig
 from tts.data.problem import Problem
 from tts.data.records import Completion
 from tts.data.steps import split_steps
@@ -70,6 +71,7 @@ def make_request(
         max_tokens=cfg.budget.max_tokens if max_tokens is None else max_tokens,
         stop=stop,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 
@@ -86,9 +88,15 @@ def score_samples(
 
 
 def sampled_completion(
-    sample: GenerationOutput, steps: list[str], step_scores: list[float], extra: Optional[dict] = None
+    sample: GenerationOutput,
+    steps: list[str],
+    step_scores: list[float],
+    extra: Optional[dict] = None,
+    *,
+    scoring: ScoringConfig,
 ) -> Completion:
-    """A whole sampled solution with its PRM-scored steps, as the completion a strategy returns."""
+    """A whole sampled solution with its PRM-scored steps, as the completion a strategy returns; with the policy's
+    log-probabilities, its confidence summary (windows from `scoring`), so the arrays need not outlive the strategy."""
     return Completion(
         text=sample.text,
         steps=steps,
@@ -96,6 +104,11 @@ def sampled_completion(
         finish_reason=sample.finish_reason,
         tokens=sample.num_tokens,
         extra=extra or {},
+        confidence=completion_confidence(
+            [(sample.text, sample.top_logprobs)], steps, scoring.confidence_window, scoring.confidence_tail
+        )
+        if sample.top_logprobs is not None
+        else None,
     )
 
 

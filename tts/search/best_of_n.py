@@ -29,7 +29,9 @@ class BestOfN(Strategy):
                 prm, chunk, [[o.text for o in samples] for samples in outputs]
             )
             for samples, steps, step_scores, prm_tokens in zip(outputs, step_lists, scores, prm_shares):
-                completions = [sampled_completion(o, s, sc) for o, s, sc in zip(samples, steps, step_scores)]
+                completions = [
+                    sampled_completion(o, s, sc, scoring=run.scoring) for o, s, sc in zip(samples, steps, step_scores)
+                ]
                 compute = {
                     "generated_tokens": sum(o.num_tokens for o in samples),
                     "prm_tokens": prm_tokens,

@@ -106,7 +106,7 @@ class FilterVote(Strategy):
                     extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
                     if verdict == "unparsed":
                         extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                    completions.append(sampled_completion(o, s, sc, extra))
+                    completions.append(sampled_completion(o, s, sc, extra, scoring=run.scoring))
                 review_tokens = sum(r.num_tokens for r in mine)
                 compute = {
                     "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,

@@ -82,6 +82,7 @@ def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, s
         top_p=strategy.top_p,
         max_tokens=cfg.budget.max_tokens,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 
@@ -121,7 +122,7 @@ class Revisions(Strategy):
                     chain, position = divmod(j, length)
                     held, tokens = shown[i][chain][position]
                     extra = {"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}
-                    completions.append(sampled_completion(a, s, sc, extra))
+                    completions.append(sampled_completion(a, s, sc, extra, scoring=run.scoring))
                 compute = {
                     "generated_tokens": sum(a.num_tokens for a in per),
                     "prm_tokens": prm_tokens,

@@ -26,8 +26,11 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
+import numpy as np
+
 from tts.backends.base import GenerationStream
-from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.confidence.measures import completion_confidence
+from tts.config.schema import Config, ScoringConfig, StrategyConfig, is_whole
 from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
@@ -53,6 +56,9 @@ class Node:
     finish_reason: Optional[str] = None  # None while the node can still be expanded
     value: float = 0.0
     ids: Optional[tuple[int, ...]] = None  # the policy's token ids of `text` when known (the root's are empty)
+    # (output text, its top-k log-probabilities) of every backend output `text` is made of, in order (None: the
+    # backend returned none); a child shares its parent's tuple, so a path's arrays are held once
+    pieces: Optional[tuple[tuple[str, np.ndarray], ...]] = ()
 
     @property
     def token_ids(self) -> Optional[tuple[int, ...]]:
@@ -62,13 +68,20 @@ class Node:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def to_completion(self, finish_reason: Optional[str] = None) -> Completion:
+    def to_completion(self, scoring: ScoringConfig, finish_reason: Optional[str] = None) -> Completion:
+        """The completion a strategy returns; its confidence summary (windows from `scoring`) reads the outputs'
+        log-probabilities concatenated, each step's tokens those of the output that wrote it."""
         return Completion(
             text=self.text,
             steps=list(self.steps),
             step_scores=list(self.scores),
             finish_reason=finish_reason or self.finish_reason or "truncated",
             tokens=self.tokens,
+            confidence=completion_confidence(
+                self.pieces, self.steps, scoring.confidence_window, scoring.confidence_tail
+            )
+            if self.pieces
+            else None,
         )
 
 
@@ -151,6 +164,7 @@ def _child(
     to_end: bool,
     max_tokens: int,
     token_ids: Optional[tuple[int, ...]] = None,
+    top_logprobs: Optional[np.ndarray] = None,
 ) -> Node:
     body = text[: -len(STEP_SEPARATOR)] if text.endswith(STEP_SEPARATOR) else text
     if STEP_SEPARATOR in body:
@@ -161,6 +175,7 @@ def _child(
     node = Node(text=parent.text + text, steps=parent.steps + new_steps, tokens=parent.tokens + num_tokens)
     if parent.token_ids is not None and token_ids is not None:
         node.ids = parent.token_ids + tuple(token_ids)
+    node.pieces = None if parent.pieces is None or top_logprobs is None else (*parent.pieces, (text, top_logprobs))
     if finish_reason in FINISHED_BY_BACKEND:
         node.finish_reason = finish_reason
     elif to_end:
@@ -180,6 +195,8 @@ SCHEDULES = ("per_problem", "lockstep")
 @dataclass
 class TreeSearchConfig(StrategyConfig):
     """Knobs of every step-level tree search."""
+
+    needs_prm: ClassVar[bool] = True  # the PRM's scores choose which nodes to expand
 
     # on a backend that streams (vLLM): problems advance together (lockstep: each iteration waits for every problem's
     # slowest sample) or independently (per_problem); the samples are the same either way
@@ -349,7 +366,16 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
                 (
                     e,
                     [
-                        _child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens, o.token_ids)
+                        _child(
+                            e.parent,
+                            o.text,
+                            o.finish_reason,
+                            o.num_tokens,
+                            to_end,
+                            max_tokens,
+                            o.token_ids,
+                            o.top_logprobs,
+                        )
                         for o in samples
                     ],
                 )
@@ -403,5 +429,6 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
             state.compute["generated_tokens"] += o.num_tokens
             state.compute["rollout_tokens"] += o.num_tokens
             tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens, o.token_ids)
+            # (a rollout is read by the PRM, never returned: its log-probabilities are not kept)
         state.compute["backend_calls"] += 1
     return tips

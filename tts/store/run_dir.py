@@ -100,8 +100,12 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     """Why `summary` cannot be counted in a run of n samples (scores of another n), or None when it can."""
     scores = summary.scores
     if n is not None:
+        # every aggregation it reports (maj always; naive and weighted unless prm=none; the confidence ones) at every n'
+        reported = {"maj", *(name.rsplit("@", 1)[0] for name in scores.expected)}
         for k in budgets(n):
-            for agg in AGGREGATIONS:
+            for agg in sorted(
+                reported, key=lambda a: (AGGREGATIONS.index(a) if a in AGGREGATIONS else len(AGGREGATIONS), a)
+            ):
                 for name, part in (
                     ("expected", scores.expected),
                     ("correct", scores.correct),

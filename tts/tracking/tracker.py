@@ -53,7 +53,7 @@ from urllib.parse import urlparse
 
 from tts.config.redaction import redact, redact_argv, redact_text
 from tts.data.records import ProblemRecord, ProblemSummary
-from tts.scoring import AGGREGATIONS
+from tts.scoring import FOREIGN_PRM_METRIC, reported_aggregations
 from tts.tracking.dirs import WandbDirs
 from tts.tracking.live import RunningFigures
 from tts.tracking.tables import (
@@ -177,7 +177,7 @@ def _curve(metrics: dict) -> list[dict]:
     return [
         {
             "curve/K": k,
-            **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in AGGREGATIONS},
+            **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in reported_aggregations(metrics)},
             "curve/pass": metrics.get(f"pass@{k}"),
         }
         for k in ks
@@ -195,9 +195,10 @@ def artifact_metadata(config: dict, metrics: dict) -> dict:
         "prm": config["prm"]["name"],
         "dataset": config["dataset"]["name"],
         "problems": metrics.get("problems"),
-        **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in reported_aggregations(metrics)},
         "pass": metrics.get(f"pass@{n}"),
         "tokens_generated": metrics.get("tokens/generated"),
+        **({FOREIGN_PRM_METRIC: metrics[FOREIGN_PRM_METRIC]} if FOREIGN_PRM_METRIC in metrics else {}),
     }
 
 
@@ -205,7 +206,7 @@ def at_own_n(metrics: dict, n: int) -> dict:
     """Summary keys that mean the same in every run of a sweep (`acc_at_n/weighted` = `acc/weighted@<its n>`), so one
     W&B panel can plot accuracy against `n` across the runs."""
     return {
-        **{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        **{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in reported_aggregations(metrics)},
         "acc_at_n/pass": metrics.get(f"pass@{n}"),
     }
 
