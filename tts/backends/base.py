@@ -72,6 +72,12 @@ class GenerationOutput:
     prompt_tokens_computed: Optional[int] = None
 
 
+def prompt_tokens_computed(samples: Sequence[GenerationOutput]) -> int:
+    """Prompt tokens evaluated for these samples after reuse; a sample whose backend cannot tell
+    (`prompt_tokens_computed` None) counts its nominal prompt, the most it can have cost."""
+    return sum(o.prompt_tokens if o.prompt_tokens_computed is None else o.prompt_tokens_computed for o in samples)
+
+
 @dataclass
 class GenerationStats:
     """What a backend has spent: the compute side of every budget-fair comparison."""
@@ -80,7 +86,9 @@ class GenerationStats:
     requests: int = 0
     samples: int = 0
     generated_tokens: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens of every sample, as an engine without reuse would evaluate them
+    # prompt tokens the engine evaluated after KV/prefix reuse; a sample whose backend cannot tell counts in full
+    prompt_tokens_computed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -111,6 +119,8 @@ class PolicyBackend(abc.ABC):
         self.stats.requests += 1
         self.stats.samples += len(samples)
         self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+        self.stats.prompt_tokens += sum(o.prompt_tokens for o in samples)
+        self.stats.prompt_tokens_computed += prompt_tokens_computed(samples)
 
     def stream(self):
         """A `GenerationStream` for requests that become ready at different times (below). The

@@ -10,11 +10,11 @@ PRM call encodes many problems at once, so its tokens are shared out in proporti
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages, prompt_tokens_computed
 from tts.config.schema import Config, StrategyConfig
 from tts.data.problem import Problem
 from tts.data.records import Completion
@@ -70,6 +70,7 @@ def make_request(
         max_tokens=cfg.budget.max_tokens if max_tokens is None else max_tokens,
         stop=stop,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 
@@ -97,6 +98,16 @@ def sampled_completion(
         tokens=sample.num_tokens,
         extra=extra or {},
     )
+
+
+def prompt_compute(samples: Iterable[GenerationOutput]) -> dict[str, int]:
+    """The prompt side of a problem's compute: prompt tokens its samples continued (`prompt_tokens`, as without
+    reuse) and those the engine evaluated after KV/prefix reuse (`prompt_tokens_computed`)."""
+    samples = list(samples)
+    return {
+        "prompt_tokens": sum(o.prompt_tokens for o in samples),
+        "prompt_tokens_computed": prompt_tokens_computed(samples),
+    }
 
 
 def share_tokens(total: int, weights: Sequence[float]) -> list[int]:
