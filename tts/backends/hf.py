@@ -270,7 +270,7 @@ class HFPolicy(PolicyBackend):
             )
             logits = out.logits[:, -1, :].float()
             if len(prompts) < len(rows):
-                next(iter(cache.values())).reorder_cache(owner)
+                next(iter(cache.values())).reorder_cache(owner)  # type: ignore[arg-type]
                 logits, mask, position = logits[owner], mask[owner], position[owner]
             for step in range(steps):
                 if step:
