@@ -22,7 +22,8 @@ def dirs(tmp_path_factory):
 
 def _policy(path, batch_size=None, **overrides):
     backend = HFPolicyConfig(device="cpu", **({} if batch_size is None else {"batch_size": batch_size}))
-    return build_policy(ModelConfig(name="tiny", backend=backend, path=str(path), dtype="float32", **overrides), seed=0)
+    return build_policy(ModelConfig(name="tiny", backend=backend, path=str(path), dtype="float32", **overrides),
+                        seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +149,8 @@ def test_offline_hub_error_names_the_fix():
         def from_pretrained(path, **kwargs):
             raise LocalEntryNotFoundError("offline mode is enabled")
 
-    with pytest.raises(
-        OSError,
-        match=r"could not load .* from the hub \(offline\?\); download it and pass "
-        r"model.path=/local/dir",
-    ):
+    with pytest.raises(OSError, match=r"could not load .* from the hub \(offline\?\); download it and pass "
+                                      r"model.path=/local/dir"):
         from_pretrained(Loader, "meta-llama/Llama-3.2-1B-Instruct", what="the policy model", key="model.path")
     with pytest.raises(OSError, match="no such local directory"):
         from_pretrained(Loader, "/no/such/dir", what="the policy model", key="model.path")
@@ -175,4 +173,4 @@ def test_decode_uses_the_cache_api_without_deprecation_warnings(llama):
         for _ in range(out.num_tokens):
             logits = llama.model(input_ids=torch.tensor([ids]), use_cache=False).logits
             ids.append(int(logits[0, -1].argmax()))
-    assert llama.tokenizer.decode(ids[-out.num_tokens :], skip_special_tokens=True) == out.text
+    assert llama.tokenizer.decode(ids[-out.num_tokens:], skip_special_tokens=True) == out.text

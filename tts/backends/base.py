@@ -8,7 +8,7 @@ caller's job; counting calls and tokens is the backend's, so compute accounting 
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -70,6 +70,19 @@ class GenerationOutput:
     # this sample's share of the prompt tokens the engine actually evaluated after KV/prefix reuse (the first sample
     # of a request that shares one prompt evaluation carries it, its siblings 0); None: the backend cannot tell
     prompt_tokens_computed: Optional[int] = None
+
+
+def top_logprobs_array(positions: Iterable[Iterable[float]], k: int) -> np.ndarray:
+    """(positions, k) float32, each row the k highest of that position's log-probabilities, descending. An engine
+    may return k + 1 per position (the sampled token added when it is not among the k most likely): the k highest
+    are the top k. A position with fewer than k is padded with -inf (no probability)."""
+    table = np.full((0, k), -np.inf, dtype=np.float32)
+    rows = [sorted(values, reverse=True)[:k] for values in positions]
+    if rows:
+        table = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        for i, row in enumerate(rows):
+            table[i, : len(row)] = row
+    return table
 
 
 def prompt_tokens_computed(samples: Sequence[GenerationOutput]) -> int:
