@@ -235,11 +235,12 @@ class HFPolicy(PolicyBackend):
         device = self.device
         # each request's prompt once: its samples' rows get copies of its KV cache after the prefill
         first: dict[int, int] = {}  # request -> its prefill row
+        prompts: list[_Row] = []
         for row in rows:
             if row.request not in first:
-                first[row.request] = len(first)
+                first[row.request] = len(prompts)
+                prompts.append(row)
                 row.prompt_computed = len(row.prompt_ids)
-        prompts = [r for r in rows if r.prompt_computed]
         owner = torch.tensor([first[r.request] for r in rows], dtype=torch.long, device=device)
         width = max(len(r.prompt_ids) for r in rows)
         ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)

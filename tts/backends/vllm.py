@@ -89,7 +89,7 @@ def map_request_output(
 ) -> list[GenerationOutput]:
     """A request's samples. Its prompt (`prompt_tokens` long) is evaluated for the first sample; its siblings, and the
     prefix the engine reports as served from its cache (`num_cached_tokens`), reuse that KV cache. vLLM reports one
-    cache count per request, and none at all before the field existed (computed then unknown, None)."""
+    cache count per request; a release that reports none leaves the computed count unknown (None)."""
     samples = sorted(output.outputs, key=lambda c: c.index)
     if len(samples) != request.n:
         raise RuntimeError(f"vLLM returned {len(samples)} samples, asked for n={request.n}")
