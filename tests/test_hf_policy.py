@@ -120,7 +120,8 @@ def test_seed_determinism_per_request(llama):
 
 def test_temperature_zero_is_greedy_and_top_p_tiny_is_greedy(llama):
     greedy = llama.generate([_request(n=2, temperature=0.0, max_tokens=6)])[0]
-    assert greedy[0] == greedy[1]
+    assert (greedy[0].text, greedy[0].token_ids) == (greedy[1].text, greedy[1].token_ids)
+    assert [o.prompt_tokens_computed for o in greedy] == [greedy[0].prompt_tokens, 0]  # one prompt evaluation
     nucleus = llama.generate([_request(n=2, temperature=1.0, top_p=1e-6, max_tokens=6, seed=5)])[0]
     assert [o.text for o in nucleus] == [greedy[0].text] * 2
 

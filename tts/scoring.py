@@ -358,6 +358,9 @@ def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int)
         metrics[f"tokens/{field}"] = float(sum(r.compute.get(f"{field}_tokens", 0) for r in records))
     # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
     metrics["tokens/prm_computed"] = metrics["tokens/prm"] - metrics["tokens/prm_cached"]
+    # tokens/prompt: prompt tokens the policy's samples continued, as without reuse; of which evaluated after KV/prefix
+    # reuse (prompt_computed)
+    metrics["tokens/prompt_computed"] = float(sum(r.compute.get("prompt_tokens_computed", 0) for r in records))
     metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / len(records)
     metrics["grading/ungraded_answers"] = float(sum(r.ungraded_answers or 0 for r in records))
     return metrics

@@ -8,7 +8,7 @@ caller's job; counting calls and tokens is the backend's, so compute accounting 
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -78,6 +78,25 @@ class GenerationOutput:
     prompt_tokens_computed: Optional[int] = None
 
 
+def top_logprobs_array(positions: Iterable[Iterable[float]], k: int) -> np.ndarray:
+    """(positions, k) float32, each row the k highest of that position's log-probabilities, descending. An engine
+    may return k + 1 per position (the sampled token added when it is not among the k most likely): the k highest
+    are the top k. A position with fewer than k is padded with -inf (no probability)."""
+    table = np.full((0, k), -np.inf, dtype=np.float32)
+    rows = [sorted(values, reverse=True)[:k] for values in positions]
+    if rows:
+        table = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        for i, row in enumerate(rows):
+            table[i, : len(row)] = row
+    return table
+
+
+def prompt_tokens_computed(samples: Sequence[GenerationOutput]) -> int:
+    """Prompt tokens evaluated for these samples after reuse; a sample whose backend cannot tell
+    (`prompt_tokens_computed` None) counts its nominal prompt, the most it can have cost."""
+    return sum(o.prompt_tokens if o.prompt_tokens_computed is None else o.prompt_tokens_computed for o in samples)
+
+
 @dataclass
 class GenerationStats:
     """What a backend has spent: the compute side of every budget-fair comparison."""
@@ -86,7 +105,9 @@ class GenerationStats:
     requests: int = 0
     samples: int = 0
     generated_tokens: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens of every sample, as an engine without reuse would evaluate them
+    # prompt tokens the engine evaluated after KV/prefix reuse; a sample whose backend cannot tell counts in full
+    prompt_tokens_computed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -117,6 +138,8 @@ class PolicyBackend(abc.ABC):
         self.stats.requests += 1
         self.stats.samples += len(samples)
         self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+        self.stats.prompt_tokens += sum(o.prompt_tokens for o in samples)
+        self.stats.prompt_tokens_computed += prompt_tokens_computed(samples)
 
     def stream(self):
         """A `GenerationStream` for requests that become ready at different times (below). The

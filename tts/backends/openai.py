@@ -9,6 +9,10 @@ and the prompt sent as token ids, so continuing a partial answer keeps its trail
 stop string in the text (a server that strips it anyway gets it put back from the `stop_reason` / `matched_stop` it
 reports). Finish reasons map as for in-process vLLM. Token counts come from the `token_ids` the server returns
 (`return_token_ids`); a server that returns none has its text re-tokenized with our tokenizer (logged once).
+`model.top_logprobs = k` asks for the API's `logprobs=k` (token ids as keys, `return_tokens_as_token_ids`, so two
+tokens that decode alike stay apart); a server that returns none is warned about once and its samples carry none. The
+prompt tokens the server evaluated are the usage's `prompt_tokens` minus `prompt_tokens_details.cached_tokens` (vLLM
+reports them with `--enable-prompt-tokens-details`), else unknown.
 
 Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the
 URLs of
@@ -30,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, PolicyUnavailable
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, PolicyUnavailable, top_logprobs_array
 from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
 from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
@@ -76,7 +80,7 @@ def base_urls(value: Any) -> list[str]:
 
 def completion_body(request: GenerationRequest, prompt: list[int], model: str) -> dict[str, Any]:
     """The `/v1/completions` arguments of one request (vLLM / SGLang extras go in `extra_body`)."""
-    return dict(
+    body: dict[str, Any] = dict(
         model=model,
         prompt=prompt,
         n=request.n,
@@ -87,6 +91,10 @@ def completion_body(request: GenerationRequest, prompt: list[int], model: str) -
         seed=request.seed,
         extra_body=dict(include_stop_str_in_output=True, skip_special_tokens=True, return_token_ids=True),
     )
+    if request.top_logprobs:
+        body["logprobs"] = int(request.top_logprobs)
+        body["extra_body"]["return_tokens_as_token_ids"] = True
+    return body
 
 
 _ABSENT = object()
@@ -117,6 +125,23 @@ def map_choice(choice: Any, stops: list[str], count_tokens) -> GenerationOutput:
     )
 
 
+def choice_top_logprobs(choice: Any, k: int) -> Optional[Any]:
+    """(num_tokens, k) of a choice's `logprobs.top_logprobs` (one {token: logprob} per position); None when the
+    server sent none."""
+    positions = getattr(getattr(choice, "logprobs", None), "top_logprobs", None)
+    if positions is None:
+        return None
+    return top_logprobs_array(((position or {}).values() for position in positions), k)
+
+
+def cached_prompt_tokens(response: Any) -> Optional[int]:
+    """Prompt tokens the server served from its prefix cache (`usage.prompt_tokens_details.cached_tokens`), or None
+    when it does not say."""
+    details = getattr(getattr(response, "usage", None), "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return int(cached) if isinstance(cached, int) else None
+
+
 class OpenAIPolicy(PolicyBackend):
     """A served policy. Owns an event loop on a background thread: `generate` stays a plain blocking call while its
     requests run concurrently, and the HTTP clients live on one loop for the backend's whole life."""
@@ -141,6 +166,7 @@ class OpenAIPolicy(PolicyBackend):
         self.timeout = float(timeout)
         self._next = 0
         self._warned_retokenize = False
+        self._warned_logprobs = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tts-openai-client", daemon=True)
         self._thread.start()
@@ -166,8 +192,6 @@ class OpenAIPolicy(PolicyBackend):
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         prompts = [prompt_ids(self.tokenizer, r) for r in requests]
-        for request, ids in zip(requests, prompts):
-            self.stats.prompt_tokens += len(ids) * request.n
         first, self._next = self._next, self._next + len(requests)
         return self._run(self._all(requests, prompts, first))
 
@@ -210,8 +234,24 @@ class OpenAIPolicy(PolicyBackend):
             raise PolicyUnavailable(
                 f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}"
             )
+        return self._samples(request, prompt, response, choices)
+
+    def _samples(self, request: GenerationRequest, prompt: list[int], response, choices) -> list[GenerationOutput]:
+        """A response's choices as samples, with their top log-probabilities and prompt tokens (the first sample
+        carries those the server evaluated, the prompt once for all n)."""
         stops = list(request.stop or [])
-        return [map_choice(c, stops, self._count_tokens) for c in choices]
+        samples = [map_choice(c, stops, self._count_tokens) for c in choices]
+        cached = cached_prompt_tokens(response)
+        for i, (sample, choice) in enumerate(zip(samples, choices)):
+            sample.prompt_tokens = len(prompt)
+            if cached is not None:
+                sample.prompt_tokens_computed = max(0, len(prompt) - cached) if i == 0 else 0
+            if request.top_logprobs:
+                sample.top_logprobs = choice_top_logprobs(choice, request.top_logprobs)
+                if sample.top_logprobs is None and not self._warned_logprobs:
+                    log.warning("the served policy returns no log-probabilities; samples carry none (top_logprobs)")
+                    self._warned_logprobs = True
+        return samples
 
     async def _send(self, request: GenerationRequest, prompt: list[int], which: int):
         """The raw HTTP answer of one request (parsed by the caller, so a malformed body can be shown)."""

@@ -274,7 +274,12 @@ class SimPolicy(PolicyBackend):
     # -- generation -----------------------------------------------------------------------------------------------
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
-        return [self._samples(request) for request in requests]
+        outputs = [self._samples(request) for request in requests]
+        for request, samples in zip(requests, outputs):  # the sim's tokens of the prompt; it reuses nothing
+            tokens = sum(_count_cached(m["content"]) for m in request.messages) + _count_cached(request.prefix)
+            for o in samples:
+                o.prompt_tokens = o.prompt_tokens_computed = tokens
+        return outputs
 
     def _samples(self, request: GenerationRequest) -> list[GenerationOutput]:
         """All `request.n` samples; the per-request work (plan, reading the prefix) is done once, not per sample."""

@@ -35,6 +35,7 @@ def is_whole(value: Any) -> bool:
 
 
 SEED_LIMIT = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes 32-bit seeds
+MAX_TOP_LOGPROBS = 20  # `model.top_logprobs` at most: vLLM's default cap on log-probabilities per token
 
 
 # -- the components' base configs ---------------------------------------------------------------------------------
@@ -145,6 +146,8 @@ class ModelConfig:
     chat_template: Optional[str] = None  # shipped template name, a file, or null for the tokenizer's own
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # k highest log-probabilities of every generated token's distribution, for confidence measures (0: none); from the
+    # engine's own logprob option, at most MAX_TOP_LOGPROBS
     top_logprobs: int = 5
     prompt: PromptConfig = field(default_factory=PromptConfig)
     backend: Any = MISSING  # typed at the entry: the config of the class its `_target_` names

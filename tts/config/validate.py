@@ -30,7 +30,16 @@ from tts.config.keys import (
     unknown_keys,
 )
 from tts.config.redaction import is_secret_key
-from tts.config.schema import SEED_LIMIT, ComponentConfig, Config, ConfigError, ScoringConfig, is_whole, require
+from tts.config.schema import (
+    MAX_TOP_LOGPROBS,
+    SEED_LIMIT,
+    ComponentConfig,
+    Config,
+    ConfigError,
+    ScoringConfig,
+    is_whole,
+    require,
+)
 
 REDUCTIONS = ("last", "min", "prod", "mean")
 LOGGER_MODES = ("offline", "online", "disabled")
@@ -95,6 +104,11 @@ def _check_run(run: Config) -> None:
         is_whole(run.batch_size) and run.batch_size >= 1,
         "batch_size",
         f"must be >= 1 (problems saved per batch), got {run.batch_size!r}",
+    )
+    require(
+        is_whole(run.model.top_logprobs) and 0 <= run.model.top_logprobs <= MAX_TOP_LOGPROBS,
+        "model.top_logprobs",
+        f"must be a whole number in [0, {MAX_TOP_LOGPROBS}] (0: no log-probabilities), got {run.model.top_logprobs!r}",
     )
     require(run.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {run.budget.max_tokens}")
     require(run.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {run.budget.num_iterations}")

@@ -10,11 +10,11 @@ PRM call encodes many problems at once, so its tokens are shared out in proporti
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages, prompt_tokens_computed
 from tts.confidence.measures import completion_confidence
 from tts.config.schema import Config, ScoringConfig, StrategyConfig
 from tts.data.problem import Problem
@@ -110,6 +110,16 @@ def sampled_completion(
         if sample.top_logprobs is not None
         else None,
     )
+
+
+def prompt_compute(samples: Iterable[GenerationOutput]) -> dict[str, int]:
+    """The prompt side of a problem's compute: prompt tokens its samples continued (`prompt_tokens`, as without
+    reuse) and those the engine evaluated after KV/prefix reuse (`prompt_tokens_computed`)."""
+    samples = list(samples)
+    return {
+        "prompt_tokens": sum(o.prompt_tokens for o in samples),
+        "prompt_tokens_computed": prompt_tokens_computed(samples),
+    }
 
 
 def share_tokens(total: int, weights: Sequence[float]) -> list[int]:

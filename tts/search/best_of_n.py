@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
 
 
 @dataclass
@@ -36,6 +44,7 @@ class BestOfN(Strategy):
                     "generated_tokens": sum(o.num_tokens for o in samples),
                     "prm_tokens": prm_tokens,
                     "backend_calls": 1,
+                    **prompt_compute(samples),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
         return results

@@ -20,7 +20,15 @@ from typing import Optional
 
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -113,6 +121,7 @@ class FilterVote(Strategy):
                     "review_tokens": review_tokens,
                     "prm_tokens": prm_tokens,
                     "backend_calls": 2,
+                    **prompt_compute([*samples, *mine]),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
         return results

@@ -22,7 +22,15 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
 from tts.search.filter_vote import fill
 
 
@@ -128,6 +136,7 @@ class Revisions(Strategy):
                     "prm_tokens": prm_tokens,
                     "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
                     "backend_calls": length,
+                    **prompt_compute(per),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
         return results

@@ -35,7 +35,7 @@ from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
+from tts.search.base import SearchOutput, Strategy, batches, make_request, prompt_compute, share_tokens
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)
@@ -103,7 +103,13 @@ class TreeState:
         self.cfg = cfg
         self.n = int(cfg.n)
         self.reduction = str(cfg.scoring.reduction)
-        self.compute = {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
+        self.compute = {
+            "generated_tokens": 0,
+            "prm_tokens": 0,
+            "backend_calls": 0,
+            "prompt_tokens": 0,
+            "prompt_tokens_computed": 0,
+        }
         self.done = False
 
     def expansions(self, last: bool) -> list[Expansion]:
@@ -381,6 +387,7 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
                 )
             )
             state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
+            add_prompt_compute(state.compute, samples)
         state.compute["backend_calls"] += 1
 
         # what the PRM reads for each child: its own steps, or its lookahead rollout
@@ -397,6 +404,12 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
             child.scores = list(full[: len(child.steps)])
             child.value = reduce_scores(full, state.reduction)
         state.update(groups)
+
+
+def add_prompt_compute(compute: dict, samples) -> None:
+    """Add the prompt tokens of a request's samples (nominal and computed after reuse) to a problem's compute."""
+    for key, value in prompt_compute(samples).items():
+        compute[key] += value
 
 
 def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_tokens: int):
@@ -428,6 +441,7 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
             o = samples[0]
             state.compute["generated_tokens"] += o.num_tokens
             state.compute["rollout_tokens"] += o.num_tokens
+            add_prompt_compute(state.compute, samples)
             tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens, o.token_ids)
             # (a rollout is read by the PRM, never returned: its log-probabilities are not kept)
         state.compute["backend_calls"] += 1
