@@ -199,6 +199,7 @@ class Config:
     n: int = 4
     seed: int = 0
     batch_size: int = 64
+    progress_every: float = 30.0  # seconds between progress lines while generating
 
 
 def to_container(run: Config) -> dict:
