@@ -119,7 +119,7 @@ def _to_problem(
                 raise DatasetError(
                     f"dataset {source!r} {row.where or f'row {index + 1}'} has no {field} (column {column(field)!r}); "
                     f"its columns are {sorted(row)}. Map them with dataset.columns, e.g. "
-                    f"'+dataset.columns={{problem: question, answer: final_answer}}'"
+                    f"'dataset.columns={{problem: question, answer: final_answer}}'"
                 )
             raise DatasetError(
                 f"{row.where or f'row {index + 1}'}, column {column(field)!r}: the {field} is missing "
