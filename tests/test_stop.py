@@ -119,3 +119,14 @@ def test_progress_line_comes_from_a_timer(caplog):
     line = next(m for m in caplog.messages if "progress: 4/10" in m)
     assert re.fullmatch(r"progress: 4/10 problems saved, 1000 tokens generated \([\d.]+ tokens/s\), \d+m\d\ds elapsed, "
                         r"time left \d+m\d\ds", line), line
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "filter_vote", "revisions"])
+def test_chunked_strategies_save_each_chunk_as_it_ends(tmp_path, strategy):
+    """With `strategy.search_batch_size=2` a batch of 8 is saved in 4 pieces, and the calls still add up: each
+    chunk's calls serve its 2 problems, whose records each count them."""
+    metrics = run(compose_config([f"strategy={strategy}", "n=4", "dataset.num_problems=8", "batch_size=8",
+                                  "strategy.search_batch_size=2", "logger=none"]), tmp_path)
+    assert len(list((tmp_path / "results").glob("batch-*.jsonl.gz"))) == 4
+    records = RunDirectory(tmp_path).records()
+    assert metrics["compute/backend_calls"] == sum(r.compute["backend_calls"] for r in records) / 2

@@ -3,7 +3,7 @@ models -> search -> grade -> score -> save as problems finish -> metrics -> trac
 
 A long run can be watched and stopped: a progress line every `progress_every` seconds (problems saved, tokens/s, time
 left) whatever the backend; each problem is saved as soon as its strategy hands it over (`Strategy.report_finished`;
-the tree searches do as each problem's search ends, best-of-N per `search_batch_size` chunk), else when its batch
+the tree searches do as each problem's search ends, the others per `search_batch_size` chunk), else when its batch
 ends; SIGTERM or SIGINT keeps every saved problem, logs one line saying how many and where, and exits with status
 128 + the signal's number (143, 130). Rerunning the same command resumes (tts/store/run_dir.py).
 

@@ -84,6 +84,7 @@ class FilterVote(Strategy):
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
             # one review per sample, each with its own seed so identical solutions get independent reviews
             reviews = policy.generate(
@@ -115,4 +116,5 @@ class FilterVote(Strategy):
                     "backend_calls": 2,
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results
