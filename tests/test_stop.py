@@ -108,10 +108,11 @@ def test_progress_line_comes_from_a_timer(caplog):
 
     class Policy:
         stats = Stats()
+        tokens_in_flight = 0
 
     caplog.set_level(logging.INFO, logger="tts.pipeline")
     with _Progress(10, Policy(), every=0.001) as progress:
-        Policy.stats.generated_tokens = 1100
+        Policy.stats.generated_tokens, Policy.tokens_in_flight = 900, 200  # a call in progress counts too
         progress.add(4)
         deadline = time.monotonic() + 30
         while not any("progress: 4/10" in m for m in caplog.messages) and time.monotonic() < deadline:

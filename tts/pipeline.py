@@ -255,7 +255,7 @@ class _BatchSaver:
 class _Progress:
     """A log line every `every` seconds while generating, from a timer thread: it appears during a long backend call
     too, on every backend (the tqdm bar moves only when problems are saved). Tokens are those of the backend calls
-    that have returned."""
+    that have returned, plus what the call in progress has generated where the backend tells (`tokens_in_flight`)."""
 
     def __init__(self, total: int, policy, every: float) -> None:
         self.total, self.policy, self.every, self.done = total, policy, every, 0
@@ -280,7 +280,7 @@ class _Progress:
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        tokens = self.policy.stats.generated_tokens - self.tokens
+        tokens = self.policy.stats.generated_tokens + getattr(self.policy, "tokens_in_flight", 0) - self.tokens
         done = self.done
         left = _duration(elapsed / done * (self.total - done)) if done else "unknown until a problem is saved"
         return (

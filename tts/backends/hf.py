@@ -257,6 +257,7 @@ class HFPolicy(PolicyBackend):
                         continue
                     token = tokens[i]
                     row.generated.append(token)
+                    self.tokens_in_flight += 1
                     if token in self.eos_token_ids:
                         row.finish_reason = "eos"
                     elif row.stops and self._may_end_stop(token, row.stops) and self._stop_in_tail(row, window[i]):

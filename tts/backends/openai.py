@@ -198,7 +198,9 @@ class OpenAIPolicy(PolicyBackend):
         if len(choices) != request.n:
             raise RuntimeError(f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}")
         stops = list(request.stop or [])
-        return [map_choice(c, stops, self._count_tokens) for c in choices]
+        samples = [map_choice(c, stops, self._count_tokens) for c in choices]
+        self.tokens_in_flight += sum(o.num_tokens for o in samples)
+        return samples
 
     def close(self) -> None:
         if self._loop.is_closed():
