@@ -131,3 +131,19 @@ def test_chunked_strategies_save_each_chunk_as_it_ends(tmp_path, strategy):
     assert len(list((tmp_path / "results").glob("batch-*.jsonl.gz"))) == 4
     records = RunDirectory(tmp_path).records()
     assert metrics["compute/backend_calls"] == sum(r.compute["backend_calls"] for r in records) / 2
+
+
+def test_a_stop_signal_during_a_write_waits_for_its_end():
+    """A batch file and its index line are written whole: the signal is raised once the write is done."""
+    from tts.pipeline import _Signal, _StopSignals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(_Signal) as stop:
+        with _StopSignals() as signals:
+            with signals.hold():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0)  # the handler has run by now (the main thread runs it between bytecodes)
+                written.append("file and index line")
+    assert written == ["file and index line"] and stop.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handlers are put back

@@ -158,12 +158,12 @@ def run(cfg: DictConfig, run_dir: Optional[Path] = None) -> dict:
             config, directory.path, [done[p.unique_id] for p in problems if p.unique_id in done], total=len(problems)
         )
         if todo:
-            strategy = build_strategy(run_cfg.strategy)
-            policy = acquire_policy(run_cfg.model, run_cfg.seed)  # hf / vLLM: built once per process
-            prm = acquire_prm(run_cfg.prm)
-            grader = AnswerGrader(timeout=run_cfg.scoring.grading_timeout)
             try:
-                with _StopSignals() as signals:
+                with _StopSignals() as signals:  # from here on a stop signal keeps what is saved and says so
+                    strategy = build_strategy(run_cfg.strategy)
+                    policy = acquire_policy(run_cfg.model, run_cfg.seed)  # hf / vLLM: built once per process
+                    prm = acquire_prm(run_cfg.prm)
+                    grader = AnswerGrader(timeout=run_cfg.scoring.grading_timeout)
                     _search_all(todo, strategy, policy, prm, grader, directory, tracker, run_cfg, signals)
             except _Signal as stop:
                 kept = len(directory.summaries())
