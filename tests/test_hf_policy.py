@@ -174,3 +174,17 @@ def test_decode_uses_the_cache_api_without_deprecation_warnings(llama):
             logits = llama.model(input_ids=torch.tensor([ids]), use_cache=False).logits
             ids.append(int(logits[0, -1].argmax()))
     assert llama.tokenizer.decode(ids[-out.num_tokens:], skip_special_tokens=True) == out.text
+
+
+def test_tokens_in_flight_grow_during_a_call_for_progress_lines(llama):
+    """A long generate call is visible while it runs: each decoding step adds its tokens; the call's end moves them
+    into the stats."""
+    seen = []
+    hook = llama.model.register_forward_pre_hook(lambda module, args: seen.append(llama.tokens_in_flight))
+    try:
+        before = llama.stats.generated_tokens
+        [[out]] = llama.generate([_request(max_tokens=6)])
+    finally:
+        hook.remove()
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] > 0
+    assert llama.tokens_in_flight == 0 and llama.stats.generated_tokens - before == out.num_tokens

@@ -290,6 +290,7 @@ class HFPolicy(PolicyBackend):
                     row.generated.append(token)
                     if top is not None and row.top_logprobs:
                         row.logprobs.append(top[i, : row.top_logprobs])
+                    self.tokens_in_flight += 1
                     if token in self.eos_token_ids:
                         row.finish_reason = "eos"
                     elif row.stops and self._may_end_stop(token, row.stops) and self._stop_in_tail(row, window[i]):

@@ -251,6 +251,7 @@ class OpenAIPolicy(PolicyBackend):
                 if sample.top_logprobs is None and not self._warned_logprobs:
                     log.warning("the served policy returns no log-probabilities; samples carry none (top_logprobs)")
                     self._warned_logprobs = True
+        self.tokens_in_flight += sum(o.num_tokens for o in samples)
         return samples
 
     async def _send(self, request: GenerationRequest, prompt: list[int], which: int):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -165,6 +165,7 @@ class DatasetConfig:
     name: str = MISSING
     path: Optional[str] = None
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None  # the hub dataset's configuration (its `name`), e.g. "main" for openai/gsm8k
     split: str = "test"
     num_problems: Optional[int] = None
     start: int = 0
@@ -173,6 +174,7 @@ class DatasetConfig:
     num_shards: int = 1
     generator_seed: int = 1234
     columns: dict[str, str] = field(default_factory=dict)
+    answer_transform: Optional[str] = None  # how the mapped answer column becomes the gold answer (tts.data)
 
 
 @dataclass
@@ -218,6 +220,7 @@ class Config:
     n: int = 4
     seed: int = 0
     batch_size: int = 64
+    progress_every: float = 30.0  # seconds between progress lines while generating
 
 
 def to_container(run: Config) -> dict:
@@ -239,11 +242,16 @@ def register_configs() -> None:
     """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [/base_<group>@_here_]`).
 
     They are stored at the root, not in their group: an entry of a group is an option Hydra offers (`--help`, error
-    messages), and a schema is not one."""
+    messages), and a schema is not one. A dict-typed field (`dataset.columns`) holds the user's keys, so it is left
+    open: `dataset.columns={problem: question}` sets it as written, without Hydra's `+` for a key the schema lacks."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in SCHEMAS.items():
-        cs.store(name=f"base_{group}", node=schema)
+        node = OmegaConf.structured(schema)
+        for item in dataclasses.fields(schema):
+            if str(item.type).startswith("dict["):
+                OmegaConf.set_struct(node[item.name], False)
+        cs.store(name=f"base_{group}", node=node)
 
 
 register_configs()

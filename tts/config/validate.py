@@ -110,6 +110,11 @@ def _check_run(run: Config) -> None:
         "model.top_logprobs",
         f"must be a whole number in [0, {MAX_TOP_LOGPROBS}] (0: no log-probabilities), got {run.model.top_logprobs!r}",
     )
+    require(
+        0 < run.progress_every <= 86400,
+        "progress_every",
+        f"must be in (0, 86400] seconds (between progress lines), got {run.progress_every!r}",
+    )
     require(run.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {run.budget.max_tokens}")
     require(run.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {run.budget.num_iterations}")
     require(

@@ -105,7 +105,7 @@ def check_weights(key: str, path: str | None) -> None:
     if isinstance(try_to_load_from_cache(path, "config.json"), str):
         return
     fix = (
-        f"download it where the hub is reachable (huggingface-cli download {path}) and pass "
+        f"download it where the hub is reachable (hf download {path} --local-dir /local/dir) and pass "
         f"{key}=/local/dir, or run where the hub is reachable"
     )
     if _offline():

@@ -10,7 +10,7 @@ PRM call encodes many problems at once, so its tokens are shared out in proporti
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -32,14 +32,29 @@ class SearchOutput:
     note: Optional[str] = None  # why fewer than n completions, if ever
 
 
+# Problems a search has finished before it returns: (index in the problems given to `search`, its output).
+Finished = Callable[[list[tuple[int, "SearchOutput"]]], None]
+
+
 class Strategy(abc.ABC):
     """A search strategy. A subclass declares its own config dataclass (`config: MyConfig`: the annotation tells the
-    entry which dataclass types the YAML's knobs) and implements `search`."""
+    entry which dataclass types the YAML's knobs) and implements `search`.
+
+    A long search may hand problems over as they finish (`self.report_finished(...)`), so that the pipeline saves
+    them at once and a stopped run keeps them; whatever was not handed over is saved when `search` returns.
+    """
 
     config: StrategyConfig
+    on_finished: Optional[Finished] = None  # set by the pipeline for the run; None: nobody listens
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
+
+    def report_finished(self, done: list[tuple[int, SearchOutput]]) -> None:
+        """Hand over problems that are done (index into `search`'s problems, final output) before `search` returns.
+        Each problem at most once; its output must be the one `search` returns for it."""
+        if done and self.on_finished is not None:
+            self.on_finished(done)
 
     @abc.abstractmethod
     def search(

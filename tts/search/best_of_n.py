@@ -32,6 +32,7 @@ class BestOfN(Strategy):
         """n independent samples per problem, one backend call per chunk of problems, every step scored."""
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
             step_lists, scores, prm_shares = score_samples(
                 prm, chunk, [[o.text for o in samples] for samples in outputs]
@@ -47,4 +48,5 @@ class BestOfN(Strategy):
                     **prompt_compute(samples),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))  # saved at once
         return results

@@ -92,6 +92,7 @@ class FilterVote(Strategy):
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
             # one review per sample, each with its own seed so identical solutions get independent reviews
             reviews = policy.generate(
@@ -124,4 +125,5 @@ class FilterVote(Strategy):
                     **prompt_compute([*samples, *mine]),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

@@ -103,6 +103,7 @@ class Revisions(Strategy):
         budget = run.strategy.revision_context_tokens or run.budget.max_tokens
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             # history[i][c]: the attempts of chain c of problem i so far;
             # shown[i][c]: (attempts, tokens) each prompt held
             first = policy.generate([make_request(p, run, n=chains) for p in chunk])
@@ -139,4 +140,5 @@ class Revisions(Strategy):
                     **prompt_compute(per),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

@@ -35,7 +35,7 @@ from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
-from tts.search.base import SearchOutput, Strategy, batches, make_request, prompt_compute, share_tokens
+from tts.search.base import Finished, SearchOutput, Strategy, batches, make_request, prompt_compute, share_tokens
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)
@@ -236,21 +236,26 @@ class TreeSearch(Strategy):
     state_class: ClassVar[type[TreeState]]
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return run_tree_search(problems, policy, prm, run, self.state_class)
+        return run_tree_search(problems, policy, prm, run, self.state_class, finished=self.report_finished)
 
 
-def run_tree_search(problems, policy, prm, cfg: Config, make_state, lookahead: int = 0) -> list[SearchOutput]:
+def run_tree_search(
+    problems, policy, prm, cfg: Config, make_state, lookahead: int = 0, finished: Optional[Finished] = None
+) -> list[SearchOutput]:
     """Run `make_state(problem, cfg)` searches over `problems`, `strategy.search_batch_size` problems at a time.
 
     `lookahead` > 0 scores every unfinished child at the end of a greedy rollout of that many more steps (one extra
     backend call per rollout step, all problems batched); the rollout tokens count as generated compute.
+    `finished` is handed each problem's result as soon as its search ends (problems of one step together).
     """
     states = [make_state(p, cfg) for p in problems]
     if lookahead > 0:
         for state in states:
             state.compute["rollout_tokens"] = 0
+    offset = 0
     for chunk in batches(states, cfg.strategy.search_batch_size):
-        _search_chunk(list(chunk), policy, prm, cfg, lookahead)
+        _search_chunk(list(chunk), policy, prm, cfg, lookahead, finished, offset)
+        offset += len(chunk)
     return [state.result() for state in states]
 
 
@@ -270,14 +275,21 @@ class _Score:
     text: int
 
 
-def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> None:
+def _search_chunk(
+    states: list[TreeState], policy, prm, cfg, lookahead: int, finished: Optional[Finished], offset: int
+) -> None:
     searches = [_search_problem(state, cfg, lookahead) for state in states]
     stream = policy.stream() if cfg.strategy.schedule == "per_problem" else GenerationStream(policy)
+
+    def hand_over(done: list[int]) -> None:
+        if finished is not None:
+            finished([(offset + i, states[i].result()) for i in sorted(done)])
+
     with stream:
-        _drive(searches, stream, prm, stream.streams, int(cfg.n))
+        _drive(searches, stream, prm, stream.streams, int(cfg.n), hand_over)
 
 
-def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
+def _drive(searches, stream, prm, per_problem: bool, n: int, hand_over=None) -> None:
     """Run every problem's search (a generator of `_Generate` / `_Score` needs) to its end.
 
     Lockstep (`per_problem` false, or a stream that answers in batches): everything submitted is generated in one
@@ -287,15 +299,20 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
     those still generating, or once their next requests (up to `n` samples each) would fill half of the engine's free
     sequence slots (stragglers of a few problems must not leave it idle); otherwise they wait, so that PRM calls stay
     few and large.
+
+    `hand_over` is called with the problems whose search ended during each step of this loop (a PRM call or a round
+    of answered requests), before the next step starts.
     """
     waiting: dict[int, list] = {}  # problem -> its samples so far, one slot per request
     left: dict[int, int] = {}  # problem -> requests not yet answered
     to_score: list[tuple[int, _Score]] = []
+    ended: list[int] = []
 
     def advance(i: int, answer) -> None:
         try:
             need = searches[i].send(answer)
         except StopIteration:
+            ended.append(i)
             return
         if isinstance(need, _Generate) and not need.requests:
             advance(i, [])  # nothing to generate: nothing to wait for
@@ -313,9 +330,15 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
         free = stream.free_slots
         return len(to_score) >= len(left) or (free > 0 and len(to_score) * n >= free / 2)
 
+    def report() -> None:
+        if ended and hand_over is not None:
+            hand_over(list(ended))
+        ended.clear()
+
     for i in range(len(searches)):
         advance(i, None)
     while left or to_score:
+        report()
         if to_score and worth_scoring():
             batch, to_score[:] = sorted(to_score, key=lambda item: item[0]), []  # problem order, as in lockstep
             before = prm.stats.tokens
@@ -330,6 +353,7 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
             if not left[i]:
                 del left[i]
                 advance(i, waiting.pop(i))
+    report()
 
 
 def _search_problem(state: TreeState, cfg, lookahead: int):

@@ -65,8 +65,11 @@ BATCH_FILE = re.compile(r"^batch-(\d{6,})\.jsonl\.gz$")
 # makes a batch file depend only on its records, so two runs of one config leave byte-identical files.
 GZIP_LEVEL = 6
 
-# Config sections that do not change a run's results: tracking, and where the files come from.
-NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
+# Config sections that do not change a run's results: tracking, batching, progress lines, where the files come from.
+NOT_FINGERPRINTED = {"logger": None, "batch_size": None, "progress_every": None}
+# Keys added after run directories already existed, with the value that means what a directory without them did:
+# left out of the fingerprint at that value, so those directories still resume.
+ADDED_LATER = {"dataset": {"hub_config": None, "answer_transform": None}}
 
 
 def fingerprint_of(config: dict) -> dict:
@@ -74,7 +77,8 @@ def fingerprint_of(config: dict) -> dict:
     kept = {k: v for k, v in redact(config).items() if k not in NOT_FINGERPRINTED}  # a credential never changes results
     for group in ("model", "prm", "dataset"):
         if isinstance(kept.get(group), dict):
-            kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
+            added = ADDED_LATER.get(group, {})
+            kept[group] = {k: v for k, v in kept[group].items() if k != "path" and not (k in added and v == added[k])}
     return kept
 
 
