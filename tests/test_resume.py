@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, compose_config, results_files
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory
+from tts.store.run_dir import RunDirectory, entry_digest
 
 
 def _index_lines(run_dir: Path) -> int:
@@ -54,19 +54,24 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     batches = _index_lines(run_dir)
     assert 3 <= batches < 20, batches
     assert not (run_dir / "metrics.json").exists()
-    # The kill may land anywhere in a batch's write; make the rerun meet the worst case too: the next batch file
-    # half written under its temporary name, a batch file renamed into place but not indexed, a torn index line.
-    results = run_dir / "results"
-    (results / f".batch-{batches:06d}.jsonl.gz.123.tmp").write_bytes(b"\x1f\x8b half a batch")
-    (results / f"batch-{batches:06d}.jsonl.gz").write_bytes((reference_dir / "results" /
-                                                             f"batch-{batches:06d}.jsonl.gz").read_bytes())
-    next_entry = (reference_dir / "results" / "index.jsonl").read_bytes().splitlines()[batches]
+    # The kill may land anywhere in a batch's write; make the rerun meet the worst case too: a batch vouched for in
+    # digests.jsonl and renamed into place but with its index line torn, then the next batch's digest line written
+    # and its file half written under its temporary name.
+    results, reference_results = run_dir / "results", reference_dir / "results"
+    digests = reference_results.joinpath("digests.jsonl").read_bytes().splitlines(keepends=True)
+    results.joinpath("digests.jsonl").write_bytes(b"".join(digests[: batches + 2]))
+    (results / f"batch-{batches:06d}.jsonl.gz").write_bytes(
+        (reference_results / f"batch-{batches:06d}.jsonl.gz").read_bytes())
+    next_entry = (reference_results / "index.jsonl").read_bytes().splitlines()[batches]
     with open(results / "index.jsonl", "ab") as handle:
         handle.write(next_entry[: len(next_entry) // 2])
+    (results / f".batch-{batches + 1:06d}.jsonl.gz.123.tmp").write_bytes(b"\x1f\x8b half a batch")
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{2 * batches} already recorded" in rerun.stdout + rerun.stderr
+    # the batch whose index line was torn is verified against its digest and kept: only the batch in flight is redone
+    assert f"{2 * (batches + 1)} already recorded" in rerun.stdout + rerun.stderr
+    assert f"WARNING] - {results}: batch-{batches:06d}.jsonl.gz had no index entry" in rerun.stdout
 
     resumed = RunDirectory(run_dir).records()
     ids = [r.unique_id for r in resumed]
@@ -117,10 +122,10 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
-    records = RunDirectory(tmp_path).records()
-    assert sorted(r.unique_id for r in records) == sorted(
-        p["unique_id"] for line in lines for p in json.loads(line)["problems"])
-    assert repaired == metrics  # the lost batch is redone whole, with the same batch mates
+    # batch 1 lost its index line, not its file: digests.jsonl vouches for the file, so its entry is rebuilt
+    assert "batch-000001.jsonl.gz had no index entry" in caplog.text
+    assert results_files(tmp_path) == full
+    assert repaired == metrics
 
 
 def _swap_last_batch(run_dir: Path, donor: Path) -> None:
@@ -172,7 +177,11 @@ def test_a_stub_record_is_dropped_and_redone_never_a_crash(tmp_path, caplog):
     data = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in stub), mtime=0)
     (tmp_path / "results" / entry["file"]).write_bytes(data)
     entry.update(problems=stub, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    entry["entry_sha256"] = entry_digest(entry)  # every digest matches: only the fields are missing
     _index(tmp_path).write_bytes(b"".join(lines[:-1]) + json.dumps(entry).encode() + b"\n")
+    digests = full["digests.jsonl"].splitlines(keepends=True)[:-1]
+    digests.append(json.dumps({k: entry[k] for k in ("file", "bytes", "sha256", "config_hash")}).encode() + b"\n")
+    (tmp_path / "results" / "digests.jsonl").write_bytes(b"".join(digests))
     for _ in range(2):  # and every rerun after it
         with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
             assert run(cfg, run_dir=tmp_path) == metrics

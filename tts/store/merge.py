@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import fcntl
 import logging
 import os
 import shutil
@@ -41,6 +40,7 @@ from tts.store.run_dir import (
     config_hash,
     find_run_dirs,
     fingerprint_of,
+    is_locked,
     run_info,
     run_metrics,
 )
@@ -95,24 +95,12 @@ def read_shard(path: Path) -> Shard:
         raise MergeError(
             f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and config.yaml"
         )
-    if _is_locked(path):
+    if is_locked(path):
         raise MergeError(
             f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; merge after it finishes"
         )
     config = yaml.safe_load((path / "config.yaml").read_text())
     return Shard(path=path, config=config, summaries=list(directory.summaries().values()))
-
-
-def _is_locked(path: Path) -> bool:
-    if not (path / LOCK).exists():
-        return False
-    with open(path / LOCK) as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
 
 
 def _expected_problems(dataset: dict) -> list[str]:
