@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, compose_config, results_files
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory, entry_digest
+from tts.store.run_dir import RunDamaged, RunDirectory, entry_digest, find_run_dirs
 
 
 def _index_lines(run_dir: Path) -> int:
@@ -251,3 +251,87 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     # Not batch-independent, by design: backend calls (one or more per batch), and the per-problem share of PRM
     # tokens (a batched PRM call's tokens are split in proportion to the text each problem sent; the total is exact).
     assert one["compute/backend_calls"] > all_["compute/backend_calls"]
+
+
+# -- a run store that verifies itself: every stored byte is checked before it is counted ------------------------------
+
+
+def _edit_first_score(index: Path) -> str:
+    """Flip the first problem's weighted@4 in the first index line, keeping the line valid JSON; its batch's name."""
+    lines = index.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[0])
+    expected = entry["problems"][0]["scores"]["expected"]
+    expected["weighted@4"] = 1.0 - expected["weighted@4"]
+    index.write_bytes(json.dumps(entry).encode() + b"\n" + b"".join(lines[1:]))
+    return entry["file"]
+
+
+def test_scores_edited_in_the_index_are_refused_by_readers_and_redone_on_resume(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    name = _edit_first_score(_index(tmp_path))
+    with pytest.raises(RunDamaged, match=rf"index.jsonl line 1 \({name}\): the entry was edited"):
+        RunDirectory(tmp_path).summaries()
+    with pytest.raises(RunDamaged, match="entry was edited"):
+        RunDirectory(tmp_path).records()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path) == metrics  # the edit never reaches metrics.json
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{name} (index line 1): its index entry was edited" in warnings[0]
+    assert (tmp_path / "results" / f"{name}.damaged").exists()  # set aside, never deleted
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_a_deleted_index_is_rebuilt_from_the_batches_and_nothing_is_redone(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    _index(tmp_path).unlink()
+    assert find_run_dirs(tmp_path) == [tmp_path]  # still found, so readers can say what is wrong with it
+    with pytest.raises(RunDamaged, match=r"index.jsonl is missing but .* holds 3 batch file\(s\); rerun the command"):
+        RunDirectory(tmp_path).summaries()
+    with caplog.at_level(logging.INFO):
+        assert run(cfg, run_dir=tmp_path) == metrics
+    assert "6 problems, 6 already recorded" in caplog.text  # no problem searched again
+    assert "batch-000000.jsonl.gz, batch-000001.jsonl.gz, batch-000002.jsonl.gz had no index entry" in caplog.text
+    assert results_files(tmp_path) == full  # the rebuilt index is the lost one, byte for byte
+
+
+def test_a_truncated_batch_is_named_by_readers_and_redone_on_resume(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    batch = tmp_path / "results" / "batch-000001.jsonl.gz"
+    batch.write_bytes(full["batch-000001.jsonl.gz"][:-20])
+    with pytest.raises(RunDamaged, match=rf"{batch}: \d+ bytes where its index entry says \d+: truncated"):
+        RunDirectory(tmp_path).records()  # not a bare EOFError from gzip
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path) == metrics
+    assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
+    assert len(RunDirectory(tmp_path).records()) == 6  # redone: the directory verifies again
+
+
+def test_a_batch_file_nothing_vouches_for_is_set_aside_not_counted_nor_deleted(tmp_path, caplog):
+    base = ["n=4", "dataset.num_problems=6", "logger=none", "batch_size=2"]
+    cfg, metrics, full = _finished_run(tmp_path / "run", base)
+    _finished_run(tmp_path / "other", base + ["seed=1"])
+    stray = (tmp_path / "other" / "results" / "batch-000002.jsonl.gz").read_bytes()
+    (tmp_path / "run" / "results" / "batch-000003.jsonl.gz").write_bytes(stray)  # no index entry, no digest
+    with pytest.raises(RunDamaged, match="batch-000003.jsonl.gz has no entry in index.jsonl"):
+        RunDirectory(tmp_path / "run").summaries()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path / "run") == metrics
+    assert "batch-000003.jsonl.gz: no index entry and no line in digests.jsonl" in caplog.text
+    after = results_files(tmp_path / "run")
+    assert after.pop("batch-000003.jsonl.gz.unverified") == stray
+    assert after == full
+
+
+def test_a_run_written_before_digests_resumes_unverified_and_says_so_once(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    lines = [json.loads(line) for line in full["index.jsonl"].splitlines()]
+    for entry in lines:
+        del entry["entry_sha256"]
+    _index(tmp_path).write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (tmp_path / "results" / "digests.jsonl").unlink()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert len(RunDirectory(tmp_path).summaries()) == 6  # readable
+        assert run(cfg, run_dir=tmp_path) == metrics  # and resumable: nothing to redo
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 index entries were written before entries carried" in warnings[0]
+    assert results_files(tmp_path)["digests.jsonl"] == full["digests.jsonl"]  # the digests are vouched for again

@@ -125,6 +125,9 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     return None
 
 
+_SAID_UNVERIFIED: set[Path] = set()  # index files already warned about as unverified, in this process
+
+
 class RunDamaged(ValueError):
     """Results that do not verify (an edited, truncated, foreign or missing batch or index entry). The message is one
     line naming the file; readers raise it rather than count what they cannot trust."""
@@ -352,12 +355,7 @@ class RunDirectory:
                 f"{DIGESTS} vouches for",
             )
         if unverified:
-            log.warning(
-                "%s: %d index entries were written before entries carried their own digest: their scores are read "
-                "unverified (their batch files are still checked)",
-                self.results_dir,
-                unverified,
-            )
+            self._say_unverified(unverified)
         for file in self.results_dir.iterdir():
             if file.name.startswith(".") and file.name.endswith(".tmp"):
                 file.unlink()  # a batch (or digests) file cut short while being written
@@ -378,6 +376,17 @@ class RunDirectory:
         if (self.digests_path.read_bytes() if self.digests_path.exists() else b"") != vouched:
             _atomic_write_bytes(self.digests_path, vouched)
         return summaries
+
+    def _say_unverified(self, count: int) -> None:
+        """Warn once per directory and process that its index predates entry digests (read, resumed, unverified)."""
+        if self.index_path.resolve() not in _SAID_UNVERIFIED:
+            _SAID_UNVERIFIED.add(self.index_path.resolve())
+            log.warning(
+                "%s: %d index entries were written before entries carried their own digest: their scores are read "
+                "unverified (their batch files are still checked)",
+                self.index_path,
+                count,
+            )
 
     def _digests(self) -> dict[str, dict]:
         """digests.jsonl by file name (the last line of a name wins; a torn or unreadable line is skipped)."""
@@ -592,11 +601,7 @@ class RunDirectory:
                 f"{DIGESTS} vouches for"
             )
         if unverified:
-            log.warning(
-                "%s: %d index entries were written before entries carried their own digest; read unverified",
-                self.index_path,
-                unverified,
-            )
+            self._say_unverified(unverified)
         return entries
 
     def _legacy_records(self) -> Iterator[ProblemRecord]:
