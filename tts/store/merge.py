@@ -9,9 +9,12 @@ A merged directory looks like any run directory (results/, metrics.json recomput
 fingerprint.json, run_info.json), so analysis reads it, and rerunning the unsharded command on it finds nothing to do.
 The merge is atomic: it is written into a hidden temporary directory beside --out and renamed into place, so a merge
 killed at any moment leaves either no --out or a complete one (a rerun removes the temporary leftovers).
-The merge refuses shards whose configs differ in anything but the shard range, a problem recorded in two shards, a shard
-still being written, and (unless --allow-missing) problems of the dataset range that no shard has recorded; it then
-says which shard to rerun.
+The merge refuses, with one line naming the directory and file: a shard whose results do not verify (an index entry
+or batch file edited, truncated, overwritten or from another run: tts/store/run_dir.py), a config.yaml changed after
+its run, shards whose configs differ in anything but the shard range, a problem recorded in two shards, ranges that do
+not tile (a shard given twice, overlapping ranges; holes unless --allow-missing), a shard still being written, a second
+merge into the same --out while one runs (a lock beside --out), and (unless --allow-missing) problems of the dataset
+range that no shard has recorded; it then says which shard to rerun.
 """
 
 from __future__ import annotations
