@@ -71,7 +71,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     # the batch whose index line was torn is verified against its digest and kept: only the batch in flight is redone
     assert f"{2 * (batches + 1)} already recorded" in rerun.stdout + rerun.stderr
-    assert f"WARNING] - {results}: batch-{batches:06d}.jsonl.gz had no index entry" in rerun.stdout
+    assert f"WARNING] - {results}: batch-{batches:06d}.jsonl.gz had no usable index entry" in rerun.stdout
 
     resumed = RunDirectory(run_dir).records()
     ids = [r.unique_id for r in resumed]
@@ -123,7 +123,7 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
     # batch 1 lost its index line, not its file: digests.jsonl vouches for the file, so its entry is rebuilt
-    assert "batch-000001.jsonl.gz had no index entry" in caplog.text
+    assert "batch-000001.jsonl.gz had no usable index entry" in caplog.text
     assert results_files(tmp_path) == full
     assert repaired == metrics
 
@@ -276,8 +276,10 @@ def test_scores_edited_in_the_index_are_refused_by_readers_and_redone_on_resume(
     with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         assert run(cfg, run_dir=tmp_path) == metrics  # the edit never reaches metrics.json
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and f"{name} (index line 1): its index entry was edited" in warnings[0]
-    assert (tmp_path / "results" / f"{name}.damaged").exists()  # set aside, never deleted
+    assert len(warnings) == 1 and f"{name} (index line 1: its index entry was edited" in warnings[0]
+    # the batch file itself is intact and vouched for: its entry is rebuilt from it rather than the problems redone
+    assert "rebuilt from the batch file" in warnings[0] and "nothing is searched again" in warnings[0]
+    assert results_files(tmp_path) == full
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
@@ -290,7 +292,7 @@ def test_a_deleted_index_is_rebuilt_from_the_batches_and_nothing_is_redone(tmp_p
     with caplog.at_level(logging.INFO):
         assert run(cfg, run_dir=tmp_path) == metrics
     assert "6 problems, 6 already recorded" in caplog.text  # no problem searched again
-    assert "batch-000000.jsonl.gz, batch-000001.jsonl.gz, batch-000002.jsonl.gz had no index entry" in caplog.text
+    assert "batch-000000.jsonl.gz, batch-000001.jsonl.gz, batch-000002.jsonl.gz had no usable index entry" in caplog.text
     assert results_files(tmp_path) == full  # the rebuilt index is the lost one, byte for byte
 
 

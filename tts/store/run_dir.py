@@ -17,13 +17,14 @@
       .lock                   held (flock) by the process writing the directory; the kernel drops it when it dies
 
 Every stored byte is checked before it is counted. Resuming checks each index entry (its own digest, the config hash,
-the batch file's size and sha256, each problem's fields): an edited, truncated, foreign or missing batch or entry is
-set aside (`<batch>.damaged`, never deleted) and its problems are searched again, with one warning naming the files.
-A batch file without an index entry (the index line lost in a crash, or the whole index deleted) is verified against
-digests.jsonl and its entry is rebuilt from its records; one that digests.jsonl does not vouch for is set aside as
-`<batch>.unverified`. A crash or SIGKILL loses at most the batch in flight: a half-written last index line is cut off
-(a complete last line that only lost its newline is kept). So the cost of resuming and of writing metrics.json grows
-with the number of problems (a few KB each), not with the completions already written.
+the batch file's size and sha256, each problem's fields). A batch file without a usable entry (its line lost in a
+crash, the whole index deleted, or the entry edited) is verified against digests.jsonl and its entry is rebuilt from
+its records: nothing is searched again. An edited, truncated, foreign or missing batch is set aside
+(`<batch>.damaged`, or `<batch>.unverified` when nothing vouches for it; never deleted) and its problems are searched
+again. Each case is one warning naming the files. A crash or SIGKILL loses at most the batch in flight: a
+half-written last index line is cut off (a complete last line that only lost its newline is kept). So the cost of
+resuming and of writing metrics.json grows with the number of problems (a few KB each), not with the completions
+already written.
 
 Readers (analysis, merge) never repair: `summaries()` checks the index (entry digests, config hash, file sizes),
 `iter_records()` also each batch's sha256 as it reads it, `verify()` every file without decompressing; anything that
@@ -297,8 +298,8 @@ class RunDirectory:
         summaries: dict[str, ProblemSummary] = {}
         kept: list[bytes] = []
         kept_entries: list[dict] = []
-        damaged: list[str] = []
-        damaged_files: set[str] = set()
+        damaged: list[str] = []  # what is dropped: its problems are searched again
+        entry_damage: dict[str, str] = {}  # batch file -> why its index entry was refused (the file may still be fine)
         unverified = 0
         for number, line in enumerate(lines, start=1):
             try:
@@ -310,10 +311,10 @@ class RunDirectory:
             try:
                 batch = self._entry_summaries(entry, n, summaries, digests)
             except RecordError as why:
-                named = isinstance(entry, dict) and isinstance(entry.get("file"), str)
-                damaged.append(f"{entry['file'] if named else INDEX} (index line {number}): {why}")
-                if named and BATCH_FILE.match(entry["file"]):
-                    damaged_files.add(entry["file"])
+                if isinstance(entry, dict) and isinstance(entry.get("file"), str) and BATCH_FILE.match(entry["file"]):
+                    entry_damage.setdefault(entry["file"], f"index line {number}: {why}")
+                else:
+                    damaged.append(f"{INDEX} line {number}: {why}")
                 continue
             unverified += "entry_sha256" not in entry
             for summary in batch:
@@ -321,24 +322,26 @@ class RunDirectory:
             kept.append(line if line.endswith(b"\n") else line + b"\n")
             kept_entries.append(entry)
         kept_files = {e["file"] for e in kept_entries}
-        for name in damaged_files - kept_files:
-            self._set_aside(name, ".damaged")
+        # A batch file without a usable entry (lost, torn, edited): its entry is rebuilt from the file when
+        # digests.jsonl vouches for it, so nothing is searched again; otherwise the file is set aside, never deleted.
         rebuilt = []
         for name in self._batch_files():
             if name in kept_files:
                 continue
+            reason = entry_damage.pop(name, None)
             try:
                 entry = self._rebuilt_entry(name, digests.get(name), n, summaries)
             except RecordError as why:
-                damaged.append(f"{name}: {why}")
-                self._set_aside(name, ".unverified" if name not in digests else ".damaged")
+                damaged.append(f"{name} ({reason})" if reason else f"{name}: {why}")
+                self._set_aside(name, ".damaged" if reason or name in digests else ".unverified")
                 continue
             for data in entry["problems"]:
                 summaries[data["unique_id"]] = ProblemSummary.from_json(data)
             kept.append(_line(entry))
             kept_entries.append(entry)
             kept_files.add(name)
-            rebuilt.append(name)
+            rebuilt.append(f"{name} ({reason})" if reason else name)
+        damaged.extend(f"{name} ({reason})" for name, reason in entry_damage.items())  # missing, or a repeated line
         if damaged:
             log.warning(
                 "%s: %d damaged batch(es) dropped, their problems are redone: %s",
@@ -348,11 +351,12 @@ class RunDirectory:
             )
         if rebuilt:
             log.warning(
-                "%s: %s had no index entry (lost in a crash or deleted); rebuilt from the batch file%s, which %s.",
+                "%s: %s had no usable index entry (lost in a crash, deleted or edited); rebuilt from the batch "
+                "file%s, which %s vouches for; nothing is searched again",
                 self.results_dir,
                 ", ".join(rebuilt[:5]) + (" ..." if len(rebuilt) > 5 else ""),
                 "s" if len(rebuilt) > 1 else "",
-                f"{DIGESTS} vouches for",
+                DIGESTS,
             )
         if unverified:
             self._say_unverified(unverified)
