@@ -109,7 +109,7 @@ def read_shard(path: Path) -> Shard:
             f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; merge after it finishes"
         )
     config = yaml.safe_load((path / "config.yaml").read_text())
-    stored = directory._expected_config_hash()
+    stored = directory.expected_config_hash()
     if stored is not None and config_hash(fingerprint_of(config)) != stored:
         raise MergeError(
             f"{path / 'config.yaml'} does not match the config its results were written under (config hash "

@@ -523,7 +523,7 @@ class RunDirectory:
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise RunDamaged(f"{path}: its sha256 does not match its index entry: it was changed after it was written")
 
-    def _expected_config_hash(self) -> Optional[str]:
+    def expected_config_hash(self) -> Optional[str]:
         """The config hash every index entry must carry: fingerprint.json's, else run_info.json's (a W&B artifact
         carries only the latter), else None (then the entries must at least agree with each other)."""
         try:
@@ -540,7 +540,7 @@ class RunDirectory:
         """The index entries, each checked without reading its batch file: its own digest, the run's config hash,
         the file's presence and size, its problems' fields, each problem once; every batch file has an entry. The
         summaries are parsed once, under "summaries". Raises RunDamaged with one line naming the file."""
-        expected = self._expected_config_hash()
+        expected = self.expected_config_hash()
         try:
             lines = self.index_path.read_bytes().splitlines(keepends=True)
         except FileNotFoundError:
