@@ -148,10 +148,10 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
         for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
             if f"{agg}@{k}" in scores.expected:
                 row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
+        row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
     for name, value in scores.expected.items():  # the policy-confidence ones, when its completions carried confidence
         if is_confidence_aggregation(name.rsplit("@", 1)[0]):
             row[name] = value
-        row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
     return row
 
 
