@@ -26,7 +26,7 @@ from tts.grading import AnswerGrader, extract_answer_with_rule
 from tts.launch.model_cache import acquire_policy, acquire_prm, release_job_models
 from tts.launch.preflight import check_before_generation
 from tts.launch.sweep import write_hydra_files
-from tts.scoring import reduce_scores, score_problem
+from tts.scoring import AGGREGATIONS, reduce_scores, score_problem
 from tts.search import build_strategy
 from tts.search.base import SearchOutput, share_tokens
 from tts.store.run_dir import RunDirectory, config_hash, fingerprint_of, run_info, run_metrics
@@ -94,6 +94,12 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
             if any("vote" in c.extra for c in output.completions)
             else None
         )
+        # an adaptive strategy (deepconf, esc) gives each completion its vote weight: its own answer is scored "final"
+        final_weights = (
+            [float(c.extra.get("weight", 0.0)) for c in output.completions]
+            if any("weight" in c.extra for c in output.completions)
+            else None
+        )
         records.append(
             ProblemRecord.graded(
                 problem,
@@ -106,6 +112,7 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
                     draws=cfg.scoring.subset_draws,
                     seed=cfg.seed + hash_id(problem.unique_id),
                     vote_mask=vote_mask,
+                    final_weights=final_weights,
                 ),
                 compute=dict(output.compute),
                 ungraded_answers=ungraded[i],
@@ -211,8 +218,12 @@ def _check_budget(batch, outputs, n: int) -> None:
 
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
-    line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in ("naive", "weighted", "maj"))
+    # nan: no problem has n completions (an adaptive strategy that stopped early everywhere)
+    figure = {name: metrics.get(name, float("nan")) for name in (*(f"acc/{a}@{n}" for a in AGGREGATIONS), f"pass@{n}")}
+    line = "  ".join(f"{agg} {figure[f'acc/{agg}@{n}']:.3f}" for agg in AGGREGATIONS)
+    if "acc/final" in metrics:  # an adaptive strategy: its own answer, and the traces it drew per problem
+        line += f"  final {metrics['acc/final']:.3f} ({metrics.get('traces/generated', 0):.1f} traces)"
     print(
-        f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+        f"[{cfg.strategy.name} n={n} seed={cfg.seed}] accuracy@{n}: {line}  pass@{n} {figure[f'pass@{n}']:.3f}  "
         f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
     )
