@@ -19,8 +19,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
-AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
+AGG_LABELS = {
+    "naive": "naive (highest PRM score)",
+    "weighted": "weighted (PRM-weighted vote)",
+    "maj": "majority vote",
+    "final": "own answer (adaptive: deepconf, esc)",
+}
+AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--", "final": "-."}
 BIN_TITLES = {
     "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
     "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",

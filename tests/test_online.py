@@ -210,3 +210,23 @@ def test_runs_end_to_end_on_the_embedded_default(strategy, tmp_path):
 def test_invalid_deepconf_configs_fail_before_generating(override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         typed_config(["strategy=deepconf", override])
+
+
+def test_analysis_compares_own_answers_with_majority_by_tokens(tmp_path):
+    from analysis import plots
+    from analysis.runs import accuracy_table, load_local, long_points
+
+    metrics = {}
+    for strategy in ("deepconf", "esc", "best_of_n"):
+        cfg = compose_config([f"strategy={strategy}", "n=8", "dataset.num_problems=6", "logger=none"])
+        metrics[strategy] = run(cfg, run_dir=tmp_path / strategy)
+    table = accuracy_table(long_points(load_local(tmp_path).problems))
+    for strategy in ("deepconf", "esc"):
+        rows = table[table.strategy == strategy]
+        # one point each, at the run's budget, with the tokens it actually generated and its own answer's accuracy
+        assert list(rows.aggregation) == ["final"] and list(rows.budget) == [8]
+        assert rows.tokens_per_problem.iloc[0] == pytest.approx(metrics[strategy]["tokens/generated_per_problem"])
+        assert rows.accuracy.iloc[0] == pytest.approx(metrics[strategy]["acc/final"])
+    majority = table[(table.strategy == "best_of_n") & (table.aggregation == "maj")]
+    assert sorted(majority.budget) == [1, 2, 4, 8]  # fixed-n majority at every budget, to compare against
+    assert plots.accuracy_vs_tokens(table, tmp_path / "accuracy_vs_tokens.png").exists()
