@@ -59,7 +59,7 @@ class DeepConfConfig(StrategyConfig):
     _target_: str = "tts.search.deepconf.DeepConf"
     name: str = "deepconf"
     warmup: int = 16  # N_init: complete traces that set the threshold (at most n are drawn)
-    eta: float = 90.0  # keep the top eta% of warm-up confidences: the threshold is their (100 - eta)th percentile
+    eta: float = 10.0  # keep the top eta% of warm-up confidences (threshold: their (100 - eta)th percentile); 90: safe
     tau: float = 0.95  # stop sampling once the leading answer holds this share of the confidence-weighted vote
     window: int = 2048  # tokens per group (sliding window of token confidence)
     wave: int = 4  # online traces in flight per problem at once (smaller: fewer wasted once the vote agrees)
