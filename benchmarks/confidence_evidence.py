@@ -13,7 +13,7 @@ Each is run at `model.backend.confidence_signal` = the sim's default and = 0 (no
 over seeds and problems; every interval is 95% over problems of the per-problem mean over seeds (paired with maj@n
 for differences), so a difference whose interval excludes 0 is beyond the noise of this problem set.
 
-    python benchmarks/confidence_evidence.py                   # 5 seeds, 100 problems, n=64 (a few minutes)
+    python benchmarks/confidence_evidence.py                   # 5 seeds, 40 problems, n=64 (about 5 minutes)
     python benchmarks/confidence_evidence.py --problems 40 --seeds 2 --n 32   # quicker
 
 It prints three checks: (a) with the signal on, deepconf@eta offline beats maj@n; (b) deepconf online reaches maj@n's
@@ -135,7 +135,7 @@ def report(figures, n: int, label: str) -> dict[str, tuple[float, float, float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--eta", type=float, default=10.0, help="offline DeepConf keeps the top eta%% of samples")

@@ -97,24 +97,20 @@ class Trace:
     index: int  # its place among the problem's traces: the seed offset of its requests
     warmup: bool
     node: Node = field(default_factory=Node)
-    confidence: Optional[np.ndarray] = None  # token confidences so far (None: the backend gave no log-probabilities)
+    tokens: Optional[np.ndarray] = None  # token confidences so far (None: the backend gave no log-probabilities)
+    confidence: Optional[float] = None  # lowest group confidence so far (a trace shorter than the window: its mean)
     status: str = "running"  # running -> kept (finished) | stopped (low confidence) | cancelled (the vote agreed)
     steps_taken: int = 0
 
-    def add(self, output: GenerationOutput, to_end: bool, max_tokens: int) -> None:
+    def add(self, output: GenerationOutput, to_end: bool, max_tokens: int, window: int) -> None:
         self.node = _child(
             self.node, output.text, output.finish_reason, output.num_tokens, to_end, max_tokens, output.token_ids
         )
         self.steps_taken += 1
         if output.top_logprobs is not None:
             new = token_confidence(output.top_logprobs)
-            self.confidence = new if self.confidence is None else np.concatenate([self.confidence, new])
-
-    def lowest(self, window: int) -> Optional[float]:
-        """Lowest group confidence so far (a trace shorter than the window: its mean)."""
-        if self.confidence is None:
-            return None
-        return lowest_group(group_confidence(self.confidence, window))
+            self.tokens = new if self.tokens is None else np.concatenate([self.tokens, new])
+            self.confidence = lowest_group(group_confidence(self.tokens, window))
 
 
 class _ProblemSearch:
@@ -130,27 +126,23 @@ class _ProblemSearch:
         self.agreed = False
         self.compute = {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
 
-    def confidence(self, trace: Trace) -> Optional[float]:
-        return trace.lowest(self.config.window)
-
     def votes(self, trace: Trace) -> bool:
         if trace.status != "kept":
             return False
-        value = self.confidence(trace)
-        return self.threshold is None or value is None or value >= self.threshold
+        return self.threshold is None or trace.confidence is None or trace.confidence >= self.threshold
 
-    def weight(self, trace: Trace) -> float:
-        value = self.confidence(trace)
-        return 1.0 if value is None else value
+    @staticmethod
+    def weight(trace: Trace) -> float:
+        return 1.0 if trace.confidence is None else trace.confidence
 
     def take_warmup(self, samples: list[GenerationOutput]) -> None:
         max_tokens = int(self.run.budget.max_tokens)
         for j, sample in enumerate(samples):
             trace = Trace(index=j, warmup=True)
-            trace.add(sample, to_end=True, max_tokens=max_tokens)
+            trace.add(sample, to_end=True, max_tokens=max_tokens, window=self.config.window)
             trace.status = "kept"
             self.traces.append(trace)
-        values = [v for v in (self.confidence(t) for t in self.traces) if v is not None]
+        values = [t.confidence for t in self.traces if t.confidence is not None]
         if values:
             self.threshold = float(np.percentile(values, 100.0 - self.config.eta))
         self.update_vote()
@@ -189,8 +181,8 @@ class _ProblemSearch:
 
     def take_step(self, trace: Trace, sample: GenerationOutput) -> None:
         last = trace.steps_taken >= int(self.run.budget.num_iterations) - 1
-        trace.add(sample, to_end=last, max_tokens=int(self.run.budget.max_tokens))
-        value = self.confidence(trace)
+        trace.add(sample, to_end=last, max_tokens=int(self.run.budget.max_tokens), window=self.config.window)
+        value = trace.confidence
         if self.threshold is not None and value is not None and value < self.threshold:
             trace.status = "stopped"  # also in its last step: a token-level check would have stopped it there
         elif trace.node.finished:
@@ -199,7 +191,6 @@ class _ProblemSearch:
     def result(self, step_lists, scores, prm_tokens: int) -> SearchOutput:
         completions = []
         for trace, steps, step_scores in zip(self.traces, step_lists, scores):
-            value = self.confidence(trace)
             votes = self.votes(trace)
             status = "warmup" if trace.warmup else trace.status
             completions.append(
@@ -211,7 +202,7 @@ class _ProblemSearch:
                     tokens=trace.node.tokens,
                     extra={
                         "deepconf": status,
-                        "confidence": value,
+                        "confidence": trace.confidence,
                         "vote": votes,
                         "weight": self.weight(trace) if votes else 0.0,
                     },
@@ -228,8 +219,7 @@ class _ProblemSearch:
         )
         note = None
         if len(completions) < self.n:
-            why = "the confidence-weighted vote agreed" if self.agreed else "no trace was left to run"
-            note = f"deepconf: {why} after {len(completions)} of {self.n} traces ({stopped} stopped, {used} voted)"
+            note = f"deepconf: the confidence-weighted vote agreed after {len(completions)} of {self.n} traces ({stopped} stopped, {used} voted)"
         return SearchOutput(completions=completions, compute=self.compute, note=note)
 
 
@@ -259,7 +249,7 @@ class DeepConf(Strategy):
             for search, samples in zip(searches, outputs):
                 search.compute["backend_calls"] += 1
                 search.take_warmup(samples)
-            if not warned and any(t.confidence is None for s in searches for t in s.traces):
+            if not warned and any(t.tokens is None for s in searches for t in s.traces):
                 log.warning("deepconf: the backend returned no log-probabilities; no trace is stopped for confidence")
                 warned = True
             while True:
