@@ -107,8 +107,10 @@ def test_deepconf_spends_the_budget_when_the_vote_stays_split():
         assert len(o.completions) == 12 and o.note is None
         assert o.compute["traces_stopped"] == 0 and o.compute["traces_used"] == 12
         assert [c.extra["deepconf"] for c in o.completions] == ["warmup"] * 4 + ["kept"] * 8
-    # online traces go step by step, `wave` at a time for both problems in one call: 8 traces / 3 in flight
-    assert max(len(o.completions) for o in outputs) == 12
+    # online traces go step by step (4 requests each), 3 in flight per problem, both problems in every call: traces
+    # 4-6 take rounds 1-4, 7-9 rounds 5-8, 10-11 rounds 9-12, after the one warm-up call
+    assert policy.stats.calls == 1 + 12
+    assert policy.stats.requests == 2 * (1 + 8 * 4)
     assert_exact_compute(policy, outputs)
 
 
