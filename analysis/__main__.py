@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--aggregation",
-        default="weighted",
-        choices=["naive", "weighted", "maj"],
-        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png",
+        default=None,
+        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png: naive, "
+        "weighted, maj, or one the runs' confidence reports (deepconf10, self_certainty, borda_sc, ...); default "
+        "weighted, or maj when no run has a PRM",
     )
     parser.add_argument(
         "--reference-pool",

@@ -39,7 +39,17 @@ import pandas as pd
 import yaml
 
 from tts.data.records import ProblemRecord
-from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
+from tts.scoring import (
+    AGGREGATIONS,
+    EXTRA_AGGREGATIONS,
+    aggregate_metrics,
+    aggregation_order,
+    budgets,
+    confidence_rank,
+    is_confidence_aggregation,
+    reduce_scores,
+    reported_aggregations,
+)
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS
 from tts.store.merge import identity_of
 from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
@@ -127,6 +137,9 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
             if f"{agg}@{k}" in scores.expected:
                 row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
         row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
+    for name, value in scores.expected.items():  # the policy-confidence ones, when its completions carried confidence
+        if is_confidence_aggregation(name.rsplit("@", 1)[0]):
+            row[name] = value
     if "final" in scores.expected:  # an adaptive strategy's own answer, from at most n completions
         row[f"{FINAL}@{n}"] = scores.expected["final"]
         for field in ("generated", "stopped", "used"):
@@ -217,7 +230,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         )
         metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
-            for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
+            for agg in aggregation_order(_frame_aggregations(frame)):
                 if f"{agg}@{k}" in frame:
                     run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
             run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
@@ -231,11 +244,27 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
     problems = pd.concat(problem_frames, ignore_index=True)
     runs = pd.DataFrame(run_rows).sort_values(["setting", "strategy", "variant", "n", "seed"]).reset_index(drop=True)
     ordered = [c for c in problems.columns if "@" not in c] + sorted(
-        (c for c in problems.columns if "@" in c),
-        key=lambda c: (int(c.split("@")[1]), _COLUMN_ORDER.index(c.split("@")[0])),
+        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), _column_rank(c.split("@")[0]))
     )
     problems = problems[ordered].sort_values(["setting", "variant", "n", "seed", "unique_id"]).reset_index(drop=True)
     return Sweep(problems=problems, runs=runs, knobs=all_knobs)
+
+
+def _frame_aggregations(frame: pd.DataFrame) -> list[str]:
+    """The aggregations a frame of problem rows reports (a column with a figure; naive and weighted are empty columns
+    for a run without a PRM)."""
+    return list(
+        dict.fromkeys(
+            c.split("@")[0] for c in frame.columns if "@" in c and not c.startswith("pass@") and frame[c].notna().any()
+        )
+    )
+
+
+def _column_rank(agg: str) -> tuple[int, tuple[int, int]]:
+    """Columns in report order: naive, weighted, maj, maj_unfiltered, pass, then the confidence aggregations."""
+    if agg in _COLUMN_ORDER:
+        return (_COLUMN_ORDER.index(agg), (0, 0))
+    return (len(_COLUMN_ORDER), confidence_rank(agg))
 
 
 def _short(knob: str) -> str:
@@ -332,7 +361,7 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     for (_setting, _variant, _seed, k), (n, run_id) in chosen.items():
         frame = by_run[run_id]
         adaptive = f"{FINAL}@{k}" in frame and frame[f"{FINAL}@{k}"].notna().any()
-        for agg in (FINAL,) if adaptive else AGGREGATIONS:
+        for agg in (FINAL,) if adaptive else reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
             part = frame[meta].copy()
             part["aggregation"] = agg
             part["budget"] = k

@@ -35,14 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tts.backends import build_policy  # noqa: E402
-from tts.confidence.measures import group_confidence, lowest_group, token_confidence  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.grading import AnswerGrader  # noqa: E402
 from tts.pipeline import grade_batch  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.search import build_strategy  # noqa: E402
-from tts.search.base import SearchOutput, make_request, sampled_completion  # noqa: E402
-from tts.search.deepconf import with_logprobs  # noqa: E402
 
 
 def typed_config(overrides: list[str]):
@@ -60,48 +57,31 @@ def typed_config(overrides: list[str]):
 ONLINE_ETAS = (10.0, 90.0)  # DeepConf-low (aggressive) and DeepConf-high (conservative), the paper's two settings
 
 
-def offline(policy, problems, cfg, eta: float, window: int) -> tuple[list[SearchOutput], list[SearchOutput]]:
-    """n samples per problem in one call, twice as the pipeline would see them: every sample votes with weight 1
-    (maj@n), or the top eta% by lowest group confidence vote with it as weight (deepconf@eta offline)."""
-    outputs = policy.generate([with_logprobs(make_request(p, cfg, n=cfg.n)) for p in problems])
-    majority, filtered = [], []
-    for samples in outputs:
-        confidence = [lowest_group(group_confidence(token_confidence(o.top_logprobs), window)) for o in samples]
-        threshold = np.percentile(confidence, 100.0 - eta)
-        weights = [c if c >= threshold else 0.0 for c in confidence]
-        compute = {"generated_tokens": sum(o.num_tokens for o in samples)}
-        majority.append(
-            SearchOutput([sampled_completion(o, [], [], {"weight": 1.0}) for o in samples], compute=dict(compute))
-        )
-        filtered.append(
-            SearchOutput([sampled_completion(o, [], [], {"weight": w}) for o, w in zip(samples, weights)], compute)
-        )
-    return majority, filtered
-
-
 def evaluate(args, signal: float) -> dict[str, dict[str, np.ndarray]]:
-    """method -> {"correct": (seeds, problems), "tokens": (seeds, problems)}."""
+    """method -> {"correct": (seeds, problems), "tokens": (seeds, problems)}. maj@n and deepconf@eta offline are read
+    off one best-of-N run (the pipeline's aggregations `maj@n` and `deepconf<eta>@n`), the online methods are runs of
+    their strategies on the same problems and seed."""
     figures: dict[str, dict[str, list]] = {}
     grader = AnswerGrader(timeout=5.0)
+    offline = {f"maj@{args.n}": f"maj@{args.n}", f"deepconf@{args.eta:g} offline": f"deepconf{args.eta:g}@{args.n}"}
+    online = {f"deepconf online eta={eta:g}": ["strategy=deepconf", f"strategy.eta={eta}"] for eta in ONLINE_ETAS}
+    online["esc online"] = ["strategy=esc"]
     try:
         for seed in range(args.seeds):
-            common = [f"n={args.n}", f"seed={seed}", f"dataset.num_problems={args.problems}", "logger=none",
-                      f"model.backend.confidence_signal={signal}"]
-            cfg = typed_config(common)
-            problems = load_problems(cfg.dataset)
-            policy = build_policy(cfg.model, cfg.seed)
-            prm = build_prm(cfg.prm)
-            runs = dict(zip((f"maj@{args.n}", f"deepconf@{args.eta:g} offline"),
-                            offline(policy, problems, cfg, args.eta, args.window)))
-            online = {f"deepconf online eta={eta:g}": ["strategy=deepconf", f"strategy.eta={eta}"] for eta in ONLINE_ETAS}
-            online["esc online"] = ["strategy=esc"]
-            for method, overrides in online.items():
-                run_cfg = typed_config([*common, *overrides])
-                runs[method] = build_strategy(run_cfg.strategy).search(problems, policy, prm, run_cfg)
-            for method, outputs in runs.items():
-                records = grade_batch(problems, outputs, grader, cfg)
+            common = [f"n={args.n}", f"seed={seed}", f"dataset.num_problems={args.problems}", "prm=none",
+                      "logger=none", f"model.backend.confidence_signal={signal}", f"scoring.deepconf_eta=[{args.eta:g}]"]
+            runs = {}
+            for method, overrides in {"best_of_n": ["strategy=best_of_n"], **online}.items():
+                cfg = typed_config([*common, *overrides])
+                problems = load_problems(cfg.dataset)
+                policy, prm = build_policy(cfg.model, cfg.seed), build_prm(cfg.prm)
+                outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
+                runs[method] = grade_batch(problems, outputs, grader, cfg)
+            rows = {m: (runs["best_of_n"], name) for m, name in offline.items()}
+            rows.update({m: (runs[m], "final") for m in online})
+            for method, (records, name) in rows.items():
                 entry = figures.setdefault(method, {"correct": [], "tokens": []})
-                entry["correct"].append([r.scores.expected["final"] for r in records])
+                entry["correct"].append([r.scores.expected[name] for r in records])
                 entry["tokens"].append([r.compute["generated_tokens"] for r in records])
     finally:
         grader.close()
@@ -138,8 +118,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--eta", type=float, default=10.0, help="offline DeepConf keeps the top eta%% of samples")
-    parser.add_argument("--window", type=int, default=2048, help="tokens per confidence group (offline)")
+    parser.add_argument("--eta", type=int, default=10, help="offline DeepConf keeps the top eta%% of samples")
     parser.add_argument("--signal", type=float, default=None, help="confidence_signal when on (default: the sim's)")
     args = parser.parse_args()
     started = time.perf_counter()

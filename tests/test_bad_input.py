@@ -288,3 +288,55 @@ def test_wandb_online_without_key_or_server_keeps_local_results_and_no_secret_le
     assert "API key" in outputs["no_key"][1] + outputs["no_key"][2]  # says what is wrong
     assert list((tmp_path / "offline" / "wandb").glob("offline-run-*")), "the offline W&B run was written"
     assert not _files_containing(tmp_path / "home", "SECRET123")
+
+
+def test_an_environment_secret_in_any_wandb_field_or_name_is_written_nowhere(tmp_path):
+    """The secret given as W&B tags, group, project and job type and as a component's name: no file the run writes
+    (the offline .wandb file, W&B's own metadata, the run directory's name included) holds it."""
+    secret = "sk-test-FIELDSECRET789"
+    env = _clean_env(tmp_path, OPENAI_API_KEY=secret)
+    run_root = tmp_path / "runs"
+    overrides = [
+        "dataset.num_problems=2",
+        "logger=wandb",
+        f"logger.tags=[{secret},keep-me]",
+        f"logger.group={secret}",
+        f"logger.project=p-{secret}",
+        f"logger.job_type={secret}",
+        f"strategy.name={secret}",
+        f"hydra.sweep.dir={run_root}",
+    ]
+    proc = subprocess.run([sys.executable, "tts/main.py", "-m", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [p for p in run_root.rglob("*")]
+    assert any(p.suffix == ".wandb" for p in written), "the offline W&B run was written"
+    assert not [p for p in written if "FIELDSECRET" in str(p)], "a path holds the secret"
+    assert not _files_containing(run_root, "FIELDSECRET")
+    assert "FIELDSECRET" not in proc.stdout + proc.stderr
+    # the redaction hides the secret, not the run: the other tag is still there
+    assert _files_containing(run_root, "keep-me")
+
+
+def test_a_disk_that_fills_during_a_run_names_the_file_that_could_not_be_written(tmp_path, monkeypatch, capsys):
+    """ENOSPC from fsync (where a full disk shows up for buffered writes) carries no file name; the one line says
+    which results file could not be written, not just the run directory."""
+    import errno
+
+    from tts.launch.sweep import guarded_run
+
+    real_fsync = os.fsync
+
+    def full_disk_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "batch-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_fsync)
+    cfg = compose_config(["n=4", "dataset.num_problems=2", "logger=none"])
+    with pytest.raises(SystemExit) as stopped:
+        guarded_run(lambda c: run(c, run_dir=tmp_path), cfg)
+    assert stopped.value.code == 1
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert err == (f"Error: no space left on the device writing {tmp_path / 'results' / 'batch-000000.jsonl.gz'}: "
+                   "No space left on device")

@@ -6,14 +6,20 @@ must stop a trace or stop sampling, and can check that every token the policy ge
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from conftest import compose_config, typed_config
+from tts.backends import build_policy
 from tts.backends.base import GenerationOutput, PolicyBackend
 from tts.config.schema import ConfigError
+from tts.data import load_problems
 from tts.data.problem import Problem
-from tts.pipeline import run
+from tts.grading import AnswerGrader
+from tts.pipeline import grade_batch, run
+from tts.prms import build_prm
 from tts.search import build_strategy
 from tts.search.tree import SEED_STRIDE
 from tts.store.run_dir import RunDirectory
@@ -143,12 +149,12 @@ def test_deepconf_window_catches_a_dip_inside_a_trace():
         return (str(t % 2), flat(2.0) if t < 4 else [5.0, 0.5, 5.0, 5.0])
 
     base = ["n=8", "strategy.warmup=4", "strategy.eta=90", "strategy.tau=1.0"]
-    _, policy, outputs = search("deepconf", script, [*base, f"strategy.window={TOKENS}"])
+    _, policy, outputs = search("deepconf", script, [*base, f"scoring.confidence_window={TOKENS}"])
     for o in outputs:
         assert [c.extra["deepconf"] for c in o.completions[4:]] == ["stopped"] * 4
         assert all(c.tokens == 2 * TOKENS for c in o.completions[4:])
     assert_exact_compute(policy, outputs)
-    _, _, outputs = search("deepconf", script, [*base, "strategy.window=2048"])
+    _, _, outputs = search("deepconf", script, [*base, "scoring.confidence_window=2048"])
     assert all(c.extra["deepconf"] == "kept" for o in outputs for c in o.completions[4:])
 
 
@@ -192,15 +198,51 @@ def test_esc_last_window_is_cut_to_the_budget():
 
 @pytest.mark.parametrize("strategy", ["deepconf", "esc"])
 def test_runs_end_to_end_on_the_embedded_default(strategy, tmp_path):
-    cfg = compose_config([f"strategy={strategy}", "n=8", "dataset.num_problems=6", "logger=none"])
+    cfg = compose_config([f"strategy={strategy}", "prm=none", "n=8", "dataset.num_problems=6", "logger=none"])
     metrics = run(cfg, run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
     assert 0.0 <= metrics["acc/final"] <= 1.0
     assert metrics["tokens/generated"] == sum(r.compute["generated_tokens"] for r in records)
     assert metrics["traces/generated"] == np.mean([len(r.completions) for r in records])
+    assert metrics["tokens/prm"] == 0 and "acc/weighted@8" not in metrics  # prm=none: nothing scored
     for r in records:
         assert (len(r.completions) < 8) == bool(r.note)
         assert "final" in r.scores.expected
+        assert all(c.confidence is not None for c in r.completions)  # the sim's log-probabilities, summarised
+
+
+def _final_and_majority(signal: float, problems: int = 30, n: int = 32, seeds=(0, 1)):
+    """Per problem, mean over seeds: deepconf's own answer (defaults) and maj@n of best-of-N on the same problems."""
+    grader = AnswerGrader(timeout=5.0)
+    final, majority = [], []
+    try:
+        for seed in seeds:
+            common = [f"n={n}", f"seed={seed}", f"dataset.num_problems={problems}", "prm=none", "logger=none",
+                      f"model.backend.confidence_signal={signal}"]
+            graded = {}
+            for strategy in ("deepconf", "best_of_n"):
+                cfg = typed_config([*common, f"strategy={strategy}"])
+                chosen = load_problems(cfg.dataset)
+                outputs = build_strategy(cfg.strategy).search(
+                    chosen, build_policy(cfg.model, cfg.seed), build_prm(cfg.prm), cfg
+                )
+                graded[strategy] = grade_batch(chosen, outputs, grader, cfg)
+            final.append([r.scores.expected["final"] for r in graded["deepconf"]])
+            majority.append([r.scores.expected[f"maj@{n}"] for r in graded["best_of_n"]])
+    finally:
+        grader.close()
+    return np.mean(final, axis=0), np.mean(majority, axis=0)
+
+
+@pytest.mark.parametrize("signal,gains", [(0.0, False), (2.0, True)])
+def test_deepconf_beats_majority_only_when_confidence_carries_signal(signal, gains):
+    # the null: with confidence_signal=0 the sim's confidence says nothing about correctness, and deepconf's accuracy
+    # must not be above majority's beyond the 95% interval of the paired difference; the control (a strong signal)
+    # shows the same comparison can detect a gain
+    final, majority = _final_and_majority(signal)
+    difference = final - majority
+    half_width = 1.96 * difference.std(ddof=1) / math.sqrt(len(difference))
+    assert (difference.mean() - half_width > 0) == gains, (difference.mean(), half_width)
 
 
 @pytest.mark.parametrize("override,key", [
@@ -208,6 +250,7 @@ def test_runs_end_to_end_on_the_embedded_default(strategy, tmp_path):
     ("strategy.tau=1.5", "strategy.tau"),
     ("strategy.warmup=0", "strategy.warmup"),
     ("strategy.wave=0", "strategy.wave"),
+    ("model.top_logprobs=0", "model.top_logprobs"),
 ])
 def test_invalid_deepconf_configs_fail_before_generating(override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):

@@ -232,7 +232,10 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     args = [f"strategy={strategy}", "n=8", "dataset.num_problems=8", "logger=none"]
     one = run(compose_config(args + ["batch_size=1"]), run_dir=tmp_path / "one")
     all_ = run(compose_config(args + ["batch_size=8"]), run_dir=tmp_path / "all")
-    a, b = RunDirectory(tmp_path / "one").records(), RunDirectory(tmp_path / "all").records()
+    # keyed by problem: a tree search saves each problem as its search ends, so a batch's records are in finish order
+    a = sorted(RunDirectory(tmp_path / "one").records(), key=lambda r: r.unique_id)
+    b = sorted(RunDirectory(tmp_path / "all").records(), key=lambda r: r.unique_id)
+    assert [r.unique_id for r in a] == [r.unique_id for r in b]
     for x, y in zip(a, b):
         assert x.completions == y.completions and x.scores == y.scores
         assert x.compute["generated_tokens"] == y.compute["generated_tokens"]

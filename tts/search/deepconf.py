@@ -34,24 +34,21 @@ weight 1, and the strategy is answer-consensus early stopping (a warning says so
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from tts.backends.base import GenerationOutput, GenerationRequest
-from tts.confidence.measures import group_confidence, lowest_group, token_confidence
-from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.confidence.measures import completion_confidence, group_confidence, lowest_group, token_confidence
+from tts.config.schema import Config, StrategyConfig, is_whole, require
 from tts.data.records import Completion
-from tts.data.steps import STEP_SEPARATOR, split_steps
+from tts.data.steps import STEP_SEPARATOR
 from tts.grading import extract_answer, normalize_answer
-from tts.search.base import SearchOutput, Strategy, batches, make_request, score_samples
+from tts.search.base import SearchOutput, Strategy, batches, make_request, prompt_compute, score_samples
 from tts.search.tree import SEED_STRIDE, Node, _child
 
 log = logging.getLogger(__name__)
-
-# k when the run asks the backend for no top log-probabilities: DeepConf's own setting is a handful of tokens
-FALLBACK_TOP_LOGPROBS = 5
 
 
 @dataclass
@@ -61,16 +58,21 @@ class DeepConfConfig(StrategyConfig):
     warmup: int = 16  # N_init: complete traces that set the threshold (at most n are drawn)
     eta: float = 10.0  # keep the top eta% of warm-up confidences (threshold: their (100 - eta)th percentile); 90: safe
     tau: float = 0.95  # stop sampling once the leading answer holds this share of the confidence-weighted vote
-    window: int = 2048  # tokens per group (sliding window of token confidence)
     wave: int = 4  # online traces in flight per problem at once (smaller: fewer wasted once the vote agrees)
 
     def check(self, run: Config) -> None:
         super().check(run)
-        for knob in ("warmup", "window", "wave"):
+        for knob in ("warmup", "wave"):
             value = getattr(self, knob)
             self.require(is_whole(value) and value >= 1, knob, f"must be a whole number >= 1, got {value!r}")
         self.require(0.0 < self.eta <= 100.0, "eta", f"must be a percentage in (0, 100], got {self.eta}")
         self.require(0.0 < self.tau <= 1.0, "tau", f"must be in (0, 1], got {self.tau}")
+        require(
+            run.model.top_logprobs >= 1,
+            "model.top_logprobs",
+            f"strategy=deepconf reads the policy's token confidence: ask for k >= 1 log-probabilities per token "
+            f"(the default is 5), got {run.model.top_logprobs}",
+        )
 
 
 def answer_key(text: str) -> Optional[str]:
@@ -101,11 +103,20 @@ class Trace:
     confidence: Optional[float] = None  # lowest group confidence so far (a trace shorter than the window: its mean)
     status: str = "running"  # running -> kept (finished) | stopped (low confidence) | cancelled (the vote agreed)
     steps_taken: int = 0
+    outputs: list[GenerationOutput] = field(default_factory=list)  # every backend output, for the prompt accounting
 
     def add(self, output: GenerationOutput, to_end: bool, max_tokens: int, window: int) -> None:
         self.node = _child(
-            self.node, output.text, output.finish_reason, output.num_tokens, to_end, max_tokens, output.token_ids
+            self.node,
+            output.text,
+            output.finish_reason,
+            output.num_tokens,
+            to_end,
+            max_tokens,
+            output.token_ids,
+            output.top_logprobs,
         )
+        self.outputs.append(output)
         self.steps_taken += 1
         if output.top_logprobs is not None:
             new = token_confidence(output.top_logprobs)
@@ -124,6 +135,7 @@ class _ProblemSearch:
         self.traces: list[Trace] = []
         self.threshold: Optional[float] = None
         self.agreed = False
+        self.window = int(run.scoring.confidence_window)
         self.compute = {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
 
     def votes(self, trace: Trace) -> bool:
@@ -139,7 +151,7 @@ class _ProblemSearch:
         max_tokens = int(self.run.budget.max_tokens)
         for j, sample in enumerate(samples):
             trace = Trace(index=j, warmup=True)
-            trace.add(sample, to_end=True, max_tokens=max_tokens, window=self.config.window)
+            trace.add(sample, to_end=True, max_tokens=max_tokens, window=self.window)
             trace.status = "kept"
             self.traces.append(trace)
         values = [t.confidence for t in self.traces if t.confidence is not None]
@@ -167,21 +179,19 @@ class _ProblemSearch:
 
     def request(self, trace: Trace) -> GenerationRequest:
         last = trace.steps_taken >= int(self.run.budget.num_iterations) - 1
-        return with_logprobs(
-            make_request(
-                self.problem,
-                self.run,
-                prefix=trace.node.text,
-                prefix_ids=trace.node.token_ids,
-                stop=None if last else [STEP_SEPARATOR],
-                max_tokens=max(1, int(self.run.budget.max_tokens) - trace.node.tokens),
-                seed_offset=SEED_STRIDE * trace.index,
-            )
+        return make_request(
+            self.problem,
+            self.run,
+            prefix=trace.node.text,
+            prefix_ids=trace.node.token_ids,
+            stop=None if last else [STEP_SEPARATOR],
+            max_tokens=max(1, int(self.run.budget.max_tokens) - trace.node.tokens),
+            seed_offset=SEED_STRIDE * trace.index,
         )
 
     def take_step(self, trace: Trace, sample: GenerationOutput) -> None:
         last = trace.steps_taken >= int(self.run.budget.num_iterations) - 1
-        trace.add(sample, to_end=last, max_tokens=int(self.run.budget.max_tokens), window=self.config.window)
+        trace.add(sample, to_end=last, max_tokens=int(self.run.budget.max_tokens), window=self.window)
         value = trace.confidence
         if self.threshold is not None and value is not None and value < self.threshold:
             trace.status = "stopped"  # also in its last step: a token-level check would have stopped it there
@@ -189,10 +199,11 @@ class _ProblemSearch:
             trace.status = "kept"
 
     def result(self, step_lists, scores, prm_tokens: int) -> SearchOutput:
+        scoring = self.run.scoring
         completions = []
         for trace, steps, step_scores in zip(self.traces, step_lists, scores):
             votes = self.votes(trace)
-            status = "warmup" if trace.warmup else trace.status
+            pieces = trace.node.pieces
             completions.append(
                 Completion(
                     text=trace.node.text,
@@ -201,11 +212,14 @@ class _ProblemSearch:
                     finish_reason=trace.node.finish_reason or trace.status,
                     tokens=trace.node.tokens,
                     extra={
-                        "deepconf": status,
+                        "deepconf": "warmup" if trace.warmup else trace.status,
                         "confidence": trace.confidence,
                         "vote": votes,
                         "weight": self.weight(trace) if votes else 0.0,
                     },
+                    confidence=completion_confidence(pieces, steps, scoring.confidence_window, scoring.confidence_tail)
+                    if pieces
+                    else None,
                 )
             )
         stopped = sum(t.status == "stopped" for t in self.traces)
@@ -216,24 +230,15 @@ class _ProblemSearch:
             traces_generated=len(self.traces),
             traces_stopped=stopped,
             traces_used=used,
+            **prompt_compute(o for t in self.traces for o in t.outputs),
         )
         note = None
-        if len(completions) < self.n:
-            note = f"deepconf: the confidence-weighted vote agreed after {len(completions)} of {self.n} traces ({stopped} stopped, {used} voted)"
+        if len(completions) < self.n:  # only the vote stops a problem before n traces have started
+            note = (
+                f"deepconf: the confidence-weighted vote agreed after {len(completions)} of {self.n} traces "
+                f"({stopped} stopped, {used} voted)"
+            )
         return SearchOutput(completions=completions, compute=self.compute, note=note)
-
-
-def with_logprobs(request: GenerationRequest) -> GenerationRequest:
-    """The request, asking for the top log-probabilities DeepConf reads (the run's k, or a handful if it asks none)."""
-    return request if request.top_logprobs else replace(request, top_logprobs=FALLBACK_TOP_LOGPROBS)
-
-
-def score_traces(prm, problems, texts: list[list[str]], run: Config):
-    """PRM scores of the returned traces, or none (empty scores, no call) with prm=none."""
-    if run.prm.name == "none":
-        step_lists = [[split_steps(t) for t in per] for per in texts]
-        return step_lists, [[[] for _ in per] for per in texts], [0] * len(texts)
-    return score_samples(prm, problems, texts)
 
 
 class DeepConf(Strategy):
@@ -243,9 +248,10 @@ class DeepConf(Strategy):
         results: list[SearchOutput] = []
         warned = False
         for chunk in batches(problems, self.config.search_batch_size):
+            first_index = len(results)
             searches = [_ProblemSearch(p, run, self.config) for p in chunk]
             warmup = min(int(self.config.warmup), int(run.n))
-            outputs = policy.generate([with_logprobs(make_request(p, run, n=warmup)) for p in chunk])
+            outputs = policy.generate([make_request(p, run, n=warmup) for p in chunk])
             for search, samples in zip(searches, outputs):
                 search.compute["backend_calls"] += 1
                 search.take_warmup(samples)
@@ -260,14 +266,15 @@ class DeepConf(Strategy):
                 if not live:
                     break
                 outputs = policy.generate([search.request(trace) for search, trace in live])
-                for search in {id(s): s for s, _ in live}.values():
-                    search.compute["backend_calls"] += 1
                 for (search, trace), samples in zip(live, outputs):
                     search.take_step(trace, samples[0])
-                for search in {id(s): s for s, _ in live}.values():
+                for search in {id(s): s for s, _ in live}.values():  # each problem in this call, once
+                    search.compute["backend_calls"] += 1
                     search.update_vote()
-            step_lists, scores, prm_tokens = score_traces(
-                prm, chunk, [[t.node.text for t in s.traces] for s in searches], run
+            # with prm=none the PRM scores nothing, at no cost; with a PRM the returned steps are scored as best-of-N's
+            step_lists, scores, prm_tokens = score_samples(
+                prm, chunk, [[t.node.text for t in s.traces] for s in searches]
             )
             results.extend(s.result(st, sc, pt) for s, st, sc, pt in zip(searches, step_lists, scores, prm_tokens))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))  # saved at once
         return results

@@ -20,8 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion
-from tts.search.deepconf import answer_key, score_traces
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
+from tts.search.deepconf import answer_key
 from tts.search.tree import SEED_STRIDE
 
 
@@ -69,12 +77,11 @@ class ESC(Strategy):
                         still.append(i)
                 active = still
                 round_ += 1
-            step_lists, scores, prm_tokens = score_traces(
-                prm, chunk, [[o.text for o, _ in per] for per in samples], run
-            )
+            first_index = len(results)
+            step_lists, scores, prm_tokens = score_samples(prm, chunk, [[o.text for o, _ in per] for per in samples])
             for per, steps, step_scores, prm_share, num_calls in zip(samples, step_lists, scores, prm_tokens, calls):
                 completions = [
-                    sampled_completion(o, s, sc, {"esc_window": w, "vote": True, "weight": 1.0})
+                    sampled_completion(o, s, sc, {"esc_window": w, "vote": True, "weight": 1.0}, scoring=run.scoring)
                     for (o, w), s, sc in zip(per, steps, step_scores)
                 ]
                 compute = {
@@ -84,9 +91,11 @@ class ESC(Strategy):
                     "traces_generated": len(per),
                     "traces_stopped": 0,
                     "traces_used": len(per),
+                    **prompt_compute(o for o, _ in per),
                 }
                 note = None
                 if len(per) < n:
                     note = f"esc: window {per[-1][1] + 1} agreed after {len(per)} of {n} samples"
                 results.append(SearchOutput(completions=completions, compute=compute, note=note))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))  # saved at once
         return results

@@ -28,6 +28,7 @@ record's JSON. Run directories of older versions (one `results.jsonl`) are still
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -64,8 +65,11 @@ BATCH_FILE = re.compile(r"^batch-(\d{6,})\.jsonl\.gz$")
 # makes a batch file depend only on its records, so two runs of one config leave byte-identical files.
 GZIP_LEVEL = 6
 
-# Config sections that do not change a run's results: tracking, and where the files come from.
-NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
+# Config sections that do not change a run's results: tracking, batching, progress lines, where the files come from.
+NOT_FINGERPRINTED = {"logger": None, "batch_size": None, "progress_every": None}
+# Keys added after run directories already existed, with the value that means what a directory without them did:
+# left out of the fingerprint at that value, so those directories still resume.
+ADDED_LATER = {"dataset": {"hub_config": None, "answer_transform": None}}
 
 
 def fingerprint_of(config: dict) -> dict:
@@ -73,7 +77,8 @@ def fingerprint_of(config: dict) -> dict:
     kept = {k: v for k, v in redact(config).items() if k not in NOT_FINGERPRINTED}  # a credential never changes results
     for group in ("model", "prm", "dataset"):
         if isinstance(kept.get(group), dict):
-            kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
+            added = ADDED_LATER.get(group, {})
+            kept[group] = {k: v for k, v in kept[group].items() if k != "path" and not (k in added and v == added[k])}
     return kept
 
 
@@ -99,8 +104,12 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     """Why `summary` cannot be counted in a run of n samples (scores of another n), or None when it can."""
     scores = summary.scores
     if n is not None:
+        # every aggregation it reports (maj always; naive and weighted unless prm=none; the confidence ones) at every n'
+        reported = {"maj", *(name.rsplit("@", 1)[0] for name in scores.expected)}
         for k in budgets(n):
-            for agg in AGGREGATIONS:
+            for agg in sorted(
+                reported, key=lambda a: (AGGREGATIONS.index(a) if a in AGGREGATIONS else len(AGGREGATIONS), a)
+            ):
                 for name, part in (
                     ("expected", scores.expected),
                     ("correct", scores.correct),
@@ -382,7 +391,7 @@ class RunDirectory:
             "config_hash": self._config_hash,
             "problems": summaries,
         }
-        with open(self.index_path, "ab") as handle:
+        with naming_the_file(self.index_path), open(self.index_path, "ab") as handle:
             handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
@@ -492,10 +501,22 @@ def atomic_write(path: Path, text: str) -> None:
     _atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def naming_the_file(path: Path):
+    """An OSError from writing `path` names it: write() and fsync() on a full disk raise ENOSPC without a file name,
+    and the one-line error a user sees (tts.launch.sweep.guarded_run) should say which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a whole file so that a reader (or a crash) sees the old or the new version, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with naming_the_file(path), open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
