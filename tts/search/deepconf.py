@@ -1,14 +1,14 @@
 """DeepConf online (Fu et al. 2025, "Deep Think with Confidence", arXiv 2508.15260, Algorithm 2): sample traces until
 their confidence-weighted vote agrees, and stop any trace whose confidence falls below what the warm-up traces set.
 
-    python tts/main.py strategy=deepconf n=32
+    python tts/main.py strategy=deepconf prm=none n=32
 
 Per problem, with a budget of n traces:
 
 1. warm-up: `warmup` complete traces (at most n) in one request. Each trace's confidence is its lowest group confidence
-   (the mean token confidence over a sliding window of `window` tokens, tts.confidence.measures); the stopping threshold
-   s is the (100 - eta)th percentile of the warm-up confidences, so the top eta% of them clear it (eta 10: aggressive,
-   only the most confident tenth; eta 90: conservative).
+   (the mean token confidence over a sliding window of `scoring.confidence_window` tokens, tts.confidence.measures);
+   the stopping threshold s is the (100 - eta)th percentile of the warm-up confidences, so the top eta% of them clear
+   it (eta 10: aggressive, only the most confident tenth; eta 90: conservative).
 2. online: further traces are generated step by step (each request continues a trace's text up to the next blank line,
    as the tree searches do), at most `wave` of them in flight per problem. At every step boundary a trace whose lowest
    group confidence so far is below s is stopped; the tokens it generated count. A trace that finishes joins the vote.
@@ -25,7 +25,7 @@ Every trace started is returned as a completion (`extra["deepconf"]`: warmup / k
 weight), so a problem has n completions or fewer with a `note` saying that sampling stopped early. The pipeline
 scores the strategy's own answer as `final` (the weighted vote over the traces that vote; acc/final in metrics.json)
 and counts `traces_generated`, `traces_stopped`, `traces_used` per problem. The PRM is not needed: with prm=none no
-PRM is called; with a PRM every returned completion's steps are scored as best-of-N's are.
+PRM scores anything; with a PRM every returned completion's steps are scored as best-of-N's are.
 
 A backend that returns no log-probabilities gives no confidence: nothing is stopped, every complete trace votes with
 weight 1, and the strategy is answer-consensus early stopping (a warning says so once).

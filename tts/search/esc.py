@@ -1,7 +1,7 @@
 """Early-stopping self-consistency (ESC; Li et al., ICLR 2024, "Escape Sky-high Cost: Early-stopping Self-Consistency
 for Multi-step Reasoning"): sample in windows and stop once a window agrees.
 
-    python tts/main.py strategy=esc n=32 strategy.window=4
+    python tts/main.py strategy=esc prm=none n=32 strategy.window=4
 
 Per problem, with a budget of n samples: draw a window of `window` complete samples (one request; the last window is
 smaller when `window` does not divide n); if every sample of the window has the same answer, stop; else draw the next
@@ -12,7 +12,7 @@ one window, on hard ones it spends the whole budget.
 Every sample drawn is a completion (`extra["esc_window"]`: its window, `extra["vote"]` true, `extra["weight"]` 1), so a
 problem has n completions or fewer with a `note`; the pipeline scores the majority over all of them as `final` and
 counts `traces_generated` / `traces_used` (`traces_stopped` is 0: ESC never cuts a sample short). The windows of every
-problem of a batch go to the backend in one call per round. No PRM is needed (prm=none calls none).
+problem of a batch go to the backend in one call per round. No PRM is needed (prm=none scores nothing).
 """
 
 from __future__ import annotations
