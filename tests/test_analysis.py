@@ -488,3 +488,32 @@ def test_the_compute_optimal_caption_says_what_was_computed(tmp_path, monkeypatc
     assert "reference pool of runs" not in unpooled.replace("\n", " ")
     for caption in (pooled, unpooled):
         assert all(agg in caption.replace("\n", " ") for agg in ("naive", "weighted", "majority"))
+
+
+def test_one_damaged_run_directory_is_named_and_skip_damaged_analyses_the_rest(tmp_path, capsys):
+    """A run whose index scores were edited stops the analysis with one line naming the file; --skip-damaged
+    analyses every other run and lists the one it left out."""
+    from analysis.__main__ import main
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep(), sweep)
+    damaged = sweep / "synthetic/sim_sim/best_of_n/n8_seed1/t=0.6"
+    index = damaged / "results" / "index.jsonl"
+    entry = json.loads(index.read_text().splitlines()[0])
+    entry["problems"][0]["scores"]["expected"]["weighted@8"] = 1.0 - entry["problems"][0]["scores"]["expected"][
+        "weighted@8"]
+    index.write_text(json.dumps(entry) + "\n" + "".join(line + "\n" for line in index.read_text().splitlines()[1:]))
+    out = tmp_path / "figs"
+    assert main([str(sweep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{index} line 1 (batch-000000.jsonl.gz): the entry was edited" in err
+    assert "--skip-damaged" in err and not out.exists()
+
+    kept = load_local(sweep, skip_damaged=True)
+    assert len(kept.runs) == len(find_run_dirs(tiny_sweep())) - 1
+    assert [path for path, _ in kept.skipped] == [str(damaged)]
+    assert not kept.runs.paths.str.contains("n8_seed1/t=0.6").any()
+    assert main([str(sweep), "--out", str(out), "--skip-damaged"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 damaged run directory:" in printed and str(index) in printed
+    assert (out / "runs.csv").exists()

@@ -79,6 +79,15 @@ CONFIG_ROWS = [
      ["config key 'prm.path'", "no model directory at"]),
     ("a directory that is not a saved model", ["model=qwen2.5-1.5b", "model/backend=hf", "model.path={tmp}"],
      ["config key 'model.path'", "without config.json"]),
+    ("n beyond its limit", ["n=1000000"],
+     ["config key 'n': 1000000 is above the limit of 65536", "raise the limit with TTS_MAX_N=1000000"]),
+    ("max_tokens beyond its limit", ["budget.max_tokens=10000000"],
+     ["config key 'budget.max_tokens': 10000000 is above the limit of 131072", "TTS_MAX_TOKENS=10000000"]),
+    ("iterations beyond their limit", ["budget.num_iterations=100000"],
+     ["config key 'budget.num_iterations'", "TTS_MAX_ITERATIONS=100000"]),
+    ("a batch that cannot fit in memory", ["n=60000", "budget.max_tokens=100000"],
+     ["config key 'batch_size': this run may hold up to", "64 problems in flight x n=60000",
+      "this machine has available", "lower batch_size", "TTS_MEMORY_GB"]),
 ]
 
 
@@ -340,3 +349,29 @@ def test_a_disk_that_fills_during_a_run_names_the_file_that_could_not_be_written
     [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
     assert err == (f"Error: no space left on the device writing {tmp_path / 'results' / 'batch-000000.jsonl.gz'}: "
                    "No space left on device")
+
+
+def test_size_limits_are_raised_with_their_environment_variables(monkeypatch):
+    """The bounds are knobs of the machine, not of the experiment: an environment variable raises (or lowers) each."""
+    from tts.config.validate import validate
+    from tts.data.synthetic import generate_problems
+    from tts.launch.limits import check_limits, estimated_memory
+
+    problems = generate_problems(10, 1234)
+    big = validate(compose_config(["n=100000", "batch_size=1", "budget.max_tokens=16"]))
+    with pytest.raises(ConfigError, match="config key 'n': 100000 is above the limit of 65536"):
+        check_limits(big, problems)
+    monkeypatch.setenv("TTS_MAX_N", "100000")
+    check_limits(big, problems)  # raised: accepted (1 problem in flight x 100000 x 16 tokens fits)
+    run = validate(compose_config(["n=8", "batch_size=4"]))
+    needed = estimated_memory(run, len(problems))
+    assert needed == 4 * 8 * (2048 * 64 + 4096)  # min(batch_size, problems) x n x (max_tokens x 64 B + 4 KiB)
+    assert estimated_memory(run, 2) == needed // 2  # a run of 2 problems never holds 4
+    monkeypatch.setenv("TTS_MEMORY_GB", str(needed / 2**30 / 2))
+    with pytest.raises(ConfigError, match=r"up to 0\.0 GB .* than the 0\.0 GB set by TTS_MEMORY_GB; lower batch_size"):
+        check_limits(run, problems)
+    monkeypatch.setenv("TTS_MEMORY_GB", str(needed / 2**30 * 2))
+    check_limits(run, problems)
+    monkeypatch.setenv("TTS_MAX_N", "a lot")
+    with pytest.raises(ConfigError, match="environment variable TTS_MAX_N: expected a number"):
+        check_limits(run, problems)

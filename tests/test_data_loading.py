@@ -135,6 +135,10 @@ BAD_FILES = [
     ("csv saved as jsonl", "d.jsonl", b"problem,answer\np,1\n", ["line 1", "is not JSON"]),
     ("a list where text is expected", "d.jsonl", b'{"problem": "p", "answer": [1, 2]}\n',
      ["line 1", "column 'answer'", "a list"]),
+    ("lone surrogate in a json list", "d.json", b'[{"problem": "p", "answer": "1"}, {"problem": "q\\ud800", "answer": '
+                                                b'"2"}]', ["record 2", "column 'problem'", "lone surrogate U+D800"]),
+    ("lone surrogate in json lines", "d.jsonl", b'{"problem": "p", "answer": "1\\udfff"}\n',
+     ["line 1", "column 'answer'", "lone surrogate U+DFFF at character 2"]),
     ("a json file that is not a list of objects", "d.json", b'[{"problem": "p", "answer": "1"}, 2]', ["list of objects"]),
     ("not a parquet file", "d.parquet", b"problem,answer\n", ["not a readable Parquet file"]),
     ("wrong extension", "d.txt", b"problem,answer\n", ["expected a .jsonl, .json, .csv, .parquet file"]),

@@ -386,8 +386,10 @@ def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int)
     # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
     metrics["tokens/prm_computed"] = metrics["tokens/prm"] - metrics["tokens/prm_cached"]
     # tokens/prompt: prompt tokens the policy's samples continued, as without reuse; of which evaluated after KV/prefix
-    # reuse (prompt_computed)
-    metrics["tokens/prompt_computed"] = float(sum(r.compute.get("prompt_tokens_computed", 0) for r in records))
+    # reuse (prompt_computed). Records of versions that did not count them have no prompt_computed: not reported, as
+    # unknown, rather than as 0 (and a finished older run's metrics.json stays what it was)
+    if any("prompt_tokens_computed" in r.compute for r in records):
+        metrics["tokens/prompt_computed"] = float(sum(r.compute.get("prompt_tokens_computed", 0) for r in records))
     metrics["tokens/generated_per_problem"] = metrics["tokens/generated"] / len(records)
     metrics["grading/ungraded_answers"] = float(sum(r.ungraded_answers or 0 for r in records))
     return metrics

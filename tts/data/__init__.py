@@ -114,6 +114,8 @@ def _to_problem(
                 f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {kind} where text or a "
                 f"number is expected"
             ) from None
+        except ValueError as why:  # text that is not valid Unicode
+            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {why}") from None
         if value is None and required:
             if column(field) not in row:
                 raise DatasetError(

@@ -18,10 +18,13 @@ from collections.abc import Sequence
 from tts.config.keys import component_group_dir
 from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem
+from tts.launch.limits import check_limits
 
 
 def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
-    """What each chosen component says it needs (its `needs`, `weights` and `synthetic_only`), checked alike."""
+    """The run's size bounds (tts/launch/limits.py), then what each chosen component says it needs (its `needs`,
+    `weights` and `synthetic_only`), checked alike."""
+    check_limits(run, problems)
     if run.model.backend.synthetic_only:
         check_sim_can_read(problems, run.dataset.name)
     if run.prm.synthetic_only and not run.prm.allow_foreign:

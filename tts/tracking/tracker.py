@@ -123,7 +123,9 @@ def _logged_state(run_dir: Path, logger_cfg) -> Optional[dict]:
         for k in ("project", "entity", "mode", "group", "log_table", "log_artifact", "table_budget", "run_id")
     }
     settings["tags"] = list(getattr(logger_cfg, "tags", []) or [])
-    return {"index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(), "logger": settings}
+    # a digest of the settings, not the settings: a tag or group may hold a credential, and nothing writes one
+    logger = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return {"index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(), "logger_sha256": logger}
 
 
 def logged_already(run_dir: Path, logger_cfg) -> bool:
