@@ -275,3 +275,18 @@ def test_analysis_compares_own_answers_with_majority_by_tokens(tmp_path):
     majority = table[(table.strategy == "best_of_n") & (table.aggregation == "maj")]
     assert sorted(majority.budget) == [1, 2, 4, 8]  # fixed-n majority at every budget, to compare against
     assert plots.accuracy_vs_tokens(table, tmp_path / "accuracy_vs_tokens.png").exists()
+
+
+def test_final_is_the_weighted_vote_of_the_completions_that_vote():
+    from tts.scoring import score_problem
+
+    keys = ["a", "b", "b", "a"]
+    correct = {"a": False, "b": True}
+
+    def final(weights):
+        scores = score_problem(keys, keys, correct, [0.0] * 4, final_weights=weights)
+        return scores.predictions["final"], scores.expected["final"]
+
+    assert final([3.0, 1.0, 1.0, 0.0]) == ("a", 0.0)  # 3 against 2
+    assert final([1.0, 1.0, 1.0, 0.0]) == ("b", 1.0)  # the fourth does not vote: 1 against 2
+    assert final([0.0, 0.0, 0.0, 0.0]) == (None, 0.0)  # nobody votes: no answer
