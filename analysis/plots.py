@@ -31,8 +31,16 @@ AGG_LABELS = {
     "maj": "majority vote",
     "self_certainty": "self-certainty (most certain trace)",
     "borda_sc": "Borda vote by self-certainty",
+    "final": "own answer (adaptive: deepconf, esc)",
 }
-AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--", "self_certainty": (0, (1, 3)), "borda_sc": (0, (5, 1))}
+AGG_STYLES = {
+    "naive": ":",
+    "weighted": "-",
+    "maj": "--",
+    "self_certainty": (0, (1, 3)),
+    "borda_sc": (0, (5, 1)),
+    "final": "-.",
+}
 
 
 def agg_label(agg: str) -> str:

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
 # best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
 IID_STRATEGIES = {"best_of_n"}
+# The aggregation an adaptive strategy (deepconf, esc) reports: its own answer, at its budget n only. Its runs give no
+# other points: its naive / weighted / maj at n would cover only the problems where it spent the whole budget.
+FINAL = "final"
 # Config fields that name a strategy's variant when they differ between its runs; everything else that differs
 # (model.*, prm.*, dataset.*) makes a different setting.
 KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
@@ -73,7 +76,7 @@ IGNORED_FIELDS = {
     "scoring.subset_draws",
     "batch_size",
 }
-_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, "pass"]
+_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, FINAL, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
 
 
@@ -152,6 +155,10 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
     for name, value in scores.expected.items():  # the policy-confidence ones, when its completions carried confidence
         if is_confidence_aggregation(name.rsplit("@", 1)[0]):
             row[name] = value
+    if "final" in scores.expected:  # an adaptive strategy's own answer, from at most n completions
+        row[f"{FINAL}@{n}"] = scores.expected["final"]
+        for field in ("generated", "stopped", "used"):
+            row[f"traces_{field}"] = record.compute.get(f"traces_{field}", math.nan)
     return row
 
 
@@ -254,6 +261,9 @@ def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> 
                 if f"{agg}@{k}" in frame:
                     run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
             run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
+        for name in ("acc/final", "acc_ci95/final", "traces/generated", "traces/stopped", "traces/used"):
+            if name in metrics:
+                run_row[name] = metrics[name]
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
         run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan
         run_rows.append(run_row)
@@ -384,7 +394,8 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     meta = [c for c in problems.columns if "@" not in c and c not in ("tokens_generated", "tokens_prm")]
     for (_setting, _variant, _seed, k), (n, run_id) in chosen.items():
         frame = by_run[run_id]
-        for agg in reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
+        adaptive = f"{FINAL}@{k}" in frame and frame[f"{FINAL}@{k}"].notna().any()
+        for agg in (FINAL,) if adaptive else reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
             part = frame[meta].copy()
             part["aggregation"] = agg
             part["budget"] = k

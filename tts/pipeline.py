@@ -103,6 +103,12 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
             if any("vote" in c.extra for c in output.completions)
             else None
         )
+        # an adaptive strategy (deepconf, esc) gives each completion its vote weight: its own answer is scored "final"
+        final_weights = (
+            [float(c.extra.get("weight", 0.0)) for c in output.completions]
+            if any("weight" in c.extra for c in output.completions)
+            else None
+        )
         records.append(
             ProblemRecord.graded(
                 problem,
@@ -120,6 +126,7 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
                     deepconf_measure=cfg.scoring.deepconf_measure,
                     borda_power=cfg.scoring.borda_power,
                     prm_scored=cfg.prm.scores,
+                    final_weights=final_weights,
                 ),
                 compute=dict(output.compute),
                 ungraded_answers=ungraded[i],
@@ -379,10 +386,15 @@ def _check_budget(batch, outputs, n: int) -> None:
 
 def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     n = cfg.n
-    line = "  ".join(f"{agg} {metrics[f'acc/{agg}@{n}']:.3f}" for agg in reported_aggregations(metrics))
+    reported = reported_aggregations(metrics)
+    # nan: no problem has n completions (an adaptive strategy that stopped early everywhere)
+    figure = {name: metrics.get(name, float("nan")) for name in (f"pass@{n}", *(f"acc/{a}@{n}" for a in reported))}
+    line = "  ".join(f"{agg} {figure[f'acc/{agg}@{n}']:.3f}" for agg in reported)
+    if "acc/final" in metrics:  # an adaptive strategy: its own answer, and the traces it drew per problem
+        line += f"  final {metrics['acc/final']:.3f} ({metrics.get('traces/generated', 0):.1f} traces)"
     label = redact_text(f"{cfg.strategy.name} n={n} seed={cfg.seed}")  # W&B captures the console (output.log)
     print(
-        f"[{label}] accuracy@{n}: {line}  pass@{n} {metrics[f'pass@{n}']:.3f}  "
+        f"[{label}] accuracy@{n}: {line}  pass@{n} {figure[f'pass@{n}']:.3f}  "
         f"({int(metrics['problems'])} problems, {int(metrics['tokens/generated'])} tokens) -> {path}"
     )
     if metrics.get(FOREIGN_PRM_METRIC):

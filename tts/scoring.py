@@ -29,6 +29,12 @@ Accuracy at n' < n comes from the one run of n samples in two ways:
   `draws` random subsets (Monte Carlo: no cheap closed form). `metrics.json` reports the expected value under
   `acc/<aggregation>@K` and the prefix value under `acc_prefix/<aggregation>@K`.
 pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 2021).
+
+An adaptive strategy (deepconf, esc) decides itself how many completions to draw and gives each one a vote weight
+(`final_weights`, 0 for those that do not vote): its own answer, the weighted vote over all of them, is reported as
+"final" (one figure per problem, no n'), and `metrics.json` as `acc/final` over every problem, whatever number of
+completions each one got. Its acc@n' figures at n' below a problem's own count are subsets of an adaptively stopped
+set and say little; compare such runs by `acc/final` against `tokens/generated_per_problem`.
 """
 
 from __future__ import annotations
@@ -254,6 +260,7 @@ def score_problem(
     deepconf_measure: str = "lowest_group",
     borda_power: float = 0.5,
     prm_scored: bool = True,
+    final_weights: Sequence[float] | None = None,
 ) -> Scores:
     """Predictions and correctness of one problem at every n' (see the module docstring).
 
@@ -263,6 +270,7 @@ def score_problem(
     `vote_mask` (one bool per completion: may it vote?) filters the "maj" vote and adds "maj_unfiltered".
     `confidence` (each completion's `Completion.confidence`) adds the confidence aggregations when every completion
     has one; `prm_scored` False (no PRM: `scores` mean nothing) leaves out naive and weighted.
+    `final_weights` (one vote weight per completion) adds "final": the weighted vote, over completions of weight > 0.
     """
     n = len(keys)
     mask = None if vote_mask is None else np.asarray(vote_mask, dtype=bool)
@@ -322,6 +330,14 @@ def score_problem(
             result.ungraded[f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
             result.expected[f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
         result.pass_at[f"pass@{k}"] = pass_at_k(n, num_correct, k)
+    if final_weights is not None:
+        voting = [key if weight > 0 else None for key, weight in zip(keys, final_weights)]
+        winner = _vote(voting, final_weights)
+        value = outcome[int(key_ids[winner])] if winner >= 0 else 0.0
+        predictions["final"] = answers[winner] if winner >= 0 else None
+        result.correct["final"] = None if np.isnan(value) else bool(value)
+        result.expected["final"] = float(np.nan_to_num(value, nan=0.0))
+        result.ungraded["final"] = float(np.isnan(value))
     return result
 
 
@@ -354,6 +370,17 @@ def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int)
         passes = [r.scores.pass_at[f"pass@{k}"] for r in records if f"pass@{k}" in r.scores.pass_at]
         if passes:
             metrics[f"pass@{k}"] = float(np.mean(passes))
+    finals = np.array([r.scores.expected["final"] for r in records if "final" in r.scores.expected])
+    if len(finals):  # an adaptive strategy's own answer, over every problem
+        metrics["acc/final"] = float(finals.mean())
+        metrics["acc_ci95/final"] = (
+            float(1.96 * finals.std(ddof=1) / math.sqrt(len(finals))) if len(finals) > 1 else 0.0
+        )
+        metrics["ungraded/final"] = float(sum(r.scores.ungraded.get("final", 0.0) for r in records))
+    for field in ("generated", "stopped", "used"):  # per problem, as the adaptive strategy counted them
+        counts = [r.compute[f"traces_{field}"] for r in records if f"traces_{field}" in r.compute]
+        if counts:
+            metrics[f"traces/{field}"] = float(np.mean(counts))
     for field in ("generated", "prm", "prompt", "rollout", "review", "prm_cached"):
         metrics[f"tokens/{field}"] = float(sum(r.compute.get(f"{field}_tokens", 0) for r in records))
     # tokens/prm: given to the PRM; of which served from vLLM's prefix cache (prm_cached) or computed (prm_computed)
