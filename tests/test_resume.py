@@ -340,3 +340,24 @@ def test_a_run_written_before_digests_resumes_unverified_and_says_so_once(tmp_pa
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "3 index entries were written before entries carried" in warnings[0]
     assert results_files(tmp_path)["digests.jsonl"] == full["digests.jsonl"]  # the digests are vouched for again
+
+
+def test_a_run_directory_written_before_confidence_resumes_with_top_logprobs_0(tmp_path):
+    """A directory whose fingerprint predates log-probabilities (no top_logprobs, no confidence knobs, no
+    allow_foreign) resumes when the rerun asks for none (`model.top_logprobs=0`); with the default (5) its results
+    would differ from what it holds, and the refusal names the key."""
+    from tts.store.run_dir import fingerprint_of
+
+    cfg = compose_config(["n=4", "dataset.num_problems=3", "logger=none", "model.top_logprobs=0"])
+    run(cfg, run_dir=tmp_path)
+    fingerprint = json.loads((tmp_path / "fingerprint.json").read_text())
+    assert "top_logprobs" not in json.dumps(fingerprint) and "confidence_signal" not in json.dumps(fingerprint)
+    assert "allow_foreign" not in json.dumps(fingerprint) and "deepconf_eta" not in json.dumps(fingerprint)
+    before = results_files(tmp_path)
+    assert run(cfg, run_dir=tmp_path)["problems"] == 3  # resumes: nothing to do
+    assert results_files(tmp_path) == before
+    with pytest.raises(ConfigError, match="resumes with model.top_logprobs=0"):
+        run(compose_config(["n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
+    # the default's fingerprint keeps every confidence knob: they change its results
+    config = {"model": {"top_logprobs": 5, "backend": {"confidence_signal": 0.6}}, "scoring": {"deepconf_eta": [10]}}
+    assert fingerprint_of(config) == config

@@ -81,18 +81,63 @@ GZIP_LEVEL = 6
 # Config sections that do not change a run's results: tracking, batching, progress lines, where the files come from.
 NOT_FINGERPRINTED = {"logger": None, "batch_size": None, "progress_every": None}
 # Keys added after run directories already existed, with the value that means what a directory without them did:
-# left out of the fingerprint at that value, so those directories still resume.
-ADDED_LATER = {"dataset": {"hub_config": None, "answer_transform": None}}
+# left out of the fingerprint at that value, so those directories still resume (dotted paths into the config).
+ADDED_LATER = {
+    "dataset.hub_config": None,
+    "dataset.answer_transform": None,
+    "model.top_logprobs": 0,  # no log-probabilities: what every run did before confidence
+    "prm.allow_foreign": False,
+}
+# Knobs that change results only through the policy's log-probabilities: with `model.top_logprobs=0` there are none,
+# so they are left out too, and a run directory written before confidence resumes with `model.top_logprobs=0`.
+CONFIDENCE_ONLY = (
+    "model.backend.confidence_signal",
+    "scoring.confidence_window",
+    "scoring.confidence_tail",
+    "scoring.deepconf_eta",
+    "scoring.deepconf_measure",
+    "scoring.borda_power",
+)
 
 
 def fingerprint_of(config: dict) -> dict:
-    """The config minus what does not change results (`logger`, batch size, model/PRM/dataset paths)."""
+    """The config minus what does not change results (`logger`, batch size, model/PRM/dataset paths, keys added
+    later at the value that means what came before)."""
     kept = {k: v for k, v in redact(config).items() if k not in NOT_FINGERPRINTED}  # a credential never changes results
     for group in ("model", "prm", "dataset"):
         if isinstance(kept.get(group), dict):
-            added = ADDED_LATER.get(group, {})
-            kept[group] = {k: v for k, v in kept[group].items() if k != "path" and not (k in added and v == added[k])}
+            kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
+    dropped = [key for key, value in ADDED_LATER.items() if _get(kept, key, _MISSING) == value]
+    if _get(kept, "model.top_logprobs", 0) == 0:
+        dropped += CONFIDENCE_ONLY
+    for key in dropped:
+        _drop(kept, key)
     return kept
+
+
+_MISSING = object()
+
+
+def _get(tree: dict, dotted: str, default):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    """Remove `dotted` from a nested dict (a copy along the path, so the caller's config is left as it was)."""
+    head, _, rest = dotted.partition(".")
+    if head not in tree:
+        return
+    if not rest:
+        del tree[head]
+        return
+    if not isinstance(tree[head], dict):
+        return
+    tree[head] = dict(tree[head])
+    _drop(tree[head], rest)
 
 
 def _batch_number(name: str) -> int:
@@ -285,6 +330,9 @@ class RunDirectory:
                             "another hash; another file, or the file changed"
                         ),
                     )
+                if "model.top_logprobs" in changed and "model.top_logprobs" not in theirs:
+                    key = "model.top_logprobs"
+                    details += "; it was written before log-probabilities, and resumes with model.top_logprobs=0"
                 self.close()
                 raise ConfigError(
                     f"config key '{key}': the run directory {self.path} holds results of a "
