@@ -6,7 +6,7 @@
         --reference "Llama-3.1-8B=0.5" --reference refs.yaml
 
 Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds several):
-  accuracy_vs_n, bins_oracle, bins_model (with a reference pool), bins_level (when levels are known),
+  accuracy_vs_n, bins_oracle, bins_model, bins_absolute (with a reference pool), bins_level (when levels are known),
   compute_optimal, accuracy_vs_tokens (each .png and .pdf), and the CSV tables behind them (problems, difficulty,
   accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep
   (one row per run, `role`: reference or candidate).
@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 
-from analysis.difficulty import assign_roles, parse_pool
+from analysis.difficulty import assign_roles, parse_pool, parse_thresholds
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
 
@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["split", "group"],
         help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin",
     )
+    parser.add_argument(
+        "--absolute-thresholds",
+        default=None,
+        metavar="HIGH,...,LOW",
+        help="pass@1 thresholds of the absolute difficulty bins, highest first (default 0.5,0.1: easy > 50%%, "
+        "medium 10-50%%, hard < 10%%, as Liu et al. 2025)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="random two-fold splits averaged in the CV curve")
     parser.add_argument(
         "--no-subsample",
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             ties=args.ties,
             subsample=not args.no_subsample,
             repeats=args.repeats,
+            absolute_thresholds=parse_thresholds(args.absolute_thresholds),
         )
     except ValueError as error:  # a bad --reference / --reference-pool, a sweep with nothing to compare
         print(f"python -m analysis: {error}", file=sys.stderr)

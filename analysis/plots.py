@@ -24,8 +24,19 @@ AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
 BIN_TITLES = {
     "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
     "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
+    "absolute_bin": "absolute difficulty bin (reference pool pass@1: 1 = easy > 50%, 2 = medium, 3 = hard < 10%)",
     "level": "MATH level",
 }
+ABSOLUTE_NAMES = {1: "easy", 2: "medium", 3: "hard"}  # the default absolute bins (Liu et al. 2025)
+
+
+def bin_label(bin_column: str, value: int, num_bins: int) -> str:
+    """A bin's tick label: its number, and easy / medium / hard for the three default absolute bins."""
+    if bin_column == "absolute_bin" and num_bins <= 3 and value in ABSOLUTE_NAMES:
+        return f"{value} {ABSOLUTE_NAMES[value]}"
+    return str(value)
+
+
 BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
 
@@ -145,7 +156,9 @@ def bin_bars(
                 error_kw={"elinewidth": 0.8},
             )
         ax.set_xticks(np.arange(len(bins)))
-        ax.set_xticklabels([f"{b}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8)
+        ax.set_xticklabels(
+            [f"{bin_label(bin_column, b, max(bins))}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8
+        )
         ax.set_xlabel("difficulty bin (n = problems)" if bin_column != "level" else "MATH level (n = problems)")
         ax.set_title(f"N = {budget}")
         ax.set_ylim(0, 1.05)

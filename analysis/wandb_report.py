@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 SPEC = "wandb_report.json"
 AGGREGATIONS = {"weighted": "weighted best-of-N", "maj": "majority vote", "naive": "naive best-of-N"}
-BIN_FIGURES = ("bins_oracle", "bins_model", "bins_level")
+BIN_FIGURES = ("bins_oracle", "bins_model", "bins_absolute", "bins_level")
 
 
 # -- where the runs were logged -----------------------------------------------------------------------------------
