@@ -2,14 +2,15 @@
 
     python -m analysis multirun --out figs
     python -m analysis multirun/synthetic/sim_sim/beam multirun/synthetic/sim_sim/best_of_n --out figs
+    python -m analysis verifier multirun --out figs/verifier    # the PRM's diagnostics only (analysis/verifier.py)
     python -m analysis wandb:my-team/tts --filter config.dataset.name=math500 --out figs \
         --reference "Llama-3.1-8B=0.5" --reference refs.yaml
 
 Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds several):
   accuracy_vs_n, bins_oracle, bins_model, bins_absolute (with a reference pool), bins_level (when levels are known),
-  compute_optimal, accuracy_vs_tokens (each .png and .pdf), and the CSV tables behind them (problems, difficulty,
-  accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep
-  (one row per run, `role`: reference or candidate).
+  compute_optimal, accuracy_vs_tokens, verifier_<bins> (each .png and .pdf), and the CSV tables behind them (problems,
+  difficulty, accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection, verifier, verifier_reliability,
+  verifier_gain), plus runs.csv for the whole sweep (one row per run, `role`: reference or candidate).
 
 Difficulty bins come from a reference pool that is never scored (analysis/difficulty.py): by default best-of-N runs
 with seed >= 100, e.g. `python tts/main.py -m strategy=best_of_n n=256 seed=100` next to a sweep of seeds 0-4. Without
@@ -46,6 +47,11 @@ def _filters(specs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "verifier":
+        from analysis.verifier import main as verifier_main
+
+        return verifier_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description=__doc__.split("\n\n")[0],

@@ -204,6 +204,12 @@ def write_setting(
             acc, target / "accuracy_vs_tokens.png", title=f"Accuracy vs generated tokens{suffix}", references=references
         )
     )
+    from analysis.verifier import write_verifier
+
+    result["verifier"], paths = write_verifier(
+        part, problems, points, result["bins"], target, aggregation, title=suffix
+    )
+    written += paths
     if set(problems.strategy) & SEQUENTIAL_STRATEGIES:
         for path in _sequential_figures(problems, target):
             written += _with_pdf(path)
