@@ -370,7 +370,8 @@ def test_cli_writes_every_figure_and_table(tmp_path, capsys):
     assert by_level.groupby("level").problems.max().sum() == 20  # per-bin counts, as the bars show them
     absolute = difficulty.groupby("absolute_bin").pass1.agg(["min", "max"])
     assert absolute.loc[1, "min"] > 0.5 and absolute["max"].get(3, 0.0) < 0.1  # fixed thresholds, not quantiles
-    assert "wrote 7 figures" in capsys.readouterr().out
+    assert (out / "verifier.csv").exists() and (out / "verifier_absolute.png").exists()  # analysis/verifier.py
+    assert "wrote 11 figures" in capsys.readouterr().out  # 7 + a verifier figure per bin scheme
     assert main([str(tiny_sweep()), "--out", str(tmp_path / "bad"), "--absolute-thresholds", "0.1,0.5"]) == 2
     assert "--absolute-thresholds" in capsys.readouterr().err
 
@@ -387,7 +388,8 @@ def test_cli_without_a_pool_refuses_oracle_and_model_bins_in_one_line_and_draws_
     assert (out / "bins_level.png").exists() and (out / "compute_optimal.png").exists()
     curves = pd.read_csv(out / "compute_optimal.csv")
     assert set(curves.bins) == {"level", "all"}
-    assert "wrote 4 figures" in captured.out
+    assert set(pd.read_csv(out / "verifier.csv").bins) == {"all", "level"}
+    assert "wrote 5 figures" in captured.out  # 4 + the verifier's by level
     # a pool named explicitly is used, and its runs leave the candidates
     sweep = with_roles(load_local(tiny_sweep_without_pool()), parse_pool("best_of_n (temperature=1.0):8"))
     runs = sweep.runs

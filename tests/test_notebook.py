@@ -56,6 +56,7 @@ def test_notebook_loops_over_settings_and_writes_what_the_cli_writes(tmp_path, m
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "11 runs, 20 problems, 2 settings" in printed
     assert printed.count("reference pool: best_of_n") == 2  # one per setting
+    assert printed.count("verifier per bin (F1 held-out / swept threshold, ECE, AUROC)") == 2
 
     assert main([str(two_setting_sweep()), "--out", str(tmp_path / "cli")]) == 0
     written = sorted(str(p.relative_to(tmp_path / "figs")) for p in (tmp_path / "figs").rglob("*") if p.is_file())
