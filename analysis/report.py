@@ -31,6 +31,7 @@ from analysis.difficulty import (
     problem_difficulty,
 )
 from analysis.runs import Sweep, accuracy_table, long_points
+from analysis.verifier import write_verifier
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,6 @@ def write_setting(
             acc, target / "accuracy_vs_tokens.png", title=f"Accuracy vs generated tokens{suffix}", references=references
         )
     )
-    from analysis.verifier import write_verifier
-
     result["verifier"], paths = write_verifier(
         part, problems, points, result["bins"], target, aggregation, title=suffix
     )

@@ -78,12 +78,14 @@ def sim_first_wrong_step(problem: str, steps: list[str]) -> int | None:
 
 
 def load_completions(sweep: Sweep, problems: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per completion of the candidate runs: run_id, variant, strategy, n, seed, unique_id, score (reduced),
-    min_before (see `_intervals`), correct, label (earliest wrong step, -1 none, NaN unknown), and the bin columns of
-    `problems` (the report's binned candidate table) when given."""
+    """One row per completion of the candidate runs (their best-of-N runs only, when there are any): run_id, variant,
+    strategy, n, seed, unique_id, score (reduced), step_scores, correct, label (earliest wrong step, -1 none, NaN
+    unknown), and the bin columns of `problems` (the report's binned candidate table) when given."""
     runs = sweep.runs
     if "role" in runs.columns:
         runs = runs[runs.role == CANDIDATE]
+    if (runs.strategy == SEARCH_BASELINE).any():  # independent samples, not chosen by the PRM
+        runs = runs[runs.strategy == SEARCH_BASELINE]
     rows = []
     for run in runs.itertuples(index=False):
         seen: set[str] = set()
@@ -118,9 +120,7 @@ def load_completions(sweep: Sweep, problems: pd.DataFrame | None = None) -> pd.D
         bins = [c for c in ("oracle_bin", "model_bin", "absolute_bin", "level") if c in problems.columns]
         per_problem = problems.drop_duplicates(["setting", "unique_id"])[["setting", "unique_id", *bins]]
         table = table.merge(per_problem, on=["setting", "unique_id"], how="left")
-    if (table.strategy == SEARCH_BASELINE).any():
-        table = table[table.strategy == SEARCH_BASELINE]
-    return table.reset_index(drop=True)
+    return table
 
 
 # -- ProcessBench ---------------------------------------------------------------------------------------------------
@@ -439,7 +439,8 @@ def load_processbench(path: str | Path, columns: dict[str, str] | None = None) -
     """Rows of a ProcessBench-format JSON lines file: problem, steps (a list of strings), label (the index of the
     earliest wrong step, -1 when all are right). `columns` maps these names to the file's own. A malformed row is
     refused with one line naming the file, row and column."""
-    columns = {"problem": "problem", "steps": "steps", "label": "label", **(columns or {})}
+    fields = ("problem", "steps", "label")
+    columns = {**{f: f for f in fields}, **{k: v for k, v in (columns or {}).items() if k in fields}}
     rows = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
