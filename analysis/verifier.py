@@ -403,6 +403,8 @@ def write_verifier(
     gain = search_gain(points, measures, schemes)
     written = []
     for name, table in (("verifier.csv", measures), ("verifier_reliability.csv", diagram), ("verifier_gain.csv", gain)):
+        if table.empty:  # e.g. no search runs beside best-of-N: no gain table (an empty CSV has no columns to read)
+            continue
         table.to_csv(target / name, index=False)
         written.append(target / name)
     for scheme in schemes or ["all"]:
