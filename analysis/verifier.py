@@ -481,8 +481,7 @@ def load_processbench(path: str | Path, columns: dict[str, str] | None = None) -
 def score_processbench(rows: pd.DataFrame, prm) -> pd.DataFrame:
     """The rows with the PRM's step scores (one PRM call) and the ProcessBench thresholds and intervals."""
     scores = prm.score(list(rows.problem), [[list(steps)] for steps in rows.steps])
-    table = rows.assign(step_scores=[per[0] for per in scores], score=math.nan, correct=None)
-    return processbench_thresholds(table)
+    return processbench_thresholds(rows.assign(step_scores=[per[0] for per in scores]))
 
 
 def processbench_main(path: str, overrides: list[str]) -> pd.DataFrame:
