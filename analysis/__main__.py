@@ -2,14 +2,15 @@
 
     python -m analysis multirun --out figs
     python -m analysis multirun/synthetic/sim_sim/beam multirun/synthetic/sim_sim/best_of_n --out figs
+    python -m analysis verifier multirun --out figs/verifier    # the PRM's diagnostics only (analysis/verifier.py)
     python -m analysis wandb:my-team/tts --filter config.dataset.name=math500 --out figs \
         --reference "Llama-3.1-8B=0.5" --reference refs.yaml
 
 Writes, per setting (model/prm/dataset; a subfolder each when the sweep holds several):
-  accuracy_vs_n, bins_oracle, bins_model (with a reference pool), bins_level (when levels are known),
-  compute_optimal, accuracy_vs_tokens (each .png and .pdf), and the CSV tables behind them (problems, difficulty,
-  accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection), plus runs.csv for the whole sweep
-  (one row per run, `role`: reference or candidate).
+  accuracy_vs_n, bins_oracle, bins_model, bins_absolute (with a reference pool), bins_level (when levels are known),
+  compute_optimal, accuracy_vs_tokens, verifier_<bins> (each .png and .pdf), and the CSV tables behind them (problems,
+  difficulty, accuracy_vs_n, accuracy_by_*, compute_optimal, compute_optimal_selection, verifier, verifier_reliability,
+  verifier_gain), plus runs.csv for the whole sweep (one row per run, `role`: reference or candidate).
 
 Difficulty bins come from a reference pool that is never scored (analysis/difficulty.py): by default best-of-N runs
 with seed >= 100, e.g. `python tts/main.py -m strategy=best_of_n n=256 seed=100` next to a sweep of seeds 0-4. Without
@@ -23,7 +24,7 @@ import logging
 import sys
 import time
 
-from analysis.difficulty import assign_roles, parse_pool
+from analysis.difficulty import assign_roles, parse_pool, parse_thresholds
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
 from tts.store.run_dir import RunDamaged
@@ -47,6 +48,11 @@ def _filters(specs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "verifier":
+        from analysis.verifier import main as verifier_main
+
+        return verifier_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description=__doc__.split("\n\n")[0],
@@ -92,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         default="split",
         choices=["split", "group"],
         help="split: equal-size bins, ties ordered by a hash of unique_id; group: ties share a bin",
+    )
+    parser.add_argument(
+        "--absolute-thresholds",
+        default=None,
+        metavar="HIGH,...,LOW",
+        help="pass@1 thresholds of the absolute difficulty bins, highest first (default 0.5,0.1: easy > 50%%, "
+        "medium 10-50%%, hard < 10%%, as Liu et al. 2025)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="random two-fold splits averaged in the CV curve")
     parser.add_argument(
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             ties=args.ties,
             subsample=not args.no_subsample,
             repeats=args.repeats,
+            absolute_thresholds=parse_thresholds(args.absolute_thresholds),
         )
     except ValueError as error:  # a bad --reference / --reference-pool, a sweep with nothing to compare
         print(f"python -m analysis: {error}", file=sys.stderr)

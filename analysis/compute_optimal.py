@@ -25,7 +25,12 @@ import pandas as pd
 
 CV = "cross-validated"
 IN_SAMPLE = "in-sample, optimistic"
-BIN_LABELS = {"oracle_bin": "oracle bins", "model_bin": "model bins", "level": "MATH level bins"}
+BIN_LABELS = {
+    "oracle_bin": "oracle bins",
+    "model_bin": "model bins",
+    "absolute_bin": "absolute bins",
+    "level": "MATH level bins",
+}
 BEST_SINGLE = f"best single strategy ({CV})"
 
 
@@ -138,7 +143,7 @@ def shared_budgets(points: pd.DataFrame) -> list[int]:
 
 def compute_optimal(
     points: pd.DataFrame,
-    bins: Iterable[str] = ("oracle_bin", "model_bin"),
+    bins: Iterable[str] = ("oracle_bin", "model_bin", "absolute_bin"),
     repeats: int = 1,
     budgets: Iterable[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -3,9 +3,16 @@
 - oracle bins: quintiles of each problem's pass@1, estimated from a reference pool of samples (needs the gold answers);
 - model bins: quintiles of each problem's mean reduced PRM score over the same pool (no gold answers: what a deployed
   system could compute);
+- absolute bins: fixed pass@1 thresholds on the same pooled pass@1, as Liu et al. (2025, "Can 1B LLM Surpass 405B
+  LLM? Rethinking Compute-Optimal Test-Time Scaling", arXiv 2502.06703): easy (pass@1 > 50%), medium (10-50%), hard
+  (< 10%). Quantile bins always hold a fifth of the problems each, so "bin 5" of an easy dataset is not hard in any
+  absolute sense; absolute bins say how hard a problem is for the policy whatever the other problems are, and may
+  be unequal or empty. Thresholds are configurable (`absolute_thresholds`, highest first: a value above the first
+  is bin 1, below the last is the last bin, and a value equal to a threshold falls in the bin between);
 - `level`: MATH's own 1-5 annotation, when the dataset has one.
 
-Bin 1 is the easiest (highest pass@1 / highest mean score), bin 5 the hardest, matching MATH's level numbering.
+Bin 1 is the easiest (highest pass@1 / highest mean score), bin 5 (absolute: 3) the hardest, matching MATH's level
+numbering.
 
 The reference pool is never scored. Binning problems by the very samples a curve then scores leaks their luck into the
 bins (a problem a run happened to solve lands in an easy bin, where that run is then chosen), and no cross-validation
@@ -40,7 +47,10 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-BIN_COLUMNS = {"oracle": "oracle_bin", "model": "model_bin", "level": "level"}
+BIN_COLUMNS = {"oracle": "oracle_bin", "model": "model_bin", "absolute": "absolute_bin", "level": "level"}
+POOL_BINS = ("oracle_bin", "model_bin", "absolute_bin")  # the bins a reference pool defines
+# Liu et al. 2025 (arXiv 2502.06703): easy pass@1 > 50%, medium 10-50%, hard < 10%
+ABSOLUTE_THRESHOLDS = (0.5, 0.1)
 REFERENCE_SEED = 100  # best-of-N runs with a seed at least this are the default reference pool
 POOL_COMMAND = f"python tts/main.py -m strategy=best_of_n n=256 seed={REFERENCE_SEED}"  # -m: into the sweep folder
 REFERENCE, CANDIDATE = "reference", "candidate"
@@ -92,6 +102,36 @@ def no_pool_message(setting: str) -> str:
     )
 
 
+def parse_thresholds(spec: str | None) -> tuple[float, ...]:
+    """`0.5,0.1` -> (0.5, 0.1): absolute-bin pass@1 thresholds, highest first, each in [0, 1]; None -> the default."""
+    if not spec:
+        return ABSOLUTE_THRESHOLDS
+    try:
+        values = tuple(float(x) for x in spec.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 0.0 <= v <= 1.0 for v in values) or list(values) != sorted(set(values), reverse=True):
+        raise ValueError(
+            f"--absolute-thresholds {spec!r}: expected distinct pass@1 values in [0, 1], highest first, e.g. 0.5,0.1"
+        )
+    return values
+
+
+def absolute_bins(pass1: pd.Series, thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS) -> pd.Series:
+    """Bin 1 .. len(thresholds) + 1 by fixed pass@1 thresholds (highest first; 1 = easiest). Above the first threshold
+    is bin 1, below the last is the last bin, a value equal to a threshold falls in the bin between (with the default
+    (0.5, 0.1): easy > 0.5, medium 0.1-0.5 inclusive, hard < 0.1). NaN gets no bin."""
+    values = np.asarray(pass1, dtype=float)
+    result = pd.Series(pd.NA, index=pass1.index, dtype="Int64")
+    ok = ~np.isnan(values)
+    bins = np.ones(len(values), dtype=int)
+    for t in thresholds[:-1]:
+        bins += values <= t
+    bins += values < thresholds[-1]
+    result[ok] = bins[ok]
+    return result
+
+
 def stable_hash(unique_id: str) -> int:
     return zlib.crc32(str(unique_id).encode())
 
@@ -141,9 +181,14 @@ def reference_pool(problems: pd.DataFrame, reference: tuple | None = None) -> pd
 
 
 def problem_difficulty(
-    problems: pd.DataFrame, reference: tuple | None = None, num_bins: int = 5, ties: str = "split"
+    problems: pd.DataFrame,
+    reference: tuple | None = None,
+    num_bins: int = 5,
+    ties: str = "split",
+    thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS,
 ) -> pd.DataFrame:
-    """One row per (setting, unique_id) of the pool: pooled pass@1, mean PRM score, oracle_bin, model_bin."""
+    """One row per (setting, unique_id) of the pool: pooled pass@1, mean PRM score, oracle_bin, model_bin,
+    absolute_bin."""
     frames = []
     for setting, part in problems.groupby("setting", sort=True):
         pool = reference_pool(part, reference)
@@ -156,6 +201,7 @@ def problem_difficulty(
         per_problem["model_bin"] = quantile_bins(
             per_problem.mean_score, per_problem.unique_id, num_bins, ties
         ).to_numpy()
+        per_problem["absolute_bin"] = absolute_bins(per_problem.pass1, thresholds).to_numpy()
         frames.append(per_problem)
     return pd.concat(frames, ignore_index=True)
 
@@ -166,21 +212,22 @@ def add_bins(
     num_bins: int = 5,
     ties: str = "split",
     difficulty: pd.DataFrame | None = None,
+    thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS,
 ) -> pd.DataFrame:
-    """The candidate rows of `problems` with oracle_bin and model_bin columns from the reference pool (a candidate
-    problem the pool never saw gets no bin, and a warning says how many)."""
+    """The candidate rows of `problems` with oracle_bin, model_bin and absolute_bin columns from the reference pool (a
+    candidate problem the pool never saw gets no bin, and a warning says how many)."""
     roles = problems["role"] if "role" in problems.columns else assign_roles(problems, reference)
     if difficulty is None:
-        difficulty = problem_difficulty(problems.assign(role=roles), reference, num_bins, ties)
+        difficulty = problem_difficulty(problems.assign(role=roles), reference, num_bins, ties, thresholds)
     candidates = problems[roles == CANDIDATE].assign(role=CANDIDATE)
-    columns = ["setting", "unique_id", "oracle_bin", "model_bin"]
-    merged = candidates.drop(columns=[c for c in ("oracle_bin", "model_bin") if c in candidates.columns])
+    columns = ["setting", "unique_id", *POOL_BINS]
+    merged = candidates.drop(columns=[c for c in POOL_BINS if c in candidates.columns])
     merged = merged.merge(difficulty[columns], on=["setting", "unique_id"], how="left")
     unbinned = merged.loc[merged.oracle_bin.isna(), "unique_id"].nunique()
     if unbinned:
         log.warning(
-            "%d candidate problems are not in the reference pool: they get no oracle/model bin and are left "
-            "out of the curves by those bins",
+            "%d candidate problems are not in the reference pool: they get no oracle/model/absolute bin and are "
+            "left out of the curves by those bins",
             unbinned,
         )
     return merged

@@ -53,8 +53,19 @@ def agg_label(agg: str) -> str:
 BIN_TITLES = {
     "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
     "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
+    "absolute_bin": "absolute difficulty bin (reference pool pass@1: 1 = easy > 50%, 2 = medium, 3 = hard < 10%)",
     "level": "MATH level",
 }
+ABSOLUTE_NAMES = {1: "easy", 2: "medium", 3: "hard"}  # the default absolute bins (Liu et al. 2025)
+
+
+def bin_label(bin_column: str, value: int, num_bins: int) -> str:
+    """A bin's tick label: its number, and easy / medium / hard for the three default absolute bins."""
+    if bin_column == "absolute_bin" and num_bins <= 3 and value in ABSOLUTE_NAMES:
+        return f"{value} {ABSOLUTE_NAMES[value]}"
+    return str(value)
+
+
 BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
 
@@ -215,7 +226,9 @@ def bin_bars(
                 error_kw={"elinewidth": 0.8},
             )
         ax.set_xticks(np.arange(len(bins)))
-        ax.set_xticklabels([f"{b}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8)
+        ax.set_xticklabels(
+            [f"{bin_label(bin_column, b, max(bins))}\nn={counts.get((budget, b), 0)}" for b in bins], fontsize=8
+        )
         ax.set_xlabel("difficulty bin (n = problems)" if bin_column != "level" else "MATH level (n = problems)")
         ax.set_title(f"N = {budget}")
         ax.set_ylim(0, 1.05)
@@ -230,7 +243,12 @@ def bin_bars(
     return _save(fig, path)
 
 
-CURVE_STYLES = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D"), "MATH level bins": ("tab:brown", "^")}
+CURVE_STYLES = {
+    "oracle bins": ("black", "s"),
+    "model bins": ("tab:purple", "D"),
+    "absolute bins": ("tab:olive", "v"),
+    "MATH level bins": ("tab:brown", "^"),
+}
 
 
 def compute_optimal_caption(curves: pd.DataFrame, aggregations: Sequence[str]) -> str:
@@ -254,9 +272,11 @@ def compute_optimal_caption(curves: pd.DataFrame, aggregations: Sequence[str]) -
             "below the best thin line because the choice is made without the problems it is scored on."
         )
     if any(k != "MATH level bins" for k in kinds):
-        parts.append("Oracle and model bins come from a reference pool of runs that are never scored.")
+        parts.append("Oracle, model and absolute bins come from a reference pool of runs that are never scored.")
     elif kinds:
-        parts.append("Bins are the dataset's MATH levels: no reference pool was given, so no oracle or model bins.")
+        parts.append(
+            "Bins are the dataset's MATH levels: no reference pool was given, so no oracle, model or absolute bins."
+        )
     return " ".join(parts)
 
 

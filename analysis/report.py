@@ -22,8 +22,17 @@ import yaml
 
 from analysis import plots
 from analysis.compute_optimal import compute_optimal
-from analysis.difficulty import CANDIDATE, NoReferencePool, add_bins, assign_roles, problem_difficulty
+from analysis.difficulty import (
+    ABSOLUTE_THRESHOLDS,
+    CANDIDATE,
+    POOL_BINS,
+    NoReferencePool,
+    add_bins,
+    assign_roles,
+    problem_difficulty,
+)
 from analysis.runs import Sweep, accuracy_table, long_points
+from analysis.verifier import write_verifier
 from tts.launch.sweep import short_dirname
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,7 @@ def analyse_setting(
     ties: str = "split",
     subsample: bool = True,
     repeats: int = 1,
+    absolute_thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS,
 ) -> dict:
     """Tables of one setting: {"problems", "difficulty", "points", "accuracy", "curves", "selections", "bins",
     "refused"} (refused: the one-line reason oracle/model bins are missing, or None)."""
@@ -97,9 +107,9 @@ def analyse_setting(
         )
     refused = None
     try:
-        difficulty = problem_difficulty(problems, reference_pool, num_bins, ties)
+        difficulty = problem_difficulty(problems, reference_pool, num_bins, ties, absolute_thresholds)
         binned = add_bins(problems, reference_pool, difficulty=difficulty)
-        bin_columns = ["oracle_bin", "model_bin"]
+        bin_columns = list(POOL_BINS)
     except NoReferencePool as error:
         refused, difficulty, binned, bin_columns = str(error), None, candidates.copy(), []
     if binned["level"].notna().any():
@@ -129,11 +139,12 @@ def write_setting(
     ties: str = "split",
     subsample: bool = True,
     repeats: int = 1,
+    absolute_thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS,
 ) -> tuple[dict, list[Path]]:
     """Tables (CSV) and figures (PNG, and PDF beside each) of one setting into `target`; returns (tables, paths)."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    result = analyse_setting(part, reference_pool, num_bins, ties, subsample, repeats)
+    result = analyse_setting(part, reference_pool, num_bins, ties, subsample, repeats, absolute_thresholds)
     if result["refused"]:
         print(f"python -m analysis: {result['refused']}", file=sys.stderr)
     problems, points, acc, curves = result["problems"], result["points"], result["accuracy"], result["curves"]
@@ -197,6 +208,10 @@ def write_setting(
             acc, target / "accuracy_vs_tokens.png", title=f"Accuracy vs generated tokens{suffix}", references=references
         )
     )
+    result["verifier"], paths = write_verifier(
+        part, problems, points, result["bins"], target, aggregation, title=suffix
+    )
+    written += paths
     if set(problems.strategy) & SEQUENTIAL_STRATEGIES:
         for path in _sequential_figures(problems, target):
             written += _with_pdf(path)
@@ -226,6 +241,7 @@ def write_report(
     ties: str = "split",
     subsample: bool = True,
     repeats: int = 1,
+    absolute_thresholds: tuple[float, ...] = ABSOLUTE_THRESHOLDS,
 ) -> list[Path]:
     """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written.
 
@@ -257,6 +273,7 @@ def write_report(
             ties,
             subsample,
             repeats,
+            absolute_thresholds,
         )
         written += paths
         log.info("%s: %d figures and tables in %.1f s", setting, len(paths), time.perf_counter() - started)

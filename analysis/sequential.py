@@ -8,7 +8,7 @@
   vote is read from the filter-vote runs' own `maj_unfiltered@K` when the table has it, else from best-of-n runs of
   the same setting and seed (the same samples: both strategies draw them with the same request and seed).
 
-Bins: `level`, and `oracle_bin` / `model_bin` when the table has them (analysis.difficulty adds them).
+Bins: `level`, and `oracle_bin` / `model_bin` / `absolute_bin` when the table has them (analysis.difficulty adds them).
 
     python -m analysis multirun --out figs     # calls make_figures when filter_vote / revisions runs are present
     python -c "from analysis.sequential import make_figures; make_figures(['multirun'], 'figs')"
@@ -29,8 +29,8 @@ from tts.scoring import budgets
 log = logging.getLogger(__name__)
 
 LENGTH = "strategy.revisions_per_chain"
-BIN_COLUMNS = ("level", "oracle_bin", "model_bin")
-BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin"}
+BIN_COLUMNS = ("level", "oracle_bin", "model_bin", "absolute_bin")
+BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin", "absolute_bin": "absolute bin"}
 
 
 def load_runs(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:

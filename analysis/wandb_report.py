@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 SPEC = "wandb_report.json"
 AGGREGATIONS = {"weighted": "weighted best-of-N", "maj": "majority vote", "naive": "naive best-of-N"}
-BIN_FIGURES = ("bins_oracle", "bins_model", "bins_level")
+BIN_FIGURES = ("bins_oracle", "bins_model", "bins_absolute", "bins_level")
 
 
 # -- where the runs were logged -----------------------------------------------------------------------------------
@@ -76,6 +76,14 @@ def report_spec(
     sweep_filter = _filter(groups, "search")
     bins = [k for k in figure_keys if k.rsplit("/", 1)[-1] in BIN_FIGURES]
     optimal = [k for k in figure_keys if k.rsplit("/", 1)[-1] == "compute_optimal"]
+    verifier = [k for k in figure_keys if k.rsplit("/", 1)[-1].startswith("verifier_")]
+    verifier_section = {
+        "heading": "Verifier diagnostics",
+        "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
+        "panels": [
+            {"kind": "media", "title": "PRM calibration, AUROC, F1 and search gain per bin", "media_keys": verifier}
+        ],
+    }
     return {
         "title": title,
         "project": project,
@@ -102,6 +110,7 @@ def report_spec(
                 "runset": {"name": "analysis", "filters": _filter(groups, "analysis")},
                 "panels": [{"kind": "media", "title": "Compute-optimal vs single strategies", "media_keys": optimal}],
             },
+            *([verifier_section] if verifier else []),
             {
                 "heading": "Runs",
                 "runset": {"name": "sweep", "filters": sweep_filter},

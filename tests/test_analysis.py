@@ -17,8 +17,8 @@ import yaml
 
 from conftest import compose_config
 from analysis.compute_optimal import CV, IN_SAMPLE, compute_optimal, fold_assignment, method_name, select_per_bin
-from analysis.difficulty import (POOL_COMMAND, NoReferencePool, add_bins, assign_roles, parse_pool, problem_difficulty,
-                                 quantile_bins, reference_pool)
+from analysis.difficulty import (POOL_COMMAND, NoReferencePool, absolute_bins, add_bins, assign_roles, parse_pool,
+                                 parse_thresholds, problem_difficulty, quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
 from analysis.report import analyse_setting, parse_references, with_roles
 from tts.store.run_dir import RunDirectory, find_run_dirs
@@ -122,6 +122,10 @@ def test_reference_pool_is_kept_apart_by_seed_and_its_largest_n_is_pooled():
     assert difficulty.mean_score.round(6).to_dict() == {"a": 0.8, "b": 0.2, "c": 0.45}
     assert difficulty.oracle_bin.to_dict() == {"a": 1, "b": 2, "c": 3}
     assert difficulty.model_bin.to_dict() == {"a": 1, "c": 2, "b": 3}
+    assert difficulty.absolute_bin.to_dict() == {"a": 1, "b": 2, "c": 3}  # easy > 0.5 >= medium >= 0.1 > hard
+    # candidates take the pool's absolute bin: "c" is hard for the pool though every candidate solved it
+    binned = add_bins(table, num_bins=3).set_index("run_id")
+    assert binned.loc["beam|8|0"].set_index("unique_id").absolute_bin.to_dict() == {"a": 1, "b": 2, "c": 3}
     # an explicit pool: those runs (any seed) are the reference, and no longer candidates
     explicit = ("best_of_n", 8)
     assert problem_difficulty(table, reference=explicit, num_bins=3).set_index("unique_id").pass1["c"] == 1.0
@@ -131,6 +135,18 @@ def test_reference_pool_is_kept_apart_by_seed_and_its_largest_n_is_pooled():
     assert parse_pool("best_of_n (temperature=1.0):256:100,101") == ("best_of_n (temperature=1.0)", 256, (100, 101))
     with pytest.raises(ValueError, match="VARIANT:N"):
         parse_pool("best_of_n")
+
+
+def test_absolute_bins_use_fixed_thresholds_whatever_the_other_problems():
+    values = pd.Series([0.9, 0.51, 0.5, 0.3, 0.1, 0.09, 0.0, np.nan])
+    assert absolute_bins(values).tolist() == [1, 1, 2, 2, 2, 3, 3, pd.NA]
+    # unlike quantiles, a dataset of easy problems has no hard bin at all
+    assert set(absolute_bins(pd.Series([0.9, 0.8, 0.95, 0.7]))) == {1}
+    assert absolute_bins(values, (0.8, 0.4, 0.2)).tolist() == [1, 2, 2, 3, 4, 4, 4, pd.NA]
+    assert parse_thresholds(None) == (0.5, 0.1) and parse_thresholds("0.8,0.4,0.2") == (0.8, 0.4, 0.2)
+    for bad in ("0.1,0.5", "0.5,0.5", "1.5", "easy"):
+        with pytest.raises(ValueError, match="--absolute-thresholds"):
+            parse_thresholds(bad)
 
 
 def test_without_a_pool_oracle_and_model_bins_are_refused_with_the_command_that_makes_one():
@@ -325,13 +341,14 @@ def test_cli_writes_every_figure_and_table(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main([str(tiny_sweep()), "--out", str(out), "--reference", "Llama-3.1-8B=0.5", "--reference",
                  str(refs)]) == 0
-    figures = {"accuracy_vs_n", "bins_oracle", "bins_model", "bins_level", "compute_optimal", "accuracy_vs_tokens"}
+    figures = {"accuracy_vs_n", "bins_oracle", "bins_model", "bins_absolute", "bins_level", "compute_optimal",
+               "accuracy_vs_tokens"}
     for name in figures:
         assert (out / f"{name}.png").stat().st_size > 10_000, name
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name  # vector copy beside the PNG
     for name in ("runs.csv", "problems.csv", "difficulty.csv", "accuracy_vs_n.csv", "compute_optimal.csv",
                  "compute_optimal_selection.csv", "accuracy_by_oracle_bin.csv", "accuracy_by_model_bin.csv",
-                 "accuracy_by_level.csv"):
+                 "accuracy_by_absolute_bin.csv", "accuracy_by_level.csv"):
         assert (out / name).exists(), name
     runs = pd.read_csv(out / "runs.csv")
     assert runs.set_index("seed").role.groupby(level=0).unique().map(tuple).to_dict() == {
@@ -340,7 +357,7 @@ def test_cli_writes_every_figure_and_table(tmp_path, capsys):
     assert set(problems.seed) == {0, 1}  # the pool is never scored
     assert not problems.isna().all().any()  # no column for a budget no run reached
     curves = pd.read_csv(out / "compute_optimal.csv")
-    for bins in ("oracle_bin", "model_bin", "level"):
+    for bins in ("oracle_bin", "model_bin", "absolute_bin", "level"):
         cv = curves[curves.method == method_name(bins, CV)].set_index("budget").accuracy
         insample = curves[curves.method == method_name(bins, IN_SAMPLE)].set_index("budget").accuracy
         assert list(cv.index) == [1, 2, 4, 8]
@@ -351,7 +368,12 @@ def test_cli_writes_every_figure_and_table(tmp_path, capsys):
     assert set(difficulty.reference) == {"best_of_n (temperature=1.0) n=16 x1 seeds"}
     by_level = pd.read_csv(out / "accuracy_by_level.csv")
     assert by_level.groupby("level").problems.max().sum() == 20  # per-bin counts, as the bars show them
-    assert "wrote 6 figures" in capsys.readouterr().out
+    absolute = difficulty.groupby("absolute_bin").pass1.agg(["min", "max"])
+    assert absolute.loc[1, "min"] > 0.5 and absolute["max"].get(3, 0.0) < 0.1  # fixed thresholds, not quantiles
+    assert (out / "verifier.csv").exists() and (out / "verifier_absolute.png").exists()  # analysis/verifier.py
+    assert "wrote 11 figures" in capsys.readouterr().out  # 7 + a verifier figure per bin scheme
+    assert main([str(tiny_sweep()), "--out", str(tmp_path / "bad"), "--absolute-thresholds", "0.1,0.5"]) == 2
+    assert "--absolute-thresholds" in capsys.readouterr().err
 
 
 def test_cli_without_a_pool_refuses_oracle_and_model_bins_in_one_line_and_draws_the_rest(tmp_path, capsys):
@@ -366,7 +388,8 @@ def test_cli_without_a_pool_refuses_oracle_and_model_bins_in_one_line_and_draws_
     assert (out / "bins_level.png").exists() and (out / "compute_optimal.png").exists()
     curves = pd.read_csv(out / "compute_optimal.csv")
     assert set(curves.bins) == {"level", "all"}
-    assert "wrote 4 figures" in captured.out
+    assert set(pd.read_csv(out / "verifier.csv").bins) == {"all", "level"}
+    assert "wrote 5 figures" in captured.out  # 4 + the verifier's by level
     # a pool named explicitly is used, and its runs leave the candidates
     sweep = with_roles(load_local(tiny_sweep_without_pool()), parse_pool("best_of_n (temperature=1.0):8"))
     runs = sweep.runs

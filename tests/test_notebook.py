@@ -65,6 +65,7 @@ def test_notebook_loops_over_settings_and_writes_what_the_cli_writes(tmp_path, m
     assert paths and not [p for p in paths if Path(p).is_absolute()], "runs.csv names this machine's paths"
     assert all((tmp_path / "figs" / p / "config.yaml").exists() for p in paths)  # and still leads to the runs
     assert printed.count("reference pool: best_of_n") == 2  # one per setting
+    assert printed.count("verifier per bin (F1 held-out / swept threshold, ECE, AUROC)") == 2
 
     assert main([str(two_setting_sweep()), "--out", str(tmp_path / "cli")]) == 0
     written = sorted(str(p.relative_to(tmp_path / "figs")) for p in (tmp_path / "figs").rglob("*") if p.is_file())

@@ -24,7 +24,7 @@ from tts.search import build_strategy
 from tts.search.tree import allocate
 from tts.store.run_dir import RunDirectory
 
-TREE_STRATEGIES = ["beam", "dvts", "lookahead", "rebase"]
+TREE_STRATEGIES = ["beam", "dvts", "lookahead", "rebase", "particle_filtering"]
 
 
 class RecordingPolicy(PolicyBackend):
@@ -87,7 +87,7 @@ def test_exactly_n_finished_completions_and_exact_compute(strategy):
     assert sum(o.compute["prm_tokens"] for o in outputs) == prm.stats.tokens > 0
 
 
-@pytest.mark.parametrize("strategy", ["beam", "dvts", "rebase"])
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "rebase", "particle_filtering"])
 @pytest.mark.parametrize("search_batch_size", [None, 2])
 def test_one_backend_call_and_one_prm_call_per_iteration(strategy, search_batch_size):
     size = "null" if search_batch_size is None else search_batch_size
@@ -268,6 +268,10 @@ def test_pipeline_totals_match_records(tmp_path):
     (["strategy=beam", "+strategy.lookahead=2"], "strategy.lookahead"),  # a knob of another strategy
     (["strategy=rebase", "strategy.rebase_temperature=0"], "strategy.rebase_temperature"),
     (["strategy=rebase", "strategy.rebase_temperature=-1.5"], "strategy.rebase_temperature"),
+    (["strategy=particle_filtering", "strategy.weight_temperature=0"], "strategy.weight_temperature"),
+    (["strategy=particle_filtering", "strategy.resampling=stratified"], "strategy.resampling"),
+    (["strategy=particle_filtering", "strategy.reward_transform=exp"], "strategy.reward_transform"),
+    (["strategy=particle_filtering", "+strategy.beam_width=4"], "strategy.beam_width"),
 ])
 def test_invalid_search_configs_fail_before_generating(overrides, key, tmp_path):
     cfg = compose_config([*overrides, "logger=none", "dataset.num_problems=2"])

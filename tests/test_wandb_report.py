@@ -38,6 +38,11 @@ def test_report_objects_name_the_panels_without_a_server():
     # the runs table shows the sweep's search runs of that group, the media panels the analysis run
     assert "Metric('JobType') == 'search'" in runs.runsets[0].filters and "sim/sim/synthetic" in runs.runsets[0].filters
     assert "Metric('JobType') == 'analysis'" in bins.runsets[0].filters
+    with_verifier = build_report(report_spec("tts", "team", ["g"], ["figures/bins_oracle", "figures/verifier_oracle",
+                                                                    "figures/verifier_absolute"]))
+    assert [b.text for b in with_verifier.blocks if isinstance(b, wr.H1)][3] == "Verifier diagnostics"
+    verifier = [b for b in with_verifier.blocks if isinstance(b, wr.PanelGrid)][3]
+    assert verifier.panels[0].media_keys == ["figures/verifier_oracle", "figures/verifier_absolute"]
 
 
 @pytest.mark.slow
@@ -95,6 +100,6 @@ def test_sweep_and_its_analysis_write_no_secret_and_nothing_into_home(tmp_path):
     assert {f"tables/{p.stem}" for p in figs.glob("*.csv")} <= {k.split(".")[0] for row in history(records) for k in row}
     spec = json.loads((figs / "wandb_report.json").read_text())
     headings = [s["heading"] for s in spec["sections"]]
-    assert headings == ["Accuracy vs N", "Difficulty bins", "Compute-optimal curve", "Runs"]
+    assert headings == ["Accuracy vs N", "Difficulty bins", "Compute-optimal curve", "Verifier diagnostics", "Runs"]
     media = [k for s in spec["sections"] for p in s["panels"] for k in p.get("media_keys", [])]
-    assert {"figures/bins_oracle", "figures/compute_optimal"} <= set(media)
+    assert {"figures/bins_oracle", "figures/compute_optimal", "figures/verifier_absolute"} <= set(media)
