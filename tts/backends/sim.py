@@ -117,8 +117,8 @@ class SimPolicyConfig(PolicyBackendConfig):
     name: str = "sim"
     skill: float = 1.2
     temperature_sensitivity: float = 1.0
-    num_wrong_answers: int = 4
-    wrong_answer_skew: float = 1.0
+    num_wrong_answers: int = 8  # calibrated: docs/sim.md#calibration
+    wrong_answer_skew: float = 0.5
     phrasings: int = 1
     varied_length: bool = True
     # review and revision prompts (below: respond)
