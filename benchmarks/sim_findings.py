@@ -26,6 +26,7 @@ Accuracy per problem is the run's expected accuracy@N (`scores.expected`, exact 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -194,36 +195,36 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return float(a.mean()), float(a.mean() - half), float(a.mean() + half)
 
 
-# (finding, what the papers report, [(label, (strategy, agg, bin, N) minus (strategy, agg, bin, N))], which
-# difference decides, how): "beats" holds when that difference's interval is above 0; "plateau" when its mean gain
-# is under 0.01. BoN is best-of-N; every strategy's answer is its weighted vote unless the row says otherwise.
+# (finding, what the papers report, [(label, (strategy, agg, bin, N) minus (strategy, agg, bin, N), rule)]). Rules for
+# a difference's 95% interval: "beats" holds when it is above 0 ("reversed" below 0, "not resolved" across 0); "not
+# behind" and "not ahead" hold also when it spans 0 (a tie); "plateau" holds when the mean gain is under 0.01. Every
+# strategy's answer is its weighted vote unless the row names another aggregation; BoN is best-of-N.
 def findings(search_ns: list[int]) -> list[tuple]:
     small, large = min(search_ns), max(search_ns)
     bon = "best_of_n"
     return [
         ("Weighted best-of-N beats naive best-of-N, most at large N",
          "Beeching et al., best-of-N figure: weighted BoN consistently above vanilla BoN, the gap widest at large N",
-         [(f"N={k}", (bon, "weighted", ALL, k), (bon, "naive", ALL, k)) for k in (4, 16, 64, 256)], 3, "beats"),
+         [(f"N={k}", (bon, "weighted", ALL, k), (bon, "naive", ALL, k), "beats") for k in (4, 16, 64, 256)]),
         ("Naive best-of-N stops improving at large N",
          "Beeching et al.: best-of-N starts to plateau at N=256",
-         [("N=256 minus N=64", (bon, "naive", ALL, 256), (bon, "naive", ALL, 64))], 0, "plateau"),
+         [("N=256 minus N=64", (bon, "naive", ALL, 256), (bon, "naive", ALL, 64), "plateau")]),
         ("Majority voting beats one sample",
          "Beeching et al., majority-voting figure: accuracy rises with N, then levels off",
-         [("maj@256 minus N=1", (bon, "maj", ALL, 256), (bon, "maj", ALL, 1))], 0, "beats"),
+         [("maj@256 minus N=1", (bon, "maj", ALL, 256), (bon, "maj", ALL, 1), "beats")]),
         ("Beam search beats best-of-N at small budgets",
          "Snell et al. Fig. 3 (left) and Beeching et al., beam-search figure: beam ahead at low N",
-         [(f"N={k}", ("beam", "weighted", ALL, k), (bon, "weighted", ALL, k)) for k in search_ns[:2]], 0, "beats"),
+         [(f"N={k}", ("beam", "weighted", ALL, k), (bon, "weighted", ALL, k), "beats") for k in search_ns[:2]]),
         ("Beam search beats best-of-N on hard problems",
          "Snell et al. Fig. 3 (right), Beeching et al., per-level figure: search helps most on harder problems",
-         [(f"N={k}", ("beam", "weighted", HARD, k), (bon, "weighted", HARD, k)) for k in search_ns],
-         len(search_ns) - 1, "beats"),
+         [(f"N={k}", ("beam", "weighted", HARD, k), (bon, "weighted", HARD, k), "beats") for k in search_ns]),
         ("Best-of-N matches or beats beam search on easy problems at large budgets",
          "Snell et al. Fig. 3 (right): on levels 1-2 beam search falls behind best-of-N at high budgets",
-         [(f"N={large}", (bon, "weighted", EASY, large), ("beam", "weighted", EASY, large))], 0, "not behind"),
+         [(f"N={large}", (bon, "weighted", EASY, large), ("beam", "weighted", EASY, large), "not behind")]),
         ("DVTS beats beam search at large N, not at small N",
          "Beeching et al., DVTS figure: DVTS ahead at large N, beam search at small N",
-         [(f"N={k}", ("dvts", "weighted", ALL, k), ("beam", "weighted", ALL, k)) for k in (small, large)], 1,
-         "beats"),
+         [(f"N={small}", ("dvts", "weighted", ALL, small), ("beam", "weighted", ALL, small), "not ahead"),
+          (f"N={large}", ("dvts", "weighted", ALL, large), ("beam", "weighted", ALL, large), "beats")]),
     ]
 
 
@@ -231,33 +232,39 @@ NOT_SHOWN = [
     ("Small models with compute-optimal search beat larger ones (1B beats 8B, 3B beats 70B)",
      "Beeching et al., opening figure", "cannot show: the sim has one policy, no larger model to compare with"),
     ("The best sequential-to-parallel revision ratio depends on difficulty",
-     "Snell et al., revisions figures", "not shown: see the revisions paragraph below (measured with older defaults)"),
+     "Snell et al., revisions figures", "not shown (measured with the defaults before this calibration, see below)"),
     ("Lookahead search falls behind beam search at equal generation budget",
      "Snell et al. Fig. 3 (left)", "not measured by this command (lookahead at N=64 costs minutes per seed)"),
 ]
 
 
 def verdict(rule: str, mean: float, lo: float, hi: float) -> str:
+    """One difference's outcome under its rule (see `findings`)."""
     if rule == "plateau":
         return "holds" if mean < 0.01 else "does not hold"
-    if rule == "not behind":
-        return "holds" if lo > 0 else ("holds (a tie)" if hi >= 0 else "does not hold")
-    return "holds" if lo > 0 else ("not resolved (interval spans 0)" if hi >= 0 else "does not hold")
+    if lo > 0:
+        return "does not hold" if rule == "not ahead" else "holds"
+    if hi < 0:
+        return "holds" if rule == "not ahead" else ("reversed" if rule == "beats" else "does not hold")
+    return "not resolved" if rule == "beats" else "holds (a tie)"
 
 
 def findings_table(results: dict, search_ns: list[int]) -> str:
     seeds = sorted(results)
     lines = [f"| finding | the papers | the sim ({len(seeds)} seeds, mean [95% interval]) | holds? |",
              "|---|---|---|---|"]
-    for name, paper, diffs, decides, rule in findings(search_ns):
-        cells, decision = [], ""
-        for i, (label, a, b) in enumerate(diffs):
+    for name, paper, diffs in findings(search_ns):
+        cells, outcomes = [], []
+        for label, a, b, rule in diffs:
             mean, lo, hi = interval([results[s][a] - results[s][b] for s in seeds])
             cells.append(f"{label}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-            if i == decides:
-                decision = verdict(rule, mean, lo, hi)
+            outcomes.append((label, verdict(rule, mean, lo, hi)))
         a, b = diffs[0][1], diffs[0][2]
         what = f"{a[0]} {a[1]} minus {b[0]} {b[1]}, {a[2]}" if a[:3] != b[:3] else f"{a[0]} {a[1]}, {a[2]}"
+        if len({o for _, o in outcomes}) == 1:
+            decision = outcomes[0][1]
+        else:
+            decision = "; ".join(f"{o} at {label}" for label, o in outcomes)
         lines.append(f"| {name} | {paper} | {what}: {'; '.join(cells)} | {decision} |")
     for name, paper, why in NOT_SHOWN:
         lines.append(f"| {name} | {paper} | {why} | not shown |")
@@ -280,6 +287,9 @@ def main() -> None:
     parser.add_argument("--findings", action="store_true",
                         help="measure the papers' findings in this process, print their table and draw the figure")
     parser.add_argument("--search-n", default="4,16,64", help="--findings: N of the beam search and DVTS runs")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="--findings: write the measured accuracies here (JSON); if the file exists, read them "
+                             "from it instead of measuring (to redraw the table and figure)")
     parser.add_argument("--sweep-dir", type=Path, default=REPO / "multirun" / "sim_findings")
     parser.add_argument("--runs", type=Path, nargs="*", default=None, help="directories to read runs from")
     parser.add_argument("--strategies", default="best_of_n,beam,dvts,rebase")
@@ -293,8 +303,17 @@ def main() -> None:
     strategies = args.strategies.split(",")
     if args.findings:
         search_ns = [int(x) for x in args.search_n.split(",")]
-        results = measure([int(x) for x in (args.seeds or "0,1,2,3,4").split(",")], args.num_problems or 100,
-                          search_ns, 256, args.overrides)
+        if args.results and args.results.exists():
+            saved = json.loads(args.results.read_text())
+            results = {int(seed): {tuple(k.split("|")[:3]) + (int(k.split("|")[3]),): v for k, v in acc.items()}
+                       for seed, acc in saved.items()}
+        else:
+            results = measure([int(x) for x in (args.seeds or "0,1,2,3,4").split(",")], args.num_problems or 100,
+                              search_ns, 256, args.overrides)
+            if args.results:
+                args.results.write_text(json.dumps(
+                    {seed: {"|".join(map(str, k)): v for k, v in acc.items()} for seed, acc in results.items()},
+                    indent=1))
         print(findings_table(results, search_ns))
         plot(figure_table(results), args.out, "weighted")
         return

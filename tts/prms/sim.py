@@ -6,6 +6,11 @@ merge adjacent steps or skip and add checking steps, see `tts.data.synthetic.nex
 sigmoid(bias + discrimination * (right - 1/2) + noise * z - length_penalty * k), where z is a standard normal fixed by
 (problem, prefix): asking twice gives the same score, and a search that tries many candidates can find the ones the
 verifier over-rates, as it can with a real PRM.
+
+With probability `miss_prob` the verifier overlooks an error (drawn once per problem and prefix ending in the first
+wrong step): that prefix and every continuation of it are scored as right, as a real PRM scores a solution whose
+mistake it does not see. Noise alone lets naive best-of-N rise towards pass@N; overlooked errors are what makes it
+plateau at large N while weighted voting, which sums over an answer's samples, stays ahead (docs/sim.md#calibration).
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ class SimPRMConfig(PRMConfig):
 
     def check(self, run: Config) -> None:
         super().check(run)
-        self.require(0.0 <= self.miss_prob <= 1.0, "miss_prob", f"must be a probability in [0, 1], got {self.miss_prob}")
+        self.require(
+            0.0 <= self.miss_prob <= 1.0, "miss_prob", f"must be a probability in [0, 1], got {self.miss_prob}"
+        )
 
 
 class SimPRM(ProcessRewardModel):
@@ -65,7 +72,6 @@ class SimPRM(ProcessRewardModel):
             self.stats.tokens += count_tokens(problem) + sum(count_tokens(s) for s in steps)
             results.append(scores)
         return results
-
 
     def _overlooks(self, problem: str, prefix: list[str]) -> bool:
         """Whether the verifier misses the error that ends `prefix` (its first wrong step): fixed per (problem, prefix),
