@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tts.backends.sim import count_tokens
 from tts.config.schema import Config, PRMConfig
@@ -29,6 +30,8 @@ from tts.prms.base import ProcessRewardModel
 class SimPRMConfig(PRMConfig):
     """The simulated verifier's knobs (`prm.*`; conf/prm/sim.yaml says what each one does)."""
 
+    synthetic_only: ClassVar[bool] = True
+
     _target_: str = "tts.prms.sim.SimPRM"
     name: str = "sim"
     discrimination: float = 1.5  # logit gap between a correct prefix and one that has gone wrong
@@ -36,6 +39,7 @@ class SimPRMConfig(PRMConfig):
     bias: float = 0.5  # logit of a correct prefix before noise
     length_penalty: float = 0.0  # logit lost per step
     miss_prob: float = 0.1  # probability the verifier overlooks an error: that wrong solution then scores as right
+    allow_foreign: bool = False  # judge problems it did not generate (every step of them counts as wrong)
 
     def check(self, run: Config) -> None:
         super().check(run)
@@ -59,7 +63,7 @@ class SimPRM(ProcessRewardModel):
         for problem, steps in zip(problems, solutions):
             plan = solve(problem)
             right = right_prefix(plan, steps)[0] if plan else 0  # steps [0, right) agree with some correct solution
-            if right < len(steps) and self.miss_prob > 0.0 and self._overlooks(problem, steps[: right + 1]):
+            if plan and right < len(steps) and self.miss_prob > 0.0 and self._overlooks(problem, steps[: right + 1]):
                 right = len(steps)  # the first error goes unnoticed, and so does the rest, which follows from it
             scores = []
             running = hashlib.blake2b(f"prm\x1f{problem}".encode(), digest_size=16)
