@@ -159,7 +159,7 @@ class SimPolicyConfig(PolicyBackendConfig):
     revision_fix_prob: float = 0.9
     revision_break_prob: float = 0.02
     # token confidence (request.top_logprobs > 0; see sim_top_logprobs)
-    confidence_signal: float = 0.6
+    confidence_signal: float = 1.2  # re-set with the calibration (docs/sim.md#token-confidence)
 
     def check(self, run: Config) -> None:
         super().check(run)
