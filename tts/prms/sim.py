@@ -9,8 +9,8 @@ verifier over-rates, as it can with a real PRM.
 
 With probability `miss_prob` the verifier overlooks an error (drawn once per problem and prefix ending in the first
 wrong step): that prefix and every continuation of it are scored as right, as a real PRM scores a solution whose
-mistake it does not see. Noise alone lets naive best-of-N rise towards pass@N; overlooked errors are what makes it
-plateau at large N while weighted voting, which sums over an answer's samples, stays ahead (docs/sim.md#calibration).
+mistake it does not see. Noise alone lets naive best-of-N rise towards pass@N; overlooked errors are what make it stop
+improving at large N while weighted voting, which sums over an answer's samples, stays ahead (docs/sim.md#calibration).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SimPRMConfig(PRMConfig):
     _target_: str = "tts.prms.sim.SimPRM"
     name: str = "sim"
     discrimination: float = 1.5  # logit gap between a correct prefix and one that has gone wrong
-    noise: float = 0.75  # std of the logit noise, fixed per (problem, prefix): 0 is a perfect verifier
+    noise: float = 0.75  # std of the logit noise, fixed per (problem, prefix); noise 0 and miss_prob 0: a perfect PRM
     bias: float = 0.5  # logit of a correct prefix before noise
     length_penalty: float = 0.0  # logit lost per step
     miss_prob: float = 0.1  # probability the verifier overlooks an error: that wrong solution then scores as right
