@@ -143,6 +143,7 @@ def test_schema_entries_are_not_listed_as_options():
     ("scoring.grading_timeout=1e12", "'scoring.grading_timeout'"),
     ("strategy.temperature=nan", "'strategy.temperature'"),
     ("prm.noise=inf", "'prm.noise'"),
+    ("prm.miss_prob=1.5", "'prm.miss_prob'"),
     ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
     ("prm=rlhflow-8b prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
     ("logger.init_timeout=0", "'logger.init_timeout'"),

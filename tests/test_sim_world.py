@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy, count_tokens
 from tts.backends.sim import SimPolicyConfig
@@ -103,7 +105,7 @@ def test_max_tokens_truncates_with_length():
 
 
 def test_prm_reads_text_and_is_deterministic_per_prefix():
-    prm = SimPRM(SimPRMConfig(noise=0.0))
+    prm = SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.0))  # a perfect verifier
     problem = PROBLEMS[5]
     right = split_steps(problem.solution)
     wrong = right[:-1] + ["Therefore, the final answer is: $\\boxed{12345}$. I hope it is correct."]
@@ -134,7 +136,7 @@ def test_phrasings_vary_the_wording_but_not_the_mathematics():
     assert len(texts) > len(plain_texts)
     # the PRM judges the mathematics: every wording of the worked solution is right, and a continuation of a
     # reworded prefix stays on the right path
-    prm = SimPRM(SimPRMConfig(noise=0.0))
+    prm = SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.0))  # a perfect verifier
     right = split_steps(problem.solution)
     reworded = [s + " This follows directly." for s in right[:-1]] + right[-1:]
     [[scores]] = prm.score([problem.problem], [[reworded]])
@@ -171,7 +173,7 @@ def test_every_shape_of_a_right_solution_is_right_and_a_slip_is_not():
     from tts.data.synthetic import next_steps, right_prefix
 
     policy = SimPolicy(SimPolicyConfig())
-    prm = SimPRM(SimPRMConfig(noise=0.0))
+    prm = SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.0))  # a perfect verifier
     for problem in PROBLEMS[:30]:
         plan = solve(problem.problem)
         shortest, position = [], 0  # merge whenever possible, skip every check
@@ -196,3 +198,63 @@ def test_every_shape_of_a_right_solution_is_right_and_a_slip_is_not():
             out = perfect.generate([GenerationRequest(messages=[{"role": "user", "content": problem.problem}],
                                                       prefix=prefix, n=1)])[0][0]
             assert right_prefix(plan, split_steps(prefix + out.text))[0] == len(split_steps(prefix + out.text))
+
+
+def test_prm_overlooks_an_error_as_often_as_configured_and_always_the_same_error():
+    policy = SimPolicy(SimPolicyConfig())
+    prm = SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.3))
+    problems, solutions = [], []
+    for problem in PROBLEMS:
+        plan = solve(problem.problem)
+        for step in range(len(plan.steps)):
+            for path in range(3):  # a slip at `step` on wrong path `path`, carried to a wrong answer
+                problems.append(problem.problem)
+                solutions.append([[*plan.steps[:step], *(policy.wrong_step(plan, s, path) for s in plan.steps[step:])]])
+    scored = [scores for [scores] in prm.score(problems, solutions)]
+    overlooked = [min(scores) > 0.5 for scores in scored]
+    assert sum(overlooked) / len(overlooked) == pytest.approx(0.3, abs=0.05)
+    for scores, missed in zip(scored, overlooked):  # overlooked: every step scores as right; else the slip is seen
+        assert missed or scores[-1] < 0.5
+    # the same error, asked again or by another verifier with the same knobs, is overlooked again
+    assert [scores for [scores] in SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.3)).score(problems, solutions)] == scored
+    assert not any(min(s) > 0.5 for [s] in SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.0)).score(problems, solutions))
+
+
+def _weighted_minus_naive(overrides: list[str], n: int, seeds: tuple[int, ...]) -> dict[int, list[float]]:
+    """Per budget k (4 and n): weighted minus naive best-of-N expected accuracy@k of every (seed, problem)."""
+    from conftest import typed_config
+    from tts.backends import build_policy
+    from tts.data import load_problems
+    from tts.pipeline import grade_batch
+    from tts.prms import build_prm
+    from tts.search import build_strategy
+
+    gaps: dict[int, list[float]] = {4: [], n: []}
+    grader = AnswerGrader()
+    for seed in seeds:
+        cfg = typed_config(["strategy=best_of_n", f"n={n}", f"seed={seed}", "dataset.num_problems=60", "logger=none",
+                            *overrides])
+        problems = load_problems(cfg.dataset)
+        outputs = build_strategy(cfg.strategy).search(problems, build_policy(cfg.model, cfg.seed), build_prm(cfg.prm),
+                                                      cfg)
+        for record in grade_batch(problems, outputs, grader, cfg):
+            for k in gaps:
+                gaps[k].append(record.scores.expected[f"weighted@{k}"] - record.scores.expected[f"naive@{k}"])
+    grader.close()
+    return gaps
+
+
+def test_calibrated_world_shows_weighted_best_of_n_ahead_of_naive_at_large_n():
+    """The headline best-of-N finding of the papers the sim is calibrated to (docs/sim-findings.md): weighted best-of-N
+    beats naive best-of-N, and by more at larger N. A regression guard for the calibration (docs/sim.md#calibration):
+    the defaults must show it, and the world before the calibration, where naive won, must not."""
+    import numpy as np
+
+    gaps = _weighted_minus_naive([], 128, seeds=(0, 1, 2))
+    large = np.asarray(gaps[128])
+    low = large.mean() - 1.96 * large.std(ddof=1) / np.sqrt(len(large))  # 95% interval over (seed, problem) pairs
+    assert low > 0, f"weighted - naive at N=128: {large.mean():+.3f}, interval from {low:+.3f}"
+    assert large.mean() > np.mean(gaps[4])
+    before = ["prm.noise=1.0", "prm.miss_prob=0.0", "model.backend.num_wrong_answers=4",
+              "model.backend.wrong_answer_skew=1.0"]
+    assert np.mean(_weighted_minus_naive(before, 128, seeds=(0,))[128]) < 0

@@ -148,8 +148,8 @@ class SimPolicyConfig(PolicyBackendConfig):
     name: str = "sim"
     skill: float = 1.2
     temperature_sensitivity: float = 1.0
-    num_wrong_answers: int = 4
-    wrong_answer_skew: float = 1.0
+    num_wrong_answers: int = 8  # calibrated: docs/sim.md#calibration
+    wrong_answer_skew: float = 0.5
     phrasings: int = 1
     varied_length: bool = True
     # review and revision prompts (below: respond)
@@ -159,7 +159,7 @@ class SimPolicyConfig(PolicyBackendConfig):
     revision_fix_prob: float = 0.9
     revision_break_prob: float = 0.02
     # token confidence (request.top_logprobs > 0; see sim_top_logprobs)
-    confidence_signal: float = 0.6
+    confidence_signal: float = 1.2  # re-set with the calibration (docs/sim.md#token-confidence)
 
     def check(self, run: Config) -> None:
         super().check(run)
