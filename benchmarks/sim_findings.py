@@ -97,6 +97,16 @@ def summarise(runs: dict, aggregation: str) -> dict:
     return table
 
 
+def bars_caption(seed_counts: set) -> str:
+    """What the error bars are, from how many seeds the points had (summarise: Student t over seeds when a point has
+    several, else the normal interval over problems)."""
+    if seed_counts and min(seed_counts) > 1:
+        return "bars: 95% interval over seeds (Student t), cut at 0 and 1"
+    if seed_counts and max(seed_counts) > 1:
+        return "bars: 95% interval over seeds where a point has several, else over problems; cut at 0 and 1"
+    return "bars: 95% interval over problems (one seed), cut at 0 and 1"
+
+
 def plot(table: dict, out: Path, aggregation: str) -> None:
     import matplotlib
 
@@ -105,18 +115,22 @@ def plot(table: dict, out: Path, aggregation: str) -> None:
 
     fig, axes = plt.subplots(1, len(BINS), figsize=(5 * len(BINS), 4.2), sharey=False)
     order = [s for s in STYLE if s in table] + sorted(s for s in table if s not in STYLE)
+    counts: set = set()
     for ax, name in zip(axes, BINS):
         for strategy in order:
             points = table[strategy].get(name)
             if not points:
                 continue
             ns = sorted(points)
-            mean = [points[n][0] for n in ns]
-            ci = [points[n][1] for n in ns]
+            mean = np.array([points[n][0] for n in ns])
+            ci = np.array([points[n][1] for n in ns])
+            counts.update(points[n][2] for n in ns)
+            # an accuracy's interval is cut at 0 and 1: a bar beyond them would claim what cannot be
+            below, above = np.minimum(ci, mean), np.minimum(ci, 1.0 - mean)
             color, marker = STYLE.get(strategy, (None, "o"))
             seeds = max(points[n][2] for n in ns)
             label = f"{strategy} ({seeds} seed{'s' if seeds > 1 else ''})"
-            ax.errorbar(ns, mean, yerr=ci, label=label, color=color, marker=marker, capsize=3)
+            ax.errorbar(ns, mean, yerr=[below, above], label=label, color=color, marker=marker, capsize=3)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples / beams per problem)")
         ax.set_title(name)
@@ -125,7 +139,7 @@ def plot(table: dict, out: Path, aggregation: str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle("Simulated world (model=sim prm=sim dataset=synthetic): accuracy vs N by difficulty; "
-                 "bars: 95% CI over seeds")
+                 + bars_caption(counts))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
