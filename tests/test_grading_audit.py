@@ -65,9 +65,10 @@ def test_audit_refuses_a_folder_without_runs(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and str(tmp_path) in out.stderr
 
 
-def test_grade_batch_records_the_rule_and_honours_lenient_extraction(make_cfg):
+def test_grade_batch_records_the_rule_and_honours_lenient_extraction():
     """`scoring.lenient_extraction` reaches extraction in the pipeline, and each completion says which rule gave
     its answer."""
+    from conftest import typed_config
     from tts.data.problem import Problem
     from tts.grading import AnswerGrader
     from tts.pipeline import grade_batch
@@ -78,7 +79,7 @@ def test_grade_batch_records_the_rule_and_honours_lenient_extraction(make_cfg):
     with AnswerGrader() as grader:
         for lenient, rules in ((False, ["boxed", "phrase", None, None, None]),
                                (True, ["boxed", "phrase", "last_math", "last_number", None])):
-            cfg = make_cfg(["n=5", f"scoring.lenient_extraction={str(lenient).lower()}"])
+            cfg = typed_config(["n=5", f"scoring.lenient_extraction={str(lenient).lower()}"])
             output = SearchOutput([Completion(t, [t], [0.5], "stop", 3) for t in texts])
             record = grade_batch([problem], [output], grader, cfg)[0]
             assert [c.answer_rule for c in record.completions] == rules
