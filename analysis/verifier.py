@@ -330,7 +330,8 @@ def plot_scheme(
     ax.set_xlabel("reduced PRM score (mean in each tenth)")
     ax.set_ylabel("fraction of solutions correct")
     ax.set_title("reliability diagram")
-    ax.legend(fontsize=7)
+    # legends under their panels, never over the points and bars (analysis.plots.layout_problems checks it)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(labels), 4), frameon=False)
     ax.grid(alpha=0.3)
 
     ax = axes[1]
@@ -345,7 +346,7 @@ def plot_scheme(
     ax.set_xlabel(f"{plots.BIN_TITLES.get(scheme, scheme)}" if scheme != "all" else "all problems")
     ax.set_ylim(0, 1.25)
     ax.set_title("verifier quality per bin")
-    ax.legend(fontsize=7, loc="upper center", ncol=3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     ax.grid(axis="y", alpha=0.3)
 
     ax = axes[2]
@@ -366,7 +367,7 @@ def plot_scheme(
         twin.set_ylim(0.4, 1.0)
         twin.set_ylabel("PRM AUROC (line)")
         ax.set_title(f"gain over best-of-N at N = {budget} ({aggregation})")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(variants), 3), frameon=False)
     else:
         ax.set_title("gain over best-of-N: no best-of-N and search runs to compare")
     ax.axhline(0, color="0.4", linewidth=0.8)
