@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tts.launch.sweep_progress import job_weights, progress_line
+import pytest
+
+from tts.launch.sweep_progress import format_seconds, job_weights, progress_line, time_left
 
 
 def test_sweep_progress_counts_jobs_and_estimates_the_time_left():
@@ -13,11 +15,15 @@ def test_sweep_progress_counts_jobs_and_estimates_the_time_left():
     assert progress_line(40, 40, 7300.0) == "[40/40 jobs done] 2 h 01 min elapsed, done"
 
 
-def test_the_time_left_weighs_jobs_by_their_n():
-    """A sweep n=4,16,64,256 runs its cheap jobs first: after the five n=4 jobs of beam (20 s, 1 s per unit of n), the
-    jobs left hold 3400 - 20 units of n, so about 3380 s are left, where the mean job's time would say 140 s."""
+def test_the_time_left_fits_start_up_and_per_n_time_to_the_jobs_finished():
+    """A sweep n=4,16,64,256 runs its cheap jobs first. Jobs that take 10 s + 0.5 s per unit of n: after the five n=4
+    jobs the two parts cannot be told apart (a range: all start-up, or all proportional to n); once an n=16 job is in,
+    the fit gives the time left exactly."""
     weights = job_weights(["strategy=beam,dvts", "n=4,16,64,256", "seed=0,1,2,3,4"], 4)
-    done = weights[:5]
-    assert done == [4.0] * 5
-    line = progress_line(5, 40, 20.0, sum(done), sum(weights))
-    assert line == "[5/40 jobs done] 20 s elapsed, about 56 min 20 s left"
+    took = [(w, 10 + 0.5 * w) for w in weights]
+    low, high = time_left(took[:5], weights[5:])
+    assert low == 12 * 35 and high == 12 / 4 * (sum(weights) - 20)  # 35 jobs of 12 s; 3 s per unit of n
+    assert "between 7 min 00 s and 2 h 49 min left" in progress_line(5, 40, 60.0, (low, high))
+    exact = 10 * 34 + 0.5 * (sum(weights) - 20 - 16)
+    assert time_left(took[:6], weights[6:]) == pytest.approx((exact, exact))
+    assert progress_line(6, 40, 80.0, (exact, exact)) == f"[6/40 jobs done] 80 s elapsed, about {format_seconds(exact)} left"
