@@ -126,6 +126,7 @@ class LlamaCppPolicy(PolicyBackend):
         n_threads: Optional[int] = None,
         prompt_cache_size: int = 64,
         chat_template: Optional[str] = None,
+        flash_attn: bool = False,
     ) -> None:
         super().__init__()
         import llama_cpp
@@ -146,6 +147,9 @@ class LlamaCppPolicy(PolicyBackend):
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_seq_max = 2 * n_seq
         params.kv_unified = True  # one cell pool: copying the prompt to a sample's sequence shares its cells
+        # llama.cpp's default (auto) turns flash attention on for CPU, whose half-precision sums move log-probabilities
+        # by ~0.1-0.3 on this kind of model; off is the library's own default in `Llama`
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else 0
         threads = n_threads or os.cpu_count() or 1
         params.n_threads = params.n_threads_batch = threads
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
@@ -305,7 +309,7 @@ class LlamaCppPolicy(PolicyBackend):
         reserved = 0  # KV cells the live prompts and samples may need at most
         pending_rows: dict[int, np.ndarray] = {}  # slot -> logits row of its next token
         try:
-            while waiting or active:
+            while waiting or active or any(p.next_sample < p.request.n for p in loaded):
                 # admit samples while a slot is free and the KV cache can hold their longest outcome
                 while free_slots:
                     prompt = next((p for p in loaded if p.next_sample < p.request.n), None)
@@ -363,10 +367,10 @@ class LlamaCppPolicy(PolicyBackend):
         finally:
             for seq in range(2 * self.n_seq):
                 self._forget(seq)
-        for request, samples in zip(requests, results):
-            self.stats.prompt_tokens += sum(o.prompt_tokens for o in samples if o is not None)
-            assert all(o is not None for o in samples), "every sample is decoded"
-        return results  # type: ignore[return-value]
+        done = [[o for o in samples if o is not None] for samples in results]
+        assert all(len(d) == len(s) for d, s in zip(done, results)), "every sample is decoded"
+        self.stats.prompt_tokens += sum(o.prompt_tokens for samples in done for o in samples)
+        return done
 
     def _step(self, samples: list[_Sample], rows: dict[int, np.ndarray]) -> None:
         """Sample one token for each sample from its pending logits row, check its end, and decode the continuing
@@ -455,6 +459,7 @@ class LlamaCppConfig(PolicyBackendConfig):
     n_batch: int = 512  # prompt tokens per decode call
     n_threads: Optional[int] = None  # CPU threads (null: every core)
     prompt_cache_size: int = 64  # chat turns whose KV state is kept for the next continuation (LRU; 0: none)
+    flash_attn: bool = False  # llama.cpp's flash attention: faster on long prompts, log-probabilities less exact
 
     def check(self, run: Config) -> None:
         super().check(run)
@@ -490,4 +495,5 @@ def build(config: LlamaCppConfig, model: ModelConfig, seed: int) -> LlamaCppPoli
         n_threads=config.n_threads,
         prompt_cache_size=config.prompt_cache_size,
         chat_template=model.chat_template,
+        flash_attn=config.flash_attn,
     )
