@@ -79,7 +79,7 @@ def test_every_completion_is_real_text_with_a_finish_reason(reference):
     _, records, metrics, _ = reference
     assert len(records) == 5
     for record in records:
-        assert record.gold and len(record.completions) == 3
+        assert record.answer and len(record.completions) == 3
         for completion in record.completions:
             assert completion.finish_reason in ("stop", "eos", "length")
             assert sum(c.isalpha() for c in completion.text) >= 20, completion.text
