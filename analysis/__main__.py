@@ -26,6 +26,7 @@ import time
 from analysis.difficulty import assign_roles, parse_pool
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
+from tts.store.run_dir import RunDamaged
 
 
 def _filters(specs: list[str]) -> dict:
@@ -72,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--aggregation",
-        default="weighted",
-        choices=["naive", "weighted", "maj"],
-        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png",
+        default=None,
+        help="aggregation of the per-bin bars and of the single-strategy lines in compute_optimal.png: naive, "
+        "weighted, maj, or one the runs' confidence reports (deepconf10, self_certainty, borda_sc, ...); default "
+        "weighted, or maj when no run has a PRM",
     )
     parser.add_argument(
         "--reference-pool",
@@ -98,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         help="read best-of-N only at each run's own n (not at K < n from subsets)",
     )
     parser.add_argument(
+        "--skip-damaged",
+        action="store_true",
+        help="analyse the other runs when a run directory's results do not verify (edited, truncated or foreign "
+        "files), listing what was skipped; without it such a directory stops the analysis, naming the file",
+    )
+    parser.add_argument(
         "--wandb",
         action="store_true",
         help="also log an analysis run (figures, tables) and a W&B Report (see analysis/wandb_report.py)",
@@ -111,12 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("give either one wandb:ENTITY/PROJECT or local run folders, not both")
     try:
         sweep = (
-            load_wandb(wandb_sources[0][len("wandb:") :], _filters(args.filter), args.cache)
+            load_wandb(
+                wandb_sources[0][len("wandb:") :], _filters(args.filter), args.cache, skip_damaged=args.skip_damaged
+            )
             if wandb_sources
-            else load_local(args.runs)
+            else load_local(args.runs, skip_damaged=args.skip_damaged)
         )
+    except RunDamaged as damage:  # one damaged run directory: name its file and the way to go on without it
+        print(f"python -m analysis: {damage}; pass --skip-damaged to analyse the other runs", file=sys.stderr)
+        return 2
     except (RuntimeError, FileNotFoundError) as error:  # no runs, no key, no server: a message, not a traceback
         raise SystemExit(f"python -m analysis: {error}") from None
+    if sweep.skipped:
+        print(f"skipped {len(sweep.skipped)} damaged run director{'y' if len(sweep.skipped) == 1 else 'ies'}:")
+        for _, why in sweep.skipped:
+            print(f"  {why}")
     loaded = time.perf_counter()
     try:
         paths = write_report(

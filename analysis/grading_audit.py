@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tts.grading.grader import AnswerGrader
-from tts.store.run_dir import RunDirectory, find_run_dirs
+from tts.store.run_dir import RunDamaged, RunDirectory, find_run_dirs
 
 __all__ = ["collect", "audit", "main"]
 
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         audit(args.runs, timeout=args.timeout)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, RunDamaged) as e:  # no runs, or a run whose results do not verify: one line
         print(str(e), file=sys.stderr)
         return 2
     return 0

@@ -7,20 +7,49 @@ variant across figures; line styles mark the aggregation.
 
 from __future__ import annotations
 
+import logging
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.legend as mlegend  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms as mtransforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-AGG_LABELS = {"naive": "naive (highest PRM score)", "weighted": "weighted (PRM-weighted vote)", "maj": "majority vote"}
-AGG_STYLES = {"naive": ":", "weighted": "-", "maj": "--"}
+log = logging.getLogger(__name__)
+
+AGG_LABELS = {
+    "naive": "naive (highest PRM score)",
+    "weighted": "weighted (PRM-weighted vote)",
+    "maj": "majority vote",
+    "self_certainty": "self-certainty (most certain trace)",
+    "borda_sc": "Borda vote by self-certainty",
+    "final": "own answer (adaptive: deepconf, esc)",
+}
+AGG_STYLES = {
+    "naive": ":",
+    "weighted": "-",
+    "maj": "--",
+    "self_certainty": (0, (1, 3)),
+    "borda_sc": (0, (5, 1)),
+    "final": "-.",
+}
+
+
+def agg_label(agg: str) -> str:
+    """How a figure names an aggregation (deepconf<eta>: DeepConf's vote over the eta% most confident traces)."""
+    if agg.startswith("deepconf") and agg[len("deepconf") :].isdigit():
+        return f"DeepConf vote, top {agg[len('deepconf') :]}% confident"
+    return AGG_LABELS.get(agg, agg)
+
+
 BIN_TITLES = {
     "oracle_bin": "oracle difficulty bin (pass@1 quintiles of the reference pool; 1 = easiest)",
     "model_bin": "model-predicted difficulty bin (mean PRM score quintiles of the reference pool; 1 = easiest)",
@@ -57,15 +86,18 @@ def _references(ax, references: dict[str, float] | None) -> None:
         ax.axhline(value, color="0.35", linestyle=(0, (4, 2 + i)), linewidth=1.2, label=f"{name} ({value:.3f})")
 
 
-def _legend_below(fig, ax, title: str) -> None:
-    """One legend for all panels, under them, so it never hides data."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(
+def _legend_below(fig, ax, title: str, handles=None, ncol: int = 5):
+    """One legend for all panels, under them, so it never hides data (returns it)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    else:
+        labels = [h.get_label() for h in handles]
+    return fig.legend(
         handles,
         labels,
         loc="upper center",
         bbox_to_anchor=(0.5, 0.0),
-        ncol=min(len(labels), 5),
+        ncol=max(1, min(len(labels), ncol)),
         fontsize=8.5,
         title=title,
         title_fontsize=8.5,
@@ -73,8 +105,45 @@ def _legend_below(fig, ax, title: str) -> None:
     )
 
 
+def layout_problems(fig) -> list[str]:
+    """What a reader would find wrong with the figure's layout, as it is saved (`bbox_inches="tight"`): a legend or
+    caption cut off by the saved area, a legend over a panel's plotted area, two legends or a legend and a caption on
+    top of each other. Empty when the layout is sound; `_save` logs the problems of every figure it writes."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    saved = fig.get_tightbbox(renderer)
+    legends = list(fig.legends)
+    for ax in fig.axes:
+        legends += [a for a in [ax.get_legend(), *ax.artists] if isinstance(a, mlegend.Legend) and a not in legends]
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    texts = [t for t in fig.texts if t.get_text().strip()]
+    problems = []
+    dpi = fig.dpi
+    saved_px = mtransforms.Bbox.from_extents(*(v * dpi for v in saved.extents)).padded(1)
+    for i, legend in enumerate(legends):
+        box = legend.get_window_extent(renderer)
+        if not saved_px.contains(box.x0, box.y0) or not saved_px.contains(box.x1, box.y1):
+            problems.append(f"legend {i} is cut off by the saved figure")
+        for ax in panels:
+            if box.overlaps(ax.get_window_extent(renderer)):
+                problems.append(f"legend {i} lies over the plot '{ax.get_title()}'")
+        for j, other in enumerate(legends[i + 1 :], start=i + 1):
+            if box.overlaps(other.get_window_extent(renderer)):
+                problems.append(f"legends {i} and {j} overlap")
+        for text in texts:
+            if box.overlaps(text.get_window_extent(renderer)):
+                problems.append(f"legend {i} overlaps the text '{text.get_text()[:40]}'")
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        if not saved_px.contains(box.x0, box.y0) or not saved_px.contains(box.x1, box.y1):
+            problems.append(f"the text '{text.get_text()[:40]}' is cut off by the saved figure")
+    return problems
+
+
 def _save(fig, path: Path) -> Path:
     """PNG at `path` and the same figure as PDF beside it; returns the PNG's path."""
+    for problem in layout_problems(fig):
+        log.warning("%s: %s", path.name, problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
@@ -84,7 +153,8 @@ def _save(fig, path: Path) -> Path:
 
 def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: dict[str, float] | None = None) -> Path:
     """One panel per aggregation: accuracy vs N per strategy variant; band = min..max over seeds."""
-    aggs = [a for a in AGG_LABELS if a in set(acc.aggregation)]
+    present = set(acc.aggregation)
+    aggs = [a for a in AGG_LABELS if a in present] + sorted(a for a in present if a not in AGG_LABELS)
     palette = colours(acc.variant.unique())
     fig, axes = plt.subplots(1, len(aggs), figsize=(5.2 * len(aggs), 4.4), sharey=True, squeeze=False)
     for ax, agg in zip(axes[0], aggs):
@@ -97,7 +167,7 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: di
                 )
         _references(ax, references)
         _log2_axis(ax, acc.budget.unique())
-        ax.set_title(AGG_LABELS[agg])
+        ax.set_title(agg_label(agg))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (expected over K-subsets, mean over seeds)")
     fig.suptitle(title or "Accuracy vs test-time compute")
@@ -153,7 +223,7 @@ def bin_bars(
     for ax in axes.flat[len(budgets) :]:
         ax.set_visible(False)
     for row in axes:
-        row[0].set_ylabel(f"accuracy ({AGG_LABELS.get(aggregation, aggregation)})")
+        row[0].set_ylabel(f"accuracy ({agg_label(aggregation)})")
     fig.suptitle(title or f"Accuracy per {BIN_TITLES.get(bin_column, bin_column)}")
     fig.tight_layout()
     _legend_below(fig, axes.flat[0], "strategy (whiskers: min-max over seeds)")
@@ -161,15 +231,33 @@ def bin_bars(
 
 
 CURVE_STYLES = {"oracle bins": ("black", "s"), "model bins": ("tab:purple", "D"), "MATH level bins": ("tab:brown", "^")}
-CAPTION = (
-    "Thin coloured lines: each strategy alone ({aggregation} aggregation), accuracy on all problems. "
-    "Solid thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per difficulty bin "
-    "and budget; cross-validated: chosen on one half of each bin's problems and scored on the other half, then the "
-    "halves swap. Dotted: the same choice made and scored on all problems (in-sample), an optimistic upper reference. "
-    "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit below "
-    "the best thin line because the choice is made without the problems it is scored on, and a close runner-up can "
-    "win on one half. Bins come from a reference pool of runs that are never scored."
-)
+
+
+def compute_optimal_caption(curves: pd.DataFrame, aggregations: Sequence[str]) -> str:
+    """What the figure shows, said from what was computed: the aggregations of the thin lines, the bins the
+    compute-optimal curves choose by, and where those bins came from (oracle and model bins exist only with a
+    reference pool, analysis.difficulty; MATH levels come with the dataset)."""
+    methods = set(curves.method)
+    kinds = [key for key in CURVE_STYLES if any(f"by {key}" in m for m in methods)]
+    names = ", ".join(agg_label(a).split(" (")[0] for a in aggregations)
+    parts = [
+        f"Thin lines: each strategy alone with each aggregation ({names}; line style = aggregation), accuracy on all "
+        "problems, so each aggregation's own gain is visible beside the compute-optimal one.",
+        f"Thick lines: the compute-optimal policy, which picks the best (strategy, aggregation) per "
+        f"{' / '.join(kinds) or 'bin'} and budget; solid: cross-validated (chosen on one half of each bin's problems "
+        "and scored on the other half, then the halves swap); dotted: chosen and scored on all problems (in-sample, "
+        "an optimistic upper reference).",
+    ]
+    if any(m.startswith("best single") for m in methods):
+        parts.append(
+            "Dash-dotted grey: one fixed (strategy, aggregation) per budget, cross-validated the same way; it can sit "
+            "below the best thin line because the choice is made without the problems it is scored on."
+        )
+    if any(k != "MATH level bins" for k in kinds):
+        parts.append("Oracle and model bins come from a reference pool of runs that are never scored.")
+    elif kinds:
+        parts.append("Bins are the dataset's MATH levels: no reference pool was given, so no oracle or model bins.")
+    return " ".join(parts)
 
 
 def compute_optimal_curve(
@@ -180,24 +268,28 @@ def compute_optimal_curve(
     title: str = "",
     references: dict[str, float] | None = None,
 ) -> Path:
-    """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against each single strategy, with a
-    caption under the axes that says what each curve is."""
-    import textwrap
-
-    fig, ax = plt.subplots(figsize=(10.5, 6.6))
+    """The compute-optimal curves (cross-validated, solid; in-sample, dotted) against every single strategy with every
+    aggregation (thin lines, so the gain over each is shown fairly, not only over `aggregation`'s), one legend under
+    the axes and a caption generated from what was computed.
+    `aggregation` is kept for callers; the thin lines show every aggregation of `acc`."""
+    del aggregation
+    fig, ax = plt.subplots(figsize=(10.5, 6.0))
     palette = colours(acc.variant.unique())
-    singles = acc[acc.aggregation == aggregation]
-    for variant, part in singles.groupby("variant"):
+    present = set(acc.aggregation)
+    aggregations = [a for a in AGG_LABELS if a in present] + sorted(present - set(AGG_LABELS))
+    singles = acc[acc.aggregation.isin(aggregations)]
+    for (variant, agg), part in singles.groupby(["variant", "aggregation"]):
         part = part.sort_values("budget")
         ax.plot(
             part.budget,
             part.accuracy,
             marker="o",
-            markersize=3,
-            linewidth=1.2,
-            alpha=0.85,
+            markersize=2.5,
+            linewidth=1.0,
+            alpha=0.75,
+            linestyle=AGG_STYLES.get(agg, "-"),
             color=palette[variant],
-            label=f"{variant}, {aggregation}",
+            label=f"{variant}, {agg_label(agg).split(' (')[0]}",
         )
     for method, part in curves.groupby("method", sort=True):
         part = part.sort_values("budget")
@@ -213,18 +305,20 @@ def compute_optimal_curve(
             marker=marker,
             markersize=4.5,
             linestyle=line,
-            linewidth=2.2 if line == "-" else 1.6,
+            linewidth=2.4 if line == "-" else 1.8,
             label=method,
         )
     _references(ax, references)
     _log2_axis(ax, sorted(set(curves.budget) | set(singles.budget)))
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title or "Compute-optimal scaling: best (strategy, aggregation) per difficulty bin and budget")
     fig.tight_layout()
-    caption = "\n".join(textwrap.wrap(CAPTION.format(aggregation=aggregation), 150))
-    fig.text(0.01, -0.01, caption, ha="left", va="top", fontsize=7.5, color="0.2", transform=fig.transFigure)
+    legend = _legend_below(fig, ax, "strategy, aggregation (thin) and compute-optimal (thick)", ncol=3)
+    caption = "\n".join(textwrap.wrap(compute_optimal_caption(curves, aggregations), 150))
+    fig.canvas.draw()
+    bottom = legend.get_window_extent().transformed(fig.transFigure.inverted()).y0
+    fig.text(0.01, bottom - 0.01, caption, ha="left", va="top", fontsize=7.5, color="0.2")
     return _save(fig, path)
 
 
@@ -245,9 +339,9 @@ def accuracy_vs_tokens(
             part.tokens_per_problem,
             part.accuracy,
             color=palette[variant],
-            linestyle=AGG_STYLES.get(agg, "-"),
+            linestyle=AGG_STYLES.get(agg, "-." if agg.startswith("deepconf") else "-"),
             linewidth=1.2,
-            label=f"{variant}, {AGG_LABELS.get(agg, agg)}",
+            label=f"{variant}, {agg_label(agg)}",
         )
         for budget, point in part.groupby("budget"):
             ax.scatter(
@@ -263,26 +357,10 @@ def accuracy_vs_tokens(
     ax.set_xlabel("generated tokens per problem (mean), log2 scale")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.grid(alpha=0.3)
-    lines = ax.legend(
-        fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        ncol=1 if acc.variant.nunique() < 6 else 2,
-        title="strategy, aggregation",
-        title_fontsize=8,
-    )
-    ax.add_artist(lines)
     shapes = [Line2D([], [], color="0.3", marker=markers[b], linestyle="none", label=f"N = {b}") for b in budgets]
-    ax.legend(
-        handles=shapes,
-        fontsize=8,
-        loc="lower left",
-        bbox_to_anchor=(1.01, 0.0),
-        frameon=False,
-        title="budget",
-        title_fontsize=8,
-    )
+    lines, _ = ax.get_legend_handles_labels()
     ax.set_title(title or "Accuracy vs generated tokens")
     fig.tight_layout()
+    # one legend under the axes (a second beside it collided with the first once there were many strategies)
+    _legend_below(fig, ax, "strategy, aggregation (line) and budget (marker)", handles=lines + shapes, ncol=3)
     return _save(fig, path)

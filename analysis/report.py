@@ -11,6 +11,7 @@ analysis.difficulty; runs.csv says which each run is (`role`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -23,6 +24,7 @@ from analysis import plots
 from analysis.compute_optimal import compute_optimal
 from analysis.difficulty import CANDIDATE, NoReferencePool, add_bins, assign_roles, problem_difficulty
 from analysis.runs import Sweep, accuracy_table, long_points
+from tts.launch.sweep import short_dirname
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,10 @@ def with_roles(sweep: Sweep, reference_pool: tuple | None = None) -> Sweep:
 
 
 def setting_dir(out_dir: str | Path, setting: str, settings: list[str]) -> Path:
-    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several."""
-    return Path(out_dir) if len(settings) == 1 else Path(out_dir) / _slug(setting)
+    """Where one setting's figures and tables go: `out_dir`, or a subfolder per setting when there are several. A
+    setting named by many knobs (a served policy's URL and model path beside the sim's) gets a folder name that fits
+    the file system's limit: a readable prefix and a hash of the whole name, as run directories do."""
+    return Path(out_dir) if len(settings) == 1 else Path(out_dir) / short_dirname(_slug(setting))
 
 
 def analyse_setting(
@@ -174,8 +178,7 @@ def write_setting(
                 target / f"bins_{bins.replace('_bin', '')}.png",
                 aggregation=aggregation,
                 budgets=run_budgets,
-                title=f"Accuracy per {plots.BIN_TITLES[bins]}, "
-                f"{plots.AGG_LABELS.get(aggregation, aggregation)}{suffix}",
+                title=f"Accuracy per {plots.BIN_TITLES[bins]}, {plots.agg_label(aggregation)}{suffix}",
             )
         )
     if not curves.empty:
@@ -200,23 +203,47 @@ def write_setting(
     return result, written
 
 
+def write_runs_csv(runs: pd.DataFrame, out_dir: Path) -> Path:
+    """`runs.csv` with each run's directories relative to the folder the table is written into: the table names no
+    path of the machine that wrote it, and it still leads to the runs when the two folders move together."""
+    table = runs.copy()
+    if "paths" in table:
+        table["paths"] = [
+            ";".join(os.path.relpath(p, out_dir) for p in str(paths).split(";") if p) for paths in table["paths"]
+        ]
+    path = Path(out_dir) / "runs.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
 def write_report(
     sweep: Sweep,
     out_dir: str | Path,
     references: dict[str, float] | None = None,
-    aggregation: str = "weighted",
+    aggregation: str | None = None,
     reference_pool: tuple | None = None,
     num_bins: int = 5,
     ties: str = "split",
     subsample: bool = True,
     repeats: int = 1,
 ) -> list[Path]:
-    """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written."""
+    """Write CSV tables and figures (PNG + PDF) for every setting of the sweep; returns the paths written.
+
+    `aggregation` (of the per-bin bars and single-strategy lines) defaults to weighted, or majority when no run
+    reports weighted (runs without a PRM); one that no run reports is a ValueError naming it."""
+    reported = [c.split("@")[0] for c in sweep.problems.columns if "@" in c and sweep.problems[c].notna().any()]
+    if aggregation is None:
+        aggregation = "weighted" if "weighted" in reported else "maj"
+    elif aggregation not in reported:
+        available = ", ".join(dict.fromkeys(a for a in reported if a != "pass"))
+        raise ValueError(
+            f"--aggregation {aggregation}: no run of this sweep reports it (runs with prm=none report neither naive "
+            f"nor weighted); choose one of {available}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = with_roles(sweep, reference_pool)
-    sweep.runs.to_csv(out_dir / "runs.csv", index=False)
-    written: list[Path] = [out_dir / "runs.csv"]
+    written: list[Path] = [write_runs_csv(sweep.runs, out_dir)]
     settings = sweep.settings
     for setting in settings:
         started = time.perf_counter()

@@ -39,16 +39,29 @@ import pandas as pd
 import yaml
 
 from tts.data.records import ProblemRecord
-from tts.scoring import AGGREGATIONS, EXTRA_AGGREGATIONS, aggregate_metrics, budgets, reduce_scores
+from tts.scoring import (
+    AGGREGATIONS,
+    EXTRA_AGGREGATIONS,
+    aggregate_metrics,
+    aggregation_order,
+    budgets,
+    confidence_rank,
+    is_confidence_aggregation,
+    reduce_scores,
+    reported_aggregations,
+)
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS
 from tts.store.merge import identity_of
-from tts.store.run_dir import RESULTS, RunDirectory, _flatten, config_hash, find_run_dirs
+from tts.store.run_dir import RESULTS, RunDamaged, RunDirectory, _flatten, config_hash, find_run_dirs
 
 log = logging.getLogger(__name__)
 
 # Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
 # best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
 IID_STRATEGIES = {"best_of_n"}
+# The aggregation an adaptive strategy (deepconf, esc) reports: its own answer, at its budget n only. Its runs give no
+# other points: its naive / weighted / maj at n would cover only the problems where it spent the whole budget.
+FINAL = "final"
 # Config fields that name a strategy's variant when they differ between its runs; everything else that differs
 # (model.*, prm.*, dataset.*) makes a different setting.
 KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
@@ -63,7 +76,7 @@ IGNORED_FIELDS = {
     "scoring.subset_draws",
     "batch_size",
 }
-_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, "pass"]
+_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, FINAL, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
 
 
@@ -72,6 +85,7 @@ class Sweep:
     problems: pd.DataFrame
     runs: pd.DataFrame
     knobs: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (run dir, why) left out by skip_damaged
 
     @property
     def settings(self) -> list[str]:
@@ -80,7 +94,10 @@ class Sweep:
     def setting(self, name: str) -> Sweep:
         """The part of the sweep that ran under one model/prm/dataset setting."""
         return Sweep(
-            self.problems[self.problems.setting == name].copy(), self.runs[self.runs.setting == name].copy(), self.knobs
+            self.problems[self.problems.setting == name].copy(),
+            self.runs[self.runs.setting == name].copy(),
+            self.knobs,
+            self.skipped,
         )
 
 
@@ -88,11 +105,22 @@ class Sweep:
 
 
 def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:
-    """The resolved config and the records of one run directory (read only; a torn last write is ignored)."""
-    config_file = path / "config.yaml"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{path}: no config.yaml next to {RESULTS}/; is this a tts run directory?")
-    config = yaml.safe_load(config_file.read_text())
+    """The resolved config and the records of one run directory (read only; a torn last write is ignored).
+
+    Raises RunDamaged, one line naming the file, when the directory cannot be trusted: no readable config.yaml, or
+    results that do not verify against their digests (tts.store.run_dir)."""
+    config_file = Path(path) / "config.yaml"
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except FileNotFoundError:
+        raise RunDamaged(f"{path}: no config.yaml next to {RESULTS}/; is this a tts run directory?") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RunDamaged(f"{config_file} cannot be read ({type(error).__name__})") from None
+    missing = [
+        k for k in ("n", "seed", "strategy.name") if k not in _flatten(config if isinstance(config, dict) else {})
+    ]
+    if missing:
+        raise RunDamaged(f"{config_file} is not a run's config (no {', '.join(missing)})")
     return config, RunDirectory(path).records()
 
 
@@ -124,19 +152,38 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
             if f"{agg}@{k}" in scores.expected:
                 row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
         row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
+    for name, value in scores.expected.items():  # the policy-confidence ones, when its completions carried confidence
+        if is_confidence_aggregation(name.rsplit("@", 1)[0]):
+            row[name] = value
+    if "final" in scores.expected:  # an adaptive strategy's own answer, from at most n completions
+        row[f"{FINAL}@{n}"] = scores.expected["final"]
+        for field in ("generated", "stopped", "used"):
+            row[f"traces_{field}"] = record.compute.get(f"traces_{field}", math.nan)
     return row
 
 
-def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
-    """Tables from (run dir, source) pairs."""
+def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> Sweep:
+    """Tables from (run dir, source) pairs. A damaged run directory stops the load with RunDamaged naming its file,
+    or, with `skip_damaged`, is left out, warned about and listed in `Sweep.skipped`."""
     groups: dict[str, dict] = {}
+    skipped: list[tuple[str, str]] = []
     for path, source in run_dirs:
-        config, records = read_run_dir(path)
+        try:
+            config, records = read_run_dir(path)
+        except RunDamaged as damage:
+            if not skip_damaged:
+                raise
+            log.warning("skipped a damaged run directory: %s", damage)
+            skipped.append((str(path), str(damage)))
+            continue
         identity = _identity(config)
         group = groups.setdefault(identity, {"config": config, "parts": []})
         group["parts"].append((path, source, records))
     if not groups:
-        raise FileNotFoundError(f"no runs found (no {RESULTS}/ under the given paths)")
+        raise FileNotFoundError(
+            f"no runs found (no {RESULTS}/ under the given paths)"
+            + (f"; {len(skipped)} damaged run directories skipped" if skipped else "")
+        )
 
     flat_configs = {identity: _flatten(g["config"]) for identity, g in groups.items()}
     knobs_by_strategy: dict[str, list[str]] = {}
@@ -210,10 +257,13 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
         )
         metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
-            for agg in AGGREGATIONS + EXTRA_AGGREGATIONS:
+            for agg in aggregation_order(_frame_aggregations(frame)):
                 if f"{agg}@{k}" in frame:
                     run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
             run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
+        for name in ("acc/final", "acc_ci95/final", "traces/generated", "traces/stopped", "traces/used"):
+            if name in metrics:
+                run_row[name] = metrics[name]
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
         run_row["tokens/generated_per_problem"] = float(frame["tokens_generated"].mean()) if len(frame) else math.nan
         run_rows.append(run_row)
@@ -221,11 +271,27 @@ def _build(run_dirs: Iterable[tuple[Path, str]]) -> Sweep:
     problems = pd.concat(problem_frames, ignore_index=True)
     runs = pd.DataFrame(run_rows).sort_values(["setting", "strategy", "variant", "n", "seed"]).reset_index(drop=True)
     ordered = [c for c in problems.columns if "@" not in c] + sorted(
-        (c for c in problems.columns if "@" in c),
-        key=lambda c: (int(c.split("@")[1]), _COLUMN_ORDER.index(c.split("@")[0])),
+        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), _column_rank(c.split("@")[0]))
     )
     problems = problems[ordered].sort_values(["setting", "variant", "n", "seed", "unique_id"]).reset_index(drop=True)
-    return Sweep(problems=problems, runs=runs, knobs=all_knobs)
+    return Sweep(problems=problems, runs=runs, knobs=all_knobs, skipped=skipped)
+
+
+def _frame_aggregations(frame: pd.DataFrame) -> list[str]:
+    """The aggregations a frame of problem rows reports (a column with a figure; naive and weighted are empty columns
+    for a run without a PRM)."""
+    return list(
+        dict.fromkeys(
+            c.split("@")[0] for c in frame.columns if "@" in c and not c.startswith("pass@") and frame[c].notna().any()
+        )
+    )
+
+
+def _column_rank(agg: str) -> tuple[int, tuple[int, int]]:
+    """Columns in report order: naive, weighted, maj, maj_unfiltered, pass, then the confidence aggregations."""
+    if agg in _COLUMN_ORDER:
+        return (_COLUMN_ORDER.index(agg), (0, 0))
+    return (len(_COLUMN_ORDER), confidence_rank(agg))
 
 
 def _short(knob: str) -> str:
@@ -238,9 +304,9 @@ def _short(knob: str) -> str:
 # -- the two sources ------------------------------------------------------------------------------------------------
 
 
-def load_local(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> Sweep:
+def load_local(paths: Union[str, Path, Sequence[Union[str, Path]]], skip_damaged: bool = False) -> Sweep:
     """A sweep from local run directories (a multirun folder, searched recursively, or a list of run folders)."""
-    return _build((p, "local") for p in find_run_dirs(paths))
+    return _build(((p, "local") for p in find_run_dirs(paths)), skip_damaged)
 
 
 def download_wandb_runs(
@@ -285,17 +351,24 @@ def download_wandb_runs(
 
 
 def load_wandb(
-    project: str, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs", api=None
+    project: str,
+    filters: Optional[dict] = None,
+    cache_dir: Union[str, Path] = ".wandb_runs",
+    api=None,
+    skip_damaged: bool = False,
 ) -> Sweep:
     """A sweep from W&B: download each run's `results` artifact, then parse it as a local run directory."""
-    return _build((p, "wandb") for p in download_wandb_runs(project, filters, cache_dir, api))
+    return _build(((p, "wandb") for p in download_wandb_runs(project, filters, cache_dir, api)), skip_damaged)
 
 
-def load_sweep(source, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs") -> Sweep:
-    """`wandb:entity/project` -> W&B; anything else -> local paths."""
+def load_sweep(
+    source, filters: Optional[dict] = None, cache_dir: Union[str, Path] = ".wandb_runs", skip_damaged: bool = False
+) -> Sweep:
+    """`wandb:entity/project` -> W&B; anything else -> local paths. `skip_damaged`: leave out run directories whose
+    results do not verify (listed in `Sweep.skipped`) instead of stopping at the first."""
     if isinstance(source, str) and source.startswith("wandb:"):
-        return load_wandb(source[len("wandb:") :], filters, cache_dir)
-    return load_local(source)
+        return load_wandb(source[len("wandb:") :], filters, cache_dir, skip_damaged=skip_damaged)
+    return load_local(source, skip_damaged)
 
 
 # -- derived views -------------------------------------------------------------------------------------------------
@@ -321,7 +394,8 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     meta = [c for c in problems.columns if "@" not in c and c not in ("tokens_generated", "tokens_prm")]
     for (_setting, _variant, _seed, k), (n, run_id) in chosen.items():
         frame = by_run[run_id]
-        for agg in AGGREGATIONS:
+        adaptive = f"{FINAL}@{k}" in frame and frame[f"{FINAL}@{k}"].notna().any()
+        for agg in (FINAL,) if adaptive else reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
             part = frame[meta].copy()
             part["aggregation"] = agg
             part["budget"] = k

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,30 @@ CONF = REPO / "conf"
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# Tests never write into the home directory: the tools they drive (Jupyter and IPython, matplotlib, vLLM's compile
+# cache, Hugging Face, W&B's settings, XDG caches) would, so every one of them, and HOME itself for whatever else,
+# points into one scratch directory per test session (removed at exit). Set here, at import, so every subprocess a
+# test starts (a run, a kernel, a server) inherits it.
+SCRATCH_HOME = Path(tempfile.mkdtemp(prefix="tts-tests-home-"))
+atexit.register(shutil.rmtree, SCRATCH_HOME, True)
+for _variable, _folder in {
+    "HOME": "home",
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_CONFIG_DIR": "jupyter/config",
+    "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
+    "MPLCONFIGDIR": "matplotlib",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_CONFIG_HOME": "config",
+    "XDG_DATA_HOME": "data",
+    "VLLM_CACHE_ROOT": "cache/vllm",
+    "HF_HOME": "cache/huggingface",
+    "WANDB_CONFIG_DIR": "config/wandb",
+    "WANDB_CACHE_DIR": "cache/wandb",
+}.items():
+    (SCRATCH_HOME / _folder).mkdir(parents=True, exist_ok=True)
+    os.environ[_variable] = str(SCRATCH_HOME / _folder)
 
 
 def compose_config(overrides: list[str] | None = None):

@@ -383,3 +383,137 @@ def test_references_parse_from_flags_and_yaml(tmp_path):
     assert parse_references(["Llama-3.1-8B=0.5", str(path)]) == {"Llama-3.1-8B": 0.5, "Qwen": 0.61}
     with pytest.raises(ValueError, match="NAME=ACCURACY"):
         parse_references(["Llama=high"])
+
+
+def test_a_setting_named_by_many_knobs_gets_a_folder_the_file_system_accepts(tmp_path):
+    """A served policy's setting (its URLs and model path in the name) beside a sim one: each gets its own folder,
+    every path component within the file-name limit, two long names that differ only at the end kept apart."""
+    from analysis.report import setting_dir
+
+    served = "gsm8k/llama_none/" + ",".join(f"model.backend.base_url=http://node{i}.cluster.example:8000/v1"
+                                            for i in range(8))
+    settings = ["synthetic/sim_sim", served + ",a=1", served + ",a=2"]
+    folders = [setting_dir(tmp_path, s, settings) for s in settings]
+    assert len(set(folders)) == 3
+    for folder in folders:
+        folder.mkdir(parents=True)  # "File name too long" here before
+        assert all(len(part.encode()) <= 255 for part in folder.relative_to(tmp_path).parts)
+
+
+# -- figures a reader can trust -----------------------------------------------------------------------------------
+
+
+def _figure_checks(monkeypatch) -> dict:
+    """Wrap the figures' saver: for every figure written, its layout problems (analysis.plots.layout_problems) and
+    any accuracy drawn outside [0, 1] (lines, bands, bars and their whiskers), read from the figure's artists."""
+    import matplotlib.collections as mcollections
+
+    from analysis import plots
+
+    found: dict = {}
+    original = plots._save
+
+    def checked(fig, path):
+        outside = []
+        for ax in fig.axes:
+            if "accuracy" not in ax.get_ylabel():
+                continue
+            values = [line.get_ydata() for line in ax.get_lines()]
+            values += [c.get_paths()[0].vertices[:, 1] for c in ax.collections
+                       if isinstance(c, mcollections.PolyCollection) and c.get_paths()]
+            values += [np.concatenate([seg[:, 1] for seg in c.get_segments()]) for c in ax.collections
+                       if isinstance(c, mcollections.LineCollection) and c.get_segments()]
+            values += [np.array([p.get_height()]) for p in ax.patches]
+            for v in values:
+                v = np.asarray(v, dtype=float)
+                v = v[np.isfinite(v)]
+                if len(v) and (v.min() < -1e-9 or v.max() > 1 + 1e-9):
+                    outside.append((ax.get_title(), float(v.min()), float(v.max())))
+        found[path.name] = (plots.layout_problems(fig), outside, [t.get_text() for t in fig.texts])
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", checked)
+    return found
+
+
+def test_every_figure_keeps_legends_and_captions_inside_and_off_the_data(tmp_path, monkeypatch):
+    from analysis.report import write_report
+    from analysis.runs import load_local
+
+    found = _figure_checks(monkeypatch)
+    write_report(load_local(tiny_sweep()), tmp_path / "pool")  # its seed-100 runs are the default pool
+    write_report(load_local(tiny_sweep_without_pool()), tmp_path / "nopool")
+    assert {"accuracy_vs_n.png", "compute_optimal.png", "accuracy_vs_tokens.png"} <= set(found)
+    for name, (problems, outside, _) in found.items():
+        assert problems == [], name
+        assert outside == [], name
+
+
+def test_crowded_figures_keep_their_legends_readable(tmp_path, monkeypatch):
+    """Twelve strategies, three aggregations, five budgets: where the legend beside the axes was cut off and covered
+    the other legend."""
+    from analysis import plots
+
+    found = _figure_checks(monkeypatch)
+    rows = []
+    for v in range(12):
+        for agg in ("naive", "weighted", "maj"):
+            for b in (1, 4, 16, 64, 256):
+                accuracy = min(1.0, 0.3 + 0.05 * np.log2(b) + 0.01 * v)
+                rows.append(dict(setting="s", strategy=f"strategy{v}", variant=f"strategy{v} with a long name",
+                                 aggregation=agg, budget=b, accuracy=accuracy, acc_min=accuracy, acc_max=accuracy,
+                                 seeds=1, tokens_per_problem=100.0 * b, problems=20))
+    acc = pd.DataFrame(rows)
+    curves = pd.DataFrame([dict(method=m, budget=b, accuracy=0.5) for m in (
+        "compute-optimal by oracle bins (cross-validated)", "compute-optimal by oracle bins (in-sample, optimistic)",
+        "best single strategy (cross-validated)") for b in (1, 4, 16, 64, 256)])
+    plots.accuracy_vs_tokens(acc, tmp_path / "tokens.png")
+    plots.compute_optimal_curve(curves, acc, tmp_path / "co.png")
+    assert found["tokens.png"][0] == [] and found["co.png"][0] == []
+
+
+def test_the_compute_optimal_caption_says_what_was_computed(tmp_path, monkeypatch):
+    """The caption names the reference pool only when one was used, and every aggregation the thin lines show;
+    the thin lines show every aggregation, not only the weighted one (the gain over weighted alone overstated it)."""
+    from analysis.report import write_report
+    from analysis.runs import load_local
+
+    found = _figure_checks(monkeypatch)
+    write_report(load_local(tiny_sweep()), tmp_path / "pool")  # its seed-100 runs are the default pool
+    pooled = " ".join(found["compute_optimal.png"][2])
+    write_report(load_local(tiny_sweep_without_pool()), tmp_path / "nopool")
+    unpooled = " ".join(found["compute_optimal.png"][2])
+    assert "reference pool of runs that are never scored" in pooled.replace("\n", " ")
+    assert "no reference pool was given" in unpooled.replace("\n", " ")
+    assert "reference pool of runs" not in unpooled.replace("\n", " ")
+    for caption in (pooled, unpooled):
+        assert all(agg in caption.replace("\n", " ") for agg in ("naive", "weighted", "majority"))
+
+
+def test_one_damaged_run_directory_is_named_and_skip_damaged_analyses_the_rest(tmp_path, capsys):
+    """A run whose index scores were edited stops the analysis with one line naming the file; --skip-damaged
+    analyses every other run and lists the one it left out."""
+    from analysis.__main__ import main
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep(), sweep)
+    damaged = sweep / "synthetic/sim_sim/best_of_n/n8_seed1/t=0.6"
+    index = damaged / "results" / "index.jsonl"
+    entry = json.loads(index.read_text().splitlines()[0])
+    entry["problems"][0]["scores"]["expected"]["weighted@8"] = 1.0 - entry["problems"][0]["scores"]["expected"][
+        "weighted@8"]
+    index.write_text(json.dumps(entry) + "\n" + "".join(line + "\n" for line in index.read_text().splitlines()[1:]))
+    out = tmp_path / "figs"
+    assert main([str(sweep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{index} line 1 (batch-000000.jsonl.gz): the entry was edited" in err
+    assert "--skip-damaged" in err and not out.exists()
+
+    kept = load_local(sweep, skip_damaged=True)
+    assert len(kept.runs) == len(find_run_dirs(tiny_sweep())) - 1
+    assert [path for path, _ in kept.skipped] == [str(damaged)]
+    assert not kept.runs.paths.str.contains("n8_seed1/t=0.6").any()
+    assert main([str(sweep), "--out", str(out), "--skip-damaged"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 damaged run directory:" in printed and str(index) in printed
+    assert (out / "runs.csv").exists()

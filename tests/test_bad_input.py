@@ -79,6 +79,15 @@ CONFIG_ROWS = [
      ["config key 'prm.path'", "no model directory at"]),
     ("a directory that is not a saved model", ["model=qwen2.5-1.5b", "model/backend=hf", "model.path={tmp}"],
      ["config key 'model.path'", "without config.json"]),
+    ("n beyond its limit", ["n=1000000"],
+     ["config key 'n': 1000000 is above the limit of 65536", "raise the limit with TTS_MAX_N=1000000"]),
+    ("max_tokens beyond its limit", ["budget.max_tokens=10000000"],
+     ["config key 'budget.max_tokens': 10000000 is above the limit of 131072", "TTS_MAX_TOKENS=10000000"]),
+    ("iterations beyond their limit", ["budget.num_iterations=100000"],
+     ["config key 'budget.num_iterations'", "TTS_MAX_ITERATIONS=100000"]),
+    ("a batch that cannot fit in memory", ["n=60000", "budget.max_tokens=100000"],
+     ["config key 'batch_size': this run may hold up to", "64 problems in flight x n=60000",
+      "this machine has available", "lower batch_size", "TTS_MEMORY_GB"]),
 ]
 
 
@@ -288,3 +297,81 @@ def test_wandb_online_without_key_or_server_keeps_local_results_and_no_secret_le
     assert "API key" in outputs["no_key"][1] + outputs["no_key"][2]  # says what is wrong
     assert list((tmp_path / "offline" / "wandb").glob("offline-run-*")), "the offline W&B run was written"
     assert not _files_containing(tmp_path / "home", "SECRET123")
+
+
+def test_an_environment_secret_in_any_wandb_field_or_name_is_written_nowhere(tmp_path):
+    """The secret given as W&B tags, group, project and job type and as a component's name: no file the run writes
+    (the offline .wandb file, W&B's own metadata, the run directory's name included) holds it."""
+    secret = "sk-test-FIELDSECRET789"
+    env = _clean_env(tmp_path, OPENAI_API_KEY=secret)
+    run_root = tmp_path / "runs"
+    overrides = [
+        "dataset.num_problems=2",
+        "logger=wandb",
+        f"logger.tags=[{secret},keep-me]",
+        f"logger.group={secret}",
+        f"logger.project=p-{secret}",
+        f"logger.job_type={secret}",
+        f"strategy.name={secret}",
+        f"hydra.sweep.dir={run_root}",
+    ]
+    proc = subprocess.run([sys.executable, "tts/main.py", "-m", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [p for p in run_root.rglob("*")]
+    assert any(p.suffix == ".wandb" for p in written), "the offline W&B run was written"
+    assert not [p for p in written if "FIELDSECRET" in str(p)], "a path holds the secret"
+    assert not _files_containing(run_root, "FIELDSECRET")
+    assert "FIELDSECRET" not in proc.stdout + proc.stderr
+    # the redaction hides the secret, not the run: the other tag is still there
+    assert _files_containing(run_root, "keep-me")
+
+
+def test_a_disk_that_fills_during_a_run_names_the_file_that_could_not_be_written(tmp_path, monkeypatch, capsys):
+    """ENOSPC from fsync (where a full disk shows up for buffered writes) carries no file name; the one line says
+    which results file could not be written, not just the run directory."""
+    import errno
+
+    from tts.launch.sweep import guarded_run
+
+    real_fsync = os.fsync
+
+    def full_disk_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "batch-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_fsync)
+    cfg = compose_config(["n=4", "dataset.num_problems=2", "logger=none"])
+    with pytest.raises(SystemExit) as stopped:
+        guarded_run(lambda c: run(c, run_dir=tmp_path), cfg)
+    assert stopped.value.code == 1
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert err == (f"Error: no space left on the device writing {tmp_path / 'results' / 'batch-000000.jsonl.gz'}: "
+                   "No space left on device")
+
+
+def test_size_limits_are_raised_with_their_environment_variables(monkeypatch):
+    """The bounds are knobs of the machine, not of the experiment: an environment variable raises (or lowers) each."""
+    from tts.config.validate import validate
+    from tts.data.synthetic import generate_problems
+    from tts.launch.limits import check_limits, estimated_memory
+
+    problems = generate_problems(10, 1234)
+    big = validate(compose_config(["n=100000", "batch_size=1", "budget.max_tokens=16"]))
+    with pytest.raises(ConfigError, match="config key 'n': 100000 is above the limit of 65536"):
+        check_limits(big, problems)
+    monkeypatch.setenv("TTS_MAX_N", "100000")
+    check_limits(big, problems)  # raised: accepted (1 problem in flight x 100000 x 16 tokens fits)
+    run = validate(compose_config(["n=8", "batch_size=4"]))
+    needed = estimated_memory(run, len(problems))
+    assert needed == 4 * 8 * (2048 * 64 + 4096)  # min(batch_size, problems) x n x (max_tokens x 64 B + 4 KiB)
+    assert estimated_memory(run, 2) == needed // 2  # a run of 2 problems never holds 4
+    monkeypatch.setenv("TTS_MEMORY_GB", str(needed / 2**30 / 2))
+    with pytest.raises(ConfigError, match=r"up to 0\.0 GB .* than the 0\.0 GB set by TTS_MEMORY_GB; lower batch_size"):
+        check_limits(run, problems)
+    monkeypatch.setenv("TTS_MEMORY_GB", str(needed / 2**30 * 2))
+    check_limits(run, problems)
+    monkeypatch.setenv("TTS_MAX_N", "a lot")
+    with pytest.raises(ConfigError, match="environment variable TTS_MAX_N: expected a number"):
+        check_limits(run, problems)

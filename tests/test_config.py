@@ -146,6 +146,7 @@ def test_schema_entries_are_not_listed_as_options():
     ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
     ("prm=rlhflow-8b prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
     ("logger.init_timeout=0", "'logger.init_timeout'"),
+    ("logger.table_budget=-1", "'logger.table_budget'"),
 ])
 def test_out_of_range_or_non_finite_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):

@@ -98,11 +98,11 @@ def test_parquet_and_hub_columns_keep_their_types_exactly(tmp_path, monkeypatch)
 
     table = {"unique_id": ["a", "b", "c"], "problem": ["p1", "p2", "p3"], "answer": [5, 12345678901234567, 7]}
     hub = datasets.Dataset.from_dict(table)
-    monkeypatch.setattr("tts.data._load_from_hub", lambda hub_id, split: list(hub))
+    monkeypatch.setattr("tts.data._load_from_hub", lambda *args: list(hub))
     problems = load_problems(compose_config(["dataset=math500"]).dataset)
     assert [p.answer for p in problems] == ["5", "12345678901234567", "7"]
     floats = datasets.Dataset.from_dict({**table, "answer": [0.5, 2.25, 1e-3]})
-    monkeypatch.setattr("tts.data._load_from_hub", lambda hub_id, split: list(floats))
+    monkeypatch.setattr("tts.data._load_from_hub", lambda *args: list(floats))
     assert [p.answer for p in load_problems(compose_config(["dataset=math500"]).dataset)] == ["0.5", "2.25", "0.001"]
 
 
@@ -135,6 +135,10 @@ BAD_FILES = [
     ("csv saved as jsonl", "d.jsonl", b"problem,answer\np,1\n", ["line 1", "is not JSON"]),
     ("a list where text is expected", "d.jsonl", b'{"problem": "p", "answer": [1, 2]}\n',
      ["line 1", "column 'answer'", "a list"]),
+    ("lone surrogate in a json list", "d.json", b'[{"problem": "p", "answer": "1"}, {"problem": "q\\ud800", "answer": '
+                                                b'"2"}]', ["record 2", "column 'problem'", "lone surrogate U+D800"]),
+    ("lone surrogate in json lines", "d.jsonl", b'{"problem": "p", "answer": "1\\udfff"}\n',
+     ["line 1", "column 'answer'", "lone surrogate U+DFFF at character 2"]),
     ("a json file that is not a list of objects", "d.json", b'[{"problem": "p", "answer": "1"}, 2]', ["list of objects"]),
     ("not a parquet file", "d.parquet", b"problem,answer\n", ["not a readable Parquet file"]),
     ("wrong extension", "d.txt", b"problem,answer\n", ["expected a .jsonl, .json, .csv, .parquet file"]),

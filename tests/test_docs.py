@@ -205,3 +205,25 @@ def test_documented_command(block, page_runs):
     if block.action != "run":
         pytest.skip(block.reason or "no docs-test marker (see test_every_shell_block_is_marked...)")
     page_runs(block.page).run_through(block)
+
+
+def test_the_readme_wandb_sync_finds_every_offline_run_at_any_depth(tmp_path):
+    """The README's upload command, with a stand-in `wandb` that records its arguments: every offline run of a sweep
+    is passed, whether or not its job had extra overrides (one directory level deeper), reruns oldest first."""
+    [block] = [b for b in fenced_blocks(ROOT / "README.md") if "wandb sync" in b.code]
+    runs = ["multirun/synthetic/sim_sim/beam/n4_seed0/wandb/offline-run-20261201_100000-a",
+            "multirun/synthetic/sim_sim/beam/n4_seed0/dataset.num_problems=2,prm.noise=2/wandb/offline-run-20261201_100000-b",
+            "multirun/synthetic/sim_sim/beam/n4_seed0/dataset.num_problems=2,prm.noise=2/wandb/offline-run-20261202_090000-b",
+            "multirun/math500/llama_rlhflow/dvts/n16_seed3/x=1/wandb/offline-run-20261201_100000-c"]
+    for run in runs:
+        (tmp_path / run / "files").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wandb").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a" >> "$SYNCED"; done\n')
+    (bin_dir / "wandb").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SYNCED": str(tmp_path / "synced.txt")}
+    subprocess.run(["bash", "-c", commands_of(block)], cwd=tmp_path, env=env, check=True)
+    synced = (tmp_path / "synced.txt").read_text().split("\n")[:-1]
+    assert synced[0] == "sync" and sorted(synced[1:]) == sorted(runs)
+    deeper = [s for s in synced if "prm.noise=2" in s]
+    assert deeper == sorted(deeper), "reruns of one run are synced oldest first"

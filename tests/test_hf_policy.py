@@ -120,7 +120,8 @@ def test_seed_determinism_per_request(llama):
 
 def test_temperature_zero_is_greedy_and_top_p_tiny_is_greedy(llama):
     greedy = llama.generate([_request(n=2, temperature=0.0, max_tokens=6)])[0]
-    assert greedy[0] == greedy[1]
+    assert (greedy[0].text, greedy[0].token_ids) == (greedy[1].text, greedy[1].token_ids)
+    assert [o.prompt_tokens_computed for o in greedy] == [greedy[0].prompt_tokens, 0]  # one prompt evaluation
     nucleus = llama.generate([_request(n=2, temperature=1.0, top_p=1e-6, max_tokens=6, seed=5)])[0]
     assert [o.text for o in nucleus] == [greedy[0].text] * 2
 
@@ -173,3 +174,17 @@ def test_decode_uses_the_cache_api_without_deprecation_warnings(llama):
             logits = llama.model(input_ids=torch.tensor([ids]), use_cache=False).logits
             ids.append(int(logits[0, -1].argmax()))
     assert llama.tokenizer.decode(ids[-out.num_tokens:], skip_special_tokens=True) == out.text
+
+
+def test_tokens_in_flight_grow_during_a_call_for_progress_lines(llama):
+    """A long generate call is visible while it runs: each decoding step adds its tokens; the call's end moves them
+    into the stats."""
+    seen = []
+    hook = llama.model.register_forward_pre_hook(lambda module, args: seen.append(llama.tokens_in_flight))
+    try:
+        before = llama.stats.generated_tokens
+        [[out]] = llama.generate([_request(max_tokens=6)])
+    finally:
+        hook.remove()
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] > 0
+    assert llama.tokens_in_flight == 0 and llama.stats.generated_tokens - before == out.num_tokens

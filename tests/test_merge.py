@@ -207,3 +207,92 @@ def test_a_merge_killed_at_any_moment_leaves_nothing_or_a_complete_directory(tmp
     report = merge(shards, out)  # the rerun cleans up after the killed ones
     assert report.problems == 9 and len(_lines(out)) == 9
     assert not [p for p in tmp_path.iterdir() if ".merging-" in p.name]
+
+
+# -- merge checks what it merges ---------------------------------------------------------------------------------------
+
+
+def _copies(root: Path, shards) -> list[Path]:
+    copies = []
+    for shard in shards:
+        shutil.copytree(shard, root / shard.name)
+        copies.append(root / shard.name)
+    return copies
+
+
+def test_a_shard_batch_from_a_run_with_another_seed_is_refused(tmp_path, shards):
+    """A batch file of the seed-1 run copied over a seed-0 shard's (alone, or with its index line) is named."""
+    other = _shards(tmp_path / "seed1", extra=["seed=1"], which=[1])[0]
+    for with_entry in (False, True):
+        copies = _copies(tmp_path / f"copy{with_entry}", shards)
+        theirs = other / "results" / "batch-000000.jsonl.gz"
+        (copies[1] / "results" / "batch-000000.jsonl.gz").write_bytes(theirs.read_bytes())
+        if with_entry:
+            lines = (copies[1] / "results" / "index.jsonl").read_bytes().splitlines(keepends=True)
+            first = (other / "results" / "index.jsonl").read_bytes().splitlines(keepends=True)[0]
+            (copies[1] / "results" / "index.jsonl").write_bytes(first + b"".join(lines[1:]))
+        out = tmp_path / f"merged{with_entry}"
+        with pytest.raises(MergeError) as refused:
+            merge(copies, out)
+        message = str(refused.value)
+        assert f"shard {copies[1]} is damaged" in message and "batch-000000.jsonl.gz" in message
+        assert ("written by another configuration" if with_entry else "changed after it was written") in message
+        assert not out.exists()
+
+
+def test_an_overwritten_or_truncated_shard_batch_is_refused_naming_it(tmp_path, shards):
+    for how in ("overwritten", "truncated"):
+        copies = _copies(tmp_path / how, shards)
+        batch = copies[0] / "results" / "batch-000001.jsonl.gz"
+        first = (copies[0] / "results" / "batch-000000.jsonl.gz").read_bytes()
+        batch.write_bytes(first if how == "overwritten" else batch.read_bytes()[:-15])
+        result = subprocess.run([sys.executable, "-m", "tts.store.merge", "--out", str(tmp_path / f"m-{how}"),
+                                 *map(str, copies)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+        assert result.stderr.startswith(f"merge refused: shard {copies[0]} is damaged: {batch}")
+        assert "Error" not in result.stderr  # no EOFError traceback
+        assert not (tmp_path / f"m-{how}").exists()
+
+
+def test_scores_edited_in_a_shard_index_or_its_config_are_refused(tmp_path, shards):
+    copies = _copies(tmp_path / "index", shards)
+    index = copies[2] / "results" / "index.jsonl"
+    lines = index.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[0])
+    entry["problems"][0]["scores"]["expected"]["weighted@4"] = 1.0 - entry["problems"][0]["scores"]["expected"][
+        "weighted@4"]
+    index.write_bytes(json.dumps(entry).encode() + b"\n" + b"".join(lines[1:]))
+    with pytest.raises(MergeError, match=r"index.jsonl line 1 \(batch-000000.jsonl.gz\): the entry was edited"):
+        merge(copies, tmp_path / "merged")
+    copies = _copies(tmp_path / "config", shards)
+    config = yaml.safe_load((copies[2] / "config.yaml").read_text())
+    config["seed"] = 7  # the shard now claims to be of another run than its results were written under
+    (copies[2] / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(MergeError, match=r"config.yaml does not match the config its results were written under"):
+        merge(copies, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_shards_that_do_not_tile_their_range_are_refused_from_their_configs(tmp_path, shards):
+    with pytest.raises(MergeError, match=r"do not cover their dataset range: dataset.shard=1 of dataset.num_shards=3"):
+        merge([shards[0], shards[2]], tmp_path / "merged", check_dataset=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(compose_config(BASE + ["dataset.end=3"]), run_dir=a)
+    run(compose_config(BASE + ["dataset.start=5"]), run_dir=b)
+    with pytest.raises(MergeError, match=r"\[3:5\] between"):
+        merge([a, b], tmp_path / "merged", check_dataset=False)
+    report = merge([a, b], tmp_path / "merged", check_dataset=False, allow_missing=True)
+    assert report.problems == 7
+
+
+def test_a_second_merge_into_the_same_out_is_refused_while_the_first_runs(tmp_path, shards):
+    from tts.store.merge import merge_lock
+
+    out = tmp_path / "merged"
+    with merge_lock(out):  # a first merge into --out is under way
+        result = subprocess.run([sys.executable, "-m", "tts.store.merge", "--out", str(out), *map(str, shards)],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+        assert f"merge refused: another merge into {out} is running (pid " in result.stderr
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if ".merging-" in p.name]
+    assert merge(shards, out).problems == 9  # released: the merge goes ahead

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 from nbclient import NotebookClient
 
 from conftest import REPO, compose_config
@@ -48,6 +49,9 @@ def test_notebook_loops_over_settings_and_writes_what_the_cli_writes(tmp_path, m
     monkeypatch.setenv("PWD", str(tmp_path))
     monkeypatch.setenv("TTS_SWEEP", "sweep")
     monkeypatch.setenv("TTS_FIGS", "figs")
+    home = tmp_path / "home"  # the kernel and everything it runs must leave the home directory as it found it
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
@@ -55,6 +59,11 @@ def test_notebook_loops_over_settings_and_writes_what_the_cli_writes(tmp_path, m
     assert not [o for o in outputs if o.output_type == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "11 runs, 20 problems, 2 settings" in printed
+    assert not list(home.rglob("*")), "the notebook wrote into the home directory"
+    runs = pd.read_csv(tmp_path / "figs" / "runs.csv")
+    paths = [p for cell in runs.paths for p in cell.split(";")]
+    assert paths and not [p for p in paths if Path(p).is_absolute()], "runs.csv names this machine's paths"
+    assert all((tmp_path / "figs" / p / "config.yaml").exists() for p in paths)  # and still leads to the runs
     assert printed.count("reference pool: best_of_n") == 2  # one per setting
 
     assert main([str(two_setting_sweep()), "--out", str(tmp_path / "cli")]) == 0

@@ -9,8 +9,14 @@ tests/test_vllm_served.py, run by scripts/vllm_cpu_lane.sh.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +25,13 @@ pytest.importorskip("transformers")
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
+from tts.backends.base import PolicyUnavailable  # noqa: E402
 from tts.backends.hf import encode_prompt, render_prompt  # noqa: E402
 from tts.backends.openai import OpenAIPolicyConfig  # noqa: E402
 from tts.config.schema import ConfigError, ModelConfig  # noqa: E402
 from tts.config.validate import validate  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 
 
@@ -191,3 +199,113 @@ def test_base_url_is_checked_before_anything_runs(make_cfg, value):
     cfg.model.backend.base_url = value
     with pytest.raises(ConfigError, match="config key 'model.backend.base_url'"):
         validate(cfg)
+
+
+class DripServer:
+    """A real socket server that answers 200 with a long body it sends one byte at a time: every read gets a byte
+    before httpx's per-read timeout, so only a deadline on the whole request stops it."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.interval = interval
+        self.connections = 0
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(int(30 / self.interval)):  # 30 s: a client without a deadline fails this test, not hangs
+                if self.stopped.is_set():
+                    break
+                conn.sendall(b" ")
+                time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+def test_request_timeout_is_a_deadline_for_the_whole_request_against_a_slow_drip(dirs):
+    server = DripServer()
+    deadline = 1.5
+    policy = _policy(dirs, server.url, request_timeout=deadline, max_retries=3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PolicyUnavailable, match=r"did not finish a request within model\.backend\.request_timeout=1\.5 s") as info:
+            policy.generate([GenerationRequest(MESSAGES)])
+        elapsed = time.monotonic() - started
+        # the drip never stops: without the deadline the request would hang until the server gives up (never)
+        assert elapsed < deadline + 10, f"gave up only after {elapsed:.1f} s"
+        assert server.url in str(info.value) and "\n" not in str(info.value)
+    finally:
+        policy.close()
+        server.close()
+
+
+def test_a_malformed_reply_names_the_url_and_shows_its_first_bytes(dirs):
+    class Garbage(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = b"<html>502 Bad Gateway from the proxy</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    policy = _policy(dirs, url)
+    try:
+        with pytest.raises(PolicyUnavailable, match=r"sent a reply that is not a completion") as info:
+            policy.generate([GenerationRequest(MESSAGES)])
+        assert url in str(info.value) and "<html>502 Bad Gateway" in str(info.value)
+    finally:
+        policy.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("failure", ["refused", "http_404"])
+def test_a_run_against_a_failing_server_ends_in_one_line(dirs, servers, tmp_path, failure):
+    """The whole program, not the client: a refused connection or an HTTP error is one line on stderr naming the URL
+    and what to do, exit status 1, no traceback."""
+    if failure == "refused":
+        url = servers[1].url
+        servers[1].close()
+        servers.pop()
+    else:
+        url = servers[0].url
+        servers[0].plan = [(404, {"error": {"message": "The model `tiny` does not exist."}})] * 8
+    args = [sys.executable, "tts/main.py", "model=llama-3.2-1b", "model/backend=openai", f"model.path={dirs['llama']}",
+            "model.chat_template=llama3", f"model.backend.base_url={url}", "model.backend.max_retries=0",
+            "dataset.num_problems=2", "logger=none", "budget.max_tokens=8", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(errors) == 1 and url in errors[0], proc.stderr[-2000:]
+    assert ("is the server up" in errors[0]) if failure == "refused" else ("HTTP 404" in errors[0])

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, compose_config, results_files
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory
+from tts.store.run_dir import RunDamaged, RunDirectory, entry_digest, find_run_dirs
 
 
 def _index_lines(run_dir: Path) -> int:
@@ -54,19 +54,24 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     batches = _index_lines(run_dir)
     assert 3 <= batches < 20, batches
     assert not (run_dir / "metrics.json").exists()
-    # The kill may land anywhere in a batch's write; make the rerun meet the worst case too: the next batch file
-    # half written under its temporary name, a batch file renamed into place but not indexed, a torn index line.
-    results = run_dir / "results"
-    (results / f".batch-{batches:06d}.jsonl.gz.123.tmp").write_bytes(b"\x1f\x8b half a batch")
-    (results / f"batch-{batches:06d}.jsonl.gz").write_bytes((reference_dir / "results" /
-                                                             f"batch-{batches:06d}.jsonl.gz").read_bytes())
-    next_entry = (reference_dir / "results" / "index.jsonl").read_bytes().splitlines()[batches]
+    # The kill may land anywhere in a batch's write; make the rerun meet the worst case too: a batch vouched for in
+    # digests.jsonl and renamed into place but with its index line torn, then the next batch's digest line written
+    # and its file half written under its temporary name.
+    results, reference_results = run_dir / "results", reference_dir / "results"
+    digests = reference_results.joinpath("digests.jsonl").read_bytes().splitlines(keepends=True)
+    results.joinpath("digests.jsonl").write_bytes(b"".join(digests[: batches + 2]))
+    (results / f"batch-{batches:06d}.jsonl.gz").write_bytes(
+        (reference_results / f"batch-{batches:06d}.jsonl.gz").read_bytes())
+    next_entry = (reference_results / "index.jsonl").read_bytes().splitlines()[batches]
     with open(results / "index.jsonl", "ab") as handle:
         handle.write(next_entry[: len(next_entry) // 2])
+    (results / f".batch-{batches + 1:06d}.jsonl.gz.123.tmp").write_bytes(b"\x1f\x8b half a batch")
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{2 * batches} already recorded" in rerun.stdout + rerun.stderr
+    # the batch whose index line was torn is verified against its digest and kept: only the batch in flight is redone
+    assert f"{2 * (batches + 1)} already recorded" in rerun.stdout + rerun.stderr
+    assert f"WARNING] - {results}: batch-{batches:06d}.jsonl.gz had no usable index entry" in rerun.stdout
 
     resumed = RunDirectory(run_dir).records()
     ids = [r.unique_id for r in resumed]
@@ -117,10 +122,10 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
-    records = RunDirectory(tmp_path).records()
-    assert sorted(r.unique_id for r in records) == sorted(
-        p["unique_id"] for line in lines for p in json.loads(line)["problems"])
-    assert repaired == metrics  # the lost batch is redone whole, with the same batch mates
+    # batch 1 lost its index line, not its file: digests.jsonl vouches for the file, so its entry is rebuilt
+    assert "batch-000001.jsonl.gz had no usable index entry" in caplog.text
+    assert results_files(tmp_path) == full
+    assert repaired == metrics
 
 
 def _swap_last_batch(run_dir: Path, donor: Path) -> None:
@@ -172,7 +177,11 @@ def test_a_stub_record_is_dropped_and_redone_never_a_crash(tmp_path, caplog):
     data = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in stub), mtime=0)
     (tmp_path / "results" / entry["file"]).write_bytes(data)
     entry.update(problems=stub, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    entry["entry_sha256"] = entry_digest(entry)  # every digest matches: only the fields are missing
     _index(tmp_path).write_bytes(b"".join(lines[:-1]) + json.dumps(entry).encode() + b"\n")
+    digests = full["digests.jsonl"].splitlines(keepends=True)[:-1]
+    digests.append(json.dumps({k: entry[k] for k in ("file", "bytes", "sha256", "config_hash")}).encode() + b"\n")
+    (tmp_path / "results" / "digests.jsonl").write_bytes(b"".join(digests))
     for _ in range(2):  # and every rerun after it
         with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
             assert run(cfg, run_dir=tmp_path) == metrics
@@ -232,7 +241,10 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     args = [f"strategy={strategy}", "n=8", "dataset.num_problems=8", "logger=none"]
     one = run(compose_config(args + ["batch_size=1"]), run_dir=tmp_path / "one")
     all_ = run(compose_config(args + ["batch_size=8"]), run_dir=tmp_path / "all")
-    a, b = RunDirectory(tmp_path / "one").records(), RunDirectory(tmp_path / "all").records()
+    # keyed by problem: a tree search saves each problem as its search ends, so a batch's records are in finish order
+    a = sorted(RunDirectory(tmp_path / "one").records(), key=lambda r: r.unique_id)
+    b = sorted(RunDirectory(tmp_path / "all").records(), key=lambda r: r.unique_id)
+    assert [r.unique_id for r in a] == [r.unique_id for r in b]
     for x, y in zip(a, b):
         assert x.completions == y.completions and x.scores == y.scores
         assert x.compute["generated_tokens"] == y.compute["generated_tokens"]
@@ -242,3 +254,89 @@ def test_results_do_not_depend_on_batch_composition(tmp_path, strategy):
     # Not batch-independent, by design: backend calls (one or more per batch), and the per-problem share of PRM
     # tokens (a batched PRM call's tokens are split in proportion to the text each problem sent; the total is exact).
     assert one["compute/backend_calls"] > all_["compute/backend_calls"]
+
+
+# -- a run store that verifies itself: every stored byte is checked before it is counted ------------------------------
+
+
+def _edit_first_score(index: Path) -> str:
+    """Flip the first problem's weighted@4 in the first index line, keeping the line valid JSON; its batch's name."""
+    lines = index.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[0])
+    expected = entry["problems"][0]["scores"]["expected"]
+    expected["weighted@4"] = 1.0 - expected["weighted@4"]
+    index.write_bytes(json.dumps(entry).encode() + b"\n" + b"".join(lines[1:]))
+    return entry["file"]
+
+
+def test_scores_edited_in_the_index_are_refused_by_readers_and_redone_on_resume(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    name = _edit_first_score(_index(tmp_path))
+    with pytest.raises(RunDamaged, match=rf"index.jsonl line 1 \({name}\): the entry was edited"):
+        RunDirectory(tmp_path).summaries()
+    with pytest.raises(RunDamaged, match="entry was edited"):
+        RunDirectory(tmp_path).records()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path) == metrics  # the edit never reaches metrics.json
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{name} (index line 1: its index entry was edited" in warnings[0]
+    # the batch file itself is intact and vouched for: its entry is rebuilt from it rather than the problems redone
+    assert "rebuilt from the batch file" in warnings[0] and "nothing is searched again" in warnings[0]
+    assert results_files(tmp_path) == full
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_a_deleted_index_is_rebuilt_from_the_batches_and_nothing_is_redone(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    _index(tmp_path).unlink()
+    assert find_run_dirs(tmp_path) == [tmp_path]  # still found, so readers can say what is wrong with it
+    with pytest.raises(RunDamaged, match=r"index.jsonl is missing but .* holds 3 batch file\(s\); rerun the command"):
+        RunDirectory(tmp_path).summaries()
+    with caplog.at_level(logging.INFO):
+        assert run(cfg, run_dir=tmp_path) == metrics
+    assert "6 problems, 6 already recorded" in caplog.text  # no problem searched again
+    assert "batch-000000.jsonl.gz, batch-000001.jsonl.gz, batch-000002.jsonl.gz had no usable index entry" in caplog.text
+    assert results_files(tmp_path) == full  # the rebuilt index is the lost one, byte for byte
+
+
+def test_a_truncated_batch_is_named_by_readers_and_redone_on_resume(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    batch = tmp_path / "results" / "batch-000001.jsonl.gz"
+    batch.write_bytes(full["batch-000001.jsonl.gz"][:-20])
+    with pytest.raises(RunDamaged, match=rf"{batch}: \d+ bytes where its index entry says \d+: truncated"):
+        RunDirectory(tmp_path).records()  # not a bare EOFError from gzip
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path) == metrics
+    assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
+    assert len(RunDirectory(tmp_path).records()) == 6  # redone: the directory verifies again
+
+
+def test_a_batch_file_nothing_vouches_for_is_set_aside_not_counted_nor_deleted(tmp_path, caplog):
+    base = ["n=4", "dataset.num_problems=6", "logger=none", "batch_size=2"]
+    cfg, metrics, full = _finished_run(tmp_path / "run", base)
+    _finished_run(tmp_path / "other", base + ["seed=1"])
+    stray = (tmp_path / "other" / "results" / "batch-000002.jsonl.gz").read_bytes()
+    (tmp_path / "run" / "results" / "batch-000003.jsonl.gz").write_bytes(stray)  # no index entry, no digest
+    with pytest.raises(RunDamaged, match="batch-000003.jsonl.gz has no entry in index.jsonl"):
+        RunDirectory(tmp_path / "run").summaries()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert run(cfg, run_dir=tmp_path / "run") == metrics
+    assert "batch-000003.jsonl.gz: no index entry and no line in digests.jsonl" in caplog.text
+    after = results_files(tmp_path / "run")
+    assert after.pop("batch-000003.jsonl.gz.unverified") == stray
+    assert after == full
+
+
+def test_a_run_written_before_digests_resumes_unverified_and_says_so_once(tmp_path, caplog):
+    cfg, metrics, full = _finished_run(tmp_path)
+    lines = [json.loads(line) for line in full["index.jsonl"].splitlines()]
+    for entry in lines:
+        del entry["entry_sha256"]
+    _index(tmp_path).write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (tmp_path / "results" / "digests.jsonl").unlink()
+    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        assert len(RunDirectory(tmp_path).summaries()) == 6  # readable
+        assert run(cfg, run_dir=tmp_path) == metrics  # and resumable: nothing to redo
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 index entries were written before entries carried" in warnings[0]
+    assert results_files(tmp_path)["digests.jsonl"] == full["digests.jsonl"]  # the digests are vouched for again

@@ -52,7 +52,8 @@ def test_offline_run_logs_names_metrics_tables_and_results_artifact(wandb_env):
 
     artifacts = {a["type"]: a for a in of_type(records, "artifact")}
     assert {c["path"] for c in artifacts["results"]["manifest"]["contents"]} == {
-        "results/index.jsonl", "results/batch-000000.jsonl.gz", "config.yaml", "metrics.json", "run_info.json"}
+        "results/index.jsonl", "results/batch-000000.jsonl.gz", "config.yaml", "metrics.json", "run_info.json",
+        "completions.table.json", "problems.table.json"}
     # the results files are the run directory's, byte for byte
     for content in artifacts["results"]["manifest"]["contents"]:
         if content["path"].startswith("results/"):
@@ -64,12 +65,69 @@ def test_rerun_in_the_same_directory_reuses_the_wandb_run_id(wandb_env):
     run_dir = wandb_env / "run"
     cfg = compose_config(["n=2", "dataset.num_problems=3", "logger=wandb", "logger.log_table=false"])
     run(cfg, run_dir=run_dir)
-    run(cfg, run_dir=run_dir)
+    # what is logged changes (a tag): the rerun logs again, to the same W&B run
+    run(compose_config(["n=2", "dataset.num_problems=3", "logger=wandb", "logger.log_table=false",
+                        "logger.tags=[again]"]), run_dir=run_dir)
     ids = {p.stem for p in offline_runs(run_dir)}
     other = wandb_env / "other"
     run(cfg, run_dir=other)
     assert len(ids) == 1 and len(list((run_dir / "wandb").glob("offline-run-*"))) == 2
     assert {p.stem for p in offline_runs(other)} != ids
+
+
+def test_wandb_keeps_one_copy_within_twice_the_results_and_a_rerun_logs_nothing_new(wandb_env):
+    """The README's concern at small scale: W&B's folder holds one copy of the completions (the results artifact
+    refers to the run's own batch files; the tables are files of their own, never staged twice) and stays within 2x
+    the results; rerunning the finished run adds no byte and no W&B run."""
+    run_dir = wandb_env / "run"
+    cfg = compose_config(["n=16", "dataset.num_problems=60", "logger=wandb"])
+    run(cfg, run_dir=run_dir)
+    (log_file,) = offline_runs(run_dir)
+    inspect(log_file)
+
+    def sizes(folder: Path) -> dict:
+        return {p: p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+    results, tracked = sizes(run_dir / "results"), sizes(run_dir / "wandb")
+    assert sum(tracked.values()) <= 2 * sum(results.values()), (sum(tracked.values()), sum(results.values()))
+    batches = {p.read_bytes() for p in results if p.name.startswith("batch-")}
+    assert not [p for p in tracked if p.read_bytes() in batches], "W&B holds a copy of a results batch"
+    assert not [p for p in tracked if "media/table" in str(p)], "a table logged to the run is kept three times"
+    # every problem's selected completions are in the table
+    columns, rows = table(log_file, "completions")
+    on_disk = {r.unique_id: r for r in RunDirectory(run_dir).iter_records()}
+    shown = {(row[columns.index("unique_id")], row[columns.index("index")]) for row in rows}
+    assert {uid for uid, _ in shown} == set(on_disk)
+    picked_naive = [row for row in rows if row[columns.index("picked_naive")]]
+    assert len(picked_naive) == len(on_disk)
+    assert len(rows) < 16 * 60  # the budget cut it: at this size every row would be far more than the results
+
+    # the same command again: nothing new to log
+    started = time.perf_counter()
+    run(cfg, run_dir=run_dir)
+    print(f"rerun of a finished run: {time.perf_counter() - started:.1f} s")
+    assert sizes(run_dir / "wandb") == tracked
+    assert len(offline_runs(run_dir)) == 1
+
+
+def test_the_table_budget_keeps_each_problems_picks_first():
+    from tts.tracking.tables import COMPLETION_COLUMNS, budgeted_rows
+
+    def row(uid, index, naive=False, weighted=False, maj=False, text="x" * 50):
+        values = dict.fromkeys(COMPLETION_COLUMNS)
+        values.update(unique_id=uid, index=index, picked_naive=naive, picked_weighted=weighted, picked_maj=maj,
+                      text=text)
+        return [values[c] for c in COMPLETION_COLUMNS]
+
+    problems = [[row("a", 0), row("a", 1, weighted=True, maj=True), row("a", 2, naive=True), row("a", 3)],
+                [row("b", 0, naive=True, weighted=True), row("b", 1), row("b", 2, maj=True)]]
+    size = len(json.dumps(problems[0][0])) + 2
+    assert budgeted_rows(problems, 10 * size) == problems  # all fit: nothing cut
+    # room for three rows: the first round (each problem's naive pick), then a's weighted pick
+    kept = budgeted_rows(problems, 3 * size)
+    index = COMPLETION_COLUMNS.index("index")
+    assert [[r[index] for r in rows] for rows in kept] == [[1, 2], [0]]
+    assert budgeted_rows(problems, 0) == [[], []]
 
 
 @pytest.mark.parametrize("base_url, key, message", [
@@ -154,7 +212,8 @@ def test_progress_is_logged_after_every_batch_and_a_resumed_run_continues_it(wan
 
 def test_completions_table_has_one_row_per_completion_beside_a_problems_table(wandb_env):
     run_dir = wandb_env / "run"
-    run(compose_config(["n=8", "dataset.num_problems=5", "logger=wandb"]), run_dir=run_dir)
+    # a budget that holds every completion (the default keeps W&B within 2x the results: test below)
+    run(compose_config(["n=8", "dataset.num_problems=5", "logger=wandb", "logger.table_budget=1000"]), run_dir=run_dir)
     (log_file,) = offline_runs(run_dir)
     inspect(log_file)  # waits for the run to be complete
     columns, rows = table(log_file, "completions")
@@ -189,11 +248,14 @@ def test_tables_are_never_cut_to_wandbs_row_limit(wandb_env, monkeypatch):
     import wandb
 
     monkeypatch.setattr(wandb.Table, "MAX_ROWS", 50)
+    monkeypatch.setattr(wandb.Table, "MAX_ARTIFACT_ROWS", 40)
     run_dir = wandb_env / "run"
-    run(compose_config(["n=16", "dataset.num_problems=6", "logger=wandb"]), run_dir=run_dir)
+    run(compose_config(["n=16", "dataset.num_problems=6", "logger=wandb", "logger.table_budget=1000"]),
+        run_dir=run_dir)
     (log_file,) = offline_runs(run_dir)
     inspect(log_file)
-    assert len(table(log_file, "completions")[1]) == 96
+    parts = [table(log_file, f"completions_part{i}")[1] for i in (1, 2, 3)]
+    assert sum(map(len, parts)) == 96 and all(len(part) <= 40 for part in parts)  # whole problems per part
     assert wandb.Table.MAX_ROWS == 50  # restored after logging
 
 

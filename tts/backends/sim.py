@@ -12,14 +12,23 @@ solution has already gone wrong and on which path. A problem it cannot read gets
 
 Every random draw is a hash of (seed, problem, text so far, sample index), so a sample generated in one call equals the
 same sample generated step by step, and temperature 0 is greedy (the same for every seed and sample).
+
+Token confidence (`request.top_logprobs = k > 0`): each output also carries a (num_tokens, k) array of top-k
+log-probabilities (`sim_top_logprobs`, below). The token distribution is geometric with a sharpness drawn once per
+output, independent of everything tied to correctness; from the first wrong step on, the sharpness falls by
+`confidence_signal` (docs/sim.md#token-confidence). With `confidence_signal = 0` every row of an output is the same row
+and that row depends on no draw the text depends on, so no confidence measure can tell right from wrong.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Optional
+
+import numpy as np
 
 from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, PolicyBackend
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig
@@ -33,6 +42,7 @@ from tts.data.synthetic import (
     perturb_last_integer,
     right_prefix,
     solve,
+    stable_normal,
     stable_uniform,
     with_phrasing,
 )
@@ -45,6 +55,10 @@ SLOPE = 1.6  # logit per unit of (skill - difficulty): sets how sharply accuracy
 MERGE_PROB = 0.25  # two adjacent core steps are written as one step
 KEEP_CHECK_PROB = 0.8  # one of the problem's usual checking steps is written (else skipped)
 EXTRA_CHECK_PROB = 0.2  # one of the other checking steps is added
+# Token confidence (see sim_top_logprobs): log-sharpness of the token distribution, per output
+SHARPNESS = 2.0  # median sharpness: the top token takes 1 - exp(-2) = 86% of the mass
+SHARPNESS_SPREAD = 0.3  # s.d. of the log-sharpness between outputs (the noise every confidence measure sees)
+AFTER_ERROR = 0.5  # steps after the first wrong one fall by this fraction of `confidence_signal` (the slip itself: all)
 
 
 def count_tokens(text: str) -> int:
@@ -107,6 +121,23 @@ def _unreadable_plan(problem: str, num_wrong: int) -> Plan:
     )
 
 
+def sim_top_logprobs(pieces: Sequence[tuple[int, float]], z: float, signal: float, k: int) -> np.ndarray:
+    """The (tokens, k) top-k log-probabilities of one output written as `pieces` of (tokens, drop).
+
+    Every token's distribution is geometric over the vocabulary, P(j) = (1 - e^-b) e^(-b j) for the j-th most likely
+    token, so one number b (the sharpness) fixes every confidence measure, and each measure rises with b. An output's
+    log-sharpness is log SHARPNESS + SHARPNESS_SPREAD z, with z a standard normal drawn once per output from draws the
+    text does not use; a piece's tokens lose `signal * drop` of it (drop 1 for the first wrong step, AFTER_ERROR for
+    the wrong steps after it, 0 for right ones). So with signal 0 every row is the same function of z alone, and the
+    right and wrong outputs' measures have exactly the same distribution, whatever their lengths or problems."""
+    counts = np.fromiter((count for count, _ in pieces), dtype=np.int64, count=len(pieces))
+    drops = np.fromiter((drop for _, drop in pieces), dtype=np.float64, count=len(pieces))
+    log_sharpness = math.log(SHARPNESS) + SHARPNESS_SPREAD * z - signal * np.repeat(drops, counts)
+    sharpness = np.exp(log_sharpness)[:, None]
+    rows = np.log(-np.expm1(-sharpness)) - sharpness * np.arange(k)
+    return rows.astype(np.float32)
+
+
 @dataclass
 class SimPolicyConfig(PolicyBackendConfig):
     """The simulated policy's knobs (`model.backend.*`; conf/model/backend/sim.yaml says what each one does)."""
@@ -127,6 +158,8 @@ class SimPolicyConfig(PolicyBackendConfig):
     verify_unparsed_prob: float = 0.02
     revision_fix_prob: float = 0.9
     revision_break_prob: float = 0.02
+    # token confidence (request.top_logprobs > 0; see sim_top_logprobs)
+    confidence_signal: float = 0.6
 
     def check(self, run: Config) -> None:
         super().check(run)
@@ -138,6 +171,7 @@ class SimPolicyConfig(PolicyBackendConfig):
         for knob in ("verify_accuracy", "verify_unparsed_prob", "revision_fix_prob", "revision_break_prob"):
             value = getattr(self, knob)
             self.require(0.0 <= value <= 1.0, knob, f"must be a probability in [0, 1], got {value}")
+        self.require(self.confidence_signal >= 0.0, "confidence_signal", f"must be >= 0, got {self.confidence_signal}")
 
 
 class SimPolicy(PolicyBackend):
@@ -240,7 +274,12 @@ class SimPolicy(PolicyBackend):
     # -- generation -----------------------------------------------------------------------------------------------
 
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
-        return [self._samples(request) for request in requests]
+        outputs = [self._samples(request) for request in requests]
+        for request, samples in zip(requests, outputs):  # the sim's tokens of the prompt; it reuses nothing
+            tokens = sum(_count_cached(m["content"]) for m in request.messages) + _count_cached(request.prefix)
+            for o in samples:
+                o.prompt_tokens = o.prompt_tokens_computed = tokens
+        return outputs
 
     def _samples(self, request: GenerationRequest) -> list[GenerationOutput]:
         """All `request.n` samples; the per-request work (plan, reading the prefix) is done once, not per sample."""
@@ -276,15 +315,18 @@ class SimPolicy(PolicyBackend):
         context = request.prefix
         finish: FinishReason = "eos"
         position, written, path = state.position, state.written, state.path
+        pieces: list[tuple[int, float]] = []  # (tokens, confidence drop) per piece: see sim_top_logprobs
         while position < plan.done:
             options = next_steps(plan, position, written + 1)
             draw = lambda tag: stable_uniform("shape", tag, seed, plan.problem, context, index)  # noqa: B023 - used at once
             shape = self._shape(plan, options, position, draw)
             right, after = options[shape]
+            drop = 0.0 if path is None else AFTER_ERROR
             if path is None:
                 u = stable_uniform(seed, plan.problem, context, index)
                 if u >= p_right:
                     path = self._draw_path((u - p_right) / max(1e-12, 1.0 - p_right))
+                    drop = 1.0
             last = after == plan.done
             if path is None:
                 step = right
@@ -304,14 +346,23 @@ class SimPolicy(PolicyBackend):
                 piece = piece[: piece.index(hit) + len(hit)]
                 text += piece
                 num_tokens += _count_cached(piece)
+                pieces.append((_count_cached(piece), drop))
                 finish = "stop"
                 break
             text += piece
             num_tokens += _count_cached(piece)
+            pieces.append((_count_cached(piece), drop))
             context += piece
         if num_tokens > request.max_tokens:
             text, num_tokens, finish = truncate_to_tokens(text, request.max_tokens), request.max_tokens, "length"
-        return GenerationOutput(text=text, finish_reason=finish, num_tokens=num_tokens)
+        output = GenerationOutput(text=text, finish_reason=finish, num_tokens=num_tokens)
+        if request.top_logprobs > 0:
+            z = stable_normal("confidence", seed, plan.problem, request.prefix, index)
+            output.top_logprobs = self.top_logprobs(pieces, z, request.top_logprobs)[:num_tokens]
+        return output
+
+    def top_logprobs(self, pieces: Sequence[tuple[int, float]], z: float, k: int) -> np.ndarray:
+        return sim_top_logprobs(pieces, z, self.cfg.confidence_signal, k)
 
 
 # -- review and revision prompts ------------------------------------------------------------------------------------
@@ -370,9 +421,13 @@ def respond(policy: SimPolicy, request: GenerationRequest, sample: int) -> Optio
     return revise(policy, request, sample, problem, _ATTEMPT.findall(text[match.end() :]))
 
 
-def _draw(request: GenerationRequest, sample: int, *parts: object) -> float:
+def _draw_key(request: GenerationRequest, sample: int, *parts: object) -> tuple:
     greedy = request.temperature == 0.0
-    return stable_uniform("greedy" if greedy else request.seed, *parts, "greedy" if greedy else sample)
+    return ("greedy" if greedy else request.seed, *parts, "greedy" if greedy else sample)
+
+
+def _draw(request: GenerationRequest, sample: int, *parts: object) -> float:
+    return stable_uniform(*_draw_key(request, sample, *parts))
 
 
 def is_right(plan: Plan, solution: str) -> bool:
@@ -396,11 +451,36 @@ def _wrong_path(plan: Plan, attempt: str) -> Optional[int]:
     return plan.wrong_answers.index(answer.strip())
 
 
-def _finish(text: str, request: GenerationRequest) -> GenerationOutput:
+def _finish(
+    text: str,
+    request: GenerationRequest,
+    policy: SimPolicy,
+    sample: int,
+    key: tuple,
+    steps: Optional[list[str]] = None,
+    first_wrong: Optional[int] = None,
+) -> GenerationOutput:
+    """The output for `text`; asked for log-probabilities, a review is one right piece, a revision's `steps` lose
+    confidence from `first_wrong` on, as a written solution does (sim_top_logprobs)."""
     num_tokens = count_tokens(text)
     if num_tokens > request.max_tokens:
-        return GenerationOutput(truncate_to_tokens(text, request.max_tokens), "length", request.max_tokens)
-    return GenerationOutput(text, "eos", num_tokens)
+        output = GenerationOutput(truncate_to_tokens(text, request.max_tokens), "length", request.max_tokens)
+    else:
+        output = GenerationOutput(text, "eos", num_tokens)
+    if request.top_logprobs > 0:
+        pieces: list[tuple[int, float]] = [(num_tokens, 0.0)]
+        if steps is not None:
+            wrong = len(steps) if first_wrong is None else first_wrong
+            pieces = [
+                (
+                    count_tokens(step if i == len(steps) - 1 else step + STEP_SEPARATOR),
+                    0.0 if i < wrong else 1.0 if i == wrong else AFTER_ERROR,
+                )
+                for i, step in enumerate(steps)
+            ]
+        z = stable_normal("confidence", *_draw_key(request, sample, *key))
+        output.top_logprobs = policy.top_logprobs(pieces, z, request.top_logprobs)[: output.num_tokens]
+    return output
 
 
 def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: str, solution: str) -> GenerationOutput:
@@ -414,7 +494,7 @@ def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
     )
     if _draw(request, sample, "unparsed", problem, solution) < policy.cfg.verify_unparsed_prob:
         pick = int(_draw(request, sample, "malformed", problem, solution) * len(_MALFORMED))
-        return _finish(f"{opening}{STEP_SEPARATOR}{_MALFORMED[pick]}", request)
+        return _finish(f"{opening}{STEP_SEPARATOR}{_MALFORMED[pick]}", request, policy, sample, (problem, solution))
     p_right = verdict_probability(policy, plan, request.temperature)
     right = _draw(request, sample, "verdict", problem, solution) < p_right
     says_correct = truth if right else not truth
@@ -424,7 +504,9 @@ def review(policy: SimPolicy, request: GenerationRequest, sample: int, problem: 
         else "I found a mistake in the reasoning, so the answer cannot be trusted."
     )
     verdict = VERDICTS[0] if says_correct else VERDICTS[1]
-    return _finish(f"{opening} {reason}{STEP_SEPARATOR}Verdict: {verdict}", request)
+    return _finish(
+        f"{opening} {reason}{STEP_SEPARATOR}Verdict: {verdict}", request, policy, sample, (problem, solution)
+    )
 
 
 def first_wrong_step(plan: Plan, attempt: str) -> int:
@@ -452,6 +534,7 @@ def revise(
             max_tokens=request.max_tokens,
             stop=request.stop,
             seed=request.seed,
+            top_logprobs=request.top_logprobs,
         )
         return policy._sample(fresh, sample)
     plan = policy.plan(problem)
@@ -480,7 +563,9 @@ def revise(
                 wrong_path = policy._draw_path(_draw(request, sample, "path", problem, history))
             path = wrong_path
             steps[error:] = [policy.wrong_step(plan, plan.steps[i], path) for i in range(error, len(plan.steps))]
+    first_wrong = next((i for i, (step, right) in enumerate(zip(steps, plan.steps)) if step != right), None)
     if steps[-1] == plan.steps[-1] and len(plan.answer_forms) > 1:
         form = int(_draw(request, sample, "form", problem, history) * len(plan.answer_forms))
         steps[-1] = FINAL_TEMPLATE % plan.answer_forms[form]
-    return _finish(STEP_SEPARATOR.join(steps), request)
+    text = STEP_SEPARATOR.join(steps)
+    return _finish(text, request, policy, sample, (problem, history), steps, first_wrong)

@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from tts.backends.base import FinishReason, GenerationOutput, GenerationRequest, GenerationStream, PolicyBackend
+from tts.backends.base import (
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    GenerationStream,
+    PolicyBackend,
+    top_logprobs_array,
+)
 from tts.backends.hf import prompt_ids, text_token_ids
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
@@ -28,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
-    """The `vllm.SamplingParams` arguments of one request."""
-    return dict(
+    """The `vllm.SamplingParams` arguments of one request; `logprobs=k` returns the k highest log-probabilities of
+    each generated position (of the raw model distribution: vLLM's default `logprobs_mode`)."""
+    kwargs: dict[str, Any] = dict(
         n=request.n,
         temperature=request.temperature,
         top_p=request.top_p,
@@ -39,6 +47,9 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         skip_special_tokens=True,
         seed=request.seed,
     )
+    if request.top_logprobs:
+        kwargs["logprobs"] = int(request.top_logprobs)
+    return kwargs
 
 
 def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> FinishReason:
@@ -52,7 +63,7 @@ def map_finish_reason(finish_reason: str | None, stop_reason: Any) -> FinishReas
     raise RuntimeError(f"unknown vLLM finish_reason {finish_reason!r}")
 
 
-def map_completion(completion: Any, tokenizer: Any = None) -> GenerationOutput:
+def map_completion(completion: Any, tokenizer: Any = None, top_logprobs: int = 0) -> GenerationOutput:
     """One vLLM `CompletionOutput` -> `GenerationOutput` (tokens: every generated token, the stop's included). A
     step cut at a stop string is what a search continues: with a tokenizer, it keeps the ids that decode to its text
     (`text_token_ids`), so the next request continues the sampled tokens."""
@@ -60,16 +71,35 @@ def map_completion(completion: Any, tokenizer: Any = None) -> GenerationOutput:
     ids = None
     if tokenizer is not None and reason == "stop":
         ids = text_token_ids(tokenizer, completion.token_ids, completion.text)
+    top = None
+    positions = getattr(completion, "logprobs", None)
+    if top_logprobs and positions is not None:
+        top = top_logprobs_array(((lp.logprob for lp in position.values()) for position in positions), top_logprobs)
     return GenerationOutput(
-        text=completion.text, finish_reason=reason, num_tokens=len(completion.token_ids), token_ids=ids
+        text=completion.text,
+        finish_reason=reason,
+        num_tokens=len(completion.token_ids),
+        token_ids=ids,
+        top_logprobs=top,
     )
 
 
-def map_request_output(request: GenerationRequest, output: Any, tokenizer: Any = None) -> list[GenerationOutput]:
+def map_request_output(
+    request: GenerationRequest, output: Any, tokenizer: Any = None, prompt_tokens: int = 0
+) -> list[GenerationOutput]:
+    """A request's samples. Its prompt (`prompt_tokens` long) is evaluated for the first sample; its siblings, and the
+    prefix the engine reports as served from its cache (`num_cached_tokens`), reuse that KV cache. vLLM reports one
+    cache count per request; a release that reports none leaves the computed count unknown (None)."""
     samples = sorted(output.outputs, key=lambda c: c.index)
     if len(samples) != request.n:
         raise RuntimeError(f"vLLM returned {len(samples)} samples, asked for n={request.n}")
-    return [map_completion(c, tokenizer) for c in samples]
+    outputs = [map_completion(c, tokenizer, request.top_logprobs) for c in samples]
+    cached = getattr(output, "num_cached_tokens", None)
+    for i, sample in enumerate(outputs):
+        sample.prompt_tokens = prompt_tokens
+        if isinstance(cached, int):
+            sample.prompt_tokens_computed = max(0, prompt_tokens - cached) if i == 0 else 0
+    return outputs
 
 
 class VLLMPolicy(PolicyBackend):
@@ -87,10 +117,11 @@ class VLLMPolicy(PolicyBackend):
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         prompts = [self.prompt(r) for r in requests]
         params = [self.sampling_params(**sampling_kwargs(r)) for r in requests]
-        for request, prompt in zip(requests, prompts):
-            self.stats.prompt_tokens += len(prompt["prompt_token_ids"]) * request.n
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [map_request_output(r, o, self.tokenizer) for r, o in zip(requests, outputs)]
+        return [
+            map_request_output(r, o, self.tokenizer, len(p["prompt_token_ids"]))
+            for r, o, p in zip(requests, outputs, prompts)
+        ]
 
     def stream(self):
         """Requests stepped through the engine directly, each answered as soon as its samples are done
@@ -123,7 +154,7 @@ class VLLMStream(GenerationStream):
     def __init__(self, policy: VLLMPolicy) -> None:
         super().__init__(policy)
         self.engine = policy.llm.llm_engine
-        self._pending: dict[str, tuple[Any, GenerationRequest]] = {}
+        self._pending: dict[str, tuple[Any, GenerationRequest, int]] = {}  # id -> (key, request, prompt tokens)
         self._ids = itertools.count()
         self._prefix = f"tts-stream-{id(self):x}-"
         scheduler = getattr(getattr(self.engine, "vllm_config", None), "scheduler_config", None)
@@ -142,8 +173,7 @@ class VLLMStream(GenerationStream):
             params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when all its samples are done
             request_id = f"{self._prefix}{next(self._ids)}"
             self.engine.add_request(request_id, prompt, params)
-            self._pending[request_id] = (key, request)
-            policy.stats.prompt_tokens += len(prompt["prompt_token_ids"]) * request.n
+            self._pending[request_id] = (key, request, len(prompt["prompt_token_ids"]))
 
     @property
     def in_flight(self) -> int:
@@ -161,8 +191,8 @@ class VLLMStream(GenerationStream):
             for output in self.engine.step():
                 if not output.finished or output.request_id not in self._pending:
                     continue
-                key, request = self._pending.pop(output.request_id)
-                samples = map_request_output(request, output, self.policy.tokenizer)
+                key, request, prompt_tokens = self._pending.pop(output.request_id)
+                samples = map_request_output(request, output, self.policy.tokenizer, prompt_tokens)
                 self.policy.count_answer(request, samples)
                 done.append((key, samples))
         return done

@@ -12,7 +12,8 @@ Selection and stopping rules that need no reward model read only these numbers (
   U is uniform over those k tokens: -log k - (1/k) sum_j log Ptilde_i(j). With the full vocabulary the measure is the
   paper's; with k tokens it ranks traces the same way when the tail mass is small, and it costs nothing extra.
 
-Everything here is a pure function of a (tokens, k) array; records keep the summaries (`summarize`), never the arrays.
+Everything here is a pure function of a (tokens, k) array; records keep the summaries (`summarize`, rounded by
+`for_record`), never the arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import numpy as np
 DEFAULT_WINDOW = 2048
 DEFAULT_TAIL = 2048
 BOTTOM_FRACTION = 0.10
+# digits a record keeps of each measure: confidences are O(1), so 1e-5 keeps every ranking a run can resolve while a
+# value takes 7 characters of JSON instead of 18
+RECORD_DIGITS = 5
 
 
 def token_confidence(top_logprobs: np.ndarray) -> np.ndarray:
@@ -73,11 +77,12 @@ def self_certainty(top_logprobs: np.ndarray) -> float:
     values = np.asarray(top_logprobs, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"top_logprobs must be (tokens, k), got shape {values.shape}")
-    if values.shape[0] == 0:
+    if values.shape[0] == 0 or values.shape[1] == 0:
         return 0.0
-    k = values.shape[1]
-    renormalised = values - np.logaddexp.reduce(values, axis=1, keepdims=True)
-    return float(np.mean(-np.log(k) - renormalised.mean(axis=1)))
+    top = values.max(axis=1)
+    normaliser = top + np.log(np.exp(values - top[:, None]).sum(axis=1))  # log-sum-exp of each row
+    # the mean over a row of its renormalised log-probabilities is its mean log-probability less the normaliser
+    return float(np.mean(normaliser - values.mean(axis=1)) - np.log(values.shape[1]))
 
 
 def summarize(
@@ -89,14 +94,20 @@ def summarize(
     """What a record keeps of a completion's log-probabilities: mean, lowest group, bottom-10% and tail confidence,
     self-certainty, and (given the token count of each step, in order) the lowest group confidence inside each step,
     so analysis can set a new threshold without generating again."""
-    confidence = token_confidence(top_logprobs)
-    groups = group_confidence(confidence, window)
+    values = np.asarray(top_logprobs, dtype=np.float64)
+    confidence = token_confidence(values)
+    mean = float(confidence.mean()) if len(confidence) else 0.0
+    if len(confidence) <= window:  # one group, the whole trace (most traces at DeepConf's 2048): no windows to scan
+        low = bottom = mean
+    else:
+        groups = group_confidence(confidence, window)
+        low, bottom = lowest_group(groups), bottom_mean(groups)
     summary: dict[str, object] = {
-        "mean": float(confidence.mean()) if len(confidence) else 0.0,
-        "lowest_group": lowest_group(groups),
-        "bottom10": bottom_mean(groups),
-        "tail": tail_confidence(confidence, tail),
-        "self_certainty": self_certainty(top_logprobs),
+        "mean": mean,
+        "lowest_group": low,
+        "bottom10": bottom,
+        "tail": mean if len(confidence) <= tail else tail_confidence(confidence, tail),
+        "self_certainty": self_certainty(values),
     }
     if step_lengths is not None:
         summary["step_lowest"] = step_lowest_groups(confidence, step_lengths, window)
@@ -106,19 +117,73 @@ def summarize(
 def step_lowest_groups(
     confidence: np.ndarray, step_lengths: Sequence[int], window: int = DEFAULT_WINDOW
 ) -> list[Optional[float]]:
-    """For each step (its tokens in order), the lowest group confidence among the windows that end inside it."""
-    lowest: list[Optional[float]] = []
-    start = 0
-    running = np.cumsum(np.concatenate(([0.0], np.asarray(confidence, dtype=np.float64))))
-    for length in step_lengths:
-        end = min(start + int(length), len(confidence))
-        if end <= start:
-            lowest.append(None)
-            start = end
-            continue
-        ends = np.arange(start + 1, end + 1)
-        begins = np.maximum(ends - window, 0)
-        means = (running[ends] - running[begins]) / (ends - begins)
-        lowest.append(float(means.min()))
-        start = end
-    return lowest
+    """For each step (its tokens in order), the lowest group confidence inside it, with `group_confidence`'s groups.
+
+    A group is a full window of `window` tokens; a step in which at least one full window ends gets the lowest of
+    those. A step that ends before the trace has `window` tokens gets the one group `group_confidence` gives the trace
+    cut at the step's end: the mean of the trace so far. So the lowest over the steps that end at or after token
+    `window` is the trace's `lowest_group`, and the last step of a trace shorter than the window holds its mean. A
+    step with no tokens gets None."""
+    values = np.asarray(confidence, dtype=np.float64)
+    running = np.concatenate(([0.0], np.cumsum(values)))
+    ends = np.minimum(np.cumsum(np.asarray(step_lengths, dtype=np.int64)), len(values))
+    starts = np.concatenate(([0], ends[:-1]))
+    lowest = np.full(len(ends), np.nan)
+    prefix = (ends > starts) & (ends < window)
+    lowest[prefix] = running[ends[prefix]] / ends[prefix]
+    full = (ends > starts) & (ends >= window)
+    if full.any():
+        groups = (running[window:] - running[:-window]) / window  # groups[j]: the window ending at token j + window
+        first = np.maximum(starts[full] + 1, window) - window  # each step's first group; the next step's follows
+        lowest[full] = np.minimum.reduceat(groups[: ends[full][-1] - window + 1], first)
+    return [None if np.isnan(v) else float(v) for v in lowest]
+
+
+def step_token_lengths(pieces: Sequence[tuple[str, int]], steps: Sequence[str]) -> list[int]:
+    """How many of the tokens each step takes, for a text written as `pieces` of (text, tokens) (one per backend
+    output) and split into `steps` (stripped, in order, as tts.data.steps.split_steps gives them).
+
+    A backend says how many tokens each output has but not where in its text each token falls, so a step boundary
+    inside an output is placed in proportion to its characters; boundaries between outputs are exact (a tree search's
+    outputs are one step each, so its steps are exact)."""
+    char_knots, token_knots = [0], [0]
+    for text, tokens in pieces:
+        char_knots.append(char_knots[-1] + len(text))
+        token_knots.append(token_knots[-1] + int(tokens))
+    full = "".join(text for text, _ in pieces)
+    starts, position = [], 0
+    for step in steps:
+        found = full.find(step, position)
+        starts.append(position if found < 0 else found)
+        position = position if found < 0 else found + len(step)
+    ends = [*starts[1:], len(full)][: len(steps)]  # a step owns the separator after it, the last one the rest
+    boundaries = np.rint(np.interp(ends, char_knots, token_knots)).astype(np.int64)
+    return np.diff(np.concatenate(([0], boundaries))).tolist()
+
+
+def for_record(summary: dict[str, object], digits: int = RECORD_DIGITS) -> dict[str, object]:
+    """`summarize`'s output rounded to `digits` decimals: what `Completion.confidence` keeps (about 60 bytes of JSON
+    plus 8 per step)."""
+    rounded: dict[str, object] = {}
+    for name, value in summary.items():
+        if isinstance(value, list):
+            rounded[name] = [None if v is None else round(v, digits) for v in value]
+        else:
+            rounded[name] = round(value, digits)  # type: ignore[call-overload]
+    return rounded
+
+
+def completion_confidence(
+    pieces: Sequence[tuple[str, np.ndarray]], steps: Sequence[str], window: int, tail: int
+) -> Optional[dict[str, object]]:
+    """The record summary of a completion written as `pieces` of (text, top-k log-probabilities), one per backend
+    output in order (a tree search's completion is several outputs); None when any piece has no log-probabilities."""
+    if not pieces or any(array is None for _, array in pieces):
+        return None
+    k = {array.shape[1] for _, array in pieces if array.ndim == 2}
+    if len(k) != 1:
+        return None  # outputs asked for different k (or none has a row): no one measure covers them
+    arrays = [array for _, array in pieces]
+    lengths = step_token_lengths([(text, len(array)) for text, array in pieces], steps)
+    top = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return for_record(summarize(top, lengths, window, tail))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -35,6 +35,7 @@ def is_whole(value: Any) -> bool:
 
 
 SEED_LIMIT = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes 32-bit seeds
+MAX_TOP_LOGPROBS = 20  # `model.top_logprobs` at most: vLLM's default cap on log-probabilities per token
 
 
 # -- the components' base configs ---------------------------------------------------------------------------------
@@ -81,6 +82,7 @@ class StrategyConfig(ComponentConfig):
     """Knobs every strategy has: how the policy samples, and how many problems share a backend call."""
 
     group: ClassVar[str] = "strategy"
+    needs_prm: ClassVar[bool] = False  # True: a PRM's step scores steer the search itself (refused with prm=none)
 
     temperature: float = 0.8
     top_p: float = 1.0
@@ -93,6 +95,12 @@ class StrategyConfig(ComponentConfig):
             self.search_batch_size is None or self.search_batch_size >= 1,
             "search_batch_size",
             "must be >= 1 or null (all problems)",
+        )
+        require(
+            not self.needs_prm or run.prm.scores,
+            "prm",
+            f"strategy={self.name} is steered by a PRM's step scores and prm=none scores nothing; choose a PRM "
+            f"(e.g. prm=sim) or a strategy that needs none (best_of_n, filter_vote, revisions)",
         )
 
 
@@ -113,6 +121,9 @@ class PRMConfig(ComponentConfig):
 
     group: ClassVar[str] = "prm"
     shared: ClassVar[bool] = False  # as PolicyBackendConfig.shared
+    scores: ClassVar[bool] = True  # False: scores nothing (prm=none); naive and weighted are then not reported
+    # judges only the problems of dataset=synthetic (the simulated PRM); refused on others unless `allow_foreign`
+    synthetic_only: ClassVar[bool] = False
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -135,6 +146,9 @@ class ModelConfig:
     chat_template: Optional[str] = None  # shipped template name, a file, or null for the tokenizer's own
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # k highest log-probabilities of every generated token's distribution, for confidence measures (0: none); from the
+    # engine's own logprob option, at most MAX_TOP_LOGPROBS
+    top_logprobs: int = 5
     prompt: PromptConfig = field(default_factory=PromptConfig)
     backend: Any = MISSING  # typed at the entry: the config of the class its `_target_` names
 
@@ -151,6 +165,7 @@ class DatasetConfig:
     name: str = MISSING
     path: Optional[str] = None
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None  # the hub dataset's configuration (its `name`), e.g. "main" for openai/gsm8k
     split: str = "test"
     num_problems: Optional[int] = None
     start: int = 0
@@ -159,6 +174,7 @@ class DatasetConfig:
     num_shards: int = 1
     generator_seed: int = 1234
     columns: dict[str, str] = field(default_factory=dict)
+    answer_transform: Optional[str] = None  # how the mapped answer column becomes the gold answer (tts.data)
 
 
 @dataclass
@@ -172,6 +188,7 @@ class LoggerConfig:
     job_type: str = "search"
     log_table: bool = True
     log_artifact: bool = True
+    table_budget: float = 1.0  # the completions table's JSON may take this many times the results' bytes
     init_timeout: float = 15.0
     run_id: Optional[str] = None
     resume: str = "allow"
@@ -183,6 +200,12 @@ class ScoringConfig:
     grading_timeout: float = 5.0
     subset_draws: int = 200
     lenient_extraction: bool = False
+    # the policy's confidence (tts/confidence; conf/config.yaml says what each does)
+    confidence_window: int = 2048
+    confidence_tail: int = 2048
+    deepconf_eta: list[int] = field(default_factory=lambda: [10, 90])
+    deepconf_measure: str = "lowest_group"
+    borda_power: float = 0.5
 
 
 @dataclass
@@ -197,6 +220,7 @@ class Config:
     n: int = 4
     seed: int = 0
     batch_size: int = 64
+    progress_every: float = 30.0  # seconds between progress lines while generating
 
 
 def to_container(run: Config) -> dict:
@@ -218,11 +242,16 @@ def register_configs() -> None:
     """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [/base_<group>@_here_]`).
 
     They are stored at the root, not in their group: an entry of a group is an option Hydra offers (`--help`, error
-    messages), and a schema is not one."""
+    messages), and a schema is not one. A dict-typed field (`dataset.columns`) holds the user's keys, so it is left
+    open: `dataset.columns={problem: question}` sets it as written, without Hydra's `+` for a key the schema lacks."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in SCHEMAS.items():
-        cs.store(name=f"base_{group}", node=schema)
+        node = OmegaConf.structured(schema)
+        for item in dataclasses.fields(schema):
+            if str(item.type).startswith("dict["):
+                OmegaConf.set_struct(node[item.name], False)
+        cs.store(name=f"base_{group}", node=node)
 
 
 register_configs()

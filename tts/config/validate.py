@@ -30,7 +30,16 @@ from tts.config.keys import (
     unknown_keys,
 )
 from tts.config.redaction import is_secret_key
-from tts.config.schema import SEED_LIMIT, ComponentConfig, Config, ConfigError, is_whole, require
+from tts.config.schema import (
+    MAX_TOP_LOGPROBS,
+    SEED_LIMIT,
+    ComponentConfig,
+    Config,
+    ConfigError,
+    ScoringConfig,
+    is_whole,
+    require,
+)
 
 REDUCTIONS = ("last", "min", "prod", "mean")
 LOGGER_MODES = ("offline", "online", "disabled")
@@ -100,6 +109,16 @@ def _check_run(run: Config) -> None:
         "batch_size",
         f"must be >= 1 (problems saved per batch), got {run.batch_size!r}",
     )
+    require(
+        is_whole(run.model.top_logprobs) and 0 <= run.model.top_logprobs <= MAX_TOP_LOGPROBS,
+        "model.top_logprobs",
+        f"must be a whole number in [0, {MAX_TOP_LOGPROBS}] (0: no log-probabilities), got {run.model.top_logprobs!r}",
+    )
+    require(
+        0 < run.progress_every <= 86400,
+        "progress_every",
+        f"must be in (0, 86400] seconds (between progress lines), got {run.progress_every!r}",
+    )
     require(run.budget.max_tokens >= 1, "budget.max_tokens", f"must be >= 1, got {run.budget.max_tokens}")
     require(run.budget.num_iterations >= 1, "budget.num_iterations", f"must be >= 1, got {run.budget.num_iterations}")
     require(
@@ -115,6 +134,7 @@ def _check_run(run: Config) -> None:
         "scoring.subset_draws",
         f"must be a whole number >= 1 (random subsets per n' for weighted and majority), got {scoring.subset_draws!r}",
     )
+    check_confidence_scoring(scoring)
     require(
         dataset.num_problems is None or dataset.num_problems >= 1,
         "dataset.num_problems",
@@ -135,6 +155,11 @@ def _check_run(run: Config) -> None:
     )
     require(logger.mode in LOGGER_MODES, "logger.mode", f"must be one of {LOGGER_MODES}, got {logger.mode!r}")
     require(logger.init_timeout > 0, "logger.init_timeout", f"must be > 0 seconds, got {logger.init_timeout}")
+    require(
+        logger.table_budget >= 0,
+        "logger.table_budget",
+        f"must be >= 0 (x the results' bytes), got {logger.table_budget}",
+    )
 
 
 # -- keys -----------------------------------------------------------------------------------------------------------
@@ -269,3 +294,27 @@ def _check_option(group: str, override) -> Optional[str]:
                 f"(the files in conf/{group}/)"
             )
     return None
+
+
+DEEPCONF_MEASURES = ("lowest_group", "bottom10", "tail", "mean")
+
+
+def check_confidence_scoring(scoring: ScoringConfig) -> None:
+    """The confidence aggregations' knobs (deepconf@eta, borda_sc; docs/confidence.md)."""
+    for knob in ("confidence_window", "confidence_tail"):
+        value = getattr(scoring, knob)
+        require(
+            is_whole(value) and value >= 1, f"scoring.{knob}", f"must be a whole number of tokens >= 1, got {value!r}"
+        )
+    etas = list(scoring.deepconf_eta)
+    require(
+        all(is_whole(eta) and 0 < eta <= 100 for eta in etas) and len(set(etas)) == len(etas),
+        "scoring.deepconf_eta",
+        f"must be distinct whole percentages in (0, 100] (the share of traces kept), got {etas}",
+    )
+    require(
+        scoring.deepconf_measure in DEEPCONF_MEASURES,
+        "scoring.deepconf_measure",
+        f"must be one of {', '.join(DEEPCONF_MEASURES)}, got {scoring.deepconf_measure!r}",
+    )
+    require(scoring.borda_power >= 0, "scoring.borda_power", f"must be >= 0, got {scoring.borda_power}")

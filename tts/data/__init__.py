@@ -3,7 +3,14 @@
     dataset=synthetic                                   # generated, no download
     dataset=math500                                     # HuggingFaceH4/MATH-500 from the hub (or a local copy)
     dataset=math500 dataset.path=/data/math500.jsonl    # a local file
-    dataset=jsonl dataset.path=my.jsonl '+dataset.columns={problem: question, answer: final}'
+    dataset=gsm8k                                       # openai/gsm8k (config main) from the hub: gold = after `####`
+    dataset=gsm8k dataset.path=/data/gsm8k_test.jsonl   # a local copy with GSM8K's columns (question, answer)
+    dataset=jsonl dataset.path=my.jsonl 'dataset.columns={problem: question, answer: final}'
+
+A gold answer is compared with the model's extracted answer, so it must be an answer, not a worked solution:
+`answer_transform` names how the mapped answer column becomes one (`gsm8k`: the text after the last `####`, thousands
+separators removed), and a gold answer that still looks like a solution is refused before any generation (see
+`check_gold_answer`).
 
 `num_problems` keeps the first K problems; `start` / `end` then cut a range, and `shard` / `num_shards` split that range
 into contiguous parts, one per job (`dataset.shard=0,1,2,3 dataset.num_shards=4`; join them with
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from tts.data.errors import DatasetError
@@ -24,6 +32,39 @@ from tts.data.synthetic import generate_problems
 
 REQUIRED = ("problem", "answer")
 OPTIONAL = ("unique_id", "solution", "subject", "level")
+# A gold answer longer than this is prose (a worked solution), not an answer. MATH-500's longest answer is 53
+# characters (a 3-vector as a pmatrix); GSM8K's finals are numbers.
+MAX_ANSWER_CHARS = 200
+FINAL_MARKER = "####"  # GSM8K's worked solutions end with `#### <final answer>`
+
+
+def _gsm8k_final(text: str) -> str:
+    """The text after the last `####`, with the commas of thousands separators removed (`1,450,000` -> `1450000`)."""
+    if FINAL_MARKER not in text:
+        raise ValueError(f"has no {FINAL_MARKER!r} line (GSM8K's worked solutions end with '#### <answer>')")
+    final = text.rsplit(FINAL_MARKER, 1)[1].strip()
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", final)
+
+
+# dataset.answer_transform -> how the answer column becomes the gold answer (None: as written)
+ANSWER_TRANSFORMS = {"gsm8k": _gsm8k_final}
+
+
+def check_gold_answer(answer: str) -> str | None:
+    """Why `answer` is a worked solution rather than an answer (None when it is an answer).
+
+    The rule: a gold answer is refused when it spans more than one line, holds GSM8K's `####` marker, or is longer
+    than MAX_ANSWER_CHARS characters. Graded against such a "gold answer" every completion would be wrong and the run
+    would report 0.000 without a word, which is what mapping `answer` to GSM8K's raw `answer` column does.
+    """
+    text = answer.strip()
+    if "\n" in text or "\r" in text:
+        return "spans several lines"
+    if FINAL_MARKER in text:
+        return f"holds {FINAL_MARKER!r}"
+    if len(text) > MAX_ANSWER_CHARS:
+        return f"is {len(text)} characters long (more than {MAX_ANSWER_CHARS})"
+    return None
 
 
 def _read_rows(dataset_cfg) -> list[Row]:
@@ -38,24 +79,30 @@ def _read_rows(dataset_cfg) -> list[Row]:
         raise DatasetError(
             f"config key 'dataset.path': dataset {dataset_cfg.name!r} needs a local file (dataset.path=...)"
         )
-    return read_hub_rows(_load_from_hub(hub_id, dataset_cfg.split), hub_id, dataset_cfg.split)
+    hub_config = getattr(dataset_cfg, "hub_config", None)
+    return read_hub_rows(
+        _load_from_hub(hub_id, hub_config, dataset_cfg.split, dataset_cfg.name), hub_id, dataset_cfg.split
+    )
 
 
-def _load_from_hub(hub_id: str, split: str) -> list[dict]:
+def _load_from_hub(hub_id: str, hub_config: str | None, split: str, name: str) -> list[dict]:
+    config_arg = f"{hub_config!r}, " if hub_config else ""
     try:
         import datasets
 
-        return list(datasets.load_dataset(hub_id, split=split))
+        return list(datasets.load_dataset(hub_id, hub_config, split=split))
     except Exception as error:  # noqa: BLE001 - offline, gated or missing (many types): one message with the way out
         raise DatasetError(
             f"could not load {hub_id!r} (split {split!r}) from the Hugging Face hub ({type(error).__name__}: {error}). "
             f"If this machine is offline, download it elsewhere "
-            f"(e.g. `datasets.load_dataset({hub_id!r}, split={split!r}).to_json('math500.jsonl')`) "
-            "and pass dataset.path=/path/to/math500.jsonl"
+            f"(e.g. `datasets.load_dataset({hub_id!r}, {config_arg}split={split!r}).to_json('{name}.jsonl')`) "
+            f"and pass dataset.path=/path/to/{name}.jsonl"
         ) from error
 
 
-def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool) -> Problem:
+def _to_problem(
+    row: Row, index: int, columns: dict, source: str, has_ids: bool, transform: str | None = None
+) -> Problem:
     def column(field: str) -> str:
         return columns.get(field, field)
 
@@ -67,12 +114,14 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
                 f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {kind} where text or a "
                 f"number is expected"
             ) from None
+        except ValueError as why:  # text that is not valid Unicode
+            raise DatasetError(f"{row.where or f'row {index + 1}'}, column {column(field)!r}: {why}") from None
         if value is None and required:
             if column(field) not in row:
                 raise DatasetError(
                     f"dataset {source!r} {row.where or f'row {index + 1}'} has no {field} (column {column(field)!r}); "
                     f"its columns are {sorted(row)}. Map them with dataset.columns, e.g. "
-                    f"'+dataset.columns={{problem: question, answer: final_answer}}'"
+                    f"'dataset.columns={{problem: question, answer: final_answer}}'"
                 )
             raise DatasetError(
                 f"{row.where or f'row {index + 1}'}, column {column(field)!r}: the {field} is missing "
@@ -86,6 +135,26 @@ def _to_problem(row: Row, index: int, columns: dict, source: str, has_ids: bool)
         return value
 
     problem, answer = required("problem"), required("answer")
+    where = f"{row.where or f'row {index + 1}'}, column {column('answer')!r}"
+    if transform is not None:
+        try:
+            answer = ANSWER_TRANSFORMS[transform](answer)
+        except ValueError as error:
+            raise DatasetError(
+                f"config key 'dataset.answer_transform': {where}: the answer {error}; fix the row, or set "
+                f"dataset.answer_transform=null if the column already holds final answers"
+            ) from None
+    why = check_gold_answer(answer)
+    if why is not None:
+        hint = (
+            "set dataset.answer_transform=gsm8k to take the text after '####'"
+            if FINAL_MARKER in answer
+            else "map dataset.columns.answer to a column of final answers"
+        )
+        raise DatasetError(
+            f"{where}: the gold answer {why}, so it looks like a worked solution rather than an answer (it starts "
+            f"{answer.strip()[:30]!r}); {hint}"
+        )
     # Ids are the keys of the results: all rows have one, or none has and the row index is used.
     unique_id = required("unique_id") if has_ids else f"{source}/{index}"
     level_text = text("level", False)
@@ -136,7 +205,13 @@ def _all_problems(dataset_cfg) -> list[Problem]:
         rows = rows[: dataset_cfg.num_problems]
     id_column = columns.get("unique_id", "unique_id")
     has_ids = any(id_column in row for row in rows)
-    problems = [_to_problem(row, i, columns, dataset_cfg.name, has_ids) for i, row in enumerate(rows)]
+    transform = getattr(dataset_cfg, "answer_transform", None)
+    if transform is not None and transform not in ANSWER_TRANSFORMS:
+        raise DatasetError(
+            f"config key 'dataset.answer_transform': unknown transform {transform!r}; use one of "
+            f"{sorted(ANSWER_TRANSFORMS)} or null (the answer column as written)"
+        )
+    problems = [_to_problem(row, i, columns, dataset_cfg.name, has_ids, transform) for i, row in enumerate(rows)]
     _check_unique(problems, rows, id_column)
     return problems
 

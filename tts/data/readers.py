@@ -174,11 +174,20 @@ def exact_text(value: Any) -> str | None:
 
     Strings are kept character for character. Numbers arrive as their decimal text from JSON; from Parquet or the hub
     an integer or decimal is written out exactly and a float by its shortest round-trip form (`0.5`, never
-    `0.50000001`). Anything else (a list, a boolean) is refused by the caller.
+    `0.50000001`). Anything else (a list, a boolean) is refused by the caller (TypeError), and so is a string that is
+    not valid Unicode (ValueError): JSON's `\\ud800` escape decodes to a lone surrogate, which no UTF-8 file (the run
+    directory's records) can hold.
     """
     if value is None:
         return None
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"invalid Unicode: a lone surrogate U+{ord(value[error.start]):04X} at character {error.start + 1} "
+                f"(a \\u escape with no pair)"
+            ) from None
         return value if value.strip() else None
     if isinstance(value, bool):
         raise TypeError("a boolean")

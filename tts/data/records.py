@@ -45,7 +45,10 @@ class Completion:
     generated for this completion's own text; compute shared with siblings (beam prefixes, lookahead rollouts) is
     counted once in the run's totals. `extra` holds what a strategy adds (filter-vote's verdict and `vote`, the
     revisions chain and position). `answer_rule` is the extraction rule that found `answer`; `correct` its verdict
-    (None: ungraded, or a record of a version before verdicts).
+    (None: ungraded, or a record of a version before verdicts). `confidence` is the policy's confidence in the text
+    (tts.confidence.measures.completion_confidence: mean, lowest_group, bottom10, tail, self_certainty, and
+    step_lowest, one per step), None when the backend returned no log-probabilities; it is written only when present,
+    so records without it are written as before.
     """
 
     text: str
@@ -58,6 +61,7 @@ class Completion:
     extra: dict = field(default_factory=dict)
     answer_rule: Optional[str] = None
     correct: Optional[bool] = None
+    confidence: Optional[dict] = None
     absent: frozenset[str] = frozenset()  # LATER_COMPLETION_KEYS missing from the file it was read from
     unknown: dict = field(default_factory=dict)  # keys of the file this version does not know, as read
 
@@ -79,6 +83,8 @@ class Completion:
             data["answer_rule"] = self.answer_rule
         if "correct" not in self.absent:
             data["correct"] = self.correct
+        if self.confidence is not None:
+            data["confidence"] = self.confidence
         if self.unknown:
             data.update(self.unknown)
         return data
@@ -100,6 +106,7 @@ class Completion:
                 extra=data.get("extra", {}),
                 answer_rule=data.get("answer_rule"),
                 correct=data.get("correct"),
+                confidence=data.get("confidence"),
             )
         except KeyError as missing:
             raise RecordError(f"a completion without {missing}") from None
@@ -111,7 +118,18 @@ class Completion:
 
 
 _COMPLETION_KEYS = frozenset(
-    ("text", "steps", "step_scores", "finish_reason", "tokens", "answer", "key", "extra", *LATER_COMPLETION_KEYS)
+    (
+        "text",
+        "steps",
+        "step_scores",
+        "finish_reason",
+        "tokens",
+        "answer",
+        "key",
+        "extra",
+        *LATER_COMPLETION_KEYS,
+        "confidence",
+    )
 )
 
 

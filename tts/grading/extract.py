@@ -8,13 +8,21 @@ Rules, in order (`extract_answer_with_rule` also says which one gave the answer)
    ``boxes``: when the final step (the text after the last blank line) lists several boxes as one answer --
    ``$\\boxed{-2}$ and $\\boxed{1}$``, ``x = \\boxed{-2}, x = \\boxed{1}`` (only commas, "and", "or", spacing and
    ``x =`` between them) -- the answer is the set of them, written ``-2, 1``.
-2. ``phrase``: the last phrase "final answer is", "final answer:", "the answer is", "answer:" (case-insensitive),
+2. ``hashes``: GSM8K's final-answer line, ``#### 18`` (the last ``####`` followed, up to the end of its line, by
+   math rather than words, so that a Markdown heading ``#### Step 1`` is not an answer). Below the box, which is
+   the instruction every prompt here gives; above the phrases, because a model that writes the marker means it as
+   its final answer, while "the answer is" also appears mid-solution.
+3. ``phrase``: the last phrase "final answer is", "final answer:", "the answer is", "answer:" (case-insensitive),
    followed by a ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` math span if there is one; else the rest of the
    sentence, or, when that sentence has words ("The largest $n$ is 34."), its last math span or number (``34``).
-3. Only with ``lenient=True`` (config ``scoring.lenient_extraction``; off by default so the paper's protocol is
-   unchanged), Math-Verify-style fallbacks: ``last_math``, the last math span of the text; then ``last_number``,
-   the last number.
-4. Otherwise ``None``.
+   A sentence of words alone, with no math in it, is an answer only when it is a short one (at most three words,
+   "east", "no solution") that does not start like prose about the answer ("correct", "not", "that", ...):
+   "the answer is correct or incorrect" gives no answer.
+4. Only with ``lenient=True`` (config ``scoring.lenient_extraction``; off by default so the paper's protocol is
+   unchanged), Math-Verify-style fallbacks: ``last_math``, the last math span of the text (an inline ``$...$`` or
+   ``\\(...\\)`` span does not cross a line break: ``$\n9\n$`` is two stray dollar signs, not an answer); then
+   ``last_number``, the last number that is not glued to a preceding letter (``2`` in ``AZYUK2A`` is part of a name).
+5. Otherwise ``None``.
 
 Everything is linear in the length of the text (``str.rfind`` and one forward brace scan per candidate, bounded
 regexes on short windows), so a 1 MB completion costs milliseconds, and no input raises.
@@ -32,7 +40,7 @@ from tts.grading.normalize import has_words
 __all__ = ["extract_answer", "extract_answer_with_rule", "MAX_ANSWER_CHARS", "RULES"]
 
 #: Names of the extraction rules, as recorded with each completion (``answer_rule``).
-RULES = ("boxed", "boxes", "phrase", "last_math", "last_number")
+RULES = ("boxed", "boxes", "hashes", "phrase", "last_math", "last_number")
 
 #: Longest answer `extract_answer` returns from a fallback phrase (a box's content is not cut: it is what the model
 #: wrote; the grader applies its own limits).
@@ -212,17 +220,20 @@ def _strip_sentence(s: str) -> str | None:
     return s
 
 
-_NUMBER = re.compile(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+_NUMBER = re.compile(r"(?<![A-Za-z])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _ANY_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 _TAIL_CHARS = 4000  # lenient fallbacks look at the end of the text only: where a final answer is
 
 
 def _last_span(text: str) -> tuple[str, int] | None:
-    """(content, end) of the last non-empty math span of ``text``."""
+    """(content, end) of the last non-empty math span of ``text``; an inline span (``$..$``, ``\\(..\\)``) that
+    crosses a line break is no span (display math, ``$$..$$`` and ``\\[..\\]``, may)."""
     best = None
     for m in _ANY_SPAN.finditer(text):
-        content = next(g for g in m.groups() if g is not None).strip()
-        if content and len(content) <= MAX_ANSWER_CHARS:
+        raw = next(g for g in m.groups() if g is not None)
+        content = raw.strip()
+        inline = m.group(2) is not None or m.group(3) is not None
+        if content and len(content) <= MAX_ANSWER_CHARS and not (inline and "\n" in raw):
             best = (content, m.end())
     return best
 
@@ -234,15 +245,56 @@ def _last_number(text: str) -> tuple[str, int] | None:
     return best
 
 
-def _from_sentence(sentence: str) -> str:
+# Words that start prose about the answer rather than an answer in words: "the answer is correct", "... is not
+# clear", "... is that ...", "... is as follows".
+_PROSE_STARTS = frozenset(
+    "correct incorrect wrong right not that this these those as in to the a an given below above clear obvious "
+    "still also likely probably indeed now then therefore thus so because being what which how why if whether "
+    "unknown undefined unclear same different".split()
+)
+_MAX_WORD_ANSWER = 3  # words in an answer written in words alone ("east", "no solution", "all real numbers")
+_MATH_CHARS = re.compile(r"[\d=+*/^\\{}<>|$]")
+
+
+def _from_sentence(sentence: str) -> str | None:
     """An answer sentence with words ("The largest $n$ is 34") gives its last math span or number (whichever ends
-    last); a sentence of math alone ("x^2 + 1", "(A)") is the answer itself."""
+    last); a sentence of math alone ("x^2 + 1", "(A)") is the answer itself; words alone are an answer only when
+    short and not prose (module docstring, rule 3)."""
     if not has_words(sentence.replace("$", " ")):
         return sentence
     found = [x for x in (_last_span(sentence), _last_number(sentence)) if x is not None]
-    if not found:
+    if found:
+        return max(found, key=lambda x: x[1])[0]
+    if _MATH_CHARS.search(sentence):
         return sentence
-    return max(found, key=lambda x: x[1])[0]
+    words = sentence.split()
+    if len(words) > _MAX_WORD_ANSWER or words[0].lower().strip("*_\"'") in _PROSE_STARTS:
+        return None
+    return sentence
+
+
+_HASHES = "####"
+_MAX_HASH_LINES = 64  # `####` lines tried from the end (Markdown headings before the final answer)
+
+
+def _after_hashes(text: str) -> str | None:
+    """GSM8K's final-answer line: the math after the last `####` (not part of a longer run of `#`) that is followed
+    by math, not words, up to the end of its line."""
+    end = len(text)
+    for _ in range(_MAX_HASH_LINES):
+        k = text.rfind(_HASHES, 0, end)
+        if k < 0:
+            return None
+        end = k
+        if (k > 0 and text[k - 1] == "#") or text.startswith("#", k + len(_HASHES)):
+            continue
+        line = text[k + len(_HASHES) : k + len(_HASHES) + MAX_ANSWER_CHARS + 1].split("\n", 1)[0]
+        line = line.strip().strip("*").strip().rstrip(".").strip()
+        if len(line) >= 2 and line[0] == "$" and line[-1] == "$" and "$" not in line[1:-1]:
+            line = line[1:-1].strip()
+        if line and len(line) <= MAX_ANSWER_CHARS and not has_words(line):
+            return line
+    return None
 
 
 def _after_phrase(text: str) -> str | None:
@@ -274,6 +326,8 @@ def extract_answer_with_rule(text: str, lenient: bool = False) -> tuple[str | No
         ans, rule = _one_final_box(text)
         if ans is None:
             ans, rule = _final_boxes(text)
+        if ans is None and _HASHES in text:
+            ans, rule = _after_hashes(text), "hashes"
         if ans is None:
             ans, rule = _after_phrase(text), "phrase"
         if ans is None and lenient:

@@ -3,7 +3,8 @@ generated: each failure is a `ConfigError` naming the key and the fix (one line,
 minutes of model loading, and never a run that silently scores 0.
 
 - `model=sim` only solves the problems `dataset=synthetic` generates; on anything else it would write boilerplate
-  and score 0.000 without a word.
+  and score 0.000 without a word. `prm=sim` only judges them: beside a real policy on other problems it would score
+  every step as wrong, so it is refused too unless `prm.allow_foreign=true` (then flagged in every summary).
 - A real backend must be installed (`vllm`, `transformers`), and its weights must be a local model directory or a
   hub id that is cached or reachable (its `config.json` is fetched now, the weights later by the backend).
 """
@@ -17,12 +18,17 @@ from collections.abc import Sequence
 from tts.config.keys import component_group_dir
 from tts.config.schema import Config, ConfigError
 from tts.data.problem import Problem
+from tts.launch.limits import check_limits
 
 
 def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
-    """What each chosen component says it needs (its `needs`, `weights` and `synthetic_only`), checked alike."""
+    """The run's size bounds (tts/launch/limits.py), then what each chosen component says it needs (its `needs`,
+    `weights` and `synthetic_only`), checked alike."""
+    check_limits(run, problems)
     if run.model.backend.synthetic_only:
         check_sim_can_read(problems, run.dataset.name)
+    if run.prm.synthetic_only and not run.prm.allow_foreign:
+        check_sim_prm_can_read(problems, run.dataset.name)
     for key, component in (("model.backend", run.model.backend), ("prm", run.prm)):
         need = component.needs()
         if need:
@@ -33,9 +39,7 @@ def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
 
 def check_sim_can_read(problems: Sequence[Problem], dataset: str) -> None:
     """The simulated policy reads its own synthetic problem types; refuse any other problem before generating."""
-    from tts.data.synthetic import solve
-
-    unreadable = [p for p in problems if solve(p.problem) is None]
+    unreadable = foreign_problems(problems)
     if unreadable:
         first = unreadable[0]
         text = first.problem if len(first.problem) <= 60 else first.problem[:57] + "..."
@@ -44,6 +48,25 @@ def check_sim_can_read(problems: Sequence[Problem], dataset: str) -> None:
             f"{len(unreadable)} of the {len(problems)} problems of dataset {dataset!r} are not among them (e.g. "
             f"{first.unique_id}: {text!r}). Use a real model for your problems (e.g. model=qwen2.5-1.5b "
             f"model/backend=hf, or model=llama-3.2-1b with vLLM), or dataset=synthetic with model=sim"
+        )
+
+
+def foreign_problems(problems: Sequence[Problem]) -> list[Problem]:
+    """The problems the simulated world did not generate (its policy cannot solve them, its PRM cannot judge them)."""
+    from tts.data.synthetic import solve
+
+    return [p for p in problems if solve(p.problem) is None]
+
+
+def check_sim_prm_can_read(problems: Sequence[Problem], dataset: str) -> None:
+    """The simulated PRM judges its own synthetic problems; refuse any other problem before generating."""
+    unreadable = foreign_problems(problems)
+    if unreadable:
+        raise ConfigError(
+            f"config key 'prm': the simulated PRM (prm=sim) only judges the problems of dataset=synthetic, and "
+            f"{len(unreadable)} of the {len(problems)} problems of dataset {dataset!r} are not among them (e.g. "
+            f"{unreadable[0].unique_id}); it would score every step of them as wrong. Use a real PRM (e.g. "
+            f"prm=math-shepherd), prm=none, or prm.allow_foreign=true to run anyway (flagged in every summary)"
         )
 
 
@@ -90,7 +113,7 @@ def check_weights(key: str, path: str | None) -> None:
     if isinstance(try_to_load_from_cache(path, "config.json"), str):
         return
     fix = (
-        f"download it where the hub is reachable (huggingface-cli download {path}) and pass "
+        f"download it where the hub is reachable (hf download {path} --local-dir /local/dir) and pass "
         f"{key}=/local/dir, or run where the hub is reachable"
     )
     if _offline():

@@ -253,6 +253,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """`run(cfg)` as a Hydra job: refusals are one line and leave nothing behind; a sweep outlives its failed jobs."""
     from hydra.types import RunMode
 
+    from tts.backends.base import PolicyUnavailable
     from tts.config.schema import ConfigError
     from tts.data import DatasetError
 
@@ -269,6 +270,12 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if not in_sweep or hydra is None:
             sys.exit(2)
         _record_failure(hydra, str(error), refused=True)
+    except PolicyUnavailable as error:
+        # a served policy that is down or misbehaving: one line (where, what, what to do), finished problems kept
+        print(f"Error: {error}", file=sys.stderr)
+        if not in_sweep or hydra is None:
+            sys.exit(1)
+        _record_failure(hydra, str(error), refused=False)
     except OSError as error:
         if error.errno not in (28, 122):  # ENOSPC, EDQUOT: the disk, not the code
             raise

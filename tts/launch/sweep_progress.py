@@ -4,8 +4,10 @@
     ... [3/8 jobs done] 41 s elapsed, about 68 s left
 
 Finished jobs are counted in `<sweep dir>/.sweep_progress` (one line per job, appended), so jobs that run in other
-processes (joblib, SLURM) count too; the file is reset when a sweep starts. The estimate assumes the remaining jobs take
-as long as the finished ones did on average (jobs resumed from a previous attempt finish fast and make it optimistic).
+processes (joblib, SLURM) count too; the file is reset when a sweep starts. The estimate weighs each job by its `n`
+(a job's compute grows with the completions it samples per problem): the time left is the time per unit of n spent
+so far times the n still to run. A plain mean over jobs would be far too low for a sweep `n=4,16,64,256`, whose cheap
+jobs run first. Jobs resumed from a previous attempt finish fast and still make it optimistic.
 Registered in conf/config.yaml (`hydra.callbacks.sweep_progress`).
 """
 
@@ -27,15 +29,6 @@ log = logging.getLogger(__name__)
 STATE = ".sweep_progress"
 
 
-def count_jobs(overrides: list[str]) -> int | None:
-    """The number of jobs Hydra's basic sweeper makes of these overrides (its params first, then the command line's),
-    or None when it cannot be told."""
-    try:
-        return len(sweep_combinations(list(overrides)))
-    except (HydraException, ValueError):  # an interval sweep (optuna) has no fixed job count; a parse error is Hydra's
-        return None
-
-
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 120:
@@ -45,10 +38,33 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def progress_line(done: int, total: int | None, elapsed: float) -> str:
+def job_weights(overrides: list[str], default_n: int) -> list[float] | None:
+    """Each job's share of the sweep's compute, in the order Hydra numbers the jobs: its `n` (None: cannot be told)."""
+    try:
+        combinations = sweep_combinations(list(overrides))
+    except (HydraException, ValueError):
+        return None
+    weights = []
+    for combination in combinations:
+        n = next((value for key, _, value in (o.partition("=") for o in combination) if key.lstrip("+~") == "n"), None)
+        try:
+            weights.append(float(n) if n is not None else float(default_n))
+        except ValueError:
+            return None
+    return weights
+
+
+def progress_line(
+    done: int, total: int | None, elapsed: float, weight_done: float = 0.0, weight_total: float = 0.0
+) -> str:
+    """`[done/total jobs done]`, the time spent and left; with job weights (their n), the time left is the time per
+    unit of weight so far times the weight still to run, else the mean job's time times the jobs left."""
     if not total:
         return f"[{done} jobs done] {format_seconds(elapsed)} elapsed"
-    left = elapsed / done * (total - done) if done else float("nan")
+    if weight_done > 0 and weight_total >= weight_done:
+        left = elapsed / weight_done * (weight_total - weight_done)
+    else:
+        left = elapsed / done * (total - done) if done else float("nan")
     estimate = "done" if done >= total else f"about {format_seconds(left)} left"
     return f"[{done}/{total} jobs done] {format_seconds(elapsed)} elapsed, {estimate}"
 
@@ -58,7 +74,9 @@ class SweepProgress(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         basic = "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))  # others choose their points as they go
-        header = {"started": time.time(), "total": count_jobs(sweep_overrides(config)) if basic else None}
+        overrides = sweep_overrides(config)
+        weights = job_weights(overrides, int(config.get("n", 1))) if basic else None
+        header = {"started": time.time(), "total": len(weights) if weights else None, "weights": weights}
         (sweep_dir / STATE).write_text(json.dumps(header) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
@@ -70,7 +88,12 @@ class SweepProgress(Callback):
                 handle.write(f"{config.hydra.job.num}\n")
             lines = path.read_text().splitlines()
             header = json.loads(lines[0])
-            line = progress_line(len(lines) - 1, header.get("total"), time.time() - header["started"])
+            weights = header.get("weights") or []
+            finished = [int(num) for num in lines[1:]]
+            done_weight = sum(weights[num] for num in finished if 0 <= num < len(weights)) if weights else 0.0
+            line = progress_line(
+                len(finished), header.get("total"), time.time() - header["started"], done_weight, sum(weights)
+            )
         except (OSError, ValueError, IndexError, KeyError) as error:
             log.debug("sweep progress unavailable (%s)", error)
             return

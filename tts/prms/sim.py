@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tts.backends.sim import count_tokens
 from tts.config.schema import PRMConfig
@@ -24,12 +25,15 @@ from tts.prms.base import ProcessRewardModel
 class SimPRMConfig(PRMConfig):
     """The simulated verifier's knobs (`prm.*`; conf/prm/sim.yaml says what each one does)."""
 
+    synthetic_only: ClassVar[bool] = True
+
     _target_: str = "tts.prms.sim.SimPRM"
     name: str = "sim"
     discrimination: float = 1.5  # logit gap between a correct prefix and one that has gone wrong
     noise: float = 1.0  # std of the logit noise, fixed per (problem, prefix): 0 is a perfect verifier
     bias: float = 0.5  # logit of a correct prefix before noise
     length_penalty: float = 0.0  # logit lost per step
+    allow_foreign: bool = False  # judge problems it did not generate (every step of them counts as wrong)
 
 
 class SimPRM(ProcessRewardModel):

@@ -10,12 +10,13 @@ PRM call encodes many problems at once, so its tokens are shared out in proporti
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages
-from tts.config.schema import Config, StrategyConfig
+from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend, build_messages, prompt_tokens_computed
+from tts.confidence.measures import completion_confidence
+from tts.config.schema import Config, ScoringConfig, StrategyConfig
 from tts.data.problem import Problem
 from tts.data.records import Completion
 from tts.data.steps import split_steps
@@ -31,14 +32,29 @@ class SearchOutput:
     note: Optional[str] = None  # why fewer than n completions, if ever
 
 
+# Problems a search has finished before it returns: (index in the problems given to `search`, its output).
+Finished = Callable[[list[tuple[int, "SearchOutput"]]], None]
+
+
 class Strategy(abc.ABC):
     """A search strategy. A subclass declares its own config dataclass (`config: MyConfig`: the annotation tells the
-    entry which dataclass types the YAML's knobs) and implements `search`."""
+    entry which dataclass types the YAML's knobs) and implements `search`.
+
+    A long search may hand problems over as they finish (`self.report_finished(...)`), so that the pipeline saves
+    them at once and a stopped run keeps them; whatever was not handed over is saved when `search` returns.
+    """
 
     config: StrategyConfig
+    on_finished: Optional[Finished] = None  # set by the pipeline for the run; None: nobody listens
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
+
+    def report_finished(self, done: list[tuple[int, SearchOutput]]) -> None:
+        """Hand over problems that are done (index into `search`'s problems, final output) before `search` returns.
+        Each problem at most once; its output must be the one `search` returns for it."""
+        if done and self.on_finished is not None:
+            self.on_finished(done)
 
     @abc.abstractmethod
     def search(
@@ -70,6 +86,7 @@ def make_request(
         max_tokens=cfg.budget.max_tokens if max_tokens is None else max_tokens,
         stop=stop,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 
@@ -86,9 +103,15 @@ def score_samples(
 
 
 def sampled_completion(
-    sample: GenerationOutput, steps: list[str], step_scores: list[float], extra: Optional[dict] = None
+    sample: GenerationOutput,
+    steps: list[str],
+    step_scores: list[float],
+    extra: Optional[dict] = None,
+    *,
+    scoring: ScoringConfig,
 ) -> Completion:
-    """A whole sampled solution with its PRM-scored steps, as the completion a strategy returns."""
+    """A whole sampled solution with its PRM-scored steps, as the completion a strategy returns; with the policy's
+    log-probabilities, its confidence summary (windows from `scoring`), so the arrays need not outlive the strategy."""
     return Completion(
         text=sample.text,
         steps=steps,
@@ -96,7 +119,22 @@ def sampled_completion(
         finish_reason=sample.finish_reason,
         tokens=sample.num_tokens,
         extra=extra or {},
+        confidence=completion_confidence(
+            [(sample.text, sample.top_logprobs)], steps, scoring.confidence_window, scoring.confidence_tail
+        )
+        if sample.top_logprobs is not None
+        else None,
     )
+
+
+def prompt_compute(samples: Iterable[GenerationOutput]) -> dict[str, int]:
+    """The prompt side of a problem's compute: prompt tokens its samples continued (`prompt_tokens`, as without
+    reuse) and those the engine evaluated after KV/prefix reuse (`prompt_tokens_computed`)."""
+    samples = list(samples)
+    return {
+        "prompt_tokens": sum(o.prompt_tokens for o in samples),
+        "prompt_tokens_computed": prompt_tokens_computed(samples),
+    }
 
 
 def share_tokens(total: int, weights: Sequence[float]) -> list[int]:

@@ -59,10 +59,10 @@ class BeamState(TreeState):
 
     def result(self) -> SearchOutput:
         ranked = sorted(self.finished, key=lambda node: -self.rank(node))[: self.n]
-        completions = [node.to_completion() for node in ranked]
+        completions = [node.to_completion(self.cfg.scoring) for node in ranked]
         # Only if the search ran out of iterations short of N finished beams: the best unfinished ones, marked.
         for node in top_k(self.survivors, self.n - len(completions)):
-            completions.append(node.to_completion("truncated"))
+            completions.append(node.to_completion(self.cfg.scoring, "truncated"))
         note = None
         if len(completions) < self.n:
             note = f"beam search finished {len(completions)} of {self.n} beams"

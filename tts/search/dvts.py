@@ -79,9 +79,9 @@ class DvtsState(TreeState):
         completions: list[Completion] = []
         for tree in self.subtrees:
             if tree.ended:
-                completions.extend(leaf.to_completion() for leaf in tree.leaves)
+                completions.extend(leaf.to_completion(self.cfg.scoring) for leaf in tree.leaves)
             else:  # out of iterations (cannot happen: the last iteration writes every subtree to the end)
-                completions.extend(tree.current.to_completion("truncated") for _ in range(self.width))
+                completions.extend(tree.current.to_completion(self.cfg.scoring, "truncated") for _ in range(self.width))
         return SearchOutput(completions=completions, compute=dict(self.compute))
 
 

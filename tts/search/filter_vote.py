@@ -20,7 +20,15 @@ from typing import Optional
 
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -84,6 +92,7 @@ class FilterVote(Strategy):
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
             # one review per sample, each with its own seed so identical solutions get independent reviews
             reviews = policy.generate(
@@ -106,13 +115,15 @@ class FilterVote(Strategy):
                     extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
                     if verdict == "unparsed":
                         extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                    completions.append(sampled_completion(o, s, sc, extra))
+                    completions.append(sampled_completion(o, s, sc, extra, scoring=run.scoring))
                 review_tokens = sum(r.num_tokens for r in mine)
                 compute = {
                     "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
                     "review_tokens": review_tokens,
                     "prm_tokens": prm_tokens,
                     "backend_calls": 2,
+                    **prompt_compute([*samples, *mine]),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

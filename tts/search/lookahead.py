@@ -37,4 +37,6 @@ class LookaheadSearch(TreeSearch):
     config: LookaheadConfig
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return run_tree_search(problems, policy, prm, run, BeamState, lookahead=self.config.lookahead)
+        return run_tree_search(
+            problems, policy, prm, run, BeamState, lookahead=self.config.lookahead, finished=self.report_finished
+        )

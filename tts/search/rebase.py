@@ -67,9 +67,9 @@ class RebaseState(TreeState):
         self.frontier = [Expansion(node, k) for node, k in zip(self.alive, counts) if k > 0]
 
     def result(self) -> SearchOutput:
-        completions = [node.to_completion() for node in self.finished[: self.n]]
+        completions = [node.to_completion(self.cfg.scoring) for node in self.finished[: self.n]]
         for node in sorted(self.alive, key=lambda node: -node.value)[: self.n - len(completions)]:
-            completions.append(node.to_completion("truncated"))
+            completions.append(node.to_completion(self.cfg.scoring, "truncated"))
         note = None if len(completions) == self.n else f"REBASE finished {len(completions)} of {self.n} completions"
         return SearchOutput(completions=completions, compute=dict(self.compute), note=note)
 

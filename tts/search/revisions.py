@@ -22,7 +22,15 @@ from typing import Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import SearchOutput, Strategy, batches, make_request, sampled_completion, score_samples
+from tts.search.base import (
+    SearchOutput,
+    Strategy,
+    batches,
+    make_request,
+    prompt_compute,
+    sampled_completion,
+    score_samples,
+)
 from tts.search.filter_vote import fill
 
 
@@ -82,6 +90,7 @@ def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, s
         top_p=strategy.top_p,
         max_tokens=cfg.budget.max_tokens,
         seed=cfg.seed + seed_offset,
+        top_logprobs=cfg.model.top_logprobs,
     )
 
 
@@ -94,6 +103,7 @@ class Revisions(Strategy):
         budget = run.strategy.revision_context_tokens or run.budget.max_tokens
         results: list[SearchOutput] = []
         for chunk in batches(problems, run.strategy.search_batch_size):
+            first_index = len(results)
             # history[i][c]: the attempts of chain c of problem i so far;
             # shown[i][c]: (attempts, tokens) each prompt held
             first = policy.generate([make_request(p, run, n=chains) for p in chunk])
@@ -121,12 +131,14 @@ class Revisions(Strategy):
                     chain, position = divmod(j, length)
                     held, tokens = shown[i][chain][position]
                     extra = {"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}
-                    completions.append(sampled_completion(a, s, sc, extra))
+                    completions.append(sampled_completion(a, s, sc, extra, scoring=run.scoring))
                 compute = {
                     "generated_tokens": sum(a.num_tokens for a in per),
                     "prm_tokens": prm_tokens,
                     "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
                     "backend_calls": length,
+                    **prompt_compute(per),
                 }
                 results.append(SearchOutput(completions=completions, compute=compute))
+            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

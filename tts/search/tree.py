@@ -26,13 +26,16 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
+import numpy as np
+
 from tts.backends.base import GenerationStream
-from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.confidence.measures import completion_confidence
+from tts.config.schema import Config, ScoringConfig, StrategyConfig, is_whole
 from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
-from tts.search.base import SearchOutput, Strategy, batches, make_request, share_tokens
+from tts.search.base import Finished, SearchOutput, Strategy, batches, make_request, prompt_compute, share_tokens
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)
@@ -53,6 +56,9 @@ class Node:
     finish_reason: Optional[str] = None  # None while the node can still be expanded
     value: float = 0.0
     ids: Optional[tuple[int, ...]] = None  # the policy's token ids of `text` when known (the root's are empty)
+    # (output text, its top-k log-probabilities) of every backend output `text` is made of, in order (None: the
+    # backend returned none); a child shares its parent's tuple, so a path's arrays are held once
+    pieces: Optional[tuple[tuple[str, np.ndarray], ...]] = ()
 
     @property
     def token_ids(self) -> Optional[tuple[int, ...]]:
@@ -62,13 +68,20 @@ class Node:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def to_completion(self, finish_reason: Optional[str] = None) -> Completion:
+    def to_completion(self, scoring: ScoringConfig, finish_reason: Optional[str] = None) -> Completion:
+        """The completion a strategy returns; its confidence summary (windows from `scoring`) reads the outputs'
+        log-probabilities concatenated, each step's tokens those of the output that wrote it."""
         return Completion(
             text=self.text,
             steps=list(self.steps),
             step_scores=list(self.scores),
             finish_reason=finish_reason or self.finish_reason or "truncated",
             tokens=self.tokens,
+            confidence=completion_confidence(
+                self.pieces, self.steps, scoring.confidence_window, scoring.confidence_tail
+            )
+            if self.pieces
+            else None,
         )
 
 
@@ -90,7 +103,13 @@ class TreeState:
         self.cfg = cfg
         self.n = int(cfg.n)
         self.reduction = str(cfg.scoring.reduction)
-        self.compute = {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
+        self.compute = {
+            "generated_tokens": 0,
+            "prm_tokens": 0,
+            "backend_calls": 0,
+            "prompt_tokens": 0,
+            "prompt_tokens_computed": 0,
+        }
         self.done = False
 
     def expansions(self, last: bool) -> list[Expansion]:
@@ -151,6 +170,7 @@ def _child(
     to_end: bool,
     max_tokens: int,
     token_ids: Optional[tuple[int, ...]] = None,
+    top_logprobs: Optional[np.ndarray] = None,
 ) -> Node:
     body = text[: -len(STEP_SEPARATOR)] if text.endswith(STEP_SEPARATOR) else text
     if STEP_SEPARATOR in body:
@@ -161,6 +181,7 @@ def _child(
     node = Node(text=parent.text + text, steps=parent.steps + new_steps, tokens=parent.tokens + num_tokens)
     if parent.token_ids is not None and token_ids is not None:
         node.ids = parent.token_ids + tuple(token_ids)
+    node.pieces = None if parent.pieces is None or top_logprobs is None else (*parent.pieces, (text, top_logprobs))
     if finish_reason in FINISHED_BY_BACKEND:
         node.finish_reason = finish_reason
     elif to_end:
@@ -180,6 +201,8 @@ SCHEDULES = ("per_problem", "lockstep")
 @dataclass
 class TreeSearchConfig(StrategyConfig):
     """Knobs of every step-level tree search."""
+
+    needs_prm: ClassVar[bool] = True  # the PRM's scores choose which nodes to expand
 
     # on a backend that streams (vLLM): problems advance together (lockstep: each iteration waits for every problem's
     # slowest sample) or independently (per_problem); the samples are the same either way
@@ -213,21 +236,26 @@ class TreeSearch(Strategy):
     state_class: ClassVar[type[TreeState]]
 
     def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return run_tree_search(problems, policy, prm, run, self.state_class)
+        return run_tree_search(problems, policy, prm, run, self.state_class, finished=self.report_finished)
 
 
-def run_tree_search(problems, policy, prm, cfg: Config, make_state, lookahead: int = 0) -> list[SearchOutput]:
+def run_tree_search(
+    problems, policy, prm, cfg: Config, make_state, lookahead: int = 0, finished: Optional[Finished] = None
+) -> list[SearchOutput]:
     """Run `make_state(problem, cfg)` searches over `problems`, `strategy.search_batch_size` problems at a time.
 
     `lookahead` > 0 scores every unfinished child at the end of a greedy rollout of that many more steps (one extra
     backend call per rollout step, all problems batched); the rollout tokens count as generated compute.
+    `finished` is handed each problem's result as soon as its search ends (problems of one step together).
     """
     states = [make_state(p, cfg) for p in problems]
     if lookahead > 0:
         for state in states:
             state.compute["rollout_tokens"] = 0
+    offset = 0
     for chunk in batches(states, cfg.strategy.search_batch_size):
-        _search_chunk(list(chunk), policy, prm, cfg, lookahead)
+        _search_chunk(list(chunk), policy, prm, cfg, lookahead, finished, offset)
+        offset += len(chunk)
     return [state.result() for state in states]
 
 
@@ -247,14 +275,21 @@ class _Score:
     text: int
 
 
-def _search_chunk(states: list[TreeState], policy, prm, cfg, lookahead: int) -> None:
+def _search_chunk(
+    states: list[TreeState], policy, prm, cfg, lookahead: int, finished: Optional[Finished], offset: int
+) -> None:
     searches = [_search_problem(state, cfg, lookahead) for state in states]
     stream = policy.stream() if cfg.strategy.schedule == "per_problem" else GenerationStream(policy)
+
+    def hand_over(done: list[int]) -> None:
+        if finished is not None:
+            finished([(offset + i, states[i].result()) for i in sorted(done)])
+
     with stream:
-        _drive(searches, stream, prm, stream.streams, int(cfg.n))
+        _drive(searches, stream, prm, stream.streams, int(cfg.n), hand_over)
 
 
-def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
+def _drive(searches, stream, prm, per_problem: bool, n: int, hand_over=None) -> None:
     """Run every problem's search (a generator of `_Generate` / `_Score` needs) to its end.
 
     Lockstep (`per_problem` false, or a stream that answers in batches): everything submitted is generated in one
@@ -264,15 +299,20 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
     those still generating, or once their next requests (up to `n` samples each) would fill half of the engine's free
     sequence slots (stragglers of a few problems must not leave it idle); otherwise they wait, so that PRM calls stay
     few and large.
+
+    `hand_over` is called with the problems whose search ended during each step of this loop (a PRM call or a round
+    of answered requests), before the next step starts.
     """
     waiting: dict[int, list] = {}  # problem -> its samples so far, one slot per request
     left: dict[int, int] = {}  # problem -> requests not yet answered
     to_score: list[tuple[int, _Score]] = []
+    ended: list[int] = []
 
     def advance(i: int, answer) -> None:
         try:
             need = searches[i].send(answer)
         except StopIteration:
+            ended.append(i)
             return
         if isinstance(need, _Generate) and not need.requests:
             advance(i, [])  # nothing to generate: nothing to wait for
@@ -290,9 +330,15 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
         free = stream.free_slots
         return len(to_score) >= len(left) or (free > 0 and len(to_score) * n >= free / 2)
 
+    def report() -> None:
+        if ended and hand_over is not None:
+            hand_over(list(ended))
+        ended.clear()
+
     for i in range(len(searches)):
         advance(i, None)
     while left or to_score:
+        report()
         if to_score and worth_scoring():
             batch, to_score[:] = sorted(to_score, key=lambda item: item[0]), []  # problem order, as in lockstep
             before = prm.stats.tokens
@@ -307,6 +353,7 @@ def _drive(searches, stream, prm, per_problem: bool, n: int) -> None:
             if not left[i]:
                 del left[i]
                 advance(i, waiting.pop(i))
+    report()
 
 
 def _search_problem(state: TreeState, cfg, lookahead: int):
@@ -349,12 +396,22 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
                 (
                     e,
                     [
-                        _child(e.parent, o.text, o.finish_reason, o.num_tokens, to_end, max_tokens, o.token_ids)
+                        _child(
+                            e.parent,
+                            o.text,
+                            o.finish_reason,
+                            o.num_tokens,
+                            to_end,
+                            max_tokens,
+                            o.token_ids,
+                            o.top_logprobs,
+                        )
                         for o in samples
                     ],
                 )
             )
             state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
+            add_prompt_compute(state.compute, samples)
         state.compute["backend_calls"] += 1
 
         # what the PRM reads for each child: its own steps, or its lookahead rollout
@@ -371,6 +428,12 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
             child.scores = list(full[: len(child.steps)])
             child.value = reduce_scores(full, state.reduction)
         state.update(groups)
+
+
+def add_prompt_compute(compute: dict, samples) -> None:
+    """Add the prompt tokens of a request's samples (nominal and computed after reuse) to a problem's compute."""
+    for key, value in prompt_compute(samples).items():
+        compute[key] += value
 
 
 def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_tokens: int):
@@ -402,6 +465,8 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
             o = samples[0]
             state.compute["generated_tokens"] += o.num_tokens
             state.compute["rollout_tokens"] += o.num_tokens
+            add_prompt_compute(state.compute, samples)
             tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens, o.token_ids)
+            # (a rollout is read by the PRM, never returned: its log-probabilities are not kept)
         state.compute["backend_calls"] += 1
     return tips

@@ -9,21 +9,27 @@ A merged directory looks like any run directory (results/, metrics.json recomput
 fingerprint.json, run_info.json), so analysis reads it, and rerunning the unsharded command on it finds nothing to do.
 The merge is atomic: it is written into a hidden temporary directory beside --out and renamed into place, so a merge
 killed at any moment leaves either no --out or a complete one (a rerun removes the temporary leftovers).
-The merge refuses shards whose configs differ in anything but the shard range, a problem recorded in two shards, a shard
-still being written, and (unless --allow-missing) problems of the dataset range that no shard has recorded; it then
-says which shard to rerun.
+The merge refuses, with one line naming the directory and file: a shard whose results do not verify (an index entry
+or batch file edited, truncated, overwritten or from another run: tts/store/run_dir.py), a config.yaml changed after
+its run, shards whose configs differ in anything but the shard range, a problem recorded in two shards, ranges that do
+not tile (a shard given twice, overlapping ranges; holes unless --allow-missing), a shard still being written, a second
+merge into the same --out while one runs (a lock beside --out), and (unless --allow-missing) problems of the dataset
+range that no shard has recorded; it then says which shard to rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import errno
 import fcntl
 import logging
 import os
 import shutil
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -32,15 +38,18 @@ import yaml
 
 from tts.data.records import ProblemRecord, ProblemSummary
 from tts.store.run_dir import (
+    FINGERPRINT,
     INDEX,
     LEGACY_RESULTS,
     LOCK,
     RESULTS,
+    RunDamaged,
     RunDirectory,
     _flatten,
     config_hash,
     find_run_dirs,
     fingerprint_of,
+    is_locked,
     run_info,
     run_metrics,
 )
@@ -95,24 +104,24 @@ def read_shard(path: Path) -> Shard:
         raise MergeError(
             f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and config.yaml"
         )
-    if _is_locked(path):
+    if is_locked(path):
         raise MergeError(
             f"{path} is still being written by {(path / LOCK).read_text().strip() or 'a job'}; merge after it finishes"
         )
     config = yaml.safe_load((path / "config.yaml").read_text())
-    return Shard(path=path, config=config, summaries=list(directory.summaries().values()))
-
-
-def _is_locked(path: Path) -> bool:
-    if not (path / LOCK).exists():
-        return False
-    with open(path / LOCK) as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
+    stored = directory.expected_config_hash()
+    if stored is not None and config_hash(fingerprint_of(config)) != stored:
+        raise MergeError(
+            f"{path / 'config.yaml'} does not match the config its results were written under (config hash "
+            f"{config_hash(fingerprint_of(config))} vs {stored} in {FINGERPRINT}): it was changed after the run; "
+            f"restore it or rerun that shard"
+        )
+    try:
+        directory.verify()  # every batch file against its index entry, every entry against its own digest
+        summaries = list(directory.summaries().values())
+    except RunDamaged as damage:
+        raise MergeError(f"shard {path} is damaged: {damage}") from None
+    return Shard(path=path, config=config, summaries=summaries)
 
 
 def _expected_problems(dataset: dict) -> list[str]:
@@ -171,6 +180,7 @@ def merge(
                 )
             owner[uid] = shard.path
     by_id = {r.unique_id: r for s in shards for r in s.summaries}
+    gaps = _tiling_gaps(shards)
 
     # 3. nothing missing: compare with the problems each shard (and the whole range) should hold
     merged_dataset = _union_range(shards)
@@ -201,6 +211,11 @@ def merge(
                 error,
             )
             order, missing, check_dataset = None, {}, False
+    if not check_dataset and gaps and not allow_missing:
+        raise MergeError(
+            f"the shards do not cover their dataset range: {'; '.join(gaps)}. Add the missing shard, or pass "
+            f"--allow-missing"
+        )
     if missing and not allow_missing:
         lines = [f"  {where}: {len(ids)} problem(s), e.g. {ids[:3]}" for where, ids in missing.items()]
         raise MergeError(
@@ -208,7 +223,16 @@ def merge(
             "shard listed (it resumes where it stopped), add the missing shard, or pass --allow-missing"
         )
 
-    # 4. write the merged run directory into a temporary directory beside --out, then rename it into place
+    # 4. write the merged run directory into a temporary directory beside --out, then rename it into place, holding
+    # --out's merge lock throughout: a second merge into it is refused rather than removing this one's staging
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with merge_lock(out):
+        return _write(shards, owner, by_id, order, missing, merged_dataset, out, check_dataset)
+
+
+def _write(shards, owner, by_id, order, missing, merged_dataset, out: Path, check_dataset: bool) -> MergeReport:
+    """Step 4 of merge(), under --out's lock: copy the checked shards' records, batch by batch, into a staging
+    directory and rename it to --out."""
     if (out / RESULTS).exists() or (out.exists() and any(out.iterdir())):
         raise MergeError(f"--out {out} already exists and is not empty; choose a new directory or delete it")
     shards_in_order = sorted(shards, key=lambda s: (s.dataset.get("start", 0), s.dataset.get("shard", 0)))
@@ -218,7 +242,6 @@ def merge(
     config["dataset"] = merged_dataset
     n = int(config["n"])
     metrics = run_metrics([by_id[u] for u in order if u in by_id], n)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out.parent.glob(f".{out.name}.merging-*"):  # from a merge killed before its rename
         log.info("removing %s, left by an interrupted merge", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
@@ -227,16 +250,26 @@ def merge(
         directory = RunDirectory(staging)
         directory.open(config)
         batch_size = int(config.get("batch_size") or 64)
+        written: set[str] = set()
         for shard in shards_in_order:  # one shard batch at a time: memory stays bounded on huge runs
             chunk: list[ProblemRecord] = []
-            for record in RunDirectory(shard.path).iter_records():
-                if owner.get(record.unique_id) != shard.path:
-                    continue
-                chunk.append(record)
-                if len(chunk) == batch_size:
-                    directory.append(chunk)
-                    chunk = []
+            try:
+                for record in RunDirectory(shard.path).iter_records():  # each batch checked again as it is read
+                    if owner.get(record.unique_id) != shard.path:
+                        continue
+                    chunk.append(record)
+                    written.add(record.unique_id)
+                    if len(chunk) == batch_size:
+                        directory.append(chunk)
+                        chunk = []
+            except RunDamaged as damage:  # changed since it was verified above
+                raise MergeError(f"shard {shard.path} is damaged: {damage}") from None
             directory.append(chunk)
+        if written != set(by_id):  # the records copied are exactly those metrics.json counts
+            raise MergeError(
+                f"the shards' batch files hold {len(written)} of the {len(by_id)} problems their indexes list; "
+                f"rerun the shards"
+            )
         directory.write_metrics(metrics)
         info = run_info(int(config["seed"]), config_hash(fingerprint_of(config)))
         info["merged_from"] = [str(s.path) for s in shards]
@@ -258,6 +291,70 @@ def merge(
         metrics=metrics,
         checked_dataset=check_dataset,
     )
+
+
+@contextlib.contextmanager
+def merge_lock(out: Path) -> Iterator[None]:
+    """Hold `.<out>.merge-lock` beside --out (an flock: the kernel drops it if the merge dies), or refuse at once
+    with MergeError: two merges into one directory would remove each other's staging and leave a mix."""
+    path = out.parent / f".{out.name}.merge-lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MergeError(
+                f"another merge into {out} is running ({holder}); wait for it to finish, or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing drops the flock
+
+
+def _tiling_gaps(shards: Sequence[Shard]) -> list[str]:
+    """Check from their configs alone that the shards tile their dataset range: shards of one split
+    (start, end, num_shards) each once, and ranges that do not overlap. Raises MergeError for a shard given twice or
+    overlapping ranges; returns the gaps (a shard of a split not given, a hole between ranges), which the dataset
+    check names problem by problem when it can load the dataset."""
+    gaps: list[str] = []
+    ranges: list[tuple[int, Optional[int], str]] = []
+    splits: dict[tuple, dict[int, Path]] = {}
+    for shard in shards:
+        start, end = shard.dataset.get("start", 0), shard.dataset.get("end")
+        count = shard.dataset.get("num_shards", 1)
+        if count <= 1:
+            ranges.append((start, end, str(shard.path)))
+            continue
+        given = splits.setdefault((start, end, count), {})
+        index = shard.dataset.get("shard", 0)
+        if index in given:
+            raise MergeError(
+                f"shard {index} of dataset.num_shards={count} is given twice: {given[index]} and {shard.path}"
+            )
+        given[index] = shard.path
+    for (start, end, count), given in splits.items():
+        absent = [i for i in range(count) if i not in given]
+        if absent:
+            gaps.append(f"dataset.shard={','.join(map(str, absent))} of dataset.num_shards={count} not given")
+        ranges.append((start, end, f"the dataset.num_shards={count} split of [{start}:{end}]"))
+    ranges.sort(key=lambda r: r[0])
+    for (start, end, where), (next_start, next_end, next_where) in zip(ranges, ranges[1:]):
+        if end is None or end > next_start:
+            raise MergeError(
+                f"the dataset ranges of {where} [{start}:{end}] and {next_where} [{next_start}:{next_end}] overlap "
+                f"(dataset.start/end); merge shards that split the dataset"
+            )
+        if end < next_start:
+            gaps.append(f"[{end}:{next_start}] between {where} and {next_where}")
+    return gaps
 
 
 def _unsharded_path(relative: Path) -> Path:

@@ -8,17 +8,28 @@
       results/
         batch-000000.jsonl.gz one finished batch: its problems' records as gzip-compressed JSON lines (`zcat | jq`),
         batch-000001.jsonl.gz ... each written to a temporary name, fsynced and renamed into place (never half there)
-        index.jsonl           one line per batch: file name, sha256 and size of that file, the run's config hash, and
-                              each problem's scores (what metrics.json needs); appended and fsynced after the batch file
+        digests.jsonl         one line per batch: file name, sha256 and size of that file and the run's config hash,
+                              appended and fsynced *before* the batch file appears (so every batch on disk has one)
+        index.jsonl           one line per batch: the same file name, sha256, size and config hash, each problem's
+                              scores (what metrics.json needs) and `entry_sha256`, the digest of the line itself;
+                              appended and fsynced after the batch file
       metrics.json            run-level accuracies and compute, rewritten at the end of every run from the index
       .lock                   held (flock) by the process writing the directory; the kernel drops it when it dies
 
-A crash or SIGKILL loses at most the batch in flight: a batch file without its index line is removed, a half-written
-last index line is cut off (a complete last line that only lost its newline is kept). Resuming reads only the index
-and checks every batch against it (config hash, file hash and size, each problem's fields): a batch from another
-configuration, a file that was changed or a record missing fields is dropped with a warning and its problems are
-searched again; it is never counted and never crashes the run. So the cost of resuming and of writing metrics.json
-grows with the number of problems (a few KB each), not with the completions already written.
+Every stored byte is checked before it is counted. Resuming checks each index entry (its own digest, the config hash,
+the batch file's size and sha256, each problem's fields). A batch file without a usable entry (its line lost in a
+crash, the whole index deleted, or the entry edited) is verified against digests.jsonl and its entry is rebuilt from
+its records: nothing is searched again. An edited, truncated, foreign or missing batch is set aside
+(`<batch>.damaged`, or `<batch>.unverified` when nothing vouches for it; never deleted) and its problems are searched
+again. Each case is one warning naming the files. A crash or SIGKILL loses at most the batch in flight: a
+half-written last index line is cut off (a complete last line that only lost its newline is kept). So the cost of
+resuming and of writing metrics.json grows with the number of problems (a few KB each), not with the completions
+already written.
+
+Readers (analysis, merge) never repair: `summaries()` checks the index (entry digests, config hash, file sizes),
+`iter_records()` also each batch's sha256 as it reads it, `verify()` every file without decompressing; anything that
+does not check out raises `RunDamaged`, one line naming the file. Index entries written before entries carried their
+own digest are read as "unverified" (their batch files are still checked), with one warning per directory.
 
 Every reader goes through `RunDirectory`: `summaries()` (the index: cheap) and `iter_records()` (whole records,
 batch by batch), typed as tts/data/records.py defines them, which also holds the one writer and the one reader of a
@@ -28,6 +39,7 @@ record's JSON. Run directories of older versions (one `results.jsonl`) are still
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -41,6 +53,7 @@ import re
 import socket
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -55,6 +68,7 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results"  # the folder of batch files and their index
 INDEX = "index.jsonl"
+DIGESTS = "digests.jsonl"  # per batch file: sha256, size, config hash; written before the file, to rebuild the index
 LEGACY_RESULTS = "results.jsonl"  # the one-file format of older versions: read, never resumed
 METRICS = "metrics.json"
 FINGERPRINT = "fingerprint.json"
@@ -64,8 +78,11 @@ BATCH_FILE = re.compile(r"^batch-(\d{6,})\.jsonl\.gz$")
 # makes a batch file depend only on its records, so two runs of one config leave byte-identical files.
 GZIP_LEVEL = 6
 
-# Config sections that do not change a run's results: tracking, and where the files come from.
-NOT_FINGERPRINTED = {"logger": None, "batch_size": None}
+# Config sections that do not change a run's results: tracking, batching, progress lines, where the files come from.
+NOT_FINGERPRINTED = {"logger": None, "batch_size": None, "progress_every": None}
+# Keys added after run directories already existed, with the value that means what a directory without them did:
+# left out of the fingerprint at that value, so those directories still resume.
+ADDED_LATER = {"dataset": {"hub_config": None, "answer_transform": None}}
 
 
 def fingerprint_of(config: dict) -> dict:
@@ -73,7 +90,8 @@ def fingerprint_of(config: dict) -> dict:
     kept = {k: v for k, v in redact(config).items() if k not in NOT_FINGERPRINTED}  # a credential never changes results
     for group in ("model", "prm", "dataset"):
         if isinstance(kept.get(group), dict):
-            kept[group] = {k: v for k, v in kept[group].items() if k != "path"}
+            added = ADDED_LATER.get(group, {})
+            kept[group] = {k: v for k, v in kept[group].items() if k != "path" and not (k in added and v == added[k])}
     return kept
 
 
@@ -99,8 +117,12 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     """Why `summary` cannot be counted in a run of n samples (scores of another n), or None when it can."""
     scores = summary.scores
     if n is not None:
+        # every aggregation it reports (maj always; naive and weighted unless prm=none; the confidence ones) at every n'
+        reported = {"maj", *(name.rsplit("@", 1)[0] for name in scores.expected)}
         for k in budgets(n):
-            for agg in AGGREGATIONS:
+            for agg in sorted(
+                reported, key=lambda a: (AGGREGATIONS.index(a) if a in AGGREGATIONS else len(AGGREGATIONS), a)
+            ):
                 for name, part in (
                     ("expected", scores.expected),
                     ("correct", scores.correct),
@@ -113,6 +135,78 @@ def summary_problem(summary: ProblemSummary, n: Optional[int]) -> Optional[str]:
     return None
 
 
+_SAID_UNVERIFIED: set[Path] = set()  # index files already warned about as unverified, in this process
+
+
+class RunDamaged(ValueError):
+    """Results that do not verify (an edited, truncated, foreign or missing batch or index entry). The message is one
+    line naming the file; readers raise it rather than count what they cannot trust."""
+
+
+def entry_digest(entry: dict) -> str:
+    """The sha256 of an index entry without its own `entry_sha256`: the scores metrics.json is computed from are
+    covered as the batch files are (json's float text round-trips, so a re-read entry gives the same digest)."""
+    body = {k: v for k, v in entry.items() if k != "entry_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("ascii")).hexdigest()
+
+
+def _batch_entry(name: str, data: bytes, config_hash: str, summaries: list[dict]) -> dict:
+    """The index entry of a batch file: the one constructor, for appending and for rebuilding a lost entry alike."""
+    entry = {
+        "file": name,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "config_hash": config_hash,
+        "problems": summaries,
+    }
+    entry["entry_sha256"] = entry_digest(entry)
+    return entry
+
+
+def _digest_line(entry: dict) -> dict:
+    return {k: entry.get(k) for k in ("file", "bytes", "sha256", "config_hash")}
+
+
+def _line(data: dict) -> bytes:
+    return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _append_line(path: Path, data: dict) -> None:
+    """One JSON line appended in one write and fsynced: a crash leaves it whole or torn at the end."""
+    with naming_the_file(path), open(path, "ab") as handle:
+        handle.write(_line(data))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _batch_records(data: bytes, name: str) -> list[ProblemRecord]:
+    """The records of a batch file's bytes, or RecordError naming the file and what is wrong with it."""
+    try:
+        lines = gzip.decompress(data).splitlines()
+    except (EOFError, OSError, zlib.error) as error:  # truncated (EOFError), not gzip or corrupt (BadGzipFile, zlib)
+        raise RecordError(f"{name} is not a whole gzip file ({type(error).__name__}: {error})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(ProblemRecord.from_json(json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecordError) as why:
+            raise RecordError(f"{name} line {number}: {why}") from None
+    return records
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a process holds the run directory's lock now (it is being written)."""
+    if not (Path(path) / LOCK).exists():
+        return False
+    with open(Path(path) / LOCK) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 class RunDirectory:
     """One run's directory. The writer calls open(config), append(batch) per batch, write_metrics(); readers call
     summaries() or iter_records() and never change anything."""
@@ -121,16 +215,25 @@ class RunDirectory:
         self.path = Path(path)
         self.results_dir = self.path / RESULTS
         self.index_path = self.results_dir / INDEX
+        self.digests_path = self.results_dir / DIGESTS
         self.legacy_path = self.path / LEGACY_RESULTS
         self.metrics_path = self.path / METRICS
         self._config_hash: Optional[str] = None
         self._next_batch = 0
 
     def has_results(self) -> bool:
-        """Whether the directory holds any results (in either format)."""
-        return (self.index_path.exists() and self.index_path.stat().st_size > 0) or (
-            self.legacy_path.exists() and self.legacy_path.stat().st_size > 0
+        """Whether the directory holds any results (in either format; batch files whose index was lost count)."""
+        return (
+            (self.index_path.exists() and self.index_path.stat().st_size > 0)
+            or (self.legacy_path.exists() and self.legacy_path.stat().st_size > 0)
+            or bool(self._batch_files())
         )
+
+    def _batch_files(self) -> list[str]:
+        """The names of the batch files in results/, in batch order."""
+        if not self.results_dir.is_dir():
+            return []
+        return sorted((f.name for f in self.results_dir.iterdir() if BATCH_FILE.match(f.name)), key=_batch_number)
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
@@ -195,15 +298,18 @@ class RunDirectory:
         return self._check_and_repair(int(config["n"]) if "n" in config else None)
 
     def _check_and_repair(self, n: Optional[int]) -> dict[str, ProblemSummary]:
-        """The index's summaries that pass every check; the rest is dropped (warned) so their problems are redone."""
+        """The index's summaries that pass every check, plus those of batch files whose lost entry is rebuilt from
+        them; the rest is set aside (warned, never deleted) so their problems are redone."""
         self.results_dir.mkdir(exist_ok=True)
         raw = self.index_path.read_bytes() if self.index_path.exists() else b""
         lines = raw.splitlines(keepends=True)
+        digests = self._digests()
         summaries: dict[str, ProblemSummary] = {}
         kept: list[bytes] = []
-        kept_files: set[str] = set()
-        damaged: list[str] = []
-        damaged_files: set[str] = set()
+        kept_entries: list[dict] = []
+        damaged: list[str] = []  # what is dropped: its problems are searched again
+        entry_damage: dict[str, str] = {}  # batch file -> why its index entry was refused (the file may still be fine)
+        unverified = 0
         for number, line in enumerate(lines, start=1):
             try:
                 entry = json.loads(line)
@@ -212,18 +318,39 @@ class RunDirectory:
             if entry is None and number == len(lines) and not line.endswith(b"\n"):
                 continue  # a torn last line: the index write of the batch in flight when the process died
             try:
-                batch = self._entry_summaries(entry, n, summaries)
+                batch = self._entry_summaries(entry, n, summaries, digests)
             except RecordError as why:
-                damaged.append(f"index line {number}: {why}")
                 if isinstance(entry, dict) and isinstance(entry.get("file"), str) and BATCH_FILE.match(entry["file"]):
-                    damaged_files.add(entry["file"])
+                    entry_damage.setdefault(entry["file"], f"index line {number}: {why}")
+                else:
+                    damaged.append(f"{INDEX} line {number}: {why}")
                 continue
+            unverified += "entry_sha256" not in entry
             for summary in batch:
                 summaries[summary.unique_id] = summary
             kept.append(line if line.endswith(b"\n") else line + b"\n")
-            kept_files.add(entry["file"])
-        for name in damaged_files - kept_files:
-            self._set_aside(name)
+            kept_entries.append(entry)
+        kept_files = {e["file"] for e in kept_entries}
+        # A batch file without a usable entry (lost, torn, edited): its entry is rebuilt from the file when
+        # digests.jsonl vouches for it, so nothing is searched again; otherwise the file is set aside, never deleted.
+        rebuilt = []
+        for name in self._batch_files():
+            if name in kept_files:
+                continue
+            reason = entry_damage.pop(name, None)
+            try:
+                entry = self._rebuilt_entry(name, digests.get(name), n, summaries)
+            except RecordError as why:
+                damaged.append(f"{name} ({reason})" if reason else f"{name}: {why}")
+                self._set_aside(name, ".damaged" if reason or name in digests else ".unverified")
+                continue
+            for data in entry["problems"]:
+                summaries[data["unique_id"]] = ProblemSummary.from_json(data)
+            kept.append(_line(entry))
+            kept_entries.append(entry)
+            kept_files.add(name)
+            rebuilt.append(f"{name} ({reason})" if reason else name)
+        damaged.extend(f"{name} ({reason})" for name, reason in entry_damage.items())  # missing, or a repeated line
         if damaged:
             log.warning(
                 "%s: %d damaged batch(es) dropped, their problems are redone: %s",
@@ -231,15 +358,24 @@ class RunDirectory:
                 len(damaged),
                 "; ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else ""),
             )
+        if rebuilt:
+            log.warning(
+                "%s: %s had no usable index entry (lost in a crash, deleted or edited); rebuilt from the batch "
+                "file%s, which %s vouches for; nothing is searched again",
+                self.results_dir,
+                ", ".join(rebuilt[:5]) + (" ..." if len(rebuilt) > 5 else ""),
+                "s" if len(rebuilt) > 1 else "",
+                DIGESTS,
+            )
+        if unverified:
+            self._say_unverified(unverified)
         for file in self.results_dir.iterdir():
-            if file.name.startswith(".batch-") and file.name.endswith(".tmp"):
-                file.unlink()  # a batch file cut short while being written
-            elif BATCH_FILE.match(file.name) and file.name not in kept_files:
-                # written, but its index line was not: the batch in flight at a crash
-                log.info("%s: removing %s, a batch whose index line was never written", self.results_dir, file.name)
-                file.unlink()
+            if file.name.startswith(".") and file.name.endswith(".tmp"):
+                file.unlink()  # a batch (or digests) file cut short while being written
         # numbering goes on from the last kept batch, so a resumed run names its batches as an uninterrupted one
         self._next_batch = max([0] + [_batch_number(f) + 1 for f in kept_files])
+        order = sorted(range(len(kept)), key=lambda i: _batch_number(kept_entries[i]["file"]))  # as written
+        kept, kept_entries = [kept[i] for i in order], [kept_entries[i] for i in order]
         repaired = b"".join(kept)
         if repaired != raw:
             if raw.startswith(repaired):
@@ -248,12 +384,42 @@ class RunDirectory:
                     os.fsync(handle.fileno())
             else:
                 _atomic_write_bytes(self.index_path, repaired)
+        # digests.jsonl lists exactly the kept batches (a stale line of a batch that never appeared is dropped)
+        vouched = b"".join(_line(_digest_line(e)) for e in kept_entries)
+        if (self.digests_path.read_bytes() if self.digests_path.exists() else b"") != vouched:
+            _atomic_write_bytes(self.digests_path, vouched)
         return summaries
 
-    def _entry_summaries(self, entry, n: Optional[int], seen: dict) -> list[ProblemSummary]:
+    def _say_unverified(self, count: int) -> None:
+        """Warn once per directory and process that its index predates entry digests (read, resumed, unverified)."""
+        if self.index_path.resolve() not in _SAID_UNVERIFIED:
+            _SAID_UNVERIFIED.add(self.index_path.resolve())
+            log.warning(
+                "%s: %d index entries were written before entries carried their own digest: their scores are read "
+                "unverified (their batch files are still checked)",
+                self.index_path,
+                count,
+            )
+
+    def _digests(self) -> dict[str, dict]:
+        """digests.jsonl by file name (the last line of a name wins; a torn or unreadable line is skipped)."""
+        digests: dict[str, dict] = {}
+        if self.digests_path.exists():
+            for line in self.digests_path.read_bytes().splitlines():
+                try:
+                    data = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("file"), str):
+                    digests[data["file"]] = data
+        return digests
+
+    def _entry_summaries(self, entry, n: Optional[int], seen: dict, digests: dict) -> list[ProblemSummary]:
         """The summaries of an index entry (one batch), or RecordError saying why the batch cannot be counted."""
         if not isinstance(entry, dict) or not isinstance(entry.get("problems"), list) or not entry["problems"]:
             raise RecordError("not a batch entry")
+        if "entry_sha256" in entry and entry_digest(entry) != entry["entry_sha256"]:
+            raise RecordError("its index entry was edited after it was written (its entry_sha256 does not match)")
         if entry.get("config_hash") != self._config_hash:
             raise RecordError(
                 f"written by another configuration (config hash {entry.get('config_hash')!r}, this run "
@@ -269,7 +435,14 @@ class RunDirectory:
             raise RecordError(
                 f"{file} does not match its index entry (size or sha256): it was changed after it was written"
             )
-        summaries = [ProblemSummary.from_json(data) for data in entry["problems"]]
+        if file in digests and digests[file].get("sha256") != entry.get("sha256"):
+            raise RecordError(f"{file}: its index entry and {DIGESTS} name different contents")
+        return self._checked(map(ProblemSummary.from_json, entry["problems"]), n, seen)
+
+    @staticmethod
+    def _checked(summaries: Iterable[ProblemSummary], n: Optional[int], seen: dict) -> list[ProblemSummary]:
+        """The summaries of one batch if each can be counted in a run of n and none is already recorded."""
+        batch: list[ProblemSummary] = []
         in_batch: set[str] = set()
         for summary in summaries:
             why = summary_problem(summary, n)
@@ -278,63 +451,171 @@ class RunDirectory:
             if summary.unique_id in seen or summary.unique_id in in_batch:
                 raise RecordError(f"{summary.unique_id} is already recorded by an earlier batch")
             in_batch.add(summary.unique_id)
-        return summaries
+            batch.append(summary)
+        return batch
 
-    def _set_aside(self, name: str) -> None:
-        """Keep a damaged batch file for inspection, out of the way of readers and of new batch numbers."""
+    def _rebuilt_entry(self, name: str, digest: Optional[dict], n: Optional[int], seen: dict) -> dict:
+        """The index entry of a batch file that lost its own, from its records, once digests.jsonl vouches for the
+        file; RecordError when it does not (no digest, another configuration, other bytes) or a record is unusable."""
+        if digest is None:
+            raise RecordError(f"no index entry and no line in {DIGESTS}: nothing vouches for it")
+        if digest.get("config_hash") != self._config_hash:
+            raise RecordError(f"written by another configuration (config hash {digest.get('config_hash')!r})")
+        data = (self.results_dir / name).read_bytes()
+        if len(data) != digest.get("bytes") or hashlib.sha256(data).hexdigest() != digest.get("sha256"):
+            raise RecordError(f"{name} does not match its line in {DIGESTS} (size or sha256)")
+        records = _batch_records(data, name)
+        summaries = [r.summary() for r in records]
+        self._checked(summaries, n, seen)
+        return _batch_entry(name, data, digest["config_hash"], [s.to_json() for s in summaries])
+
+    def _set_aside(self, name: str, suffix: str) -> None:
+        """Keep a batch file that cannot be counted for inspection, out of the way of readers and of new batch
+        numbers (it is never deleted: it may be the only copy of hours of generation)."""
         path = self.results_dir / name
         if path.exists():
-            os.replace(path, path.with_name(name + ".damaged"))
+            os.replace(path, path.with_name(name + suffix))
 
     # -- reading (never changes anything) -------------------------------------------------------------------------
 
     def summaries(self) -> dict[str, ProblemSummary]:
         """Per-problem summaries (unique_id, scores, compute, ungraded_answers) by unique_id, in written order.
 
-        Reads only the index (a torn last line is ignored); for an old one-file directory, the records themselves.
+        Reads only the index (a torn last line is ignored) and checks it (`_entries`); for an old one-file directory,
+        the records themselves. Raises RunDamaged naming the file when something does not check out.
         """
-        if not self.index_path.exists():
+        if not self._indexed():
             return {r.unique_id: r.summary() for r in self._legacy_records()}
-        summaries: dict[str, ProblemSummary] = {}
-        for entry in self._index_entries():
-            for data in entry["problems"]:
-                summary = ProblemSummary.from_json(data)
-                summaries.setdefault(summary.unique_id, summary)
-        return summaries
+        return {s.unique_id: s for entry in self._entries() for s in entry["summaries"]}
 
     def iter_records(self) -> Iterator[ProblemRecord]:
-        """Every whole record, batch by batch in written order (one batch in memory at a time)."""
-        if not self.index_path.exists():
+        """Every whole record, batch by batch in written order (one batch in memory at a time), each batch file
+        checked against its index entry (sha256, the problems it holds) before it is decompressed."""
+        if not self._indexed():
             yield from self._legacy_records()
             return
-        seen: set[str] = set()
-        for entry in self._index_entries():
-            for line in gzip.decompress((self.results_dir / entry["file"]).read_bytes()).splitlines():
-                record = ProblemRecord.from_json(json.loads(line))
-                if record.unique_id not in seen:
-                    seen.add(record.unique_id)
-                    yield record
+        for entry in self._entries():
+            path = self.results_dir / entry["file"]
+            data = path.read_bytes()
+            self._check_bytes(path, data, entry)
+            try:
+                records = _batch_records(data, entry["file"])
+            except RecordError as why:
+                raise RunDamaged(f"{self.results_dir}/{why}") from None
+            if [r.unique_id for r in records] != [s.unique_id for s in entry["summaries"]]:
+                raise RunDamaged(f"{path} holds other problems than its index entry lists")
+            yield from records
 
     def records(self) -> list[ProblemRecord]:
         return list(self.iter_records())
 
+    def verify(self) -> None:
+        """Check every results file (the index as summaries() does, and each batch file's sha256) without
+        decompressing anything; RunDamaged names the first file that does not check out."""
+        if self._indexed():
+            for entry in self._entries():
+                path = self.results_dir / entry["file"]
+                self._check_bytes(path, path.read_bytes(), entry)
+
     def files(self) -> list[Path]:
         """The results files a copy of this run needs (the index and its batches, or the old results.jsonl)."""
-        if not self.index_path.exists():
+        if not self._indexed():
             return [self.legacy_path] if self.legacy_path.exists() else []
-        return [self.index_path] + [self.results_dir / e["file"] for e in self._index_entries()]
+        return [self.index_path] + [self.results_dir / e["file"] for e in self._entries()]
 
-    def _index_entries(self) -> Iterator[dict]:
-        with open(self.index_path, "rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break  # torn by a crash; the writer's next open() repairs it
-                try:
-                    entry = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get("problems"), list) and "file" in entry:
-                    yield entry
+    def _indexed(self) -> bool:
+        """Whether the results are in the batch format (an index, or batch files whose index was lost)."""
+        return self.index_path.exists() or not self.legacy_path.exists()
+
+    @staticmethod
+    def _check_bytes(path: Path, data: bytes, entry: dict) -> None:
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise RunDamaged(f"{path}: its sha256 does not match its index entry: it was changed after it was written")
+
+    def expected_config_hash(self) -> Optional[str]:
+        """The config hash every index entry must carry: fingerprint.json's, else run_info.json's (a W&B artifact
+        carries only the latter), else None (then the entries must at least agree with each other)."""
+        try:
+            return config_hash(json.loads((self.path / FINGERPRINT).read_text()))
+        except (OSError, ValueError):
+            pass
+        try:
+            value = json.loads((self.path / "run_info.json").read_text()).get("config_hash")
+            return value if isinstance(value, str) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _entries(self) -> list[dict]:
+        """The index entries, each checked without reading its batch file: its own digest, the run's config hash,
+        the file's presence and size, its problems' fields, each problem once; every batch file has an entry. The
+        summaries are parsed once, under "summaries". Raises RunDamaged with one line naming the file."""
+        expected = self.expected_config_hash()
+        try:
+            lines = self.index_path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            lines = []
+        entries: list[dict] = []
+        seen: set[str] = set()
+        unverified = 0
+        for number, line in enumerate(lines, start=1):
+            if not line.endswith(b"\n") and number == len(lines):
+                break  # torn by a crash, or the write in flight; the writer's next open() repairs it
+            where = f"{self.index_path} line {number}"
+            try:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                entry = None
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("file"), str)
+                or not BATCH_FILE.match(entry["file"])
+            ):
+                raise RunDamaged(f"{where} is not a batch entry")
+            name = entry["file"]
+            if "entry_sha256" not in entry:
+                unverified += 1
+            elif entry_digest(entry) != entry["entry_sha256"]:
+                raise RunDamaged(f"{where} ({name}): the entry was edited after it was written (entry_sha256)")
+            expected = expected or entry.get("config_hash")
+            if entry.get("config_hash") != expected:
+                raise RunDamaged(
+                    f"{where} ({name}): written by another configuration (config hash {entry.get('config_hash')!r}, "
+                    f"this run {expected!r})"
+                )
+            path = self.results_dir / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise RunDamaged(f"{path} is missing (listed at {where})") from None
+            if size != entry.get("bytes"):
+                raise RunDamaged(
+                    f"{path}: {size} bytes where its index entry says {entry.get('bytes')}: truncated or changed "
+                    f"after it was written"
+                )
+            try:
+                entry["summaries"] = [ProblemSummary.from_json(data) for data in entry.get("problems") or []]
+            except (RecordError, TypeError) as why:
+                raise RunDamaged(f"{where} ({name}): {why}") from None
+            for summary in entry["summaries"]:
+                if summary.unique_id in seen:
+                    raise RunDamaged(f"{where} ({name}): {summary.unique_id} is already recorded by an earlier batch")
+                seen.add(summary.unique_id)
+            entries.append(entry)
+        listed = {e["file"] for e in entries}
+        stray = [name for name in self._batch_files() if name not in listed]
+        if stray and not is_locked(self.path):  # a live writer's batch in flight has no entry yet
+            what = (
+                f"{self.results_dir / stray[0]} has no entry in {INDEX}"
+                if lines
+                else f"{self.index_path} is missing but {self.results_dir} holds {len(stray)} batch file(s)"
+            )
+            raise RunDamaged(
+                f"{what}; rerun the command that wrote this run: resuming rebuilds lost entries from the batch files "
+                f"{DIGESTS} vouches for"
+            )
+        if unverified:
+            self._say_unverified(unverified)
+        return entries
 
     def _legacy_records(self) -> Iterator[ProblemRecord]:
         if not self.legacy_path.exists():
@@ -351,7 +632,9 @@ class RunDirectory:
     # -- writing ------------------------------------------------------------------------------------------------
 
     def append(self, records: Iterable[ProblemRecord]) -> None:
-        """Write one batch durably: the compressed batch file (atomically), then its index line (one write, fsync).
+        """Write one batch durably: its line in digests.jsonl, the compressed batch file (atomically), then its index
+        line (one write, fsync each). The digest goes first, so every batch file on disk is vouched for and a lost
+        index line can be rebuilt from the file.
 
         A record whose summary would not be read back (a field of the wrong type) is a bug in the caller: refused here
         rather than written and dropped on resume.
@@ -373,19 +656,11 @@ class RunDirectory:
         name = f"batch-{self._next_batch:06d}.jsonl.gz"
         payload = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
         data = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
+        entry = _batch_entry(name, data, self._config_hash, summaries)
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        _append_line(self.digests_path, _digest_line(entry))
         _atomic_write_bytes(self.results_dir / name, data)
-        entry = {
-            "file": name,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "config_hash": self._config_hash,
-            "problems": summaries,
-        }
-        with open(self.index_path, "ab") as handle:
-            handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_line(self.index_path, entry)
         self._next_batch += 1
 
     def write_metrics(self, metrics: dict) -> None:
@@ -461,9 +736,8 @@ def find_run_dirs(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike
         if RunDirectory(path).has_results():
             found.append(path)
         elif path.is_dir():
-            below = [p.parent.parent for p in path.rglob(f"{RESULTS}/{INDEX}")] + [
-                p.parent for p in path.rglob(LEGACY_RESULTS)
-            ]
+            below = [p.parent for p in path.rglob(RESULTS) if p.is_dir() and RunDirectory(p.parent).has_results()]
+            below += [p.parent for p in path.rglob(LEGACY_RESULTS)]
             found.extend(
                 sorted(
                     {
@@ -475,7 +749,7 @@ def find_run_dirs(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike
             )
         else:
             raise FileNotFoundError(
-                f"{path}: neither a run directory (with {RESULTS}/{INDEX} or {LEGACY_RESULTS}) nor a folder of runs"
+                f"{path}: neither a run directory (with {RESULTS}/ or {LEGACY_RESULTS}) nor a folder of runs"
             )
     return list(dict.fromkeys(found))
 
@@ -492,10 +766,22 @@ def atomic_write(path: Path, text: str) -> None:
     _atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def naming_the_file(path: Path):
+    """An OSError from writing `path` names it: write() and fsync() on a full disk raise ENOSPC without a file name,
+    and the one-line error a user sees (tts.launch.sweep.guarded_run) should say which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a whole file so that a reader (or a crash) sees the old or the new version, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with naming_the_file(path), open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Union
 
 from tts.data.records import ProblemRecord, ProblemSummary
-from tts.scoring import AGGREGATIONS
+from tts.scoring import reported_aggregations
 
 
 class RunningFigures:
@@ -22,7 +22,7 @@ class RunningFigures:
         self.n = n
         self.total = total_problems
         self.done = 0
-        self.sums = {agg: 0.0 for agg in AGGREGATIONS}
+        self.sums: dict[str, float] = {}  # per aggregation the problems report (no naive/weighted with prm=none)
         self.passed = 0.0
         self.tokens = 0.0
         self.session_tokens = 0.0
@@ -34,8 +34,9 @@ class RunningFigures:
         for record in records:
             scores = record.scores
             k = self.n if f"pass@{self.n}" in scores.pass_at else max(int(key.split("@")[1]) for key in scores.pass_at)
-            for agg in AGGREGATIONS:
-                self.sums[agg] += scores.expected[f"{agg}@{k}"]
+            for agg in reported_aggregations(scores.expected):
+                if f"{agg}@{k}" in scores.expected:
+                    self.sums[agg] = self.sums.get(agg, 0.0) + scores.expected[f"{agg}@{k}"]
             self.passed += scores.pass_at[f"pass@{k}"]
             tokens = record.compute.get("generated_tokens", 0)
             self.tokens += tokens
@@ -53,7 +54,7 @@ class RunningFigures:
             "progress/elapsed_s": elapsed,
         }
         if self.done:
-            for agg in AGGREGATIONS:
-                row[f"progress/acc_{agg}@{self.n}"] = self.sums[agg] / self.done
+            for agg, total in self.sums.items():
+                row[f"progress/acc_{agg}@{self.n}"] = total / self.done
             row[f"progress/pass@{self.n}"] = self.passed / self.done
         return row

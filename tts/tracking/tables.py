@@ -2,11 +2,15 @@
 filter, sort and group them) and `problems` (one compact row per problem).
 
 Text columns are capped at `MAX_TEXT` characters (a cut text ends in " [...]"); the full texts stay in the run's
-results artifact. At n=256 on 500 problems the completions table has 128,000 rows.
+results artifact. Every completion is in that artifact (the compressed batches); the completions table holds as many
+as fit in its byte budget (`budgeted_rows`: `logger.table_budget` times the results' bytes), each problem's selected
+completions first. Uncompressed JSON of every completion would be 2-20 times the results themselves (at n=256 on 500
+problems, 128,000 rows and about 70 MB against 3 MB of batches).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Optional
 
@@ -97,6 +101,39 @@ def completion_rows(record: ProblemRecord, n: int, reduction: str) -> list[list]
             ]
         )
     return rows
+
+
+PICKS = [COMPLETION_COLUMNS.index(f"picked_{agg}") for agg in AGGREGATIONS]
+
+
+def budgeted_rows(rows_per_problem: Sequence[list[list]], budget_bytes: float) -> list[list[list]]:
+    """Each problem's completion rows cut to fit `budget_bytes` of JSON in all, the most useful first: round by round,
+    every problem adds its next row in priority order (the completion naive selection picked, the first completion of
+    the weighted and of the majority answer, then the others in order), until the next row would not fit. Rows keep
+    their order within a problem; a problem whose turn does not fit stops growing, the others go on."""
+    orders = []
+    for rows in rows_per_problem:
+        picked = [next((i for i, row in enumerate(rows) if row[column]), None) for column in PICKS]
+        first = list(dict.fromkeys(i for i in picked if i is not None))
+        orders.append(first + [i for i in range(len(rows)) if i not in first])
+    sizes = [[len(json.dumps(row, default=str)) + 2 for row in rows] for rows in rows_per_problem]
+    kept: list[list[int]] = [[] for _ in rows_per_problem]
+    growing = set(range(len(rows_per_problem)))
+    used = 0.0
+    depth = 0
+    while growing:
+        for p in sorted(growing):
+            if depth >= len(orders[p]):
+                growing.discard(p)
+                continue
+            size = sizes[p][orders[p][depth]]
+            if used + size > budget_bytes:
+                growing.discard(p)
+                continue
+            used += size
+            kept[p].append(orders[p][depth])
+        depth += 1
+    return [[rows[i] for i in sorted(chosen)] for rows, chosen in zip(rows_per_problem, kept)]
 
 
 def _verdicts(record: ProblemRecord) -> dict:

@@ -16,9 +16,11 @@ What a W&B run holds (so a researcher can browse a sweep without the run directo
   plus `acc_at_n/{naive,weighted,maj,pass}` (the same figures at the run's own n: one key across a sweep, for plots vs
   n);
 - `curve/*`: accuracy and pass@K against `curve/K` (K = 1, 2, 4 .. n), W&B's line plot of accuracy vs budget;
-- tables `completions` (one row per completion) and `problems` (one row per problem), see tts/tracking/tables.py;
 - artifact `results-<run id>` of type `results`: results/ (index + batches), config.yaml, metrics.json, run_info.json,
-  i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one. Its metadata is a small
+  i.e. a run directory that `analysis.runs.load_wandb` downloads and reads like a local one, and the tables
+  `completions.table.json` (one row per completion, within `logger.table_budget`) and `problems.table.json` (one row
+  per problem), see tts/tracking/tables.py. W&B refers to these files rather than copying them: one copy, and a rerun
+  of a finished run logs nothing (docs/tracking.md). Its metadata is a small
   fixed summary (W&B refuses more than 100 keys; metrics.json holds them all).
 
 Everything W&B writes stays in `<run dir>/wandb/` (tts/tracking/dirs.py).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import netrc
 import os
@@ -48,12 +51,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlparse
 
-from tts.config.redaction import redact, redact_argv
+from tts.config.redaction import redact, redact_argv, redact_text
 from tts.data.records import ProblemRecord, ProblemSummary
-from tts.scoring import AGGREGATIONS
+from tts.scoring import FOREIGN_PRM_METRIC, reported_aggregations
 from tts.tracking.dirs import WandbDirs
 from tts.tracking.live import RunningFigures
-from tts.tracking.tables import COMPLETION_COLUMNS, PROBLEM_COLUMNS, completion_rows, problem_row, wandb_table
+from tts.tracking.tables import (
+    COMPLETION_COLUMNS,
+    PROBLEM_COLUMNS,
+    budgeted_rows,
+    completion_rows,
+    problem_row,
+    wandb_table,
+)
 
 if TYPE_CHECKING:
     import wandb
@@ -95,8 +105,44 @@ def run_id_for(config: dict, run_dir: Path) -> str:
     from tts.store.run_dir import config_hash, fingerprint_of
 
     digest = hashlib.sha256(f"{Path(run_dir).resolve()}|{config_hash(fingerprint_of(config))}".encode()).hexdigest()
-    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")
+    name = redact_text(f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", name)
     return f"{prefix[:40]}-{digest[:12]}"
+
+
+LOGGED = "logged.json"  # in <run dir>/wandb/: what the last complete W&B logging of this run covered
+
+
+def _logged_state(run_dir: Path, logger_cfg) -> Optional[dict]:
+    """The results (the index's digest) and the logger settings a complete logging covers; None without results."""
+    index = Path(run_dir) / "results" / "index.jsonl"
+    if not index.exists():
+        return None
+    settings = {
+        k: getattr(logger_cfg, k, None)
+        for k in ("project", "entity", "mode", "group", "log_table", "log_artifact", "table_budget", "run_id")
+    }
+    settings["tags"] = list(getattr(logger_cfg, "tags", []) or [])
+    # a digest of the settings, not the settings: a tag or group may hold a credential, and nothing writes one
+    logger = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return {"index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(), "logger_sha256": logger}
+
+
+def logged_already(run_dir: Path, logger_cfg) -> bool:
+    """Whether a complete run's results were already logged with these settings: a rerun then logs nothing (it
+    would add a second copy of every table and file to W&B's folder, and a rerun of a finished sweep is common)."""
+    try:
+        recorded = json.loads((Path(run_dir) / "wandb" / LOGGED).read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded == _logged_state(run_dir, logger_cfg)
+
+
+def mark_logged(run_dir: Path, logger_cfg) -> None:
+    state = _logged_state(run_dir, logger_cfg)
+    if state is not None:
+        (Path(run_dir) / "wandb").mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "wandb" / LOGGED).write_text(json.dumps(state))
 
 
 def online_problem(base_url: Optional[str] = None, timeout: float = 3.0) -> Optional[str]:
@@ -133,7 +179,7 @@ def _curve(metrics: dict) -> list[dict]:
     return [
         {
             "curve/K": k,
-            **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in AGGREGATIONS},
+            **{f"curve/acc_{agg}": metrics.get(f"acc/{agg}@{k}") for agg in reported_aggregations(metrics)},
             "curve/pass": metrics.get(f"pass@{k}"),
         }
         for k in ks
@@ -151,9 +197,10 @@ def artifact_metadata(config: dict, metrics: dict) -> dict:
         "prm": config["prm"]["name"],
         "dataset": config["dataset"]["name"],
         "problems": metrics.get("problems"),
-        **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        **{f"acc_{agg}": metrics.get(f"acc/{agg}@{n}") for agg in reported_aggregations(metrics)},
         "pass": metrics.get(f"pass@{n}"),
         "tokens_generated": metrics.get("tokens/generated"),
+        **({FOREIGN_PRM_METRIC: metrics[FOREIGN_PRM_METRIC]} if FOREIGN_PRM_METRIC in metrics else {}),
     }
 
 
@@ -161,7 +208,7 @@ def at_own_n(metrics: dict, n: int) -> dict:
     """Summary keys that mean the same in every run of a sweep (`acc_at_n/weighted` = `acc/weighted@<its n>`), so one
     W&B panel can plot accuracy against `n` across the runs."""
     return {
-        **{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in AGGREGATIONS},
+        **{f"acc_at_n/{agg}": metrics.get(f"acc/{agg}@{n}") for agg in reported_aggregations(metrics)},
         "acc_at_n/pass": metrics.get(f"pass@{n}"),
     }
 
@@ -210,6 +257,9 @@ class WandbTracker(Tracker):
         self.config: dict = {}
         self.dirs: Optional[WandbDirs] = None
         self.figures: Optional[RunningFigures] = None
+        self._logged = (
+            False  # the results were logged: finish() records it, so a rerun of the same results logs nothing
+        )
 
     @property
     def wants_records(self) -> bool:
@@ -217,7 +267,14 @@ class WandbTracker(Tracker):
 
     def start(self, config: dict, run_dir: Path, records_done: Sequence[ProblemSummary] = (), total: int = 0) -> None:
         self.run_dir = Path(run_dir)
-        self.config = config
+        self._logged = False
+        if total and len(records_done) >= total and logged_already(self.run_dir, logger_cfg=self.cfg):
+            log.info(
+                "W&B: nothing new since this run was logged (same results, same logger settings); not logged again"
+            )
+            return
+        # what W&B is given of the config, everywhere (config, names, tags, artifact metadata): credentials redacted
+        self.config = scrub(config)
         if self.cfg.mode == "online":
             problem = online_problem(os.environ.get("WANDB_BASE_URL"))
             if problem:
@@ -229,26 +286,34 @@ class WandbTracker(Tracker):
             os.environ.setdefault("WANDB_SILENT", "true")
             self.dirs = WandbDirs(self.run_dir / "wandb")
             self.dirs.enter()
+            shown = self.config
             model, prm, data, strategy = (
-                config["model"]["name"],
-                config["prm"]["name"],
-                config["dataset"]["name"],
-                config["strategy"]["name"],
+                shown["model"]["name"],
+                shown["prm"]["name"],
+                shown["dataset"]["name"],
+                shown["strategy"]["name"],
             )
-            n, seed = config["n"], config["seed"]
+            n, seed = shown["n"], shown["seed"]
+            # every field W&B writes (into the offline .wandb file too) passes the same redaction as the config: a
+            # credential from the environment given as a tag, group, project or name is never written
+            fields = redact(
+                {
+                    "project": self.cfg.project,
+                    "entity": self.cfg.entity,
+                    "name": f"{strategy}-n{n}-seed{seed}",
+                    "group": self.cfg.group or f"{model}/{prm}/{data}",
+                    "tags": list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
+                    "job_type": self.cfg.job_type,
+                }
+            )
             with _redacted_argv():
                 self.run = wandb.init(
-                    project=self.cfg.project,
-                    entity=self.cfg.entity,
+                    **fields,
                     mode=self.cfg.mode,
                     dir=str(run_dir),
                     id=self.cfg.run_id or run_id_for(config, run_dir),
                     resume=self.cfg.resume,
-                    config=scrub(config),
-                    name=f"{strategy}-n{n}-seed{seed}",
-                    group=self.cfg.group or f"{model}/{prm}/{data}",
-                    tags=list(dict.fromkeys([*self.cfg.tags, model, prm, data, strategy, f"n={n}", f"seed={seed}"])),
-                    job_type=self.cfg.job_type,
+                    config=shown,
                     settings=wandb.Settings(init_timeout=self.cfg.init_timeout),
                     reinit="finish_previous",
                 )
@@ -291,39 +356,31 @@ class WandbTracker(Tracker):
             self.run.define_metric("curve/*", step_metric="curve/K")
             for point in _curve(metrics):
                 self.run.log(point)
-            if self.cfg.log_table and records:
-                n, reduction = self.config["n"], self.config["scoring"]["reduction"]
-                tables = {"problems": [problem_row(r, n) for r in records]}
-                parts = table_parts([completion_rows(r, n, reduction) for r in records], wandb.Table.MAX_ARTIFACT_ROWS)
-                for i, part in enumerate(parts):
-                    tables["completions" if len(parts) == 1 else f"completions_part{i + 1}"] = part
-                if len(parts) > 1:
-                    log.info(
-                        "%d completions exceed W&B's %d rows per table: logged as %d tables completions_part*",
-                        sum(map(len, parts)),
-                        wandb.Table.MAX_ARTIFACT_ROWS,
-                        len(parts),
-                    )
-                with _row_limit(max(map(len, tables.values()))):
-                    self.run.log(
-                        {
-                            name: wandb_table(PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS, rows)
-                            for name, rows in tables.items()
-                        }
-                    )
-            # summary last: it is what the runs table shows, and it must be metrics.json, not the last curve point
+            # summary first among the results: it is what the runs table shows, and it must be metrics.json
             self.run.summary.update(dict(metrics))
             self.run.summary.update(at_own_n(metrics, self.config["n"]))
-            if self.cfg.log_artifact and run_dir.files():
+            with_tables = bool(self.cfg.log_table and records)
+            with_results = bool(self.cfg.log_artifact and run_dir.files())
+            if with_tables or with_results:
+                kind = "results" if with_results else "tables"  # analysis reads only `results` artifacts as runs
                 artifact = wandb.Artifact(
-                    f"results-{self.run.id}", type="results", metadata=artifact_metadata(self.config, metrics)
+                    f"{kind}-{self.run.id}", type=kind, metadata=artifact_metadata(self.config, metrics)
                 )
-                for path in run_dir.files():
-                    artifact.add_file(str(path), name=path.relative_to(run_dir.path).as_posix())
-                for name in RUN_FILES:
-                    if (run_dir.path / name).exists():
-                        artifact.add_file(str(run_dir.path / name), name=name)
+                if with_tables:
+                    for name, path in self._write_tables(records, run_dir, artifact).items():
+                        artifact.add_file(str(path), name=f"{name}.table.json", policy="immutable")
+                if with_results:
+                    # the results files are never rewritten once a run is complete: W&B reads them from the run
+                    # directory when it uploads instead of keeping a copy (policy "immutable"); the small run files
+                    # are copied
+                    for path in run_dir.files():
+                        name = path.relative_to(run_dir.path).as_posix()
+                        artifact.add_file(str(path), name=name, policy="immutable")
+                    for name in RUN_FILES:
+                        if (run_dir.path / name).exists():
+                            artifact.add_file(str(run_dir.path / name), name=name)
                 self.run.log_artifact(artifact)
+            self._logged = True
         except Exception as error:  # noqa: BLE001 - tracking must never stop a run; the results are on disk
             log.warning(
                 "W&B logging failed (%s: %s); local results in %s are complete",
@@ -331,6 +388,42 @@ class WandbTracker(Tracker):
                 error,
                 run_dir.path,
             )
+
+    def _write_tables(self, records: list[ProblemRecord], run_dir, artifact) -> dict[str, Path]:
+        """The `problems` table and the `completions` table (within its byte budget; parts beyond W&B's row limit)
+        as `.table.json` files in the run's wandb/ folder, W&B's one copy of them: the artifact refers to the files
+        instead of staging a copy, and `run.log` of a table would keep three (media file and two staged copies)."""
+        import wandb
+
+        n, reduction = self.config["n"], self.config["scoring"]["reduction"]
+        problems = [problem_row(r, n) for r in records]
+        # both tables together within the budget: the problems table (one short row a problem) is kept whole
+        budget = self.cfg.table_budget * sum(path.stat().st_size for path in run_dir.files())
+        budget -= sum(len(json.dumps(row, default=str)) + 2 for row in problems)
+        rows = budgeted_rows([completion_rows(r, n, reduction) for r in records], budget)
+        kept, total = sum(map(len, rows)), sum(min(len(r.completions), n) for r in records)
+        if kept < total:
+            log.info(
+                "W&B completions table: %d of %d completions (logger.table_budget=%g x the results' bytes; the "
+                "selected ones first); all of them are in the results artifact",
+                kept,
+                total,
+                self.cfg.table_budget,
+            )
+        tables = {"problems": problems}
+        parts = table_parts(rows, wandb.Table.MAX_ARTIFACT_ROWS)
+        for i, part in enumerate(parts):
+            tables["completions" if len(parts) == 1 else f"completions_part{i + 1}"] = part
+        folder = Path(self.run_dir or run_dir.path) / "wandb" / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name, table_rows in tables.items():
+            columns = PROBLEM_COLUMNS if name == "problems" else COMPLETION_COLUMNS
+            with _row_limit(len(table_rows)):
+                data = wandb_table(columns, table_rows).to_json(artifact)
+            written[name] = folder / f"{name}.table.json"
+            written[name].write_text(json.dumps(data))
+        return written
 
     def finish(self) -> None:
         if self.run is None:
@@ -340,6 +433,8 @@ class WandbTracker(Tracker):
             offline = self.run.settings.mode == "offline" if hasattr(self.run.settings, "mode") else False
             directory = getattr(self.run.settings, "sync_dir", None)
             self.run.finish()
+            if self._logged and self.run_dir is not None:
+                mark_logged(self.run_dir, self.cfg)
             if offline and directory:
                 log.info("W&B offline run written to %s; upload it with `wandb sync %s`", directory, directory)
         except Exception as error:  # noqa: BLE001 - tracking must never stop a run
