@@ -369,7 +369,6 @@ class LlamaCppPolicy(PolicyBackend):
                 self._forget(seq)
         done = [[o for o in samples if o is not None] for samples in results]
         assert all(len(d) == len(s) for d, s in zip(done, results)), "every sample is decoded"
-        self.stats.prompt_tokens += sum(o.prompt_tokens for samples in done for o in samples)
         return done
 
     def _step(self, samples: list[_Sample], rows: dict[int, np.ndarray]) -> None:
