@@ -31,7 +31,7 @@ ARGS = [
     "budget.max_tokens=160",
     "batch_size=1",  # a batch per problem: the SIGTERM below lands between saved problems
     "logger=none",
-    "model.backend.n_threads=2",
+    "model.backend.n_threads=1",  # more threads than free cores spin-wait on a busy machine
 ]
 
 
