@@ -79,7 +79,7 @@ def test_validate_names_the_key(override, key):
         validate(cfg)
 
 
-@pytest.mark.parametrize("backend", ["hf", "vllm", "openai"])
+@pytest.mark.parametrize("backend", ["hf", "vllm", "openai", "llamacpp"])
 def test_real_backend_needs_a_path(backend):
     cfg = compose_config([f"model/backend={backend}", "model.backend.base_url=http://127.0.0.1:1/v1"]
                          if backend == "openai" else [f"model/backend={backend}"])
@@ -187,7 +187,8 @@ def test_every_component_option_is_typed_by_the_class_it_names(group, option):
     # the YAML untyped), and every knob is listed where users look, with its comment
     assert set(data) == fields, f"{group}/{option}.yaml must list exactly the knobs of {schema.__name__}"
     overrides = {"model/backend": ["model.path=x", "model.backend.base_url=http://127.0.0.1:1/v1"] * (option == "openai")
-                 + ["model.path=x"] * (option in ("hf", "vllm"))}.get(group, [])
+                 + ["model.path=x"] * (option in ("hf", "vllm")) + ["model.path=x.gguf"] * (option == "llamacpp")
+                 }.get(group, [])
     run = validate(compose_config([f"{group}={option}", "n=8", *overrides]))
     typed = run.model.backend if group == "model/backend" else getattr(run, group)
     assert type(typed) is schema and typed._target_ == data["_target_"]
@@ -245,7 +246,7 @@ def test_the_prompt_is_defined_once_and_named_by_every_model():
     ("model.gpu_memory_utilization=0.9", "config key 'model.gpu_memory_utilization': moved to "
                                          "'model.backend.gpu_memory_utilization'"),
     ("prm.family=rlhflow", "config key 'prm.family': moved: each PRM option names its family's class"),
-    ("model/backend=tpu", "config key 'model/backend': 'tpu' is not an option; choose one of hf, openai, sim, vllm"),
+    ("model/backend=tpu", "config key 'model/backend': 'tpu' is not an option; choose one of hf, llamacpp, openai, sim, vllm"),
 ])
 def test_keys_of_the_old_layout_say_where_they_went(override, expected):
     from tts.config.validate import check_overrides

@@ -49,9 +49,13 @@ def resolve_device(name: str) -> str:
 
 
 def from_pretrained(loader, path: str, *, what: str, key: str, **kwargs):
-    """`loader.from_pretrained(path)` with a clear message when the files are not local and the hub is unreachable."""
+    """`loader.from_pretrained(path)` with a clear message when the files are not local and the hub is unreachable;
+    a `.gguf` file is read through transformers' GGUF support (needs the gguf package)."""
     import os
 
+    gguf = os.path.expanduser(path)
+    if gguf.endswith(".gguf") and os.path.isfile(gguf):  # one GGUF file (llama.cpp's format), dequantised on load
+        return loader.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf), **kwargs)
     local = os.path.isdir(os.path.expanduser(path))
     looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
     if looks_local and not local:

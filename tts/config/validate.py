@@ -16,7 +16,7 @@ import math
 from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from tts.config.keys import (
     COMPONENTS,
@@ -50,7 +50,11 @@ def validate(cfg: DictConfig) -> Config:
     check_known_keys(cfg)
     check_finite(cfg)
     components = {key: typed_component(OmegaConf.select(cfg, key), key) for key in COMPONENTS}
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as error:  # a resolver's own message (e.g. ${package_file:...}) on one line
+        cause = str(getattr(error, "msg", error)).split("raised while resolving interpolation: ", 1)[-1]
+        raise ConfigError(f"config key '{error.full_key}': {cause.strip().splitlines()[0]}") from None
     assert isinstance(plain, dict)
     for key in COMPONENTS:  # typed below; to_object must not see them as plain dicts of an Any field
         parent, _, leaf = key.rpartition(".")

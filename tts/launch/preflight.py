@@ -86,10 +86,15 @@ def _offline() -> bool:
 
 
 def check_weights(key: str, path: str | None) -> None:
-    """A local model directory (with config.json), or a hub id whose config.json is cached or downloadable now."""
+    """A local model directory (with config.json), a GGUF file, or a hub id whose config.json is cached or
+    downloadable now."""
     if not path:
         raise ConfigError(f"config key '{key}': a real backend needs a hub id or a local directory")
     local = os.path.expanduser(path)
+    if local.endswith(".gguf"):  # one GGUF file (model=smollm2-135m): nothing to fetch
+        if not os.path.isfile(local):
+            raise ConfigError(f"config key '{key}': no GGUF file at {path}")
+        return
     looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") != 1
     if os.path.isdir(local):
         if not os.path.isfile(os.path.join(local, "config.json")):
