@@ -50,7 +50,7 @@ def _filters(specs: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "verifier":
-        from analysis.verifier import main as verifier_main
+        from analysis.verifier_cli import main as verifier_main
 
         return verifier_main(argv[1:])
     parser = argparse.ArgumentParser(
