@@ -57,8 +57,8 @@ def test_sim_ground_truth_is_what_the_simulated_prm_checks():
     assert set(rows.label) >= {-1, 0} and (rows.label > 0).any()
     assert [sim_first_wrong_step(p, s) for p, s in zip(rows.problem, rows.steps)] == list(rows.label)
     assert sim_first_wrong_step("not a synthetic problem", ["a step"]) is None
-    # a perfect verifier (no noise) finds every earliest error and flags no correct solution
-    table = score_processbench(rows, SimPRM(SimPRMConfig(noise=0.0)))
+    # a perfect verifier (no noise, no overlooked error) finds every earliest error and flags no correct solution
+    table = score_processbench(rows, SimPRM(SimPRMConfig(noise=0.0, miss_prob=0.0)))
     scores = processbench_scores(table.lo.to_numpy(), table.hi.to_numpy(), table.label.to_numpy() >= 0, [0.5])
     assert scores["f1"][0] == 1.0
 
@@ -104,7 +104,7 @@ def _measures(prm: tuple[str, ...], tmp_path: Path, capsys) -> pd.DataFrame:
 
 
 def test_a_perfect_prm_finds_every_error_and_a_blind_one_none(tmp_path, capsys):
-    perfect = _measures(("prm.noise=0",), tmp_path, capsys).set_index(["bins", "bin"])
+    perfect = _measures(("prm.noise=0", "prm.miss_prob=0"), tmp_path, capsys).set_index(["bins", "bin"])
     assert perfect.loc[("all", "all"), "f1_heldout"] == 1.0
     assert perfect.loc[("all", "all"), "auroc"] > 0.97
     blind = _measures(("prm.discrimination=0", "prm.noise=2"), tmp_path, capsys).set_index(["bins", "bin"])
@@ -116,8 +116,8 @@ def test_a_perfect_prm_finds_every_error_and_a_blind_one_none(tmp_path, capsys):
 
 
 def test_search_gain_sits_beside_the_prm_discrimination_in_each_bin(tmp_path, capsys):
-    _measures(("prm.noise=0",), tmp_path, capsys)
-    out = tmp_path / "prm_noise-0"
+    _measures(("prm.noise=0", "prm.miss_prob=0"), tmp_path, capsys)
+    out = tmp_path / "prm_noise-0_prm_miss_prob-0"
     gain = pd.read_csv(out / "verifier_gain.csv", dtype={"bin": str})
     assert set(gain.variant) == {"beam"} and set(gain.budget) == {4}
     row = gain[(gain.bins == "all") & (gain.aggregation == "weighted")].iloc[0]
@@ -142,7 +142,7 @@ def test_processbench_file_through_the_dataset_config_and_cli(tmp_path, capsys):
     from analysis.__main__ import main
 
     out = tmp_path / "pb"
-    assert main(["verifier", "--out", str(out), "--processbench", str(SAMPLE), "--prm", "prm=sim prm.noise=0"]) == 0
+    assert main(["verifier", "--out", str(out), "--processbench", str(SAMPLE), "--prm", "prm=sim prm.noise=0 prm.miss_prob=0"]) == 0
     table = pd.read_csv(out / "processbench.csv")
     assert table.f1_swept.iloc[0] == 1.0 and table.completions.iloc[0] == len(load_processbench(SAMPLE))
     assert main(["verifier", "--out", str(out), "--processbench", str(tmp_path / "missing.jsonl")]) == 2
