@@ -100,7 +100,7 @@ class StrategyConfig(ComponentConfig):
             not self.needs_prm or run.prm.scores,
             "prm",
             f"strategy={self.name} is steered by a PRM's step scores and prm=none scores nothing; choose a PRM "
-            f"(e.g. prm=sim) or a strategy that needs none (best_of_n, filter_vote, revisions)",
+            f"(e.g. prm=sim) or a strategy that needs none (best_of_n, deepconf, esc, filter_vote, revisions)",
         )
 
 
