@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import signal
 import threading
@@ -336,7 +337,10 @@ class _StopSignals:
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+            # a submitit job (SLURM launcher) has its own pre-emption handling: on USR2 it checkpoints and requeues
+            # the job, and the SIGTERM SLURM then sends must not cut that handler short; the requeued job resumes
+            signals = [n for n in self.SIGNALS if not (n == signal.SIGTERM and os.environ.get("SUBMITIT_EXECUTOR"))]
+            self.previous = {number: signal.signal(number, self._handle) for number in signals}
         return self
 
     def __exit__(self, *exc) -> None:
