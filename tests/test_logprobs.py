@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import compose_config
+from test_vllm_mapping import FakeLLM  # the vLLM engine stand-in the mapping tests use
 
 from tts.backends import GenerationRequest
 from tts.backends.base import top_logprobs_array
@@ -146,16 +147,6 @@ class FakeCompletion:
 class FakeRequestOutput:
     outputs: list
     num_cached_tokens: int | None = None
-
-
-@dataclass
-class FakeLLM:
-    replies: list
-    seen: list = field(default_factory=list)
-
-    def generate(self, prompts, params, use_tqdm=True):
-        self.seen.append((prompts, params))
-        return self.replies
 
 
 class FakeTokenizer:
