@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -48,6 +49,8 @@ from tts.store.run_dir import RunDirectory
 THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the grid a threshold is chosen from
 CALIBRATION_BINS = 10
 SEARCH_BASELINE = "best_of_n"
+
+log = logging.getLogger(__name__)
 
 
 # -- ground truth -------------------------------------------------------------------------------------------------
@@ -396,6 +399,9 @@ def write_verifier(
     target.mkdir(parents=True, exist_ok=True)
     completions = load_completions(part, problems)
     if completions.empty:
+        return pd.DataFrame(), []
+    if completions.score.isna().all():  # prm=none: no step was scored, there is no verifier to diagnose
+        log.info("verifier diagnostics%s: no completion has PRM scores (prm=none); none written", title)
         return pd.DataFrame(), []
     schemes = [s for s in schemes if s in completions.columns and completions[s].notna().any()]
     measures, diagram = diagnose(completions, schemes)

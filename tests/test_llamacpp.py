@@ -69,7 +69,7 @@ def policy(gguf):
     from tts.backends.llamacpp import LlamaCppPolicy
 
     # 3 slots: requests with more samples than slots, and several requests, share the slots in turn
-    policy = LlamaCppPolicy(gguf, n_ctx=4096, n_seq=3, n_threads=1)
+    policy = LlamaCppPolicy(gguf, n_seq=3, n_threads=1)
     yield policy
     policy.close()
 
@@ -219,3 +219,39 @@ def test_the_hf_backend_reads_the_same_gguf_and_starts_the_same_answer(policy, g
     np.testing.assert_allclose(mine.top_logprobs[0], theirs.top_logprobs[0], atol=0.3)
     assert theirs.text.split()[0] == mine.text.split()[0]
     hf.close()
+
+
+@real
+def test_a_samples_tokens_do_not_depend_on_what_is_decoded_beside_it(policy):
+    """Each sample has a KV stream of its own, so its tokens follow from its request and seed only: alone, beside
+    another request, or restored from the prompt state rather than evaluated, it writes the same answer."""
+    ask = request(problem=1, n=4, temperature=1.0, max_tokens=32, seed=3)
+    [alone] = policy.generate([ask])
+    _, beside = policy.generate([request(problem=2, n=3, temperature=1.0, max_tokens=20, seed=9), ask])
+    assert [o.token_ids for o in beside] == [o.token_ids for o in alone]
+    # greedy: the evaluated first sample and the restored others are one answer
+    [greedy] = policy.generate([request(problem=1, n=4, max_tokens=24)])
+    assert len({o.token_ids for o in greedy}) == 1
+
+
+@real
+def test_the_context_grows_to_the_longest_request_unless_its_size_is_fixed(gguf):
+    from tts.backends.llamacpp import CONTEXT_STEP, LlamaCppPolicy
+    from tts.config.schema import ConfigError
+
+    policy = LlamaCppPolicy(gguf, n_seq=2, n_threads=1)
+    try:
+        [[short]] = policy.generate([request(max_tokens=8)])
+        assert policy.n_ctx_seq == CONTEXT_STEP
+        [[long]] = policy.generate([request(max_tokens=400, temperature=1.0, seed=1)])
+        assert policy.n_ctx_seq >= long.prompt_tokens + 400 and policy.n_ctx_seq % CONTEXT_STEP == 0
+        [[again]] = policy.generate([request(max_tokens=8)])  # the prompt cache survives the rebuild
+        assert again.token_ids == short.token_ids and again.prompt_tokens_computed == 0
+    finally:
+        policy.close()
+    fixed = LlamaCppPolicy(gguf, n_seq=2, n_ctx_seq=256, n_threads=1)
+    try:
+        with pytest.raises(ConfigError, match=r"model\.backend\.n_ctx_seq.*256 KV cells per sequence"):
+            fixed.generate([request(max_tokens=400)])
+    finally:
+        fixed.close()

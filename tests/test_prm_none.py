@@ -112,3 +112,14 @@ def test_analysis_treats_confidence_aggregations_like_the_others_and_refuses_wha
     none_only = load_local([str(tmp_path / "none")])
     with pytest.raises(ValueError, match="--aggregation weighted: no run of this sweep reports it"):
         write_report(none_only, tmp_path / "report", aggregation="weighted")
+
+
+def test_the_whole_analysis_of_a_run_without_a_prm_draws_its_curves_and_no_verifier(tmp_path):
+    """No step was scored, so there is no verifier to diagnose: the report skips it instead of failing."""
+    from analysis.__main__ import main as analysis_main
+
+    run(compose_config(["prm=none", "n=4", "dataset.num_problems=6", "logger=none"]), run_dir=tmp_path / "none")
+    assert analysis_main([str(tmp_path / "none"), "--out", str(tmp_path / "figs")]) == 0
+    written = {p.name for p in (tmp_path / "figs").rglob("*")}
+    assert {"accuracy_vs_n.png", "compute_optimal.png"} <= written
+    assert not any(name.startswith("verifier") for name in written)

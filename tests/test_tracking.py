@@ -52,8 +52,8 @@ def test_offline_run_logs_names_metrics_tables_and_results_artifact(wandb_env):
 
     artifacts = {a["type"]: a for a in of_type(records, "artifact")}
     assert {c["path"] for c in artifacts["results"]["manifest"]["contents"]} == {
-        "results/index.jsonl", "results/batch-000000.jsonl.gz", "config.yaml", "metrics.json", "run_info.json",
-        "completions.table.json", "problems.table.json"}
+        "results/index.jsonl", "results/batch-000000.jsonl.gz", "results/digests.jsonl", "config.yaml", "metrics.json",
+        "run_info.json", "completions.table.json", "problems.table.json"}
     # the results files are the run directory's, byte for byte
     for content in artifacts["results"]["manifest"]["contents"]:
         if content["path"].startswith("results/"):

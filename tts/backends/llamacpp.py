@@ -3,10 +3,13 @@
     python tts/main.py model=smollm2-135m prm=none dataset=gsm8k n=8
 
 Why the low-level API and not `Llama.create_completion`: a request's n samples share one prompt, so the prompt is
-evaluated once into its own KV sequence and copied (for free: the KV cache is unified, a copy only tags the cells) to
-every sample's sequence, and all live samples of all requests are decoded together, one token each per
-`llama_decode` call. The chat turn's KV state is also kept per problem (a small LRU of sequence states), so the next
-continuation of a partial answer (beam search, revisions) evaluates only the partial answer. Sampling, stop strings
+evaluated once, its KV state is read out, and every other sample's sequence starts from a copy of that state (a
+memory copy, no evaluation); all live samples of all requests are decoded together, one token each per
+`llama_decode` call. Each sample sequence has its own KV stream (llama.cpp's non-unified cache): attention reads only
+its own prompt and tokens, where a unified cache makes every sample attend over the cells of all of them (masked), a
+cost that grows with n x length (at n=32 and 256 tokens the per-sequence streams decoded 1.8x faster here). The chat
+turn's KV state is also kept per problem (a small LRU of sequence states), so the next continuation of a partial
+answer (beam search, revisions) evaluates only the partial answer. Sampling, stop strings
 and the top-k log-probabilities are done in numpy on the logits rows llama.cpp already computed: the library's own
 `logprobs` option converts the whole vocabulary row to Python per token and is several times slower.
 
@@ -19,10 +22,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
@@ -31,6 +34,8 @@ from tts.backends.hf import cut_at_stop, sample_seed, text_token_ids
 from tts.config.schema import Config, ModelConfig, PolicyBackendConfig, require
 
 log = logging.getLogger(__name__)
+
+CONTEXT_STEP = 256  # KV cells per sequence are allocated in multiples of this
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -74,17 +79,17 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_p: np.ndarray, 
 
 @dataclass
 class _Prompt:
-    """A request whose prompt sits in a KV sequence of its own while its samples are decoded."""
+    """A request whose samples are being decoded: its prompt is evaluated into the first sample's sequence, and the
+    KV state read from there seeds every later sample's sequence."""
 
     index: int
     request: GenerationRequest
     ids: list[int] = field(default_factory=list)  # the chat turn's ids, then the partial answer's
     chat: list[int] = field(default_factory=list)
-    seq: int = -1
+    state: Optional[ctypes.Array] = None  # the prompt's KV sequence state, while samples are still to start
     logits: Optional[np.ndarray] = None  # the distribution of the first generated token
     computed: int = 0  # prompt tokens evaluated for it (the rest came from the per-problem cache)
     next_sample: int = 0
-    live: int = 0
 
 
 @dataclass
@@ -113,14 +118,15 @@ class _TextCodec:
 
 
 class LlamaCppPolicy(PolicyBackend):
-    """A GGUF model in one llama.cpp context with `2 * n_seq` KV sequences: n_seq sample slots decoded together, and
-    up to n_seq prompts whose samples they are."""
+    """A GGUF model in one llama.cpp context with n_seq sample sequences decoded together, each in a KV stream of its
+    own of `n_ctx_seq` cells. With `n_ctx_seq=None` the context is sized to the longest prompt plus max_tokens asked
+    for so far, and rebuilt larger when a request needs more (the prompt cache survives it)."""
 
     def __init__(
         self,
         path: str,
         *,
-        n_ctx: int = 16384,
+        n_ctx_seq: Optional[int] = None,
         n_seq: int = 16,
         n_batch: int = 512,
         n_threads: Optional[int] = None,
@@ -134,39 +140,70 @@ class LlamaCppPolicy(PolicyBackend):
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter, not warnings
         self.lib = llama_cpp
         self.n_seq = n_seq
-        self.n_ctx = n_ctx
-        self.n_batch = max(n_batch, n_seq)
+        self.fixed_ctx_seq = n_ctx_seq
+        self.n_batch = n_batch
+        self.flash_attn = flash_attn
+        self.threads = n_threads or os.cpu_count() or 1
         self.prompt_cache_size = prompt_cache_size
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), model_params)
         if not self.model:
             raise OSError(f"llama.cpp could not load the GGUF file {path!r} (model.path)")
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = self.n_batch
-        params.n_seq_max = 2 * n_seq
-        params.kv_unified = True  # one cell pool: copying the prompt to a sample's sequence shares its cells
-        # llama.cpp's default (auto) turns flash attention on for CPU, whose half-precision sums move log-probabilities
-        # by ~0.1-0.3 on this kind of model; off is the library's own default in `Llama`
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else 0
-        threads = n_threads or os.cpu_count() or 1
-        params.n_threads = params.n_threads_batch = threads
-        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
-        if not self.ctx:
-            raise RuntimeError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_seq={n_seq})")
-        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.ctx: Any = None  # the context, its KV memory and decode batch: built (and rebuilt) by _ensure_context
+        self.memory: Any = None
+        self.batch: Any = None
+        self.n_ctx_seq = 0
+        self._ensure_context(n_ctx_seq or CONTEXT_STEP)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.chat_template = self._chat_template(chat_template)
         self.bos_text = self.detokenize([llama_cpp.llama_vocab_bos(self.vocab)], special=True).decode(errors="replace")
         self.eos_text = self.detokenize([llama_cpp.llama_vocab_eos(self.vocab)], special=True).decode(errors="replace")
         self._pieces: dict[int, bytes] = {}
-        self._prompt_cache: OrderedDict[tuple[int, ...], tuple[bytes, np.ndarray]] = OrderedDict()
+        self._prompt_cache: OrderedDict[tuple[int, ...], tuple[ctypes.Array, np.ndarray]] = OrderedDict()
         self.prompt_evaluations = 0  # prompts evaluated (each request's, once), for tests and benchmarks
         self.prompt_tokens_evaluated = 0
-        log.info("llamacpp policy %s: n_ctx=%d n_seq=%d threads=%d", path, n_ctx, n_seq, threads)
+        log.info("llamacpp policy %s: n_seq=%d threads=%d", path, n_seq, self.threads)
+
+    def _ensure_context(self, cells: int) -> None:
+        """A context whose every sequence holds `cells` KV cells: kept when it does, else built (rounded up to
+        CONTEXT_STEP); with a fixed `n_ctx_seq`, a request that needs more is refused in one line."""
+        if self.ctx is not None and cells <= self.n_ctx_seq:
+            return
+        if self.fixed_ctx_seq is not None:
+            require(
+                cells <= self.fixed_ctx_seq,
+                "model.backend.n_ctx_seq",
+                f"{self.fixed_ctx_seq} KV cells per sequence cannot hold a prompt plus max_tokens of {cells} tokens; "
+                f"raise it, or leave it null to size it to the requests",
+            )
+            cells = self.fixed_ctx_seq
+        cells = -(-cells // CONTEXT_STEP) * CONTEXT_STEP
+        lib = self.lib
+        if self.ctx is not None:
+            lib.llama_batch_free(self.batch)
+            lib.llama_free(self.ctx)
+            self.ctx = None
+        params = lib.llama_context_default_params()
+        params.n_ctx = cells * self.n_seq
+        params.n_seq_max = self.n_seq
+        params.kv_unified = False  # a KV stream per sequence: each sample attends over its own cells only
+        params.n_batch = params.n_ubatch = max(self.n_batch, self.n_seq)
+        # llama.cpp's default (auto) turns flash attention on for CPU, whose half-precision sums move log-probabilities
+        # by ~0.1-0.3 on this kind of model; off is the library's own default in `Llama`
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn else 0
+        params.n_threads = params.n_threads_batch = self.threads
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise RuntimeError(
+                f"llama.cpp could not create a context of {self.n_seq} sequences x {cells} KV cells "
+                f"(model.backend.n_seq, model.backend.n_ctx_seq)"
+            )
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.n_ctx_seq = int(lib.llama_n_ctx_seq(self.ctx))
+        self.batch = lib.llama_batch_init(params.n_batch, 0, 1)
+        log.debug("llamacpp context: %d sequences x %d KV cells", self.n_seq, self.n_ctx_seq)
 
     # ------------------------------------------------------------------ text <-> tokens
     def tokenize(self, text: str, *, add_special: bool, special: bool = False) -> list[int]:
@@ -240,8 +277,8 @@ class LlamaCppPolicy(PolicyBackend):
         status = self.lib.llama_decode(self.ctx, batch)
         if status != 0:
             raise RuntimeError(
-                f"llama_decode failed ({status}): the KV cache is full; raise model.backend.n_ctx (now {self.n_ctx}) "
-                f"or lower model.backend.n_seq"
+                f"llama_decode failed ({status}): a KV sequence of {self.n_ctx_seq} cells is full "
+                f"(model.backend.n_ctx_seq)"
             )
         rows = sum(bool(w) for w in wants)
         if rows == 0:
@@ -261,28 +298,32 @@ class LlamaCppPolicy(PolicyBackend):
                 last = rows[-1]
         return last
 
+    def _state(self, seq: int) -> ctypes.Array:
+        """The KV state of sequence `seq`, as a buffer `_restore` can put into any sequence."""
+        size = self.lib.llama_state_seq_get_size(self.ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        self.lib.llama_state_seq_get_data(self.ctx, buffer, size, seq)
+        return buffer
+
+    def _restore(self, state: ctypes.Array, seq: int) -> None:
+        if self.lib.llama_state_seq_set_data(self.ctx, state, len(state), seq) == 0:
+            raise RuntimeError("llama.cpp could not restore a prompt's KV state into a sequence")
+
     def _load_prompt(self, prompt: _Prompt, seq: int) -> None:
         """Put the prompt into KV sequence `seq`: the chat turn from the per-problem cache or evaluated (and then
         cached), the partial answer evaluated after it."""
-        lib = self.lib
         chat, prefix = prompt.chat, prompt.ids[len(prompt.chat) :]
-        prompt.seq = seq
         key = tuple(chat)
         cached = self._prompt_cache.get(key)
         if cached is not None:
             self._prompt_cache.move_to_end(key)
             state, logits = cached
-            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-            if lib.llama_state_seq_set_data(self.ctx, buffer, len(state), seq) == 0:
-                raise RuntimeError("llama.cpp could not restore a cached prompt state")
+            self._restore(state, seq)
         else:
             logits = self._evaluate(chat, 0, seq)
             prompt.computed += len(chat)
             if self.prompt_cache_size > 0:
-                size = lib.llama_state_seq_get_size(self.ctx, seq)
-                buffer = (ctypes.c_uint8 * size)()
-                lib.llama_state_seq_get_data(self.ctx, buffer, size, seq)
-                self._prompt_cache[key] = (bytes(buffer), logits)
+                self._prompt_cache[key] = (self._state(seq), logits)
                 while len(self._prompt_cache) > self.prompt_cache_size:
                     self._prompt_cache.popitem(last=False)
         if prefix:
@@ -301,45 +342,34 @@ class LlamaCppPolicy(PolicyBackend):
     # ------------------------------------------------------------------ requests -> outputs
     def _generate(self, requests: list[GenerationRequest]) -> list[list[GenerationOutput]]:
         results: list[list[Optional[GenerationOutput]]] = [[None] * r.n for r in requests]
-        waiting = [_Prompt(i, r) for i, r in enumerate(requests) if r.n > 0]
-        free_slots = list(range(self.n_seq))
-        free_prompt_seqs = list(range(self.n_seq, 2 * self.n_seq))
+        waiting = deque(_Prompt(i, r) for i, r in enumerate(requests) if r.n > 0)
+        for prompt in waiting:
+            prompt.chat, prefix = self.prompt_parts(prompt.request)
+            prompt.ids = prompt.chat + prefix
+        if waiting:
+            self._ensure_context(max(len(p.ids) + max(p.request.max_tokens, 1) for p in waiting))
+        free_slots = list(range(self.n_seq - 1, -1, -1))
         active: list[_Sample] = []
-        loaded: list[_Prompt] = []
-        reserved = 0  # KV cells the live prompts and samples may need at most
         pending_rows: dict[int, np.ndarray] = {}  # slot -> logits row of its next token
         try:
-            while waiting or active or any(p.next_sample < p.request.n for p in loaded):
-                # admit samples while a slot is free and the KV cache can hold their longest outcome
-                while free_slots:
-                    prompt = next((p for p in loaded if p.next_sample < p.request.n), None)
-                    if prompt is None:
-                        if not waiting or not free_prompt_seqs:
-                            break
-                        prompt = waiting[0]
-                        if not prompt.ids:
-                            prompt.chat, prefix = self.prompt_parts(prompt.request)
-                            prompt.ids = prompt.chat + prefix
-                        require(
-                            len(prompt.ids) + prompt.request.max_tokens <= self.n_ctx,
-                            "model.backend.n_ctx",
-                            f"{self.n_ctx} cannot hold a prompt of {len(prompt.ids)} tokens plus max_tokens="
-                            f"{prompt.request.max_tokens}",
-                        )
-                        if active and reserved + len(prompt.ids) + prompt.request.max_tokens > self.n_ctx:
-                            break
-                        waiting.pop(0)
-                        self._load_prompt(prompt, free_prompt_seqs.pop())
-                        reserved += len(prompt.ids)
-                        loaded.append(prompt)
-                    if active and reserved + prompt.request.max_tokens > self.n_ctx:
-                        break
+            while waiting or active:
+                # a free slot starts the next sample: the first of a request evaluates (or restores) the prompt,
+                # the others restore the KV state read after it
+                while free_slots and waiting:
+                    prompt = waiting[0]
                     slot = free_slots.pop()
+                    if prompt.next_sample == 0:
+                        self._load_prompt(prompt, slot)
+                        if prompt.request.n > 1:
+                            prompt.state = self._state(slot)
+                    else:
+                        assert prompt.state is not None
+                        self._restore(prompt.state, slot)
                     index = prompt.next_sample
                     prompt.next_sample += 1
-                    prompt.live += 1
-                    reserved += prompt.request.max_tokens
-                    self.lib.llama_memory_seq_cp(self.memory, prompt.seq, slot, -1, -1)
+                    if prompt.next_sample == prompt.request.n:
+                        waiting.popleft()
+                        prompt.state = None
                     rng = np.random.default_rng(sample_seed(prompt.request.seed, index))
                     active.append(_Sample(prompt, index, slot, rng))
                     assert prompt.logits is not None
@@ -350,22 +380,15 @@ class LlamaCppPolicy(PolicyBackend):
                 stepping = [s for s in active if s.finish_reason is None]
                 if stepping:
                     self._step(stepping, pending_rows)
+                    self.tokens_in_flight += len(stepping)
                 for sample in [s for s in active if s.finish_reason is not None]:
                     active.remove(sample)
-                    prompt = sample.prompt
-                    results[prompt.index][sample.index] = self._output(sample)
+                    results[sample.prompt.index][sample.index] = self._output(sample)
                     self._forget(sample.slot)
                     free_slots.append(sample.slot)
                     pending_rows.pop(sample.slot, None)
-                    reserved -= prompt.request.max_tokens
-                    prompt.live -= 1
-                    if prompt.live == 0 and prompt.next_sample == prompt.request.n:
-                        self._forget(prompt.seq)
-                        free_prompt_seqs.append(prompt.seq)
-                        loaded.remove(prompt)
-                        reserved -= len(prompt.ids)
         finally:
-            for seq in range(2 * self.n_seq):
+            for seq in range(self.n_seq):
                 self._forget(seq)
         done = [[o for o in samples if o is not None] for samples in results]
         assert all(len(d) == len(s) for d, s in zip(done, results)), "every sample is decoded"
@@ -401,6 +424,7 @@ class LlamaCppPolicy(PolicyBackend):
                 going.append(sample)
         if not going:
             return
+        going.sort(key=lambda s: s.slot)  # consecutive sequence ids decode in one micro-batch across KV streams
         position = [len(s.prompt.ids) + len(s.ids) - 1 for s in going]
         new_rows = self._decode([s.ids[-1] for s in going], position, [s.slot for s in going], [True] * len(going))
         for sample, row in zip(going, new_rows):
@@ -453,8 +477,8 @@ class LlamaCppConfig(PolicyBackendConfig):
 
     _target_: str = "tts.backends.llamacpp.build"
     name: str = "llamacpp"
-    n_ctx: int = 16384  # KV cells shared by every live prompt and sample (unified cache)
-    n_seq: int = 16  # samples decoded together in one batch
+    n_ctx_seq: Optional[int] = None  # KV cells of each sample sequence (prompt + answer); null: sized to the requests
+    n_seq: int = 16  # samples decoded together in one batch, each in a KV stream of its own
     n_batch: int = 512  # prompt tokens per decode call
     n_threads: Optional[int] = None  # CPU threads (null: every core)
     prompt_cache_size: int = 64  # chat turns whose KV state is kept for the next continuation (LRU; 0: none)
@@ -470,7 +494,11 @@ class LlamaCppConfig(PolicyBackendConfig):
             f"{path!r} is not a .gguf file (llama.cpp reads GGUF files; convert a hub checkpoint with llama.cpp's "
             f"convert_hf_to_gguf.py)",
         )
-        self.require(self.n_ctx >= 256, "n_ctx", f"must be >= 256, got {self.n_ctx}")
+        self.require(
+            self.n_ctx_seq is None or self.n_ctx_seq >= CONTEXT_STEP,
+            "n_ctx_seq",
+            f"must be >= {CONTEXT_STEP} or null (sized to the requests), got {self.n_ctx_seq}",
+        )
         self.require(1 <= self.n_seq <= 128, "n_seq", f"must be in [1, 128], got {self.n_seq}")
         self.require(self.n_batch >= 1, "n_batch", f"must be >= 1, got {self.n_batch}")
         self.require(self.n_threads is None or self.n_threads >= 1, "n_threads", "must be >= 1 or null (every core)")
@@ -488,7 +516,7 @@ def build(config: LlamaCppConfig, model: ModelConfig, seed: int) -> LlamaCppPoli
     assert model.path is not None, "LlamaCppConfig.check requires model.path"
     return LlamaCppPolicy(
         os.path.expanduser(model.path),
-        n_ctx=config.n_ctx,
+        n_ctx_seq=config.n_ctx_seq,
         n_seq=config.n_seq,
         n_batch=config.n_batch,
         n_threads=config.n_threads,

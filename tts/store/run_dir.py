@@ -566,10 +566,12 @@ class RunDirectory:
                 self._check_bytes(path, path.read_bytes(), entry)
 
     def files(self) -> list[Path]:
-        """The results files a copy of this run needs (the index and its batches, or the old results.jsonl)."""
+        """The results files a copy of this run needs (the index, its batches and the digests that let a copy verify
+        and rebuild them, or the old results.jsonl)."""
         if not self._indexed():
             return [self.legacy_path] if self.legacy_path.exists() else []
-        return [self.index_path] + [self.results_dir / e["file"] for e in self._entries()]
+        digests = [self.digests_path] if self.digests_path.exists() else []
+        return [self.index_path] + [self.results_dir / e["file"] for e in self._entries()] + digests
 
     def _indexed(self) -> bool:
         """Whether the results are in the batch format (an index, or batch files whose index was lost)."""
