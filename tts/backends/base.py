@@ -118,9 +118,10 @@ class PolicyBackend(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = GenerationStats()
-        # Tokens the call in progress has generated so far, where the backend can tell (hf per decoding step, openai
-        # per answered request); read only by the run's progress lines, and back to 0 when the call returns (its
-        # tokens are then in `stats`). A backend that cannot tell (vLLM's blocking generate) leaves it at 0.
+        # Tokens the call in progress has generated so far, where the backend can tell (hf and llamacpp per decoding
+        # step, openai per answered request); read only by the run's progress lines, and back to 0 when the call
+        # returns (its tokens are then in `stats`). A backend that cannot tell (vLLM's blocking generate) leaves it
+        # at 0.
         self.tokens_in_flight = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationOutput]]:
