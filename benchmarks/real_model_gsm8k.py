@@ -21,20 +21,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analysis.plots import agg_label  # noqa: E402
 from tts.store.run_dir import RunDirectory  # noqa: E402
 
-AGGREGATIONS = {  # metrics.json prefix -> label
-    "pass": "pass@n (any sample right)",
-    "acc/maj": "majority vote",
-    "acc/deepconf10": "DeepConf, top 10% confident",
-    "acc/deepconf90": "DeepConf, top 90% confident",
-    "acc/self_certainty": "most self-certain sample",
-    "acc/borda_sc": "Borda vote by self-certainty",
-}
+PASS = "pass"
+PASS_LABEL = "pass@n (any sample right)"
 
 
 def budgets(metrics: dict) -> list[int]:
     return sorted(int(k.split("@")[1]) for k in metrics if k.startswith("acc/maj@"))
+
+
+def aggregations(metrics: dict, n: int) -> list[str]:
+    """pass@n, majority vote, then every other aggregation the run reports at its largest n (the confidence ones with
+    whatever `scoring.deepconf_eta` the run used), in metrics.json's order."""
+    others = [k[len("acc/") : -len(f"@{n}")] for k in metrics if k.startswith("acc/") and k.endswith(f"@{n}")]
+    return [PASS, "maj"] + [a for a in others if a != "maj"]
+
+
+def label(aggregation: str) -> str:
+    return PASS_LABEL if aggregation == PASS else agg_label(aggregation)
+
+
+def title(run_dir: Path, problems: int) -> str:
+    """`model (backend) on K dataset problems`, from the run's resolved config."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(run_dir / "config.yaml")
+    return f"{config.model.name} ({config.model.backend.name} backend) on {problems} {config.dataset.name} problems"
 
 
 def search_seconds(run_dir: Path) -> tuple[float, int]:
@@ -52,17 +66,17 @@ def main() -> int:
 
     metrics = json.loads((args.run_dir / "metrics.json").read_text())
     ns = budgets(metrics)
-    present = [p for p in AGGREGATIONS if f"{p}@{ns[-1]}" in metrics]
+    present = aggregations(metrics, ns[-1])
     print(f"{metrics['problems']} problems; accuracy at n' (95% interval over problems)")
     print("| aggregation | " + " | ".join(f"n={n}" for n in ns) + " |")
     print("|---|" + "---|" * len(ns))
     for prefix in present:
         cells = []
         for n in ns:
-            value = metrics[f"{prefix}@{n}"]
-            ci = metrics.get(f"acc_ci95/{prefix.split('/')[-1]}@{n}") if prefix != "pass" else None
+            value = metrics[f"{PASS}@{n}" if prefix == PASS else f"acc/{prefix}@{n}"]
+            ci = metrics.get(f"acc_ci95/{prefix}@{n}")
             cells.append(f"{value:.3f}" + (f" ± {ci:.3f}" if ci is not None else ""))
-        print(f"| {AGGREGATIONS[prefix]} | " + " | ".join(cells) + " |")
+        print(f"| {label(prefix)} | " + " | ".join(cells) + " |")
 
     records = list(RunDirectory(args.run_dir).records())
     completions = [c for r in records for c in r.completions]
@@ -74,12 +88,18 @@ def main() -> int:
     seconds, sittings = search_seconds(args.run_dir)
     generated = metrics["tokens/generated"]
     print()
-    print(f"samples: {len(completions)}; right: {right} ({right / len(completions):.2%}); problems with a right "
-          f"sample: {solved}")
-    print(f"finish reasons: {dict(finish)}; an answer extracted: {extracted} ({extracted / len(completions):.1%}); "
-          f"distinct answers per problem: mean {sum(distinct) / len(distinct):.1f}")
-    print(f"tokens: generated {generated:,.0f} ({metrics['tokens/generated_per_problem']:,.0f} per problem), "
-          f"prompt {metrics['tokens/prompt']:,.0f}, prompt computed {metrics['tokens/prompt_computed']:,.0f}")
+    print(
+        f"samples: {len(completions)}; right: {right} ({right / len(completions):.2%}); problems with a right "
+        f"sample: {solved}"
+    )
+    print(
+        f"finish reasons: {dict(finish)}; an answer extracted: {extracted} ({extracted / len(completions):.1%}); "
+        f"distinct answers per problem: mean {sum(distinct) / len(distinct):.1f}"
+    )
+    print(
+        f"tokens: generated {generated:,.0f} ({metrics['tokens/generated_per_problem']:,.0f} per problem), "
+        f"prompt {metrics['tokens/prompt']:,.0f}, prompt computed {metrics['tokens/prompt_computed']:,.0f}"
+    )
     if seconds:
         print(f"search time: {seconds:,.0f} s in {sittings} sitting(s), {generated / seconds:.1f} generated tokens/s")
 
@@ -89,9 +109,9 @@ def main() -> int:
         plt = plots.plt
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         for prefix in present:
-            values = [metrics[f"{prefix}@{n}"] for n in ns]
-            style = dict(linestyle="--", color="black") if prefix == "pass" else {}
-            ax.plot(ns, values, marker="o", markersize=4, label=AGGREGATIONS[prefix], **style)
+            values = [metrics[f"{PASS}@{n}" if prefix == PASS else f"acc/{prefix}@{n}"] for n in ns]
+            style = dict(linestyle="--", color="black") if prefix == PASS else {}
+            ax.plot(ns, values, marker="o", markersize=4, label=label(prefix), **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns)
         ax.set_xticklabels([str(n) for n in ns])
@@ -99,7 +119,7 @@ def main() -> int:
         ax.set_ylabel("fraction of problems right")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.set_title(f"SmolLM2-135M-Instruct on {metrics['problems']} GSM8K test problems (llama.cpp, CPU)")
+        ax.set_title(title(args.run_dir, metrics["problems"]))
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
         fig.tight_layout()
         fig.savefig(args.out, dpi=130)

@@ -47,8 +47,8 @@ def test_sim_findings_figure_says_what_its_bars_are_and_keeps_them_in_0_1(tmp_pa
 
 
 def test_the_real_model_table_reads_a_run_without_a_prm_and_agrees_with_its_records(tmp_path):
-    """benchmarks/real_model_gsm8k.py on a prm=none run: every n' the run reports, pass@n first, and sample counts that
-    are the records' own."""
+    """benchmarks/real_model_gsm8k.py on a prm=none run: every n' and every aggregation the run reports (a DeepConf
+    eta of its own included), pass@n first, and sample counts that are the records' own."""
     import json
     import subprocess
     import sys
@@ -57,7 +57,8 @@ def test_the_real_model_table_reads_a_run_without_a_prm_and_agrees_with_its_reco
     from tts.pipeline import run
     from tts.store.run_dir import RunDirectory
 
-    run(compose_config(["prm=none", "n=4", "dataset.num_problems=5", "logger=none"]), run_dir=tmp_path / "run")
+    run(compose_config(["prm=none", "n=4", "dataset.num_problems=5", "logger=none", "scoring.deepconf_eta=[25]"]),
+        run_dir=tmp_path / "run")
     out = subprocess.run(
         [sys.executable, "benchmarks/real_model_gsm8k.py", str(tmp_path / "run"), "--out", str(tmp_path / "fig.png")],
         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -65,7 +66,8 @@ def test_the_real_model_table_reads_a_run_without_a_prm_and_agrees_with_its_reco
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.stdout.splitlines()
             if line.startswith("| ") and "aggregation" not in line}
-    assert list(rows)[0].startswith("pass@n") and len(rows["majority vote"]) == 3  # n' = 1, 2, 4
+    assert list(rows)[:2] == ["pass@n (any sample right)", "majority vote"] and len(rows["majority vote"]) == 3
+    assert "DeepConf vote, top 25% confident" in rows and not any("top 10%" in name for name in rows)
     assert rows["majority vote"][-1].startswith(f"{metrics['acc/maj@4']:.3f}")
     records = list(RunDirectory(tmp_path / "run").records())
     right = sum(bool(c.correct) for r in records for c in r.completions)
