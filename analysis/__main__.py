@@ -27,7 +27,7 @@ import time
 from analysis.difficulty import assign_roles, parse_pool, parse_thresholds
 from analysis.report import parse_references, write_report
 from analysis.runs import load_local, load_wandb
-from tts.store.run_dir import RunDamaged
+from tts.store.readers import RunDamaged
 
 
 def _filters(specs: list[str]) -> dict:

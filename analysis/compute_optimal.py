@@ -17,11 +17,12 @@ themselves were made from the samples being scored: the bins come from a referen
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+
+from tts.data.problem import stable_hash
 
 CV = "cross-validated"
 IN_SAMPLE = "in-sample, optimistic"
@@ -51,7 +52,7 @@ def candidate_matrix(points: pd.DataFrame, budget: int) -> pd.DataFrame:
 def fold_assignment(ids: pd.Series, bins: pd.Series, salt: int = 0) -> pd.Series:
     """0/1 per problem, balanced within each bin: order by crc32(salt:id), then alternate."""
     frame = pd.DataFrame({"id": ids.astype(str).to_numpy(), "bin": bins.to_numpy()}, index=ids.index)
-    frame["h"] = [zlib.crc32(f"{salt}:{i}".encode()) for i in frame.id]
+    frame["h"] = [stable_hash(f"{salt}:{i}") for i in frame.id]
     frame = frame.sort_values(["bin", "h", "id"], kind="mergesort")
     frame["fold"] = frame.groupby("bin").cumcount() % 2
     return frame["fold"].reindex(ids.index)

@@ -18,8 +18,9 @@ The reference pool is never scored. Binning problems by the very samples a curve
 bins (a problem a run happened to solve lands in an easy bin, where that run is then chosen), and no cross-validation
 of the selection undoes that. So every run is either a *reference* (its samples define the bins) or a *candidate*
 (a strategy the compute-optimal selection may choose), never both:
-- default: the best-of-N runs with seed >= 100 (REFERENCE_SEED) are the pool, everything else is a candidate; the
-  papers' sweeps use seeds 0-4, so `python tts/main.py -m strategy=best_of_n n=256 seed=100` adds a pool beside them;
+- default: the runs with seed >= 100 (REFERENCE_SEED) of a strategy with independent samples (best-of-N: their c/n
+  estimates pass@1, a search's would not) are the pool, everything else is a candidate; the papers' sweeps use
+  seeds 0-4, so `python tts/main.py -m strategy=best_of_n n=256 seed=100` adds a pool beside them;
 - `reference=("VARIANT", N)` (CLI `--reference-pool VARIANT:N`, optionally `VARIANT:N:SEED,SEED`): those runs are the
   pool, whatever their seed, and are no longer candidates.
 Within the pool the variant with the largest n is used, its seeds pooled (each seed's pass@1 is c/n, so pooling equal-n
@@ -40,10 +41,12 @@ Ties. Many problems share pass@1 = 0 or 1, so quantile edges often fall inside a
 from __future__ import annotations
 
 import logging
-import zlib
 
 import numpy as np
 import pandas as pd
+
+from analysis.runs import trait
+from tts.data.problem import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ BIN_COLUMNS = {"oracle": "oracle_bin", "model": "model_bin", "absolute": "absolu
 POOL_BINS = ("oracle_bin", "model_bin", "absolute_bin")  # the bins a reference pool defines
 # Liu et al. 2025 (arXiv 2502.06703): easy pass@1 > 50%, medium 10-50%, hard < 10%
 ABSOLUTE_THRESHOLDS = (0.5, 0.1)
-REFERENCE_SEED = 100  # best-of-N runs with a seed at least this are the default reference pool
+REFERENCE_SEED = 100  # runs of independent samples with a seed at least this are the default reference pool
 POOL_COMMAND = f"python tts/main.py -m strategy=best_of_n n=256 seed={REFERENCE_SEED}"  # -m: into the sweep folder
 REFERENCE, CANDIDATE = "reference", "candidate"
 
@@ -83,9 +86,10 @@ def parse_pool(spec: str | None) -> tuple | None:
 def assign_roles(runs: pd.DataFrame, reference: tuple | None = None) -> pd.Series:
     """ "reference" or "candidate" per row of `runs` (any table with variant, strategy, n, seed columns).
 
-    `reference` None: best-of-N runs with seed >= REFERENCE_SEED; else (variant, n) or (variant, n, seeds)."""
+    `reference` None: runs of independent samples (best-of-N) with seed >= REFERENCE_SEED; else (variant, n) or
+    (variant, n, seeds)."""
     if reference is None:
-        is_reference = (runs.strategy == "best_of_n") & (runs.seed >= REFERENCE_SEED)
+        is_reference = trait(runs, "independent_samples") & (runs.seed >= REFERENCE_SEED)
     else:
         variant, n, *seeds = reference
         is_reference = (runs.variant == variant) & (runs.n == int(n))
@@ -130,10 +134,6 @@ def absolute_bins(pass1: pd.Series, thresholds: tuple[float, ...] = ABSOLUTE_THR
     bins += values < thresholds[-1]
     result[ok] = bins[ok]
     return result
-
-
-def stable_hash(unique_id: str) -> int:
-    return zlib.crc32(str(unique_id).encode())
 
 
 def quantile_bins(

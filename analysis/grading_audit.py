@@ -14,8 +14,8 @@ the grading worker process. The report prints
 
 Some disagreements are deliberate (``\\text{east}`` vs ``\\text{seat}``: math_verify reads words as products of
 letters; ``(2+i)(2-i)`` vs ``5``: it reads ``i`` as a variable); the report is for a researcher to check a run's
-grading before trusting its numbers. Run directories are found with `tts.store.run_dir.find_run_dirs` and their records
-read with `tts.store.run_dir.RunDirectory`.
+grading before trusting its numbers. Run directories are found with `tts.store.readers.find_run_dirs` and their records
+read with `tts.store.writer.RunDirectory` (a `tts.store.readers.RunReader`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tts.grading.grader import AnswerGrader
-from tts.store.run_dir import RunDamaged, RunDirectory, find_run_dirs
+from tts.store.readers import RunDamaged, find_run_dirs
+from tts.store.writer import RunDirectory
 
 __all__ = ["collect", "audit", "main"]
 
@@ -84,8 +85,8 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
     pairs, per_problem = collect(runs)
     with AnswerGrader(timeout=timeout) as grader:
         ours = grader.grade_many([a for a, _ in pairs], [g for _, g in pairs])
-        theirs = grader.worker.run("mv", [[a, g] for a, g in pairs], timeout)
-        theirs = [r if isinstance(r, bool) else None for r in theirs]
+        verified = grader.worker.run("mv", [[a, g] for a, g in pairs], timeout)
+        theirs = [r.value if isinstance(r.value, bool) else None for r in verified]
         answers = sorted({a for a, _ in pairs})
         key_of = dict(zip(answers, grader.keys(answers)))
 
@@ -117,7 +118,7 @@ def audit(paths: Sequence[Path], timeout: float = 5.0, out=sys.stdout) -> dict:
                     (k, members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))
                 ]
         candidates = list(dict.fromkeys(candidates))
-        verdicts = grader.worker.run("mv", [[b, a] for _, a, b in candidates], timeout) if candidates else []
+        verdicts = [r.value for r in grader.worker.run("mv", [[b, a] for _, a, b in candidates], timeout)]
         merged = [(k, a, b, v) for (k, a, b), v in zip(candidates, verdicts) if v is not True]
         print(
             f"\nkeys merging answers math_verify separates: {len(merged)} of {len(candidates)} merged pairs", file=out

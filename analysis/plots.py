@@ -23,31 +23,27 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from tts.scoring import aggregation_label, find_aggregation, report_rank  # noqa: E402
+
 log = logging.getLogger(__name__)
 
-AGG_LABELS = {
-    "naive": "naive (highest PRM score)",
-    "weighted": "weighted (PRM-weighted vote)",
-    "maj": "majority vote",
-    "self_certainty": "self-certainty (most certain trace)",
-    "borda_sc": "Borda vote by self-certainty",
-    "final": "own answer (adaptive: deepconf, esc)",
-}
-AGG_STYLES = {
+# Line styles of the registered aggregations (a family's members share one); any other draws solid.
+LineStyle = str | tuple[int, tuple[int, int]]
+AGG_STYLES: dict[str, LineStyle] = {
     "naive": ":",
     "weighted": "-",
     "maj": "--",
+    "deepconf": "-.",
     "self_certainty": (0, (1, 3)),
     "borda_sc": (0, (5, 1)),
     "final": "-.",
 }
+agg_label = aggregation_label  # how a figure names an aggregation: its registered label
 
 
-def agg_label(agg: str) -> str:
-    """How a figure names an aggregation (deepconf<eta>: DeepConf's vote over the eta% most confident traces)."""
-    if agg.startswith("deepconf") and agg[len("deepconf") :].isdigit():
-        return f"DeepConf vote, top {agg[len('deepconf') :]}% confident"
-    return AGG_LABELS.get(agg, agg)
+def agg_style(agg: str) -> LineStyle:
+    found = find_aggregation(agg)
+    return AGG_STYLES.get(found.name if found else agg, "-")
 
 
 BIN_TITLES = {
@@ -119,7 +115,7 @@ def _legend_below(fig, ax, title: str, handles=None, ncol: int = 5):
 def layout_problems(fig) -> list[str]:
     """What a reader would find wrong with the figure's layout, as it is saved (`bbox_inches="tight"`): a legend or
     caption cut off by the saved area, a legend over a panel's plotted area, two legends or a legend and a caption on
-    top of each other. Empty when the layout is sound; `_save` logs the problems of every figure it writes."""
+    top of each other. Empty when the layout is sound; `save_figure` logs the problems of every figure it writes."""
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
     saved = fig.get_tightbbox(renderer)
@@ -151,9 +147,11 @@ def layout_problems(fig) -> list[str]:
     return problems
 
 
-def _save(fig, path: Path) -> Path:
-    """PNG at `path` and the same figure as PDF beside it; returns the PNG's path."""
-    for problem in layout_problems(fig):
+def save_figure(fig, path: Path, check_layout: bool = True) -> Path:
+    """PNG at `path` and the same figure as PDF beside it, with a warning for each layout problem (`check_layout`:
+    False for figures whose small panels keep their legends inside by design); returns the PNG's path. Every figure
+    of analysis/ is written here, so they share one resolution and one cropping."""
+    for problem in layout_problems(fig) if check_layout else ():
         log.warning("%s: %s", path.name, problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
@@ -165,7 +163,7 @@ def _save(fig, path: Path) -> Path:
 def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: dict[str, float] | None = None) -> Path:
     """One panel per aggregation: accuracy vs N per strategy variant; band = min..max over seeds."""
     present = set(acc.aggregation)
-    aggs = [a for a in AGG_LABELS if a in present] + sorted(a for a in present if a not in AGG_LABELS)
+    aggs = sorted(sorted(present), key=report_rank)
     palette = colours(acc.variant.unique())
     fig, axes = plt.subplots(1, len(aggs), figsize=(5.2 * len(aggs), 4.4), sharey=True, squeeze=False)
     for ax, agg in zip(axes[0], aggs):
@@ -184,7 +182,7 @@ def accuracy_vs_n(acc: pd.DataFrame, path: Path, title: str = "", references: di
     fig.suptitle(title or "Accuracy vs test-time compute")
     fig.tight_layout()
     _legend_below(fig, axes[0][0], "strategy (band: min-max over seeds)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bin_bars(
@@ -240,7 +238,7 @@ def bin_bars(
     fig.suptitle(title or f"Accuracy per {BIN_TITLES.get(bin_column, bin_column)}")
     fig.tight_layout()
     _legend_below(fig, axes.flat[0], "strategy (whiskers: min-max over seeds)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 CURVE_STYLES = {
@@ -296,7 +294,7 @@ def compute_optimal_curve(
     fig, ax = plt.subplots(figsize=(10.5, 6.0))
     palette = colours(acc.variant.unique())
     present = set(acc.aggregation)
-    aggregations = [a for a in AGG_LABELS if a in present] + sorted(present - set(AGG_LABELS))
+    aggregations = sorted(sorted(present), key=report_rank)
     singles = acc[acc.aggregation.isin(aggregations)]
     for (variant, agg), part in singles.groupby(["variant", "aggregation"]):
         part = part.sort_values("budget")
@@ -307,7 +305,7 @@ def compute_optimal_curve(
             markersize=2.5,
             linewidth=1.0,
             alpha=0.75,
-            linestyle=AGG_STYLES.get(agg, "-"),
+            linestyle=agg_style(agg),
             color=palette[variant],
             label=f"{variant}, {agg_label(agg).split(' (')[0]}",
         )
@@ -339,7 +337,7 @@ def compute_optimal_curve(
     fig.canvas.draw()
     bottom = legend.get_window_extent().transformed(fig.transFigure.inverted()).y0
     fig.text(0.01, bottom - 0.01, caption, ha="left", va="top", fontsize=7.5, color="0.2")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_vs_tokens(
@@ -359,7 +357,7 @@ def accuracy_vs_tokens(
             part.tokens_per_problem,
             part.accuracy,
             color=palette[variant],
-            linestyle=AGG_STYLES.get(agg, "-." if agg.startswith("deepconf") else "-"),
+            linestyle=agg_style(agg),
             linewidth=1.2,
             label=f"{variant}, {agg_label(agg)}",
         )
@@ -383,4 +381,4 @@ def accuracy_vs_tokens(
     fig.tight_layout()
     # one legend under the axes (a second beside it collided with the first once there were many strategies)
     _legend_below(fig, ax, "strategy, aggregation (line) and budget (marker)", handles=lines + shapes, ncol=3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -31,13 +31,11 @@ from analysis.difficulty import (
     assign_roles,
     problem_difficulty,
 )
-from analysis.runs import Sweep, accuracy_table, long_points
+from analysis.runs import Sweep, accuracy_table, long_points, trait
 from analysis.verifier import write_verifier
-from tts.launch.sweep import short_dirname
+from tts.cli.sweep import short_dirname
 
 log = logging.getLogger(__name__)
-
-SEQUENTIAL_STRATEGIES = {"filter_vote", "revisions"}
 
 
 def parse_references(specs: list[str] | None) -> dict[str, float]:
@@ -212,7 +210,7 @@ def write_setting(
         part, problems, points, result["bins"], target, aggregation, title=suffix
     )
     written += paths
-    if set(problems.strategy) & SEQUENTIAL_STRATEGIES:
+    if trait(problems, "sequential").any():
         for path in _sequential_figures(problems, target):
             written += _with_pdf(path)
     return result, written
@@ -285,6 +283,6 @@ def _sequential_figures(problems: pd.DataFrame, target: Path) -> list[Path]:
     try:
         from analysis.sequential import make_figures
     except ImportError as error:
-        log.warning("runs of filter_vote/revisions found but analysis.sequential is unavailable (%s)", error)
+        log.warning("runs of sequential strategies found but analysis.sequential is unavailable (%s)", error)
         return []
     return list(make_figures(problems, target))

@@ -12,9 +12,12 @@ metrics.json, as `tts.tracking.tracker` logs it) into a cache folder, which is t
 directory.
 
 Columns of `problems`:
-  run_id, setting, strategy, variant, <knob columns>, n, seed, reduction, unique_id, level, subject,
+  run_id, setting, strategy, variant, n, seed, reduction, <trait columns>, <knob columns>, unique_id, level, subject,
   `<agg>@<K>` for agg in naive/weighted/maj and K = 1, 2, 4, ... n  (expected correctness over random K-subsets),
-  `pass@<K>`, tokens_generated, tokens_prm, mean_score (mean reduced PRM score of the n completions), completions.
+  `pass@<K>`, tokens_generated, tokens_prm, mean_score (mean reduced PRM score of the n completions), completions,
+  chain_length (attempts per chain, for runs whose completions form chains; else empty).
+The trait columns (needs_prm, independent_samples, sequential, adaptive) are the strategy's declared traits
+(`strategy_traits`); analysis selects runs by them, never by a strategy's name.
 `setting` is model/prm/dataset (plus any other swept model/prm/dataset field); compute-optimal selection only ever
 compares runs of the same setting. `variant` names a strategy with the knobs that vary between its runs
 (strategy.*, budget.*, scoring.reduction), e.g. `best_of_n (temperature=1.0)`.
@@ -32,36 +35,34 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from tts.data.records import ProblemRecord
+from tts.config.keys import option_schemas
+from tts.config.schema import TRAITS, StrategyConfig
+from tts.data.records import Completion, ProblemRecord
 from tts.scoring import (
-    AGGREGATIONS,
-    EXTRA_AGGREGATIONS,
+    Need,
     aggregate_metrics,
-    aggregation_order,
     budgets,
-    confidence_rank,
-    is_confidence_aggregation,
+    find_aggregation,
     reduce_scores,
+    registered,
+    report_rank,
     reported_aggregations,
 )
+from tts.store.format import RESULTS
 from tts.store.merge import RANGE_KEYS as SHARD_KEYS
 from tts.store.merge import identity_of
-from tts.store.run_dir import RESULTS, RunDamaged, RunDirectory, _flatten, config_hash, find_run_dirs
+from tts.store.provenance import _flatten, config_hash
+from tts.store.readers import RunDamaged, find_run_dirs
+from tts.store.writer import RunDirectory
 
 log = logging.getLogger(__name__)
 
-# Strategies whose n samples are independent: their accuracy at K < n (expected over K-subsets) is a valid
-# best-of-K estimate, so one n=64 run also gives the K = 1..32 points. Search strategies are only read at K = n.
-IID_STRATEGIES = {"best_of_n"}
-# The aggregation an adaptive strategy (deepconf, esc) reports: its own answer, at its budget n only. Its runs give no
-# other points: its naive / weighted / maj at n would cover only the problems where it spent the whole budget.
-FINAL = "final"
 # Config fields that name a strategy's variant when they differ between its runs; everything else that differs
 # (model.*, prm.*, dataset.*) makes a different setting.
 KNOB_PREFIXES = ("strategy.", "budget.", "scoring.reduction")
@@ -75,8 +76,8 @@ IGNORED_FIELDS = {
     "scoring.grading_timeout",
     "scoring.subset_draws",
     "batch_size",
+    *(f"traits.{name}" for name in TRAITS),  # follow from the strategy, which the setting and variant already name
 }
-_COLUMN_ORDER = [*AGGREGATIONS, *EXTRA_AGGREGATIONS, FINAL, "pass"]
 KNOB_ABBREVIATIONS = {"strategy.": "", "budget.": "budget.", "scoring.": ""}
 
 
@@ -101,14 +102,14 @@ class Sweep:
         )
 
 
-# -- reading run directories (found by tts.store.run_dir.find_run_dirs) ------------------------------------------------
+# -- reading run directories (found by tts.store.readers.find_run_dirs) ------------------------------------------------
 
 
 def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:
     """The resolved config and the records of one run directory (read only; a torn last write is ignored).
 
     Raises RunDamaged, one line naming the file, when the directory cannot be trusted: no readable config.yaml, or
-    results that do not verify against their digests (tts.store.run_dir)."""
+    results that do not verify against their digests (tts.store.readers)."""
     config_file = Path(path) / "config.yaml"
     try:
         config = yaml.safe_load(config_file.read_text())
@@ -122,6 +123,28 @@ def read_run_dir(path: Path) -> tuple[dict, list[ProblemRecord]]:
     if missing:
         raise RunDamaged(f"{config_file} is not a run's config (no {', '.join(missing)})")
     return config, RunDirectory(path).records()
+
+
+def strategy_traits(config: dict) -> dict[str, bool]:
+    """A run's strategy traits, as its config records them; a run written before they were recorded gets those its
+    strategy's schema declares now (none, for a strategy that no longer exists)."""
+    schema = option_schemas("strategy").get(config["strategy"]["name"], StrategyConfig)  # the base declares none
+    return {**cast(type[StrategyConfig], schema).traits(), **config.get("traits", {})}
+
+
+def trait(table: pd.DataFrame, name: str) -> pd.Series:
+    """Whether each row's strategy has trait `name`: the table's trait column (the loader writes one), or, in a
+    table made without it, what the row's strategy's schema declares."""
+    if name in table.columns:
+        return table[name].astype(bool)
+    return table.strategy.map(lambda strategy: strategy_traits({"strategy": {"name": strategy}})[name]).astype(bool)
+
+
+def chain_length(completions: Sequence[Completion]) -> Optional[int]:
+    """Attempts per chain when the completions form chains (each records `extra["chain"]`: sequential revisions),
+    else None."""
+    chains = [c.extra["chain"] for c in completions if "chain" in c.extra]
+    return max(chains.count(chain) for chain in set(chains)) if chains else None
 
 
 def _identity(config: dict) -> str:
@@ -144,19 +167,21 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
         "tokens_generated": record.compute.get("generated_tokens", sum(c.tokens for c in completions)),
         "tokens_prm": record.compute.get("prm_tokens", 0),
         "mean_score": float(np.mean(reduced)) if reduced else math.nan,
+        "chain_length": chain_length(completions),
     }
+    # a column in every run for the aggregations any strategy can report (naive and weighted empty without a PRM)
+    every_run = [a.name for a in registered() if not (a.once or a.variants) and a.needs <= {Need.PRM}]
     for k in budgets(int(n)):
-        for agg in AGGREGATIONS:
+        for agg in every_run:
             row[f"{agg}@{k}"] = scores.expected.get(f"{agg}@{k}", math.nan)
-        for agg in EXTRA_AGGREGATIONS:  # only strategies that filter the vote report these
-            if f"{agg}@{k}" in scores.expected:
-                row[f"{agg}@{k}"] = scores.expected[f"{agg}@{k}"]
         row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
-    for name, value in scores.expected.items():  # the policy-confidence ones, when its completions carried confidence
-        if is_confidence_aggregation(name.rsplit("@", 1)[0]):
+    for name, value in scores.expected.items():  # those only some runs report (confidence, votes)
+        if "@" in name and find_aggregation(name.rsplit("@", 1)[0]):
             row[name] = value
-    if "final" in scores.expected:  # an adaptive strategy's own answer, from at most n completions
-        row[f"{FINAL}@{n}"] = scores.expected["final"]
+    own = [a.name for a in registered() if a.once and a.name in scores.expected]
+    for agg in own:  # an adaptive strategy's own answer, from at most n completions
+        row[f"{agg}@{n}"] = scores.expected[agg]
+    if own:
         for field in ("generated", "stopped", "used"):
             row[f"traces_{field}"] = record.compute.get(f"traces_{field}", math.nan)
     return row
@@ -245,6 +270,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> 
             "n": n,
             "seed": seed,
             "reduction": reduction,
+            **strategy_traits(group["config"]),
         }
         for knob in all_knobs:
             meta[knob] = flat.get(knob)
@@ -257,11 +283,12 @@ def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> 
         )
         metrics = aggregate_metrics(kept, n)  # the run's accuracies, computed as for metrics.json
         for k in budgets(int(n)):
-            for agg in aggregation_order(_frame_aggregations(frame)):
+            for agg in sorted(_frame_aggregations(frame), key=report_rank):
                 if f"{agg}@{k}" in frame:
                     run_row[f"acc/{agg}@{k}"] = metrics.get(f"acc/{agg}@{k}", math.nan)
             run_row[f"pass@{k}"] = metrics.get(f"pass@{k}", math.nan)
-        for name in ("acc/final", "acc_ci95/final", "traces/generated", "traces/stopped", "traces/used"):
+        once = [f"{kind}/{a.name}" for a in registered() if a.once for kind in ("acc", "acc_ci95")]
+        for name in (*once, "traces/generated", "traces/stopped", "traces/used"):
             if name in metrics:
                 run_row[name] = metrics[name]
         run_row["tokens/generated"] = float(frame["tokens_generated"].sum()) if len(frame) else 0.0
@@ -271,7 +298,7 @@ def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> 
     problems = pd.concat(problem_frames, ignore_index=True)
     runs = pd.DataFrame(run_rows).sort_values(["setting", "strategy", "variant", "n", "seed"]).reset_index(drop=True)
     ordered = [c for c in problems.columns if "@" not in c] + sorted(
-        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), _column_rank(c.split("@")[0]))
+        (c for c in problems.columns if "@" in c), key=lambda c: (int(c.split("@")[1]), report_rank(c.split("@")[0]))
     )
     problems = problems[ordered].sort_values(["setting", "variant", "n", "seed", "unique_id"]).reset_index(drop=True)
     return Sweep(problems=problems, runs=runs, knobs=all_knobs, skipped=skipped)
@@ -285,13 +312,6 @@ def _frame_aggregations(frame: pd.DataFrame) -> list[str]:
             c.split("@")[0] for c in frame.columns if "@" in c and not c.startswith("pass@") and frame[c].notna().any()
         )
     )
-
-
-def _column_rank(agg: str) -> tuple[int, tuple[int, int]]:
-    """Columns in report order: naive, weighted, maj, maj_unfiltered, pass, then the confidence aggregations."""
-    if agg in _COLUMN_ORDER:
-        return (_COLUMN_ORDER.index(agg), (0, 0))
-    return (len(_COLUMN_ORDER), confidence_rank(agg))
 
 
 def _short(knob: str) -> str:
@@ -377,15 +397,19 @@ def load_sweep(
 def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     """One row per (run, problem, aggregation, budget): the accuracy of that strategy at that budget.
 
-    Every run gives its own budget N = n. With `subsample`, runs of an i.i.d. strategy (best-of-N) also give every
-    K < n, read from the run with the smallest n >= K of the same variant and seed (a run made at n = K wins over a
-    subsample of a bigger one). Generated tokens at K are scaled by K / n (i.i.d. samples cost the same on average).
+    Every run gives its own budget N = n. With `subsample`, runs of a strategy with independent samples (best-of-N)
+    also give every K < n, read from the run with the smallest n >= K of the same variant and seed (a run made at
+    n = K wins over a subsample of a bigger one). Generated tokens at K are scaled by K / n (i.i.d. samples cost the
+    same on average).
     """
     frames = []
-    runs = problems[["run_id", "setting", "variant", "strategy", "seed", "n"]].drop_duplicates()
+    # independent samples: the accuracy at K < n (expected over K-subsets) is a valid best-of-K estimate, so one
+    # n=64 run also gives the K = 1..32 points; any other strategy is only read at K = n
+    independent = trait(problems, "independent_samples").rename("independent")
+    runs = problems[["run_id", "setting", "variant", "seed", "n"]].join(independent).drop_duplicates()
     chosen: dict[tuple, tuple[int, str]] = {}  # (setting, variant, seed, K) -> (n, run_id)
     for row in runs.itertuples():
-        ks = budgets(int(row.n)) if (subsample and row.strategy in IID_STRATEGIES) else [row.n]
+        ks = budgets(int(row.n)) if (subsample and row.independent) else [row.n]
         for k in ks:
             key = (row.setting, row.variant, row.seed, k)
             if key not in chosen or row.n < chosen[key][0]:
@@ -394,8 +418,11 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
     meta = [c for c in problems.columns if "@" not in c and c not in ("tokens_generated", "tokens_prm")]
     for (_setting, _variant, _seed, k), (n, run_id) in chosen.items():
         frame = by_run[run_id]
-        adaptive = f"{FINAL}@{k}" in frame and frame[f"{FINAL}@{k}"].notna().any()
-        for agg in (FINAL,) if adaptive else reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
+        # an adaptive strategy's run gives one point, its own answer at its budget n: its naive / weighted / maj at
+        # n would cover only the problems where it spent the whole budget
+        once = [f"{a.name}@{k}" for a in registered() if a.once]
+        own = [name.split("@")[0] for name in once if name in frame and frame[name].notna().any()]
+        for agg in own or reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
             part = frame[meta].copy()
             part["aggregation"] = agg
             part["budget"] = k

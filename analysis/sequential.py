@@ -2,21 +2,25 @@
 
 - `sequential_ratio_<bins>.png` (Snell et al. 2024, Figure 7 style): accuracy at a fixed generation budget n against
   the ratio of sequential to parallel compute, L : n/L (L attempts per chain, n/L chains), one panel per difficulty
-  bin and one line per budget. best-of-n runs count as L = 1 (all parallel) where no revisions run has L = 1.
+  bin and one line per budget. Runs of independent samples (best-of-n) count as L = 1 (all parallel) where no
+  revisions run has L = 1.
 - `filter_vote_calls_<bins>.png` (Chen et al. 2024 style): accuracy against the number of LM calls per problem for
   majority vote (k samples: k calls) and filter-vote (k samples + k reviews: 2k calls), one panel per bin. The plain
-  vote is read from the filter-vote runs' own `maj_unfiltered@K` when the table has it, else from best-of-n runs of
-  the same setting and seed (the same samples: both strategies draw them with the same request and seed).
+  vote is read from the filter-vote runs' own `maj_unfiltered@K` when the table has it, else from runs of
+  independent samples (best-of-n) of the same setting and seed (the same samples: both strategies draw them with the
+  same request and seed).
+
+Runs are told apart by their traits and records, not their names: a sequential strategy (`StrategyConfig.sequential`)
+whose completions form chains (`chain_length`, from `extra["chain"]`) is drawn as revisions, any other as filter-vote.
 
 Bins: `level`, and `oracle_bin` / `model_bin` / `absolute_bin` when the table has them (analysis.difficulty adds them).
 
-    python -m analysis multirun --out figs     # calls make_figures when filter_vote / revisions runs are present
+    python -m analysis multirun --out figs     # calls make_figures when runs of sequential strategies are present
     python -c "from analysis.sequential import make_figures; make_figures(['multirun'], 'figs')"
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,20 +28,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import plots
+from analysis.runs import chain_length, read_run_dir, strategy_traits, trait
 from tts.scoring import budgets
 
-log = logging.getLogger(__name__)
-
-LENGTH = "strategy.revisions_per_chain"
+LENGTH = "chain_length"  # attempts per chain, L
 BIN_COLUMNS = ("level", "oracle_bin", "model_bin", "absolute_bin")
 BIN_TITLES = {"level": "level", "oracle_bin": "oracle bin", "model_bin": "model bin", "absolute_bin": "absolute bin"}
 
 
 def load_runs(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """A minimal per-problem table straight from run directories: the columns `make_figures` reads, with every
-    aggregation a run recorded (including `maj_unfiltered`) and the revisions chain length."""
-    from analysis.runs import read_run_dir
-    from tts.store.run_dir import find_run_dirs
+    aggregation a run recorded (including `maj_unfiltered`), the strategy's traits and the chain length."""
+    from tts.store.readers import find_run_dirs
 
     rows = []
     for path in find_run_dirs(paths):
@@ -47,12 +50,12 @@ def load_runs(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             "strategy": config["strategy"]["name"],
             "n": int(config["n"]),
             "seed": int(config["seed"]),
-            LENGTH: config["strategy"].get("revisions_per_chain")
-            if config["strategy"]["name"] == "revisions"
-            else None,
+            **strategy_traits(config),
         }
         for record in records:
-            row = dict(meta, unique_id=record.unique_id, level=record.level)
+            row = dict(
+                meta, unique_id=record.unique_id, level=record.level, chain_length=chain_length(record.completions)
+            )
             row.update(record.scores.expected)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -72,36 +75,28 @@ def _bins(part: pd.DataFrame, column: str) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _panels(count: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import grid_shape
-
-    rows, cols = grid_shape(count)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    rows, cols = plots.grid_shape(count)
+    fig, axes = plots.plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[count:]:
         ax.set_visible(False)
-    return plt, fig, list(axes.flat[:count])
+    return fig, list(axes.flat[:count])
+
+
+def _chained(table: pd.DataFrame) -> pd.Series:
+    """Rows of sequential runs whose attempts form chains (revisions); the other sequential runs review each sample
+    (filter-vote)."""
+    return trait(table, "sequential") & table.get(LENGTH, pd.Series(np.nan, index=table.index)).notna()
 
 
 def ratio_points(table: pd.DataFrame, aggregation: str = "weighted") -> pd.DataFrame:
-    """One row per (problem row, n, L): correctness at K = n of revisions runs (and best-of-n as L = 1)."""
-    revisions = table[table.strategy == "revisions"]
-    if len(revisions) and (LENGTH not in revisions.columns or revisions[LENGTH].isna().any()):
-        log.warning(
-            "revisions runs without a %s column (the loader keeps it only when it varies); pass the run "
-            "directories to make_figures to read it from their config",
-            LENGTH,
-        )
-        revisions = revisions[revisions[LENGTH].notna()] if LENGTH in revisions.columns else revisions.iloc[:0]
+    """One row per (problem row, n, L): correctness at K = n of runs of chains of L attempts (revisions), and of
+    runs of independent samples (best-of-n) as L = 1."""
     frames = []
-    for n, part in revisions.groupby("n"):
+    for n, part in table[_chained(table)].groupby("n"):
         column = f"{aggregation}@{n}"
         frames.append(part.assign(L=part[LENGTH].astype(int), correct=part[column]))
     points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["n", "L", "correct"])
-    parallel = table[table.strategy == "best_of_n"]
+    parallel = table[trait(table, "independent_samples")]
     for n, part in parallel.groupby("n"):
         if not ((points.n == n) & (points.L == 1)).any() and ((points.n == n).any()):
             points = pd.concat([points, part.assign(L=1, correct=part[f"{aggregation}@{n}"])], ignore_index=True)
@@ -118,15 +113,6 @@ def _style(ax, title: str, xlabel: str, ylabel: str, has_lines: int) -> None:
         ax.legend(fontsize=7)
 
 
-def _save(plt, fig, title: str, path: Path) -> Path:
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.savefig(path.with_suffix(".pdf"))  # vector, for a paper
-    plt.close(fig)
-    return path
-
-
 def _ratio_label(L: int, n: int) -> str:
     return f"{L}:{n // L}"
 
@@ -134,7 +120,7 @@ def _ratio_label(L: int, n: int) -> str:
 def sequential_ratio_figure(table: pd.DataFrame, bins: str, path: Path, aggregation: str = "weighted") -> Path:
     points = ratio_points(table, aggregation)
     groups = _bins(points, bins) if len(points) else [("all problems", points)]
-    plt, fig, axes = _panels(len(groups))
+    fig, axes = _panels(len(groups))
     for ax, (label, part) in zip(axes, groups):
         for n, curve in part.groupby("n"):
             acc = curve.groupby("L").agg(ratio=("ratio", "first"), accuracy=("correct", "mean")).reset_index()
@@ -149,14 +135,16 @@ def sequential_ratio_figure(table: pd.DataFrame, bins: str, path: Path, aggregat
                     ha="center",
                 )
         _style(ax, label, "log2 sequential / parallel (L : n/L)", f"accuracy ({aggregation}@n)", part.n.nunique())
-    return _save(plt, fig, f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}", path)
+    fig.suptitle(f"Sequential revisions vs parallel sampling at fixed budgets, per {BIN_TITLES[bins]}")
+    fig.tight_layout()
+    return plots.save_figure(fig, path, check_layout=False)  # a legend in each panel
 
 
 def vote_points(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (problem row, method, k): correctness of majority vote and filter-vote with k samples, and calls."""
     rows = []
-    filtered = table[table.strategy == "filter_vote"]
-    plain = table[table.strategy == "best_of_n"]
+    filtered = table[trait(table, "sequential") & ~_chained(table)]
+    plain = table[trait(table, "independent_samples")]
     keep = ["setting", "seed", "unique_id"] + [c for c in BIN_COLUMNS if c in table.columns]
     for n, part in filtered.groupby("n"):
         for k in budgets(int(n)):
@@ -180,7 +168,7 @@ def vote_points(table: pd.DataFrame) -> pd.DataFrame:
 def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
     points = vote_points(table)
     groups = _bins(points, bins) if len(points) else [("all problems", points)]
-    plt, fig, axes = _panels(len(groups))
+    fig, axes = _panels(len(groups))
     for ax, (label, part) in zip(axes, groups):
         for method, curve in part.groupby("method"):
             # several runs (n) give the same k: the run with the largest n has the most subsets behind each point
@@ -188,7 +176,9 @@ def filter_vote_figure(table: pd.DataFrame, bins: str, path: Path) -> Path:
             ax.plot(acc.calls, acc.correct, marker="o", label=method)
         ax.set_xscale("log", base=2)
         _style(ax, label, "LM calls per problem", "accuracy", part.method.nunique())
-    return _save(plt, fig, f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}", path)
+    fig.suptitle(f"Majority vote vs filter-vote against LM calls, per {BIN_TITLES[bins]}")
+    fig.tight_layout()
+    return plots.save_figure(fig, path, check_layout=False)  # a legend in each panel
 
 
 def make_figures(
@@ -202,12 +192,15 @@ def make_figures(
         table = load_runs(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    strategies = set(table.strategy) if len(table) else set()
+    written: list[Path] = []
+    if table.empty:
+        return written
+    chained = _chained(table)
+    reviewed = trait(table, "sequential") & ~chained
     for bins in _bin_columns(table) or ["level"]:
         suffix = bins.replace("_bin", "")
-        if "revisions" in strategies:
+        if chained.any():
             written.append(sequential_ratio_figure(table, bins, out / f"sequential_ratio_{suffix}.png", aggregation))
-        if "filter_vote" in strategies:
+        if reviewed.any():
             written.append(filter_vote_figure(table, bins, out / f"filter_vote_calls_{suffix}.png"))
     return written

@@ -23,10 +23,11 @@ report has: oracle, model, absolute, level; bins from the reference pool, never 
   score and its accuracy);
 - discrimination: AUROC of the reduced score for final correctness (the chance a right solution outscores a wrong one).
 
-The completions measured are the candidate runs' best-of-N samples when the sweep has any (independent samples, not
-chosen by the PRM: a search keeps what the PRM over-rates, which would flatter it), else every candidate completion.
-Beside them, per bin: the accuracy gain of each PRM-guided search (beam, DVTS, particle filtering, ...) over best-of-N
-at the same budget and aggregation.
+The completions measured are the candidate runs' independent samples (a strategy that declares them, such as
+best-of-N) when the sweep has any (not chosen by the PRM: a search keeps what the PRM over-rates, which would flatter
+it), else every candidate completion. Beside them, per bin: the accuracy gain of each other strategy (beam, DVTS,
+particle filtering, ...) over the best run of independent samples at the same budget and aggregation (the `best_of_n`
+column).
 """
 
 from __future__ import annotations
@@ -42,13 +43,12 @@ import pandas as pd
 
 from analysis.compute_optimal import fold_assignment
 from analysis.difficulty import CANDIDATE
-from analysis.runs import Sweep
+from analysis.runs import Sweep, trait
 from tts.scoring import reduce_scores
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the grid a threshold is chosen from
 CALIBRATION_BINS = 10
-SEARCH_BASELINE = "best_of_n"
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,15 @@ def sim_first_wrong_step(problem: str, steps: list[str]) -> int | None:
 
 
 def load_completions(sweep: Sweep, problems: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per completion of the candidate runs (their best-of-N runs only, when there are any): run_id, variant,
-    strategy, n, seed, unique_id, score (reduced), step_scores, correct, label (earliest wrong step, -1 none, NaN
-    unknown), and the bin columns of `problems` (the report's binned candidate table) when given."""
+    """One row per completion of the candidate runs (only their runs of independent samples, when there are any):
+    run_id, variant, strategy, n, seed, unique_id, score (reduced), step_scores, correct, label (earliest wrong step,
+    -1 none, NaN unknown), and the bin columns of `problems` (the report's binned candidate table) when given."""
     runs = sweep.runs
     if "role" in runs.columns:
         runs = runs[runs.role == CANDIDATE]
-    if (runs.strategy == SEARCH_BASELINE).any():  # independent samples, not chosen by the PRM
-        runs = runs[runs.strategy == SEARCH_BASELINE]
+    independent = trait(runs, "independent_samples")
+    if independent.any():  # not chosen by the PRM
+        runs = runs[independent]
     rows = []
     for run in runs.itertuples(index=False):
         seen: set[str] = set()
@@ -271,15 +272,16 @@ def diagnose(completions: pd.DataFrame, schemes: list[str]) -> tuple[pd.DataFram
 
 
 def search_gain(points: pd.DataFrame, measures: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:
-    """Per (bins, bin, search variant, aggregation, budget): its accuracy, best-of-N's at the same budget and
-    aggregation, the gain, and the PRM's AUROC in that bin."""
-    if points.empty or SEARCH_BASELINE not in set(points.strategy):
+    """Per (bins, bin, search variant, aggregation, budget): its accuracy, the best accuracy of independent samples
+    (best-of-N) at the same budget and aggregation, the gain, and the PRM's AUROC in that bin."""
+    if points.empty or not trait(points, "independent_samples").any():
         return pd.DataFrame()
     rows = []
     for scheme, value, part in _groups(points, schemes):
-        accuracy = part.groupby(["variant", "strategy", "aggregation", "budget"]).correct.mean().reset_index()
-        base = accuracy[accuracy.strategy == SEARCH_BASELINE].groupby(["aggregation", "budget"]).correct.max()
-        for r in accuracy[accuracy.strategy != SEARCH_BASELINE].itertuples(index=False):
+        part = part.assign(baseline=trait(part, "independent_samples"))
+        accuracy = part.groupby(["variant", "baseline", "aggregation", "budget"]).correct.mean().reset_index()
+        base = accuracy[accuracy.baseline].groupby(["aggregation", "budget"]).correct.max()
+        for r in accuracy[~accuracy.baseline].itertuples(index=False):
             if (r.aggregation, r.budget) not in base.index:
                 continue
             baseline = float(base[(r.aggregation, r.budget)])
@@ -378,7 +380,7 @@ def plot_scheme(
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title or "Verifier diagnostics")
     fig.tight_layout()
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 # -- one setting ----------------------------------------------------------------------------------------------------

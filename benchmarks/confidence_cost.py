@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from conftest import compose_config  # noqa: E402
 from tts.pipeline import run  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 
 def measure(n: int, problems: int, top_logprobs: int, root: Path) -> dict:

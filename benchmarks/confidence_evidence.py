@@ -40,6 +40,7 @@ from tts.grading import AnswerGrader  # noqa: E402
 from tts.pipeline import grade_batch  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.search import build_strategy  # noqa: E402
+from tts.search.base import RunSpec  # noqa: E402
 
 
 def typed_config(overrides: list[str]):
@@ -75,7 +76,7 @@ def evaluate(args, signal: float) -> dict[str, dict[str, np.ndarray]]:
                 cfg = typed_config([*common, *overrides])
                 problems = load_problems(cfg.dataset)
                 policy, prm = build_policy(cfg.model, cfg.seed), build_prm(cfg.prm)
-                outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
+                outputs = build_strategy(cfg.strategy).search(problems, policy, prm, RunSpec.of(cfg))
                 runs[method] = grade_batch(problems, outputs, grader, cfg)
             rows = {m: (runs["best_of_n"], name) for m, name in offline.items()}
             rows.update({m: (runs[m], "final") for m in online})

@@ -229,13 +229,15 @@ def main(argv=None) -> int:
 
     prm = None
     if not args.no_prm:
+        from tts.prms.hf_engine import HFPRMEngine, HFPRMEngineConfig
         from tts.prms.rlhflow import RLHFlowConfig, RLHFlowPRM
 
         prm_shape = TINY if (args.tiny or args.prm_tiny) else LLAMA_32_1B
         prm_tok = tokenizer if prm_shape is shape else word_tokenizer(prm_shape["vocab_size"])
-        cfg = RLHFlowConfig(name="random-rlhflow", backend="hf", path="-", batch_tokens=args.prm_batch_tokens)
-        prm = RLHFlowPRM(cfg, tokenizer=prm_tok, model=random_llama(prm_shape, device, dtype, seed=1))
-        prm.device = device
+        engine = HFPRMEngineConfig(device=device, batch_tokens=args.prm_batch_tokens)
+        cfg = RLHFlowConfig(name="random-rlhflow", path="-", engine=engine)
+        prm_model = random_llama(prm_shape, device, dtype, seed=1)
+        prm = RLHFlowPRM(cfg, tokenizer=prm_tok, engine=HFPRMEngine(engine, prm_model, device))
     stepwise, steps = bench_stepwise(policy, problems, args.n, args.iterations, args.step_tokens, device, prm)
     results["stepwise_hf"] = stepwise
     print("stepwise   hf backend :", json.dumps(stepwise))
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
         results["prm"] = dict(tokens_encoded=prm.stats.tokens, tokens_computed=prm.stats.computed_tokens,
                               unique_prefix_tokens=unique_prefix_tokens(encoded),
                               tokens_without_memo=from_scratch, memo_hits=prm.stats.memo_hits,
-                              forward_calls=prm.forward_calls, seconds=round(stepwise["prm_seconds"], 3),
+                              forward_calls=prm.engine.forward_calls, seconds=round(stepwise["prm_seconds"], 3),
                               tokens_per_s=prm.stats.tokens / max(stepwise["prm_seconds"], 1e-9))
         print("PRM (rlhflow format)  :", json.dumps(results["prm"]))
     ratio = results["best_of_n_hf"]["tokens_per_s"] / results["raw_generate"]["tokens_per_s"]

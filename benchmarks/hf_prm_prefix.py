@@ -3,9 +3,9 @@
 One problem, `--parents` parents of `--parent-steps` steps each under a prompt of about `--prompt-tokens` tokens, and
 `--children` children per parent (the parent plus one step), scored as beam search scores them: the parents in one call
 (every candidate new, they share the prompt), then the children in the next (the memo holds the parents' steps, each
-parent's children share it). Each call is scored with `prm.enable_prefix_caching=true` (a token prefix shared within
-the call computed once, on top of its KV cache) and `false` (every candidate whole); per call it prints the tokens
-given, the tokens computed and the best wall time of `--repeats`.
+parent's children share it). Each call is scored with `prm.engine.enable_prefix_caching=true` (a token prefix shared
+within the call computed once, on top of its KV cache) and `false` (every candidate whole); per call it prints the
+tokens given, the tokens computed and the best wall time of `--repeats`.
 
     python benchmarks/hf_prm_prefix.py                                   # tiny random RLHFlow-format PRM, CPU
     python benchmarks/hf_prm_prefix.py --family rlhflow --prm /models/Llama3.1-8B-PRM-Deepseek-Data --device cuda \\
@@ -28,23 +28,20 @@ sys.path.insert(0, str(ROOT))
 STEP = "We compute {a} + {b} = {c}, and {c} - {a} = {b}, so the value of x is {c}."
 
 
-def family_configs() -> dict:
-    """--family -> the config class of that PRM family."""
-    from tts.prms.math_shepherd import MathShepherdConfig
-    from tts.prms.qwen_prm import QwenPRMConfig
-    from tts.prms.rlhflow import RLHFlowConfig
-    from tts.prms.skywork import SkyworkConfig
-
-    return {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig,
-            "skywork": SkyworkConfig}
-
-
 def build_prm(args, path: str, reuse: bool):
+    """The family's PRM option (conf/prm/) on `path`, run by the hf engine with shared-prefix reuse on or off."""
+    from hydra import compose, initialize_config_dir
+
+    import tts.registry  # noqa: F401 - the schemas conf/prm/ extends
+    from tests.tiny_models import PRM_OPTIONS
+    from tts.config.validate import validate
     from tts.prms import build_prm as build
 
-    config = family_configs()[args.family]
-    return build(config(name=args.family, backend="hf", path=path, device=args.device, dtype=args.dtype,
-                        batch_tokens=args.batch_tokens, enable_prefix_caching=reuse))
+    overrides = [f"prm={PRM_OPTIONS[args.family]}", f"prm.path={path}", f"prm.dtype={args.dtype}",
+                 "prm.trust_remote_code=false", "prm/engine=hf", f"prm.engine.device={args.device}",
+                 f"prm.engine.batch_tokens={args.batch_tokens}", f"prm.engine.enable_prefix_caching={reuse}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return build(validate(compose(config_name="config", overrides=overrides)).prm)
 
 
 def problem_text(tokenizer, tokens: int) -> str:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.plots import agg_label  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 PASS = "pass"
 PASS_LABEL = "pass@n (any sample right)"

@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 from tts.config.validate import validate  # noqa: E402
 from tts.pipeline import load_run_config, run  # noqa: E402
 from tts.data.records import ProblemRecord  # noqa: E402
-from tts.store.run_dir import RunDirectory, run_metrics  # noqa: E402
+from tts.store.readers import run_metrics  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 TEMPLATES = 16  # real records the synthesized ones are cloned from
 

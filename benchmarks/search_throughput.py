@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (CPU default 32)")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on a GPU")
     parser.add_argument("--compare-full", action="store_true",
-                        help="also run the search with prm.enable_prefix_caching=false (every new candidate scored "
-                             "whole, ALL pooling) and print what that PRM computes")
+                        help="also run the search with prm.engine.enable_prefix_caching=false (every new candidate "
+                             "scored whole, ALL pooling) and print what that PRM computes")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -94,17 +94,18 @@ def main(argv=None) -> int:
             prm_path = prm_path or str(save_llama_causal_lm(work / "prm", seed=5))
         overrides = [
             "model=llama-3.2-1b", f"model.path={policy_path}", "model/backend=vllm", f"model.dtype={dtype}",
-            "prm=rlhflow-8b", f"prm.path={prm_path}", "prm.backend=vllm", f"prm.dtype={dtype}",
+            "prm=rlhflow-8b", f"prm.path={prm_path}", "prm/engine=vllm", f"prm.dtype={dtype}",
             "strategy=beam", f"n={args.n}", f"strategy.beam_width={args.beam_width}",
             f"dataset.num_problems={args.problems}", f"budget.max_tokens={args.max_tokens}",
             f"budget.num_iterations={args.iterations}", "logger=none",
-            "model.backend.gpu_memory_utilization=0.4", "prm.gpu_memory_utilization=0.4",
+            "model.backend.gpu_memory_utilization=0.4", "prm.engine.gpu_memory_utilization=0.4",
         ]
         if block_size:
-            overrides.append(f"prm.block_size={block_size}")
+            overrides.append(f"prm.engine.block_size={block_size}")
         if not gpu:
-            overrides += ["model.backend.enforce_eager=true", "prm.enforce_eager=true", "model.backend.max_model_len=1024",
-                      "prm.max_length=1024", "model.backend.max_num_batched_tokens=131072"]
+            overrides += ["model.backend.enforce_eager=true", "prm.engine.enforce_eager=true",
+                          "model.backend.max_model_len=1024", "prm.engine.max_length=1024",
+                          "model.backend.max_num_batched_tokens=131072"]
         return measure(args, overrides, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -114,11 +115,11 @@ def measure(args, overrides: list[str], work: Path) -> int:
     from vllm import SamplingParams
 
     from tts.data import load_problems
-    from tts.launch.model_cache import CACHE, acquire_policy, acquire_prm
+    from tts.runtime.model_cache import CACHE, acquire_policy, acquire_prm
     from tts.pipeline import run
     from tts.config.validate import validate
     from tts.search import build_strategy
-    from tts.search.base import make_request
+    from tts.search.base import RunSpec, make_request
 
     # 1. the sweep: jobs in one process, as the basic launcher runs them
     started = time.perf_counter()
@@ -139,7 +140,7 @@ def measure(args, overrides: list[str], work: Path) -> int:
 
     # 3. raw batched generation: the same samples and tokens, no search
     length = max(1, round(generated / max(1, completions)))
-    requests = [make_request(p, cfg, n=args.n) for p in problems]
+    requests = [make_request(p, RunSpec.of(cfg), cfg.strategy, n=args.n) for p in problems]
     prompts = [policy.prompt(r) for r in requests]
     params = [SamplingParams(n=r.n, temperature=r.temperature, max_tokens=length, min_tokens=length, ignore_eos=True,
                              seed=r.seed) for r in requests]
@@ -203,31 +204,32 @@ def timed_search(cfg, schedule: str, policy, prm, problems) -> dict:
     import dataclasses
 
     from tts.search import build_strategy
+    from tts.search.base import RunSpec
 
     cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, schedule=schedule))
     policy.reset_prefix_cache()
     prm.reset_prefix_cache()
     prm.clear_memo()
     generated, tokens, cached, calls = (policy.stats.generated_tokens, prm.stats.tokens, prm.stats.cached_tokens,
-                                        prm.forward_calls)
+                                        prm.engine.forward_calls)
     sent: list[list[int]] = []
-    encode = prm.llm.encode
+    encode = prm.engine.llm.encode
 
     def recording_encode(prompts, *a, **kw):
         sent.extend(p["prompt_token_ids"] for p in prompts)
         return encode(prompts, *a, **kw)
 
-    prm.llm.encode = recording_encode
+    prm.engine.llm.encode = recording_encode
     try:
         with counting_steps(policy.llm.llm_engine) as steps:
             started = time.perf_counter()
-            outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
+            outputs = build_strategy(cfg.strategy).search(problems, policy, prm, RunSpec.of(cfg))
             seconds = time.perf_counter() - started
     finally:
-        del prm.llm.encode
+        del prm.engine.llm.encode
     return dict(schedule=schedule, outputs=outputs, seconds=seconds, generated=policy.stats.generated_tokens - generated,
                 prm_tokens=prm.stats.tokens - tokens, prm_cached=prm.stats.cached_tokens - cached,
-                prm_calls=prm.forward_calls - calls, steps=steps[0], sent=sent,
+                prm_calls=prm.engine.forward_calls - calls, steps=steps[0], sent=sent,
                 texts=[[c.text for c in o.completions] for o in outputs])
 
 
@@ -236,11 +238,11 @@ def compare_full(cfg, policy, problems, search) -> int:
     candidates already scored): a second PRM engine with prefix caching off."""
     import dataclasses
 
-    from tts.launch.model_cache import CACHE
+    from tts.runtime.model_cache import CACHE
     from tts.prms import build_prm
 
     CACHE.release("prm")  # one PRM engine at a time
-    prm_cfg = dataclasses.replace(cfg.prm, enable_prefix_caching=False)
+    prm_cfg = dataclasses.replace(cfg.prm, engine=dataclasses.replace(cfg.prm.engine, enable_prefix_caching=False))
     prm = build_prm(prm_cfg)
     try:
         search(problems, policy, prm, cfg)

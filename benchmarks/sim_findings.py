@@ -38,7 +38,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tts.store.run_dir import RunDirectory, find_run_dirs  # noqa: E402
+from tts.store.readers import find_run_dirs  # noqa: E402
+
+from tts.store.writer import RunDirectory  # noqa: E402
 
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided 95%, by df
 BINS = {"easy (levels 1-2)": (1, 2), "medium (level 3)": (3,), "hard (levels 4-5)": (4, 5)}

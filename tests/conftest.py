@@ -12,6 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import tts.registry  # noqa: F401 - every component's config is registered as the schema of its options
+
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 

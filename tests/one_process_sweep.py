@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tts.store.run_dir import RunDirectory, find_run_dirs
+from tts.store.readers import find_run_dirs
+
+from tts.store.writer import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_EVENT = re.compile(r"model cache: (.+)$")

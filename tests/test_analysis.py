@@ -21,7 +21,10 @@ from analysis.difficulty import (POOL_COMMAND, NoReferencePool, absolute_bins, a
                                  parse_thresholds, problem_difficulty, quantile_bins, reference_pool)
 from analysis.runs import accuracy_table, download_wandb_runs, load_local, load_wandb, long_points
 from analysis.report import analyse_setting, parse_references, with_roles
-from tts.store.run_dir import RunDirectory, find_run_dirs
+from tts.store.readers import find_run_dirs
+
+# The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
+from tts.store.writer import RunDirectory
 
 # The tiny sweep stands in for strategies: best-of-N at two temperatures is two "variants" of one strategy.
 TEMPERATURES = (0.6, 1.0)
@@ -434,9 +437,9 @@ def _figure_checks(monkeypatch) -> dict:
     from analysis import plots
 
     found: dict = {}
-    original = plots._save
+    original = plots.save_figure
 
-    def checked(fig, path):
+    def checked(fig, path, **options):
         outside = []
         for ax in fig.axes:
             if "accuracy" not in ax.get_ylabel():
@@ -453,9 +456,9 @@ def _figure_checks(monkeypatch) -> dict:
                 if len(v) and (v.min() < -1e-9 or v.max() > 1 + 1e-9):
                     outside.append((ax.get_title(), float(v.min()), float(v.max())))
         found[path.name] = (plots.layout_problems(fig), outside, [t.get_text() for t in fig.texts])
-        return original(fig, path)
+        return original(fig, path, **options)
 
-    monkeypatch.setattr(plots, "_save", checked)
+    monkeypatch.setattr(plots, "save_figure", checked)
     return found
 
 

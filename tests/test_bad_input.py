@@ -21,7 +21,7 @@ from conftest import REPO, compose_config, results_files
 from tts.backends.base import GenerationOutput, PolicyBackend
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 
 def _main(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 120):
@@ -146,7 +146,7 @@ def test_a_refused_job_never_touches_an_existing_run_directory(tmp_path):
 def test_a_full_disk_is_one_line_naming_the_file(capsys):
     import errno
 
-    from tts.launch.sweep import guarded_run
+    from tts.cli.sweep import guarded_run
 
     def run(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", "outputs/run/results.jsonl")
@@ -200,7 +200,7 @@ class _Rewritten(PolicyBackend):
 def _run_with_policy(monkeypatch, tmp_path, rewrite, n=4, problems=4):
     from tts.backends import build_policy
 
-    monkeypatch.setattr("tts.launch.model_cache.default_build_policy",
+    monkeypatch.setattr("tts.runtime.model_cache.default_build_policy",
                         lambda model, seed: _Rewritten(build_policy(model, seed), rewrite))
     metrics = run(compose_config([f"n={n}", f"dataset.num_problems={problems}", "logger=none"]), run_dir=tmp_path)
     records = RunDirectory(tmp_path).records()
@@ -332,7 +332,7 @@ def test_a_disk_that_fills_during_a_run_names_the_file_that_could_not_be_written
     which results file could not be written, not just the run directory."""
     import errno
 
-    from tts.launch.sweep import guarded_run
+    from tts.cli.sweep import guarded_run
 
     real_fsync = os.fsync
 
@@ -355,7 +355,7 @@ def test_size_limits_are_raised_with_their_environment_variables(monkeypatch):
     """The bounds are knobs of the machine, not of the experiment: an environment variable raises (or lowers) each."""
     from tts.config.validate import validate
     from tts.data.synthetic import generate_problems
-    from tts.launch.limits import check_limits, estimated_memory
+    from tts.runtime.limits import check_limits, estimated_memory
 
     problems = generate_problems(10, 1234)
     big = validate(compose_config(["n=100000", "batch_size=1", "budget.max_tokens=16"]))

@@ -55,7 +55,7 @@ def test_the_real_model_table_reads_a_run_without_a_prm_and_agrees_with_its_reco
 
     from conftest import compose_config
     from tts.pipeline import run
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     run(compose_config(["prm=none", "n=4", "dataset.num_problems=5", "logger=none", "scoring.deepconf_eta=[25]"]),
         run_dir=tmp_path / "run")

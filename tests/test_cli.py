@@ -1,11 +1,11 @@
-"""The command line checked before Hydra sees it (tts/launch/cli.py): Hydra's flags are recognised, a bad key is one
+"""The command line checked before Hydra sees it (tts/cli/command_line.py): Hydra's flags are recognised, a bad key is one
 line and exit 2, and what is Hydra's to report (its own usage errors, another config tree) is left to Hydra."""
 
 from __future__ import annotations
 
 import pytest
 
-from tts.launch.cli import check_command_line
+from tts.cli.command_line import check_command_line
 
 
 @pytest.mark.parametrize("argv", [

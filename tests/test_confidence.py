@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from graded import graded
 
 from tts.confidence.measures import (
     completion_confidence,
@@ -19,7 +20,7 @@ from tts.confidence.measures import (
     summarize,
     token_confidence,
 )
-from tts.scoring import aggregate_metrics, score_problem, selection_probabilities
+from tts.scoring import ScoringSettings, aggregate_metrics, score_problem, selection_probabilities
 
 
 def _rows(confidences, k=4):
@@ -113,10 +114,9 @@ def _confidence(lowest, certainty):
     return [{"lowest_group": c, "self_certainty": s, "mean": c} for c, s in zip(lowest, certainty)]
 
 
-def _score(keys, correct, lowest, certainty, **kwargs):
-    return score_problem(
-        keys, keys, correct, [0.5] * len(keys), confidence=_confidence(lowest, certainty), **kwargs
-    )
+def _score(keys, correct, lowest, certainty, **settings):
+    return score_problem(graded(keys, keys, correct, [0.5] * len(keys), confidence=_confidence(lowest, certainty)),
+                         ScoringSettings(**settings))
 
 
 def test_deepconf_keeps_the_most_confident_traces_then_weights_their_votes():
@@ -170,23 +170,23 @@ def test_borda_votes_by_self_certainty_rank(power, winner):
 def test_confidence_aggregations_need_every_completion_to_carry_confidence_and_change_nothing_else():
     keys = ["a", "b", "b", "a", None, "c", "a", "b"]
     correct = {"a": True, "b": False, "c": False}
-    plain = score_problem(keys, keys, correct, [0.3, 0.8, 0.1, 0.7, 0.9, 0.2, 0.4, 0.6], seed=3)
+    scores = [0.3, 0.8, 0.1, 0.7, 0.9, 0.2, 0.4, 0.6]
+    plain = score_problem(graded(keys, keys, correct, scores), ScoringSettings(seed=3))
     confidence = _confidence(np.linspace(1, 2, 8), np.linspace(2, 1, 8))
-    with_conf = score_problem(
-        keys, keys, correct, [0.3, 0.8, 0.1, 0.7, 0.9, 0.2, 0.4, 0.6], seed=3, confidence=confidence
-    )
+    with_conf = score_problem(graded(keys, keys, correct, scores, confidence=confidence), ScoringSettings(seed=3))
     for name, value in plain.expected.items():
         assert with_conf.expected[name] == value  # the same subsets, the same figures
     assert {name.split("@")[0] for name in with_conf.expected} == {
         "naive", "weighted", "maj", "deepconf10", "deepconf90", "self_certainty", "borda_sc"
     }
-    partial = score_problem(keys, keys, correct, [0.5] * 8, seed=3, confidence=[*confidence[:7], None])
+    partial = score_problem(graded(keys, keys, correct, [0.5] * 8, confidence=[*confidence[:7], None]),
+                            ScoringSettings(seed=3))
     assert set(partial.expected) == set(plain.expected)
 
 
 def test_without_a_prm_naive_and_weighted_are_not_reported():
     keys = ["a", "b", "b"]
-    scores = score_problem(keys, keys, {"a": True, "b": False}, [0.0] * 3, prm_scored=False)
+    scores = score_problem(graded(keys, keys, {"a": True, "b": False}, [0.0] * 3), ScoringSettings(prm_scored=False))
     assert {name.split("@")[0] for name in scores.expected} == {"maj"}
     metrics = aggregate_metrics([_record(scores)], 3)
     assert "acc/maj@3" in metrics and not any("naive" in m or "weighted" in m for m in metrics)
@@ -216,7 +216,7 @@ def test_records_round_trip_byte_for_byte_with_and_without_confidence(tmp_path):
 
     from tts.data.problem import Problem
     from tts.data.records import Completion, ProblemRecord, Scores
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     summary = {"mean": 1.5, "lowest_group": 1.25, "bottom10": 1.25, "tail": 1.5, "self_certainty": 0.75,
                "step_lowest": [1.25, None]}

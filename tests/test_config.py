@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import CONF, REPO, compose_config
@@ -70,8 +71,7 @@ def test_non_integer_n_fails_at_compose_time():
     ("logger.mode=sometimes", "'logger.mode'"),
     ("model.backend.phrasings=0", "'model.backend.phrasings'"),
     ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
-    ("prm=rlhflow-8b prm.backend=tpu", "'prm.backend'"),
-    ("prm=skywork-7b prm.backend=vllm", "'prm.backend'"),
+    ("prm=skywork-7b prm/engine=vllm", "'prm.engine'"),
 ])
 def test_validate_names_the_key(override, key):
     cfg = compose_config(override.split())
@@ -145,7 +145,7 @@ def test_schema_entries_are_not_listed_as_options():
     ("prm.noise=inf", "'prm.noise'"),
     ("prm.miss_prob=1.5", "'prm.miss_prob'"),
     ("model/backend=hf model.path=x model.backend.batch_size=0", "'model.backend.batch_size'"),
-    ("prm=rlhflow-8b prm.gpu_memory_utilization=1.5", "'prm.gpu_memory_utilization'"),
+    ("prm=rlhflow-8b prm/engine=vllm prm.engine.gpu_memory_utilization=1.5", "'prm.engine.gpu_memory_utilization'"),
     ("logger.init_timeout=0", "'logger.init_timeout'"),
     ("logger.table_budget=-1", "'logger.table_budget'"),
 ])
@@ -171,25 +171,31 @@ COMPONENT_OPTIONS = [(g, p.stem) for g in COMPONENT_GROUPS for p in sorted((CONF
 
 
 @pytest.mark.parametrize("group,option", COMPONENT_OPTIONS, ids=[f"{g}={o}" for g, o in COMPONENT_OPTIONS])
-def test_every_component_option_is_typed_by_the_class_it_names(group, option):
-    """Each YAML names its `_target_`; the config that class takes has exactly the YAML's keys (no union of knobs)."""
+def test_every_component_option_extends_its_schema_and_holds_only_what_differs(group, option):
+    """Each YAML extends its dataclass (registered in Hydra's ConfigStore), names its `_target_` once, and sets only
+    knobs of that dataclass whose values differ from its defaults; Hydra composes it typed."""
     import dataclasses
 
     import yaml
 
-    from tts.config.keys import config_class
+    from tts.config.keys import option_schemas
 
     key = COMPONENT_GROUPS[group]
     data = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
-    schema = config_class(data["_target_"], key)
-    fields = {f.name for f in dataclasses.fields(schema)}
-    # equal: a knob missing from the YAML could not be set on the command line without `+` (Hydra composes
-    # the YAML untyped), and every knob is listed where users look, with its comment
-    assert set(data) == fields, f"{group}/{option}.yaml must list exactly the knobs of {schema.__name__}"
+    schema = option_schemas(key)[option]
+    assert data["defaults"][0] == f"/schema/{group}/{schema.__name__}@_here_"
+    defaults = {f.name: f.default for f in dataclasses.fields(schema) if f.default is not dataclasses.MISSING}
+    values = {k: v for k, v in data.items() if k != "defaults"}
+    assert values.keys() <= {f.name for f in dataclasses.fields(schema)}
+    repeated = [k for k, v in values.items() if k in defaults and defaults[k] == v and k != "name"]
+    assert not repeated, f"repeats a schema default: {repeated}"
+    assert "_target_" in values and defaults.get("_target_", "???") == "???", "the YAML names the class, once"
     overrides = {"model/backend": ["model.path=x", "model.backend.base_url=http://127.0.0.1:1/v1"] * (option == "openai")
                  + ["model.path=x"] * (option in ("hf", "vllm")) + ["model.path=x.gguf"] * (option == "llamacpp")
                  }.get(group, [])
-    run = validate(compose_config([f"{group}={option}", "n=8", *overrides]))
+    cfg = compose_config([f"{group}={option}", "n=8", *overrides])
+    assert OmegaConf.get_type(OmegaConf.select(cfg, key)) is schema  # typed while Hydra composes
+    run = validate(cfg)
     typed = run.model.backend if group == "model/backend" else getattr(run, group)
     assert type(typed) is schema and typed._target_ == data["_target_"]
 
@@ -204,13 +210,18 @@ def test_a_knob_of_another_strategy_is_refused_naming_where_it_belongs():
 
 def test_each_strategy_has_only_its_own_knobs():
     """No union config: a knob of one strategy is not accepted by another (each dataclass declares its own)."""
-    from tts.config.keys import component_knobs
+    import dataclasses
 
-    knobs = component_knobs("strategy")
+    from tts.config.keys import option_schemas
+
+    def knobs_of(group):
+        return {o: {f.name for f in dataclasses.fields(s)} for o, s in option_schemas(group).items()}
+
+    knobs = knobs_of("strategy")
     assert "beam_width" in knobs["beam"] and "beam_width" not in knobs["best_of_n"]
     assert "lookahead" in knobs["lookahead"] and "lookahead" not in knobs["beam"]
     assert "review_prompt" in knobs["filter_vote"] and "review_prompt" not in knobs["revisions"]
-    sim, hf = component_knobs("model.backend")["sim"], component_knobs("model.backend")["hf"]
+    sim, hf = knobs_of("model.backend")["sim"], knobs_of("model.backend")["hf"]
     assert "skill" in sim and "skill" not in hf and "batch_size" in hf and "batch_size" not in sim
 
 
@@ -246,6 +257,7 @@ def test_the_prompt_is_defined_once_and_named_by_every_model():
     ("model.gpu_memory_utilization=0.9", "config key 'model.gpu_memory_utilization': moved to "
                                          "'model.backend.gpu_memory_utilization'"),
     ("prm.family=rlhflow", "config key 'prm.family': moved: each PRM option names its family's class"),
+    ("prm.backend=vllm", "config key 'prm.backend': moved: choose the engine with prm/engine=vllm"),
     ("model/backend=tpu", "config key 'model/backend': 'tpu' is not an option; choose one of hf, llamacpp, openai, sim, vllm"),
 ])
 def test_keys_of_the_old_layout_say_where_they_went(override, expected):

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_config
 import tts.config.schema  # noqa: F401 - registers the schemas that compose_config extends
 from tts.data import generate_problems, load_problems
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 # Gold answers that type inference mangles: a leading zero, 20 digits, a JSON integer, a JSON float, LaTeX.
 ANSWERS_JSON = ['"02139"', '"12345678901234567890"', "5", "0.5", '"\\\\frac{1}{2}"']
@@ -200,3 +200,12 @@ def test_runs_on_different_data_are_different_settings_in_analysis_and_merge(tmp
     merge([tmp_path / "runs" / "a0", tmp_path / "runs" / "a1"], tmp_path / "merged")  # shards of one dataset
     with pytest.raises(MergeError, match="problems_sha256"):
         merge([tmp_path / "runs" / "a0", tmp_path / "runs" / "b1"], tmp_path / "mixed")
+
+
+def test_stable_hash_of_a_unique_id_is_pinned_crc32():
+    """Subset draws, particle filtering's resampling, difficulty ties and analysis folds derive from it: its value
+    must not change between processes (Python's hash() is salted) or releases."""
+    from tts.data.problem import stable_hash
+
+    assert stable_hash("test/precalculus/807.json") == 2068049974
+    assert stable_hash(7) == stable_hash("7")

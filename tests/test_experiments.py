@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF, REPO
-from tts.launch.sweep import invalid_combinations, sweep_combinations, sweep_overrides
-from tts.store.run_dir import RunDirectory
+from tts.cli.sweep import invalid_combinations, sweep_combinations, sweep_overrides
+from tts.store.writer import RunDirectory
 
 STRATEGIES = "best_of_n,beam,dvts,lookahead"
 EXPERIMENTS = {  # name -> (sweep params, number of jobs)

@@ -6,6 +6,7 @@ import collections
 
 import pytest
 from conftest import compose_config, typed_config
+from graded import graded
 
 from tts.backends.base import GenerationRequest
 from tts.backends.sim import SimPolicy
@@ -15,9 +16,10 @@ from tts.config.schema import ConfigError
 from tts.config.validate import validate
 from tts.data.synthetic import generate_problems
 from tts.pipeline import run
-from tts.scoring import score_problem
+from tts.scoring import ScoringSettings, score_problem
 from tts.search.filter_vote import fill, parse_verdict, review_request
-from tts.store.run_dir import RunDirectory
+from tts.search.base import RunSpec
+from tts.store.writer import RunDirectory
 
 REVIEW = typed_config(["strategy=filter_vote"])
 
@@ -49,16 +51,17 @@ def test_filtered_majority_votes_only_answers_judged_correct_and_falls_back_to_a
     keys = ["a", "b", "b", "b", "a"]
     answers = ["A", "B", "B", "B", "A"]
     truth = {"a": True, "b": False}
-    plain = score_problem(keys, answers, truth, [0.5] * 5, draws=50)
+    draws = ScoringSettings(draws=50)
+    plain = score_problem(graded(keys, answers, truth, [0.5] * 5), draws)
     assert plain.correct["maj@5"] is False and "maj_unfiltered@5" not in plain.correct
-    filtered = score_problem(keys, answers, truth, [0.5] * 5, draws=50, vote_mask=[True, False, False, False, True])
+    filtered = score_problem(graded(keys, answers, truth, [0.5] * 5, vote=[True, False, False, False, True]), draws)
     assert filtered.correct["maj@5"] is True and filtered.correct["maj_unfiltered@5"] is False
     assert filtered.correct["weighted@5"] is False  # the PRM's selections do not look at verdicts
-    nobody = score_problem(keys, answers, truth, [0.5] * 5, draws=50, vote_mask=[False] * 5)
+    nobody = score_problem(graded(keys, answers, truth, [0.5] * 5, vote=[False] * 5), draws)
     assert nobody.correct["maj@5"] is False and nobody.expected["maj@5"] == plain.expected["maj@5"]
     # a completion judged correct without an answer cannot vote: the subset falls back to everybody
-    no_answer = score_problem([None, "b", "b"], [None, "B", "B"], {"b": True}, [0.1] * 3,
-                              vote_mask=[True, False, False])
+    no_answer = score_problem(graded([None, "b", "b"], [None, "B", "B"], {"b": True}, [0.1] * 3,
+                                     vote=[True, False, False]))
     assert no_answer.correct["maj@3"] is True
     # at K < n the fallback is per subset: K=1 subsets are their own vote whatever the verdict
     assert filtered.expected["maj@1"] == pytest.approx(filtered.expected["maj_unfiltered@1"])
@@ -70,7 +73,7 @@ def _solutions(policy, problems, n):
 
 
 def _reviews(policy, problems, solutions, cfg):
-    requests = [review_request(p.problem, o.text, cfg, seed_offset=j)
+    requests = [review_request(p.problem, o.text, RunSpec.of(cfg), cfg.strategy, seed_offset=j)
                 for p, samples in zip(problems, solutions) for j, o in enumerate(samples)]
     return [r[0].text for r in policy.generate(requests)]
 
@@ -110,8 +113,9 @@ def test_sim_reads_the_solution_from_the_prompt_text():
     problem = generate_problems(1, seed=13)[0]
     policy = SimPolicy(SimPolicyConfig(verify_accuracy=1.0, verify_difficulty_sensitivity=0.0,
                                        verify_unparsed_prob=0.0))
-    right = review_request(problem.problem, problem.solution, REVIEW, 0)
-    wrong = review_request(problem.problem, problem.solution.replace(problem.answer, problem.answer + "1"), REVIEW, 0)
+    right = review_request(problem.problem, problem.solution, RunSpec.of(REVIEW), REVIEW.strategy, 0)
+    wrong_solution = problem.solution.replace(problem.answer, problem.answer + "1")
+    wrong = review_request(problem.problem, wrong_solution, RunSpec.of(REVIEW), REVIEW.strategy, 0)
     outputs = policy.generate([right, wrong])
     assert [parse_verdict(o[0].text) for o in outputs] == ["correct", "wrong"]
 
@@ -138,10 +142,10 @@ def test_run_filter_vote_counts_review_tokens_and_votes_only_accepted_answers(tm
         assert record.compute["generated_tokens"] == sum(c.tokens for c in completions) + review_tokens
         for c in completions:
             verdicts[c.extra["verdict"]] += 1
-            assert c.extra["vote"] == (c.extra["verdict"] == "correct")
+            assert c.vote == (c.extra["verdict"] == "correct")
             assert ("review" in c.extra) == (c.extra["verdict"] == "unparsed")
         # the recorded maj@8 is the vote among accepted answers (all when none is accepted)
-        voters = [c for c in completions if c.extra["vote"] and c.key is not None] or \
+        voters = [c for c in completions if c.vote and c.key is not None] or \
                  [c for c in completions if c.key is not None]
         counts = collections.Counter(c.key for c in voters)
         best = max(counts.values())

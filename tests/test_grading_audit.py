@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tts.pipeline import run
 from tts.data.records import Completion, ProblemRecord, Scores
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 

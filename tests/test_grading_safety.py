@@ -209,6 +209,19 @@ def test_timeout_is_reported_as_ungraded_not_wrong(bounded):
     assert g.grade("\\frac{1}{\\sqrt{3}}", "\\frac{\\sqrt3}{3}") is True
 
 
+def test_each_item_of_a_worker_batch_says_how_it_ended(bounded):
+    """One result per item, in order, with its outcome: done (with the op's value), timed out, failed in the worker
+    (an exception there, here a call with too many arguments)."""
+    from tts.grading.worker import ItemResult, Outcome
+
+    worker = bounded.worker
+    worker.start()
+    results = worker.run("key", ["\\frac{1}{2}", "\\sum_{k=1}^{10^{13}} k^{k}"], TIMEOUT)
+    assert results == [ItemResult(Outcome.DONE, "q:1/2"), ItemResult(Outcome.TIMED_OUT)]
+    worker.start()
+    assert worker.run("mv", [["1", "1", "too many"]], TIMEOUT) == [ItemResult(Outcome.FAILED)]
+
+
 def test_bound_holds_outside_the_main_thread(bounded):
     """No signal.alarm: the bound works in a worker thread."""
     g = bounded

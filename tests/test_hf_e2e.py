@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.tiny_models import tiny_dirs  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRMS = {  # prm config -> tiny checkpoint of its family
@@ -46,7 +46,7 @@ def test_main_runs_with_tiny_models(dirs, prm, tmp_path):
         sys.executable, "tts/main.py",
         "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=hf", "model.backend.device=cpu",
         "model.dtype=float32",
-        f"prm={prm}", f"prm.path={dirs[PRMS[prm]]}", "prm.backend=hf", "prm.device=cpu", "prm.dtype=float32",
+        f"prm={prm}", f"prm.path={dirs[PRMS[prm]]}", "prm/engine=hf", "prm.engine.device=cpu", "prm.dtype=float32",
         "prm.trust_remote_code=false",
         f"strategy={_strategy()}", "n=4", "dataset=synthetic", "dataset.num_problems=3",
         "budget.max_tokens=24", "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",

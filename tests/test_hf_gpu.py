@@ -10,12 +10,11 @@ pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU", allow_module_level=True)
 
-from tests.tiny_models import tiny_dirs  # noqa: E402
+from tests.tiny_models import tiny_dirs, tiny_prm_config  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.hf import HFPolicyConfig  # noqa: E402
 from tts.config.schema import ModelConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +23,12 @@ def dirs(tmp_path_factory):
 
 
 def test_policy_and_prm_on_gpu(dirs):
-    policy = build_policy(ModelConfig(name="t", backend=HFPolicyConfig(device="cuda"), path=str(dirs["llama"]),
+    policy = build_policy(ModelConfig(name="t", backend=HFPolicyConfig(_target_="tts.backends.hf.build", device="cuda"), path=str(dirs["llama"]),
                                       chat_template="llama3", dtype="bfloat16"), seed=0)
     request = GenerationRequest([{"role": "user", "content": "1+1?"}], n=4, temperature=0.8, max_tokens=8, seed=3)
     outs = policy.generate([request])[0]
     assert len(outs) == 4 and all(0 < o.num_tokens <= 8 for o in outs)
     assert policy.generate([request])[0] == outs
-    prm = build_prm(RLHFlowConfig(name="r", backend="hf", device="cuda", dtype="bfloat16", path=str(dirs["rlhflow"])))
+    prm = build_prm(tiny_prm_config("rlhflow", dirs["rlhflow"], "prm.engine.device=cuda", "prm.dtype=bfloat16"))
     scores = prm.score(["1+1?"], [[["a", "b"], ["a"]]])
     assert [len(s) for s in scores[0]] == [2, 1]

@@ -20,9 +20,9 @@ def dirs(tmp_path_factory):
 def _args(dirs) -> list[str]:
     return [
         "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=hf", "model.backend.device=cpu",
-        "model.dtype=float32", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm.backend=hf", "prm.device=cpu",
-        "prm.dtype=float32", "strategy=beam", "n=4", "dataset.num_problems=2", "budget.max_tokens=16",
-        "budget.num_iterations=2", "logger=none",
+        "model.dtype=float32", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm/engine=hf",
+        "prm.engine.device=cpu", "prm.dtype=float32", "strategy=beam", "n=4", "dataset.num_problems=2",
+        "budget.max_tokens=16", "budget.num_iterations=2", "logger=none",
     ]
 
 

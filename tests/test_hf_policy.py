@@ -21,7 +21,7 @@ def dirs(tmp_path_factory):
 
 
 def _policy(path, batch_size=None, **overrides):
-    backend = HFPolicyConfig(device="cpu", **({} if batch_size is None else {"batch_size": batch_size}))
+    backend = HFPolicyConfig(_target_="tts.backends.hf.build", device="cpu", **({} if batch_size is None else {"batch_size": batch_size}))
     return build_policy(ModelConfig(name="tiny", backend=backend, path=str(path), dtype="float32", **overrides),
                         seed=0)
 

@@ -1,4 +1,5 @@
-"""hf PRMs compute a token prefix shared by several candidates of a call once (`prm.enable_prefix_caching`, default).
+"""hf PRMs compute a token prefix shared by several candidates of a call once (`prm.engine.enable_prefix_caching`,
+the default).
 
 Every family on tiny random checkpoints: beam-search-like calls (a problem's parents, then their children and a fresh
 candidate) give the scores of whole-sequence scoring, count the shared prefix as cached, and stay within the token
@@ -14,12 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.tiny_models import tiny_dirs  # noqa: E402
+from tests.tiny_models import tiny_dirs, tiny_prm_config  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
-from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
-from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
-from tts.prms.skywork import SkyworkConfig  # noqa: E402
 from tts.prms.prefix_groups import PrefixGroup, best_runs, plan_prefix_groups  # noqa: E402
 
 PROBLEM = ("Solve the following math problem efficiently and clearly. Compute the sum of 12 and 30, then subtract 7 "
@@ -36,10 +33,10 @@ FIRST_CALL = ([PROBLEM, OTHER], [[PARENT_A, PARENT_A[:1], PARENT_B], [["x = 1"]]
 SECOND_CALL = ([PROBLEM, OTHER],
                [[PARENT_A + [c] for c in CHILDREN] + [PARENT_B + [c] for c in CHILDREN] + [["A new first step."]],
                 [["x = 1", "y = 2"]]])
-# (family's config, tiny checkpoint): qwen_prm as a token-classification model and as backbone + our head module
-CHECKPOINTS = {"rlhflow": (RLHFlowConfig, "rlhflow"), "math_shepherd": (MathShepherdConfig, "math_shepherd"),
-               "qwen_prm": (QwenPRMConfig, "qwen_prm"), "qwen_prm_head": (QwenPRMConfig, "qwen_prm_native"),
-               "skywork": (SkyworkConfig, "skywork")}
+# (family, tiny checkpoint): qwen_prm as a token-classification model and as backbone + our head module
+CHECKPOINTS = {"rlhflow": ("rlhflow", "rlhflow"), "math_shepherd": ("math_shepherd", "math_shepherd"),
+               "qwen_prm": ("qwen_prm", "qwen_prm"), "qwen_prm_head": ("qwen_prm", "qwen_prm_native"),
+               "skywork": ("skywork", "skywork")}
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +44,9 @@ def dirs(tmp_path_factory):
     return tiny_dirs(tmp_path_factory)
 
 
-def _prm(dirs, name, **overrides):
-    config, checkpoint = CHECKPOINTS[name]
-    return build_prm(config(name=name, backend="hf", path=str(dirs[checkpoint]), device="cpu", dtype="float32",
-                            **overrides))
+def _prm(dirs, name, *overrides):
+    family, checkpoint = CHECKPOINTS[name]
+    return build_prm(tiny_prm_config(family, dirs[checkpoint], "prm.engine.device=cpu", *overrides))
 
 
 def _score_without_deprecations(prm, call):
@@ -78,10 +74,10 @@ def _record_passes(prm) -> list[tuple[int, int, int]]:
     passes = []
     token_scores = prm.token_scores
 
-    def recording(inputs):
+    def recording(model, inputs):
         mask, new = inputs["attention_mask"], inputs["input_ids"].shape[1]
         passes.append((mask.shape[0], mask.shape[1], int(mask[:, -new:].sum())))
-        return token_scores(inputs)
+        return token_scores(model, inputs)
 
     prm.token_scores = recording
     return passes
@@ -96,7 +92,7 @@ def _assert_close(got, expected):
 # ---------------------------------------------------------------------------- scores and accounting, every family
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
 def test_shared_prefix_scores_equal_whole_sequence_scores(dirs, name):
-    whole = _prm(dirs, name, enable_prefix_caching=False)
+    whole = _prm(dirs, name, "prm.engine.enable_prefix_caching=false")
     shared = _prm(dirs, name)  # the default: on
     passes = _record_passes(shared)
     for call in (FIRST_CALL, SECOND_CALL):
@@ -118,13 +114,13 @@ def test_split_groups_give_the_same_scores_within_the_budget(dirs, name):
     prefix still computed once (same cached tokens), every pass within the budget unless a sequence is alone."""
     roomy = _prm(dirs, name)
     longest = max(len(ids) for ids in _new_ids(roomy, SECOND_CALL))
-    tight = _prm(dirs, name, batch_tokens=longest + 8)
+    tight = _prm(dirs, name, f"prm.engine.batch_tokens={longest + 8}")
     passes = _record_passes(tight)
     for call in (FIRST_CALL, SECOND_CALL):
         _assert_close(_score_without_deprecations(tight, call), roomy.score(*call))
-    assert tight.forward_calls > roomy.forward_calls
+    assert tight.engine.forward_calls > roomy.engine.forward_calls
     assert tight.stats.cached_tokens == roomy.stats.cached_tokens > 0
-    assert all(rows == 1 or rows * width <= tight.batch_tokens for rows, width, _ in passes)
+    assert all(rows == 1 or rows * width <= tight.engine.config.batch_tokens for rows, width, _ in passes)
 
 
 # ---------------------------------------------------------------------------- the plan

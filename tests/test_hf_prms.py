@@ -8,21 +8,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from conftest import compose_config  # noqa: E402
-from tests.tiny_models import tiny_dirs  # noqa: E402
+from tests.tiny_models import tiny_dirs, tiny_prm_config  # noqa: E402
 from tts.config.schema import ConfigError  # noqa: E402
 from tts.config.validate import validate  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.prms.hf_common import check_classify_head, token_budget_batches  # noqa: E402
-from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
-from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
-from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
+from tts.prms.hf_engine import token_budget_batches  # noqa: E402
 from tts.prms.skywork import SkyworkConfig  # noqa: E402
+from tts.prms.vllm_engine import check_classify_head  # noqa: E402
 
 PROBLEM = "What is 1+2?"
 STEPS = ["## Step 1: Add 1 and 2.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
 FAMILIES = {"rlhflow": "rlhflow", "math_shepherd": "math_shepherd", "qwen_prm": "qwen_prm", "skywork": "skywork"}
-CONFIGS = {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig,
-           "skywork": SkyworkConfig}
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +26,8 @@ def dirs(tmp_path_factory):
     return tiny_dirs(tmp_path_factory)
 
 
-def _prm(dirs, family, **overrides):
-    cfg = CONFIGS[family](name=family, backend="hf", path=str(dirs[FAMILIES[family]]), device="cpu", dtype="float32",
-                          **overrides)
-    return build_prm(cfg)
+def _prm(dirs, family, *overrides):
+    return build_prm(tiny_prm_config(family, dirs[FAMILIES[family]], "prm.engine.device=cpu", *overrides))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +110,7 @@ def test_two_token_read_out_matches_full_logits(prms, family):
     enc = prm.encode(PROBLEM, STEPS)
     ids = torch.tensor([enc.ids])
     with torch.inference_mode():
-        logits = prm.model(input_ids=ids).logits[0]
+        logits = prm.engine.model(input_ids=ids).logits[0]
     expected = [torch.softmax(logits[p, [prm.good_id, prm.bad_id]], -1)[0].item() for p in enc.positions]
     got = prm._score_batch([PROBLEM], [STEPS])[0]
     assert got == pytest.approx(expected, abs=1e-5)
@@ -129,7 +123,7 @@ def test_qwen_prm_native_layout_reads_its_own_head(dirs):
     enc = prm.encode(PROBLEM, STEPS)
     ids = torch.tensor([enc.ids])
     with torch.inference_mode():
-        hidden = prm.model.backbone(input_ids=ids).last_hidden_state[0]
+        hidden = prm.engine.model.backbone(input_ids=ids).last_hidden_state[0]
     with safe_open(str(dirs["qwen_prm_native"] / "model.safetensors"), framework="pt") as f:
         w0, b0, w2, b2 = (f.get_tensor(k) for k in ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"))
     logits = torch.relu(hidden @ w0.T + b0) @ w2.T + b2
@@ -141,9 +135,31 @@ def test_qwen_prm_reads_class_one_at_separators(prms):
     prm = prms["qwen_prm"]
     enc = prm.encode(PROBLEM, STEPS)
     with torch.inference_mode():
-        logits = prm.model(input_ids=torch.tensor([enc.ids])).logits[0]
+        logits = prm.engine.model(input_ids=torch.tensor([enc.ids])).logits[0]
     expected = [torch.softmax(logits[p], -1)[1].item() for p in enc.positions]
     assert prm._score_batch([PROBLEM], [STEPS])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_math_shepherd_and_rlhflow_share_one_read_out():
+    """The two "+"/"-" families differ only in their input format (tts/prms/two_token.py holds the read-out)."""
+    from tts.prms.math_shepherd import MathShepherdPRM
+    from tts.prms.rlhflow import RLHFlowPRM
+    from tts.prms.two_token import TwoTokenPRM
+
+    for hook in ("token_scores", "cache_module", "vllm_pooling"):
+        assert getattr(MathShepherdPRM, hook) is getattr(RLHFlowPRM, hook) is getattr(TwoTokenPRM, hook)
+
+
+def test_a_family_runs_on_the_engine_it_is_given(prms):
+    """An engine built around a model already in memory (benchmarks do) scores as the one the config builds."""
+    from tts.prms.hf_engine import HFPRMEngine
+    from tts.prms.rlhflow import RLHFlowPRM
+
+    built = prms["rlhflow"]
+    engine = HFPRMEngine(built.config.engine, built.engine.model)
+    given = RLHFlowPRM(built.config, tokenizer=built.tokenizer, engine=engine)
+    assert given.engine is engine
+    assert given._score_batch([PROBLEM], [STEPS]) == built._score_batch([PROBLEM], [STEPS])
 
 
 # ---------------------------------------------------------------------------- memo, budget, tokens
@@ -164,11 +180,12 @@ def test_memo_second_call_encodes_nothing(dirs, family):
 def test_token_budget_batching_gives_the_same_scores(dirs, family):
     solutions = [STEPS[:k] for k in (1, 2, 3)] + [["x = 1", "y = 2"], ["A long step " * 5]]
     # whole-sequence scoring (the candidates share a prefix: tests/test_hf_prm_prefix.py covers scoring on top of it)
-    big = _prm(dirs, family, batch_tokens=100_000, enable_prefix_caching=False)
-    small = _prm(dirs, family, batch_tokens=80, enable_prefix_caching=False)
+    whole = "prm.engine.enable_prefix_caching=false"
+    big = _prm(dirs, family, "prm.engine.batch_tokens=100000", whole)
+    small = _prm(dirs, family, "prm.engine.batch_tokens=80", whole)
     a = big._score_batch([PROBLEM] * len(solutions), solutions)
     b = small._score_batch([PROBLEM] * len(solutions), solutions)
-    assert big.forward_calls == 1 and small.forward_calls > 1
+    assert big.engine.forward_calls == 1 and small.engine.forward_calls > 1
     for x, y in zip(a, b):
         assert x == pytest.approx(y, abs=1e-4)  # padding never changes a score
     assert big.stats.tokens == small.stats.tokens
@@ -195,8 +212,9 @@ def test_vllm_classify_without_head_tokens_is_refused():
 
 
 def test_skywork_refuses_vllm(dirs):
-    cfg = compose_config(["prm=skywork-1.5b", "prm.backend=vllm", f"prm.path={dirs['skywork']}"])
-    with pytest.raises(ConfigError, match=r"config key 'prm\.backend': .*hf only"):
+    cfg = compose_config(["prm=skywork-1.5b", "prm/engine=vllm", f"prm.path={dirs['skywork']}"])
+    with pytest.raises(ConfigError, match=r"config key 'prm\.engine': .*hf only"):
         validate(cfg)
-    cfg.prm.backend = "hf"  # the same config on hf is accepted: the refusal is about the backend
+    # the same config on hf is accepted: the refusal is about the engine
+    cfg = compose_config(["prm=skywork-1.5b", "prm/engine=hf", f"prm.path={dirs['skywork']}"])
     assert isinstance(validate(cfg).prm, SkyworkConfig)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
 from conftest import CONF, REPO
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 SECRET = "sk-test-SECRET123"
 
@@ -96,7 +96,7 @@ def test_slurm_sweeps_follow_jobs_with_squeue_where_sacct_has_no_accounting(monk
     from hydra.utils import instantiate
     from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-    from tts.launch import slurm_status
+    from tts.cli import slurm_status
 
     monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))
     for launcher in ("basic", "joblib"):

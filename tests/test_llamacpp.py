@@ -208,7 +208,7 @@ def test_the_hf_backend_reads_the_same_gguf_and_starts_the_same_answer(policy, g
     from tts.config.schema import ModelConfig
 
     hf = build_policy(
-        ModelConfig(name="smollm2-135m", backend=HFPolicyConfig(device="cpu", batch_size=2), path=gguf, dtype="float32"),
+        ModelConfig(name="smollm2-135m", backend=HFPolicyConfig(_target_="tts.backends.hf.build", device="cpu", batch_size=2), path=gguf, dtype="float32"),
         seed=0,
     )
     [[mine]] = hf.generate([request(max_tokens=6, top_logprobs=2)])

@@ -58,7 +58,7 @@ def hf_policy(tmp_path_factory):
     from tts.config.schema import ModelConfig
 
     path = tiny_dirs(tmp_path_factory)["llama"]
-    model = ModelConfig(name="tiny", backend=HFPolicyConfig(device="cpu", batch_size=4), path=str(path),
+    model = ModelConfig(name="tiny", backend=HFPolicyConfig(_target_="tts.backends.hf.build", device="cpu", batch_size=4), path=str(path),
                         chat_template="llama3", dtype="float32")
     return build_policy(model, seed=0)
 
@@ -255,18 +255,19 @@ def test_top_logprobs_is_validated(value):
 
 def test_every_solution_request_asks_for_the_configured_top_logprobs():
     from tts.data.problem import Problem
-    from tts.search.base import make_request
+    from tts.search.base import RunSpec, make_request
 
     cfg = validate(compose_config(["model.top_logprobs=7"]))
     problem = Problem(problem="1+1?", answer="2", unique_id="p")
-    assert make_request(problem, cfg).top_logprobs == 7
-    assert make_request(problem, validate(compose_config(["model.top_logprobs=0"]))).top_logprobs == 0
+    assert make_request(problem, RunSpec.of(cfg), cfg.strategy).top_logprobs == 7
+    quiet = validate(compose_config(["model.top_logprobs=0"]))
+    assert make_request(problem, RunSpec.of(quiet), quiet.strategy).top_logprobs == 0
 
 
 @pytest.mark.parametrize("strategy", ["best_of_n", "beam", "filter_vote", "revisions", "lookahead"])
 def test_metrics_report_prompt_tokens_as_the_sum_over_records(strategy, tmp_path):
     from tts.pipeline import run
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     cfg = compose_config([f"strategy={strategy}", "n=4", "dataset.num_problems=3", "logger=none",
                           "budget.num_iterations=3"])

@@ -15,7 +15,7 @@ from conftest import REPO, compose_config
 from tts.store.merge import MergeError, _unsharded_path, merge, merge_sweep
 from tts.pipeline import run
 from tts.data.records import ProblemRecord
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 BASE = ["n=4", "dataset.num_problems=9", "logger=none", "batch_size=2"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tts.config.schema  # noqa: F401 - registers the schemas the YAML files extend
 from conftest import typed_config
 from tts.backends.base import GenerationOutput, GenerationRequest, PolicyBackend
-from tts.launch.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
+from tts.runtime.model_cache import CACHE, ModelCache, acquire_policy, acquire_prm, config_key, release_job_models
 from tts.prms.base import ProcessRewardModel
 
 
@@ -36,6 +36,15 @@ def test_the_key_is_the_resolved_config():
     two = typed_config(["model=llama-3.2-1b", "model.path=/m", "seed=2"])
     other = typed_config(["model=llama-3.2-1b", "model.path=/m", "model.backend.max_model_len=2048"])
     assert config_key(one.model) == config_key(two.model) != config_key(other.model)
+
+
+def test_the_prm_key_includes_its_engine():
+    """A PRM is rebuilt when its engine or an engine knob changes, and reused when only the run around it does."""
+    def key(*overrides):
+        return config_key(typed_config(["prm=rlhflow-8b", "prm.path=/p", *overrides]).prm)
+
+    assert key("seed=1") == key("seed=2") != key("prm.engine.batch_tokens=4096")
+    assert key() != key("prm/engine=vllm") != key("prm/engine=vllm", "prm.engine.block_size=32")
 
 
 def test_the_sim_world_is_built_per_job_and_closed_by_it():
@@ -81,7 +90,7 @@ def _acquire_both(cfg):
 def test_a_reused_model_starts_every_job_as_a_fresh_one():
     """Counters, PRM memo and prefix caches are emptied for each job, so what a job records (tokens, prefix-cache
     hits) does not depend on the jobs that ran before it in the process."""
-    cfg = typed_config(["model=llama-3.2-1b", "model.path=/m", "prm=rlhflow-8b", "prm.path=/p", "prm.backend=vllm"])
+    cfg = typed_config(["model=llama-3.2-1b", "model.path=/m", "prm=rlhflow-8b", "prm.path=/p", "prm/engine=vllm"])
     try:
         policy, prm = _acquire_both(cfg)
         assert (policy.resets, prm.resets) == (1, 1)

@@ -7,8 +7,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from graded import graded
 
-from tts.scoring import score_problem, selection_probabilities
+from tts.scoring import ScoringSettings, score_problem, selection_probabilities
 
 
 def _brute_force_naive(scores, correct, k):
@@ -21,7 +22,7 @@ def _brute_force_naive(scores, correct, k):
 def _problem(scores, correct, draws=200, seed=0, mask=None):
     keys = [f"k{i}" for i in range(len(scores))]  # every answer distinct: votes cannot hide the naive pick
     verdicts = {key: bool(c) for key, c in zip(keys, correct)}
-    return score_problem(keys, keys, verdicts, scores, draws=draws, seed=seed, vote_mask=mask)
+    return score_problem(graded(keys, keys, verdicts, scores, vote=mask), ScoringSettings(draws=draws, seed=seed))
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -14,6 +14,7 @@ import pytest
 from conftest import compose_config, typed_config
 from tts.backends import build_policy
 from tts.backends.base import GenerationOutput, PolicyBackend
+from tts.config.keys import option_schemas
 from tts.config.schema import ConfigError
 from tts.data import load_problems
 from tts.data.problem import Problem
@@ -21,12 +22,15 @@ from tts.grading import AnswerGrader
 from tts.pipeline import grade_batch, run
 from tts.prms import build_prm
 from tts.search import build_strategy
+from tts.search.base import RunSpec
 from tts.search.tree import SEED_STRIDE
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 STEPS = 3  # steps before the boxed answer
 TOKENS = 3  # tokens per step
 K = 4  # top log-probabilities per token
+# the strategies that decide their own number of samples and report their own answer (a new one is covered)
+ADAPTIVE = sorted(name for name, schema in option_schemas("strategy").items() if schema.adaptive)
 
 
 class ScriptedPolicy(PolicyBackend):
@@ -68,7 +72,7 @@ def problems(count: int = 2) -> list[Problem]:
 def search(strategy: str, script, overrides=(), count: int = 2):
     cfg = typed_config([f"strategy={strategy}", "logger=none", *overrides])
     policy = ScriptedPolicy(script, cfg.seed)
-    outputs = build_strategy(cfg.strategy).search(problems(count), policy, _NoPRM(), cfg)
+    outputs = build_strategy(cfg.strategy).search(problems(count), policy, _NoPRM(), RunSpec.of(cfg))
     return cfg, policy, outputs
 
 
@@ -88,10 +92,10 @@ def flat(confidence: float) -> list[float]:
 
 def assert_exact_compute(policy, outputs):
     """Every generated token is in some problem's compute, and in the completion of the trace that wrote it."""
-    assert sum(o.compute["generated_tokens"] for o in outputs) == policy.stats.generated_tokens
+    assert sum(o.compute.generated_tokens for o in outputs) == policy.stats.generated_tokens
     for o in outputs:
-        assert o.compute["generated_tokens"] == sum(c.tokens for c in o.completions)
-        assert o.compute["traces_generated"] == len(o.completions)
+        assert o.compute.generated_tokens == sum(c.tokens for c in o.completions)
+        assert o.compute.traces_generated == len(o.completions)
 
 
 def test_deepconf_stops_after_the_warmup_when_it_agrees():
@@ -100,7 +104,7 @@ def test_deepconf_stops_after_the_warmup_when_it_agrees():
     )
     for o in outputs:
         assert len(o.completions) == 8 and o.note and "8 of 32" in o.note
-        assert o.compute["traces_used"] == 8 and o.compute["traces_stopped"] == 0
+        assert o.compute.traces_used == 8 and o.compute.traces_stopped == 0
     assert policy.stats.calls == 1  # the warm-up call only
     assert_exact_compute(policy, outputs)
 
@@ -111,7 +115,7 @@ def test_deepconf_spends_the_budget_when_the_vote_stays_split():
     )
     for o in outputs:
         assert len(o.completions) == 12 and o.note is None
-        assert o.compute["traces_stopped"] == 0 and o.compute["traces_used"] == 12
+        assert o.compute.traces_stopped == 0 and o.compute.traces_used == 12
         assert [c.extra["deepconf"] for c in o.completions] == ["warmup"] * 4 + ["kept"] * 8
     # online traces go step by step (4 requests each), 3 in flight per problem, both problems in every call: traces
     # 4-6 take rounds 1-4, 7-9 rounds 5-8, 10-11 rounds 9-12, after the one warm-up call
@@ -133,11 +137,11 @@ def test_deepconf_stops_low_confidence_traces_at_the_first_step_boundary():
         assert len(o.completions) == 16
         online = o.completions[8:]
         stopped = [c for c in online if c.extra["deepconf"] == "stopped"]
-        assert len(stopped) == 4 and o.compute["traces_stopped"] == 4
-        assert all(c.tokens == TOKENS and not c.extra["vote"] for c in stopped)  # one step, then cut
+        assert len(stopped) == 4 and o.compute.traces_stopped == 4
+        assert all(c.tokens == TOKENS and not c.vote for c in stopped)  # one step, then cut
         # the threshold (median of 1 and 5) keeps the sure warm-up traces and drops the unsure ones from the vote
-        assert [c.extra["vote"] for c in o.completions[:8]] == [False, True] * 4
-        assert o.compute["traces_used"] == 8
+        assert [c.vote for c in o.completions[:8]] == [False, True] * 4
+        assert o.compute.traces_used == 8
     assert_exact_compute(policy, outputs)
 
 
@@ -170,9 +174,9 @@ def test_deepconf_cancels_traces_in_flight_when_the_vote_agrees():
     _, policy, outputs = search("deepconf", script, ["n=32", "strategy.warmup=4", "strategy.wave=4", "strategy.tau=0.8"])
     for o in outputs:
         assert [c.extra["deepconf"] for c in o.completions] == ["warmup"] * 4 + ["kept"] * 4 + ["cancelled"]
-        assert o.completions[-1].tokens == 3 * TOKENS and not o.completions[-1].extra["vote"]
+        assert o.completions[-1].tokens == 3 * TOKENS and not o.completions[-1].vote
         assert len(o.completions) == 9 and o.note and "agreed" in o.note
-        assert o.compute["traces_used"] == 8 and o.compute["traces_stopped"] == 0
+        assert o.compute.traces_used == 8 and o.compute.traces_stopped == 0
     assert_exact_compute(policy, outputs)
 
 
@@ -196,7 +200,7 @@ def test_esc_last_window_is_cut_to_the_budget():
     assert [n for _, n in policy.sizes] == [4, 4, 2]
 
 
-@pytest.mark.parametrize("strategy", ["deepconf", "esc"])
+@pytest.mark.parametrize("strategy", ADAPTIVE)
 def test_runs_end_to_end_on_the_embedded_default(strategy, tmp_path):
     cfg = compose_config([f"strategy={strategy}", "prm=none", "n=8", "dataset.num_problems=6", "logger=none"])
     metrics = run(cfg, run_dir=tmp_path)
@@ -224,7 +228,7 @@ def _final_and_majority(signal: float, problems: int = 30, n: int = 32, seeds=(0
                 cfg = typed_config([*common, f"strategy={strategy}"])
                 chosen = load_problems(cfg.dataset)
                 outputs = build_strategy(cfg.strategy).search(
-                    chosen, build_policy(cfg.model, cfg.seed), build_prm(cfg.prm), cfg
+                    chosen, build_policy(cfg.model, cfg.seed), build_prm(cfg.prm), RunSpec.of(cfg)
                 )
                 graded[strategy] = grade_batch(chosen, outputs, grader, cfg)
             final.append([r.scores.expected["final"] for r in graded["deepconf"]])
@@ -262,11 +266,11 @@ def test_analysis_compares_own_answers_with_majority_by_tokens(tmp_path):
     from analysis.runs import accuracy_table, load_local, long_points
 
     metrics = {}
-    for strategy in ("deepconf", "esc", "best_of_n"):
+    for strategy in (*ADAPTIVE, "best_of_n"):
         cfg = compose_config([f"strategy={strategy}", "n=8", "dataset.num_problems=6", "logger=none"])
         metrics[strategy] = run(cfg, run_dir=tmp_path / strategy)
     table = accuracy_table(long_points(load_local(tmp_path).problems))
-    for strategy in ("deepconf", "esc"):
+    for strategy in ADAPTIVE:
         rows = table[table.strategy == strategy]
         # one point each, at the run's budget, with the tokens it actually generated and its own answer's accuracy
         assert list(rows.aggregation) == ["final"] and list(rows.budget) == [8]
@@ -278,13 +282,15 @@ def test_analysis_compares_own_answers_with_majority_by_tokens(tmp_path):
 
 
 def test_final_is_the_weighted_vote_of_the_completions_that_vote():
+    from graded import graded
+
     from tts.scoring import score_problem
 
     keys = ["a", "b", "b", "a"]
     correct = {"a": False, "b": True}
 
     def final(weights):
-        scores = score_problem(keys, keys, correct, [0.0] * 4, final_weights=weights)
+        scores = score_problem(graded(keys, keys, correct, [0.0] * 4, weight=weights))
         return scores.predictions["final"], scores.expected["final"]
 
     assert final([3.0, 1.0, 1.0, 0.0]) == ("a", 0.0)  # 3 against 2

@@ -99,7 +99,7 @@ def servers():
 
 
 def _policy(dirs, urls, **overrides):
-    backend = OpenAIPolicyConfig(base_url=urls, **{"max_retries": 2, **overrides})
+    backend = OpenAIPolicyConfig(_target_="tts.backends.openai.build", base_url=urls, **{"max_retries": 2, **overrides})
     return build_policy(ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]), chat_template="llama3"),
                         seed=0)
 

@@ -17,6 +17,7 @@ from tts.data.problem import Problem
 from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import build_strategy
+from tts.search.base import RunSpec
 from tts.search.particle_filtering import ParticleState, log_weights, normalized, resample
 from tts.search.tree import Expansion, Node
 
@@ -60,7 +61,7 @@ def test_weights_follow_the_reward_transform_and_temperature():
 
 def _state(n=4, seed=0):
     cfg = validate(compose_config(["strategy=particle_filtering", f"n={n}", f"seed={seed}", "logger=none"]))
-    return ParticleState(Problem(unique_id="p/1", problem="x", answer="1"), cfg)
+    return ParticleState(Problem(unique_id="p/1", problem="x", answer="1"), cfg.strategy, RunSpec.of(cfg))
 
 
 def test_finished_particles_keep_their_weight_and_are_not_extended():
@@ -81,7 +82,7 @@ def test_copies_of_a_particle_are_one_request_and_finished_ones_are_never_extend
     cfg = validate(compose_config(["strategy=particle_filtering", "n=16", "dataset.num_problems=4", "logger=none"]))
     problems = load_problems(cfg.dataset)
     policy = RecordingPolicy(RaggedPolicy())  # half the samples box an answer at each step: ragged finishing
-    outputs = build_strategy(cfg.strategy).search(problems, policy, CountingPRM(build_prm(cfg.prm)), cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, CountingPRM(build_prm(cfg.prm)), RunSpec.of(cfg))
     finished_texts = {c.text for o in outputs for c in o.completions}
     for call in policy.log:
         prefixes = [(request.problem, request.prefix) for request, _ in call]

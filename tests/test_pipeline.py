@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO, compose_config, results_files
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 
 def _records(run_dir):

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose_config, typed_config
+from tts.config.keys import option_schemas
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
+
+
+def _strategies(needs_prm: bool) -> list[str]:
+    """The strategy options whose config declares (or not) that a PRM steers them: a new strategy is covered."""
+    return sorted(name for name, schema in option_schemas("strategy").items() if schema.needs_prm == needs_prm)
 
 
 def _main(args: list[str], run_dir: Path, env: dict | None = None):
@@ -34,14 +40,14 @@ def test_main_runs_without_a_prm_on_the_default_world(tmp_path):
             assert completion.steps and completion.step_scores == [] and completion.confidence is not None
 
 
-@pytest.mark.parametrize("strategy", ["filter_vote", "revisions"])
+@pytest.mark.parametrize("strategy", _strategies(needs_prm=False))
 def test_strategies_that_need_no_prm_run_without_one(tmp_path, strategy):
     metrics = run(compose_config([f"strategy={strategy}", "prm=none", "n=4", "dataset.num_problems=4",
                                   "logger=none"]), run_dir=tmp_path)
     assert "acc/maj@4" in metrics and "acc/self_certainty@4" in metrics and "acc/weighted@4" not in metrics
 
 
-@pytest.mark.parametrize("strategy", ["beam", "dvts", "lookahead", "rebase"])
+@pytest.mark.parametrize("strategy", _strategies(needs_prm=True))
 def test_strategies_a_prm_steers_are_refused_without_one(strategy):
     with pytest.raises(ConfigError, match=f"config key 'prm': strategy={strategy} is steered by a PRM"):
         typed_config([f"strategy={strategy}", "prm=none"])
@@ -61,7 +67,7 @@ def _own_problems(tmp_path: Path) -> Path:
 
 
 def test_the_sim_prm_is_refused_on_problems_it_did_not_generate(tmp_path):
-    from tts.launch.preflight import check_before_generation
+    from tts.runtime.preflight import check_before_generation
     from tts.pipeline import load_run_config
 
     base = ["model=qwen2.5-1.5b", "model/backend=hf", f"model.path={tmp_path}/no-such-model", "dataset=jsonl",

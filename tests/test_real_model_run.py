@@ -52,9 +52,9 @@ def needs_the_packaged_model():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted run, in process, with the policy's prompt evaluations counted."""
-    from tts.launch.model_cache import CACHE
+    from tts.runtime.model_cache import CACHE
     from tts.pipeline import run
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     counted = {}
@@ -102,7 +102,7 @@ def _index_lines(run_dir: Path) -> int:
 def test_sigterm_then_resume_finishes_with_the_records_of_an_uninterrupted_run(reference, tmp_path):
     """Depends on the SIGTERM handling of the run loop: a stopped run keeps the problems it saved, and the same
     command finishes the rest; every record then equals the uninterrupted run's."""
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     _, expected, _, _ = reference
     run_dir = tmp_path / "stopped"

@@ -15,7 +15,8 @@ import pytest
 
 from tts.data.problem import Problem
 from tts.data.records import Completion, ProblemRecord, ProblemSummary, RecordError, Scores
-from tts.store.run_dir import RunDirectory, find_run_dirs, run_metrics
+from tts.store.readers import find_run_dirs, run_metrics
+from tts.store.writer import RunDirectory
 from tts.tracking.tables import completion_rows
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy_run"
@@ -84,8 +85,8 @@ def test_a_record_written_and_read_back_is_the_same_record(tmp_path):
     legacy = RunDirectory(LEGACY).records()
     problem = Problem(unique_id="u/1", problem="Löse $x^2 = 4$", answer="2", solution="s", subject="Algebra", level=3)
     completions = [Completion(text="x = 2 ✓", steps=["x = 2 ✓"], step_scores=[0.75], finish_reason="stop", tokens=5,
-                              answer="2", key="q:2/1", extra={"verdict": "correct", "vote": True}, answer_rule="boxed",
-                              correct=True),
+                              answer="2", key="q:2/1", extra={"verdict": "correct", "review_tokens": 4}, vote=True,
+                              weight=0.5, vote_at=1, answer_rule="boxed", correct=True),
                    Completion(text="", steps=[], step_scores=[], finish_reason="truncated", tokens=0, answer=None,
                               key=None, answer_rule=None, correct=False),
                    Completion(text="10^{10^{10}}", steps=["10^{10^{10}}"], step_scores=[0.5], finish_reason="length",
@@ -138,6 +139,20 @@ def test_completions_from_before_per_completion_verdicts_are_written_back_as_the
     # the W&B completions table falls back to the verdicts of the predictions, as for records of that age
     rows = completion_rows(record, 4, "last")
     assert [row[4] for row in rows] == [True] * 4
+
+
+@pytest.mark.parametrize("extra", [
+    {"deepconf": "kept", "confidence": 1.5, "vote": True, "weight": 1.5},  # deepconf and esc: after their own keys
+    {"verdict": "wrong", "vote": False, "review_tokens": 9, "review": "..."},  # filter-vote: after the verdict
+    {"vote": True},
+])
+def test_a_strategys_vote_and_weight_are_typed_fields_written_where_extra_always_had_them(extra):
+    data = {"text": "t", "steps": ["t"], "step_scores": [0.5], "finish_reason": "stop", "tokens": 1, "answer": "1",
+            "key": "k", "extra": extra, "answer_rule": "boxed", "correct": True}
+    completion = Completion.from_json(copy.deepcopy(data))
+    assert (completion.vote, completion.weight) == (extra.get("vote"), extra.get("weight"))
+    assert "vote" not in completion.extra and "weight" not in completion.extra
+    assert json.dumps(completion.to_json()) == json.dumps(data)  # the same keys, in the same order
 
 
 def test_unreadable_records_say_why(tmp_path):

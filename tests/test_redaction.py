@@ -9,7 +9,8 @@ from tts.config.redaction import REDACTED, is_secret_key, redact, redact_argv, r
 
 @pytest.mark.parametrize("path, secret", [
     # the project's own schema keys are settings, even when named like credentials
-    ("budget.max_tokens", False), ("prm.batch_tokens", False), ("prm.good_token", False), ("prm.bad_token", False),
+    ("budget.max_tokens", False), ("prm.engine.batch_tokens", False), ("prm.good_token", False),
+    ("prm.bad_token", False),
     ("strategy.review_max_tokens", False), ("strategy.revision_context_tokens", False), ("model.path", False),
     ("n", False), ("tokenizer", False), ("primary_key", False), ("HF_TOKEN_PATH", False),
     # credentials by name, anywhere
@@ -23,7 +24,7 @@ def test_secret_keys_are_told_by_name_except_schema_settings(path, secret):
 
 def test_schema_keys_come_from_the_config_dataclasses():
     # the knobs of every component option under conf/ count, not only those of the defaults
-    assert {"budget.max_tokens", "prm.good_token", "prm.batch_tokens", "strategy.review_max_tokens",
+    assert {"budget.max_tokens", "prm.good_token", "prm.engine.batch_tokens", "strategy.review_max_tokens",
             "model.backend.skill", "model.backend.api_key_env", "logger.project"} <= schema_keys()
 
 

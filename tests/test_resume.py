@@ -22,7 +22,9 @@ import pytest
 from conftest import REPO, compose_config, results_files
 from tts.config.schema import ConfigError
 from tts.pipeline import run
-from tts.store.run_dir import RunDamaged, RunDirectory, entry_digest, find_run_dirs
+from tts.store.format import entry_digest
+from tts.store.readers import RunDamaged, find_run_dirs
+from tts.store.writer import RunDirectory
 
 
 def _index_lines(run_dir: Path) -> int:
@@ -119,7 +121,7 @@ def test_damaged_and_repeated_index_lines_are_dropped_and_redone(tmp_path, caplo
     lines = full["index.jsonl"].splitlines(keepends=True)
     damaged = [lines[0], b"{not json at all\n", lines[0], b"[1, 2]\n", lines[2]]  # batch 1 lost, batch 0 twice
     _index(tmp_path).write_bytes(b"".join(damaged))
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         repaired = run(cfg, run_dir=tmp_path)
     assert "3 damaged batch(es) dropped" in caplog.text and "already recorded by an earlier batch" in caplog.text
     # batch 1 lost its index line, not its file: digests.jsonl vouches for the file, so its entry is rebuilt
@@ -146,7 +148,7 @@ def test_a_batch_from_another_configuration_is_dropped_and_redone(tmp_path, capl
     cfg, metrics, full = _finished_run(tmp_path / "run", base)
     _finished_run(tmp_path / "other", base + [other])
     _swap_last_batch(tmp_path / "run", tmp_path / "other")
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert run(cfg, run_dir=tmp_path / "run") == metrics
     assert "written by another configuration" in caplog.text
     after = results_files(tmp_path / "run")
@@ -159,7 +161,7 @@ def test_a_batch_file_changed_after_it_was_written_is_dropped_and_redone(tmp_pat
     _finished_run(tmp_path / "other", ("n=4", "dataset.num_problems=6", "logger=none", "batch_size=2", "seed=3"))
     (tmp_path / "run" / "results" / "batch-000001.jsonl.gz").write_bytes(
         (tmp_path / "other" / "results" / "batch-000001.jsonl.gz").read_bytes())
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert run(cfg, run_dir=tmp_path / "run") == metrics
     assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
     assert (tmp_path / "run" / "results" / "batch-000001.jsonl.gz.damaged").exists()  # kept aside for inspection
@@ -183,7 +185,7 @@ def test_a_stub_record_is_dropped_and_redone_never_a_crash(tmp_path, caplog):
     digests.append(json.dumps({k: entry[k] for k in ("file", "bytes", "sha256", "config_hash")}).encode() + b"\n")
     (tmp_path / "results" / "digests.jsonl").write_bytes(b"".join(digests))
     for _ in range(2):  # and every rerun after it
-        with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+        with caplog.at_level(logging.WARNING, logger="tts.store"):
             assert run(cfg, run_dir=tmp_path) == metrics
     assert "no scores" in caplog.text
     assert len(RunDirectory(tmp_path).records()) == 6
@@ -221,7 +223,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
 def test_a_second_writer_process_is_refused(tmp_path):
     """Across processes: a job launched twice on one directory (SLURM requeue while the old one lingers, say)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tts.store.run_dir import RunDirectory; "
+        [sys.executable, "-c", "import sys, time; from tts.store.writer import RunDirectory; "
          "d = RunDirectory(sys.argv[1]); d.open({}); print('open', flush=True); time.sleep(60)", str(tmp_path)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -276,7 +278,7 @@ def test_scores_edited_in_the_index_are_refused_by_readers_and_redone_on_resume(
         RunDirectory(tmp_path).summaries()
     with pytest.raises(RunDamaged, match="entry was edited"):
         RunDirectory(tmp_path).records()
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert run(cfg, run_dir=tmp_path) == metrics  # the edit never reaches metrics.json
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and f"{name} (index line 1: its index entry was edited" in warnings[0]
@@ -305,7 +307,7 @@ def test_a_truncated_batch_is_named_by_readers_and_redone_on_resume(tmp_path, ca
     batch.write_bytes(full["batch-000001.jsonl.gz"][:-20])
     with pytest.raises(RunDamaged, match=rf"{batch}: \d+ bytes where its index entry says \d+: truncated"):
         RunDirectory(tmp_path).records()  # not a bare EOFError from gzip
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert run(cfg, run_dir=tmp_path) == metrics
     assert "batch-000001.jsonl.gz does not match its index entry" in caplog.text
     assert len(RunDirectory(tmp_path).records()) == 6  # redone: the directory verifies again
@@ -319,7 +321,7 @@ def test_a_batch_file_nothing_vouches_for_is_set_aside_not_counted_nor_deleted(t
     (tmp_path / "run" / "results" / "batch-000003.jsonl.gz").write_bytes(stray)  # no index entry, no digest
     with pytest.raises(RunDamaged, match="batch-000003.jsonl.gz has no entry in index.jsonl"):
         RunDirectory(tmp_path / "run").summaries()
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert run(cfg, run_dir=tmp_path / "run") == metrics
     assert "batch-000003.jsonl.gz: no index entry and no line in digests.jsonl" in caplog.text
     after = results_files(tmp_path / "run")
@@ -334,7 +336,7 @@ def test_a_run_written_before_digests_resumes_unverified_and_says_so_once(tmp_pa
         del entry["entry_sha256"]
     _index(tmp_path).write_text("".join(json.dumps(e) + "\n" for e in lines))
     (tmp_path / "results" / "digests.jsonl").unlink()
-    with caplog.at_level(logging.WARNING, logger="tts.store.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="tts.store"):
         assert len(RunDirectory(tmp_path).summaries()) == 6  # readable
         assert run(cfg, run_dir=tmp_path) == metrics  # and resumable: nothing to redo
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -346,7 +348,7 @@ def test_a_run_directory_written_before_confidence_resumes_with_top_logprobs_0(t
     """A directory whose fingerprint predates log-probabilities (no top_logprobs, no confidence knobs, no
     allow_foreign) resumes when the rerun asks for none (`model.top_logprobs=0`); with the default (5) its results
     would differ from what it holds, and the refusal names the key."""
-    from tts.store.run_dir import fingerprint_of
+    from tts.store.provenance import fingerprint_of
 
     cfg = compose_config(["n=4", "dataset.num_problems=3", "logger=none", "model.top_logprobs=0"])
     run(cfg, run_dir=tmp_path)

@@ -19,8 +19,9 @@ from tts.grading import extract_answer
 from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import revisions
+from tts.search.base import RunSpec
 from tts.search.revisions import context, revision_request
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 PROBLEMS = generate_problems(12, seed=21)
 
@@ -58,7 +59,7 @@ def test_chains_batching_and_context_budget():
     cfg = typed_config(["strategy=revisions", "n=8", "strategy.revisions_per_chain=4",
                         "strategy.revision_context_tokens=150", "budget.max_tokens=120"])
     policy = Recorder(build_policy(cfg.model, cfg.seed))
-    outputs = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, build_prm(cfg.prm), cfg)
+    outputs = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, build_prm(cfg.prm), RunSpec.of(cfg))
     # one backend call per round for all chains of all problems: 1 sampling call + 3 revision rounds
     assert len(policy.calls) == 4
     assert [len(c) for c in policy.calls] == [len(PROBLEMS)] + [2 * len(PROBLEMS)] * 3
@@ -70,8 +71,8 @@ def test_chains_batching_and_context_budget():
         layout = [(c.extra["chain"], c.extra["position"]) for c in completions]
         assert layout == [(chain, position) for chain in range(2) for position in range(4)]
         assert all(c.tokens <= 120 for c in completions)
-        assert output.compute["generated_tokens"] == sum(c.tokens for c in completions)
-        assert output.compute["backend_calls"] == 4
+        assert output.compute.generated_tokens == sum(c.tokens for c in completions)
+        assert output.compute.backend_calls == 4
         for c in completions:
             held, tokens = c.extra["context_attempts"], c.extra["context_tokens"]
             assert tokens <= 150 and held <= c.extra["position"]
@@ -97,18 +98,18 @@ def test_one_attempt_per_chain_is_best_of_n():
     cfg = typed_config(["strategy=revisions", "n=4", "strategy.revisions_per_chain=1"])
     policy = build_policy(cfg.model, cfg.seed)
     prm = build_prm(cfg.prm)
-    chains = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, prm, cfg)
+    chains = revisions.Revisions(cfg.strategy).search(PROBLEMS, policy, prm, RunSpec.of(cfg))
     bon_cfg = typed_config(["strategy=best_of_n", "n=4"])
     from tts.search import best_of_n
 
     plain = best_of_n.BestOfN(bon_cfg.strategy).search(PROBLEMS, build_policy(bon_cfg.model, 0), build_prm(bon_cfg.prm),
-                                                       bon_cfg)
+                                                       RunSpec.of(bon_cfg))
     assert [[c.text for c in o.completions] for o in chains] == [[c.text for c in o.completions] for o in plain]
 
 
 def _revise(problem, attempt, k, cfg):
     shown = [GenerationOutput(attempt, "eos", 10)]
-    return [revision_request(problem.problem, shown, cfg, seed_offset=j) for j in range(k)]
+    return [revision_request(problem.problem, shown, RunSpec.of(cfg), cfg.strategy, seed_offset=j) for j in range(k)]
 
 
 def test_sim_revisions_fix_and_break_as_configured():
@@ -135,7 +136,7 @@ def test_sim_revisions_fix_and_break_as_configured():
 def test_sim_solves_afresh_when_no_attempt_fits_the_context():
     cfg = typed_config(["strategy=revisions"])
     policy = SimPolicy(SimPolicyConfig())
-    empty = [revision_request(p.problem, [], cfg, seed_offset=5) for p in PROBLEMS]
+    empty = [revision_request(p.problem, [], RunSpec.of(cfg), cfg.strategy, seed_offset=5) for p in PROBLEMS]
     fresh = [GenerationRequest(messages=[{"role": "user", "content": p.problem}], seed=cfg.seed + 5) for p in PROBLEMS]
     assert [o[0].text for o in policy.generate(empty)] == [o[0].text for o in policy.generate(fresh)]
     assert all("<attempt>" not in r.problem for r in empty)

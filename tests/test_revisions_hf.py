@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 from tests.tiny_models import save_llama_causal_lm  # noqa: E402
 from tts.pipeline import run  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from tts.grading import extract_answer
 from tts.pipeline import run
 from tts.prms import build_prm
 from tts.search import build_strategy
-from tts.search.tree import allocate
-from tts.store.run_dir import RunDirectory
+from tts.search.base import RunSpec
+from tts.search.base import allocate
+from tts.store.writer import RunDirectory
 
 TREE_STRATEGIES = ["beam", "dvts", "lookahead", "rebase", "particle_filtering"]
 
@@ -62,7 +63,7 @@ def _search(strategy: str, overrides: list[str] = (), num_problems: int = 6, n: 
     problems = load_problems(cfg.dataset)
     policy = RecordingPolicy(build_policy(cfg.model, cfg.seed))
     prm = CountingPRM(build_prm(cfg.prm))
-    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, RunSpec.of(cfg))
     return cfg, problems, policy, prm, outputs
 
 
@@ -82,9 +83,9 @@ def test_exactly_n_finished_completions_and_exact_compute(strategy):
             assert c.finish_reason in ("eos", "stop", "length", "truncated")
             assert len(c.steps) == len(c.step_scores) > 0
             assert all(0.0 <= s <= 1.0 for s in c.step_scores)
-        assert output.compute["generated_tokens"] == tokens[problem.problem]
-    assert sum(o.compute["generated_tokens"] for o in outputs) == policy.stats.generated_tokens
-    assert sum(o.compute["prm_tokens"] for o in outputs) == prm.stats.tokens > 0
+        assert output.compute.generated_tokens == tokens[problem.problem]
+    assert sum(o.compute.generated_tokens for o in outputs) == policy.stats.generated_tokens
+    assert sum(o.compute.prm_tokens for o in outputs) == prm.stats.tokens > 0
 
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts", "rebase", "particle_filtering"])
@@ -95,7 +96,7 @@ def test_one_backend_call_and_one_prm_call_per_iteration(strategy, search_batch_
     chunk = search_batch_size or len(problems)
     chunks = [outputs[i : i + chunk] for i in range(0, len(outputs), chunk)]
     # iterations of a chunk = calls its longest-running problem took part in; one call each, shared by the chunk
-    iterations = sum(max(o.compute["backend_calls"] for o in part) for part in chunks)
+    iterations = sum(max(o.compute.backend_calls for o in part) for part in chunks)
     assert policy.stats.calls == len(policy.log) == iterations == prm.calls
     first = {request.problem for request, _ in policy.log[0]}
     assert first == {p.problem for p in problems[:chunk]}  # the first call carries every problem of the chunk
@@ -168,7 +169,7 @@ def test_dvts_writes_unfinished_siblings_to_the_end():
                                    "logger=none"]))
     problems = load_problems(cfg.dataset)
     policy = RecordingPolicy(RaggedPolicy())
-    outputs = build_strategy(cfg.strategy).search(problems, policy, CountingPRM(build_prm(cfg.prm)), cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, CountingPRM(build_prm(cfg.prm)), RunSpec.of(cfg))
     for output in outputs:
         assert len(output.completions) == 16
         for c in output.completions:  # never a half-written sibling
@@ -188,9 +189,9 @@ def test_lookahead_counts_rollout_tokens_and_k0_is_beam_search():
                 rollout[request.problem] += sum(o.num_tokens for o in samples)
     assert sum(rollout.values()) > 0
     for problem, output in zip(problems, outputs):
-        assert output.compute["rollout_tokens"] == rollout[problem.problem]
+        assert output.compute.rollout_tokens == rollout[problem.problem]
         # rollout text is compute only: it never ends up in a completion
-        assert output.compute["generated_tokens"] > sum(c.tokens for c in output.completions)
+        assert output.compute.generated_tokens > sum(c.tokens for c in output.completions)
     # 1 + k backend rounds per iteration (the last iteration has no rollout); still one PRM call per iteration
     assert prm.calls < len(policy.log) <= (1 + k) * prm.calls
 

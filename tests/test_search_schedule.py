@@ -21,6 +21,7 @@ from tts.config.validate import validate
 from tts.data import load_problems
 from tts.prms import build_prm
 from tts.search import build_strategy
+from tts.search.base import RunSpec
 
 from test_search import CountingPRM, RecordingPolicy
 
@@ -76,7 +77,7 @@ def _run(strategy: str, policy_wrapper, overrides=(), num_problems: int = 6, n: 
     problems = load_problems(cfg.dataset)
     policy = policy_wrapper(build_policy(cfg.model, cfg.seed))
     prm = prm_wrapper(build_prm(cfg.prm))
-    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, cfg)
+    outputs = build_strategy(cfg.strategy).search(problems, policy, prm, RunSpec.of(cfg))
     return policy, prm, outputs
 
 
@@ -87,7 +88,7 @@ def _answered(policy) -> set[str]:
 
 def _view(outputs):
     return [([(c.text, c.steps, c.step_scores, c.finish_reason, c.tokens) for c in o.completions],
-             {k: v for k, v in o.compute.items() if k != "prm_tokens"}) for o in outputs]
+             {k: v for k, v in o.compute.as_dict().items() if k != "prm_tokens"}) for o in outputs]
 
 
 @pytest.mark.parametrize("strategy", TREE_STRATEGIES)
@@ -102,10 +103,10 @@ def test_per_problem_schedule_is_the_lockstep_search(strategy, seed):
         assert all(c.text in answered for o in run for c in o.completions)
     assert policy.stats.generated_tokens == lockstep_policy.stats.generated_tokens
     # the PRM read the same candidates; its tokens are shared out per call, so only the total is exact per problem
-    assert prm.stats.tokens == lockstep_prm.stats.tokens == sum(o.compute["prm_tokens"] for o in streamed)
+    assert prm.stats.tokens == lockstep_prm.stats.tokens == sum(o.compute.prm_tokens for o in streamed)
     [stream] = policy.streams
     assert stream.interleaved > 0, "no problem ever ran ahead of another"
-    iterations = sum(o.compute["backend_calls"] for o in lockstep)  # problem-iterations (rollout rounds included)
+    iterations = sum(o.compute.backend_calls for o in lockstep)  # problem-iterations (rollout rounds included)
     assert lockstep_prm.calls <= prm.calls < iterations
     assert stream.closed_with == 0
 

@@ -164,7 +164,7 @@ def test_tree_completions_carry_the_confidence_of_the_outputs_they_are_made_of(t
     from conftest import compose_config
 
     from tts.pipeline import run
-    from tts.store.run_dir import RunDirectory
+    from tts.store.writer import RunDirectory
 
     run(compose_config([f"strategy={strategy}", "n=4", "dataset.num_problems=3", "logger=none"]), run_dir=tmp_path)
     completions = [c for r in RunDirectory(tmp_path).records() for c in r.completions]

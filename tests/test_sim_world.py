@@ -153,11 +153,12 @@ def _finished_depths(varied_length: bool) -> list[set[int]]:
     from tts.data import load_problems
     from tts.prms import build_prm
     from tts.search import build_strategy
+    from tts.search.base import RunSpec
 
     cfg = typed_config(["strategy=beam", "n=16", "dataset.num_problems=12", "logger=none",
                         f"model.backend.varied_length={str(varied_length).lower()}"])
     outputs = build_strategy(cfg.strategy).search(load_problems(cfg.dataset), build_policy(cfg.model, cfg.seed),
-                                                  build_prm(cfg.prm), cfg)
+                                                  build_prm(cfg.prm), RunSpec.of(cfg))
     return [{len(c.steps) for c in output.completions if c.finish_reason != "length"} for output in outputs]
 
 
@@ -228,6 +229,7 @@ def _weighted_minus_naive(overrides: list[str], n: int, seeds: tuple[int, ...]) 
     from tts.pipeline import grade_batch
     from tts.prms import build_prm
     from tts.search import build_strategy
+    from tts.search.base import RunSpec
 
     gaps: dict[int, list[float]] = {4: [], n: []}
     grader = AnswerGrader()
@@ -236,7 +238,7 @@ def _weighted_minus_naive(overrides: list[str], n: int, seeds: tuple[int, ...]) 
                             *overrides])
         problems = load_problems(cfg.dataset)
         outputs = build_strategy(cfg.strategy).search(problems, build_policy(cfg.model, cfg.seed), build_prm(cfg.prm),
-                                                      cfg)
+                                                      RunSpec.of(cfg))
         for record in grade_batch(problems, outputs, grader, cfg):
             for k in gaps:
                 gaps[k].append(record.scores.expected[f"weighted@{k}"] - record.scores.expected[f"naive@{k}"])

@@ -18,12 +18,14 @@ import pytest
 from conftest import REPO, compose_config, results_files, typed_config
 from tts.backends.sim import SimPolicy
 from tts.data import load_problems
-from tts.launch.model_cache import acquire_policy, acquire_prm
-from tts.pipeline import _Progress, run
+from tts.runtime.model_cache import acquire_policy, acquire_prm
+from tts.pipeline import run
+from tts.runtime.progress import Progress as _Progress
 from tts.prms.sim import SimPRM
 from tts.search.beam import BeamState
+from tts.search.base import RunSpec
 from tts.search.tree import run_tree_search
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 
 ARGS = ["n=32", "dataset.num_problems=40", "batch_size=2", "logger=none"]
 
@@ -83,7 +85,7 @@ def test_a_tree_search_hands_over_each_problem_as_its_search_ends():
     policy, prm = acquire_policy(cfg.model, cfg.seed), acquire_prm(cfg.prm)
     assert isinstance(policy, SimPolicy) and isinstance(prm, SimPRM)
     handed: list[tuple[int, object, int]] = []
-    results = run_tree_search(problems, policy, prm, cfg, BeamState,
+    results = run_tree_search(problems, policy, prm, cfg.strategy, RunSpec.of(cfg), BeamState,
                               finished=lambda done: handed.extend((i, o, policy.stats.calls) for i, o in done))
     assert sorted(i for i, _, _ in handed) == list(range(len(problems))), "each problem exactly once"
     for i, output, _ in handed:
@@ -118,8 +120,8 @@ def test_progress_line_comes_from_a_timer(caplog):
         while not any("progress: 4/10" in m for m in caplog.messages) and time.monotonic() < deadline:
             time.sleep(0.01)
     line = next(m for m in caplog.messages if "progress: 4/10" in m)
-    assert re.fullmatch(r"progress: 4/10 problems saved, 1000 tokens generated \([\d.]+ tokens/s\), \d+m\d\ds elapsed, "
-                        r"time left \d+m\d\ds", line), line
+    assert re.fullmatch(r"progress: 4/10 problems saved, 1000 tokens generated \([\d.]+ tokens/s\), \d\d:\d\d elapsed, "
+                        r"time left \d\d:\d\d", line), line
 
 
 @pytest.mark.parametrize("strategy", ["best_of_n", "filter_vote", "revisions"])
@@ -135,7 +137,7 @@ def test_chunked_strategies_save_each_chunk_as_it_ends(tmp_path, strategy):
 
 def test_a_stop_signal_during_a_write_waits_for_its_end():
     """A batch file and its index line are written whole: the signal is raised once the write is done."""
-    from tts.pipeline import _Signal, _StopSignals
+    from tts.runtime.signals import StopSignal as _Signal, StopSignals as _StopSignals
 
     previous = signal.getsignal(signal.SIGTERM)
     written = []

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from tts.launch.sweep import MAX_NAME_BYTES, short_dirname
-from tts.store.run_dir import find_run_dirs
+from tts.cli.sweep import MAX_NAME_BYTES, short_dirname
+from tts.store.readers import find_run_dirs
 
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 

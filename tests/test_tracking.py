@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_config
 from tts.pipeline import run
 from tts.tracking.tracker import online_problem, scrub
-from tts.store.run_dir import RunDirectory
+from tts.store.writer import RunDirectory
 from wandb_offline import history, inspect, of_type, offline_runs, run_info, summary, table
 
 

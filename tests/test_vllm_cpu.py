@@ -11,20 +11,16 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from tests.tiny_models import tiny_dirs  # noqa: E402
+from tests.tiny_models import tiny_dirs, tiny_prm_config  # noqa: E402
 from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.hf import HFPolicyConfig  # noqa: E402
 from tts.backends.vllm import VLLMPolicyConfig  # noqa: E402
 from tts.config.schema import ModelConfig  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
-from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
-from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
 STEPS = ["## Step 1: Add.\n1 + 2 = 3", "So x = 3.", "Therefore, the final answer is: $\\boxed{3}$."]
-PRM_CONFIGS = {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig}
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +116,9 @@ def test_vllm_top_logprobs_equal_hf_teacher_forced_on_its_tokens(dirs, policy, m
 @pytest.mark.parametrize("family,checkpoint", [("rlhflow", "rlhflow"), ("math_shepherd", "math_shepherd"),
                                                ("qwen_prm", "qwen_prm_native")])
 def test_vllm_prm_matches_hf(dirs, family, checkpoint):
-    config = PRM_CONFIGS[family]
-    common = dict(name=family, path=str(dirs[checkpoint]), dtype="float32", enforce_eager=True, max_length=512,
-                  gpu_memory_utilization=0.3)
-    hf = build_prm(config(backend="hf", device="cpu", **common))
-    vl = build_prm(config(backend="vllm", **common))
+    hf = build_prm(tiny_prm_config(family, dirs[checkpoint], "prm.engine.device=cpu"))
+    vl = build_prm(tiny_prm_config(family, dirs[checkpoint], "prm.engine.enforce_eager=true",
+                                   "prm.engine.max_length=512", "prm.engine.gpu_memory_utilization=0.3", engine="vllm"))
     try:
         problems, solutions = ["What is 1+2?", "Q"], [STEPS, ["a", "b"]]
         expected = hf._score_batch(problems, solutions)
@@ -136,8 +130,13 @@ def test_vllm_prm_matches_hf(dirs, family, checkpoint):
         vl.close()
 
 
-@pytest.mark.parametrize("prm_backend", ["hf", "vllm"])
-def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
+PRM_ENGINE_KNOBS = {"hf": ["prm.engine.device=cpu"],
+                    "vllm": ["prm.engine.enforce_eager=true", "prm.engine.max_length=512",
+                             "prm.engine.gpu_memory_utilization=0.3", "prm.engine.block_size=32"]}
+
+
+@pytest.mark.parametrize("prm_engine", ["hf", "vllm"])
+def test_main_with_vllm_policy(dirs, prm_engine, tmp_path):
     """`tts/main.py` end to end with the vLLM policy (and the RLHFlow-format PRM on hf or vLLM)."""
     import subprocess
     import sys
@@ -151,9 +150,8 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
         "model=llama-3.2-1b", f"model.path={dirs['llama']}", "model/backend=vllm", "model.dtype=float32",
         "model.backend.enforce_eager=true", "model.backend.max_model_len=512",
         "model.backend.gpu_memory_utilization=0.3",
-        "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm.backend={prm_backend}", "prm.device=cpu",
-        "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
-        "prm.block_size=32", f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3",
+        "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", f"prm/engine={prm_engine}", "prm.dtype=float32",
+        *PRM_ENGINE_KNOBS[prm_engine], f"strategy={strategy}", "n=4", "dataset=synthetic", "dataset.num_problems=3",
         "budget.max_tokens=24", "budget.num_iterations=3", "logger=none", f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
@@ -166,4 +164,4 @@ def test_main_with_vllm_policy(dirs, prm_backend, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tokens/prm"] == metrics["tokens/prm_computed"] + metrics["tokens/prm_cached"] > 0
     assert metrics["tokens/prm_cached"] == sum(r.compute["prm_cached_tokens"] for r in records)
-    assert metrics["tokens/prm_cached"] > 0  # candidates of a problem share its prompt, on either backend
+    assert metrics["tokens/prm_cached"] > 0  # candidates of a problem share its prompt, on either engine

@@ -14,17 +14,13 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from tests.tiny_models import tiny_dirs  # noqa: E402
+from tests.tiny_models import tiny_dirs, tiny_prm_config  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
-from tts.prms.math_shepherd import MathShepherdConfig  # noqa: E402
-from tts.prms.qwen_prm import QwenPRMConfig  # noqa: E402
-from tts.prms.rlhflow import RLHFlowConfig  # noqa: E402
 
 PROBLEM = "Solve the following math problem efficiently and clearly. What is 12 + 30 - 7? " * 2
 STEP_1 = "## Step 1: Compute the sum of 12 and 30.\n12 + 30 = 42."
 STEP_2 = ["## Step 2: Subtract 7 from 42, so 42 - 7 = 35.", "The problem asks for the value of the expression."]
 STEP_3 = ["Therefore, the final answer is: $\\boxed{35}$. I hope it is correct.", "We find that the result is 7."]
-CONFIGS = {"rlhflow": RLHFlowConfig, "math_shepherd": MathShepherdConfig, "qwen_prm": QwenPRMConfig}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +29,10 @@ def dirs(tmp_path_factory):
 
 
 def _prm(dirs, family, checkpoint, prefix_caching):
-    return build_prm(CONFIGS[family](
-        name=family, backend="vllm", path=str(dirs[checkpoint]), dtype="float32", enforce_eager=True, max_length=512,
-        gpu_memory_utilization=0.3, enable_prefix_caching=prefix_caching, block_size=32))
+    return build_prm(tiny_prm_config(
+        family, dirs[checkpoint], "prm.engine.enforce_eager=true", "prm.engine.max_length=512",
+        "prm.engine.gpu_memory_utilization=0.3", f"prm.engine.enable_prefix_caching={prefix_caching}",
+        "prm.engine.block_size=32", engine="vllm"))
 
 
 @pytest.mark.parametrize("family,checkpoint", [("rlhflow", "rlhflow"), ("math_shepherd", "math_shepherd"),
@@ -60,7 +57,7 @@ def test_step_by_step_scores_equal_full_sequence_scores_and_reuse_the_prefix(dir
         for want, have in zip(expected, got):
             assert have == pytest.approx(want, abs=1e-4)
         # only the newest step of each candidate was sent (3 + 2 + 4 cuts, never a whole re-encoded solution)...
-        assert prm.forward_calls == 3 and prm.stats.solutions_scored == 1 + 2 + 4
+        assert prm.engine.forward_calls == 3 and prm.stats.solutions_scored == 1 + 2 + 4
         # ...and most of what was sent came from the cache
         assert prm.stats.computed_tokens < prm.stats.tokens - tokens_first
         assert prm.stats.cached_tokens > prm.stats.computed_tokens - tokens_first

@@ -21,6 +21,7 @@ from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.search import build_strategy  # noqa: E402
+from tts.search.base import RunSpec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,10 @@ def engines(tmp_path_factory):
         "model/backend=vllm", "model.dtype=float32", "model.backend.enforce_eager=true",
         "model.backend.max_model_len=512", "model.backend.gpu_memory_utilization=0.3",
         "model.backend.max_num_batched_tokens=65536",
-        "prm=rlhflow-8b", f"prm.path={save_llama_causal_lm(root / 'prm', seed=5)}", "prm.backend=vllm",
-        "prm.dtype=float32", "prm.enforce_eager=true", "prm.max_length=512", "prm.gpu_memory_utilization=0.3",
-        "prm.block_size=32", "n=4", "dataset.num_problems=4", "budget.max_tokens=96", "budget.num_iterations=4",
+        "prm=rlhflow-8b", f"prm.path={save_llama_causal_lm(root / 'prm', seed=5)}", "prm/engine=vllm",
+        "prm.dtype=float32", "prm.engine.enforce_eager=true", "prm.engine.max_length=512",
+        "prm.engine.gpu_memory_utilization=0.3", "prm.engine.block_size=32", "n=4", "dataset.num_problems=4",
+        "budget.max_tokens=96", "budget.num_iterations=4",
         "logger=none",
     ]
     run = typed_config(overrides)
@@ -48,7 +50,7 @@ def _search(engines, strategy: str, schedule: str):
     run = typed_config([*overrides, f"strategy={strategy}", f"strategy.schedule={schedule}"])
     prm.clear_memo()
     calls_before = policy.stats.calls
-    outputs = build_strategy(run.strategy).search(load_problems(run.dataset), policy, prm, run)
+    outputs = build_strategy(run.strategy).search(load_problems(run.dataset), policy, prm, RunSpec.of(run))
     assert not policy.llm.llm_engine.has_unfinished_requests()
     return outputs, policy.stats.calls - calls_before
 
@@ -65,8 +67,8 @@ def test_per_problem_schedule_runs_the_lockstep_search(engines, strategy):
         for x, y in zip(a.completions, b.completions):
             assert y.step_scores == pytest.approx(x.step_scores, abs=1e-5)
             steps = max(steps, len(x.steps))
-        assert a.compute["generated_tokens"] == b.compute["generated_tokens"]
-        assert a.compute["backend_calls"] == b.compute["backend_calls"]
+        assert a.compute.generated_tokens == b.compute.generated_tokens
+        assert a.compute.backend_calls == b.compute.backend_calls
     assert steps >= 2  # the search took steps: the comparison covers more than the first iteration
 
 

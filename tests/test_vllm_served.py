@@ -30,7 +30,7 @@ from tts.backends import GenerationRequest, build_policy  # noqa: E402
 from tts.backends.openai import OpenAIPolicyConfig  # noqa: E402
 from tts.backends.vllm import VLLMPolicyConfig  # noqa: E402
 from tts.config.schema import ModelConfig  # noqa: E402
-from tts.store.run_dir import RunDirectory  # noqa: E402
+from tts.store.writer import RunDirectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is 1+2?"}]
@@ -131,8 +131,8 @@ def test_beam_search_end_to_end_on_the_served_policy(dirs, served, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "tts/main.py", "model=llama-3.2-1b", "model/backend=openai", f"model.path={dirs['llama']}",
-        f"model.backend.base_url={served}", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm.backend=hf",
-        "prm.device=cpu", "prm.dtype=float32", "strategy=beam", "n=4", "dataset.num_problems=2",
+        f"model.backend.base_url={served}", "prm=rlhflow-8b", f"prm.path={dirs['rlhflow']}", "prm/engine=hf",
+        "prm.engine.device=cpu", "prm.dtype=float32", "strategy=beam", "n=4", "dataset.num_problems=2",
         "budget.max_tokens=16", "budget.num_iterations=2", "logger=none", f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

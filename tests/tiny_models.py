@@ -264,6 +264,20 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     return _BUILT
 
 
+# the option of each PRM family under conf/prm/
+PRM_OPTIONS = {"rlhflow": "rlhflow-8b", "math_shepherd": "math-shepherd", "qwen_prm": "qwen2.5-math-prm-7b",
+               "skywork": "skywork-1.5b"}
+
+
+def tiny_prm_config(family: str, path, *overrides: str, engine: str = "hf"):
+    """The typed config of `family`'s option (conf/prm/) on the tiny checkpoint at `path`, run by `engine`
+    (`prm/engine=hf|vllm`) in float32 without the checkpoint's own code, then `overrides` (`prm.engine.device=cpu`)."""
+    from conftest import typed_config
+
+    return typed_config([f"prm={PRM_OPTIONS[family]}", f"prm/engine={engine}", f"prm.path={path}", "prm.dtype=float32",
+                         "prm.trust_remote_code=false", *overrides]).prm
+
+
 if __name__ == "__main__":  # python tests/tiny_models.py /tmp/tiny  -> build them for manual runs
     import sys
 

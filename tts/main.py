@@ -12,8 +12,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import hydra
 from omegaconf import DictConfig
 
-from tts.launch.cli import check_command_line
-from tts.launch.sweep import guarded_run
+from tts.cli.command_line import check_command_line
+from tts.cli.sweep import guarded_run
 from tts.pipeline import run
 
 

@@ -1,92 +1,57 @@
-"""From graded completions to predictions and accuracies: step-score reduction, selection, acc@n', pass@n'.
+"""From graded completions to predictions and accuracies: step-score reduction, the aggregations, acc@n', pass@n'.
 
-Pure functions, no I/O. A problem's n completions arrive with answers already extracted and mapped to canonical keys
-(equivalent answers share a key), so voting counts keys, never strings.
+Pure functions, no I/O. A problem's n completions arrive graded (tts.pipeline.grade_batch): answers extracted and
+mapped to canonical keys (equivalent answers share a key), so voting counts keys, never strings.
 
-Selection (ties are broken deterministically, always toward the completion that comes first among the n):
-- naive: the completion with the highest reduced PRM score;
-- weighted: the key with the largest summed reduced score (Snell et al.'s "best-of-N weighted");
-- majority: the key with the most completions (self-consistency). When the strategy marks which completions may vote
-  (`vote_mask`, e.g. filter-vote keeps those the policy judged correct), "maj" counts only those, falling back to all
-  completions of a subset where none of them may vote (Chen et al. 2024), and "maj_unfiltered" reports the plain vote.
-Completions without an answer never win a vote; if none has one, the prediction is "no answer" (wrong).
+Each aggregation is one function registered with `@aggregation` (naive, weighted, maj, maj_unfiltered,
+deepconf<eta>, self_certainty, borda_sc, final: their docstrings below say each rule), with one signature: a
+`SubsetView` of many subsets of a problem's completions in, the winning key id of each subset out. It declares what
+it needs (`Need`: the PRM's scores, the policy's confidence on every completion, the strategy's votes or weights);
+`score_problem` computes every registered aggregation whose needs the problem meets, and tracking and analysis read
+the registry for names, order and labels. A new aggregation is one function, e.g. the shortest completion's answer:
 
-Without a reward model, from the policy's own confidence (`Completion.confidence`, docs/confidence.md), when every
-completion of the problem carries it:
-- deepconf<eta> (`deepconf10`, `deepconf90`; DeepConf offline, Fu et al. 2025): keep the ceil(eta% of n') most
-  confident completions of the subset by `scoring.deepconf_measure` (lowest group confidence by default), then the key
-  with the largest summed confidence among them;
-- self_certainty: the completion with the highest self-certainty (best-of-N, Kang et al. 2025);
-- borda_sc: Borda vote by self-certainty rank: of n', the completion ranked r (1 = most certain) gives its key
-  (n' - r + 1) ** `scoring.borda_power` (Kang et al. 2025).
-A run without a PRM (`prm=none`) reports neither naive nor weighted.
+    @aggregation("shortest", label="shortest completion")
+    def shortest(view: SubsetView) -> np.ndarray:
+        return view.highest(-np.array([c.tokens for c in view.problem.completions], dtype=float))
+
+Ties are broken deterministically, toward the completion (or the key) that comes first among the n. Completions
+without an answer never win a vote; if none has one, the prediction is "no answer" (wrong). A prediction is written
+as the first completion with the winning key wrote it (of the subset, for an aggregation reported `once`).
 
 Accuracy at n' < n comes from the one run of n samples in two ways:
 - prefix: the first n' completions, as the reference implementation does (one draw, high variance);
 - expected: the mean correctness over all subsets of size n', with a 95% confidence half-width over problems. It is
-  exact for naive and self_certainty at every n' (closed form, `selection_probabilities`), for every aggregation at
-  n' = 1 (the mean correctness of the n completions) and at n' = n; for the votes at 1 < n' < n it is the mean over
-  `draws` random subsets (Monte Carlo: no cheap closed form). `metrics.json` reports the expected value under
-  `acc/<aggregation>@K` and the prefix value under `acc_prefix/<aggregation>@K`.
+  exact for the aggregations that take the completion with the highest of a per-completion value (declared
+  `highest`: naive, self_certainty) at every n' (closed form, `selection_probabilities`), for every aggregation at
+  n' = 1 (the mean correctness of the n completions: an aggregation of one completion picks it) and at n' = n; for
+  the others at 1 < n' < n it is the mean over `draws` random subsets (Monte Carlo: no cheap closed form).
+  `metrics.json` reports the expected value under `acc/<aggregation>@K` and the prefix value under
+  `acc_prefix/<aggregation>@K`.
 pass@n' uses the unbiased estimator 1 - C(n - c, n') / C(n, n') (Chen et al. 2021).
 
-An adaptive strategy (deepconf, esc) decides itself how many completions to draw and gives each one a vote weight
-(`final_weights`, 0 for those that do not vote): its own answer, the weighted vote over all of them, is reported as
-"final" (one figure per problem, no n'), and `metrics.json` as `acc/final` over every problem, whatever number of
-completions each one got. Its acc@n' figures at n' below a problem's own count are subsets of an adaptively stopped
-set and say little; compare such runs by `acc/final` against `tokens/generated_per_problem`.
+An aggregation declared `once` (final: an adaptive strategy's own answer) is reported once per problem, over the
+completions it names, with no n': `metrics.json` has `acc/<aggregation>` over every problem that reports it,
+whatever number of completions each one got. An adaptive strategy's acc@n' figures at n' below a problem's own
+count are subsets of an adaptively stopped set and say little; compare such runs by `acc/final` against
+`tokens/generated_per_problem`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from typing import Optional, cast
 
 import numpy as np
 
-from tts.data.records import ProblemRecord, ProblemSummary, Scores
+from tts.data.records import Completion, ProblemRecord, ProblemSummary, Scores
 
-AGGREGATIONS = ("naive", "weighted", "maj")
-EXTRA_AGGREGATIONS = ("maj_unfiltered",)  # reported only by strategies that filter the vote (vote_mask)
-PRM_AGGREGATIONS = ("naive", "weighted")  # need a PRM's scores: not reported with prm=none
-# from the policy's confidence: reported when every completion carries it (deepconf<eta> for each scoring.deepconf_eta)
-CONFIDENCE_AGGREGATIONS = ("self_certainty", "borda_sc")
 DEFAULT_ETAS = (10, 90)
 # metrics.json: problems prm=sim judged though dataset=synthetic did not generate them (prm.allow_foreign=true)
 FOREIGN_PRM_METRIC = "warnings/prm_sim_foreign_problems"
-
-
-def confidence_aggregations(etas: Sequence[int] = DEFAULT_ETAS) -> tuple[str, ...]:
-    """The confidence aggregations' names, in report order, for these deepconf filter percentages."""
-    return (*(f"deepconf{int(eta)}" for eta in etas), *CONFIDENCE_AGGREGATIONS)
-
-
-def is_confidence_aggregation(name: str) -> bool:
-    return name in CONFIDENCE_AGGREGATIONS or (name.startswith("deepconf") and name[len("deepconf") :].isdigit())
-
-
-def reported_aggregations(metric_names: Iterable[str]) -> list[str]:
-    """The aggregations a run's summaries show (W&B curves, progress): naive, weighted and majority where present (not
-    naive and weighted with prm=none), then the confidence ones present, read off `acc/<agg>@<n'>` metric names or
-    `<agg>@<n'>` score names."""
-    present = {name.rsplit("@", 1)[0].removeprefix("acc/") for name in metric_names if "@" in name}
-    return [a for a in AGGREGATIONS if a in present] + sorted(
-        (a for a in present if is_confidence_aggregation(a)), key=confidence_rank
-    )
-
-
-def confidence_rank(name: str) -> tuple[int, int]:
-    """deepconf<eta> by eta, then self_certainty, borda_sc."""
-    if name in CONFIDENCE_AGGREGATIONS:
-        return (1, CONFIDENCE_AGGREGATIONS.index(name))
-    return (0, int(name[len("deepconf") :]))
-
-
-def aggregation_order(names: Sequence[str]) -> list[str]:
-    """`names` (distinct), in report order: the PRM and vote aggregations, the filtered vote, then the confidence
-    ones in the order given."""
-    known = [a for a in AGGREGATIONS + EXTRA_AGGREGATIONS if a in names]
-    return known + [a for a in names if a not in known]
 
 
 def reduce_scores(step_scores: Sequence[float], how: str = "last") -> float:
@@ -115,28 +80,21 @@ def select_naive(scores: Sequence[float]) -> int:
     return int(np.argmax(np.asarray(scores, dtype=float)))
 
 
-def _vote(keys: Sequence[str | None], weights: Sequence[float]) -> int:
-    totals: dict[str, float] = {}
-    first: dict[str, int] = {}
-    for i, (key, weight) in enumerate(zip(keys, weights)):
-        if key is None:
-            continue
-        totals[key] = totals.get(key, 0.0) + weight
-        first.setdefault(key, i)
+def select_weighted(keys: Sequence, scores: Sequence[float]) -> int:
+    """Index of the first completion whose key has the largest summed score, ties to the key that came first (the
+    totals are kept in that order, and `max` keeps the first of equals); -1 when no completion has an answer."""
+    totals: dict = {}
+    for key, score in zip(keys, scores):
+        if key is not None:
+            totals[key] = totals.get(key, 0.0) + score
     if not totals:
         return -1
-    best = max(totals, key=lambda k: (totals[k], -first[k]))
-    return first[best]
-
-
-def select_weighted(keys: Sequence[str | None], scores: Sequence[float]) -> int:
-    """Index of the first completion whose key has the largest summed score (-1 when no completion has an answer)."""
-    return _vote(keys, scores)
+    return list(keys).index(max(totals, key=totals.__getitem__))
 
 
 def select_majority(keys: Sequence[str | None]) -> int:
     """Index of the first completion whose key is the most common (-1 when no completion has an answer)."""
-    return _vote(keys, [1.0] * len(keys))
+    return select_weighted(keys, [1.0] * len(keys))
 
 
 def selection_probabilities(scores: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
@@ -164,51 +122,140 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _encode_keys(keys: Sequence[str | None]) -> np.ndarray:
-    """Keys -> small integers in order of first appearance (so argmax ties favour the earliest); -1 for no answer."""
-    ids: dict[str, int] = {}
-    return np.array([-1 if k is None else ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+# -- what an aggregation reads --------------------------------------------------------------------------------------
 
 
-def _select_batch(
-    subsets: np.ndarray, key_ids: np.ndarray, scores: np.ndarray, num_keys: int, vote_mask: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Vectorised selection over many subsets at once (rows of completion indices) -> winning key id per row."""
-    draws, k = subsets.shape
-    chosen_keys = key_ids[subsets]
-    chosen_scores = scores[subsets]
-    naive = chosen_keys[np.arange(draws), np.argmax(chosen_scores, axis=1)]
-    result = {"naive": naive}
-    if num_keys == 0:
-        result["weighted"] = result["maj"] = result["maj_unfiltered"] = np.full(draws, -1)
-        return result
-    valid = chosen_keys >= 0
-    flat = (np.arange(draws)[:, None] * num_keys + np.where(valid, chosen_keys, 0))[valid]
-    counts = np.bincount(flat, minlength=draws * num_keys).reshape(draws, num_keys)
-    sums = np.bincount(flat, weights=chosen_scores[valid], minlength=draws * num_keys).reshape(draws, num_keys)
-    has_answer = valid.any(axis=1)
-    result["maj"] = np.where(has_answer, np.argmax(counts, axis=1), -1)
-    result["weighted"] = np.where(has_answer, np.argmax(sums, axis=1), -1)
-    if vote_mask is not None:
-        voters = valid & vote_mask[subsets]
-        voters = np.where(voters.any(axis=1)[:, None], voters, valid)  # nobody may vote: everybody votes
-        flat_voters = (np.arange(draws)[:, None] * num_keys + np.where(voters, chosen_keys, 0))[voters]
-        filtered = np.bincount(flat_voters, minlength=draws * num_keys).reshape(draws, num_keys)
-        result["maj_unfiltered"] = result["maj"]
-        result["maj"] = np.where(has_answer, np.argmax(filtered, axis=1), -1)
-    return result
+class Need(Enum):
+    """What an aggregation needs of a problem's completions: it is reported only where all of its needs are met."""
+
+    PRM = "the PRM scored the completions"  # not with prm=none, where the step scores mean nothing
+    CONFIDENCE = "every completion carries the policy's confidence (Completion.confidence)"
+    VOTES = "the strategy said which completions may vote (Completion.vote)"
+    WEIGHTS = "the strategy weighed the completions for its own answer (Completion.weight)"
 
 
-def _vote_rows(chosen_keys: np.ndarray, weights: np.ndarray, num_keys: int, voting: np.ndarray) -> np.ndarray:
-    """Per row (a subset's keys, vote weights and who may vote), the key id with the largest summed weight among the
-    voting completions that have an answer (ties to the key that appeared first); -1 where no such completion."""
-    draws = len(chosen_keys)
-    voters = (chosen_keys >= 0) & voting
-    flat = (np.arange(draws)[:, None] * num_keys + np.where(voters, chosen_keys, 0))[voters]
-    sums = np.bincount(flat, weights=weights[voters], minlength=draws * num_keys).reshape(draws, num_keys)
-    counts = np.bincount(flat, minlength=draws * num_keys).reshape(draws, num_keys)
-    sums = np.where(counts > 0, sums, -np.inf)  # a key nobody voted for never wins, even over zero weights
-    return np.where(voters.any(axis=1), np.argmax(sums, axis=1), -1)
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How one problem is scored: the run's `scoring` knobs and the problem's own seed (tts.pipeline.grade_batch)."""
+
+    draws: int = 200  # random subsets per n' of the expected accuracy (scoring.subset_draws)
+    seed: int = 0
+    reduction: str = "last"  # a completion's step scores -> its PRM score (reduce_scores)
+    deepconf_eta: Sequence[int] = DEFAULT_ETAS  # one deepconf<eta> per value, in this order
+    deepconf_measure: str = "lowest_group"  # the confidence deepconf keeps and weights by
+    borda_power: float = 0.5
+    prm_scored: bool = True  # False (prm=none): the step scores mean nothing
+
+
+class GradedProblem:
+    """A problem's n graded completions and the per-completion columns the aggregations read, each built when first
+    read (a run without confidence never looks for it)."""
+
+    def __init__(self, completions: Sequence[Completion], settings: ScoringSettings) -> None:
+        self.completions = completions
+        self.settings = settings
+        # keys numbered in order of first appearance (so argmax ties favour the earliest); -1: no answer
+        self.key_names = list(dict.fromkeys(c.key for c in completions if c.key is not None))
+        ids = {name: i for i, name in enumerate(self.key_names)}
+        self.key_ids = np.array([-1 if c.key is None else ids[c.key] for c in completions], dtype=np.int64)
+        self.num_keys = len(self.key_names)
+
+    @cached_property
+    def met(self) -> frozenset[Need]:
+        holds = {
+            Need.PRM: self.settings.prm_scored,
+            Need.CONFIDENCE: len(self.completions) > 0 and all(c.confidence is not None for c in self.completions),
+            Need.VOTES: any(c.vote is not None for c in self.completions),
+            Need.WEIGHTS: any(c.weight is not None for c in self.completions),
+        }
+        return frozenset(need for need, met in holds.items() if met)
+
+    @cached_property
+    def outcomes(self) -> np.ndarray:
+        """Per key id: 1 correct, 0 wrong, nan ungraded; the last entry (key id -1) is "no answer", wrong."""
+        verdicts = {c.key: c.correct for c in self.completions if c.key is not None}  # one verdict per key
+        as_float: dict[Optional[bool], float] = {True: 1.0, False: 0.0}
+        return np.array([as_float.get(verdicts[name], np.nan) for name in self.key_names] + [0.0])
+
+    @cached_property
+    def prm_scores(self) -> np.ndarray:
+        reduction = self.settings.reduction
+        return np.asarray([reduce_scores(c.step_scores, reduction) for c in self.completions], dtype=float)
+
+    def _confidence(self, measure: str) -> np.ndarray:
+        return np.array([float(cast(dict, c.confidence)[measure]) for c in self.completions])
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        """The measure deepconf keeps and weights by (`scoring.deepconf_measure`)."""
+        return self._confidence(self.settings.deepconf_measure)
+
+    @cached_property
+    def certainty(self) -> np.ndarray:
+        return self._confidence("self_certainty")
+
+    @cached_property
+    def votes(self) -> np.ndarray:
+        """May it vote? A completion the strategy did not mark may."""
+        return np.asarray([True if c.vote is None else c.vote for c in self.completions], dtype=bool)
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        return np.array([0.0 if c.weight is None else float(c.weight) for c in self.completions])
+
+
+class SubsetView:
+    """Subsets of one problem's completions, one per row of `rows` (completion indices, in the problem's order): what
+    an aggregation reads. What several aggregations share is computed once per view."""
+
+    def __init__(self, problem: GradedProblem, rows: np.ndarray) -> None:
+        self.problem = problem
+        self.rows = rows
+        self.size = rows.shape[1]  # n' (completions per subset)
+
+    def take(self, column: np.ndarray) -> np.ndarray:
+        """A per-completion column, per row."""
+        return column[self.rows]
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """Each entry's key id (-1: no answer)."""
+        return self.take(self.problem.key_ids)
+
+    @cached_property
+    def answered(self) -> np.ndarray:
+        return self.keys >= 0
+
+    def highest(self, column: np.ndarray) -> np.ndarray:
+        """Per row, the key of the completion with the highest value of `column` (ties to the first)."""
+        return self.keys[np.arange(len(self.rows)), np.argmax(self.take(column), axis=1)]
+
+    def tally(self, voters: Optional[np.ndarray] = None, weights: Optional[np.ndarray] = None) -> np.ndarray:
+        """Per row and key id: how many answered entries among `voters` (default: every answered one) have that key,
+        or the sum of their `weights` (one per entry)."""
+        voting = self.answered if voters is None else self.answered & voters
+        rows, num_keys = len(self.rows), self.problem.num_keys
+        cells = (np.arange(rows)[:, None] * num_keys + np.where(voting, self.keys, 0))[voting]  # (row, key), flat
+        tallied = np.bincount(cells, weights=None if weights is None else weights[voting], minlength=rows * num_keys)
+        return tallied.reshape(rows, num_keys)
+
+    def winners(self, totals: np.ndarray) -> np.ndarray:
+        """Per row, the key id with the largest of `totals` (ties to the key that came first); -1 where no entry of
+        the row has an answer. A key no entry voted for can win where every total is below 0."""
+        return np.where(self.answered.any(axis=1), np.argmax(totals, axis=1), -1)
+
+    @cached_property
+    def confidence_ranks(self) -> np.ndarray:
+        """Per row, each entry's rank by confidence (0: the most confident)."""
+        return _ranks(self.take(self.problem.confidence))
+
+
+def _vote_of(view: SubsetView, voters: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row, the key with the largest summed `weights` among the answered `voters` (ties to the key that came
+    first); -1 where no answered entry votes. Unlike `winners(tally(...))`, a key nobody voted for never wins, even
+    where every total is 0 or below."""
+    voted = view.tally(voters) > 0
+    return np.where(voted.any(axis=1), np.argmax(np.where(voted, view.tally(voters, weights), -np.inf), axis=1), -1)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -219,125 +266,254 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _select_confidence(
-    subsets: np.ndarray,
-    key_ids: np.ndarray,
-    num_keys: int,
-    confidence: np.ndarray,
-    certainty: np.ndarray,
-    etas: Sequence[int],
-    borda_power: float,
-) -> dict[str, np.ndarray]:
-    """The confidence aggregations over many subsets at once (rows of completion indices) -> winning key id per row."""
-    draws, k = subsets.shape
-    chosen_keys = key_ids[subsets]
-    chosen_conf = confidence[subsets]
-    chosen_sc = certainty[subsets]
-    result = {"self_certainty": chosen_keys[np.arange(draws), np.argmax(chosen_sc, axis=1)]}
-    if num_keys == 0:
-        for name in confidence_aggregations(etas):
-            result.setdefault(name, np.full(draws, -1))
-        return result
-    conf_ranks = _ranks(chosen_conf)
-    for eta in etas:
-        kept = conf_ranks < max(1, math.ceil(k * eta / 100))
-        result[f"deepconf{int(eta)}"] = _vote_rows(chosen_keys, chosen_conf, num_keys, kept)
-    borda = (k - _ranks(chosen_sc)).astype(float) ** borda_power  # rank r (1-based) votes (k - r + 1) ** p
-    result["borda_sc"] = _vote_rows(chosen_keys, borda, num_keys, np.ones_like(borda, dtype=bool))
-    return result
+# -- the registry ---------------------------------------------------------------------------------------------------
+
+Rule = Callable[[SubsetView], np.ndarray]  # the winning key id per row of the view (-1: no answer)
 
 
-def score_problem(
-    keys: Sequence[str | None],
-    answers: Sequence[str | None],
-    key_correct: dict[str, bool | None],
-    scores: Sequence[float],
-    draws: int = 200,
-    seed: int = 0,
-    vote_mask: Sequence[bool] | None = None,
-    confidence: Sequence[dict | None] | None = None,
-    deepconf_eta: Sequence[int] = DEFAULT_ETAS,
-    deepconf_measure: str = "lowest_group",
-    borda_power: float = 0.5,
-    prm_scored: bool = True,
-    final_weights: Sequence[float] | None = None,
-) -> Scores:
-    """Predictions and correctness of one problem at every n' (see the module docstring).
+@dataclass(frozen=True)
+class Aggregation:
+    """One registered rule (`rule`, a function of a SubsetView; of a view and a value for a family) and what
+    scoring, tracking and analysis need to know of it."""
 
-    `key_correct` maps each key to True / False / None (None: the grader timed out, "ungraded"). Returns the Scores:
-    `predictions`, `correct` (prefix estimate; None where ungraded), `expected` (mean correctness over random subsets),
-    `ungraded` (fraction of subsets whose prediction could not be graded) and `pass_at` (unbiased pass@n').
-    `vote_mask` (one bool per completion: may it vote?) filters the "maj" vote and adds "maj_unfiltered".
-    `confidence` (each completion's `Completion.confidence`) adds the confidence aggregations when every completion
-    has one; `prm_scored` False (no PRM: `scores` mean nothing) leaves out naive and weighted.
-    `final_weights` (one vote weight per completion) adds "final": the weighted vote, over completions of weight > 0.
+    name: str
+    rule: Callable[..., np.ndarray]
+    needs: frozenset[Need] = frozenset()
+    label: str = ""  # how figures name it; "{}" stands for a family member's value
+    # the per-completion value the rule takes the highest of, when it does: its expected accuracy is then exact
+    highest: Optional[Callable[[GradedProblem], np.ndarray]] = None
+    # a family (deepconf<eta>): one aggregation per value, named name + value, the value the rule's second argument
+    variants: Optional[Callable[[ScoringSettings], Sequence[int]]] = None
+    # reported once per problem (no n'), over the completions this names (final: those the strategy weighed)
+    once: Optional[Callable[[GradedProblem], np.ndarray]] = None
+    summary: bool = True  # False: a diagnostic, left out of the run's summaries and figures (maj_unfiltered)
+
+    def members(self, settings: ScoringSettings) -> list[tuple[str, Rule]]:
+        """(reported name, rule of a view) for each aggregation this registers under `settings`."""
+        if self.variants is None:
+            return [(self.name, self.rule)]
+        return [(f"{self.name}{int(value)}", self._member(value)) for value in self.variants(settings)]
+
+    def _member(self, value: int) -> Rule:
+        return lambda view: self.rule(view, value)
+
+
+_REGISTRY: dict[str, Aggregation] = {}  # in report order
+
+
+def aggregation(
+    name: str,
+    *,
+    needs: Iterable[Need] = (),
+    label: str = "",
+    highest: Optional[Callable[[GradedProblem], np.ndarray]] = None,
+    variants: Optional[Callable[[ScoringSettings], Sequence[int]]] = None,
+    once: Optional[Callable[[GradedProblem], np.ndarray]] = None,
+    summary: bool = True,
+) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Register the decorated rule as aggregation `name` (see Aggregation); it is reported after those registered
+    before it."""
+    if name in _REGISTRY or not name.isidentifier() or name == "pass":
+        raise ValueError(f"aggregation {name!r}: already registered, or not a name metrics can carry")
+
+    def register(rule: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        _REGISTRY[name] = Aggregation(name, rule, frozenset(needs), label or name, highest, variants, once, summary)
+        return rule
+
+    return register
+
+
+def unregister(name: str) -> None:
+    del _REGISTRY[name]
+
+
+def registered() -> list[Aggregation]:
+    """Every registered aggregation, in report order."""
+    return list(_REGISTRY.values())
+
+
+def find_aggregation(name: str) -> Optional[Aggregation]:
+    """The registered aggregation a reported name belongs to (deepconf90: the deepconf family), or None."""
+    if name in _REGISTRY and _REGISTRY[name].variants is None:
+        return _REGISTRY[name]
+    return next((a for a in _REGISTRY.values() if a.variants is not None and _value(a, name) is not None), None)
+
+
+def _value(family: Aggregation, name: str) -> Optional[int]:
+    suffix = name[len(family.name) :]
+    return int(suffix) if name.startswith(family.name) and suffix.isdigit() else None
+
+
+def report_rank(name: str) -> tuple[int, int]:
+    """Where a reported aggregation sorts (`sorted(names, key=report_rank)`): in registration order, a family's
+    members by value, unknown names last (in the order given: the sort is stable)."""
+    found = find_aggregation(name)
+    if found is None:
+        return (len(_REGISTRY), 0)
+    return (list(_REGISTRY).index(found.name), _value(found, name) or 0)
+
+
+def aggregation_label(name: str) -> str:
+    """How figures name a reported aggregation (its registered label; an unknown name as it is)."""
+    found = find_aggregation(name)
+    if found is None:
+        return name
+    return found.label.format(_value(found, name)) if found.variants else found.label
+
+
+def reported_aggregations(metric_names: Iterable[str]) -> list[str]:
+    """The aggregations a run's summaries show (console line, W&B curves and progress, analysis points), read off
+    `acc/<agg>@<n'>` metric names or `<agg>@<n'>` score names, in report order: the registered ones present, less
+    diagnostics (maj_unfiltered) and those reported once (final, shown apart)."""
+    present = {name.rsplit("@", 1)[0].removeprefix("acc/") for name in metric_names if "@" in name}
+    shown = [a for a in present if (found := find_aggregation(a)) is not None and found.summary and found.once is None]
+    return sorted(shown, key=report_rank)
+
+
+# -- the aggregations, in report order ------------------------------------------------------------------------------
+
+
+@aggregation("naive", needs={Need.PRM}, highest=lambda problem: problem.prm_scores, label="naive (highest PRM score)")
+def naive(view: SubsetView) -> np.ndarray:
+    """The completion with the highest reduced PRM score."""
+    return view.highest(view.problem.prm_scores)
+
+
+@aggregation("weighted", needs={Need.PRM}, label="weighted (PRM-weighted vote)")
+def weighted(view: SubsetView) -> np.ndarray:
+    """The key with the largest summed reduced PRM score (Snell et al.'s "best-of-N weighted")."""
+    return view.winners(view.tally(weights=view.take(view.problem.prm_scores)))
+
+
+@aggregation("maj", label="majority vote")
+def maj(view: SubsetView) -> np.ndarray:
+    """The key with the most completions (self-consistency). When the strategy marks which completions may vote
+    (`Completion.vote`; filter-vote keeps those the policy judged correct), only those count, all completions of a
+    subset where none of them may (Chen et al. 2024); "maj_unfiltered" then reports the plain vote."""
+    voters = view.answered & view.take(view.problem.votes)  # every answered one, where the strategy marked none
+    voters = np.where(voters.any(axis=1)[:, None], voters, view.answered)  # nobody may vote: everybody votes
+    return view.winners(view.tally(voters))
+
+
+@aggregation("maj_unfiltered", needs={Need.VOTES}, label="majority vote, every completion", summary=False)
+def maj_unfiltered(view: SubsetView) -> np.ndarray:
+    """The plain majority vote beside a filtered "maj" (a diagnostic: not in the run's summaries)."""
+    return view.winners(view.tally())
+
+
+@aggregation(
+    "deepconf",
+    needs={Need.CONFIDENCE},
+    variants=lambda settings: settings.deepconf_eta,
+    label="DeepConf vote, top {}% confident",
+)
+def deepconf(view: SubsetView, eta: float) -> np.ndarray:
+    """deepconf<eta>, one per `scoring.deepconf_eta` (DeepConf offline, Fu et al. 2025): keep the ceil(eta% of n')
+    most confident completions of the subset by `scoring.deepconf_measure` (lowest group confidence by default),
+    then the key with the largest summed confidence among them."""
+    kept = view.confidence_ranks < max(1, math.ceil(view.size * eta / 100))
+    return _vote_of(view, kept, view.take(view.problem.confidence))
+
+
+@aggregation(
+    "self_certainty",
+    needs={Need.CONFIDENCE},
+    highest=lambda problem: problem.certainty,
+    label="self-certainty (most certain trace)",
+)
+def self_certainty(view: SubsetView) -> np.ndarray:
+    """The completion with the highest self-certainty (best-of-N, Kang et al. 2025)."""
+    return view.highest(view.problem.certainty)
+
+
+@aggregation("borda_sc", needs={Need.CONFIDENCE}, label="Borda vote by self-certainty")
+def borda_sc(view: SubsetView) -> np.ndarray:
+    """Borda vote by self-certainty rank (Kang et al. 2025): of n', the completion ranked r (1 = most certain) gives
+    its key (n' - r + 1) ** `scoring.borda_power`."""
+    ranks = _ranks(view.take(view.problem.certainty))
+    borda = (view.size - ranks).astype(float) ** view.problem.settings.borda_power
+    return _vote_of(view, view.answered, borda)
+
+
+@aggregation(
+    "final",
+    needs={Need.WEIGHTS},
+    once=lambda problem: np.flatnonzero(problem.weights > 0),
+    label="own answer (adaptive: deepconf, esc)",
+)
+def final(view: SubsetView) -> np.ndarray:
+    """An adaptive strategy's own answer (deepconf, esc decide how many completions to draw): the vote of the
+    completions it weighed above 0, each with its `Completion.weight`, ties to the key that came first among them.
+    One figure per problem, whatever number of completions it got."""
+    keys = [int(key) if key >= 0 else None for key in view.keys[0]]
+    first = select_weighted(keys, view.take(view.problem.weights)[0].tolist())
+    return np.array([keys[first] if first >= 0 else -1])
+
+
+# -- scoring a problem, and a run -----------------------------------------------------------------------------------
+
+
+def _winners(rule: Rule, view: SubsetView) -> np.ndarray:
+    """The rule's winning key ids; with no answer in the whole problem nobody wins, whatever the rule."""
+    return rule(view) if view.problem.num_keys else np.full(len(view.rows), -1)
+
+
+def _predict(scores: Scores, name: str, view: SubsetView, winner: int) -> float:
+    """Record the prediction of the view's first row and whether it is correct; returns its outcome (1, 0, nan)."""
+    problem = view.problem
+    value = float(problem.outcomes[winner])
+    answer = None
+    if winner >= 0:  # in the spelling of the row's first completion with the key (the problem's, if none has it)
+        in_row = np.flatnonzero(view.keys[0] == winner)
+        first = view.rows[0][in_row[0]] if len(in_row) else np.flatnonzero(problem.key_ids == winner)[0]
+        answer = problem.completions[int(first)].answer
+    assert scores.predictions is not None
+    scores.predictions[name] = answer
+    scores.correct[name] = None if np.isnan(value) else bool(value)
+    return value
+
+
+def score_problem(completions: Sequence[Completion], settings: ScoringSettings = ScoringSettings()) -> Scores:
+    """Predictions and correctness of one problem's graded completions (`key`, `answer`, `correct`: True / False /
+    None, None: the grader timed out, "ungraded") at every n', for every registered aggregation whose needs the
+    problem meets (see the module docstring).
+
+    Returns the Scores: `predictions`, `correct` (prefix estimate; None where ungraded), `expected` (mean
+    correctness over random subsets), `ungraded` (fraction of subsets whose prediction could not be graded) and
+    `pass_at` (unbiased pass@n').
     """
-    n = len(keys)
-    mask = None if vote_mask is None else np.asarray(vote_mask, dtype=bool)
-    aggregations: tuple[str, ...] = AGGREGATIONS if mask is None else AGGREGATIONS + EXTRA_AGGREGATIONS
-    if not prm_scored:
-        aggregations = tuple(a for a in aggregations if a not in PRM_AGGREGATIONS)
-    summaries = [c for c in confidence or () if c is not None]
-    with_confidence = n > 0 and len(summaries) == n
-    exact: dict[str, np.ndarray] = {"naive": np.asarray(scores, dtype=float)}  # max-score picks: closed form
-    conf_arr = np.zeros(n)
-    if with_confidence:
-        aggregations = aggregations + confidence_aggregations(deepconf_eta)
-        conf_arr = np.array([float(c[deepconf_measure]) for c in summaries])
-        exact["self_certainty"] = np.array([float(c["self_certainty"]) for c in summaries])
-    key_ids = _encode_keys(keys)
-    names = [k for k in dict.fromkeys(k for k in keys if k is not None)]
-    score_arr = exact["naive"]
-    # per key id: 1 correct, 0 wrong, nan ungraded; index num_keys is "no answer" (wrong)
-    as_float: dict[bool | None, float] = {True: 1.0, False: 0.0}
-    outcome = np.array([as_float.get(key_correct.get(name), np.nan) for name in names] + [0.0])
-    rng = np.random.default_rng(seed)
-    num_correct = sum(1 for key in keys if key is not None and key_correct.get(key) is True)
-    predictions: dict[str, str | None] = {}
-    result = Scores(predictions=predictions, correct={}, expected={}, ungraded={}, pass_at={})
-    completion_outcomes = outcome[np.where(key_ids >= 0, key_ids, len(names))]  # each completion's own correctness
-
-    def select(rows: np.ndarray) -> dict[str, np.ndarray]:
-        chosen = _select_batch(rows, key_ids, score_arr, len(names), mask)
-        if with_confidence:
-            chosen.update(
-                _select_confidence(
-                    rows, key_ids, len(names), conf_arr, exact["self_certainty"], deepconf_eta, borda_power
-                )
-            )
-        return chosen
-
+    problem = GradedProblem(completions, settings)
+    n = len(completions)
+    applicable = [a for a in _REGISTRY.values() if a.needs <= problem.met]
+    per_budget = [(a, name, rule) for a in applicable if a.once is None for name, rule in a.members(settings)]
+    completion_outcomes = problem.outcomes[problem.key_ids]  # each completion's own correctness
+    num_correct = int(np.sum(completion_outcomes == 1.0))
+    rng = np.random.default_rng(settings.seed)
+    result = Scores(predictions={}, correct={}, expected={}, ungraded={}, pass_at={})
     for k in budgets(n):
-        prefix = select(np.arange(k)[None, :])
-        if k == n:
-            subsets = np.arange(n)[None, :]
-        else:
-            subsets = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
-        sampled = select(subsets)
-        for agg in aggregations:
-            winner = int(prefix[agg][0])
-            answer = answers[int(np.flatnonzero(key_ids == winner)[0])] if winner >= 0 else None
-            value = outcome[winner] if winner >= 0 else 0.0
-            predictions[f"{agg}@{k}"] = answer
-            result.correct[f"{agg}@{k}"] = None if np.isnan(value) else bool(value)
-            if k == 1 or agg in exact:
-                # exact: a K-subset's best-score winner has a closed form, and at K = 1 every aggregation is the sample
-                weights = selection_probabilities(exact[agg], k) if k > 1 else np.full(n, 1.0 / n)
+        prefix = SubsetView(problem, np.arange(k)[None, :])
+        # `draws` random k-subsets, drawn at every k < n whether a vote reads them or not
+        sampled = prefix if k == n else SubsetView(problem, np.argsort(rng.random((settings.draws, n)), axis=1)[:, :k])
+        for aggregation_, name, rule in per_budget:
+            first_rows = _winners(rule, prefix)
+            _predict(result, f"{name}@{k}", prefix, int(first_rows[0]))
+            highest = aggregation_.highest
+            if k == 1 or highest is not None:
+                # exact: a K-subset's highest-value pick has a closed form, and at K = 1 every aggregation is the sample
+                weights = selection_probabilities(highest(problem), k) if highest and k > 1 else np.full(n, 1.0 / n)
                 values = completion_outcomes
             else:  # votes at 1 < K < n: the mean over `draws` random subsets
-                weights = np.full(len(subsets), 1.0 / len(subsets))
-                values = outcome[np.where(sampled[agg] >= 0, sampled[agg], len(names))]
-            result.ungraded[f"{agg}@{k}"] = float(np.dot(weights, np.isnan(values)))
-            result.expected[f"{agg}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
+                weights = np.full(len(sampled.rows), 1.0 / len(sampled.rows))
+                values = problem.outcomes[first_rows if sampled is prefix else _winners(rule, sampled)]
+            result.ungraded[f"{name}@{k}"] = float(np.dot(weights, np.isnan(values)))
+            result.expected[f"{name}@{k}"] = float(np.dot(weights, np.nan_to_num(values, nan=0.0)))
         result.pass_at[f"pass@{k}"] = pass_at_k(n, num_correct, k)
-    if final_weights is not None:
-        voting = [key if weight > 0 else None for key, weight in zip(keys, final_weights)]
-        winner = _vote(voting, final_weights)
-        value = outcome[int(key_ids[winner])] if winner >= 0 else 0.0
-        predictions["final"] = answers[winner] if winner >= 0 else None
-        result.correct["final"] = None if np.isnan(value) else bool(value)
-        result.expected["final"] = float(np.nan_to_num(value, nan=0.0))
-        result.ungraded["final"] = float(np.isnan(value))
+    for aggregation_, once in [(a, a.once) for a in applicable if a.once is not None]:  # reported once per problem
+        view = SubsetView(problem, once(problem)[None, :])
+        for name, rule in aggregation_.members(settings):
+            value = _predict(result, name, view, int(_winners(rule, view)[0]))
+            result.expected[name] = float(np.nan_to_num(value, nan=0.0))
+            result.ungraded[name] = float(np.isnan(value))
     return result
 
 
@@ -348,13 +524,14 @@ def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int)
     Each figure at n' is the mean over the problems that report it. Every problem of a run normally reports every n'
     up to n; one whose search finished short (fewer completions, with a `note`) has no figures above its own count and
     is left out of those means, as are problems of strategies that do not report an aggregation (`maj_unfiltered`).
+    An aggregation reported once per problem (final: no "@n'") gives `acc/<aggregation>` over the problems that
+    report it.
     """
     metrics: dict[str, float] = {"problems": len(records)}
     if not records:
         return metrics
-    reported = aggregation_order(
-        list(dict.fromkeys(name.rsplit("@", 1)[0] for r in records for name in r.scores.expected))
-    )
+    names = list(dict.fromkeys(name for r in records for name in r.scores.expected))
+    reported = sorted(dict.fromkeys(name.rsplit("@", 1)[0] for name in names if "@" in name), key=report_rank)
     for k in budgets(n):
         for agg in reported:
             name = f"{agg}@{k}"
@@ -370,13 +547,13 @@ def aggregate_metrics(records: Sequence[ProblemRecord | ProblemSummary], n: int)
         passes = [r.scores.pass_at[f"pass@{k}"] for r in records if f"pass@{k}" in r.scores.pass_at]
         if passes:
             metrics[f"pass@{k}"] = float(np.mean(passes))
-    finals = np.array([r.scores.expected["final"] for r in records if "final" in r.scores.expected])
-    if len(finals):  # an adaptive strategy's own answer, over every problem
-        metrics["acc/final"] = float(finals.mean())
-        metrics["acc_ci95/final"] = (
-            float(1.96 * finals.std(ddof=1) / math.sqrt(len(finals))) if len(finals) > 1 else 0.0
+    for agg in (name for name in names if "@" not in name):  # reported once per problem, over every problem
+        values = np.array([r.scores.expected[agg] for r in records if agg in r.scores.expected])
+        metrics[f"acc/{agg}"] = float(values.mean())
+        metrics[f"acc_ci95/{agg}"] = (
+            float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
         )
-        metrics["ungraded/final"] = float(sum(r.scores.ungraded.get("final", 0.0) for r in records))
+        metrics[f"ungraded/{agg}"] = float(sum(r.scores.ungraded.get(agg, 0.0) for r in records))
     for field in ("generated", "stopped", "used"):  # per problem, as the adaptive strategy counted them
         counts = [r.compute[f"traces_{field}"] for r in records if f"traces_{field}" in r.compute]
         if counts:

@@ -27,7 +27,7 @@ def build_messages(system_prompt: str, problem: str) -> list[dict[str, str]]:
 class PolicyUnavailable(RuntimeError):
     """The policy cannot answer: a served model that is down, refuses a request, answers something that is not a
     completion, or misses its deadline. The message is one line: where, what happened and what to do. The run keeps
-    every problem finished before it and stops with that line, not a traceback (tts.launch.sweep.guarded_run)."""
+    every problem finished before it and stops with that line, not a traceback (tts.cli.sweep.guarded_run)."""
 
 
 @dataclass

@@ -380,7 +380,6 @@ class HFPolicyConfig(PolicyBackendConfig):
 
     shared: ClassVar[bool] = True
 
-    _target_: str = "tts.backends.hf.build"
     name: str = "hf"
     device: str = "auto"  # cuda when available, else cpu
     batch_size: int = 64  # sequences per forward pass

@@ -475,7 +475,6 @@ class LlamaCppConfig(PolicyBackendConfig):
 
     shared: ClassVar[bool] = True
 
-    _target_: str = "tts.backends.llamacpp.build"
     name: str = "llamacpp"
     n_ctx_seq: Optional[int] = None  # KV cells of each sample sequence (prompt + answer); null: sized to the requests
     n_seq: int = 16  # samples decoded together in one batch, each in a KV stream of its own

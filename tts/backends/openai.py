@@ -47,7 +47,6 @@ class OpenAIPolicyConfig(PolicyBackendConfig):
     """A served policy behind an OpenAI-compatible `/v1/completions` endpoint (`vllm serve`, SGLang):
     `model/backend=openai`. The tokenizer is loaded locally from `model.path` (prompts are sent as token ids)."""
 
-    _target_: str = "tts.backends.openai.build"
     name: str = "openai"
     base_url: Any = None  # the server's URL, or a list of them used round-robin
     served_model_name: Optional[str] = None  # the server's name for the model; null: model.path

@@ -144,7 +144,6 @@ class SimPolicyConfig(PolicyBackendConfig):
 
     synthetic_only: ClassVar[bool] = True
 
-    _target_: str = "tts.backends.sim.SimPolicy"
     name: str = "sim"
     skill: float = 1.2
     temperature_sensitivity: float = 1.0

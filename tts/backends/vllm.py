@@ -216,7 +216,6 @@ class VLLMPolicyConfig(PolicyBackendConfig):
 
     shared: ClassVar[bool] = True
 
-    _target_: str = "tts.backends.vllm.build"
     name: str = "vllm"
     gpu_memory_utilization: float = 0.5  # share of GPU memory for weights + KV cache (the PRM needs the rest)
     tensor_parallel_size: int = 1  # GPUs the policy is split over

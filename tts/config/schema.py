@@ -1,13 +1,17 @@
 """Typed configuration: the run's schema, and the base classes every component's own config extends.
 
-Hydra composes `conf/config.yaml`; the groups that are not components (budget, dataset, logger, scoring) are typed here
-and registered in Hydra's ConfigStore, so a misspelt key fails when Hydra composes. The components (a strategy, a
-policy backend, a PRM) each own a dataclass config beside their code, with only their own knobs; their YAML names the
-class Hydra builds (`_target_`), and that class says which config it takes (the annotation of its `config`
-parameter). `tts.config.validate.validate` turns the composed config into these typed objects once, at the entry, and
-checks every rule; nothing after it reads a DictConfig.
+Every config is a dataclass registered in Hydra's ConfigStore, so Hydra types and checks each node while it composes:
+a misspelt knob, a knob of another option or a value of the wrong type fails before anything runs. The groups that
+are not components (budget, dataset, logger, model) are stored as `base_<group>`; every component config (a
+strategy, a policy backend, a PRM and its engine) is stored as `schema/<group>/<ClassName>` once its module is
+imported (`tts.registry`), and its option's YAML extends it:
 
-Adding a strategy is one module (its config dataclass and its class) and one YAML file; nothing here changes.
+    defaults: [/schema/strategy/BeamConfig@_here_, _self_]
+    _target_: tts.search.beam.BeamSearch     # the class Hydra builds, named once
+    name: beam                               # then only the values that differ from the dataclass
+
+`tts.config.validate.validate` turns the composed config into these objects (`OmegaConf.to_object`) and checks what
+Hydra cannot: keys added with `+`, and the rules across fields (`check`). Nothing after it reads a DictConfig.
 """
 
 from __future__ import annotations
@@ -44,13 +48,19 @@ MAX_TOP_LOGPROBS = 20  # `model.top_logprobs` at most: vLLM's default cap on log
 @dataclass
 class ComponentConfig:
     """What every component's config has: the class (or function) Hydra builds, and the option's name as users see
-    it in sweeps, run directories and W&B. Subclasses add their own knobs and their rules (`check`)."""
+    it in sweeps, run directories and W&B. Subclasses add their own knobs and their rules (`check`); each subclass is
+    the schema of the options that extend it (`schemas()`)."""
 
     # where this component's knobs sit in the run config ("strategy", "prm", "model.backend"): errors name keys by it
     group: ClassVar[str] = ""
+    _subclasses: ClassVar[list[type[ComponentConfig]]] = []
 
     _target_: str = MISSING
     name: str = MISSING
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ComponentConfig._subclasses.append(cls)
 
     def check(self, run: Config) -> None:
         """Rules that involve this component's knobs and the rest of the run (`n % beam_width == 0`); raise
@@ -77,6 +87,27 @@ def build(config: ComponentConfig, **runtime: Any) -> Any:
     return make(config, **runtime)
 
 
+def locate(target: str) -> Any:
+    """The object a dotted path names (`tts.search.beam.BeamSearch`), as Hydra's `_target_` resolves it, without the
+    error Hydra's own lookup logs: the longest importable module prefix, then attributes. A module that exists but
+    fails to import (a missing dependency) raises its own error."""
+    import importlib
+
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            found = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise
+        for attribute in parts[i:]:
+            found = getattr(found, attribute)  # AttributeError: the module has no such name
+        return found
+    raise ImportError(f"no module named {parts[0]!r}")
+
+
 @dataclass
 class StrategyConfig(ComponentConfig):
     """Knobs every strategy has: how the policy samples, and how many problems share a backend call."""
@@ -84,9 +115,20 @@ class StrategyConfig(ComponentConfig):
     group: ClassVar[str] = "strategy"
     needs_prm: ClassVar[bool] = False  # True: a PRM's step scores steer the search itself (refused with prm=none)
 
-    temperature: float = 0.8
-    top_p: float = 1.0
+    # Traits, declared by each strategy and recorded in the run's config (`traits`): messages, analysis and tests read
+    # them, never a strategy's name.
+    independent_samples: ClassVar[bool] = False  # i.i.d. samples: a K-subset of the n is a run at K (K<n curves)
+    sequential: ClassVar[bool] = False  # later calls read earlier samples (chains, reviews): sequential figures
+    adaptive: ClassVar[bool] = False  # decides its own number of samples and reports its own answer ("final")
+
+    temperature: float = 0.8  # sampling temperature of the policy
+    top_p: float = 1.0  # nucleus sampling mass
     search_batch_size: Optional[int] = None  # problems per backend call (null: every problem of the batch)
+
+    @classmethod
+    def traits(cls) -> dict[str, bool]:
+        """The strategy's declared traits, as the run's config records them."""
+        return {name: getattr(cls, name) for name in TRAITS}
 
     def check(self, run: Config) -> None:
         self.require(self.temperature >= 0.0, "temperature", f"must be >= 0, got {self.temperature}")
@@ -96,12 +138,9 @@ class StrategyConfig(ComponentConfig):
             "search_batch_size",
             "must be >= 1 or null (all problems)",
         )
-        require(
-            not self.needs_prm or run.prm.scores,
-            "prm",
-            f"strategy={self.name} is steered by a PRM's step scores and prm=none scores nothing; choose a PRM "
-            f"(e.g. prm=sim) or a strategy that needs none (best_of_n, deepconf, esc, filter_vote, revisions)",
-        )
+
+
+TRAITS = ("needs_prm", "independent_samples", "sequential", "adaptive")
 
 
 @dataclass
@@ -110,7 +149,7 @@ class PolicyBackendConfig(ComponentConfig):
 
     group: ClassVar[str] = "model.backend"
     synthetic_only: ClassVar[bool] = False  # solves only the problems of dataset=synthetic (the simulated policy)
-    # built once per process and reused by the next job of a sweep with the same config (tts/launch/model_cache.py):
+    # built once per process and reused by the next job of a sweep with the same config (tts/runtime/model_cache.py):
     # for backends that are expensive to build and whose outputs do not depend on the build seed
     shared: ClassVar[bool] = False
 
@@ -124,6 +163,22 @@ class PRMConfig(ComponentConfig):
     scores: ClassVar[bool] = True  # False: scores nothing (prm=none); naive and weighted are then not reported
     # judges only the problems of dataset=synthetic (the simulated PRM); refused on others unless `allow_foreign`
     synthetic_only: ClassVar[bool] = False
+
+    def judges_foreign_problems(self) -> bool:
+        """Told to judge problems a `synthetic_only` PRM cannot read (the simulated PRM's `allow_foreign`)."""
+        return False
+
+
+@dataclass
+class PRMEngineConfig(ComponentConfig):
+    """Base of the PRM engines' configs (`prm.engine`, chosen with prm/engine=hf|vllm): how a real PRM's checkpoint
+    runs. Only the families read from a checkpoint have one (tts/prms/family.py); prm=sim and prm=none have none."""
+
+    group: ClassVar[str] = "prm.engine"
+
+    # vllm: score each new step alone, its prefix from vLLM's prefix cache; hf: a token prefix shared by several
+    # candidates of one call runs once, its KV cache under all of them (docs/real-models.md)
+    enable_prefix_caching: bool = True
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -150,7 +205,7 @@ class ModelConfig:
     # engine's own logprob option, at most MAX_TOP_LOGPROBS
     top_logprobs: int = 5
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    backend: Any = MISSING  # typed at the entry: the config of the class its `_target_` names
+    backend: PolicyBackendConfig = MISSING  # how the weights run: an option of model/backend
 
 
 @dataclass
@@ -211,8 +266,8 @@ class ScoringConfig:
 @dataclass
 class Config:
     model: ModelConfig = MISSING
-    prm: Any = MISSING  # typed at the entry (a PRMConfig subclass)
-    strategy: Any = MISSING  # typed at the entry (a StrategyConfig subclass)
+    prm: PRMConfig = MISSING
+    strategy: StrategyConfig = MISSING
     budget: BudgetConfig = MISSING
     dataset: DatasetConfig = MISSING
     logger: LoggerConfig = MISSING
@@ -223,25 +278,33 @@ class Config:
     progress_every: float = 30.0  # seconds between progress lines while generating
 
 
+def components(run: Any, prefix: str = "") -> list[tuple[str, ComponentConfig]]:
+    """(config key, config) of every component inside `run`, outermost first: strategy, prm and its engine,
+    model.backend, and whatever component a later one nests (no list to keep up to date)."""
+    found = []
+    for item in dataclasses.fields(run):
+        value = getattr(run, item.name)
+        if isinstance(value, ComponentConfig):
+            found.append((prefix + item.name, value))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found.extend(components(value, f"{prefix}{item.name}."))
+    return found
+
+
 def to_container(run: Config) -> dict:
-    """The typed config as plain dicts (for the run directory and W&B)."""
-    return dataclasses.asdict(run)
+    """The typed config as plain dicts (for the run directory and W&B), with the strategy's declared traits."""
+    return {**dataclasses.asdict(run), "traits": run.strategy.traits()}
 
 
 # the groups whose YAML starts from a schema here (`defaults: [/base_<group>@_here_]`)
 SCHEMAS = {"model": ModelConfig, "budget": BudgetConfig, "dataset": DatasetConfig, "logger": LoggerConfig}
-# the components: config key -> the base class of the configs its `_target_` may take
-COMPONENTS: dict[str, type[ComponentConfig]] = {
-    "strategy": StrategyConfig,
-    "prm": PRMConfig,
-    "model.backend": PolicyBackendConfig,
-}
 
 
 def register_configs() -> None:
-    """Store the schemas so that `conf/*.yaml` can extend them (`defaults: [/base_<group>@_here_]`).
+    """Store the schemas so that `conf/*.yaml` can extend them: the run's groups as `base_<group>`, every component
+    config defined so far as `schema/<group>/<ClassName>` (`tts.registry` imports the component modules first).
 
-    They are stored at the root, not in their group: an entry of a group is an option Hydra offers (`--help`, error
+    They are stored outside the option groups: an entry of a group is an option Hydra offers (`--help`, error
     messages), and a schema is not one. A dict-typed field (`dataset.columns`) holds the user's keys, so it is left
     open: `dataset.columns={problem: question}` sets it as written, without Hydra's `+` for a key the schema lacks."""
     cs = ConfigStore.instance()
@@ -252,6 +315,9 @@ def register_configs() -> None:
             if str(item.type).startswith("dict["):
                 OmegaConf.set_struct(node[item.name], False)
         cs.store(name=f"base_{group}", node=node)
+    for schema in ComponentConfig._subclasses:
+        if schema.group:
+            cs.store(group=f"schema/{schema.group.replace('.', '/')}", name=schema.__name__, node=schema)
 
 
 register_configs()

@@ -6,29 +6,19 @@
 Every failure is a `ConfigError` whose one line names the key and the fix: an unknown key (with the nearest valid one,
 or the knobs of the chosen component when a knob belongs to another), a value of the wrong type, a number out of range
 or not finite, a rule across fields (`n % beam_width == 0`). `check_overrides` applies the key and option checks to
-the command line before Hydra composes anything (tts/launch/cli.py).
+the command line before Hydra composes anything (tts/cli/command_line.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from tts.config.keys import (
-    COMPONENTS,
-    CONF,
-    component_knobs,
-    config_class,
-    key_is_known,
-    nearest_key,
-    option_override,
-    schema_keys,
-    unknown_keys,
-)
+from tts.config.keys import CONF, added_keys, key_is_known, nearest_key, option_schemas, options_with_knob, schema_keys
 from tts.config.redaction import is_secret_key
 from tts.config.schema import (
     MAX_TOP_LOGPROBS,
@@ -37,6 +27,8 @@ from tts.config.schema import (
     Config,
     ConfigError,
     ScoringConfig,
+    StrategyConfig,
+    components,
     is_whole,
     require,
 )
@@ -49,37 +41,56 @@ def validate(cfg: DictConfig) -> Config:
     """Check every key and every rule before any data is loaded or any model built; return the typed config."""
     check_known_keys(cfg)
     check_finite(cfg)
-    components = {key: typed_component(OmegaConf.select(cfg, key), key) for key in COMPONENTS}
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
+        run: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except InterpolationResolutionError as error:  # a resolver's own message (e.g. ${package_file:...}) on one line
         cause = str(getattr(error, "msg", error)).split("raised while resolving interpolation: ", 1)[-1]
         raise ConfigError(f"config key '{error.full_key}': {cause.strip().splitlines()[0]}") from None
-    assert isinstance(plain, dict)
-    for key in COMPONENTS:  # typed below; to_object must not see them as plain dicts of an Any field
-        parent, _, leaf = key.rpartition(".")
-        (plain[parent] if parent else plain)[leaf] = None
-    try:
-        run: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))  # type: ignore[assignment]
     except OmegaConfBaseException as error:
         raise ConfigError(_omegaconf_message(error, "")) from None
-    run.strategy, run.prm, run.model.backend = components["strategy"], components["prm"], components["model.backend"]
     _check_run(run)
-    for component in components.values():
+    require(
+        not run.strategy.needs_prm or run.prm.scores,
+        "prm",
+        f"strategy={run.strategy.name} is steered by a PRM's step scores and prm=none scores nothing; choose a PRM "
+        f"(e.g. prm=sim) or a strategy that needs none ({', '.join(strategies_without_prm())})",
+    )
+    for key, component in components(run):
+        check_target(key, component)
         component.check(run)
     return run
 
 
-def typed_component(node: Any, key: str) -> ComponentConfig:
-    """The config of the component at `key`: an instance of the dataclass its `_target_` takes, filled from `node`."""
-    if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
-        raise ConfigError(f"config key '{key}._target_': missing; the option's YAML must name the class Hydra builds")
-    schema = config_class(node._target_, key)
+def strategies_without_prm() -> list[str]:
+    """The strategy options whose schema declares no need of a PRM."""
+    schemas = option_schemas("strategy").items()
+    return sorted(option for option, schema in schemas if issubclass(schema, StrategyConfig) and not schema.needs_prm)
+
+
+def check_target(key: str, config: ComponentConfig) -> None:
+    """The class `_target_` names must take this config: a `_target_` overridden to another class (one whose config
+    is another dataclass) would run that class under this option's name and knobs."""
+    import inspect
+    import typing
+
+    from tts.config.schema import locate
+
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(typed)  # type: ignore[return-value]
-    except OmegaConfBaseException as error:
-        raise ConfigError(_omegaconf_message(error, key + ".")) from None
+        built = locate(config._target_)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"config key '{key}._target_': cannot import {config._target_!r} ({error})") from None
+    try:
+        hints = typing.get_type_hints(built) if inspect.isclass(built) else {}
+        if "config" not in hints:  # a class takes it in __init__, a function as its first argument
+            hints = typing.get_type_hints(built.__init__ if inspect.isclass(built) else built)
+    except (NameError, TypeError):
+        hints = {}
+    takes = hints.get("config")
+    if not (isinstance(takes, type) and isinstance(config, takes)):
+        raise ConfigError(
+            f"config key '{key}._target_': {config._target_!r} does not take a {type(config).__name__} "
+            f"(the option's schema); choose another option, or a class whose `config` is {type(config).__name__}"
+        )
 
 
 def _omegaconf_message(error: OmegaConfBaseException, prefix: str) -> str:
@@ -166,21 +177,12 @@ def _check_run(run: Config) -> None:
 
 
 def check_known_keys(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first key of `cfg` that its schema (or its component's config) does not define."""
-    for key, schema in unknown_keys(cfg):
-        owner = _owner(key)
-        if owner and schema is not None:
-            knobs = [f"{owner}.{f.name}" for f in dataclasses.fields(schema)]
-            raise ConfigError(unknown_key_message(key, knobs, schema))
-        raise ConfigError(unknown_key_message(key))
+    """Raise ConfigError for the first key of `cfg` that its typed node does not define (added with `+`)."""
+    for key, schema in added_keys(cfg):
+        raise ConfigError(unknown_key_message(key, schema))
 
 
-def _owner(key: str) -> Optional[str]:
-    """The component a dotted key lies under (`strategy.beam_width` -> `strategy`)."""
-    return next((c for c in sorted(COMPONENTS, key=len, reverse=True) if key.startswith(c + ".")), None)
-
-
-def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema: Optional[type] = None) -> str:
+def unknown_key_message(key: str, schema: Optional[type] = None) -> str:
     """`config key 'x': not a known key ...` with the nearest valid key, if one is close; under a component, the
     nearest of its own knobs, and which other options have this knob when the key belongs to another."""
     if is_secret_key(key):  # a credential on the command line would be used by nothing: say where credentials go
@@ -192,18 +194,18 @@ def unknown_key_message(key: str, candidates: Optional[list[str]] = None, schema
     moved = moved_key(key)
     if moved:
         return f"config key '{key}': {moved}"
-    owner = _owner(key)
-    component = owner is not None and schema is not None
-    near = nearest_key(key, candidates if candidates is not None else schema_keys(), fallback=not component)
-    hint = f"; did you mean '{near}'?" if near else ""
-    if owner and schema is not None:
-        knob = key[len(owner) + 1 :]
-        elsewhere = sorted(option for option, knobs in component_knobs(owner).items() if knob in knobs)
-        where = f"; it is a knob of {option_override(owner, ','.join(elsewhere))}" if elsewhere else ""
+    if isinstance(schema, type) and issubclass(schema, ComponentConfig):
+        owner, knob = key.rsplit(".", 1)
+        near = nearest_key(key, [f"{owner}.{f.name}" for f in dataclasses.fields(schema)], fallback=False)
+        hint = f"; did you mean '{near}'?" if near else ""
+        elsewhere = options_with_knob(owner, knob)
+        where = f"; it is a knob of {owner.replace('.', '/')}={','.join(elsewhere)}" if elsewhere else ""
         return (
             f"config key '{key}': not a knob of {schema.__name__} ({owner}){where}{hint} (`+` cannot add "
             f"keys a component's config does not have)"
         )
+    near = nearest_key(key, schema_keys())
+    hint = f"; did you mean '{near}'?" if near else ""
     return f"config key '{key}': not a known key{hint} (`+` cannot add keys the schema does not have)"
 
 
@@ -212,12 +214,15 @@ def moved_key(key: str) -> Optional[str]:
     leaf = key.rsplit(".", 1)[-1]
     if key == "prm.family":
         return "moved: each PRM option names its family's class (`_target_`); choose one with prm=<option>"
+    if key == "prm.backend":
+        return "moved: choose the engine with prm/engine=vllm (or hf); its knobs are under prm.engine"
     if key == "model.system_prompt":
         return "moved to 'model.prompt.system' (prompts are defined once, in conf/prompt/)"
     for old, new in (("model.sim.", "model.backend."), ("prm.sim.", "prm.")):
         if key.startswith(old):
             return f"moved to '{new}{key[len(old) :]}'"
-    backend_knobs = set().union(*component_knobs("model.backend").values()) - {"_target_", "name"}
+    backend_knobs = {f.name for s in option_schemas("model.backend").values() for f in dataclasses.fields(s)}
+    backend_knobs -= {"_target_", "name"}
     if key.count(".") == 1 and key.startswith("model.") and leaf in backend_knobs:
         return f"moved to 'model.backend.{leaf}' (a knob of the policy's backend, chosen with model/backend=...)"
     return None

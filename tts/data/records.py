@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 SUMMARY_SCORES = ("expected", "correct", "ungraded", "pass")
 # Completion keys that versions before the per-completion verdict did not write.
 LATER_COMPLETION_KEYS = ("answer_rule", "correct")
+# Completion fields a strategy steers scoring with, kept inside `extra` on disk (in this order, next to each other).
+STEERING_KEYS = ("vote", "weight")
 
 
 class RecordError(ValueError):
@@ -43,9 +45,13 @@ class Completion:
     `budget.max_tokens`, `truncated` when the search ran out of iterations before it finished. `tokens` counts the
     tokens
     generated for this completion's own text; compute shared with siblings (beam prefixes, lookahead rollouts) is
-    counted once in the run's totals. `extra` holds what a strategy adds (filter-vote's verdict and `vote`, the
-    revisions chain and position). `answer_rule` is the extraction rule that found `answer`; `correct` its verdict
-    (None: ungraded, or a record of a version before verdicts). `confidence` is the policy's confidence in the text
+    counted once in the run's totals. `extra` holds what a strategy adds (filter-vote's verdict, the revisions chain
+    and position). `vote` and `weight` are how a strategy steers scoring (tts.scoring): whether the completion may
+    vote in "maj" (None: not marked, it may) and its weight in the strategy's own vote, "final" (None: the strategy
+    has none). On disk they sit inside `extra`, as records have always had them: after its keys, or after the first
+    `vote_at` of them (filter-vote's records: after the verdict). `answer_rule` is the extraction rule that found
+    `answer`; `correct` its verdict (None: ungraded, or a record of a version before verdicts). `confidence` is the
+    policy's confidence in the text
     (tts.confidence.measures.completion_confidence: mean, lowest_group, bottom10, tail, self_certainty, and
     step_lowest, one per step), None when the backend returned no log-probabilities; it is written only when present,
     so records without it are written as before.
@@ -62,6 +68,9 @@ class Completion:
     answer_rule: Optional[str] = None
     correct: Optional[bool] = None
     confidence: Optional[dict] = None
+    vote: Optional[bool] = None
+    weight: Optional[float] = None
+    vote_at: Optional[int] = None  # on disk, vote and weight follow this many of extra's keys (None: all of them)
     absent: frozenset[str] = frozenset()  # LATER_COMPLETION_KEYS missing from the file it was read from
     unknown: dict = field(default_factory=dict)  # keys of the file this version does not know, as read
 
@@ -77,8 +86,8 @@ class Completion:
             "answer": self.answer,
             "key": self.key,
         }
-        if self.extra:
-            data["extra"] = dict(self.extra)
+        if self.extra or self.vote is not None or self.weight is not None:
+            data["extra"] = self._extra_on_disk()
         if "answer_rule" not in self.absent:
             data["answer_rule"] = self.answer_rule
         if "correct" not in self.absent:
@@ -89,11 +98,27 @@ class Completion:
             data.update(self.unknown)
         return data
 
+    def _extra_on_disk(self) -> dict:
+        steering = [(name, getattr(self, name)) for name in STEERING_KEYS if getattr(self, name) is not None]
+        if not steering:
+            return dict(self.extra)
+        own = list(self.extra.items())
+        at = len(own) if self.vote_at is None else self.vote_at
+        return dict(own[:at] + steering + own[at:])
+
     @classmethod
     def from_json(cls, data) -> Completion:
         """Raises RecordError when `data` lacks a field every version wrote (text, steps, scores, finish, tokens)."""
         if not isinstance(data, dict):
             raise RecordError(f"a completion that is not an object: {data!r:.80}")
+        extra = data.get("extra", {})
+        steering = {}
+        if isinstance(extra, dict) and ("vote" in extra or "weight" in extra):  # lifted out, where they sat noted
+            names = list(extra)
+            at = min(names.index(name) for name in STEERING_KEYS if name in extra)
+            steering = {name: extra[name] for name in STEERING_KEYS if name in extra}
+            extra = {name: value for name, value in extra.items() if name not in STEERING_KEYS}
+            steering["vote_at"] = None if at == len(extra) else at
         try:
             completion = cls(
                 text=data["text"],
@@ -103,10 +128,11 @@ class Completion:
                 tokens=data["tokens"],
                 answer=data.get("answer"),
                 key=data.get("key"),
-                extra=data.get("extra", {}),
+                extra=extra,
                 answer_rule=data.get("answer_rule"),
                 correct=data.get("correct"),
                 confidence=data.get("confidence"),
+                **steering,
             )
         except KeyError as missing:
             raise RecordError(f"a completion without {missing}") from None

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from tts.grading.fastnum import fast_key, huge_power_degree
-from tts.grading.keys import decide_by_keys, rational_key
+from tts.grading.keys import NOKEY, decide_by_keys, rational_key
 from tts.grading.normalize import (
     huge_integer_log10,
     is_mc_letter,
@@ -47,7 +47,7 @@ from tts.grading.normalize import (
     string_key,
     string_only,
 )
-from tts.grading.worker import BUSY, ERROR, NOKEY, TIMEOUT, SymbolicWorker
+from tts.grading.worker import ItemResult, Outcome, SymbolicWorker
 
 __all__ = ["AnswerGrader", "equivalent", "DEFAULT_MAX_CHARS", "HUGE_LOG10"]
 
@@ -59,6 +59,8 @@ HUGE_LOG10 = 10_000
 HUGE_DEGREE = 1_000
 
 _ASK = object()  # "only the worker can tell"
+#: How the parse of an answer ended when it used up the time or memory bound: comparisons with it are ungraded.
+_OUT_OF_BOUNDS = (Outcome.TIMED_OUT, Outcome.FAILED)
 #: Raw answers longer than this are not normalised beyond whitespace (and so keyed by their string).
 _MAX_RAW_CHARS = 10 * DEFAULT_MAX_CHARS
 
@@ -80,7 +82,8 @@ class AnswerGrader:
         self._lock = threading.RLock()
         self._fast_cache: dict[str, tuple[str, str | None]] = {}  # raw -> (normalised, fast key or None)
         self._key: dict[str, str] = {}  # raw -> final key
-        self._sym_key: dict[str, str | None] = {}  # normalised -> worker key, None (unparseable) or TIMEOUT
+        # normalised -> worker key, NOKEY, None (math_verify cannot parse it) or the outcome of a parse out of bounds
+        self._sym_key: dict[str, str | Outcome | None] = {}
         self._grade: dict[tuple[str, str], bool | None] = {}  # (raw answer, raw gold) -> result
         self._eq: dict[tuple[str, str], bool | None] = {}  # (norm answer, norm gold) -> result
         self._huge: set = set()  # normalised answers that are integers too large to build
@@ -172,27 +175,28 @@ class AnswerGrader:
         self._fast_cache[answer] = (norm, key)
         return norm, key
 
-    def _run(self, op: str, items: list[Any], on_progress: Any = None) -> list[Any]:
-        res = self.worker.run(op, items, self.timeout, on_progress)
+    def _run(self, op: str, items: list[Any], on_progress: Any = None) -> list[ItemResult]:
+        results = self.worker.run(op, items, self.timeout, on_progress)
         self.stats["worker_restarts"] = self.worker.restarts
-        return res
+        return results
 
     def _symbolic_keys(self, norms: list[str]) -> None:
         """Worker keys for these normalised answers, into ``_sym_key``: a key; None (math_verify cannot parse it);
-        TIMEOUT / ERROR (out of time / resources: comparisons with it are ungraded); NOKEY (parsed, no key)."""
-        for norm, r in zip(norms, self._run("key", norms)):
+        NOKEY (parsed, no key); TIMED_OUT / FAILED (out of time / resources: comparisons with it are ungraded)."""
+        for norm, result in zip(norms, self._run("key", norms)):
             self.stats["key_symbolic"] += 1
-            if r == TIMEOUT:
-                self.stats["key_timeouts"] += 1
-            if r == BUSY:
-                continue  # not tried (a replacement worker was loading): nothing learnt about this answer
-            self._sym_key[norm] = r if r is None or isinstance(r, str) else NOKEY
+            self.stats["key_timeouts"] += result.outcome is Outcome.TIMED_OUT
+            if result.outcome is Outcome.DONE:
+                key = result.value
+                self._sym_key[norm] = key if key is None or isinstance(key, str) else NOKEY
+            elif result.outcome is not Outcome.NOT_TRIED:  # not tried (a replacement was loading): nothing learnt
+                self._sym_key[norm] = result.outcome
 
-    def _known_key(self, norm: str, fk: str | None) -> str | None:
-        if fk is not None:
-            return fk
-        k = self._sym_key.get(norm)
-        return k if isinstance(k, str) and k not in (TIMEOUT, ERROR, NOKEY) else None
+    def _known_key(self, norm: str, fast_path_key: str | None) -> str | None:
+        if fast_path_key is not None:
+            return fast_path_key
+        key = self._sym_key.get(norm)
+        return key if isinstance(key, str) and key != NOKEY else None
 
     # -- keys -----------------------------------------------------------------------------------------------------
     def key(self, answer: str | None) -> str | None:
@@ -255,7 +259,7 @@ class AnswerGrader:
                     k = self._known_key(norm, None) or "s:" + norm
                     for i in idx:
                         out[i] = k
-                        if norm in self._sym_key:  # else not tried (see worker.BUSY): not remembered
+                        if norm in self._sym_key:  # else Outcome.NOT_TRIED: not remembered
                             self._key[answers[i]] = k
         return out
 
@@ -264,133 +268,139 @@ class AnswerGrader:
         """True/False; ``None`` = ungraded (the comparison hit the time bound or a size limit). No answer -> False."""
         if answer is not None:
             with self._lock:  # the common case, a repeated pair: one dict lookup, no batch set-up
-                r = self._grade.get((answer, gold), _ASK)
-                if r is not _ASK:
+                cached = self._grade.get((answer, gold), _ASK)
+                if cached is not _ASK:
                     self.stats["grade_calls"] += 1
                     self.stats["grade_cache_hits"] += 1
-                    self.stats["ungraded"] += r is None
-                    return cast("bool | None", r)
+                    self.stats["ungraded"] += cached is None
+                    return cast("bool | None", cached)
         return self.grade_many([answer], [gold])[0]
 
-    def _decide(self, pn: str, pk: str | None, gn: str, gk: str | None) -> Any:
+    def _decide(self, answer_norm: str, answer_key: str | None, gold_norm: str, gold_key: str | None) -> Any:
         """True / False / None (ungraded) when decidable without the worker, else `_ASK`."""
-        if pn == gn and pn:
+        if answer_norm == gold_norm and answer_norm:
             return True
-        if pk == "s:" or gk == "s:":
+        if answer_key == "s:" or gold_key == "s:":
             return False  # an empty answer
-        if pn in self._huge or gn in self._huge:
+        if answer_norm in self._huge or gold_norm in self._huge:
             # an integer with > HUGE_LOG10 digits vs a plain number (< 61 characters): soundly different;
             # against anything else: not decidable without building it -> ungraded
-            other = gk if pn in self._huge else pk
+            other = gold_key if answer_norm in self._huge else answer_key
             if other is not None and (other.startswith("q:") or _poly_degree(other) <= HUGE_DEGREE):
                 return False  # a number, or a polynomial of small degree
             self.stats["too_large"] += 1
             return None
-        if pn in self._unevaluated or gn in self._unevaluated:
+        if answer_norm in self._unevaluated or gold_norm in self._unevaluated:
             self.stats["too_large"] += 1
             return None  # `\prod_{n=1}^{10^9} n`: its value cannot be built in the bound, nor its size bounded
-        if pn in self._string_only or gn in self._string_only:
-            return pk == gk  # words, times, spaced numbers: equal only as (normalised) strings
-        if (pk or "").startswith("mc:") or (gk or "").startswith("mc:"):
-            return pk == gk  # letters only match letters (`(B)` vs `5` is wrong)
-        if len(pn) > self.max_chars or len(gn) > self.max_chars:
+        if answer_norm in self._string_only or gold_norm in self._string_only:
+            return answer_key == gold_key  # words, times, spaced numbers: equal only as (normalised) strings
+        if (answer_key or "").startswith("mc:") or (gold_key or "").startswith("mc:"):
+            return answer_key == gold_key  # letters only match letters (`(B)` vs `5` is wrong)
+        if len(answer_norm) > self.max_chars or len(gold_norm) > self.max_chars:
             self.stats["too_long"] += 1
             return None
-        if self._sym_key.get(pn) in (TIMEOUT, ERROR) or self._sym_key.get(gn) in (TIMEOUT, ERROR):
+        if self._sym_key.get(answer_norm) in _OUT_OF_BOUNDS or self._sym_key.get(gold_norm) in _OUT_OF_BOUNDS:
             return None  # parsing one of them already ran out of time or memory: do not spend it again
-        if (pk is None and pn in self._sym_key and self._sym_key[pn] is None) or (
-            gk is None and gn in self._sym_key and self._sym_key[gn] is None
+        if (answer_key is None and answer_norm in self._sym_key and self._sym_key[answer_norm] is None) or (
+            gold_key is None and gold_norm in self._sym_key and self._sym_key[gold_norm] is None
         ):
             return False  # math_verify cannot parse it: it equals nothing but itself (equal strings, above)
-        d = decide_by_keys(self._known_key(pn, pk), self._known_key(gn, gk))
-        if d is not None:
-            return d
-        if (pn, gn) in self._eq:
-            return self._eq[(pn, gn)]
+        decided = decide_by_keys(self._known_key(answer_norm, answer_key), self._known_key(gold_norm, gold_key))
+        if decided is not None:
+            return decided
+        if (answer_norm, gold_norm) in self._eq:
+            return self._eq[(answer_norm, gold_norm)]
         return _ASK
 
     def grade_many(self, answers: Sequence[str | None], golds: Sequence[str]) -> list[bool | None]:
         """`grade` for many (answer, gold) pairs at once (one batch to the worker)."""
         if len(answers) != len(golds):
             raise ValueError("answers and golds must have the same length")
-        out: list[bool | None] = [False] * len(answers)
+        grades: list[bool | None] = [False] * len(answers)
         with self._lock:
             # Gold answers (dataset strings, one per problem) get their worker key first, once: most comparisons
             # are then decided by keys without a worker round trip.
-            gold_todo = []
+            golds_to_key = []
             # (a single pair is one worker item: keys and comparison under one bound)
-            for g in dict.fromkeys(golds if len(answers) > 1 else ()):
-                gn, gk = self._fast(g)
-                if gk is None and gn not in self._sym_key and len(gn) <= self.max_chars and gn not in self._huge:
-                    gold_todo.append(gn)
-            if gold_todo:
-                self._symbolic_keys(gold_todo)
+            for gold in dict.fromkeys(golds if len(answers) > 1 else ()):
+                gold_norm, gold_key = self._fast(gold)
+                if (
+                    gold_key is None
+                    and gold_norm not in self._sym_key
+                    and len(gold_norm) <= self.max_chars
+                    and gold_norm not in self._huge
+                ):
+                    golds_to_key.append(gold_norm)
+            if golds_to_key:
+                self._symbolic_keys(golds_to_key)
 
-            todo: dict[tuple[str, str], list[int]] = {}
-            for i, (a, g) in enumerate(zip(answers, golds)):
-                if a is None:
+            for_worker: dict[tuple[str, str], list[int]] = {}  # (normalised answer, gold) -> indices of its pairs
+            for index, (answer, gold) in enumerate(zip(answers, golds)):
+                if answer is None:
                     continue
                 self.stats["grade_calls"] += 1
-                ck = (a, g)
-                if ck in self._grade:
+                if (answer, gold) in self._grade:
                     self.stats["grade_cache_hits"] += 1
-                    r = self._grade[ck]
-                    if r is None:
-                        self.stats["ungraded"] += 1
-                    out[i] = r
+                    grades[index] = self._grade[(answer, gold)]
+                    self.stats["ungraded"] += grades[index] is None
                     continue
-                pn, pk = self._fast(a)
-                gn, gk = self._fast(g)
-                d = self._decide(pn, pk, gn, gk)
-                if d is _ASK:
-                    todo.setdefault((pn, gn), []).append(i)
+                answer_norm, answer_key = self._fast(answer)
+                gold_norm, gold_key = self._fast(gold)
+                decided = self._decide(answer_norm, answer_key, gold_norm, gold_key)
+                if decided is _ASK:
+                    for_worker.setdefault((answer_norm, gold_norm), []).append(index)
                     continue
                 self.stats["grade_fast"] += 1
-                if d is None:
-                    self.stats["ungraded"] += 1
-                self._grade[ck] = out[i] = d
-            if todo:
-                pairs = list(todo)
-                items = [
-                    [
-                        pn,
-                        gn,
-                        self._known_key(pn, self._fast_key_of(answers[todo[(pn, gn)][0]])),
-                        self._known_key(gn, self._fast_key_of(golds[todo[(pn, gn)][0]])),
-                    ]
-                    for pn, gn in pairs
-                ]
-                keys_seen: dict[int, Any] = {}
+                self.stats["ungraded"] += decided is None
+                self._grade[(answer, gold)] = grades[index] = decided
+            if for_worker:
+                self._grade_in_worker(for_worker, answers, golds, grades)
+        return grades
 
-                def progress(j: int, payload: Any) -> None:
-                    keys_seen[j] = payload
-
-                for j, (pair, r) in enumerate(zip(pairs, self._run("eq", items, progress))):
-                    self.stats["grade_symbolic"] += 1
-                    # ERROR is a resource failure in the worker (MemoryError, RecursionError: math_verify itself
-                    # catches parse errors), so like a timeout it is "ungraded", never "wrong"
-                    res: bool | None
-                    if isinstance(r, list) and len(r) == 3:
-                        res = r[0] is True
-                        for norm, k in ((pair[0], r[1]), (pair[1], r[2])):
-                            if norm not in self._sym_key and (k is None or isinstance(k, str)):
-                                self._sym_key[norm] = k
-                    else:
-                        res = None
-                        if r in (TIMEOUT, ERROR) and j not in keys_seen and pair[0] not in self._sym_key:
-                            # it failed before the keys were known: parsing the answer (the gold's key is computed
-                            # first, separately) is what is too costly -- remember, do not spend the bound again
-                            self.stats["key_timeouts"] += r == TIMEOUT
-                            self._sym_key[pair[0]] = r
-                    if r != BUSY:  # a pair not tried is not remembered: a later call tries it again
-                        self._eq[pair] = res
-                    for i in todo[pair]:
-                        if res is None:
-                            self.stats["ungraded"] += 1
-                        out[i] = res
-                        if r != BUSY:
-                            self._grade[(answers[i], golds[i])] = res  # type: ignore[index]
-        return out
+    def _grade_in_worker(
+        self,
+        for_worker: dict[tuple[str, str], list[int]],
+        answers: Sequence[str | None],
+        golds: Sequence[str],
+        grades: list[bool | None],
+    ) -> None:
+        """Compare in the worker the normalised pairs `_decide` could not, into `grades`; remember what it learnt."""
+        items = [
+            [
+                answer_norm,
+                gold_norm,
+                self._known_key(answer_norm, self._fast_key_of(answers[indices[0]])),
+                self._known_key(gold_norm, self._fast_key_of(golds[indices[0]])),
+            ]
+            for (answer_norm, gold_norm), indices in for_worker.items()
+        ]
+        keys_reported: set[int] = set()  # items whose keys were known before their time ran out
+        results = self._run("eq", items, lambda item, _keys: keys_reported.add(item))
+        for item, ((answer_norm, gold_norm), result) in enumerate(zip(for_worker, results)):
+            self.stats["grade_symbolic"] += 1
+            # FAILED is a resource failure in the worker (MemoryError, RecursionError: math_verify itself catches
+            # parse errors), so like a timeout it is "ungraded", never "wrong"
+            grade: bool | None = None
+            if result.outcome is Outcome.DONE:
+                equal, answer_key, gold_key = result.value
+                grade = equal is True
+                for norm, key in ((answer_norm, answer_key), (gold_norm, gold_key)):
+                    if norm not in self._sym_key and (key is None or isinstance(key, str)):
+                        self._sym_key[norm] = key
+            elif result.outcome in _OUT_OF_BOUNDS and item not in keys_reported and answer_norm not in self._sym_key:
+                # it failed before the keys were known: parsing the answer (the gold's key is computed first,
+                # separately) is what is too costly -- remember, do not spend the bound again
+                self.stats["key_timeouts"] += result.outcome is Outcome.TIMED_OUT
+                self._sym_key[answer_norm] = result.outcome
+            tried = result.outcome is not Outcome.NOT_TRIED  # a pair not tried is not remembered: tried again later
+            if tried:
+                self._eq[(answer_norm, gold_norm)] = grade
+            for index in for_worker[(answer_norm, gold_norm)]:
+                self.stats["ungraded"] += grade is None
+                grades[index] = grade
+                if tried:
+                    self._grade[(answers[index], golds[index])] = grade  # type: ignore[index]
 
     def _fast_key_of(self, raw: str | None) -> str | None:
         return None if raw is None else self._fast(raw)[1]

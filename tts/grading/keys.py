@@ -34,11 +34,14 @@ __all__ = [
     "NUMERIC_PREFIXES",
     "INF_KEY",
     "NEG_INF_KEY",
+    "NOKEY",
 ]
 
 NUMERIC_PREFIXES = ("q:", "n:", "c:")
 INF_KEY = "x:oo"
 NEG_INF_KEY = "x:-oo"
+#: Not a key: the answer parses, but building its key failed (the worker's answer; it decides nothing).
+NOKEY = "__nokey__"
 
 SIG_DIGITS = 12
 MAX_RATIONAL_DEN = 10**6
@@ -56,13 +59,7 @@ def poly_key(terms: dict) -> str:
     names = sorted({n for mono, c in terms.items() if c != 0 for n, e in mono if e != 0})
     if not names:
         return rational_key(sum((c for c in terms.values()), Fraction(0)))
-    rows = []
-    for mono, c in terms.items():
-        if c == 0:
-            continue
-        exps = dict(mono)
-        rows.append((tuple(exps.get(n, 0) for n in names), c))
-    rows.sort()
+    rows = sorted((tuple(dict(mono).get(n, 0) for n in names), c) for mono, c in terms.items() if c != 0)
     return (
         "p:"
         + ",".join(names)
@@ -94,23 +91,21 @@ def decimal_key(re_: Decimal, im_: Decimal = Decimal(0), from_decimals: bool = F
     return f"c:{_part(re_, rel)},{_part(im_, rel)}"
 
 
+# (key prefixes, kind), the first match deciding
+_KINDS = (
+    (NUMERIC_PREFIXES, "num"),
+    ("p:", "poly"),
+    ("e:", "expr"),
+    ("mat(", "mat"),
+    (("int(", "int[", "uni{"), "interval"),
+    ("tup(", "tuple"),
+    ("set{", "set"),
+)
+
+
 def key_kind(key: str) -> str | None:
     """Coarse kind of a key for `decide_by_keys`: num / expr / interval / tuple / set (several elements) / None."""
-    if key.startswith(NUMERIC_PREFIXES):
-        return "num"
-    if key.startswith("p:"):
-        return "poly"
-    if key.startswith("e:"):
-        return "expr"
-    if key.startswith("mat("):
-        return "mat"
-    if key.startswith(("int(", "int[", "uni{")):
-        return "interval"
-    if key.startswith("tup("):
-        return "tuple"
-    if key.startswith("set{"):
-        return "set"
-    return None
+    return next((kind for prefixes, kind in _KINDS if key.startswith(prefixes)), None)
 
 
 #: Kinds that are never equal: a number is not a set, an interval, a tuple or a matrix; a non-constant polynomial

@@ -31,7 +31,7 @@ import sympy
 from math_verify import LatexExtractionConfig, parse, verify
 from sympy.core.relational import Relational
 
-from tts.grading.keys import decide_by_keys, decimal_key, poly_key
+from tts.grading.keys import NOKEY, decide_by_keys, decimal_key, poly_key
 
 #: LaTeX only: math_verify's default also tries `ExprExtractionConfig`, which hands plain-text expressions to sympy's
 #: `parse_expr` -- Python evaluation of model text. Never enable it.
@@ -200,10 +200,8 @@ def canonical_key(norm: str) -> str | None:
     return k
 
 
-NOKEY = "__nokey__"  # same marker as tts.grading.worker.NOKEY: the answer parses but its key could not be built
-
-
-def _safe_key(norm: str) -> str | None:
+def safe_key(norm: str) -> str | None:
+    """`canonical_key`, or NOKEY where sympy fails on the answer; running out of memory or recursion still raises."""
     try:
         return canonical_key(norm)
     except (MemoryError, RecursionError):
@@ -223,8 +221,8 @@ def equivalent(
     `tts.grading.keys.decide_by_keys` when the keys decide, else ``math_verify.verify(gold, pred)``. Keys the caller
     already knows (pure-Python fast path) are passed in and not recomputed; ``progress([pred_key, gold_key])`` is
     called once both keys are known."""
-    kp = pred_key if pred_key is not None else _safe_key(pred_norm)
-    kg = gold_key if gold_key is not None else _safe_key(gold_norm)
+    kp = pred_key if pred_key is not None else safe_key(pred_norm)
+    kg = gold_key if gold_key is not None else safe_key(gold_norm)
     if progress is not None:
         progress([kp, kg])  # the keys are known: if time runs out now, it was math_verify's comparison
     d = decide_by_keys(None if kp == NOKEY else kp, None if kg == NOKEY else kg)

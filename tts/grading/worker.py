@@ -29,17 +29,25 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from enum import Enum, auto
+from typing import Any, NamedTuple
 
-__all__ = ["SymbolicWorker", "TIMEOUT", "ERROR", "NOKEY", "BUSY"]
+__all__ = ["SymbolicWorker", "Outcome", "ItemResult"]
 
-#: Result markers: an item that ran out of time; one that failed for lack of resources (MemoryError under the
-#: worker's address-space cap, RecursionError); a key that could not be built although the answer parsed.
-TIMEOUT = "__timeout__"
-ERROR = "__error__"
-NOKEY = "__nokey__"  # also defined in tts.grading.symbolic (which the parent never imports)
-#: An item not tried: the replacement of a killed worker was still loading when the item's time was up.
-BUSY = "__busy__"
+
+class Outcome(Enum):
+    """How one item of a batch ended."""
+
+    DONE = auto()  # the op returned: `ItemResult.value` is its result
+    TIMED_OUT = auto()  # it ran out of time, and the worker was killed
+    FAILED = auto()  # it failed for lack of resources (MemoryError under the address-space cap, RecursionError)
+    NOT_TRIED = auto()  # the replacement of a killed worker was still loading when the item's time was up
+
+
+class ItemResult(NamedTuple):
+    outcome: Outcome
+    value: Any = None  # the op's result when `outcome` is DONE
+
 
 _STARTUP_TIMEOUT = 120.0
 _LIVE: weakref.WeakSet[SymbolicWorker] = weakref.WeakSet()
@@ -202,14 +210,13 @@ class SymbolicWorker:
 
     def run(
         self, op: str, items: Sequence[Any], timeout: float, on_progress: Callable[[int, Any], None] | None = None
-    ) -> list[Any]:
-        """Run ``op`` on each item; each item gets ``timeout`` seconds. Returns results in order, with
-        `TIMEOUT` for items that ran out of time and `ERROR` for items that raised in the worker.
+    ) -> list[ItemResult]:
+        """Run ``op`` on each item; each item gets ``timeout`` seconds. Returns one `ItemResult` per item, in order.
 
         An op may report progress on an item before its result (``eq`` reports the two keys before it calls
         math_verify); ``on_progress(index, payload)`` receives it, so after a timeout the caller knows which phase
         was slow."""
-        results: list[Any] = [None] * len(items)
+        results = [ItemResult(Outcome.NOT_TRIED)] * len(items)
         with self._lock:
             i = 0
             while i < len(items):
@@ -217,8 +224,7 @@ class SymbolicWorker:
                 # first start of all does not: it is the run's set-up, not a grading call).
                 child = self._ensure_ready(time.monotonic() + timeout if self.restarts else None)
                 if child is None:
-                    results[i] = BUSY
-                    i += 1
+                    i += 1  # this item stays NOT_TRIED
                     continue
                 pending = list(range(i, len(items)))
                 payload = json.dumps({"op": op, "items": [items[j] for j in pending]}) + "\n"
@@ -251,10 +257,10 @@ class SymbolicWorker:
                         # timed out (or died): kill, mark this item, resend the rest to the next process
                         self._replace_after_kill()
                         self.restarts += 1
-                        results[j] = TIMEOUT
+                        results[j] = ItemResult(Outcome.TIMED_OUT)
                         i = j + 1
                         break
-                    results[j] = msg["r"] if msg.get("ok") else ERROR
+                    results[j] = ItemResult(Outcome.DONE, msg["r"]) if msg.get("ok") else ItemResult(Outcome.FAILED)
                     i = j + 1
         return results
 
@@ -318,19 +324,15 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
     def progress(payload: Any) -> None:
         proto.write(json.dumps({"p": payload}).encode() + b"\n")
 
-    def key(item: str) -> Any:
-        try:
-            return symbolic.canonical_key(item)
-        except (MemoryError, RecursionError):
-            raise
-        except Exception:  # noqa: BLE001 - sympy and the LaTeX parser raise many types on odd input: no key
-            return NOKEY
-
     def eq(item: Sequence[Any]) -> list[Any]:  # [pred_norm, gold_norm, pred_key, gold_key]; the keys may be left out
         pred, gold, pred_key, gold_key = (*item, None, None)[:4]
         return list(symbolic.equivalent(pred, gold, pred_key, gold_key, progress=progress))
 
-    ops: dict[str, Callable[..., Any]] = {"key": key, "eq": eq, "mv": lambda item: symbolic.plain_verify(*item)}
+    ops: dict[str, Callable[..., Any]] = {
+        "key": symbolic.safe_key,
+        "eq": eq,
+        "mv": lambda item: symbolic.plain_verify(*item),
+    }
     # warm up the parser so the first timed item does not pay for ANTLR's start-up
     try:
         symbolic.canonical_key("\\frac{x}{2}")

@@ -4,9 +4,9 @@ Search re-scores the same prefixes many times (a beam's first steps are shared b
 class
 remembers the score of every (problem, steps[:k]) it has seen and sends only solutions with an unseen prefix to the
 model. Subclasses implement `_score_batch`, which scores whole step lists (a PRM reads all step scores of a solution in
-one forward pass, so the unit of work is the solution, not the step). A backend that can read one step's score without
-recomputing the steps before it (vLLM with its prefix cache) overrides `_score_new_steps`, which is told how many
-leading steps of each solution the memo already holds and returns only the scores of the rest.
+one forward pass, so the unit of work is the solution, not the step). A PRM whose engine can read one step's score
+without recomputing the steps before it (vLLM with its prefix cache) overrides `_score_new_steps`, which is told how
+many leading steps of each solution the memo already holds and returns only the scores of the rest.
 """
 
 from __future__ import annotations

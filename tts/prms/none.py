@@ -23,7 +23,6 @@ class NoPRMConfig(PRMConfig):
 
     scores: ClassVar[bool] = False
 
-    _target_: str = "tts.prms.none.NoPRM"
     name: str = "none"
 
 

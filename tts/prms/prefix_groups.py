@@ -1,4 +1,5 @@
-"""Which candidates of one PRM call share a token prefix worth computing once (hf backend, `prm.enable_prefix_caching`).
+"""Which candidates of one PRM call share a token prefix worth computing once (`prm/engine=hf`, its
+`enable_prefix_caching`).
 
 Beam search scores the children of every parent together: they share the parent's tokens, and in the first iteration
 every candidate of a problem shares the prompt. Sorted by token ids, candidates with a common prefix sit next to each

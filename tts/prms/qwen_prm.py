@@ -13,23 +13,40 @@ false, a `Qwen2ForProcessRewardModel` checkpoint is read into our own module (th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from tts.prms.hf_common import Encoded, HFPRMConfig, HFProcessRewardModel, load_hf, single_token_id
+from tts.prms.family import (
+    Encoded,
+    PRMEngine,
+    PRMFamily,
+    PRMFamilyConfig,
+    VLLMPooling,
+    checkpoint_tensors,
+    load_prm_tokenizer,
+    single_token_id,
+)
 
 DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEPARATOR = "<extra_0>"
 
 
-class QwenPRM(HFProcessRewardModel):
-    family = "qwen_prm"
-    auto_class = "AutoModel"
+@dataclass
+class QwenPRMConfig(PRMFamilyConfig):
+    """Qwen2.5-Math-PRM: steps joined by the separator in the assistant turn; softmax(head)[1] at each separator."""
 
-    def __init__(self, cfg, **kwargs) -> None:
-        super().__init__(cfg, **kwargs)
-        self.system_prompt = cfg.system_prompt or DEFAULT_SYSTEM
-        self.separator = cfg.step_tag or SEPARATOR
-        self.separator_id = single_token_id(self.tokenizer, self.separator, "qwen_prm step separator")
+    step_tag: str = SEPARATOR  # the step separator (one special token)
+    system_prompt: str = DEFAULT_SYSTEM  # the published system turn
+
+
+class QwenPRM(PRMFamily):
+    family_name = "qwen_prm"
+
+    def __init__(self, config: QwenPRMConfig, tokenizer: Any = None, engine: Optional[PRMEngine] = None) -> None:
+        tokenizer = load_prm_tokenizer(config) if tokenizer is None else tokenizer
+        self.system_prompt = config.system_prompt or DEFAULT_SYSTEM
+        self.separator = config.step_tag or SEPARATOR
+        self.separator_id = single_token_id(tokenizer, self.separator, "qwen_prm step separator")
+        super().__init__(config, tokenizer, engine)
 
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         messages = [
@@ -47,30 +64,41 @@ class QwenPRM(HFProcessRewardModel):
             )
         return Encoded(ids, positions)
 
-    def token_scores(self, inputs: dict):
+    def hf_auto_class(self) -> str:
+        if any(a.endswith("ForTokenClassification") for a in _architectures(self.config.path)):
+            return "AutoModelForTokenClassification"
+        return "AutoModel"
+
+    def prepare_hf_model(self, model: Any) -> Any:
+        path = self.config.path
+        if self.config.trust_remote_code or not any(a.endswith("ForProcessRewardModel") for a in _architectures(path)):
+            return model
+        # AutoModel without remote code gave the bare backbone: add the reward head from the checkpoint
+        assert path is not None, "the PRM was loaded from prm.path"
+        param = next(model.parameters())
+        head = load_reward_head(path, model.config.hidden_size).to(device=param.device, dtype=param.dtype)
+        return _RewardHeadModel(model, head.eval())
+
+    def token_scores(self, model: Any, inputs: dict) -> Any:
         import torch
 
-        out = self.model(**inputs)
+        out = model(**inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         return torch.softmax(logits.float(), dim=-1)[..., 1]
 
-    def cache_module(self):
-        return getattr(self.model, "backbone", self.model)  # our head module: the backbone takes the cache
+    def cache_module(self, model: Any) -> Any:
+        return getattr(model, "backbone", model)  # our head module: the backbone takes the cache
 
-    def vllm_engine_kwargs(self) -> dict:
+    def vllm_pooling(self, step_by_step: bool) -> VLLMPooling:
         from vllm.config import PoolerConfig
 
         # vLLM implements Qwen2ForProcessRewardModel natively (its own head), with a token-level pooler only
-        return dict(
+        native = dict(
             runner="pooling",
             native_head=True,
             pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"),
         )
-
-    def vllm_column(self) -> int:
-        return 1
-
-    vllm_sequence_pooling = False  # vLLM's Qwen2ForProcessRewardModel pools tokens only
+        return VLLMPooling(native, column=1, sequence_pooling=False)
 
 
 class _RewardHeadModel:
@@ -102,18 +130,9 @@ class _RewardHeadModel:
 
 def load_reward_head(path: str, hidden_size: int):
     """`score.0` (hidden -> hidden), ReLU, `score.2` (hidden -> labels) from the checkpoint's safetensors."""
-    import glob
-    import os
-
     import torch
-    from safetensors import safe_open
 
-    tensors = {}
-    for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
-        with safe_open(file, framework="pt") as f:
-            for key in f.keys():
-                if key.startswith("score."):
-                    tensors[key] = f.get_tensor(key)
+    tensors = checkpoint_tensors(path, lambda key: key.startswith("score."))
     if "score.0.weight" not in tensors or "score.2.weight" not in tensors:
         raise ValueError(f"qwen_prm: no reward head (score.0 / score.2) in {path}")
     labels = tensors["score.2.weight"].shape[0]
@@ -133,34 +152,3 @@ def _architectures(path: Optional[str]) -> list[str]:
         return []
     with open(config_file) as f:
         return json.load(f).get("architectures") or []
-
-
-@dataclass
-class QwenPRMConfig(HFPRMConfig):
-    """Qwen2.5-Math-PRM: steps joined by the separator in the assistant turn; softmax(head)[1] at each separator."""
-
-    _target_: str = "tts.prms.qwen_prm.build"
-    name: str = "qwen_prm"
-    step_tag: str = SEPARATOR  # the step separator (one special token)
-    system_prompt: str = DEFAULT_SYSTEM  # the published system turn
-
-
-def build(config: QwenPRMConfig) -> QwenPRM:
-    prm_cfg = config
-    architectures = _architectures(prm_cfg.path)
-    auto_class = "AutoModel"
-    if prm_cfg.backend == "hf" and any(a.endswith("ForTokenClassification") for a in architectures):
-        auto_class = "AutoModelForTokenClassification"
-    cls: type[QwenPRM] = type("QwenPRM", (QwenPRM,), {"auto_class": auto_class})
-    prm = load_hf(cls, prm_cfg)
-    if (
-        prm_cfg.backend == "hf"
-        and not prm_cfg.trust_remote_code
-        and any(a.endswith("ForProcessRewardModel") for a in architectures)
-    ):
-        # AutoModel without remote code gave the bare backbone: add the reward head from the checkpoint
-        assert prm_cfg.path is not None, "load_hf refuses a config without prm.path"
-        param = next(prm.model.parameters())
-        head = load_reward_head(prm_cfg.path, prm.model.config.hidden_size).to(device=param.device, dtype=param.dtype)
-        prm.model = _RewardHeadModel(prm.model, head.eval())
-    return prm

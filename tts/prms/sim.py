@@ -32,7 +32,6 @@ class SimPRMConfig(PRMConfig):
 
     synthetic_only: ClassVar[bool] = True
 
-    _target_: str = "tts.prms.sim.SimPRM"
     name: str = "sim"
     discrimination: float = 1.5  # logit gap between a correct prefix and one that has gone wrong
     noise: float = 0.75  # std of the logit noise, fixed per (problem, prefix); noise 0 and miss_prob 0: a perfect PRM
@@ -40,6 +39,9 @@ class SimPRMConfig(PRMConfig):
     length_penalty: float = 0.0  # logit lost per step
     miss_prob: float = 0.1  # probability the verifier overlooks an error: that wrong solution then scores as right
     allow_foreign: bool = False  # judge problems it did not generate (every step of them counts as wrong)
+
+    def judges_foreign_problems(self) -> bool:
+        return self.allow_foreign
 
     def check(self, run: Config) -> None:
         super().check(run)

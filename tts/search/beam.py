@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config
-from tts.search.base import SearchOutput
-from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate, drop_duplicates, top_k
+from tts.search.base import RunSpec, SearchOutput, allocate
+from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, drop_duplicates, top_k
 
 
 @dataclass
 class BeamConfig(TreeSearchConfig):
-    _target_: str = "tts.search.beam.BeamSearch"
     name: str = "beam"
     beam_width: int = 4  # M: children per surviving beam; n / M beams survive each iteration
     filter_duplicates: bool = False  # drop beams whose text duplicates another's before pruning
@@ -32,24 +31,20 @@ class BeamConfig(TreeSearchConfig):
 
 
 class BeamState(TreeState):
-    def __init__(self, problem, cfg) -> None:
-        super().__init__(problem, cfg)
-        self.width = int(cfg.strategy.beam_width)
-        self.filter_duplicates = bool(cfg.strategy.filter_duplicates)
-        self.finished: list[Node] = []
-        self.frontier: list[Expansion] = [Expansion(Node(), self.n)]  # the root, expanded N ways
-        self.survivors: list[Node] = []
+    config: BeamConfig
 
-    def expansions(self, last: bool) -> list[Expansion]:
-        return self.frontier
+    def __init__(self, problem, config: BeamConfig, spec: RunSpec) -> None:
+        super().__init__(problem, config, spec)
+        self.finished: list[Node] = []
+        self.survivors: list[Node] = []
 
     def update(self, groups) -> None:
         children = [c for _, kids in groups for c in kids]
         self.finished.extend(c for c in children if c.finished)
         alive = [c for c in children if not c.finished]
-        if self.filter_duplicates:
+        if self.config.filter_duplicates:
             alive = drop_duplicates(alive)
-        self.survivors = top_k(alive, self.n // self.width)
+        self.survivors = top_k(alive, self.n // self.config.beam_width)
         if len(self.finished) >= self.n or not self.survivors:
             self.done = True
             self.frontier = []
@@ -59,15 +54,14 @@ class BeamState(TreeState):
 
     def result(self) -> SearchOutput:
         ranked = sorted(self.finished, key=lambda node: -self.rank(node))[: self.n]
-        completions = [node.to_completion(self.cfg.scoring) for node in ranked]
+        completions = [node.to_completion(self.spec) for node in ranked]
         # Only if the search ran out of iterations short of N finished beams: the best unfinished ones, marked.
         for node in top_k(self.survivors, self.n - len(completions)):
-            completions.append(node.to_completion(self.cfg.scoring, "truncated"))
+            completions.append(node.to_completion(self.spec, "truncated"))
         note = None
         if len(completions) < self.n:
             note = f"beam search finished {len(completions)} of {self.n} beams"
-        compute = dict(self.compute)
-        return SearchOutput(completions=completions, compute=compute, note=note)
+        return SearchOutput(completions=completions, compute=self.compute, note=note)
 
 
 class BeamSearch(TreeSearch):

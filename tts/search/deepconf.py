@@ -21,8 +21,8 @@ A real engine could stop a trace at the token where its window dips; here checks
 backend, so a stopped trace may run on to the end of the step it dipped in (at most one step of tokens per stop).
 
 Every trace started is returned as a completion (`extra["deepconf"]`: warmup / kept / stopped / cancelled,
-`extra["confidence"]`: its lowest group confidence, `extra["vote"]`: whether it votes, `extra["weight"]`: its vote
-weight), so a problem has n completions or fewer with a `note` saying that sampling stopped early. The pipeline
+`extra["confidence"]`: its lowest group confidence, `Completion.vote`: whether it votes, `Completion.weight`: its
+vote weight), so a problem has n completions or fewer with a `note` saying that sampling stopped early. The pipeline
 scores the strategy's own answer as `final` (the weighted vote over the traces that vote; acc/final in metrics.json)
 and counts `traces_generated`, `traces_stopped`, `traces_used` per problem. The PRM is not needed: with prm=none no
 PRM scores anything; with a PRM every returned completion's steps are scored as best-of-N's are.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from tts.config.schema import Config, StrategyConfig, is_whole, require
 from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR
 from tts.grading import extract_answer, normalize_answer
-from tts.search.base import SearchOutput, Strategy, batches, make_request, prompt_compute, score_samples
+from tts.search.base import Compute, RunSpec, SearchOutput, Strategy, make_request, score_samples
 from tts.search.tree import SEED_STRIDE, Node, _child
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeepConfConfig(StrategyConfig):
-    _target_: str = "tts.search.deepconf.DeepConf"
+    adaptive: ClassVar[bool] = True  # stops traces whose confidence falls below the warm-up threshold
+
     name: str = "deepconf"
     warmup: int = 16  # N_init: complete traces that set the threshold (at most n are drawn)
     eta: float = 10.0  # keep the top eta% of warm-up confidences (threshold: their (100 - eta)th percentile); 90: safe
@@ -127,16 +128,14 @@ class Trace:
 class _ProblemSearch:
     """One problem's traces, threshold and vote."""
 
-    def __init__(self, problem, run: Config, config: DeepConfConfig) -> None:
+    def __init__(self, problem, spec: RunSpec, config: DeepConfConfig) -> None:
         self.problem = problem
-        self.run = run
+        self.spec = spec
         self.config = config
-        self.n = int(run.n)
         self.traces: list[Trace] = []
         self.threshold: Optional[float] = None
         self.agreed = False
-        self.window = int(run.scoring.confidence_window)
-        self.compute = {"generated_tokens": 0, "prm_tokens": 0, "backend_calls": 0}
+        self.calls = 0  # backend calls this problem took part in
 
     def votes(self, trace: Trace) -> bool:
         if trace.status != "kept":
@@ -148,10 +147,9 @@ class _ProblemSearch:
         return 1.0 if trace.confidence is None else trace.confidence
 
     def take_warmup(self, samples: list[GenerationOutput]) -> None:
-        max_tokens = int(self.run.budget.max_tokens)
         for j, sample in enumerate(samples):
             trace = Trace(index=j, warmup=True)
-            trace.add(sample, to_end=True, max_tokens=max_tokens, window=self.window)
+            trace.add(sample, to_end=True, max_tokens=self.spec.max_tokens, window=self.spec.confidence_window)
             trace.status = "kept"
             self.traces.append(trace)
         values = [t.confidence for t in self.traces if t.confidence is not None]
@@ -174,24 +172,25 @@ class _ProblemSearch:
         """Start traces until `wave` are in flight or n have been started."""
         if self.agreed:
             return
-        while len(self.running()) < self.config.wave and len(self.traces) < self.n:
+        while len(self.running()) < self.config.wave and len(self.traces) < self.spec.n:
             self.traces.append(Trace(index=len(self.traces), warmup=False))
 
     def request(self, trace: Trace) -> GenerationRequest:
-        last = trace.steps_taken >= int(self.run.budget.num_iterations) - 1
+        last = trace.steps_taken >= self.spec.num_iterations - 1
         return make_request(
             self.problem,
-            self.run,
+            self.spec,
+            self.config,
             prefix=trace.node.text,
             prefix_ids=trace.node.token_ids,
             stop=None if last else [STEP_SEPARATOR],
-            max_tokens=max(1, int(self.run.budget.max_tokens) - trace.node.tokens),
+            max_tokens=max(1, self.spec.max_tokens - trace.node.tokens),
             seed_offset=SEED_STRIDE * trace.index,
         )
 
     def take_step(self, trace: Trace, sample: GenerationOutput) -> None:
-        last = trace.steps_taken >= int(self.run.budget.num_iterations) - 1
-        trace.add(sample, to_end=last, max_tokens=int(self.run.budget.max_tokens), window=self.window)
+        last = trace.steps_taken >= self.spec.num_iterations - 1
+        trace.add(sample, to_end=last, max_tokens=self.spec.max_tokens, window=self.spec.confidence_window)
         value = trace.confidence
         if self.threshold is not None and value is not None and value < self.threshold:
             trace.status = "stopped"  # also in its last step: a token-level check would have stopped it there
@@ -199,7 +198,7 @@ class _ProblemSearch:
             trace.status = "kept"
 
     def result(self, step_lists, scores, prm_tokens: int) -> SearchOutput:
-        scoring = self.run.scoring
+        spec = self.spec
         completions = []
         for trace, steps, step_scores in zip(self.traces, step_lists, scores):
             votes = self.votes(trace)
@@ -211,49 +210,46 @@ class _ProblemSearch:
                     step_scores=step_scores,
                     finish_reason=trace.node.finish_reason or trace.status,
                     tokens=trace.node.tokens,
-                    extra={
-                        "deepconf": "warmup" if trace.warmup else trace.status,
-                        "confidence": trace.confidence,
-                        "vote": votes,
-                        "weight": self.weight(trace) if votes else 0.0,
-                    },
-                    confidence=completion_confidence(pieces, steps, scoring.confidence_window, scoring.confidence_tail)
+                    extra={"deepconf": "warmup" if trace.warmup else trace.status, "confidence": trace.confidence},
+                    vote=votes,
+                    weight=self.weight(trace) if votes else 0.0,
+                    confidence=completion_confidence(pieces, steps, spec.confidence_window, spec.confidence_tail)
                     if pieces
                     else None,
                 )
             )
         stopped = sum(t.status == "stopped" for t in self.traces)
-        used = sum(c.extra["vote"] for c in completions)
-        self.compute.update(
+        used = sum(bool(c.vote) for c in completions)
+        compute = Compute(
             generated_tokens=sum(t.node.tokens for t in self.traces),
             prm_tokens=prm_tokens,
+            backend_calls=self.calls,
             traces_generated=len(self.traces),
             traces_stopped=stopped,
             traces_used=used,
-            **prompt_compute(o for t in self.traces for o in t.outputs),
         )
+        compute.count_prompts(o for t in self.traces for o in t.outputs)
         note = None
-        if len(completions) < self.n:  # only the vote stops a problem before n traces have started
+        if len(completions) < self.spec.n:  # only the vote stops a problem before n traces have started
             note = (
-                f"deepconf: the confidence-weighted vote agreed after {len(completions)} of {self.n} traces "
+                f"deepconf: the confidence-weighted vote agreed after {len(completions)} of {self.spec.n} traces "
                 f"({stopped} stopped, {used} voted)"
             )
-        return SearchOutput(completions=completions, compute=self.compute, note=note)
+        return SearchOutput(completions=completions, compute=compute, note=note)
 
 
 class DeepConf(Strategy):
     config: DeepConfConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
         results: list[SearchOutput] = []
         warned = False
-        for chunk in batches(problems, self.config.search_batch_size):
-            first_index = len(results)
-            searches = [_ProblemSearch(p, run, self.config) for p in chunk]
-            warmup = min(int(self.config.warmup), int(run.n))
-            outputs = policy.generate([make_request(p, run, n=warmup) for p in chunk])
+        for chunk in self.chunks(problems, results):
+            searches = [_ProblemSearch(p, spec, self.config) for p in chunk]
+            warmup = min(self.config.warmup, spec.n)
+            outputs = policy.generate([make_request(p, spec, self.config, n=warmup) for p in chunk])
             for search, samples in zip(searches, outputs):
-                search.compute["backend_calls"] += 1
+                search.calls += 1
                 search.take_warmup(samples)
             if not warned and any(t.tokens is None for s in searches for t in s.traces):
                 log.warning("deepconf: the backend returned no log-probabilities; no trace is stopped for confidence")
@@ -269,12 +265,11 @@ class DeepConf(Strategy):
                 for (search, trace), samples in zip(live, outputs):
                     search.take_step(trace, samples[0])
                 for search in {id(s): s for s, _ in live}.values():  # each problem in this call, once
-                    search.compute["backend_calls"] += 1
+                    search.calls += 1
                     search.update_vote()
             # with prm=none the PRM scores nothing, at no cost; with a PRM the returned steps are scored as best-of-N's
             step_lists, scores, prm_tokens = score_samples(
                 prm, chunk, [[t.node.text for t in s.traces] for s in searches]
             )
             results.extend(s.result(st, sc, pt) for s, st, sc, pt in zip(searches, step_lists, scores, prm_tokens))
-            self.report_finished(list(enumerate(results[first_index:], start=first_index)))  # saved at once
         return results

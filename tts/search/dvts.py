@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 
 from tts.config.schema import Config
 from tts.data.records import Completion
-from tts.search.base import SearchOutput
+from tts.search.base import RunSpec, SearchOutput
 from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState
 
 
 @dataclass
 class DVTSConfig(TreeSearchConfig):
-    _target_: str = "tts.search.dvts.DVTS"
     name: str = "dvts"
     beam_width: int = 4  # M: candidate steps per subtree per iteration, and leaves per subtree
 
@@ -45,16 +44,17 @@ class Subtree:
 
 
 class DvtsState(TreeState):
-    def __init__(self, problem, cfg) -> None:
-        super().__init__(problem, cfg)
-        self.width = int(cfg.strategy.beam_width)
-        self.subtrees = [Subtree(Node()) for _ in range(self.n // self.width)]
+    config: DVTSConfig
+
+    def __init__(self, problem, config: DVTSConfig, spec: RunSpec) -> None:
+        super().__init__(problem, config, spec)
+        self.subtrees = [Subtree(Node()) for _ in range(self.n // config.beam_width)]
 
     def expansions(self, last: bool) -> list[Expansion]:
         out = []
         for t, tree in enumerate(self.subtrees):
             if not tree.ended:
-                out.append(Expansion(tree.current, self.width, tag=(t, None)))
+                out.append(Expansion(tree.current, self.config.beam_width, tag=(t, None)))
             for j in tree.pending:
                 out.append(Expansion(tree.leaves[j], 1, to_end=True, tag=(t, j)))
         return out
@@ -79,10 +79,12 @@ class DvtsState(TreeState):
         completions: list[Completion] = []
         for tree in self.subtrees:
             if tree.ended:
-                completions.extend(leaf.to_completion(self.cfg.scoring) for leaf in tree.leaves)
+                completions.extend(leaf.to_completion(self.spec) for leaf in tree.leaves)
             else:  # out of iterations (cannot happen: the last iteration writes every subtree to the end)
-                completions.extend(tree.current.to_completion(self.cfg.scoring, "truncated") for _ in range(self.width))
-        return SearchOutput(completions=completions, compute=dict(self.compute))
+                completions.extend(
+                    tree.current.to_completion(self.spec, "truncated") for _ in range(self.config.beam_width)
+                )
+        return SearchOutput(completions=completions, compute=self.compute)
 
 
 class DVTS(TreeSearch):

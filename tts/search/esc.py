@@ -9,7 +9,7 @@ window. The answer is the majority over every sample drawn (self-consistency). A
 strong evidence that the full vote would pick it, which is where ESC saves its samples: on easy problems it stops after
 one window, on hard ones it spends the whole budget.
 
-Every sample drawn is a completion (`extra["esc_window"]`: its window, `extra["vote"]` true, `extra["weight"]` 1), so a
+Every sample drawn is a completion (`extra["esc_window"]`: its window, `Completion.vote` true, `.weight` 1), so a
 problem has n completions or fewer with a `note`; the pipeline scores the majority over all of them as `final` and
 counts `traces_generated` / `traces_used` (`traces_stopped` is 0: ESC never cuts a sample short). The windows of every
 problem of a batch go to the backend in one call per round. No PRM is needed (prm=none scores nothing).
@@ -17,25 +17,19 @@ problem of a batch go to the backend in one call per round. No PRM is needed (pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import (
-    SearchOutput,
-    Strategy,
-    batches,
-    make_request,
-    prompt_compute,
-    sampled_completion,
-    score_samples,
-)
+from tts.search.base import Compute, RunSpec, SearchOutput, Strategy, make_request, sampled_completion, score_samples
 from tts.search.deepconf import answer_key
 from tts.search.tree import SEED_STRIDE
 
 
 @dataclass
 class ESCConfig(StrategyConfig):
-    _target_: str = "tts.search.esc.ESC"
+    adaptive: ClassVar[bool] = True  # stops sampling once a window agrees
+
     name: str = "esc"
     window: int = 4  # samples per window (at most n); stop when one window's answers all agree
 
@@ -49,10 +43,10 @@ class ESCConfig(StrategyConfig):
 class ESC(Strategy):
     config: ESCConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        n, window = int(run.n), min(int(self.config.window), int(run.n))
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
+        n, window = spec.n, min(self.config.window, spec.n)
         results: list[SearchOutput] = []
-        for chunk in batches(problems, self.config.search_batch_size):
+        for chunk in self.chunks(problems, results):
             samples: list[list] = [[] for _ in chunk]  # (output, window index) per problem
             calls = [0] * len(chunk)
             active = list(range(len(chunk)))
@@ -63,7 +57,7 @@ class ESC(Strategy):
                     [
                         # sample t of a problem is draw t - s of the request starting at sample s (seed offset
                         # SEED_STRIDE * s), as deepconf numbers its traces
-                        make_request(chunk[i], run, n=size, seed_offset=SEED_STRIDE * len(samples[i]))
+                        make_request(chunk[i], spec, self.config, n=size, seed_offset=SEED_STRIDE * len(samples[i]))
                         for i, size in zip(active, sizes)
                     ]
                 )
@@ -77,25 +71,23 @@ class ESC(Strategy):
                         still.append(i)
                 active = still
                 round_ += 1
-            first_index = len(results)
             step_lists, scores, prm_tokens = score_samples(prm, chunk, [[o.text for o, _ in per] for per in samples])
             for per, steps, step_scores, prm_share, num_calls in zip(samples, step_lists, scores, prm_tokens, calls):
                 completions = [
-                    sampled_completion(o, s, sc, {"esc_window": w, "vote": True, "weight": 1.0}, scoring=run.scoring)
+                    replace(sampled_completion(o, s, sc, {"esc_window": w}, spec=spec), vote=True, weight=1.0)
                     for (o, w), s, sc in zip(per, steps, step_scores)
                 ]
-                compute = {
-                    "generated_tokens": sum(o.num_tokens for o, _ in per),
-                    "prm_tokens": prm_share,
-                    "backend_calls": num_calls,
-                    "traces_generated": len(per),
-                    "traces_stopped": 0,
-                    "traces_used": len(per),
-                    **prompt_compute(o for o, _ in per),
-                }
+                compute = Compute(
+                    generated_tokens=sum(o.num_tokens for o, _ in per),
+                    prm_tokens=prm_share,
+                    backend_calls=num_calls,
+                    traces_generated=len(per),
+                    traces_stopped=0,
+                    traces_used=len(per),
+                )
+                compute.count_prompts(o for o, _ in per)
                 note = None
                 if len(per) < n:
                     note = f"esc: window {per[-1][1] + 1} agreed after {len(per)} of {n} samples"
                 results.append(SearchOutput(completions=completions, compute=compute, note=note))
-            self.report_finished(list(enumerate(results[first_index:], start=first_index)))  # saved at once
         return results

@@ -5,7 +5,7 @@
 Two backend calls per batch of problems: one samples the n solutions of every problem (as best-of-n, so the samples
 are the same as best-of-n's for the same seed), one asks the policy to review every sample with `strategy.review_prompt`
 and to end with a verdict, `[[correct]]` or `[[wrong]]`. Each completion records its verdict in
-`extra["verdict"]` ("correct" / "wrong" / "unparsed") and whether it may vote in `extra["vote"]` (only "correct"
+`extra["verdict"]` ("correct" / "wrong" / "unparsed") and whether it may vote in `Completion.vote` (only "correct"
 does; an unparsed review counts as not correct). Scoring then takes the majority over the answers that may vote,
 falling back to all answers when none may (`tts.scoring`, "maj"), and also reports the plain vote ("maj_unfiltered");
 naive and weighted selection by the PRM are unchanged. Review tokens count toward `generated_tokens`, and separately
@@ -15,20 +15,12 @@ under `review_tokens`; with n samples a problem costs 2n calls.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationRequest
 from tts.config.schema import Config, StrategyConfig
-from tts.search.base import (
-    SearchOutput,
-    Strategy,
-    batches,
-    make_request,
-    prompt_compute,
-    sampled_completion,
-    score_samples,
-)
+from tts.search.base import Compute, RunSpec, SearchOutput, Strategy, make_request, sampled_completion, score_samples
 
 _VERDICT = re.compile(r"\[\[\s*(correct|wrong)\s*\]\]", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -37,7 +29,8 @@ UNPARSED_KEEP_CHARS = 400  # an unparsed review is kept (this much of it) in the
 
 @dataclass
 class FilterVoteConfig(StrategyConfig):
-    _target_: str = "tts.search.filter_vote.FilterVote"
+    sequential: ClassVar[bool] = True  # a review call reads each sample
+
     name: str = "filter_vote"
     review_prompt: str = ""  # {problem} and {solution} are replaced verbatim (conf/strategy/filter_vote.yaml)
     review_system_prompt: str = ""  # system message of the review call ("": none)
@@ -70,34 +63,34 @@ def parse_verdict(text: str) -> str:
     return found.pop() if len(found) == 1 else "unparsed"
 
 
-def review_request(problem: str, solution: str, cfg: Config, seed_offset: int) -> GenerationRequest:
-    strategy = cfg.strategy
-    messages = [{"role": "system", "content": strategy.review_system_prompt}] if strategy.review_system_prompt else []
-    prompt = fill(strategy.review_prompt, problem=problem, solution=solution.strip())
+def review_request(
+    problem: str, solution: str, spec: RunSpec, config: FilterVoteConfig, seed_offset: int
+) -> GenerationRequest:
+    messages = [{"role": "system", "content": config.review_system_prompt}] if config.review_system_prompt else []
+    prompt = fill(config.review_prompt, problem=problem, solution=solution.strip())
     messages.append({"role": "user", "content": prompt})
-    temperature = strategy.temperature if strategy.review_temperature is None else strategy.review_temperature
+    temperature = config.temperature if config.review_temperature is None else config.review_temperature
     return GenerationRequest(
         messages=messages,
         n=1,
         temperature=temperature,
-        top_p=strategy.top_p,
-        max_tokens=strategy.review_max_tokens,
-        seed=cfg.seed + seed_offset,
+        top_p=config.top_p,
+        max_tokens=config.review_max_tokens,
+        seed=spec.seed + seed_offset,
     )
 
 
 class FilterVote(Strategy):
     config: FilterVoteConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
         results: list[SearchOutput] = []
-        for chunk in batches(problems, run.strategy.search_batch_size):
-            first_index = len(results)
-            outputs = policy.generate([make_request(p, run, n=run.n) for p in chunk])
+        for chunk in self.chunks(problems, results):
+            outputs = policy.generate([make_request(p, spec, self.config, n=spec.n) for p in chunk])
             # one review per sample, each with its own seed so identical solutions get independent reviews
             reviews = policy.generate(
                 [
-                    review_request(p.problem, o.text, run, seed_offset=1 + j)
+                    review_request(p.problem, o.text, spec, self.config, seed_offset=1 + j)
                     for p, samples in zip(chunk, outputs)
                     for j, o in enumerate(samples)
                 ]
@@ -112,18 +105,19 @@ class FilterVote(Strategy):
                 completions = []
                 for o, s, sc, r in zip(samples, steps, step_scores, mine):
                     verdict = parse_verdict(r.text)
-                    extra = {"verdict": verdict, "vote": verdict == "correct", "review_tokens": r.num_tokens}
+                    extra = {"verdict": verdict, "review_tokens": r.num_tokens}
                     if verdict == "unparsed":
                         extra["review"] = r.text[-UNPARSED_KEEP_CHARS:]
-                    completions.append(sampled_completion(o, s, sc, extra, scoring=run.scoring))
+                    completion = sampled_completion(o, s, sc, extra, spec=spec)
+                    # on disk the vote follows the verdict in `extra`, as filter-vote's records have always had it
+                    completions.append(replace(completion, vote=verdict == "correct", vote_at=1))
                 review_tokens = sum(r.num_tokens for r in mine)
-                compute = {
-                    "generated_tokens": sum(o.num_tokens for o in samples) + review_tokens,
-                    "review_tokens": review_tokens,
-                    "prm_tokens": prm_tokens,
-                    "backend_calls": 2,
-                    **prompt_compute([*samples, *mine]),
-                }
+                compute = Compute(
+                    generated_tokens=sum(o.num_tokens for o in samples) + review_tokens,
+                    review_tokens=review_tokens,
+                    prm_tokens=prm_tokens,
+                    backend_calls=2,
+                )
+                compute.count_prompts([*samples, *mine])
                 results.append(SearchOutput(completions=completions, compute=compute))
-            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

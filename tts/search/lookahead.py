@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tts.config.schema import Config, is_whole
-from tts.search.base import SearchOutput
+from tts.search.base import RunSpec, SearchOutput
 from tts.search.beam import BeamConfig, BeamState
 from tts.search.tree import TreeSearch, run_tree_search
 
 
 @dataclass
 class LookaheadConfig(BeamConfig):
-    _target_: str = "tts.search.lookahead.LookaheadSearch"
     name: str = "lookahead"
     lookahead: int = 2  # k: greedy steps rolled out past each candidate before the PRM scores it (0 = beam search)
 
@@ -36,7 +35,14 @@ class LookaheadConfig(BeamConfig):
 class LookaheadSearch(TreeSearch):
     config: LookaheadConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
         return run_tree_search(
-            problems, policy, prm, run, BeamState, lookahead=self.config.lookahead, finished=self.report_finished
+            problems,
+            policy,
+            prm,
+            self.config,
+            spec,
+            BeamState,
+            lookahead=self.config.lookahead,
+            finished=self.report_finished,
         )

@@ -30,13 +30,13 @@ the shared step loop (tts/search/tree.py).
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from tts.config.schema import Config
-from tts.search.base import SearchOutput
+from tts.data.problem import stable_hash
+from tts.search.base import RunSpec, SearchOutput
 from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState
 
 RESAMPLING = ("multinomial", "systematic")
@@ -46,7 +46,6 @@ LOGIT_CLIP = 1e-7  # a PRM score of exactly 0 or 1 would make an infinite log-we
 
 @dataclass
 class ParticleFilteringConfig(TreeSearchConfig):
-    _target_: str = "tts.search.particle_filtering.ParticleFiltering"
     name: str = "particle_filtering"
     weight_temperature: float = 1.0  # log-weights are transform(reward) / this: low = exploit, high = uniform
     resampling: str = "multinomial"  # multinomial (the paper) | systematic (same expected counts, lower variance)
@@ -104,25 +103,20 @@ def resample(weights: np.ndarray, k: int, method: str, rng: np.random.Generator)
 
 
 class ParticleState(TreeState):
-    def __init__(self, problem, cfg) -> None:
-        super().__init__(problem, cfg)
-        strategy = cfg.strategy
-        self.temperature = float(strategy.weight_temperature)
-        self.method = str(strategy.resampling)
-        self.transform = str(strategy.reward_transform)
-        # seeded per problem, not per batch: the same problem resamples the same way however problems are batched
-        self.rng = np.random.default_rng([int(cfg.seed), zlib.crc32(str(problem.unique_id).encode())])
-        self.particles: list[Node] = []  # the N current particles; copies of one particle are the same Node
-        self.frontier = [Expansion(Node(), self.n)]
+    config: ParticleFilteringConfig
 
-    def expansions(self, last: bool) -> list[Expansion]:
-        return self.frontier
+    def __init__(self, problem, config: ParticleFilteringConfig, spec: RunSpec) -> None:
+        super().__init__(problem, config, spec)
+        # seeded per problem, not per batch: the same problem resamples the same way however problems are batched
+        self.rng = np.random.default_rng([spec.seed, stable_hash(problem.unique_id)])
+        self.particles: list[Node] = []  # the N current particles; copies of one particle are the same Node
 
     def update(self, groups) -> None:
         children = [c for _, kids in groups for c in kids]
         pool = [p for p in self.particles if p.finished] + children  # N: finished ones keep their weight
-        weights = normalized(log_weights(np.array([p.value for p in pool]), self.transform, self.temperature))
-        self.particles = [pool[i] for i in resample(weights, self.n, self.method, self.rng)]
+        config = self.config
+        logw = log_weights(np.array([p.value for p in pool]), config.reward_transform, config.weight_temperature)
+        self.particles = [pool[i] for i in resample(normalized(logw), self.n, config.resampling, self.rng)]
         copies: dict[int, Expansion] = {}
         for p in self.particles:
             if not p.finished:
@@ -132,8 +126,8 @@ class ParticleState(TreeState):
 
     def result(self) -> SearchOutput:
         # unfinished particles only if the search ran out of iterations (the last one writes everything to the end)
-        completions = [p.to_completion(self.cfg.scoring, None if p.finished else "truncated") for p in self.particles]
-        return SearchOutput(completions=completions, compute=dict(self.compute))
+        completions = [p.to_completion(self.spec, None if p.finished else "truncated") for p in self.particles]
+        return SearchOutput(completions=completions, compute=self.compute)
 
 
 class ParticleFiltering(TreeSearch):

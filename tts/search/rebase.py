@@ -18,13 +18,12 @@ import math
 from dataclasses import dataclass
 
 from tts.config.schema import Config
-from tts.search.base import SearchOutput
-from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState, allocate
+from tts.search.base import RunSpec, SearchOutput, allocate
+from tts.search.tree import Expansion, Node, TreeSearch, TreeSearchConfig, TreeState
 
 
 @dataclass
 class RebaseConfig(TreeSearchConfig):
-    _target_: str = "tts.search.rebase.Rebase"
     name: str = "rebase"
     rebase_temperature: float = 0.2  # softmax temperature over node scores: low = exploit the best node
 
@@ -45,15 +44,12 @@ def softmax(values: list[float], temperature: float) -> list[float]:
 
 
 class RebaseState(TreeState):
-    def __init__(self, problem, cfg) -> None:
-        super().__init__(problem, cfg)
-        self.temperature = float(cfg.strategy.rebase_temperature)
-        self.finished: list[Node] = []
-        self.frontier = [Expansion(Node(), self.n)]
-        self.alive: list[Node] = []
+    config: RebaseConfig
 
-    def expansions(self, last: bool) -> list[Expansion]:
-        return self.frontier
+    def __init__(self, problem, config: RebaseConfig, spec: RunSpec) -> None:
+        super().__init__(problem, config, spec)
+        self.finished: list[Node] = []
+        self.alive: list[Node] = []
 
     def update(self, groups) -> None:
         children = [c for _, kids in groups for c in kids]
@@ -63,15 +59,15 @@ class RebaseState(TreeState):
         if budget <= 0 or not self.alive:
             self.done, self.frontier = True, []
             return
-        counts = allocate(budget, softmax([c.value for c in self.alive], self.temperature))
+        counts = allocate(budget, softmax([c.value for c in self.alive], self.config.rebase_temperature))
         self.frontier = [Expansion(node, k) for node, k in zip(self.alive, counts) if k > 0]
 
     def result(self) -> SearchOutput:
-        completions = [node.to_completion(self.cfg.scoring) for node in self.finished[: self.n]]
+        completions = [node.to_completion(self.spec) for node in self.finished[: self.n]]
         for node in sorted(self.alive, key=lambda node: -node.value)[: self.n - len(completions)]:
-            completions.append(node.to_completion(self.cfg.scoring, "truncated"))
+            completions.append(node.to_completion(self.spec, "truncated"))
         note = None if len(completions) == self.n else f"REBASE finished {len(completions)} of {self.n} completions"
-        return SearchOutput(completions=completions, compute=dict(self.compute), note=note)
+        return SearchOutput(completions=completions, compute=self.compute, note=note)
 
 
 class Rebase(TreeSearch):

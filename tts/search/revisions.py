@@ -18,25 +18,18 @@ attempts only. `revisions_per_chain=1` is best-of-n; `revisions_per_chain=n` is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 from tts.backends.base import GenerationOutput, GenerationRequest, build_messages
 from tts.config.schema import Config, StrategyConfig, is_whole
-from tts.search.base import (
-    SearchOutput,
-    Strategy,
-    batches,
-    make_request,
-    prompt_compute,
-    sampled_completion,
-    score_samples,
-)
+from tts.search.base import Compute, RunSpec, SearchOutput, Strategy, make_request, sampled_completion, score_samples
 from tts.search.filter_vote import fill
 
 
 @dataclass
 class RevisionsConfig(StrategyConfig):
-    _target_: str = "tts.search.revisions.Revisions"
+    sequential: ClassVar[bool] = True  # each attempt reads its chain's earlier ones
+
     name: str = "revisions"
     revisions_per_chain: int = 4  # L, attempts per chain (1 = best-of-n); must divide n
     revision_prompt: str = ""  # {problem} and {attempts} are replaced verbatim (conf/strategy/revisions.yaml)
@@ -79,34 +72,34 @@ def context(attempts: list[GenerationOutput], budget: int) -> list[GenerationOut
     return kept[::-1]
 
 
-def revision_request(problem: str, shown: list[GenerationOutput], cfg: Config, seed_offset: int) -> GenerationRequest:
-    strategy = cfg.strategy
-    rendered = "\n\n".join(fill(strategy.revision_attempt_template, attempt=a.text.strip()) for a in shown)
-    prompt = fill(strategy.revision_prompt, problem=problem, attempts=rendered)
+def revision_request(
+    problem: str, shown: list[GenerationOutput], spec: RunSpec, config: RevisionsConfig, seed_offset: int
+) -> GenerationRequest:
+    rendered = "\n\n".join(fill(config.revision_attempt_template, attempt=a.text.strip()) for a in shown)
+    prompt = fill(config.revision_prompt, problem=problem, attempts=rendered)
     return GenerationRequest(
-        messages=build_messages(cfg.model.prompt.system, prompt),
+        messages=build_messages(spec.system_prompt, prompt),
         n=1,
-        temperature=strategy.temperature,
-        top_p=strategy.top_p,
-        max_tokens=cfg.budget.max_tokens,
-        seed=cfg.seed + seed_offset,
-        top_logprobs=cfg.model.top_logprobs,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=spec.max_tokens,
+        seed=spec.seed + seed_offset,
+        top_logprobs=spec.top_logprobs,
     )
 
 
 class Revisions(Strategy):
     config: RevisionsConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        length = run.strategy.revisions_per_chain
-        chains = run.n // length
-        budget = run.strategy.revision_context_tokens or run.budget.max_tokens
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
+        length = self.config.revisions_per_chain
+        chains = spec.n // length
+        budget = self.config.revision_context_tokens or spec.max_tokens
         results: list[SearchOutput] = []
-        for chunk in batches(problems, run.strategy.search_batch_size):
-            first_index = len(results)
+        for chunk in self.chunks(problems, results):
             # history[i][c]: the attempts of chain c of problem i so far;
             # shown[i][c]: (attempts, tokens) each prompt held
-            first = policy.generate([make_request(p, run, n=chains) for p in chunk])
+            first = policy.generate([make_request(p, spec, self.config, n=chains) for p in chunk])
             history = [[[o] for o in samples] for samples in first]
             shown = [[[(0, 0)] for _ in range(chains)] for _ in chunk]
             for position in range(1, length):
@@ -117,7 +110,9 @@ class Revisions(Strategy):
                     shown[i][c].append((len(prompts[i, c]), sum(a.num_tokens for a in prompts[i, c])))
                 outputs = policy.generate(
                     [
-                        revision_request(chunk[i].problem, prompts[i, c], run, seed_offset=position * chains + c)
+                        revision_request(
+                            chunk[i].problem, prompts[i, c], spec, self.config, seed_offset=position * chains + c
+                        )
                         for i, c in pairs
                     ]
                 )
@@ -131,14 +126,13 @@ class Revisions(Strategy):
                     chain, position = divmod(j, length)
                     held, tokens = shown[i][chain][position]
                     extra = {"chain": chain, "position": position, "context_attempts": held, "context_tokens": tokens}
-                    completions.append(sampled_completion(a, s, sc, extra, scoring=run.scoring))
-                compute = {
-                    "generated_tokens": sum(a.num_tokens for a in per),
-                    "prm_tokens": prm_tokens,
-                    "context_tokens": sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
-                    "backend_calls": length,
-                    **prompt_compute(per),
-                }
+                    completions.append(sampled_completion(a, s, sc, extra, spec=spec))
+                compute = Compute(
+                    generated_tokens=sum(a.num_tokens for a in per),
+                    prm_tokens=prm_tokens,
+                    context_tokens=sum(held_tokens for chain in shown[i] for _, held_tokens in chain),
+                    backend_calls=length,
+                )
+                compute.count_prompts(per)
                 results.append(SearchOutput(completions=completions, compute=compute))
-            self.report_finished(list(enumerate(results[first_index:], start=first_index)))
         return results

@@ -5,7 +5,7 @@ only in *which* nodes they expand, *how many* children each gets, and when a pro
 small per-problem state object (`TreeState`). Everything else is here and is the same for every strategy:
 
 - each problem's search is a generator that yields what it needs (requests to generate, candidates to score), and
-  one driver answers all of them (`strategy.search_batch_size` problems at a time; null = the whole batch). In
+  one driver answers all of them (the config's `search_batch_size` problems at a time; null = the whole batch). In
   lockstep (every backend but vLLM, or `strategy.schedule=lockstep`) that is one backend call per generation round
   for all active problems and one PRM call per iteration for all of them. With `strategy.schedule=per_problem` on a
   backend that streams (vLLM), a problem's next requests join the engine's running batch as soon as its scores are
@@ -22,7 +22,6 @@ small per-problem state object (`TreeState`). Everything else is here and is the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -30,12 +29,13 @@ import numpy as np
 
 from tts.backends.base import GenerationStream
 from tts.confidence.measures import completion_confidence
-from tts.config.schema import Config, ScoringConfig, StrategyConfig, is_whole
+from tts.config.schema import Config, StrategyConfig, is_whole
+from tts.data.problem import Problem
 from tts.data.records import Completion
 from tts.data.steps import STEP_SEPARATOR, split_steps
 from tts.grading import extract_answer
 from tts.scoring import reduce_scores
-from tts.search.base import Finished, SearchOutput, Strategy, batches, make_request, prompt_compute, share_tokens
+from tts.search.base import Compute, Finished, RunSpec, SearchOutput, Strategy, batches, make_request, share_tokens
 
 FINISHED_BY_BACKEND = ("eos", "length")
 SEED_STRIDE = 1_000_003  # seed offset between repeated requests for one prefix (far from the sweep's seeds 0, 1, 2 ...)
@@ -68,8 +68,8 @@ class Node:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def to_completion(self, scoring: ScoringConfig, finish_reason: Optional[str] = None) -> Completion:
-        """The completion a strategy returns; its confidence summary (windows from `scoring`) reads the outputs'
+    def to_completion(self, spec: RunSpec, finish_reason: Optional[str] = None) -> Completion:
+        """The completion a strategy returns; its confidence summary (windows from `spec`) reads the outputs'
         log-probabilities concatenated, each step's tokens those of the output that wrote it."""
         return Completion(
             text=self.text,
@@ -77,9 +77,7 @@ class Node:
             step_scores=list(self.scores),
             finish_reason=finish_reason or self.finish_reason or "truncated",
             tokens=self.tokens,
-            confidence=completion_confidence(
-                self.pieces, self.steps, scoring.confidence_window, scoring.confidence_tail
-            )
+            confidence=completion_confidence(self.pieces, self.steps, spec.confidence_window, spec.confidence_tail)
             if self.pieces
             else None,
         )
@@ -96,25 +94,24 @@ class Expansion:
 
 
 class TreeState:
-    """One problem's search. Subclasses decide what to expand next (`expansions`) and what to keep (`update`)."""
+    """One problem's search. Subclasses decide what to expand next (`expansions`) and what to keep (`update`), reading
+    their knobs from `config` (a subclass narrows its type) and the run's from `spec`."""
 
-    def __init__(self, problem, cfg) -> None:
+    config: TreeSearchConfig
+
+    def __init__(self, problem: Problem, config: TreeSearchConfig, spec: RunSpec) -> None:
         self.problem = problem
-        self.cfg = cfg
-        self.n = int(cfg.n)
-        self.reduction = str(cfg.scoring.reduction)
-        self.compute = {
-            "generated_tokens": 0,
-            "prm_tokens": 0,
-            "backend_calls": 0,
-            "prompt_tokens": 0,
-            "prompt_tokens_computed": 0,
-        }
+        self.config = config
+        self.spec = spec
+        self.n = spec.n
+        self.compute = Compute(prompt_tokens=0, prompt_tokens_computed=0)
         self.done = False
+        self.frontier: list[Expansion] = [Expansion(Node(), self.n)]  # the root, expanded N ways; `update` moves it
 
     def expansions(self, last: bool) -> list[Expansion]:
-        """What to generate this iteration; `last` is the final allowed iteration (everything goes to the end)."""
-        raise NotImplementedError
+        """What to generate this iteration (by default the frontier); `last` is the final allowed iteration
+        (everything goes to the end)."""
+        return self.frontier
 
     def update(self, groups: list[tuple[Expansion, list[Node]]]) -> None:
         """Take the scored children of this iteration's expansions (in the order `expansions` returned them)."""
@@ -124,22 +121,7 @@ class TreeState:
         raise NotImplementedError
 
     def rank(self, node: Node) -> float:
-        return reduce_scores(node.scores, self.reduction)
-
-
-def allocate(total: int, weights: list[float]) -> list[int]:
-    """Split `total` whole slots over items in proportion to `weights` (largest remainder; ties to the earlier item)."""
-    weight_sum = float(sum(weights))
-    if total <= 0 or not weights:
-        return [0] * len(weights)
-    if weight_sum <= 0 or not math.isfinite(weight_sum):
-        weights, weight_sum = [1.0] * len(weights), float(len(weights))
-    raw = [total * w / weight_sum for w in weights]
-    counts = [int(r) for r in raw]
-    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
+        return reduce_scores(node.scores, self.spec.reduction)
 
 
 def top_k(nodes: list[Node], k: int) -> list[Node]:
@@ -234,27 +216,37 @@ class TreeSearch(Strategy):
     """A strategy whose per-problem policy is a `TreeState` subclass, run by the shared step loop below."""
 
     state_class: ClassVar[type[TreeState]]
+    config: TreeSearchConfig
 
-    def search(self, problems, policy, prm, run: Config) -> list[SearchOutput]:
-        return run_tree_search(problems, policy, prm, run, self.state_class, finished=self.report_finished)
+    def search(self, problems, policy, prm, spec: RunSpec) -> list[SearchOutput]:
+        return run_tree_search(
+            problems, policy, prm, self.config, spec, self.state_class, finished=self.report_finished
+        )
 
 
 def run_tree_search(
-    problems, policy, prm, cfg: Config, make_state, lookahead: int = 0, finished: Optional[Finished] = None
+    problems,
+    policy,
+    prm,
+    config: TreeSearchConfig,
+    spec: RunSpec,
+    make_state: type[TreeState],
+    lookahead: int = 0,
+    finished: Optional[Finished] = None,
 ) -> list[SearchOutput]:
-    """Run `make_state(problem, cfg)` searches over `problems`, `strategy.search_batch_size` problems at a time.
+    """Run `make_state(problem, config, spec)` searches over `problems`, `config.search_batch_size` problems at a time.
 
     `lookahead` > 0 scores every unfinished child at the end of a greedy rollout of that many more steps (one extra
     backend call per rollout step, all problems batched); the rollout tokens count as generated compute.
     `finished` is handed each problem's result as soon as its search ends (problems of one step together).
     """
-    states = [make_state(p, cfg) for p in problems]
+    states = [make_state(p, config, spec) for p in problems]
     if lookahead > 0:
         for state in states:
-            state.compute["rollout_tokens"] = 0
+            state.compute.rollout_tokens = 0
     offset = 0
-    for chunk in batches(states, cfg.strategy.search_batch_size):
-        _search_chunk(list(chunk), policy, prm, cfg, lookahead, finished, offset)
+    for chunk in batches(states, config.search_batch_size):
+        _search_chunk(list(chunk), policy, prm, config, spec, lookahead, finished, offset)
         offset += len(chunk)
     return [state.result() for state in states]
 
@@ -276,17 +268,24 @@ class _Score:
 
 
 def _search_chunk(
-    states: list[TreeState], policy, prm, cfg, lookahead: int, finished: Optional[Finished], offset: int
+    states: list[TreeState],
+    policy,
+    prm,
+    config: TreeSearchConfig,
+    spec: RunSpec,
+    lookahead: int,
+    finished: Optional[Finished],
+    offset: int,
 ) -> None:
-    searches = [_search_problem(state, cfg, lookahead) for state in states]
-    stream = policy.stream() if cfg.strategy.schedule == "per_problem" else GenerationStream(policy)
+    searches = [_search_problem(state, lookahead) for state in states]
+    stream = policy.stream() if config.schedule == "per_problem" else GenerationStream(policy)
 
     def hand_over(done: list[int]) -> None:
         if finished is not None:
             finished([(offset + i, states[i].result()) for i in sorted(done)])
 
     with stream:
-        _drive(searches, stream, prm, stream.streams, int(cfg.n), hand_over)
+        _drive(searches, stream, prm, stream.streams, spec.n, hand_over)
 
 
 def _drive(searches, stream, prm, per_problem: bool, n: int, hand_over=None) -> None:
@@ -356,12 +355,12 @@ def _drive(searches, stream, prm, per_problem: bool, n: int, hand_over=None) -> 
     report()
 
 
-def _search_problem(state: TreeState, cfg, lookahead: int):
+def _search_problem(state: TreeState, lookahead: int):
     """One problem's search, iteration by iteration: yields what it needs (`_Generate`, `_Score`) and is sent the
     answers (samples per request; (scores per candidate, PRM tokens of its share))."""
     stop = [STEP_SEPARATOR]
-    max_tokens = int(cfg.budget.max_tokens)
-    iterations = int(cfg.budget.num_iterations)
+    max_tokens = state.spec.max_tokens
+    iterations = state.spec.num_iterations
     for iteration in range(iterations):
         last = iteration == iterations - 1
         expansions = [e for e in state.expansions(last) if e.n > 0]
@@ -379,7 +378,8 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
             requests.append(
                 make_request(
                     state.problem,
-                    cfg,
+                    state.spec,
+                    state.config,
                     prefix=e.parent.text,
                     prefix_ids=e.parent.token_ids,
                     n=e.n,
@@ -410,33 +410,27 @@ def _search_problem(state: TreeState, cfg, lookahead: int):
                     ],
                 )
             )
-            state.compute["generated_tokens"] += sum(o.num_tokens for o in samples)
-            add_prompt_compute(state.compute, samples)
-        state.compute["backend_calls"] += 1
+            state.compute.generated_tokens += sum(o.num_tokens for o in samples)
+            state.compute.count_prompts(samples)
+        state.compute.backend_calls += 1
 
         # what the PRM reads for each child: its own steps, or its lookahead rollout
         children = [c for _, group in groups for c in group]
         read = children
         if lookahead > 0 and not last:
-            tips = yield from _rollout(state, children, cfg, lookahead, max_tokens)
+            tips = yield from _rollout(state, children, lookahead, max_tokens)
             read = [tips.get(id(c), c) for c in children]
         scores, share = yield _Score(
             state.problem.problem, [node.steps for node in read], sum(len(node.text) for node in read)
         )
-        state.compute["prm_tokens"] += share
+        state.compute.prm_tokens += share
         for child, full in zip(children, scores):
             child.scores = list(full[: len(child.steps)])
-            child.value = reduce_scores(full, state.reduction)
+            child.value = reduce_scores(full, state.spec.reduction)
         state.update(groups)
 
 
-def add_prompt_compute(compute: dict, samples) -> None:
-    """Add the prompt tokens of a request's samples (nominal and computed after reuse) to a problem's compute."""
-    for key, value in prompt_compute(samples).items():
-        compute[key] += value
-
-
-def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_tokens: int):
+def _rollout(state: TreeState, children: list[Node], lookahead: int, max_tokens: int):
     """Greedy (temperature 0) continuations of every unfinished child, `lookahead` steps deep, one request round per
     step. Returns id(child) -> the node at the end of its rollout. Rollout tokens are generated compute
     (`generated_tokens`, and separately `rollout_tokens`) but never part of a completion's text."""
@@ -450,7 +444,8 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
             [
                 make_request(
                     state.problem,
-                    cfg,
+                    state.spec,
+                    state.config,
                     prefix=tips[key].text,
                     prefix_ids=tips[key].token_ids,
                     n=1,
@@ -463,10 +458,10 @@ def _rollout(state: TreeState, children: list[Node], cfg, lookahead: int, max_to
         )
         for key, samples in zip(keys, outputs):
             o = samples[0]
-            state.compute["generated_tokens"] += o.num_tokens
-            state.compute["rollout_tokens"] += o.num_tokens
-            add_prompt_compute(state.compute, samples)
+            state.compute.generated_tokens += o.num_tokens
+            state.compute.rollout_tokens = (state.compute.rollout_tokens or 0) + o.num_tokens
+            state.compute.count_prompts(samples)
             tips[key] = _child(tips[key], o.text, o.finish_reason, o.num_tokens, False, max_tokens, o.token_ids)
             # (a rollout is read by the PRM, never returned: its log-probabilities are not kept)
-        state.compute["backend_calls"] += 1
+        state.compute.backend_calls += 1
     return tips

@@ -10,7 +10,7 @@ fingerprint.json, run_info.json), so analysis reads it, and rerunning the unshar
 The merge is atomic: it is written into a hidden temporary directory beside --out and renamed into place, so a merge
 killed at any moment leaves either no --out or a complete one (a rerun removes the temporary leftovers).
 The merge refuses, with one line naming the directory and file: a shard whose results do not verify (an index entry
-or batch file edited, truncated, overwritten or from another run: tts/store/run_dir.py), a config.yaml changed after
+or batch file edited, truncated, overwritten or from another run: tts/store/format.py), a config.yaml changed after
 its run, shards whose configs differ in anything but the shard range, a problem recorded in two shards, ranges that do
 not tile (a shard given twice, overlapping ranges; holes unless --allow-missing), a shard still being written, a second
 merge into the same --out while one runs (a lock beside --out), and (unless --allow-missing) problems of the dataset
@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import errno
-import fcntl
 import logging
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,22 +34,10 @@ from typing import Optional
 import yaml
 
 from tts.data.records import ProblemRecord, ProblemSummary
-from tts.store.run_dir import (
-    FINGERPRINT,
-    INDEX,
-    LEGACY_RESULTS,
-    LOCK,
-    RESULTS,
-    RunDamaged,
-    RunDirectory,
-    _flatten,
-    config_hash,
-    find_run_dirs,
-    fingerprint_of,
-    is_locked,
-    run_info,
-    run_metrics,
-)
+from tts.store.format import FINGERPRINT, INDEX, LEGACY_RESULTS, LOCK, RESULTS, sign, try_lock
+from tts.store.provenance import _flatten, config_hash, fingerprint_of, run_info
+from tts.store.readers import RunDamaged, RunReader, find_run_dirs, is_locked, run_metrics
+from tts.store.writer import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +84,7 @@ class MergeReport:
 def read_shard(path: Path) -> Shard:
     """A run directory's config and per-problem summaries, read only (the directory is not touched)."""
     path = Path(path)
-    directory = RunDirectory(path)
+    directory = RunReader(path)
     if not directory.has_results() or not (path / "config.yaml").exists():
         raise MergeError(
             f"{path} is not a run directory: it needs {RESULTS}/{INDEX} (or {LEGACY_RESULTS}) and config.yaml"
@@ -254,7 +239,7 @@ def _write(shards, owner, by_id, order, missing, merged_dataset, out: Path, chec
         for shard in shards_in_order:  # one shard batch at a time: memory stays bounded on huge runs
             chunk: list[ProblemRecord] = []
             try:
-                for record in RunDirectory(shard.path).iter_records():  # each batch checked again as it is read
+                for record in RunReader(shard.path).iter_records():  # each batch checked again as it is read
                     if owner.get(record.unique_id) != shard.path:
                         continue
                     chunk.append(record)
@@ -297,23 +282,13 @@ def _write(shards, owner, by_id, order, missing, merged_dataset, out: Path, chec
 def merge_lock(out: Path) -> Iterator[None]:
     """Hold `.<out>.merge-lock` beside --out (an flock: the kernel drops it if the merge dies), or refuse at once
     with MergeError: two merges into one directory would remove each other's staging and leave a mix."""
-    path = out.parent / f".{out.name}.merge-lock"
-    handle = open(path, "a+")
+    handle, holder = try_lock(out.parent / f".{out.name}.merge-lock")
+    if handle is None:
+        raise MergeError(
+            f"another merge into {out} is running ({holder}); wait for it to finish, or choose another --out"
+        )
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise MergeError(
-                f"another merge into {out} is running ({holder}); wait for it to finish, or choose another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
+        sign(handle)
         yield
     finally:
         handle.close()  # closing drops the flock

@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from typing import Optional
 
 from tts.data.records import ProblemRecord
-from tts.scoring import AGGREGATIONS, reduce_scores
+from tts.scoring import reduce_scores
 
 MAX_TEXT = 1000
 CUT = " [...]"
+# The aggregations the tables have columns for: the same columns in every run, so W&B can show runs side by side (the
+# others are in the run's metrics and results).
+TABLE_AGGREGATIONS = ("naive", "weighted", "maj")
 
 COMPLETION_COLUMNS = [
     "unique_id",
@@ -103,7 +106,7 @@ def completion_rows(record: ProblemRecord, n: int, reduction: str) -> list[list]
     return rows
 
 
-PICKS = [COMPLETION_COLUMNS.index(f"picked_{agg}") for agg in AGGREGATIONS]
+PICKS = [COMPLETION_COLUMNS.index(f"picked_{agg}") for agg in TABLE_AGGREGATIONS]
 
 
 def budgeted_rows(rows_per_problem: Sequence[list[list]], budget_bytes: float) -> list[list[list]]:
@@ -162,8 +165,8 @@ def problem_row(record: ProblemRecord, n: int) -> list:
         record.subject,
         cap(record.problem),
         record.answer,
-        *(scores.predictions.get(f"{agg}@{k}") for agg in AGGREGATIONS),
-        *(scores.correct.get(f"{agg}@{k}") for agg in AGGREGATIONS),
+        *(scores.predictions.get(f"{agg}@{k}") for agg in TABLE_AGGREGATIONS),
+        *(scores.correct.get(f"{agg}@{k}") for agg in TABLE_AGGREGATIONS),
         scores.pass_at.get(f"pass@{k}"),
         len(record.completions),
         record.compute.get("generated_tokens"),

@@ -102,7 +102,7 @@ def scrub(tree):
 
 def run_id_for(config: dict, run_dir: Path) -> str:
     """A stable W&B id: the same run directory and config give the same id (W&B allows [A-Za-z0-9_-], <= 64 chars)."""
-    from tts.store.run_dir import config_hash, fingerprint_of
+    from tts.store.provenance import config_hash, fingerprint_of
 
     digest = hashlib.sha256(f"{Path(run_dir).resolve()}|{config_hash(fingerprint_of(config))}".encode()).hexdigest()
     name = redact_text(f"{config['strategy']['name']}-n{config['n']}-s{config['seed']}")

@@ -15,21 +15,20 @@ import importlib.util
 import os
 from collections.abc import Sequence
 
-from tts.config.keys import component_group_dir
-from tts.config.schema import Config, ConfigError
+from tts.config.schema import Config, ConfigError, components
 from tts.data.problem import Problem
-from tts.launch.limits import check_limits
+from tts.runtime.limits import check_limits
 
 
 def check_before_generation(run: Config, problems: Sequence[Problem]) -> None:
-    """The run's size bounds (tts/launch/limits.py), then what each chosen component says it needs (its `needs`,
+    """The run's size bounds (tts/runtime/limits.py), then what each chosen component says it needs (its `needs`,
     `weights` and `synthetic_only`), checked alike."""
     check_limits(run, problems)
     if run.model.backend.synthetic_only:
         check_sim_can_read(problems, run.dataset.name)
-    if run.prm.synthetic_only and not run.prm.allow_foreign:
+    if run.prm.synthetic_only and not run.prm.judges_foreign_problems():
         check_sim_prm_can_read(problems, run.dataset.name)
-    for key, component in (("model.backend", run.model.backend), ("prm", run.prm)):
+    for key, component in components(run):
         need = component.needs()
         if need:
             check_installed(key, component.name, *need)
@@ -74,7 +73,7 @@ def check_installed(key: str, name: str, module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise ConfigError(
             f"config key '{key}': {name} needs the {module} package, which is not installed; "
-            f"pip install '{extra}', or choose another {component_group_dir(key)}=..."
+            f"pip install '{extra}', or choose another {key.replace('.', '/')}=..."
         )
 
 

@@ -1,7 +1,7 @@
 """Hydra callback: a sweep says how far it is, `[k/K jobs done]`, with the time spent and an estimate of the time left.
 
     python tts/main.py -m strategy=beam,dvts n=4,16 seed=0,1
-    ... [3/8 jobs done] 41 s elapsed, about 68 s left
+    ... [3/8 jobs done] 00:41 elapsed, about 01:08 left
 
 Finished jobs are counted in `<sweep dir>/.sweep_progress` (one line per job, appended), so jobs that run in other
 processes (joblib, SLURM) count too; the file is reset when a sweep starts. A job's time is taken as a + b * n (a fixed
@@ -26,20 +26,12 @@ import numpy as np
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from tqdm import tqdm
 
-from tts.launch.sweep import sweep_combinations, sweep_overrides
+from tts.cli.sweep import sweep_combinations, sweep_overrides
 
 log = logging.getLogger(__name__)
 STATE = ".sweep_progress"
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def job_weights(overrides: list[str], default_n: int) -> list[float] | None:
@@ -83,19 +75,21 @@ def progress_line(done: int, total: int | None, elapsed: float, left: tuple[floa
     """`[done/total jobs done]`, the time spent and left (`left`: a range, or None for the mean job's time times the
     jobs left)."""
     if not total:
-        return f"[{done} jobs done] {format_seconds(elapsed)} elapsed"
+        return f"[{done} jobs done] {tqdm.format_interval(elapsed)} elapsed"
     if done >= total:
         estimate = "done"
     elif left is not None and math.isfinite(left[0]):
         low, high = left
         if high - low <= 0.1 * high:
-            estimate = f"about {format_seconds(high)} left"
+            estimate = f"about {tqdm.format_interval(high)} left"
         else:
-            estimate = f"between {format_seconds(low)} and {format_seconds(high)} left (more jobs tell which)"
+            estimate = (
+                f"between {tqdm.format_interval(low)} and {tqdm.format_interval(high)} left (more jobs tell which)"
+            )
     else:
         mean = elapsed / done * (total - done) if done else float("nan")
-        estimate = f"about {format_seconds(mean)} left"
-    return f"[{done}/{total} jobs done] {format_seconds(elapsed)} elapsed, {estimate}"
+        estimate = f"about {tqdm.format_interval(mean)} left"
+    return f"[{done}/{total} jobs done] {tqdm.format_interval(elapsed)} elapsed, {estimate}"
 
 
 class SweepProgress(Callback):

@@ -15,6 +15,7 @@ parts, workers that end with their sweep, and run directory names that always fi
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import itertools
 import json
@@ -29,8 +30,6 @@ from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
-
-from tts.launch.hydra_redaction import redact_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +276,7 @@ def guarded_run(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             sys.exit(1)
         _record_failure(hydra, str(error), refused=False)
     except OSError as error:
-        if error.errno not in (28, 122):  # ENOSPC, EDQUOT: the disk, not the code
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):  # the disk (or the quota) is full, not the code broken
             raise
         where = error.filename or (f"into {hydra.runtime.output_dir}" if hydra is not None else "the run directory")
         message = f"no space left on the device writing {where}: {error.strerror}"
@@ -349,23 +348,3 @@ def watch_sweep_process(interval: float = 0.5) -> None:
         os._exit(3)
 
     threading.Thread(target=watch, name="tts-sweep-watch", daemon=True).start()
-
-
-def write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
-    """Hydra's `.hydra/` record of the job, written once the run directory has accepted this configuration.
-
-    Hydra itself would write it before the job starts (hydra.output_subdir is null in conf/config.yaml), overwriting
-    the record of an existing run even when the job is then refused.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    full = cast(DictConfig, HydraConfig.instance().cfg)  # initialized: the whole composed config
-    target = Path(run_dir) / ".hydra"
-    target.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, target / "config.yaml")  # the same YAML Hydra writes (OmegaConf.to_yaml, unresolved)
-    OmegaConf.save(copy.deepcopy(full), target / "hydra.yaml")
-    OmegaConf.save(full.hydra.overrides.task, target / "overrides.yaml")
-    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # a credential given as an override stays out
-        redact_yaml_file(target / name)

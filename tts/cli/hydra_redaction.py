@@ -17,8 +17,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tts.config.redaction import redact, redact_text, register_resolver, secret_values
-from tts.store.run_dir import atomic_write
+from tts.config.redaction import redact_text, register_resolver, secret_values
+from tts.runtime.hydra_record import redact_yaml_file
 
 register_resolver()  # before Hydra resolves hydra.run.dir / hydra.sweep.subdir
 log = logging.getLogger(__name__)
@@ -68,13 +68,3 @@ class RedactHydraFiles(Callback):
                     redact_yaml_file(path)
                 except Exception as error:  # noqa: BLE001 - never stop the job; say which file may hold a secret
                     log.warning("could not redact %s (%s: %s)", path, type(error).__name__, error)
-
-
-def redact_yaml_file(path: Path) -> None:
-    """Rewrite a YAML file (Hydra's `.hydra/*.yaml`) with its secrets redacted; left alone when it holds none."""
-    from omegaconf import OmegaConf
-
-    tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    clean = redact(tree)
-    if clean != tree:
-        atomic_write(Path(path), OmegaConf.to_yaml(OmegaConf.create(clean)))
