@@ -175,9 +175,13 @@ def _problem_row(record: ProblemRecord, n: int, reduction: str) -> dict:
         for agg in every_run:
             row[f"{agg}@{k}"] = scores.expected.get(f"{agg}@{k}", math.nan)
         row[f"pass@{k}"] = scores.pass_at.get(f"pass@{k}", math.nan)
-    for name, value in scores.expected.items():  # those only some runs report (confidence, votes)
-        if "@" in name and find_aggregation(name.rsplit("@", 1)[0]):
-            row[name] = value
+    row.update(  # those only some runs report (confidence, votes)
+        {
+            name: value
+            for name, value in scores.expected.items()
+            if "@" in name and find_aggregation(name.rsplit("@", 1)[0])
+        }
+    )
     own = [a.name for a in registered() if a.once and a.name in scores.expected]
     for agg in own:  # an adaptive strategy's own answer, from at most n completions
         row[f"{agg}@{n}"] = scores.expected[agg]
@@ -244,15 +248,12 @@ def _build(run_dirs: Iterable[tuple[Path, str]], skip_damaged: bool = False) -> 
         run_id = f"{setting}|{variant}|n={n}|seed={seed}"
         # shards and merged copies: keep each problem once, preferring the directory with most records
         parts = sorted(group["parts"], key=lambda part: -len(part[2]))
-        seen: set[str] = set()
-        kept, dropped = [], 0
+        first_copy: dict[str, ProblemRecord] = {}
         for _, _, records in parts:
             for record in records:
-                if record.unique_id in seen:
-                    dropped += 1
-                    continue
-                seen.add(record.unique_id)
-                kept.append(record)
+                first_copy.setdefault(record.unique_id, record)
+        kept = list(first_copy.values())
+        dropped = sum(len(records) for _, _, records in parts) - len(kept)
         rows = [_problem_row(record, n, reduction) for record in kept]
         if dropped:
             log.warning(
@@ -420,7 +421,8 @@ def long_points(problems: pd.DataFrame, subsample: bool = True) -> pd.DataFrame:
         frame = by_run[run_id]
         # an adaptive strategy's run gives one point, its own answer at its budget n: its naive / weighted / maj at
         # n would cover only the problems where it spent the whole budget
-        once = [f"{a.name}@{k}" for a in registered() if a.once]
+        adaptive = bool(trait(frame, "adaptive").iloc[0])
+        once = [f"{a.name}@{k}" for a in registered() if a.once] if adaptive else []
         own = [name.split("@")[0] for name in once if name in frame and frame[name].notna().any()]
         for agg in own or reported_aggregations(f"{agg}@{k}" for agg in _frame_aggregations(frame)):
             part = frame[meta].copy()

@@ -506,7 +506,7 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import tts.config.schema  # noqa: F401  # registers the schemas
+    import tts.registry  # noqa: F401  # registers the schemas
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     GlobalHydra.instance().clear()

@@ -178,7 +178,7 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        config = HFPolicyConfig(device="cpu", batch_size=args.n)
+        config = HFPolicyConfig(_target_="tts.backends.hf.build", device="cpu", batch_size=args.n)
         hf = build_policy(ModelConfig(name="smollm2-135m", backend=config, path=gguf, dtype="float32"), seed=0)
         hf_plain(hf, reqs[:1])
         backend, plain = side_by_side(lambda: hf_backend(hf, reqs), lambda: hf_plain(hf, reqs), args.repeats)

@@ -26,7 +26,7 @@ from hydra.core.global_hydra import GlobalHydra
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import tts.config.schema  # noqa: E402,F401  # registers the schemas
+import tts.registry  # noqa: E402,F401  # registers the schemas
 from tts.backends import build_policy  # noqa: E402
 from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402

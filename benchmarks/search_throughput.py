@@ -51,7 +51,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import tts.config.schema  # noqa: F401 - registers the schemas
+    import tts.registry  # noqa: F401 - registers the schemas
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

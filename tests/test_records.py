@@ -212,3 +212,13 @@ def test_a_run_of_the_release_before_is_refused_for_resume_and_left_as_it_was(tm
         result.stderr) and len(result.stderr.strip().splitlines()) == 1
     after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == {k: v for k, v in before.items() if k.name != ".lock"}
+
+
+def test_a_fingerprint_whose_prm_named_its_engine_is_of_the_layout_before():
+    """`prm.backend: hf|vllm` was the PRM's engine before it became the nested component `prm.engine`: such a run is
+    refused for resume with the one line above, not with a list of every moved knob."""
+    from tts.store.provenance import before_typed_components
+
+    assert before_typed_components({"prm": {"_target_": "tts.prms.rlhflow.build", "backend": "hf", "device": "auto"}})
+    assert not before_typed_components({"prm": {"_target_": "x", "engine": {"_target_": "y", "device": "auto"}}})
+    assert not before_typed_components({"prm": {"_target_": "tts.prms.sim.SimPRM", "noise": 0.2}})

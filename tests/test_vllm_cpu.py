@@ -30,7 +30,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(dirs):
-    backend = VLLMPolicyConfig(enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.5)
+    backend = VLLMPolicyConfig(_target_="tts.backends.vllm.build", enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.5)
     cfg = ModelConfig(name="tiny", backend=backend, path=str(dirs["llama"]), chat_template="llama3", dtype="float32")
     p = build_policy(cfg, seed=0)
     yield p
@@ -56,7 +56,7 @@ def test_vllm_stop_string_kept(policy):
 
 
 def test_vllm_and_hf_policy_agree_greedily(dirs, policy):
-    hf_cfg = ModelConfig(name="tiny", backend=HFPolicyConfig(device="cpu"), path=str(dirs["llama"]),
+    hf_cfg = ModelConfig(name="tiny", backend=HFPolicyConfig(_target_="tts.backends.hf.build", device="cpu"), path=str(dirs["llama"]),
                          chat_template="llama3", dtype="float32")
     hf = build_policy(hf_cfg, seed=0)
     request = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=8)

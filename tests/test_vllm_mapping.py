@@ -122,7 +122,7 @@ def test_engine_kwargs_from_config():
     from tts.backends.vllm import VLLMPolicyConfig
     from tts.config.schema import ModelConfig
 
-    backend = VLLMPolicyConfig(gpu_memory_utilization=0.45, tensor_parallel_size=2, max_model_len=4096)
+    backend = VLLMPolicyConfig(_target_="tts.backends.vllm.build", gpu_memory_utilization=0.45, tensor_parallel_size=2, max_model_len=4096)
     model = ModelConfig(name="m", backend=backend, path="/models/llama", dtype="bfloat16")
     kw = engine_kwargs(backend, model, seed=5)
     assert kw["seed"] == 5 and kw["enable_prefix_caching"] is True and kw["max_model_len"] == 4096

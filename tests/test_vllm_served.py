@@ -92,8 +92,8 @@ def _view(outputs):
 
 
 def test_served_policy_equals_in_process_vllm(dirs, served):
-    client = build_policy(_cfg(dirs, OpenAIPolicyConfig(base_url=served)), seed=0)
-    engine = VLLMPolicyConfig(enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.3)
+    client = build_policy(_cfg(dirs, OpenAIPolicyConfig(_target_="tts.backends.openai.build", base_url=served)), seed=0)
+    engine = VLLMPolicyConfig(_target_="tts.backends.vllm.build", enforce_eager=True, max_model_len=512, gpu_memory_utilization=0.3)
     local = build_policy(_cfg(dirs, engine), seed=0)
     try:
         greedy = GenerationRequest(MESSAGES, prefix="## Step 1:", n=1, temperature=0.0, max_tokens=16, top_logprobs=5)

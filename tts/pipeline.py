@@ -75,11 +75,8 @@ def grade_batch(problems, outputs: list[SearchOutput], grader: AnswerGrader, cfg
     lenient = cfg.scoring.lenient_extraction
     extracted = [[extract_answer_with_rule(c.text, lenient) for c in o.completions] for o in outputs]
     answers = [[a for a, _ in per] for per in extracted]
-    flat_keys = grader.keys([a for per in answers for a in per])
-    keys, offset = [], 0
-    for per in answers:
-        keys.append(flat_keys[offset : offset + len(per)])
-        offset += len(per)
+    flat_keys = iter(grader.keys([a for per in answers for a in per]))
+    keys = [[next(flat_keys) for _ in per] for per in answers]  # split back per problem
     # one grade per distinct key and problem: members of a key group are equivalent
     to_grade = [
         (i, key, answer)
@@ -279,9 +276,9 @@ def _print_summary(metrics: dict, cfg: Config, path: Path) -> None:
     figure = {name: metrics.get(name, float("nan")) for name in (f"pass@{n}", *(f"acc/{a}@{n}" for a in reported))}
     line = "  ".join(f"{agg} {figure[f'acc/{agg}@{n}']:.3f}" for agg in reported)
     own = [a.name for a in registered() if a.once and f"acc/{a.name}" in metrics]  # an adaptive strategy's answer
-    if own:  # and the traces it drew per problem
-        line += "".join(f"  {agg} {metrics[f'acc/{agg}']:.3f}" for agg in own)
-        line += f" ({metrics.get('traces/generated', 0):.1f} traces)"
+    line += "".join(f"  {agg} {metrics[f'acc/{agg}']:.3f}" for agg in own)
+    if "traces/generated" in metrics:  # an adaptive strategy: the traces it drew per problem
+        line += f" ({metrics['traces/generated']:.1f} traces)"
     label = redact_text(f"{cfg.strategy.name} n={n} seed={cfg.seed}")  # W&B captures the console (output.log)
     print(
         f"[{label}] accuracy@{n}: {line}  pass@{n} {figure[f'pass@{n}']:.3f}  "

@@ -54,19 +54,22 @@ DEFAULT_ETAS = (10, 90)
 FOREIGN_PRM_METRIC = "warnings/prm_sim_foreign_problems"
 
 
+# scoring.reduction -> how a solution's step scores (at least one) become one number
+REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "last": lambda scores: scores[-1],
+    "min": min,
+    "prod": math.prod,
+    "mean": lambda scores: sum(scores) / len(scores),
+}
+
+
 def reduce_scores(step_scores: Sequence[float], how: str = "last") -> float:
     """One number per solution from its per-step PRM scores. A solution with no steps scores 0."""
     if len(step_scores) == 0:
         return 0.0
-    if how == "last":
-        return float(step_scores[-1])
-    if how == "min":
-        return float(min(step_scores))
-    if how == "prod":
-        return float(math.prod(step_scores))
-    if how == "mean":
-        return float(sum(step_scores) / len(step_scores))
-    raise ValueError(f"config key 'scoring.reduction': unknown reduction {how!r}; use last, min, prod or mean")
+    if how not in REDUCTIONS:
+        raise ValueError(f"config key 'scoring.reduction': unknown reduction {how!r}; use last, min, prod or mean")
+    return float(REDUCTIONS[how](step_scores))
 
 
 def budgets(n: int) -> list[int]:
@@ -179,8 +182,7 @@ class GradedProblem:
 
     @cached_property
     def prm_scores(self) -> np.ndarray:
-        reduction = self.settings.reduction
-        return np.asarray([reduce_scores(c.step_scores, reduction) for c in self.completions], dtype=float)
+        return np.array([reduce_scores(c.step_scores, self.settings.reduction) for c in self.completions], dtype=float)
 
     def _confidence(self, measure: str) -> np.ndarray:
         return np.array([float(cast(dict, c.confidence)[measure]) for c in self.completions])
@@ -439,7 +441,7 @@ def borda_sc(view: SubsetView) -> np.ndarray:
     "final",
     needs={Need.WEIGHTS},
     once=lambda problem: np.flatnonzero(problem.weights > 0),
-    label="own answer (adaptive: deepconf, esc)",
+    label="own answer (adaptive strategies)",
 )
 def final(view: SubsetView) -> np.ndarray:
     """An adaptive strategy's own answer (deepconf, esc decide how many completions to draw): the vote of the

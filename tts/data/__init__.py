@@ -30,8 +30,6 @@ from tts.data.problem import Problem
 from tts.data.readers import Row, exact_text, read_file, read_hub_rows
 from tts.data.synthetic import generate_problems
 
-REQUIRED = ("problem", "answer")
-OPTIONAL = ("unique_id", "solution", "subject", "level")
 # A gold answer longer than this is prose (a worked solution), not an answer. MATH-500's longest answer is 53
 # characters (a 3-vector as a pmatrix); GSM8K's finals are numbers.
 MAX_ANSWER_CHARS = 200

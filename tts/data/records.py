@@ -100,11 +100,8 @@ class Completion:
 
     def _extra_on_disk(self) -> dict:
         steering = [(name, getattr(self, name)) for name in STEERING_KEYS if getattr(self, name) is not None]
-        if not steering:
-            return dict(self.extra)
         own = list(self.extra.items())
-        at = len(own) if self.vote_at is None else self.vote_at
-        return dict(own[:at] + steering + own[at:])
+        return dict(own[: self.vote_at] + steering + own[self.vote_at :])  # vote_at None: after all of them
 
     @classmethod
     def from_json(cls, data) -> Completion:
@@ -114,8 +111,7 @@ class Completion:
         extra = data.get("extra", {})
         steering = {}
         if isinstance(extra, dict) and ("vote" in extra or "weight" in extra):  # lifted out, where they sat noted
-            names = list(extra)
-            at = min(names.index(name) for name in STEERING_KEYS if name in extra)
+            at = min(list(extra).index(name) for name in STEERING_KEYS if name in extra)
             steering = {name: extra[name] for name in STEERING_KEYS if name in extra}
             extra = {name: value for name, value in extra.items() if name not in STEERING_KEYS}
             steering["vote_at"] = None if at == len(extra) else at

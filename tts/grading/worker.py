@@ -20,6 +20,7 @@ fails with ``MemoryError`` instead of exhausting the machine before the deadline
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -128,20 +129,14 @@ class _Child:
         self.proc.stdin.flush()
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.proc.kill()
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):  # killed, not yet reaped: the OS reaps it later
             self.proc.wait(timeout=5)
-        except (subprocess.TimeoutExpired, OSError):  # killed but not yet reaped: the OS reaps it later
-            pass
         for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                if f is not None:
+            if f is not None:
+                with contextlib.suppress(OSError):
                     f.close()
-            except OSError:
-                pass
 
 
 class SymbolicWorker:
@@ -278,14 +273,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child process
     if not parent:
         return
     if os.environ.get("TTS_GRADING_DEATHSIG") == "1" and sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             import ctypes
             import signal
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
     if os.getppid() != parent:
         os._exit(0)
 
@@ -302,12 +295,10 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
     _die_with_parent()
     limit = int(os.environ.get("TTS_GRADING_MEMORY_LIMIT", "0") or 0)
     if limit > 0:
-        try:
+        with contextlib.suppress(ImportError, ValueError, OSError):
             import resource
 
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        except (ImportError, ValueError, OSError):
-            pass
     # Keep fd 1 for the protocol; anything the libraries print goes to stderr.
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)

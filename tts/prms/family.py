@@ -178,22 +178,19 @@ def load_prm_tokenizer(config: PRMFamilyConfig) -> Any:
 # -- the tokenization the families share
 
 
-def char_to_token(offsets: Sequence[tuple[int, int]], char: int) -> int:
-    """Index of the token whose character span contains `char` (special tokens have empty spans and never match)."""
-    for index, (start, end) in enumerate(offsets):
-        if start <= char < end:
-            return index
-    raise ValueError(f"no token covers character {char}")
-
-
 def read_out_tokens(tokenizer: Any, encoding: dict, chars: Sequence[int], token_id: int, what: str) -> list[int]:
-    """The index of the token at each of `chars` (offsets into the encoded text) that a family placed its read-out
-    token at; each must have stayed that one token (`token_id`), else ValueError: `what` went wrong."""
-    ids = encoding["input_ids"]
-    positions = [char_to_token(encoding["offset_mapping"], char) for char in chars]
-    for token in positions:
+    """The index of the token at each of `chars` (offsets into the encoded text, where a family placed its read-out
+    token): the token whose character span contains it (special tokens have empty spans and never match). Each must
+    have stayed that one token (`token_id`), else ValueError: `what` went wrong."""
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    positions = []
+    for char in chars:
+        token = next((index for index, (start, end) in enumerate(offsets) if start <= char < end), None)
+        if token is None:
+            raise ValueError(f"no token covers character {char}")
         if ids[token] != token_id:
             raise ValueError(f"{what} (found {tokenizer.convert_ids_to_tokens([ids[token]])})")
+        positions.append(token)
     return positions
 
 

@@ -75,10 +75,9 @@ class VLLMPRMEngine(PRMEngine):
         cuts: dict[tuple[int, ...], int] = {}
         wanted: list[list[int]] = []
         for enc, done in zip(encoded, known):
-            row = []
-            for position in enc.positions[done:]:
-                row.append(cuts.setdefault(tuple(enc.ids[: position + 1]), len(cuts)))
-            wanted.append(row)
+            wanted.append(
+                [cuts.setdefault(tuple(enc.ids[: position + 1]), len(cuts)) for position in enc.positions[done:]]
+            )
         prompts = [{"prompt_token_ids": list(ids)} for ids in cuts]
         family.stats.tokens += sum(len(ids) for ids in cuts)
         if self.pooling.sequence_pooling:
@@ -144,22 +143,21 @@ def build(config: VLLMPRMEngineConfig, family: PRMFamily) -> VLLMPRMEngine:
         ) from err
     from vllm import LLM
 
+    from tts.backends.vllm import llm_kwargs
+
     checkpoint = family.config
     kwargs = {k: v for k, v in pooling.engine_kwargs.items() if k != "native_head"}
     kwargs.setdefault("runner", "pooling")
     kwargs.update(
-        model=checkpoint.path,
-        tokenizer=checkpoint.path,
-        dtype=checkpoint.dtype,
-        trust_remote_code=checkpoint.trust_remote_code,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        enforce_eager=config.enforce_eager,
-        enable_prefix_caching=config.enable_prefix_caching,
+        llm_kwargs(
+            checkpoint.path,
+            checkpoint.dtype,
+            checkpoint.trust_remote_code,
+            config,
+            max_model_len=config.max_length,
+            block_size=config.block_size,
+        )
     )
-    if config.max_length:
-        kwargs["max_model_len"] = config.max_length
-    if config.block_size:
-        kwargs["block_size"] = int(config.block_size)
     try:
         return VLLMPRMEngine(config, LLM(**kwargs), pooling)
     except OSError as err:

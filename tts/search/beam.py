@@ -46,22 +46,14 @@ class BeamState(TreeState):
             alive = drop_duplicates(alive)
         self.survivors = top_k(alive, self.n // self.config.beam_width)
         if len(self.finished) >= self.n or not self.survivors:
-            self.done = True
-            self.frontier = []
+            self.done, self.frontier = True, []
             return
         slots = allocate(self.n, [1.0] * len(self.survivors))  # N beams in flight again
         self.frontier = [Expansion(node, k) for node, k in zip(self.survivors, slots)]
 
     def result(self) -> SearchOutput:
-        ranked = sorted(self.finished, key=lambda node: -self.rank(node))[: self.n]
-        completions = [node.to_completion(self.spec) for node in ranked]
-        # Only if the search ran out of iterations short of N finished beams: the best unfinished ones, marked.
-        for node in top_k(self.survivors, self.n - len(completions)):
-            completions.append(node.to_completion(self.spec, "truncated"))
-        note = None
-        if len(completions) < self.n:
-            note = f"beam search finished {len(completions)} of {self.n} beams"
-        return SearchOutput(completions=completions, compute=self.compute, note=note)
+        ranked = sorted(self.finished, key=lambda node: -self.rank(node))
+        return self.output(ranked, self.survivors, "beam search finished {} of {} beams")
 
 
 class BeamSearch(TreeSearch):

@@ -63,11 +63,7 @@ class RebaseState(TreeState):
         self.frontier = [Expansion(node, k) for node, k in zip(self.alive, counts) if k > 0]
 
     def result(self) -> SearchOutput:
-        completions = [node.to_completion(self.spec) for node in self.finished[: self.n]]
-        for node in sorted(self.alive, key=lambda node: -node.value)[: self.n - len(completions)]:
-            completions.append(node.to_completion(self.spec, "truncated"))
-        note = None if len(completions) == self.n else f"REBASE finished {len(completions)} of {self.n} completions"
-        return SearchOutput(completions=completions, compute=self.compute, note=note)
+        return self.output(self.finished, self.alive, "REBASE finished {} of {} completions")
 
 
 class Rebase(TreeSearch):

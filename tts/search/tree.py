@@ -123,6 +123,16 @@ class TreeState:
     def rank(self, node: Node) -> float:
         return reduce_scores(node.scores, self.spec.reduction)
 
+    def output(self, finished: list[Node], unfinished: list[Node], shortfall: str) -> SearchOutput:
+        """The first n of `finished`; only if the search ran out of iterations short of n, topped up with the best of
+        `unfinished`, marked truncated. Fewer than n even so: noted (`shortfall`, given the count and n)."""
+        completions = [node.to_completion(self.spec) for node in finished[: self.n]]
+        completions += [
+            node.to_completion(self.spec, "truncated") for node in top_k(unfinished, self.n - len(completions))
+        ]
+        note = None if len(completions) == self.n else shortfall.format(len(completions), self.n)
+        return SearchOutput(completions=completions, compute=self.compute, note=note)
+
 
 def top_k(nodes: list[Node], k: int) -> list[Node]:
     """The `k` highest-valued nodes, best first; ties keep their original order (so results are deterministic)."""

@@ -156,14 +156,12 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    try:  # make the rename itself durable
+    with contextlib.suppress(OSError):  # make the rename itself durable
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
-    except OSError:
-        pass
 
 
 # -- one writer at a time ---------------------------------------------------------------------------------------------

@@ -100,11 +100,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def before_typed_components(fingerprint: dict) -> bool:
-    """A fingerprint of the layout before each component owned a typed config: `model.backend` was the backend's
-    name and `prm.family` chose the PRM's class (now each is a component with its `_target_`)."""
+    """A fingerprint of a layout before the components' typed configs: `model.backend` was the backend's name and
+    `prm.family` chose the PRM's class (now each is a component with its `_target_`), or `prm.backend` named the
+    PRM's engine (now the nested component `prm.engine`)."""
     model, prm = fingerprint.get("model"), fingerprint.get("prm")
     return (isinstance(model, dict) and isinstance(model.get("backend"), str)) or (
-        isinstance(prm, dict) and "family" in prm
+        isinstance(prm, dict) and ("family" in prm or isinstance(prm.get("backend"), str))
     )
 
 
@@ -163,10 +164,8 @@ def _packages(components: list[ComponentConfig], weights: dict[str, dict]) -> di
         names += _distributions_holding(checkpoint["path"]) if "files" in checkpoint else []
     versions = {}
     for name in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return dict(sorted(versions.items()))
 
 

@@ -211,13 +211,13 @@ class RunReader:
                 f"{what}; rerun the command that wrote this run: resuming rebuilds lost entries from the batch files "
                 f"{DIGESTS} vouches for"
             )
-        if unverified:
-            self._say_unverified(unverified)
+        self._say_unverified(unverified)
         return entries
 
     def _say_unverified(self, count: int) -> None:
-        """Warn once per directory and process that its index predates entry digests (read, resumed, unverified)."""
-        if self.index_path.resolve() not in _SAID_UNVERIFIED:
+        """Warn once per directory and process that its index predates entry digests (read, resumed, unverified),
+        when `count` of its entries do."""
+        if count and self.index_path.resolve() not in _SAID_UNVERIFIED:
             _SAID_UNVERIFIED.add(self.index_path.resolve())
             log.warning(
                 "%s: %d index entries were written before entries carried their own digest: their scores are read "

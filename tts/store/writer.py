@@ -117,9 +117,9 @@ class RunDirectory(RunReader):
                 self.close()
                 raise ConfigError(
                     f"config key 'hydra.run.dir': {self.path} was written by a release before typed component configs "
-                    f"(its config has a plain model.backend and prm.family); this release reads its results "
-                    f"(analysis, merge) but does not resume it: finish it with the release that started it, or choose "
-                    f"another directory"
+                    f"(its config has a plain model.backend, prm.family or prm.backend); this release reads its "
+                    f"results (analysis, merge) but does not resume it: finish it with the release that started it, or "
+                    f"choose another directory"
                 )
             if stored != fingerprint and has_results:
                 ours, theirs = _flatten(fingerprint), _flatten(stored)
@@ -158,8 +158,7 @@ class RunDirectory(RunReader):
         lines = raw.splitlines(keepends=True)
         digests = self._digests()
         summaries: dict[str, ProblemSummary] = {}
-        kept: list[bytes] = []
-        kept_entries: list[dict] = []
+        kept: list[tuple[bytes, dict]] = []  # (index line, entry) of every batch that counts
         damaged: list[str] = []  # what is dropped: its problems are searched again
         # batch file -> why its index entry was refused, and whether the entry was untrusted (then the file may still
         # be fine: its seal in digests.jsonl decides) or intact (then it was the file's one seal, and it does not match)
@@ -181,9 +180,8 @@ class RunDirectory(RunReader):
             unverified += "entry_sha256" not in entry
             for summary in batch:
                 summaries[summary.unique_id] = summary
-            kept.append(line if line.endswith(b"\n") else line + b"\n")
-            kept_entries.append(entry)
-        kept_files = {e["file"] for e in kept_entries}
+            kept.append((line if line.endswith(b"\n") else line + b"\n", entry))
+        kept_files = {e["file"] for _, e in kept}
         # A batch file without an intact entry (lost, torn, edited): its entry is rebuilt from the file when its seal
         # in digests.jsonl matches, so nothing is searched again; otherwise the file is set aside, never deleted.
         rebuilt = []
@@ -201,8 +199,7 @@ class RunDirectory(RunReader):
                 continue
             for data in entry["problems"]:
                 summaries[data["unique_id"]] = ProblemSummary.from_json(data)
-            kept.append(json_line(entry))
-            kept_entries.append(entry)
+            kept.append((json_line(entry), entry))
             kept_files.add(name)
             rebuilt.append(f"{name} ({reason})" if reason else name)
         damaged.extend(f"{name} ({reason})" for name, (reason, _) in entry_damage.items())  # missing, or repeated
@@ -222,16 +219,14 @@ class RunDirectory(RunReader):
                 "s" if len(rebuilt) > 1 else "",
                 DIGESTS,
             )
-        if unverified:
-            self._say_unverified(unverified)
+        self._say_unverified(unverified)
         for file in self.results_dir.iterdir():
             if file.name.startswith(".") and file.name.endswith(".tmp"):
                 file.unlink()  # a batch (or digests) file cut short while being written
         # numbering goes on from the last kept batch, so a resumed run names its batches as an uninterrupted one
         self._next_batch = max([0] + [batch_number(f) + 1 for f in kept_files])
-        order = sorted(range(len(kept)), key=lambda i: batch_number(kept_entries[i]["file"]))  # as written
-        kept, kept_entries = [kept[i] for i in order], [kept_entries[i] for i in order]
-        repaired = b"".join(kept)
+        kept.sort(key=lambda line_entry: batch_number(line_entry[1]["file"]))  # as written
+        repaired = b"".join(line for line, _ in kept)
         if repaired != raw:
             if raw.startswith(repaired):
                 with open(self.index_path, "r+b") as handle:  # the common case: cut a torn tail in place
@@ -240,7 +235,7 @@ class RunDirectory(RunReader):
             else:
                 atomic_write(self.index_path, repaired)
         # digests.jsonl holds exactly the seals of the kept entries (a stale or wrong line is replaced)
-        vouched = b"".join(json_line(seal(e)) for e in kept_entries)
+        vouched = b"".join(json_line(seal(e)) for _, e in kept)
         if (self.digests_path.read_bytes() if self.digests_path.exists() else b"") != vouched:
             atomic_write(self.digests_path, vouched)
         return summaries
