@@ -32,6 +32,7 @@ from tts.data import load_problems  # noqa: E402
 from tts.prms import build_prm  # noqa: E402
 from tts.config.validate import validate  # noqa: E402
 from tts.search import build_strategy  # noqa: E402
+from tts.search.base import RunSpec  # noqa: E402
 
 
 def compose_config(overrides: list[str]):
@@ -45,13 +46,13 @@ def time_search(composed, profile: bool) -> dict:
     cfg = validate(composed)
     problems = load_problems(cfg.dataset)
     policy, prm = build_policy(cfg.model, cfg.seed), build_prm(cfg.prm)
-    search = build_strategy(cfg.strategy).search
+    search, spec = build_strategy(cfg.strategy).search, RunSpec.of(cfg)
     profiler = cProfile.Profile() if profile else None
     wall, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     for start in range(0, len(problems), cfg.batch_size):
-        search(problems[start : start + cfg.batch_size], policy, prm, cfg)
+        search(problems[start : start + cfg.batch_size], policy, prm, spec)
     if profiler:
         profiler.disable()
     result = {"search_wall_s": time.perf_counter() - wall, "search_cpu_s": time.process_time() - cpu,

@@ -238,14 +238,15 @@ def compare_full(cfg, policy, problems, search) -> int:
     candidates already scored): a second PRM engine with prefix caching off."""
     import dataclasses
 
-    from tts.runtime.model_cache import CACHE
     from tts.prms import build_prm
+    from tts.runtime.model_cache import CACHE
+    from tts.search.base import RunSpec
 
     CACHE.release("prm")  # one PRM engine at a time
     prm_cfg = dataclasses.replace(cfg.prm, engine=dataclasses.replace(cfg.prm.engine, enable_prefix_caching=False))
     prm = build_prm(prm_cfg)
     try:
-        search(problems, policy, prm, cfg)
+        search(problems, policy, prm, RunSpec.of(cfg))
         return prm.stats.tokens - prm.stats.cached_tokens
     finally:
         prm.close()

@@ -166,6 +166,7 @@ def measure(seeds: list[int], num_problems: int, search_ns: list[int], bon_n: in
     from tts.pipeline import grade_batch
     from tts.prms import build_prm
     from tts.search import build_strategy
+    from tts.search.base import RunSpec
 
     def records(strategy: str, n: int, seed: int) -> list:
         GlobalHydra.instance().clear()
@@ -178,7 +179,7 @@ def measure(seeds: list[int], num_problems: int, search_ns: list[int], bon_n: in
         found = []
         for start in range(0, len(problems), cfg.batch_size):
             batch = problems[start : start + cfg.batch_size]
-            found += grade_batch(batch, search.search(batch, policy, prm, cfg), grader, cfg)
+            found += grade_batch(batch, search.search(batch, policy, prm, RunSpec.of(cfg)), grader, cfg)
         return found
 
     bins = {ALL: (1, 2, 3, 4, 5), **BINS}
