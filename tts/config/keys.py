@@ -90,7 +90,7 @@ def key_is_known(key: str) -> bool:
     if key in schema_keys():
         return True
     parent = key.rsplit(".", 1)[0]
-    return any(k == parent for k in schema_keys()) and _is_open(parent)
+    return parent in schema_keys() and _is_open(parent)
 
 
 def _is_open(key: str) -> bool:
